@@ -1,0 +1,246 @@
+//! The verified contents of a token.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+/// The claims of a verified access token: the registered claims the gate checks, plus the
+/// application's own claims `C`, flattened in beside them.
+///
+/// The gate puts a `Claims<C>` into the request extensions of every request it lets through
+/// with a token. `sub`, `exp`, `iat` and `jti` are required: a token lacking one is refused,
+/// because without them it could be neither attributed, expired nor revoked.
+///
+/// ```
+/// use jwt_gate::Claims;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize)]
+/// struct Roles {
+///     roles: Vec<String>,
+/// }
+///
+/// let claims = Claims::new("alice", 1_700_000_000, 1_700_000_900)
+///     .with_issuer("https://auth.example")
+///     .with_extra(Roles { roles: vec!["admin".into()] });
+/// let json = serde_json::to_value(&claims).unwrap();
+/// assert_eq!(json["roles"][0], "admin");
+/// assert_eq!(json["sub"], "alice");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims<C = ()> {
+    /// Subject: who the token speaks for.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    #[serde(deserialize_with = "numeric_date")]
+    pub exp: u64,
+    /// Issued at, seconds since the epoch.
+    #[serde(deserialize_with = "numeric_date")]
+    pub iat: u64,
+    /// Not before, seconds since the epoch.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_numeric_date"
+    )]
+    pub nbf: Option<u64>,
+    /// The token's unique id: what a revocation names.
+    pub jti: String,
+    /// Issuer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience: one string or several in the token; empty when absent.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "one_or_many",
+        deserialize_with = "string_or_strings"
+    )]
+    pub aud: Vec<String>,
+    /// The application's own claims.
+    #[serde(flatten)]
+    pub extra: C,
+}
+
+impl Claims<()> {
+    /// Claims for `sub`, issued at `iat`, expiring at `exp`, with a fresh random 128-bit `jti`.
+    pub fn new(sub: impl Into<String>, iat: u64, exp: u64) -> Self {
+        Self {
+            sub: sub.into(),
+            exp,
+            iat,
+            nbf: None,
+            jti: new_jti(),
+            iss: None,
+            aud: Vec::new(),
+            extra: (),
+        }
+    }
+}
+
+impl<C> Claims<C> {
+    /// Adds the application's own claims.
+    pub fn with_extra<D>(self, extra: D) -> Claims<D> {
+        Claims {
+            sub: self.sub,
+            exp: self.exp,
+            iat: self.iat,
+            nbf: self.nbf,
+            jti: self.jti,
+            iss: self.iss,
+            aud: self.aud,
+            extra,
+        }
+    }
+
+    /// Sets `iss`.
+    #[must_use]
+    pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.iss = Some(issuer.into());
+        self
+    }
+
+    /// Adds an audience to `aud`.
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.aud.push(audience.into());
+        self
+    }
+
+    /// Sets `nbf`.
+    #[must_use]
+    pub fn with_not_before(mut self, nbf: u64) -> Self {
+        self.nbf = Some(nbf);
+        self
+    }
+}
+
+/// A fresh token id: 128 random bits, base64url without padding (22 characters).
+pub(crate) fn new_jti() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes).expect("the operating system's random source failed");
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A JWT `NumericDate`: a JSON number of seconds. Fractions are floored; strings, negative
+/// and non-finite numbers are refused (a string `exp` must never be skipped as "absent").
+fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    struct NumericDate;
+
+    impl Visitor<'_> for NumericDate {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a non-negative number of seconds")
+        }
+
+        fn visit_u64<E: de::Error>(self, value: u64) -> Result<u64, E> {
+            Ok(value)
+        }
+
+        fn visit_i64<E: de::Error>(self, value: i64) -> Result<u64, E> {
+            u64::try_from(value).map_err(|_| E::custom("a NumericDate cannot be negative"))
+        }
+
+        fn visit_f64<E: de::Error>(self, value: f64) -> Result<u64, E> {
+            if value.is_finite() && value >= 0.0 && value < u64::MAX as f64 {
+                Ok(value as u64)
+            } else {
+                Err(E::custom(
+                    "a NumericDate must be a finite, non-negative number",
+                ))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(NumericDate)
+}
+
+fn optional_numeric_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    numeric_date(deserializer).map(Some)
+}
+
+fn string_or_strings<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct StringOrStrings;
+
+    impl<'de> Visitor<'de> for StringOrStrings {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Vec<String>, E> {
+            Ok(vec![value.to_owned()])
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+            let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(1).min(16));
+            while let Some(value) = seq.next_element()? {
+                values.push(value);
+            }
+            Ok(values)
+        }
+    }
+
+    deserializer.deserialize_any(StringOrStrings)
+}
+
+fn one_or_many<S: Serializer>(values: &[String], serializer: S) -> Result<S::Ok, S::Error> {
+    match values {
+        [one] => serializer.serialize_str(one),
+        many => many.serialize(serializer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_typed_dates_are_refused_not_skipped() {
+        let json = r#"{"sub":"a","exp":"99999999999","iat":1,"jti":"x"}"#;
+        assert!(serde_json::from_str::<Claims>(json).is_err());
+    }
+
+    #[test]
+    fn fractional_dates_are_floored_and_negative_refused() {
+        let json = r#"{"sub":"a","exp":1700000000.9,"iat":1,"jti":"x"}"#;
+        assert_eq!(
+            serde_json::from_str::<Claims>(json).unwrap().exp,
+            1_700_000_000
+        );
+        let json = r#"{"sub":"a","exp":-1,"iat":1,"jti":"x"}"#;
+        assert!(serde_json::from_str::<Claims>(json).is_err());
+    }
+
+    #[test]
+    fn audience_reads_one_or_many_and_writes_one_as_a_string() {
+        let one: Claims =
+            serde_json::from_str(r#"{"sub":"a","exp":2,"iat":1,"jti":"x","aud":"api"}"#).unwrap();
+        assert_eq!(one.aud, ["api"]);
+        assert_eq!(serde_json::to_value(&one).unwrap()["aud"], "api");
+        let many: Claims =
+            serde_json::from_str(r#"{"sub":"a","exp":2,"iat":1,"jti":"x","aud":["api","web"]}"#)
+                .unwrap();
+        assert_eq!(many.aud, ["api", "web"]);
+    }
+
+    #[test]
+    fn missing_jti_is_an_error() {
+        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","exp":2,"iat":1}"#).is_err());
+    }
+
+    #[test]
+    fn jtis_are_unique_and_128_bits() {
+        let (a, b) = (new_jti(), new_jti());
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(a).unwrap().len(), 16);
+    }
+}

@@ -1,0 +1,458 @@
+//! The gate itself: [`JwtAuthLayer`] builds [`JwtAuth`], whose `call` does the work.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use serde::de::DeserializeOwned;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::extract::{bearer_token, Credentials};
+use crate::paths::{Access, PathRules};
+use crate::revocation::{BoxFuture, RevocationCheck};
+use crate::{AuthError, Claims, Keys, TokenVerifier};
+
+/// The realm named in `WWW-Authenticate` challenges unless set.
+pub const DEFAULT_REALM: &str = "jwt-gate";
+
+/// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
+/// token, except on the paths left open or optional.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use jwt_gate::{Claims, JwtAuthLayer, Keys};
+///
+/// async fn me(claims: Claims) -> String {
+///     format!("hello {}", claims.sub)
+/// }
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let app: Router = Router::new()
+///     .route("/me", get(me))
+///     .route("/health", get(|| async { "ok" }))
+///     .layer(JwtAuthLayer::from_keys(keys).open_path("/health"));
+/// ```
+pub struct JwtAuthLayer<C = ()> {
+    gate: Arc<Gate<C>>,
+}
+
+struct Gate<C> {
+    verifier: TokenVerifier<C>,
+    paths: PathRules,
+    realm: Arc<str>,
+}
+
+impl<C> Clone for Gate<C> {
+    fn clone(&self) -> Self {
+        Self {
+            verifier: self.verifier.clone(),
+            paths: self.paths.clone(),
+            realm: self.realm.clone(),
+        }
+    }
+}
+
+impl<C> Clone for JwtAuthLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for JwtAuthLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuthLayer")
+            .field("verifier", &self.gate.verifier)
+            .field("paths", &self.gate.paths)
+            .field("realm", &self.gate.realm)
+            .finish()
+    }
+}
+
+impl JwtAuthLayer<()> {
+    /// A gate verifying with `keys`, the default [`Validation`](crate::Validation) and its own
+    /// in-memory revocation list. To share a revocation list with an auth service, or to
+    /// change the policy, build a [`TokenVerifier`] and use [`JwtAuthLayer::new`].
+    pub fn from_keys(keys: Keys) -> Self {
+        Self::new(TokenVerifier::new(keys))
+    }
+}
+
+impl<C> JwtAuthLayer<C> {
+    /// A gate applying `verifier`: its keys, policy, revocation store and claims type.
+    pub fn new(verifier: TokenVerifier<C>) -> Self {
+        Self {
+            gate: Arc::new(Gate {
+                verifier,
+                paths: PathRules::default(),
+                realm: Arc::from(DEFAULT_REALM),
+            }),
+        }
+    }
+
+    fn configure(mut self, change: impl FnOnce(&mut Gate<C>)) -> Self {
+        change(Arc::make_mut(&mut self.gate));
+        self
+    }
+
+    /// Lets requests for exactly `path` through without looking at any token.
+    #[must_use]
+    pub fn open_path(self, path: &str) -> Self {
+        self.configure(|gate| gate.paths.exact(path, Access::Open))
+    }
+
+    /// Lets requests for `prefix` and every path below it through without looking at any
+    /// token. Matching is segment-wise (`/auth` does not open `/authz`), and a path with dot
+    /// segments or encoded slashes is never treated as open.
+    #[must_use]
+    pub fn open_prefix(self, prefix: &str) -> Self {
+        self.configure(|gate| gate.paths.prefix(prefix, Access::Open))
+    }
+
+    /// On exactly `path`, a token is optional: claims are added when a valid one is present,
+    /// the request passes without one, and an invalid one is still refused.
+    #[must_use]
+    pub fn optional_path(self, path: &str) -> Self {
+        self.configure(|gate| gate.paths.exact(path, Access::Optional))
+    }
+
+    /// As [`optional_path`](Self::optional_path), for `prefix` and every path below it.
+    #[must_use]
+    pub fn optional_prefix(self, prefix: &str) -> Self {
+        self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
+    }
+
+    /// Names the protection space in `WWW-Authenticate` challenges (default `jwt-gate`).
+    ///
+    /// # Panics
+    ///
+    /// If `realm` has a character that cannot stand in a quoted string unescaped (a control
+    /// character, `"` or `\`): realms are configuration, and a bad one is a programming error.
+    #[must_use]
+    pub fn realm(self, realm: &str) -> Self {
+        assert!(
+            realm
+                .bytes()
+                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
+            "a realm must be printable ASCII without '\"' or '\\\\'"
+        );
+        self.configure(|gate| gate.realm = Arc::from(realm))
+    }
+}
+
+impl<S, C> Layer<S> for JwtAuthLayer<C> {
+    type Service = JwtAuth<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        JwtAuth {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The gate: verifies the request's bearer token before calling the inner service, with the
+/// verified [`Claims<C>`](crate::Claims) in the request extensions. See [`JwtAuthLayer`].
+pub struct JwtAuth<S, C = ()> {
+    inner: S,
+    gate: Arc<Gate<C>>,
+}
+
+impl<S: Clone, C> Clone for JwtAuth<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtAuth")
+            .field("inner", &self.inner)
+            .field("realm", &self.gate.realm)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Decision {
+    Pass,
+    Reject(AuthError),
+    AwaitRevocation(BoxFuture<'static, RevocationCheck>),
+}
+
+impl<C> Gate<C>
+where
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn decide<B>(&self, request: &mut Request<B>) -> Decision {
+        let access = self.paths.access(request.uri().path());
+        if access == Access::Open {
+            return Decision::Pass;
+        }
+        let max_len = self.verifier.validation().max_token_len;
+        let claims = match bearer_token(request.headers(), max_len) {
+            Ok(Credentials::Bearer(token)) => match self.verifier.verify(token) {
+                Ok(claims) => claims,
+                Err(error) => return Decision::Reject(error),
+            },
+            Ok(Credentials::None) if access == Access::Optional => return Decision::Pass,
+            Ok(Credentials::None) => return Decision::Reject(AuthError::MissingCredentials),
+            Err(error) => return Decision::Reject(error),
+        };
+        let check = self.verifier.check_revocation(&claims);
+        // The claims ride with the request either way; a refused request is dropped whole.
+        request.extensions_mut().insert(Claims::clone(&claims));
+        match check {
+            RevocationCheck::Valid => Decision::Pass,
+            RevocationCheck::Revoked => Decision::Reject(AuthError::Revoked),
+            RevocationCheck::Unavailable => Decision::Reject(AuthError::RevocationStoreUnavailable),
+            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
+        }
+    }
+}
+
+fn log_rejection(error: AuthError, path: &str) {
+    match error {
+        AuthError::MissingCredentials => {
+            tracing::debug!(%path, reason = %error, "request without credentials refused")
+        }
+        AuthError::RevocationStoreUnavailable => {
+            tracing::warn!(%path, reason = %error, "request refused: failing closed")
+        }
+        _ => {
+            tracing::info!(%path, reason = %error, code = error.error_code(), "request with bad credentials refused")
+        }
+    }
+}
+
+/// A rejection, answered in the request's own protocol (gRPC or plain HTTP).
+fn rejection<B>(
+    error: AuthError,
+    realm: &str,
+    request: &Request<impl Sized>,
+) -> Response<ResponseBody<B>> {
+    log_rejection(error, request.uri().path());
+    let (status, headers, body) = error.to_response_parts(realm, request.headers());
+    let mut response = Response::new(ResponseBody::rejection(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        match self.gate.decide(&mut request) {
+            Decision::Pass => ResponseFuture {
+                state: State::Inner {
+                    future: self.inner.call(request),
+                },
+            },
+            Decision::Reject(error) => ResponseFuture {
+                state: State::Rejected {
+                    response: Some(rejection(error, &self.gate.realm, &request)),
+                },
+            },
+            Decision::AwaitRevocation(check) => {
+                // The inner service was made ready for this request; take that ready instance
+                // along and leave a fresh clone behind for the next one.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture {
+                    state: State::AwaitingRevocation {
+                        check,
+                        pending: Some((request, inner)),
+                        realm: self.gate.realm.clone(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`JwtAuth`]. It allocates nothing of its own unless the
+    /// revocation store has to do I/O.
+    pub struct ResponseFuture<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody, ResBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State<S, ReqBody, ResBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+        Rejected {
+            response: Option<Response<ResponseBody<ResBody>>>,
+        },
+        AwaitingRevocation {
+            check: BoxFuture<'static, RevocationCheck>,
+            pending: Option<(Request<ReqBody>, S)>,
+            realm: Arc<str>,
+        },
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody, ResBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProjection::Inner { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProjection::Rejected { response } => {
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("ResponseFuture polled after completion")));
+                }
+                StateProjection::AwaitingRevocation {
+                    check,
+                    pending,
+                    realm,
+                } => {
+                    let verdict = ready!(check.as_mut().poll(cx));
+                    let (request, mut inner) = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let error = match verdict {
+                        RevocationCheck::Valid => {
+                            let future = inner.call(request);
+                            state.set(State::Inner { future });
+                            continue;
+                        }
+                        RevocationCheck::Revoked => AuthError::Revoked,
+                        // A store may not answer "pending" twice; treat it as unavailable.
+                        RevocationCheck::Unavailable | RevocationCheck::Pending(_) => {
+                            AuthError::RevocationStoreUnavailable
+                        }
+                    };
+                    return Poll::Ready(Ok(rejection(error, realm, &request)));
+                }
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The body of a gated response: the inner service's, or the gate's own small JSON
+    /// rejection.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProjection]
+    enum BodyKind<B> {
+        Inner { #[pin] body: B },
+        Rejection { body: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn inner(body: B) -> Self {
+        Self {
+            kind: BodyKind::Inner { body },
+        }
+    }
+
+    fn rejection(body: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Rejection {
+                body: (!body.is_empty()).then_some(body),
+            },
+        }
+    }
+}
+
+impl<B: Default> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::inner(B::default())
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            BodyKind::Inner { body } => f.debug_tuple("ResponseBody::Inner").field(body).finish(),
+            BodyKind::Rejection { body } => f
+                .debug_tuple("ResponseBody::Rejection")
+                .field(body)
+                .finish(),
+        }
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyKindProjection::Inner { body } => body.poll_frame(cx),
+            BodyKindProjection::Rejection { body } => {
+                Poll::Ready(body.take().map(|bytes| Ok(Frame::data(bytes))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Rejection { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Rejection { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |bytes| bytes.len() as u64))
+            }
+        }
+    }
+}

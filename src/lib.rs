@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "axum")]
+pub mod axum;
+mod cache;
+mod claims;
+pub mod clock;
+mod extract;
+mod fingerprint;
+mod keys;
+mod layer;
+mod paths;
+mod reject;
+pub mod revocation;
+mod validate;
+
+pub use claims::Claims;
+pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
+pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
+pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};
+pub use reject::AuthError;
+pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};

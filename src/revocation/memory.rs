@@ -1,0 +1,308 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::{BoxFuture, RevocationCheck, RevocationStore, StoreError, TokenId};
+use crate::clock::{Clock, SystemClock};
+use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
+
+/// How long an entry outlives its token by default: more than any sane leeway, so a token the
+/// gate would still accept within its leeway is still known to be revoked.
+const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+/// How often, at most, a write sweeps out entries whose tokens have expired.
+const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The in-process revocation list: a concurrent map from a keyed fingerprint of each revoked
+/// `jti` to its token's expiry, plus per-subject cut-offs.
+///
+/// Lookups take a shard read lock and no allocation. Entries leave once their token has
+/// expired (plus a grace period, five minutes by default, which must exceed the gate's
+/// leeway); the sweep is amortised over writes, so memory is bounded by the tokens still
+/// alive, not by history. The raw `jti` is not kept: each entry is 24 bytes of key and value.
+///
+/// Clones share the same list.
+///
+/// ```
+/// use jwt_gate::clock::ManualClock;
+/// use jwt_gate::revocation::{MemoryRevocations, RevocationStore};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let clock = ManualClock::new(1_000);
+/// let store = MemoryRevocations::new().with_clock(clock.clone());
+/// store.revoke("jti-1", 1_100).await.unwrap();
+/// assert_eq!(store.len(), 1);
+///
+/// clock.advance(100 + 300 + 1); // past expiry and grace
+/// store.purge_expired();
+/// assert_eq!(store.len(), 0);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct MemoryRevocations {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tokens: DashMap<Fingerprint, u64, BuildFingerprintHasher>,
+    subjects: DashMap<String, SubjectCutoff>,
+    clock: Arc<dyn Clock>,
+    grace: u64,
+    purge_interval: u64,
+    next_purge: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SubjectCutoff {
+    issued_before: u64,
+    keep_until: u64,
+}
+
+impl std::fmt::Debug for MemoryRevocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryRevocations")
+            .field("tokens", &self.inner.tokens.len())
+            .field("subjects", &self.inner.subjects.len())
+            .finish()
+    }
+}
+
+impl Default for MemoryRevocations {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryRevocations {
+    /// An empty list on the system clock.
+    pub fn new() -> Self {
+        Self::build(Arc::new(SystemClock), DEFAULT_GRACE, DEFAULT_PURGE_INTERVAL)
+    }
+
+    fn build(clock: Arc<dyn Clock>, grace: Duration, purge_interval: Duration) -> Self {
+        let next_purge = clock.now().saturating_add(purge_interval.as_secs());
+        Self {
+            inner: Arc::new(Inner {
+                tokens: DashMap::with_hasher(BuildFingerprintHasher),
+                subjects: DashMap::new(),
+                clock,
+                grace: grace.as_secs(),
+                purge_interval: purge_interval.as_secs(),
+                next_purge: AtomicU64::new(next_purge),
+            }),
+        }
+    }
+
+    fn rebuild(self, clock: Arc<dyn Clock>, grace: Duration, purge_interval: Duration) -> Self {
+        let fresh = Self::build(clock, grace, purge_interval);
+        for entry in self.inner.tokens.iter() {
+            fresh.inner.tokens.insert(*entry.key(), *entry.value());
+        }
+        for entry in self.inner.subjects.iter() {
+            fresh
+                .inner
+                .subjects
+                .insert(entry.key().clone(), *entry.value());
+        }
+        fresh
+    }
+
+    /// Uses `clock` for expiry (tests move a [`ManualClock`](crate::clock::ManualClock)).
+    #[must_use]
+    pub fn with_clock(self, clock: impl Clock) -> Self {
+        let (grace, interval) = self.settings();
+        self.rebuild(Arc::new(clock), grace, interval)
+    }
+
+    /// Keeps entries this long after their token's expiry. Must exceed the gate's leeway.
+    #[must_use]
+    pub fn with_grace(self, grace: Duration) -> Self {
+        let clock = self.inner.clock.clone();
+        let (_, interval) = self.settings();
+        self.rebuild(clock, grace, interval)
+    }
+
+    fn settings(&self) -> (Duration, Duration) {
+        (
+            Duration::from_secs(self.inner.grace),
+            Duration::from_secs(self.inner.purge_interval),
+        )
+    }
+
+    /// The number of revoked tokens remembered.
+    pub fn len(&self) -> usize {
+        self.inner.tokens.len()
+    }
+
+    /// Whether no token is remembered as revoked.
+    pub fn is_empty(&self) -> bool {
+        self.inner.tokens.is_empty()
+    }
+
+    /// Forgets every entry whose token expired more than the grace period ago. Writes call
+    /// this by themselves at most once a minute; call it to sweep on your own schedule.
+    pub fn purge_expired(&self) {
+        let now = self.inner.clock.now();
+        let grace = self.inner.grace;
+        self.inner
+            .tokens
+            .retain(|_, expires_at| expires_at.saturating_add(grace) >= now);
+        self.inner
+            .subjects
+            .retain(|_, cutoff| cutoff.keep_until.saturating_add(grace) >= now);
+    }
+
+    /// Sweeps if the purge interval has passed, in one thread only.
+    fn purge_if_due(&self) {
+        let now = self.inner.clock.now();
+        let due = self.inner.next_purge.load(Ordering::Relaxed);
+        if now >= due
+            && self
+                .inner
+                .next_purge
+                .compare_exchange(
+                    due,
+                    now + self.inner.purge_interval,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.purge_expired();
+        }
+    }
+
+    /// Records a revocation at once (the memory store cannot fail).
+    pub fn revoke_now(&self, jti: &str, expires_at: u64) {
+        self.purge_if_due();
+        self.inner
+            .tokens
+            .entry(Fingerprint::of(jti.as_bytes()))
+            .and_modify(|existing| *existing = (*existing).max(expires_at))
+            .or_insert(expires_at);
+    }
+
+    /// Records a subject cut-off at once: see [`RevocationStore::revoke_subject`].
+    pub fn revoke_subject_now(&self, sub: &str, issued_before: u64, keep_until: u64) {
+        self.purge_if_due();
+        let cutoff = SubjectCutoff {
+            issued_before,
+            keep_until,
+        };
+        self.inner
+            .subjects
+            .entry(sub.to_owned())
+            .and_modify(|existing| {
+                existing.issued_before = existing.issued_before.max(issued_before);
+                existing.keep_until = existing.keep_until.max(keep_until);
+            })
+            .or_insert(cutoff);
+    }
+
+    /// Whether a token is revoked, answered from memory.
+    pub fn is_revoked(&self, token: &TokenId<'_>) -> bool {
+        if self
+            .inner
+            .tokens
+            .contains_key(&Fingerprint::of(token.jti.as_bytes()))
+        {
+            return true;
+        }
+        // Most deployments have few or no subject cut-offs; skip hashing the subject then.
+        !self.inner.subjects.is_empty()
+            && self
+                .inner
+                .subjects
+                .get(token.sub)
+                .is_some_and(|cutoff| token.iat < cutoff.issued_before)
+    }
+}
+
+impl RevocationStore for MemoryRevocations {
+    fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
+        if self.is_revoked(token) {
+            RevocationCheck::Revoked
+        } else {
+            RevocationCheck::Valid
+        }
+    }
+
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.revoke_now(jti, expires_at);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn revoke_subject(
+        &self,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.revoke_subject_now(sub, issued_before, keep_until);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn token<'a>(jti: &'a str, sub: &'a str, iat: u64) -> TokenId<'a> {
+        TokenId {
+            jti,
+            sub,
+            iat,
+            exp: iat + 900,
+        }
+    }
+
+    #[test]
+    fn revoked_jti_is_revoked_and_others_are_not() {
+        let store = MemoryRevocations::new();
+        store.revoke_now("a", u64::MAX);
+        assert!(store.is_revoked(&token("a", "alice", 1)));
+        assert!(!store.is_revoked(&token("b", "alice", 1)));
+    }
+
+    #[test]
+    fn subject_cutoff_revokes_only_older_tokens_of_that_subject() {
+        let store = MemoryRevocations::new();
+        store.revoke_subject_now("alice", 1_000, u64::MAX);
+        assert!(store.is_revoked(&token("x", "alice", 999)));
+        assert!(!store.is_revoked(&token("y", "alice", 1_000)));
+        assert!(!store.is_revoked(&token("z", "bob", 999)));
+    }
+
+    #[test]
+    fn entries_stay_through_grace_then_leave_on_the_next_write() {
+        let clock = ManualClock::new(1_000);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        store.revoke_now("old", 1_010);
+        store.revoke_subject_now("alice", 1_000, 1_010);
+        clock.advance(10 + 300);
+        store.purge_expired();
+        assert_eq!(store.len(), 1, "still within grace");
+        clock.advance(60);
+        store.revoke_now("new", 5_000);
+        assert_eq!(store.len(), 1, "the write swept the expired entry");
+        assert!(store.is_revoked(&token("new", "bob", 1)));
+        assert!(!store.is_revoked(&token("old", "bob", 1)));
+        assert!(
+            !store.is_revoked(&token("x", "alice", 999)),
+            "the cut-off left too"
+        );
+    }
+
+    #[test]
+    fn revoking_twice_keeps_the_later_expiry() {
+        let clock = ManualClock::new(0);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        store.revoke_now("a", 1_000);
+        store.revoke_now("a", 10);
+        clock.set(500);
+        store.purge_expired();
+        assert!(store.is_revoked(&token("a", "s", 0)));
+    }
+}

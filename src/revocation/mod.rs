@@ -1,0 +1,116 @@
+//! Revoked tokens: the list the gate consults after a token has proved itself genuine.
+//!
+//! A [`RevocationStore`] answers two questions: was this token (by `jti`) revoked, and were
+//! this subject's tokens revoked wholesale ("log out everywhere", a password change)? The gate
+//! asks only after the signature and claims have verified, so forged tokens cost nothing and
+//! can never add to the list.
+
+mod memory;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+pub use memory::MemoryRevocations;
+
+/// A boxed, sendable future, as returned by a store's write operations.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the gate knows of a verified token when it asks about revocation.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenId<'a> {
+    /// The token's `jti`.
+    pub jti: &'a str,
+    /// The token's `sub`.
+    pub sub: &'a str,
+    /// The token's `iat`.
+    pub iat: u64,
+    /// The token's `exp`.
+    pub exp: u64,
+}
+
+/// A store's answer to "is this token revoked?".
+pub enum RevocationCheck {
+    /// Not revoked.
+    Valid,
+    /// Revoked: by `jti`, or by a cut-off on its subject.
+    Revoked,
+    /// The store cannot tell right now; the gate fails closed (`503`).
+    Unavailable,
+    /// The answer needs I/O. Stores that can answer from memory never return this, which
+    /// keeps the gate's hot path free of allocation.
+    Pending(BoxFuture<'static, RevocationCheck>),
+}
+
+impl fmt::Debug for RevocationCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Valid => "Valid",
+            Self::Revoked => "Revoked",
+            Self::Unavailable => "Unavailable",
+            Self::Pending(_) => "Pending",
+        })
+    }
+}
+
+/// The store could not record or answer; nothing was acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    message: String,
+}
+
+impl StoreError {
+    /// An error with a message for logs (never shown to clients).
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "revocation store unavailable: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A list of revoked tokens, shared by every gate and auth service built with it.
+///
+/// Entries need only outlive the tokens they name: once a token has expired the gate
+/// refuses it anyway, so a store may forget it (plus the gate's leeway).
+///
+/// ```
+/// use jwt_gate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
+///
+/// # tokio_test_block_on(async {
+/// let store = MemoryRevocations::new();
+/// let token = TokenId { jti: "j1", sub: "alice", iat: 1_700_000_000, exp: 4_000_000_000 };
+/// assert!(matches!(store.check(&token), RevocationCheck::Valid));
+/// store.revoke("j1", token.exp).await.unwrap();
+/// assert!(matches!(store.check(&token), RevocationCheck::Revoked));
+/// # });
+/// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+/// # }
+/// ```
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Whether `token` is revoked. Called on every authenticated request: answer from memory
+    /// when possible.
+    fn check(&self, token: &TokenId<'_>) -> RevocationCheck;
+
+    /// Revokes the token whose `jti` is given, until `expires_at` (its `exp`). Resolves only
+    /// once the revocation is durable in the store.
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Revokes every token of `sub` issued before `issued_before` (`iat < issued_before`).
+    /// The cut-off may be forgotten after `keep_until`: `issued_before` plus the longest token
+    /// lifetime accepted.
+    fn revoke_subject(
+        &self,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+}

@@ -1,0 +1,480 @@
+//! The verification policy, and the verifier that applies it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::Algorithm;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
+
+use crate::cache::VerifiedCache;
+use crate::clock::{Clock, SystemClock};
+use crate::fingerprint::Fingerprint;
+use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
+use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
+use crate::{AuthError, Claims};
+
+/// What a token must satisfy beyond its signature: plain data, to read and change.
+///
+/// The algorithm is never taken from the token: each [`Key`](crate::Key) pins its own, and
+/// `algorithms`, when set, narrows the accepted ones further.
+///
+/// | field | default |
+/// | --- | --- |
+/// | `algorithms` | `None`: whatever the keys are for |
+/// | `issuers` | `None`: `iss` not checked; when set, `iss` is **required** and must be one of them |
+/// | `audiences` | `None`: `aud` not checked; when set, `aud` is **required** and must name one of them |
+/// | `leeway` | 30 s, applied to `exp`, `nbf` and `iat` for clock skew |
+/// | `required_type` | `Some("at+jwt")` (RFC 9068; `application/at+jwt` also matches, any case) |
+/// | `max_lifetime` | `Some(24 h)`: `exp - iat` may not exceed it |
+/// | `max_token_len` | 8 KiB, checked before any decoding |
+///
+/// `exp`, `iat`, `sub` and `jti` are always required; `nbf` is checked when present; a `crit`
+/// header is always refused.
+///
+/// ```
+/// use std::time::Duration;
+/// use jwt_gate::Validation;
+///
+/// let validation = Validation {
+///     leeway: Duration::from_secs(5),
+///     ..Validation::default()
+/// }
+/// .issuer("https://auth.example")
+/// .audience("orders-api");
+/// assert_eq!(validation.issuers.as_deref(), Some(&["https://auth.example".to_string()][..]));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    /// The accepted algorithms, if narrower than the keys' own.
+    pub algorithms: Option<Vec<Algorithm>>,
+    /// The accepted issuers.
+    pub issuers: Option<Vec<String>>,
+    /// The accepted audiences.
+    pub audiences: Option<Vec<String>>,
+    /// Tolerance for clock skew.
+    pub leeway: Duration,
+    /// The `typ` header every token must carry; `None` accepts any or none.
+    pub required_type: Option<String>,
+    /// The longest `exp - iat` accepted.
+    pub max_lifetime: Option<Duration>,
+    /// The longest token accepted, in bytes.
+    pub max_token_len: usize,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Self {
+            algorithms: None,
+            issuers: None,
+            audiences: None,
+            leeway: Duration::from_secs(30),
+            required_type: Some(ACCESS_TOKEN_TYPE.to_owned()),
+            max_lifetime: Some(Duration::from_secs(24 * 60 * 60)),
+            max_token_len: 8 * 1024,
+        }
+    }
+}
+
+impl Validation {
+    /// Accepts tokens from `issuer` too (and from then on requires `iss`).
+    #[must_use]
+    pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
+        self.issuers
+            .get_or_insert_with(Vec::new)
+            .push(issuer.into());
+        self
+    }
+
+    /// Accepts tokens for `audience` too (and from then on requires `aud`).
+    #[must_use]
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences
+            .get_or_insert_with(Vec::new)
+            .push(audience.into());
+        self
+    }
+
+    fn type_matches(&self, typ: Option<&str>) -> bool {
+        let Some(required) = &self.required_type else {
+            return true;
+        };
+        let Some(typ) = typ else {
+            return false;
+        };
+        // RFC 7515 §4.1.9: "application/" may be omitted, and media types are case-insensitive.
+        let strip = |value: &str| {
+            let lower = value.to_ascii_lowercase();
+            lower
+                .strip_prefix("application/")
+                .map(str::to_owned)
+                .unwrap_or(lower)
+        };
+        strip(typ) == strip(required)
+    }
+
+    fn check_times<C>(&self, claims: &Claims<C>, now: u64) -> Result<(), AuthError> {
+        let leeway = self.leeway.as_secs();
+        if now > claims.exp.saturating_add(leeway) {
+            return Err(AuthError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        if claims.iat > now.saturating_add(leeway) {
+            return Err(AuthError::IssuedInTheFuture);
+        }
+        Ok(())
+    }
+
+    fn check_fixed<C>(&self, claims: &Claims<C>) -> Result<(), AuthError> {
+        if let Some(max) = self.max_lifetime {
+            if claims.exp.saturating_sub(claims.iat) > max.as_secs() {
+                return Err(AuthError::LifetimeTooLong);
+            }
+        }
+        if let Some(issuers) = &self.issuers {
+            if !claims.iss.as_ref().is_some_and(|iss| issuers.contains(iss)) {
+                return Err(AuthError::WrongIssuer);
+            }
+        }
+        if let Some(audiences) = &self.audiences {
+            if !claims.aud.iter().any(|aud| audiences.contains(aud)) {
+                return Err(AuthError::WrongAudience);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The part of the JOSE header the gate reads. Duplicate fields make serde fail, so a header
+/// cannot say one thing to us and another to a different parser.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: std::borrow::Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    typ: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<IgnoredAny>,
+}
+
+/// The `alg` header value of each algorithm (RFC 7518 §3.1).
+fn algorithm_name(algorithm: Algorithm) -> Option<&'static str> {
+    Some(match algorithm {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::EdDSA => "EdDSA",
+        // An algorithm added to jsonwebtoken later verifies nothing until named here.
+        _ => return None,
+    })
+}
+
+/// Verifies tokens: signature with the pinned key, then the [`Validation`] policy, then the
+/// revocation list. The gate, the axum extractor and the auth service all use this one.
+///
+/// Verified tokens are remembered (by a keyed fingerprint, never the token itself), so a
+/// token seen before costs a hash and two map lookups; time limits and revocation are still
+/// checked every time.
+///
+/// ```
+/// use jwt_gate::{Claims, Keys, TokenVerifier};
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
+/// let token = keys.sign(&Claims::new("alice", now, now + 900)).unwrap();
+///
+/// let verifier = TokenVerifier::new(keys);
+/// assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+/// assert!(verifier.verify("not.a.token").is_err());
+/// ```
+pub struct TokenVerifier<C = ()> {
+    inner: Arc<VerifierInner<C>>,
+}
+
+struct VerifierInner<C> {
+    keys: Keys,
+    validation: Validation,
+    revocations: Arc<dyn RevocationStore>,
+    clock: Arc<dyn Clock>,
+    cache: VerifiedCache<C>,
+}
+
+impl<C> Clone for TokenVerifier<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for TokenVerifier<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("keys", &self.inner.keys)
+            .field("validation", &self.inner.validation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many verified tokens a verifier remembers by default.
+pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
+
+impl TokenVerifier<()> {
+    /// A verifier for `keys` with the default [`Validation`], an empty in-memory revocation
+    /// list and the system clock.
+    pub fn new(keys: Keys) -> Self {
+        TokenVerifierBuilder::new(keys).build()
+    }
+
+    /// Starts a verifier with more settings.
+    pub fn builder(keys: Keys) -> TokenVerifierBuilder<()> {
+        TokenVerifierBuilder::new(keys)
+    }
+}
+
+impl<C> TokenVerifier<C>
+where
+    C: DeserializeOwned + Send + Sync + 'static,
+{
+    /// Checks signature and claims (not revocation: see [`check_revocation`](Self::check_revocation)).
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims<C>>, AuthError> {
+        let inner = &*self.inner;
+        if token.len() > inner.validation.max_token_len {
+            return Err(AuthError::TokenTooLong);
+        }
+        let now = inner.clock.now();
+        let keys = inner.keys.snapshot();
+        if !inner.cache.is_enabled() {
+            return self.verify_uncached(token, &keys, now);
+        }
+        let fingerprint = Fingerprint::of(token.as_bytes());
+        if let Some(claims) = inner.cache.get(&fingerprint, keys.generation) {
+            inner.validation.check_times(&claims, now)?;
+            return Ok(claims);
+        }
+        let claims = self.verify_uncached(token, &keys, now)?;
+        inner
+            .cache
+            .insert(fingerprint, claims.clone(), keys.generation, now);
+        Ok(claims)
+    }
+
+    fn verify_uncached(
+        &self,
+        token: &str,
+        keys: &crate::keys::KeySet,
+        now: u64,
+    ) -> Result<Arc<Claims<C>>, AuthError> {
+        let validation = &self.inner.validation;
+        let mut parts = token.split('.');
+        let (Some(encoded_header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        let header_json = URL_SAFE_NO_PAD
+            .decode(encoded_header)
+            .map_err(|_| AuthError::Malformed)?;
+        let header: JoseHeader<'_> =
+            serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalHeader);
+        }
+        let key = keys
+            .select(header.kid.as_deref())
+            .ok_or(AuthError::UnknownKey)?;
+        let algorithm = key.algorithm();
+        // Compared as text so `none`, `None`, `NONE` and unknown names are all simply "not ours".
+        if algorithm_name(algorithm) != Some(&*header.alg)
+            || validation
+                .algorithms
+                .as_ref()
+                .is_some_and(|allowed| !allowed.contains(&algorithm))
+        {
+            return Err(AuthError::WrongAlgorithm);
+        }
+        if !validation.type_matches(header.typ.as_deref()) {
+            return Err(AuthError::WrongType);
+        }
+        let message = &token[..encoded_header.len() + 1 + payload.len()];
+        match jsonwebtoken::crypto::verify(
+            signature,
+            message.as_bytes(),
+            key.decoding_key(),
+            algorithm,
+        ) {
+            Ok(true) => {}
+            _ => return Err(AuthError::BadSignature),
+        }
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed)?;
+        let claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
+            if error.is_data() {
+                AuthError::MissingClaim
+            } else {
+                AuthError::Malformed
+            }
+        })?;
+        validation.check_fixed(&claims)?;
+        validation.check_times(&claims, now)?;
+        Ok(Arc::new(claims))
+    }
+
+    /// Asks the revocation store about verified `claims`.
+    pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
+        self.inner.revocations.check(&TokenId {
+            jti: &claims.jti,
+            sub: &claims.sub,
+            iat: claims.iat,
+            exp: claims.exp,
+        })
+    }
+
+    /// The revocation store this verifier consults.
+    pub fn revocations(&self) -> &Arc<dyn RevocationStore> {
+        &self.inner.revocations
+    }
+
+    /// The keys this verifier checks signatures with.
+    pub fn keys(&self) -> &Keys {
+        &self.inner.keys
+    }
+
+    /// The policy this verifier applies.
+    pub fn validation(&self) -> &Validation {
+        &self.inner.validation
+    }
+
+    /// The clock this verifier reads.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+}
+
+/// Builds a [`TokenVerifier`]: the policy, the revocation store, the clock, the claims type.
+///
+/// ```
+/// use jwt_gate::{Keys, TokenVerifier, Validation};
+/// use jwt_gate::revocation::MemoryRevocations;
+///
+/// #[derive(Clone, serde::Deserialize)]
+/// struct Roles { roles: Vec<String> }
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let revocations = MemoryRevocations::new();
+/// let verifier = TokenVerifier::builder(keys)
+///     .validation(Validation::default().issuer("https://auth.example"))
+///     .revocations(revocations.clone())
+///     .claims::<Roles>()
+///     .build();
+/// ```
+pub struct TokenVerifierBuilder<C> {
+    keys: Keys,
+    validation: Validation,
+    revocations: Arc<dyn RevocationStore>,
+    clock: Arc<dyn Clock>,
+    cache_capacity: usize,
+    claims: std::marker::PhantomData<fn() -> C>,
+}
+
+impl<C> std::fmt::Debug for TokenVerifierBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifierBuilder")
+            .field("keys", &self.keys)
+            .field("validation", &self.validation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenVerifierBuilder<()> {
+    fn new(keys: Keys) -> Self {
+        Self {
+            keys,
+            validation: Validation::default(),
+            revocations: Arc::new(MemoryRevocations::new()),
+            clock: Arc::new(SystemClock),
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+            claims: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<C> TokenVerifierBuilder<C> {
+    /// Uses this policy.
+    #[must_use]
+    pub fn validation(mut self, validation: Validation) -> Self {
+        self.validation = validation;
+        self
+    }
+
+    /// Consults this revocation store (shared with the auth service that revokes).
+    #[must_use]
+    pub fn revocations(mut self, store: impl RevocationStore) -> Self {
+        self.revocations = Arc::new(store);
+        self
+    }
+
+    /// Consults this already shared revocation store.
+    #[must_use]
+    pub fn shared_revocations(mut self, store: Arc<dyn RevocationStore>) -> Self {
+        self.revocations = store;
+        self
+    }
+
+    /// Reads time from `clock`.
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Remembers up to `capacity` verified tokens (0 turns the cache off).
+    #[must_use]
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = capacity;
+        self
+    }
+
+    /// Deserializes the application's own claims as `D`, flattened beside the registered ones.
+    pub fn claims<D>(self) -> TokenVerifierBuilder<D> {
+        TokenVerifierBuilder {
+            keys: self.keys,
+            validation: self.validation,
+            revocations: self.revocations,
+            clock: self.clock,
+            cache_capacity: self.cache_capacity,
+            claims: std::marker::PhantomData,
+        }
+    }
+
+    /// The verifier.
+    pub fn build(self) -> TokenVerifier<C> {
+        TokenVerifier {
+            inner: Arc::new(VerifierInner {
+                keys: self.keys,
+                validation: self.validation,
+                revocations: self.revocations,
+                clock: self.clock,
+                cache: VerifiedCache::new(self.cache_capacity),
+            }),
+        }
+    }
+}
