@@ -483,3 +483,23 @@ impl Keys {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(not(any(feature = "rust-crypto", feature = "aws-lc-rs")))]
+    #[test]
+    fn without_a_crypto_backend_keys_are_an_error_not_a_later_panic() {
+        assert_eq!(
+            super::Key::hs256([7u8; 32]).unwrap_err(),
+            super::KeyError::NoCryptoBackend
+        );
+    }
+
+    #[cfg(all(feature = "rust-crypto", feature = "aws-lc-rs"))]
+    #[test]
+    fn with_both_backends_signing_and_verifying_work() {
+        let keys = super::Keys::hs256([7u8; 32]).unwrap();
+        let token = keys.sign(&crate::Claims::new("a", 1, 2)).unwrap();
+        assert_eq!(token.split('.').count(), 3);
+    }
+}
