@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
+use crate::extract::check_token_syntax;
 use crate::fingerprint::Fingerprint;
 use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
@@ -283,6 +284,7 @@ where
         now: u64,
     ) -> Result<Arc<Claims<C>>, AuthError> {
         let validation = &self.inner.validation;
+        check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
         let (Some(encoded_header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
