@@ -172,12 +172,11 @@ impl Key {
                 actual: secret.len(),
             });
         }
-        Ok(Self {
-            kid: None,
+        Ok(Self::from_parts(
             algorithm,
-            decoding: DecodingKey::from_secret(secret),
-            encoding: Some(EncodingKey::from_secret(secret)),
-        })
+            DecodingKey::from_secret(secret),
+            Some(EncodingKey::from_secret(secret)),
+        ))
     }
 
     /// An HS256 key from a secret of at least 32 bytes.
@@ -210,12 +209,7 @@ impl Key {
         let decoding = Jwk::from_encoding_key(&encoding, algorithm)
             .and_then(|jwk| DecodingKey::from_jwk(&jwk))
             .map_err(|error| KeyError::InvalidPem(error.to_string()))?;
-        Ok(Self {
-            kid: None,
-            algorithm,
-            decoding,
-            encoding: Some(encoding),
-        })
+        Ok(Self::from_parts(algorithm, decoding, Some(encoding)))
     }
 
     /// A verification-only key from a PEM public key (SubjectPublicKeyInfo, or PKCS#1 for RSA).
@@ -227,12 +221,20 @@ impl Key {
             _ => DecodingKey::from_ed_pem(pem),
         }
         .map_err(|error| KeyError::InvalidPem(error.to_string()))?;
-        Ok(Self {
+        Ok(Self::from_parts(algorithm, decoding, None))
+    }
+
+    fn from_parts(
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+    ) -> Self {
+        Self {
             kid: None,
             algorithm,
             decoding,
-            encoding: None,
-        })
+            encoding,
+        }
     }
 
     /// Names the key: tokens it signs carry this `kid`, and tokens carrying it are verified with it.
