@@ -6,11 +6,15 @@
 //! can never add to the list.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 
 /// A boxed, sendable future, as returned by a store's write operations.
