@@ -26,10 +26,13 @@ local issued_before = tonumber(ARGV[1])
 local expire_at = tonumber(ARGV[2])
 local current = tonumber(redis.call('GET', KEYS[1]))
 if current and current > issued_before then issued_before = current end
-local ttl = redis.call('TTL', KEYS[1])
-if ttl > 0 then
-  local now = tonumber(redis.call('TIME')[1])
-  if now + ttl > expire_at then expire_at = now + ttl end
+local remaining = redis.call('PTTL', KEYS[1])
+if remaining > 0 then
+  local time = redis.call('TIME')
+  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  -- Expiries are whole seconds; round off the milliseconds between the two clock reads.
+  local current_expiry = math.floor((now + remaining + 500) / 1000)
+  if current_expiry > expire_at then expire_at = current_expiry end
 end
 redis.call('SET', KEYS[1], string.format('%d', issued_before), 'EXAT', string.format('%d', expire_at))
 redis.call('PUBLISH', ARGV[3], ARGV[4])
