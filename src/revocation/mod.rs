@@ -4,6 +4,9 @@
 //! this subject's tokens revoked wholesale ("log out everywhere", a password change)? The gate
 //! asks only after the signature and claims have verified, so forged tokens cost nothing and
 //! can never add to the list.
+//!
+//! [`MemoryRevocations`] serves one process. With feature `redis`, `RedisRevocations` shares
+//! one list between every gate and auth service of a fleet.
 
 mod memory;
 #[cfg(feature = "redis")]

@@ -62,8 +62,11 @@ return 1
 /// **Strict mode** ([`strict`](RedisRevocationsBuilder::strict)): every check asks Redis
 /// (`EXISTS` and `GET` in one round trip); an error or timeout is `Unavailable`.
 ///
-/// Once Redis is back, everything recovers by itself: no restart. Clones share one
-/// connection and one mirror; the subscription ends when the last clone is dropped.
+/// Once Redis is back, everything recovers by itself: no restart. A write that timed out
+/// was reported as failed, yet may still reach Redis if the request was already on its way;
+/// revoking again is harmless. Clones share one connection and one mirror; the subscription
+/// runs on the Tokio runtime that connected, and ends when the last clone is dropped.
+/// `Debug` shows the server's address and database, never the URL's credentials.
 ///
 /// ```no_run
 /// use jwt_gate::revocation::RedisRevocations;
