@@ -155,10 +155,11 @@ impl RedisRevocations {
         self.inner.keys.prefix()
     }
 
-    fn mirror(&self) -> Option<&MemoryRevocations> {
-        match &self.inner.view {
-            View::Mirror { mirror, .. } => Some(mirror),
-            View::Strict => None,
+    /// After Redis acknowledged a write: this instance need not wait for its own
+    /// announcement to come back.
+    fn apply_locally(&self, revocation: &Revocation<'_>) {
+        if let View::Mirror { mirror, .. } = &self.inner.view {
+            revocation.apply_to(mirror);
         }
     }
 }
@@ -250,10 +251,14 @@ impl RevocationStore for RedisRevocations {
 
     fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
         let key = self.inner.keys.token(jti);
-        let message = Revocation::Token { jti, expires_at }.encode();
         let jti = jti.to_owned();
         Box::pin(async move {
             let inner = &*self.inner;
+            let revocation = Revocation::Token {
+                jti: &jti,
+                expires_at,
+            };
+            let message = revocation.encode();
             let expire_at = expiry_with_grace(expires_at, inner.grace);
             ask(&inner.connection, inner.timeout, |mut connection| {
                 let mut transaction = ::redis::pipe();
@@ -272,10 +277,7 @@ impl RevocationStore for RedisRevocations {
                 async move { transaction.query_async::<()>(&mut connection).await }
             })
             .await?;
-            // This instance need not wait for its own announcement to come back.
-            if let Some(mirror) = self.mirror() {
-                mirror.revoke_now(&jti, expires_at);
-            }
+            self.apply_locally(&revocation);
             Ok(())
         })
     }
@@ -287,15 +289,15 @@ impl RevocationStore for RedisRevocations {
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), StoreError>> {
         let key = self.inner.keys.subject(sub);
-        let message = Revocation::Subject {
-            sub,
-            issued_before,
-            keep_until,
-        }
-        .encode();
         let sub = sub.to_owned();
         Box::pin(async move {
             let inner = &*self.inner;
+            let revocation = Revocation::Subject {
+                sub: &sub,
+                issued_before,
+                keep_until,
+            };
+            let message = revocation.encode();
             let expire_at = expiry_with_grace(keep_until, inner.grace);
             ask(&inner.connection, inner.timeout, |mut connection| {
                 let mut invocation = inner.record_subject.key(&key);
@@ -307,9 +309,7 @@ impl RevocationStore for RedisRevocations {
                 async move { invocation.invoke_async::<()>(&mut connection).await }
             })
             .await?;
-            if let Some(mirror) = self.mirror() {
-                mirror.revoke_subject_now(&sub, issued_before, keep_until);
-            }
+            self.apply_locally(&revocation);
             Ok(())
         })
     }
