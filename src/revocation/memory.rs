@@ -10,7 +10,7 @@ use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
 /// How long an entry outlives its token by default: more than any sane leeway, so a token the
 /// gate would still accept within its leeway is still known to be revoked.
-const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 /// How often, at most, a write sweeps out entries whose tokens have expired.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
