@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::revocation::BoxFuture;
@@ -193,13 +193,25 @@ impl RemoteJwksBuilder {
         }
 
         let wake = Arc::new(Notify::new());
+        let (commands, requests) = mpsc::channel(4);
         let listener = wake.clone();
         // notify_one keeps one permit: any number of unknown kids before the next fetch
         // amounts to one wake-up, and the request path never waits.
         keys.on_unknown_kid(move |_kid| listener.notify_one());
-        let task =
-            tokio::spawn(follower.run(keys.clone(), wake, self.cooldown, self.refresh_interval));
-        Ok(RemoteJwks { keys, task })
+        let task = tokio::spawn(follower.run(
+            keys.clone(),
+            Triggers {
+                wake,
+                requests,
+                cooldown: self.cooldown,
+                refresh_interval: self.refresh_interval,
+            },
+        ));
+        Ok(RemoteJwks {
+            keys,
+            commands,
+            task,
+        })
     }
 }
 
@@ -237,7 +249,18 @@ fn plain_http_fetcher() -> Fetcher {
 #[must_use = "dropping a RemoteJwks stops following the issuer"]
 pub struct RemoteJwks {
     keys: Keys,
+    commands: mpsc::Sender<RefreshReply>,
     task: tokio::task::JoinHandle<()>,
+}
+
+type RefreshReply = oneshot::Sender<Result<(), JwksError>>;
+
+/// What makes the refresh task fetch.
+struct Triggers {
+    wake: Arc<Notify>,
+    requests: mpsc::Receiver<RefreshReply>,
+    cooldown: Duration,
+    refresh_interval: Option<Duration>,
 }
 
 impl fmt::Debug for RemoteJwks {
@@ -272,6 +295,16 @@ impl RemoteJwks {
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
+
+    /// Fetches the JWKS now, without waiting for the cooldown, and applies it. Resolves
+    /// when done: `Err` when the issuer could not be reached or served nothing usable, in
+    /// which case the last good keys stay. Still one fetch at a time: this waits its turn.
+    pub async fn refresh(&self) -> Result<(), JwksError> {
+        let stopped = || JwksError::Unreachable("the refresh task has stopped".into());
+        let (reply, outcome) = oneshot::channel();
+        self.commands.send(reply).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
 }
 
 /// The refresh task's state. It is owned by that one task, so there is never more than one
@@ -288,32 +321,33 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(
-        mut self,
-        keys: Keys,
-        wake: Arc<Notify>,
-        cooldown: Duration,
-        refresh_interval: Option<Duration>,
-    ) {
+    async fn run(mut self, keys: Keys, mut triggers: Triggers) {
         let mut last_fetch = Instant::now();
         loop {
             let scheduled = async {
-                match refresh_interval {
+                match triggers.refresh_interval {
                     Some(interval) => tokio::time::sleep_until(last_fetch + interval).await,
                     None => std::future::pending().await,
                 }
             };
-            tokio::select! {
-                () = wake.notified() => {}
-                () = scheduled => {}
+            let reply = tokio::select! {
+                () = triggers.wake.notified() => None,
+                () = scheduled => None,
+                Some(reply) = triggers.requests.recv() => Some(reply),
+            };
+            if reply.is_none() {
+                tokio::time::sleep_until(last_fetch + triggers.cooldown).await;
             }
-            tokio::time::sleep_until(last_fetch + cooldown).await;
             last_fetch = Instant::now();
-            match self.fetch().await {
+            let outcome = match self.fetch().await {
                 Ok(document) => self.apply(&keys, &document),
-                Err(error) => {
-                    tracing::warn!(url = %self.uri, %error, "JWKS refresh failed; keeping the last good keys");
-                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = &outcome {
+                tracing::warn!(url = %self.uri, %error, "JWKS refresh failed; keeping the last good keys");
+            }
+            if let Some(reply) = reply {
+                let _ = reply.send(outcome);
             }
         }
     }
@@ -384,11 +418,11 @@ impl Follower {
 
     /// Brings `keys` in line with `document`: new keys first, so a token is never left
     /// without its key while a changed key is replaced, then the ones the issuer dropped.
-    fn apply(&mut self, keys: &Keys, document: &JwkSet) {
+    fn apply(&mut self, keys: &Keys, document: &JwkSet) -> Result<(), JwksError> {
         let usable = self.usable_keys(document);
         if usable.is_empty() {
-            tracing::warn!(url = %self.uri, "the JWKS holds no usable key; keeping the last good keys");
-            return;
+            // More likely a broken issuer than one that means to stop every token at once.
+            return Err(JwksError::NoUsableKey);
         }
         let mut fresh = HashMap::with_capacity(usable.len());
         for (jwk, key) in usable {
@@ -420,5 +454,6 @@ impl Follower {
             }
         }
         self.known = fresh;
+        Ok(())
     }
 }
