@@ -10,6 +10,8 @@ mod claims;
 pub mod clock;
 mod extract;
 mod fingerprint;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 mod jwks;
 mod keys;
 mod layer;
