@@ -47,17 +47,40 @@ use crate::{Claims, JwtAuthLayer};
 
 /// The claims type a gateway's verifier should use: every claim the token carries beyond the
 /// registered ones, so any of them can be forwarded.
+///
+/// ```
+/// use jwt_gate::gateway::ClaimMap;
+/// use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let layer = JwtAuthLayer::new(TokenVerifier::builder(keys).claims::<ClaimMap>().build());
+/// ```
 pub type ClaimMap = serde_json::Map<String, serde_json::Value>;
 
-/// The body of a gateway response: the upstream's, streamed, or the gateway's own short error.
+/// The body of a gateway response: the upstream's, streamed, or the gateway's own short error
+/// (`{"error":"bad_gateway"}` with `502`, `{"error":"gateway_timeout"}` with `504`).
 pub type GatewayBody = Either<Incoming, Full<Bytes>>;
 
 /// The client's address, put into each request's extensions by whatever accepts the
 /// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
+///
+/// ```
+/// use jwt_gate::gateway::PeerAddr;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(PeerAddr("192.0.2.7:50123".parse().unwrap()));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
 
 /// The upstream URL cannot be proxied to.
+///
+/// ```
+/// use jwt_gate::gateway::Gateway;
+///
+/// assert!(Gateway::builder("https://example.com").build().is_err(), "no TLS upstreams");
+/// assert!(Gateway::builder("http://127.0.0.1:8000/api").build().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidUpstream(String);
 
@@ -73,6 +96,18 @@ impl std::error::Error for InvalidUpstream {}
 const IDENTITY_PREFIX: &str = "x-auth-";
 
 /// Configures a [`Gateway`]; made by [`Gateway::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use jwt_gate::gateway::Gateway;
+///
+/// let gateway = Gateway::builder("http://127.0.0.1:8000")
+///     .timeout(Duration::from_secs(5))
+///     .forward_claim("roles")
+///     .preserve_host(true)
+///     .build()
+///     .unwrap();
+/// ```
 #[derive(Debug, Clone)]
 pub struct GatewayBuilder {
     upstream: String,
@@ -299,19 +334,19 @@ impl Inner {
     /// Adds `x-auth-*` from the verified claims, if any. `false` when `sub` cannot be carried
     /// in a header: the request must then not go upstream without its identity.
     fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
-        let (sub, lookup): (&str, Box<dyn Fn(&str) -> Option<serde_json::Value> + '_>) =
-            if let Some(claims) = extensions.get::<Claims<ClaimMap>>() {
-                (
-                    &claims.sub,
-                    Box::new(|name| {
-                        registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
-                    }),
-                )
-            } else if let Some(claims) = extensions.get::<Claims>() {
-                (&claims.sub, Box::new(|name| registered_claim(claims, name)))
-            } else {
-                return true;
-            };
+        let with_extra = extensions.get::<Claims<ClaimMap>>();
+        let plain = extensions.get::<Claims>();
+        let sub = match (with_extra, plain) {
+            (Some(claims), _) => &claims.sub,
+            (None, Some(claims)) => &claims.sub,
+            (None, None) => return true,
+        };
+        let lookup = |name: &str| match with_extra {
+            Some(claims) => {
+                registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
+            }
+            None => plain.and_then(|claims| registered_claim(claims, name)),
+        };
         let Ok(sub) = HeaderValue::from_bytes(sub.as_bytes()) else {
             tracing::warn!("a token's sub cannot be forwarded as a header; request refused");
             return false;

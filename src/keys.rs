@@ -355,8 +355,10 @@ struct KeysInner {
     write_lock: std::sync::Mutex<()>,
     // Told when a token names a `kid` the set lacks, so a key source (a remote JWKS) can
     // look for it. Set once; called on the request path, so it must only signal, never block.
-    unknown_kid: std::sync::OnceLock<Box<dyn Fn(&str) + Send + Sync>>,
+    unknown_kid: std::sync::OnceLock<UnknownKidListener>,
 }
+
+type UnknownKidListener = Box<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

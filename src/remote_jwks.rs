@@ -22,6 +22,15 @@ use crate::revocation::BoxFuture;
 use crate::{Key, Keys};
 
 /// Why a JWKS could not be fetched or used.
+///
+/// ```
+/// use jwt_gate::{JwksError, RemoteJwks};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let error = RemoteJwks::builder("https://issuer.example/jwks.json").start().await.unwrap_err();
+/// assert_eq!(error, JwksError::TlsNeedsClient);
+/// # });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum JwksError {
@@ -70,6 +79,21 @@ type Fetcher = Arc<
 >;
 
 /// Configures a [`RemoteJwks`]; made by [`RemoteJwks::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use jwt_gate::{Algorithm, RemoteJwks};
+///
+/// # async fn run() -> Result<(), jwt_gate::JwksError> {
+/// let jwks = RemoteJwks::builder("http://auth.internal:3000/.well-known/jwks.json")
+///     .algorithm(Algorithm::RS256)
+///     .cooldown(Duration::from_secs(10))
+///     .refresh_interval(Some(Duration::from_secs(300)))
+///     .timeout(Duration::from_secs(2))
+///     .start()
+///     .await?;
+/// # drop(jwks); Ok(()) }
+/// ```
 pub struct RemoteJwksBuilder {
     url: String,
     fetcher: Option<Fetcher>,
