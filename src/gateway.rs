@@ -12,6 +12,7 @@
 //! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
 //!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
+//! - the client's `Authorization` header too, for upstreams that want to check the token again;
 //! - **never an `x-auth-*` header the client sent**: all are removed, on open paths too, so
 //!   these headers always come from the gate and a client cannot speak for a user;
 //! - `x-auth-sub` (and `x-auth-<name>` for each claim named with

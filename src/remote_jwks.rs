@@ -255,7 +255,10 @@ fn plain_http_fetcher() -> Fetcher {
 /// When the issuer cannot be reached, or serves something unusable, the last good keys stay.
 ///
 /// A token whose `kid` is not known yet is refused (`401 invalid_token`) while the fetch it
-/// triggered runs; the next request with it verifies once the key has arrived.
+/// triggered runs; the next request with it verifies once the key has arrived. So rotate by
+/// publishing the new key at least one refresh interval before signing with it: gates then
+/// know it before its first token arrives, and the unknown-`kid` fetch only catches up gates
+/// that missed it.
 ///
 /// Dropping the `RemoteJwks` stops the following; the `Keys` keep the keys they had.
 ///
