@@ -13,8 +13,9 @@
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
 //!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
 //! - the client's `Authorization` header too, for upstreams that want to check the token again;
-//! - **never an `x-auth-*` header the client sent**: all are removed, on open paths too, so
-//!   these headers always come from the gate and a client cannot speak for a user;
+//! - **never an `x-auth-*` header the client sent** (nor `x_auth_*`, which CGI-style servers
+//!   read as the same thing): all are removed, on open paths too, so these headers always come
+//!   from the gate and a client cannot speak for a user;
 //! - `x-auth-sub` (and `x-auth-<name>` for each claim named with
 //!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token;
 //! - `Host` set to the upstream's authority (or kept, with [`GatewayBuilder::preserve_host`]),
@@ -439,18 +440,29 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     remove_by_prefix(headers, "proxy-");
 }
 
-/// Removes every `x-auth-*` header: only the gate may set them.
+/// Removes every `x-auth-*` header: only the gate may set them. `x_auth_*` goes too: CGI and
+/// WSGI servers turn both spellings into the same `HTTP_X_AUTH_*` variable.
 fn remove_identity(headers: &mut HeaderMap) {
-    remove_by_prefix(headers, IDENTITY_PREFIX);
+    remove_where(headers, |name| {
+        name.len() >= IDENTITY_PREFIX.len()
+            && name
+                .bytes()
+                .zip(IDENTITY_PREFIX.bytes())
+                .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
+    });
 }
 
 fn remove_by_prefix(headers: &mut HeaderMap, prefix: &str) {
-    let doomed: Vec<HeaderName> = headers
+    remove_where(headers, |name| name.starts_with(prefix));
+}
+
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with(prefix))
+        .filter(|name| doomed(name.as_str()))
         .cloned()
         .collect();
-    for name in doomed {
+    for name in names {
         headers.remove(name);
     }
 }
