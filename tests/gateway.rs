@@ -366,3 +366,44 @@ fn options_come_from_the_command_line_then_the_environment() {
     assert!(example::options(Vec::new(), |_| None).is_err());
     assert!(example::options(["--bogus".to_owned()], env).is_err());
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits).await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
+        .preserve_host(true)
+        .trust_forwarded_headers(true)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
+        gateway,
+    ));
+    let request = Request::get(format!("http://{addr}/orders"))
+        .header(
+            "authorization",
+            format!("Bearer {}", common::token(&keys, "alice")),
+        )
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    let answer = common::send(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let report = report(&answer.body);
+    assert_eq!(header(&report, "host"), Some("shop.example"));
+    assert_eq!(
+        header(&report, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(header(&report, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&report, "x-forwarded-host"), Some("shop.example"));
+    // Plain `Claims` (no ClaimMap) still forward the subject.
+    assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
+}

@@ -229,3 +229,45 @@ async fn an_unreachable_or_empty_jwks_fails_at_start() {
         .unwrap_err();
     assert_eq!(error, JwksError::TlsNeedsClient);
 }
+
+#[tokio::test]
+async fn new_material_under_an_old_kid_replaces_the_old_key() {
+    let a = issuer().await;
+    let second = |pem: &[u8]| {
+        Key::from_private_pem(Algorithm::EdDSA, pem)
+            .unwrap()
+            .with_kid("k2")
+    };
+    a.keys
+        .add(second(include_bytes!("keys/ed25519-b.pem")))
+        .unwrap();
+    let jwks = RemoteJwks::builder(&a.url)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    let signer = |pem: &[u8]| Keys::new(second(pem)).unwrap();
+    let before = common::token(&signer(include_bytes!("keys/ed25519-b.pem")), "alice");
+    assert_eq!(
+        common::get(b, "/me", Some(&before)).await.status,
+        StatusCode::OK
+    );
+
+    // A re-keys k2 under the same kid.
+    a.keys.remove("k2").unwrap();
+    a.keys
+        .add(second(include_bytes!("keys/ed25519-c.pem")))
+        .unwrap();
+    jwks.refresh().await.unwrap();
+
+    let after = common::token(&signer(include_bytes!("keys/ed25519-c.pem")), "alice");
+    assert_eq!(
+        common::get(b, "/me", Some(&after)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&before)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
