@@ -128,18 +128,8 @@ fn main() {
     for (algorithm, private, label, count) in [
         (Algorithm::HS256, None, "HS256, 1,000 tokens", 1_000),
         (Algorithm::HS256, None, "HS256, 10,000 tokens", 10_000),
-        (
-            Algorithm::RS256,
-            Some("rsa_private.pem"),
-            "RS256, 200 tokens",
-            200,
-        ),
-        (
-            Algorithm::ES256,
-            Some("ec_private.pem"),
-            "ES256, 200 tokens",
-            200,
-        ),
+        (Algorithm::RS256, Some("rsa.pem"), "RS256, 200 tokens", 200),
+        (Algorithm::ES256, Some("p256.pem"), "ES256, 200 tokens", 200),
     ] {
         let key = match private {
             None => Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap(),
@@ -161,7 +151,7 @@ fn main() {
                     &match algorithm {
                         Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(
                             &std::fs::read(format!(
-                                "{}/tests/keys/rsa_private.pem",
+                                "{}/tests/keys/rsa.pem",
                                 env!("CARGO_MANIFEST_DIR")
                             ))
                             .unwrap(),
@@ -169,7 +159,7 @@ fn main() {
                         .unwrap(),
                         _ => jsonwebtoken::EncodingKey::from_ec_pem(
                             &std::fs::read(format!(
-                                "{}/tests/keys/ec_private.pem",
+                                "{}/tests/keys/p256.pem",
                                 env!("CARGO_MANIFEST_DIR")
                             ))
                             .unwrap(),

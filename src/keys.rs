@@ -65,6 +65,8 @@ pub enum KeyError {
     NoCryptoBackend,
     /// The crypto backend refused to sign.
     Signing(String),
+    /// A JWK that cannot be a verification key here (see [`Key::from_jwk`]).
+    InvalidJwk(String),
 }
 
 impl fmt::Display for KeyError {
@@ -95,6 +97,7 @@ impl fmt::Display for KeyError {
                 "jwt-gate was built without a crypto backend: enable the `rust-crypto` or `aws-lc-rs` feature",
             ),
             Self::Signing(reason) => write!(f, "signing failed: {reason}"),
+            Self::InvalidJwk(reason) => write!(f, "the JWK is not a usable verification key: {reason}"),
         }
     }
 }
@@ -262,6 +265,21 @@ impl Key {
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
     }
+
+    /// A verification-only key from parts already checked to belong together.
+    pub(crate) fn verifying(
+        kid: Option<String>,
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+    ) -> Result<Self, KeyError> {
+        ensure_crypto_backend()?;
+        Ok(Self {
+            kid,
+            algorithm,
+            decoding,
+            encoding: None,
+        })
+    }
 }
 
 fn asymmetric_family(algorithm: Algorithm) -> Result<AlgorithmFamily, KeyError> {
@@ -284,6 +302,10 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
+    pub(crate) fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
     /// The key a token's `kid` selects. A token without `kid` is accepted only where the
     /// choice is unambiguous: a single key, or the one key without a `kid`.
     pub(crate) fn select(&self, kid: Option<&str>) -> Option<&Key> {
@@ -333,7 +355,12 @@ struct KeysInner {
     set: ArcSwap<KeySet>,
     // Serialises writers; readers never wait (they load the current set).
     write_lock: std::sync::Mutex<()>,
+    // Told when a token names a `kid` the set lacks, so a key source (a remote JWKS) can
+    // look for it. Set once; called on the request path, so it must only signal, never block.
+    unknown_kid: std::sync::OnceLock<UnknownKidListener>,
 }
+
+type UnknownKidListener = Box<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -361,6 +388,7 @@ impl Keys {
                     active,
                 }),
                 write_lock: std::sync::Mutex::new(()),
+                unknown_kid: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -469,6 +497,19 @@ impl Keys {
 
     pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.inner.set.load()
+    }
+
+    /// Installs the one listener for unknown `kid`s; `false` if one was installed already.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn on_unknown_kid(&self, listener: impl Fn(&str) + Send + Sync + 'static) -> bool {
+        self.inner.unknown_kid.set(Box::new(listener)).is_ok()
+    }
+
+    /// Tells the listener, if any, that a token named `kid` (attacker-controlled text).
+    pub(crate) fn report_unknown_kid(&self, kid: &str) {
+        if let Some(listener) = self.inner.unknown_kid.get() {
+            listener(kid);
+        }
     }
 
     fn update(

@@ -299,9 +299,12 @@ where
         if header.crit.is_some() {
             return Err(AuthError::CriticalHeader);
         }
-        let key = keys
-            .select(header.kid.as_deref())
-            .ok_or(AuthError::UnknownKey)?;
+        let Some(key) = keys.select(header.kid.as_deref()) else {
+            if let Some(kid) = header.kid.as_deref() {
+                self.inner.keys.report_unknown_kid(kid);
+            }
+            return Err(AuthError::UnknownKey);
+        };
         let algorithm = key.algorithm();
         // Compared as text so `none`, `None`, `NONE` and unknown names are all simply "not ours".
         if algorithm_name(algorithm) != Some(&*header.alg)

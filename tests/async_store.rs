@@ -56,7 +56,7 @@ async fn the_gate_waits_for_a_remote_answer_and_fails_closed() {
         .revocations(store.clone())
         .build();
     let addr = serve_axum(JwtAuthLayer::new(verifier)).await;
-    let token = token_for(&keys, "carol");
+    let token = token(&keys, "carol");
 
     let replies = futures_join(addr, &token, 20).await;
     assert!(replies
@@ -88,7 +88,7 @@ async fn the_gate_waits_for_a_remote_answer_and_fails_closed() {
 }
 
 /// Many requests at once on one connection pool, so several wait on the store together.
-async fn futures_join(addr: std::net::SocketAddr, token: &str, count: usize) -> Vec<Reply> {
+async fn futures_join(addr: std::net::SocketAddr, token: &str, count: usize) -> Vec<Answer> {
     let mut tasks = Vec::new();
     for _ in 0..count {
         let token = token.to_owned();

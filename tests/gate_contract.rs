@@ -58,7 +58,7 @@ impl Fixture {
     }
 }
 
-fn assert_challenge_without_error(reply: &Reply) {
+fn assert_challenge_without_error(reply: &Answer) {
     assert_eq!(reply.status, 401, "{reply:?}");
     assert_eq!(
         reply.header("www-authenticate"),
@@ -66,7 +66,7 @@ fn assert_challenge_without_error(reply: &Reply) {
     );
 }
 
-fn assert_error(reply: &Reply, status: u16, code: &str, token: &str) {
+fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
     assert_eq!(reply.status, status, "{reply:?}");
     let challenge = reply.header("www-authenticate").expect("a challenge");
     assert!(
@@ -85,7 +85,7 @@ fn assert_error(reply: &Reply, status: u16, code: &str, token: &str) {
     assert_eq!(reply.header("content-type"), Some("application/json"));
     if token.len() > 8 {
         assert!(
-            !reply.body.contains(token),
+            !reply.text().contains(token),
             "the token is echoed in the body"
         );
         assert!(
@@ -230,7 +230,7 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
 
     // Valid: the inner service runs with the claims.
     let reply = get_bearer(addr, "/protected", &good).await;
-    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "alice"));
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "alice"));
     // Scheme is case-insensitive; the same token again comes from the verified-token cache.
     let reply = get_with(
         addr,
@@ -238,7 +238,7 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
         &[("authorization", &format!("bEaReR {good}"))],
     )
     .await;
-    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "alice"));
+    assert_eq!((reply.status.as_u16(), reply.text()), (200, "alice"));
 
     // gRPC requests are refused the gRPC way.
     let reply = get_with(addr, "/protected", &[("content-type", "application/grpc")]).await;
@@ -268,8 +268,8 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
     );
 
     // Optional path: anonymous without a token, claims with one, refused with a bad one.
-    assert_eq!(get_with(addr, "/optional", &[]).await.body, "anonymous");
-    assert_eq!(get_bearer(addr, "/optional", &good).await.body, "alice");
+    assert_eq!(get_with(addr, "/optional", &[]).await.text(), "anonymous");
+    assert_eq!(get_bearer(addr, "/optional", &good).await.text(), "alice");
     assert_eq!(
         get_bearer(addr, "/optional", &bad_tokens[0].1).await.status,
         401

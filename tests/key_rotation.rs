@@ -14,7 +14,7 @@ async fn tokens_of_a_retired_key_verify_until_it_is_removed() {
     )
     .unwrap();
     let addr = serve_axum(JwtAuthLayer::from_keys(keys.clone())).await;
-    let old_token = token_for(&keys, "alice");
+    let old_token = token(&keys, "alice");
     assert_eq!(get_bearer(addr, "/protected", &old_token).await.status, 200);
 
     keys.add(
@@ -24,7 +24,7 @@ async fn tokens_of_a_retired_key_verify_until_it_is_removed() {
     )
     .unwrap();
     keys.activate("2026-11").unwrap();
-    let new_token = token_for(&keys, "bob");
+    let new_token = token(&keys, "bob");
     let header = jsonwebtoken::decode_header(&new_token).unwrap();
     assert_eq!(header.kid.as_deref(), Some("2026-11"));
 
@@ -58,7 +58,7 @@ fn the_rotation_api_refuses_ambiguous_or_dangerous_changes() {
     );
     assert_eq!(keys.remove("a"), Err(KeyError::ActiveKey("a".into())));
     assert_eq!(keys.activate("zz"), Err(KeyError::UnknownKid("zz".into())));
-    let public = Key::from_public_pem(jwt_gate::Algorithm::RS256, &pem("rsa_public.pem")).unwrap();
+    let public = Key::from_public_pem(jwt_gate::Algorithm::RS256, &pem("rsa.pub.pem")).unwrap();
     let verify_only = Keys::new(public).unwrap();
     assert_eq!(
         verify_only.sign(&jwt_gate::Claims::new("a", 1, 2)),

@@ -1,10 +1,11 @@
-//! Servers and a client on 127.0.0.1 for the black-box tests, plus token forging helpers.
-#![allow(dead_code)] // each test file uses its own part
+//! Helpers shared by the black-box tests: servers on ephemeral 127.0.0.1 ports, a client, and
+//! token forging helpers.
+#![allow(dead_code)] // each test file uses a different part
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
-use axum::routing::get;
+use axum::routing;
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -27,9 +28,9 @@ pub fn hs256_keys() -> Keys {
     Keys::hs256(SECRET).unwrap()
 }
 
-/// A valid 15-minute token for `sub`.
-pub fn token_for(keys: &Keys, sub: &str) -> String {
-    keys.sign(&Claims::new(sub, now(), now() + 900)).unwrap()
+/// A token for `sub`, valid for ten minutes.
+pub fn token(keys: &Keys, sub: &str) -> String {
+    keys.sign(&Claims::new(sub, now(), now() + 600)).unwrap()
 }
 
 pub fn pem(name: &str) -> Vec<u8> {
@@ -54,6 +55,14 @@ pub fn raw_token(
     )
 }
 
+/// Serves `router` on an ephemeral port until the test ends.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
 /// The routes every gate test serves: a protected one, an open one, an optional one.
 /// Each answers with the subject it saw, or `anonymous`.
 pub async fn serve_axum(layer: JwtAuthLayer) -> SocketAddr {
@@ -61,14 +70,11 @@ pub async fn serve_axum(layer: JwtAuthLayer) -> SocketAddr {
         claims.map_or_else(|| "anonymous".to_owned(), |claims| claims.sub)
     }
     let app = Router::new()
-        .route("/protected", get(whoami))
-        .route("/optional", get(whoami))
-        .route("/health", get(|| async { "ok" }))
+        .route("/protected", routing::get(whoami))
+        .route("/optional", routing::get(whoami))
+        .route("/health", routing::get(|| async { "ok" }))
         .layer(layer.open_path("/health").optional_path("/optional"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
+    serve(app).await
 }
 
 /// The same routes on a plain hyper server: no axum anywhere in the request path.
@@ -104,33 +110,58 @@ pub async fn serve_hyper(layer: JwtAuthLayer) -> SocketAddr {
 
 /// What came back from a request.
 #[derive(Debug)]
-pub struct Reply {
+pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: String,
+    pub body: Bytes,
 }
 
-impl Reply {
+impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|value| value.to_str().unwrap())
     }
 
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap()
+        serde_json::from_slice(&self.body).unwrap()
     }
 }
 
-/// GET `path` with these headers (repeated names are sent repeated).
-pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    send(addr, Method::GET, path, headers).await
+/// Sends `request` over a fresh HTTP/1.1 connection.
+pub async fn send(request: Request<Full<Bytes>>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let response = client.request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
 }
 
-pub async fn send(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+/// `GET http://{addr}{path}`, with a bearer token when given.
+pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Answer {
+    let mut request = Request::get(format!("http://{addr}{path}"));
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    send(request.body(Full::default()).unwrap()).await
+}
+
+/// `method http://{addr}{path}` with these headers (repeated names are sent repeated).
+pub async fn request_with(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
-        .body(Full::new(Bytes::new()))
+        .body(Full::default())
         .unwrap();
     for (name, value) in headers {
         request.headers_mut().append(
@@ -138,17 +169,14 @@ pub async fn send(addr: SocketAddr, method: Method, path: &str, headers: &[(&str
             HeaderValue::from_str(value).unwrap(),
         );
     }
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    send(request).await
 }
 
-pub async fn get_bearer(addr: SocketAddr, path: &str, token: &str) -> Reply {
-    get_with(addr, path, &[("authorization", &format!("Bearer {token}"))]).await
+/// GET `path` with these headers.
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    request_with(addr, Method::GET, path, headers).await
+}
+
+pub async fn get_bearer(addr: SocketAddr, path: &str, token: &str) -> Answer {
+    get(addr, path, Some(token)).await
 }
