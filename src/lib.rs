@@ -15,6 +15,12 @@ mod layer;
 mod paths;
 mod reject;
 pub mod revocation;
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod service;
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod store;
 mod validate;
 
 pub use claims::Claims;
