@@ -10,16 +10,7 @@ use jwt_gate::service::AuthService;
 use jwt_gate::store::SqliteUserStore;
 
 fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "jwt-gate-sqlite-{}-{name}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("users.db")
+    temp_dir(name).join("users.db")
 }
 
 async fn serve_sqlite(path: &PathBuf) -> (std::net::SocketAddr, jwt_gate::TokenVerifier) {
@@ -133,5 +124,18 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
             assert!(!haystack.contains(refresh_token), "{file:?}");
             assert!(!haystack.contains(PASSWORD), "{file:?}");
         }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = temp_db("mode");
+    let (addr, _) = serve_sqlite(&path).await;
+    register(addr, "dave", PASSWORD).await;
+    for file in [path.clone(), path.with_extension("db-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file:?} is {mode:o}");
     }
 }

@@ -178,7 +178,7 @@ pub(crate) struct Passwords {
 
 struct PasswordsInner {
     hasher: Arc<dyn PasswordHasher>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
     // A hash of a random password, made by the same hasher with the same parameters, that
@@ -192,34 +192,50 @@ const WAITING_PER_PERMIT: usize = 32;
 impl Passwords {
     pub(crate) fn new(hasher: Arc<dyn PasswordHasher>) -> Self {
         let permits = std::thread::available_parallelism().map_or(1, usize::from);
-        Self {
+        let passwords = Self {
             inner: Arc::new(PasswordsInner {
                 hasher,
-                permits: Semaphore::new(permits),
+                permits: Arc::new(Semaphore::new(permits)),
                 waiting: AtomicUsize::new(0),
                 max_waiting: permits * WAITING_PER_PERMIT,
                 dummy_hash: OnceLock::new(),
             }),
+        };
+        // Make the dummy hash now, off the async threads, so that not even the first unknown
+        // user's login does extra work. Outside a runtime it is made on first use instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = passwords.inner.clone();
+            drop(runtime.spawn_blocking(move || inner.dummy_hash().map(drop)));
         }
+        passwords
     }
 
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&PasswordsInner) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, PasswordFailure> {
-        let inner = &self.inner;
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
-            inner.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(PasswordFailure::Busy);
-        }
-        let permit = inner.permits.acquire().await;
-        inner.waiting.fetch_sub(1, Ordering::AcqRel);
-        let _permit = permit.map_err(|_| PasswordFailure::Failed(HashError::new("closed")))?;
+        let permit = {
+            // Counted while waiting, and uncounted however the wait ends: a client that hangs
+            // up mid-queue must not leave a phantom waiter behind.
+            let _waiting = Waiting::enter(&self.inner)?;
+            self.inner
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| PasswordFailure::Failed(HashError::new("semaphore closed")))?
+        };
         let shared = self.inner.clone();
-        tokio::task::spawn_blocking(move || work(&shared))
-            .await
-            .map_err(|error| PasswordFailure::Failed(HashError::new(error.to_string())))?
-            .map_err(PasswordFailure::Failed)
+        // The permit travels with the work: if the caller goes away, the hash still runs to
+        // its end on the blocking pool, and the permit is released only then.
+        tokio::task::spawn_blocking(move || {
+            let result = work(&shared);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|error| PasswordFailure::Failed(HashError::new(error.to_string())))?
+        .map_err(PasswordFailure::Failed)
     }
 
     /// Hashes `password` for storage.
@@ -246,6 +262,25 @@ impl Passwords {
             })
         })
         .await
+    }
+}
+
+/// One caller queued for a permit, for as long as this guard lives.
+struct Waiting<'a>(&'a PasswordsInner);
+
+impl<'a> Waiting<'a> {
+    fn enter(inner: &'a PasswordsInner) -> Result<Self, PasswordFailure> {
+        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(PasswordFailure::Busy);
+        }
+        Ok(Self(inner))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -292,6 +327,51 @@ mod tests {
             Verdict::MatchNeedsRehash
         );
         assert_eq!(hasher.verify("passphrasf", &hash), Verdict::Mismatch);
+    }
+
+    #[tokio::test]
+    async fn callers_that_give_up_in_the_queue_leave_no_trace() {
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let permits = passwords.inner.permits.clone();
+        let all = u32::try_from(permits.available_permits()).unwrap();
+        let held = permits.acquire_many_owned(all).await.unwrap();
+        for _ in 0..3 {
+            // Every permit is held, so this can only wait; the timeout drops it mid-queue.
+            let queued = passwords.hash("a password".into());
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(5), queued)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(passwords.inner.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert!(passwords.hash("a password".into()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_busy_not_unbounded() {
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let permits = passwords.inner.permits.clone();
+        let all = u32::try_from(permits.available_permits()).unwrap();
+        let _held = permits.acquire_many_owned(all).await.unwrap();
+        let max = passwords.inner.max_waiting;
+        let queued: Vec<_> = (0..max)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.hash("a password".into()).await })
+            })
+            .collect();
+        while passwords.inner.waiting.load(Ordering::SeqCst) < max {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            passwords.hash("one too many".into()).await,
+            Err(PasswordFailure::Busy)
+        );
+        for task in queued {
+            task.abort();
+        }
     }
 
     #[test]

@@ -59,6 +59,25 @@ impl std::fmt::Debug for SqliteUserStore {
     }
 }
 
+#[cfg(unix)]
+fn create_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        other => other.map(drop),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
 fn store_error(error: rusqlite::Error) -> UserStoreError {
     UserStoreError::new(error.to_string())
 }
@@ -68,8 +87,12 @@ fn to_sql_time(seconds: u64) -> i64 {
 }
 
 impl SqliteUserStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`. A new file is created readable
+    /// by its owner only (on Unix): it holds password hashes. SQLite gives its `-wal` and
+    /// `-shm` files the same permissions.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, UserStoreError> {
+        let path = path.as_ref();
+        create_private(path).map_err(|error| UserStoreError::new(error.to_string()))?;
         let connection = Connection::open(path).map_err(store_error)?;
         Self::prepare(connection)
     }
