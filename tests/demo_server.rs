@@ -182,3 +182,23 @@ async fn a_given_secret_is_used_as_its_bytes() {
     assert_eq!(verifier.verify(token).unwrap().sub, "bob");
     assert!(!dir.join("users.db.secret").exists());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn ctrl_c_shuts_the_demo_down_cleanly() {
+    let dir = temp_dir("ctrl-c");
+    let mut demo = start(command(&dir.join("users.db")));
+    assert_eq!(
+        send(demo.addr, Method::GET, "/health", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = demo.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
