@@ -25,11 +25,13 @@ pub fn keys() -> Keys {
     Keys::hs256(SECRET).unwrap()
 }
 
-/// A verifier with its own revocation list, which the returned handle shares.
+/// A verifier with its own revocation list, which the returned handle shares. Its clock
+/// stands still, so throttle delays of whole seconds cannot lapse in the middle of a test.
 pub fn verifier() -> (TokenVerifier, MemoryRevocations) {
     let revocations = MemoryRevocations::new();
     let verifier = TokenVerifier::builder(keys())
         .revocations(revocations.clone())
+        .clock(jwt_gate::clock::ManualClock::starting_now())
         .build();
     (verifier, revocations)
 }
