@@ -31,7 +31,8 @@ pub struct ClientAddr(pub SocketAddr);
 /// login clears the username's count and gives the address its attempt back. Once a count
 /// exceeds its free allowance, the next attempt must wait `base_delay`, then twice that, and
 /// so on up to `max_delay`; waiting callers get `429` with `Retry-After`. Counts are forgotten
-/// `forget_after` the last attempt.
+/// `forget_after` the last attempt. (So a client firing more logins for one username at once
+/// than its free allowance sees `429` for the excess, even if the password is right.)
 ///
 /// Memory is bounded: each table keeps at most `capacity` entries (a 128-bit keyed hash and
 /// 24 bytes of counters each; usernames themselves are not kept). When a table is full of
