@@ -20,6 +20,14 @@ fn token(n: u32) -> IssuedRefresh {
     }
 }
 
+/// Presents refresh token `n`, offering token `next` as its successor.
+async fn rotate(store: &dyn UserStore, n: u32, next: u32) -> Rotation {
+    store
+        .rotate_refresh_token(&token(n).hash, NOW, token(next))
+        .await
+        .unwrap()
+}
+
 async fn exercise(store: &dyn UserStore) {
     let sessions = u32::try_from(MAX_SESSIONS_PER_USER).unwrap() + 1;
     for n in 0..sessions {
@@ -29,15 +37,9 @@ async fn exercise(store: &dyn UserStore) {
             .unwrap();
     }
     // The oldest session was dropped to make room; the newest works.
-    let oldest = store
-        .rotate_refresh_token(&token(0).hash, NOW, token(1000))
-        .await
-        .unwrap();
+    let oldest = rotate(store, 0, 1000).await;
     assert_eq!(oldest, Rotation::Invalid);
-    let newest = store
-        .rotate_refresh_token(&token(sessions - 1).hash, NOW, token(1001))
-        .await
-        .unwrap();
+    let newest = rotate(store, sessions - 1, 1001).await;
     assert_eq!(
         newest,
         Rotation::Rotated {
@@ -46,10 +48,7 @@ async fn exercise(store: &dyn UserStore) {
     );
 
     // Reuse of the spent token revokes its family, naming both access tokens issued in it.
-    let reused = store
-        .rotate_refresh_token(&token(sessions - 1).hash, NOW, token(1002))
-        .await
-        .unwrap();
+    let reused = rotate(store, sessions - 1, 1002).await;
     let Rotation::Reused { mut live_access } = reused else {
         panic!("{reused:?}");
     };
@@ -59,41 +58,20 @@ async fn exercise(store: &dyn UserStore) {
         .map(|access| access.jti.as_str())
         .collect();
     assert_eq!(jtis, ["jti-1001", format!("jti-{}", sessions - 1).as_str()]);
-    assert_eq!(
-        store
-            .rotate_refresh_token(&token(1001).hash, NOW, token(1003))
-            .await
-            .unwrap(),
-        Rotation::Invalid
-    );
+    assert_eq!(rotate(store, 1001, 1003).await, Rotation::Invalid);
 
     // Logout by access token ends exactly that session.
     store.revoke_session("jti-5").await.unwrap();
-    assert_eq!(
-        store
-            .rotate_refresh_token(&token(5).hash, NOW, token(1004))
-            .await
-            .unwrap(),
-        Rotation::Invalid
-    );
+    assert_eq!(rotate(store, 5, 1004).await, Rotation::Invalid);
     assert!(matches!(
-        store
-            .rotate_refresh_token(&token(6).hash, NOW, token(1005))
-            .await
-            .unwrap(),
+        rotate(store, 6, 1005).await,
         Rotation::Rotated { .. }
     ));
 
     // Logout everywhere names the live access tokens and ends the rest.
     let live = store.revoke_all_sessions("alice", NOW).await.unwrap();
     assert!(live.iter().any(|access| access.jti == "jti-1005"));
-    assert_eq!(
-        store
-            .rotate_refresh_token(&token(1005).hash, NOW, token(1006))
-            .await
-            .unwrap(),
-        Rotation::Invalid
-    );
+    assert_eq!(rotate(store, 1005, 1006).await, Rotation::Invalid);
 }
 
 #[tokio::test]
