@@ -97,6 +97,9 @@ struct Table {
     entries: HashMap<Fingerprint, Entry, BuildFingerprintHasher>,
     overflow: Entry,
     free_failures: u32,
+    /// A full table is swept at most once a second, so a flood of new keys cannot make every
+    /// attempt pay for a walk over the whole table.
+    next_sweep: u64,
 }
 
 /// Which entries an admitted attempt was counted in, to settle it when it succeeds.
@@ -126,6 +129,7 @@ impl Throttle {
                 entries: HashMap::with_hasher(BuildFingerprintHasher),
                 overflow: Entry::default(),
                 free_failures,
+                next_sweep: 0,
             })
         };
         Self {
@@ -199,7 +203,8 @@ impl Table {
         if self.entries.contains_key(&key) {
             return Slot::Keyed(key);
         }
-        if self.entries.len() >= policy.capacity {
+        if self.entries.len() >= policy.capacity && now >= self.next_sweep {
+            self.next_sweep = now.saturating_add(1);
             let forget = policy.forget_after.as_secs();
             self.entries.retain(|_, entry| {
                 entry.blocked_until > now || now.saturating_sub(entry.last_attempt) < forget
@@ -358,6 +363,19 @@ mod tests {
             throttle.begin("a", None, 1000).is_ok(),
             "known names keep their own count"
         );
+    }
+
+    #[test]
+    fn a_full_table_makes_room_once_old_entries_are_forgotten() {
+        let throttle = Throttle::new(policy());
+        for name in ["a", "b", "c", "d"] {
+            throttle.begin(name, None, 1000).unwrap();
+        }
+        let later = 1000 + 15 * 60;
+        throttle.begin("e", None, later).unwrap();
+        let usernames = throttle.usernames.lock().unwrap();
+        assert_eq!(usernames.entries.len(), 1, "the stale four were swept");
+        assert_eq!(usernames.overflow.failures, 0);
     }
 
     #[test]
