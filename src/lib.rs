@@ -60,6 +60,12 @@ mod reject;
 #[cfg(feature = "jwks")]
 mod remote_jwks;
 pub mod revocation;
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod service;
+#[cfg(feature = "auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
+pub mod store;
 mod validate;
 
 pub use claims::Claims;

@@ -1,0 +1,294 @@
+//! The companion auth service (feature `auth`): register, log in, refresh, log out.
+//!
+//! [`AuthService`] is a Tower [`Service`] for any `http::Request<B>` whose body yields
+//! [`Bytes`], answering [`AuthResponse`]s (`Response<Full<Bytes>>`), so it runs under plain
+//! hyper, inside an axum `Router` (`nest_service`) or beside a tonic server. It shares its
+//! [`TokenVerifier`] (keys, policy, revocation store, clock) with the gates in front of the
+//! application: a token it issues is accepted by every such gate, and a token it revokes
+//! is refused by all of them.
+//!
+//! | route | request | success | failures |
+//! | --- | --- | --- | --- |
+//! | `POST /auth/register` | JSON `{username, email, password}` | `201 {username, email}` | `409` taken, `422` naming the field, `413`, `415` |
+//! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token` | `200 {access_token, token_type: "bearer", expires_in, refresh_token}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `429` + `Retry-After` |
+//! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: that token and its session's refresh tokens revoked | `401` as the gate |
+//! | `POST /auth/logout-all` | `Authorization: Bearer …` | `200`: every token of the user issued until now revoked, every session ended | `401` as the gate |
+//!
+//! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
+//! that fails gives `503` and nothing is acknowledged.
+//!
+//! # Paths
+//!
+//! The routes live under a prefix, `/auth` unless set with [`AuthService::prefix`]. A request
+//! whose path does not start with the prefix is routed as if the prefix had already been
+//! removed, which is what axum's `nest_service("/auth", …)` does: so the same service answers
+//! `/auth/token` when it receives whole paths and `/token` when mounted by axum.
+//!
+//! # Usernames, emails, passwords
+//!
+//! Usernames are 1 to 64 characters (after NFKC), Unicode letters and digits plus `.`, `_`
+//! and `-`; two usernames are one account when they are equal after NFKC and Unicode case
+//! folding (`Alice`, `ALICE` and full-width `ａｌｉｃｅ` are all `alice`). Emails must look like
+//! `name@example.com`. Passwords are 8 to 1024 characters, counted in characters and never
+//! truncated, hashed with argon2id ([`Argon2Hasher`]).
+//!
+//! # Bodies
+//!
+//! Bodies are capped at 16 KiB (`413`), counted as they arrive. JSON bodies with unknown or
+//! duplicate fields are refused with `422`; forms ignore unknown fields (OAuth clients send
+//! `scope` and `client_id`) and refuse duplicates.
+//!
+//! # Client addresses
+//!
+//! Failed logins are throttled per username and per client address ([`LoginThrottle`]). The
+//! address is the connection's peer: insert a [`ClientAddr`] into each request's extensions
+//! (axum's `ConnectInfo<SocketAddr>` is read too, with the `axum` feature). `X-Forwarded-For`
+//! is believed only from the proxies named in [`AuthService::trusted_proxies`]. Without any
+//! peer address, only the per-username throttle applies.
+//!
+//! # Runtime
+//!
+//! Password hashing runs on Tokio's blocking pool: the service must be called from within a
+//! Tokio runtime.
+
+mod identity;
+mod password;
+mod reply;
+mod request;
+mod routes;
+mod throttle;
+mod tokens;
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body::Body;
+use tower_service::Service;
+
+pub use identity::MAX_USERNAME_CHARS;
+pub use password::{
+    Argon2Hasher, HashError, PasswordHasher, Verdict, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
+};
+pub use reply::AuthResponse;
+pub use request::{BoxError, MAX_BODY_BYTES};
+pub use throttle::{ClientAddr, LoginThrottle};
+
+use crate::revocation::BoxFuture;
+use crate::store::UserStore;
+use crate::TokenVerifier;
+use password::Passwords;
+use reply::Failure;
+use throttle::Throttle;
+use tokens::TokenIssuer;
+
+/// The prefix the routes live under unless told otherwise.
+pub const DEFAULT_PREFIX: &str = "/auth";
+/// How long an access token lives unless told otherwise: 15 minutes.
+pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long a refresh token lives unless told otherwise (each use issues a new one): 14 days.
+pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
+/// See the [module documentation](self) for the routes.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use jwt_gate::service::AuthService;
+/// use jwt_gate::store::MemoryUserStore;
+/// use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let verifier = TokenVerifier::new(keys);
+///
+/// let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+/// let app: Router = Router::new()
+///     .route("/me", get(|claims: Claims| async move { claims.sub }))
+///     .nest_service("/auth", auth)
+///     .layer(JwtAuthLayer::new(verifier).open_prefix("/auth"));
+/// ```
+#[derive(Clone)]
+pub struct AuthService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    issuer: TokenIssuer,
+    users: Arc<dyn UserStore>,
+    passwords: Passwords,
+    throttle: Throttle,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl std::fmt::Debug for AuthService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService")
+            .field("prefix", &self.inner.prefix)
+            .field("access_token_ttl", &self.inner.issuer.access_ttl)
+            .field("refresh_token_ttl", &self.inner.issuer.refresh_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthService {
+    /// An auth service issuing tokens that `verifier` accepts, for the users in `users`,
+    /// with the defaults: prefix `/auth`, 15-minute access tokens, 14-day refresh tokens,
+    /// argon2id with the minimum parameters, [`LoginThrottle::default`].
+    pub fn new(verifier: TokenVerifier, users: impl UserStore) -> Self {
+        Self::build(verifier, Arc::new(users))
+    }
+
+    /// As [`new`](Self::new), with a store already shared.
+    pub fn with_shared_store(verifier: TokenVerifier, users: Arc<dyn UserStore>) -> Self {
+        Self::build(verifier, users)
+    }
+
+    fn build(verifier: TokenVerifier, users: Arc<dyn UserStore>) -> Self {
+        let max_lifetime = verifier.validation().max_lifetime;
+        let access_ttl = max_lifetime.map_or(DEFAULT_ACCESS_TOKEN_TTL, |max| {
+            DEFAULT_ACCESS_TOKEN_TTL.min(max)
+        });
+        Self {
+            inner: Arc::new(Inner {
+                prefix: DEFAULT_PREFIX.to_owned(),
+                issuer: TokenIssuer {
+                    verifier,
+                    access_ttl,
+                    refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+                },
+                users,
+                passwords: Passwords::new(Arc::new(Argon2Hasher::default())),
+                throttle: Throttle::new(LoginThrottle::default()),
+                trusted_proxies: Vec::new(),
+            }),
+        }
+    }
+
+    fn configure(mut self, change: impl FnOnce(&mut Inner)) -> Self {
+        let inner =
+            Arc::get_mut(&mut self.inner).expect("configure an AuthService before cloning it");
+        change(inner);
+        self
+    }
+
+    /// Serves the routes under `prefix` (default `/auth`; `""` for none).
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` is neither empty nor starts with `/`, or after the service was cloned.
+    #[must_use]
+    pub fn prefix(self, prefix: &str) -> Self {
+        let prefix = prefix.trim_end_matches('/');
+        assert!(
+            prefix.is_empty() || prefix.starts_with('/'),
+            "a prefix starts with '/'"
+        );
+        self.configure(|inner| inner.prefix = prefix.to_owned())
+    }
+
+    /// How long access tokens live (default 15 minutes).
+    ///
+    /// # Panics
+    ///
+    /// If `ttl` is zero or longer than the verifier's `max_lifetime`: such tokens would
+    /// be refused by the very gates they are for.
+    #[must_use]
+    pub fn access_token_ttl(self, ttl: Duration) -> Self {
+        assert!(
+            ttl.as_secs() > 0,
+            "an access token must live at least a second"
+        );
+        self.configure(|inner| {
+            let max = inner.issuer.verifier.validation().max_lifetime;
+            assert!(
+                max.is_none_or(|max| ttl <= max),
+                "the access token lifetime exceeds the verifier's max_lifetime"
+            );
+            inner.issuer.access_ttl = ttl;
+        })
+    }
+
+    /// How long each refresh token lives (default 14 days; every use issues a new one).
+    #[must_use]
+    pub fn refresh_token_ttl(self, ttl: Duration) -> Self {
+        self.configure(|inner| inner.issuer.refresh_ttl = ttl)
+    }
+
+    /// Hashes and verifies passwords with `hasher` (default [`Argon2Hasher::default`]).
+    #[must_use]
+    pub fn password_hasher(self, hasher: impl PasswordHasher) -> Self {
+        self.configure(|inner| inner.passwords = Passwords::new(Arc::new(hasher)))
+    }
+
+    /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).
+    #[must_use]
+    pub fn login_throttle(self, policy: LoginThrottle) -> Self {
+        self.configure(|inner| inner.throttle = Throttle::new(policy))
+    }
+
+    /// Believes `X-Forwarded-For` on connections from these proxies (default: none).
+    #[must_use]
+    pub fn trusted_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.configure(|inner| inner.trusted_proxies = proxies.into_iter().collect())
+    }
+}
+
+/// The routes, by their path below the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Register,
+    Token,
+    Logout,
+    LogoutAll,
+}
+
+impl Inner {
+    fn route(&self, path: &str) -> Option<Route> {
+        let relative = path
+            .strip_prefix(self.prefix.as_str())
+            .filter(|rest| !self.prefix.is_empty() && rest.starts_with('/'))
+            .unwrap_or(path);
+        match relative {
+            "/register" => Some(Route::Register),
+            "/token" => Some(Route::Token),
+            "/logout" => Some(Route::Logout),
+            "/logout-all" => Some(Route::LogoutAll),
+            _ => None,
+        }
+    }
+}
+
+impl<B> Service<Request<B>> for AuthService
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = AuthResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<AuthResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let (parts, body) = request.into_parts();
+            let outcome = match inner.route(parts.uri.path()) {
+                None => Err(Failure::NotFound),
+                Some(_) if parts.method != Method::POST => Err(Failure::MethodNotAllowed),
+                Some(Route::Register) => inner.register(&parts, body).await,
+                Some(Route::Token) => inner.token(&parts, body).await,
+                Some(Route::Logout) => inner.logout(&parts, false).await,
+                Some(Route::LogoutAll) => inner.logout(&parts, true).await,
+            };
+            Ok(outcome.unwrap_or_else(|failure| failure.into_response(&parts.headers)))
+        })
+    }
+}

@@ -1,0 +1,388 @@
+//! Password hashing: argon2id by default, legacy bcrypt accepted for verification, all of it
+//! run on Tokio's blocking pool behind a semaphore so a burst of logins never stalls the
+//! threads that serve other requests.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+/// The fewest characters a password may have.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// The most characters a password may have: long passphrases are welcome, megabyte
+/// "passwords" that only burn CPU are not. Nothing is ever truncated.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
+
+/// Whether a password matched a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It did not.
+    Mismatch,
+    /// It did, and the hash is current.
+    Match,
+    /// It did, but the hash is legacy (bcrypt) or weaker than today's parameters: the service
+    /// stores a fresh hash.
+    MatchNeedsRehash,
+}
+
+/// Hashing could not be done. The message is for logs only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashError(String);
+
+impl HashError {
+    /// An error with a message for logs.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl fmt::Display for HashError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "password hashing failed: {}", self.0)
+    }
+}
+
+impl std::error::Error for HashError {}
+
+/// A password hashing scheme. Both methods are CPU-bound and blocking: the service calls
+/// them on Tokio's blocking pool, never on an async worker.
+///
+/// [`Argon2Hasher`] is the one to use; the trait exists so a deployment can tune or wrap it
+/// (for instance to count calls in a test).
+pub trait PasswordHasher: Send + Sync + 'static {
+    /// A new hash of `password`, with a fresh random salt.
+    fn hash(&self, password: &str) -> Result<String, HashError>;
+
+    /// Whether `password` matches `hash`. A hash this scheme cannot read is a mismatch.
+    fn verify(&self, password: &str, hash: &str) -> Verdict;
+}
+
+/// argon2id (RFC 9106) with at least the OWASP minimum: 19 MiB of memory, 2 passes, 1 lane.
+///
+/// Verification also accepts argon2 hashes of other parameters (reported as needing a rehash
+/// when weaker) and legacy bcrypt hashes (`$2a$`, `$2b$`, `$2y$`, as Python's passlib and
+/// FastAPI tutorial apps stored them), always reported as needing a rehash. bcrypt only ever
+/// read the first 72 bytes of a password; this verifier never truncates, so a longer password
+/// does not match a bcrypt hash. Until a legacy user logs in once, their logins take bcrypt's
+/// time rather than argon2's, which tells a patient observer that such an account exists.
+///
+/// ```
+/// use jwt_gate::service::{Argon2Hasher, PasswordHasher, Verdict};
+///
+/// let hasher = Argon2Hasher::default();
+/// let hash = hasher.hash("correct horse battery staple").unwrap();
+/// assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+/// assert_eq!(hasher.verify("correct horse battery staple", &hash), Verdict::Match);
+/// assert_eq!(hasher.verify("wrong", &hash), Verdict::Mismatch);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Argon2Hasher {
+    params: Params,
+}
+
+impl Default for Argon2Hasher {
+    fn default() -> Self {
+        Self {
+            params: Params::new(
+                Params::DEFAULT_M_COST,
+                Params::DEFAULT_T_COST,
+                Params::DEFAULT_P_COST,
+                None,
+            )
+            .expect("argon2's own default parameters are valid"),
+        }
+    }
+}
+
+impl Argon2Hasher {
+    /// argon2id with `memory_kib` KiB of memory, `passes` passes and `lanes` lanes; `None`
+    /// when any is below the minimum (19 MiB, 2 passes, 1 lane) or invalid.
+    pub fn with_params(memory_kib: u32, passes: u32, lanes: u32) -> Option<Self> {
+        if memory_kib < Params::DEFAULT_M_COST || passes < Params::DEFAULT_T_COST || lanes < 1 {
+            return None;
+        }
+        let params = Params::new(memory_kib, passes, lanes, None).ok()?;
+        Some(Self { params })
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    fn is_current(&self, hash: &PasswordHash<'_>) -> bool {
+        let Ok(params) = Params::try_from(hash) else {
+            return false;
+        };
+        hash.algorithm == Algorithm::Argon2id.ident()
+            && hash.version == Some(Version::V0x13.into())
+            && params.m_cost() >= self.params.m_cost()
+            && params.t_cost() >= self.params.t_cost()
+            && params.p_cost() >= self.params.p_cost()
+    }
+}
+
+fn is_bcrypt(hash: &str) -> bool {
+    ["$2a$", "$2b$", "$2y$"]
+        .iter()
+        .any(|prefix| hash.starts_with(prefix))
+}
+
+impl PasswordHasher for Argon2Hasher {
+    fn hash(&self, password: &str) -> Result<String, HashError> {
+        let mut salt = [0u8; 16];
+        getrandom::getrandom(&mut salt).map_err(|error| HashError::new(error.to_string()))?;
+        let salt =
+            SaltString::encode_b64(&salt).map_err(|error| HashError::new(error.to_string()))?;
+        self.argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|error| HashError::new(error.to_string()))
+    }
+
+    fn verify(&self, password: &str, hash: &str) -> Verdict {
+        if is_bcrypt(hash) {
+            return match bcrypt::non_truncating_verify(password, hash) {
+                Ok(true) => Verdict::MatchNeedsRehash,
+                _ => Verdict::Mismatch,
+            };
+        }
+        let Ok(parsed) = PasswordHash::new(hash) else {
+            return Verdict::Mismatch;
+        };
+        // The parameters come from the stored hash, so older hashes still verify.
+        match Argon2::default().verify_password(password.as_bytes(), &parsed) {
+            Ok(()) if self.is_current(&parsed) => Verdict::Match,
+            Ok(()) => Verdict::MatchNeedsRehash,
+            Err(_) => Verdict::Mismatch,
+        }
+    }
+}
+
+/// Why a password operation did not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PasswordFailure {
+    /// Too many hash operations are already waiting: shed load rather than queue without end.
+    Busy,
+    /// The hasher or the blocking pool failed.
+    Failed(HashError),
+}
+
+/// Runs a [`PasswordHasher`] on the blocking pool, at most `permits` at a time, with at most
+/// `max_waiting` more queued.
+#[derive(Clone)]
+pub(crate) struct Passwords {
+    inner: Arc<PasswordsInner>,
+}
+
+struct PasswordsInner {
+    hasher: Arc<dyn PasswordHasher>,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    // A hash of a random password, made by the same hasher with the same parameters, that
+    // unknown users' logins are verified against: same work, same answer as a wrong password.
+    dummy_hash: OnceLock<String>,
+}
+
+/// Queued hash operations allowed per permit before the service answers `503`.
+const WAITING_PER_PERMIT: usize = 32;
+
+impl Passwords {
+    pub(crate) fn new(hasher: Arc<dyn PasswordHasher>) -> Self {
+        let permits = std::thread::available_parallelism().map_or(1, usize::from);
+        let passwords = Self {
+            inner: Arc::new(PasswordsInner {
+                hasher,
+                permits: Arc::new(Semaphore::new(permits)),
+                waiting: AtomicUsize::new(0),
+                max_waiting: permits * WAITING_PER_PERMIT,
+                dummy_hash: OnceLock::new(),
+            }),
+        };
+        // Make the dummy hash now, off the async threads, so that not even the first unknown
+        // user's login does extra work. Outside a runtime it is made on first use instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let inner = passwords.inner.clone();
+            drop(runtime.spawn_blocking(move || inner.dummy_hash().map(drop)));
+        }
+        passwords
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&PasswordsInner) -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, PasswordFailure> {
+        let permit = {
+            // Counted while waiting, and uncounted however the wait ends: a client that hangs
+            // up mid-queue must not leave a phantom waiter behind.
+            let _waiting = Waiting::enter(&self.inner)?;
+            self.inner
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| PasswordFailure::Failed(HashError::new("semaphore closed")))?
+        };
+        let shared = self.inner.clone();
+        // The permit travels with the work: if the caller goes away, the hash still runs to
+        // its end on the blocking pool, and the permit is released only then.
+        tokio::task::spawn_blocking(move || {
+            let result = work(&shared);
+            drop(permit);
+            result
+        })
+        .await
+        .map_err(|error| PasswordFailure::Failed(HashError::new(error.to_string())))?
+        .map_err(PasswordFailure::Failed)
+    }
+
+    /// Hashes `password` for storage.
+    pub(crate) async fn hash(&self, password: String) -> Result<String, PasswordFailure> {
+        self.run(move |inner| inner.hasher.hash(&password)).await
+    }
+
+    /// Verifies `password` against `stored`, or, when there is no such user, against the
+    /// dummy hash, so an unknown user costs the same work and gets the same answer.
+    pub(crate) async fn verify(
+        &self,
+        password: String,
+        stored: Option<String>,
+    ) -> Result<Verdict, PasswordFailure> {
+        self.run(move |inner| {
+            Ok(match stored {
+                Some(hash) => inner.hasher.verify(&password, &hash),
+                None => {
+                    let dummy = inner.dummy_hash()?;
+                    // Whatever the dummy says, an unknown user never logs in.
+                    let _ = inner.hasher.verify(&password, dummy);
+                    Verdict::Mismatch
+                }
+            })
+        })
+        .await
+    }
+}
+
+/// One caller queued for a permit, for as long as this guard lives.
+struct Waiting<'a>(&'a PasswordsInner);
+
+impl<'a> Waiting<'a> {
+    fn enter(inner: &'a PasswordsInner) -> Result<Self, PasswordFailure> {
+        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
+            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(PasswordFailure::Busy);
+        }
+        Ok(Self(inner))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl PasswordsInner {
+    fn dummy_hash(&self) -> Result<&str, HashError> {
+        if let Some(hash) = self.dummy_hash.get() {
+            return Ok(hash);
+        }
+        let mut random = [0u8; 32];
+        getrandom::getrandom(&mut random).map_err(|error| HashError::new(error.to_string()))?;
+        let password: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+        let hash = self.hasher.hash(&password)?;
+        Ok(self.dummy_hash.get_or_init(|| hash))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_below_the_minimum_are_refused() {
+        assert!(Argon2Hasher::with_params(8 * 1024, 2, 1).is_none());
+        assert!(Argon2Hasher::with_params(19 * 1024, 1, 1).is_none());
+        assert!(Argon2Hasher::with_params(19 * 1024, 2, 0).is_none());
+        assert!(Argon2Hasher::with_params(64 * 1024, 3, 1).is_some());
+    }
+
+    #[test]
+    fn weaker_argon2_hashes_verify_but_ask_for_a_rehash() {
+        let weak = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(4096, 1, 1, None).unwrap(),
+        );
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let hash = weak
+            .hash_password(b"passphrase", &salt)
+            .unwrap()
+            .to_string();
+        let hasher = Argon2Hasher::default();
+        assert_eq!(
+            hasher.verify("passphrase", &hash),
+            Verdict::MatchNeedsRehash
+        );
+        assert_eq!(hasher.verify("passphrasf", &hash), Verdict::Mismatch);
+    }
+
+    #[tokio::test]
+    async fn callers_that_give_up_in_the_queue_leave_no_trace() {
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let permits = passwords.inner.permits.clone();
+        let all = u32::try_from(permits.available_permits()).unwrap();
+        let held = permits.acquire_many_owned(all).await.unwrap();
+        for _ in 0..3 {
+            // Every permit is held, so this can only wait; the timeout drops it mid-queue.
+            let queued = passwords.hash("a password".into());
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(5), queued)
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(passwords.inner.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert!(passwords.hash("a password".into()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_busy_not_unbounded() {
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let permits = passwords.inner.permits.clone();
+        let all = u32::try_from(permits.available_permits()).unwrap();
+        let _held = permits.acquire_many_owned(all).await.unwrap();
+        let max = passwords.inner.max_waiting;
+        let queued: Vec<_> = (0..max)
+            .map(|_| {
+                let passwords = passwords.clone();
+                tokio::spawn(async move { passwords.hash("a password".into()).await })
+            })
+            .collect();
+        while passwords.inner.waiting.load(Ordering::SeqCst) < max {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            passwords.hash("one too many".into()).await,
+            Err(PasswordFailure::Busy)
+        );
+        for task in queued {
+            task.abort();
+        }
+    }
+
+    #[test]
+    fn garbage_hashes_never_match() {
+        let hasher = Argon2Hasher::default();
+        for hash in ["", "$2b$", "plain-text-password", "$argon2id$v=19$m=1"] {
+            assert_eq!(
+                hasher.verify("plain-text-password", hash),
+                Verdict::Mismatch
+            );
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Reading request bodies: the content type, a hard size cap, and parsing into the route's
+//! fields with errors that name the field.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderMap;
+use http_body::Body;
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+use super::reply::Failure;
+
+/// The largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// The boxed error type request bodies may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(crate) const JSON: &str = "application/json";
+pub(crate) const FORM: &str = "application/x-www-form-urlencoded";
+
+/// Whether the request's media type (parameters such as `charset` aside) is `expected`.
+pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Result<(), Failure> {
+    let mut values = headers.get_all(CONTENT_TYPE).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(Failure::UnsupportedMediaType);
+    };
+    let media_type = value
+        .to_str()
+        .ok()
+        .and_then(|value| value.split(';').next())
+        .map(str::trim);
+    match media_type {
+        Some(media_type) if media_type.eq_ignore_ascii_case(expected) => Ok(()),
+        _ => Err(Failure::UnsupportedMediaType),
+    }
+}
+
+/// Reads the whole body, refusing it (`413`) as soon as it passes [`MAX_BODY_BYTES`]:
+/// a declared `Content-Length` over the cap is refused before reading, and the bytes are
+/// counted as they arrive, so a lying or absent `Content-Length` changes nothing.
+pub(crate) async fn read_body<B>(headers: &HeaderMap, body: B) -> Result<Bytes, Failure>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(Failure::PayloadTooLarge);
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Failure::PayloadTooLarge),
+        Err(_) => Err(Failure::UnreadableBody),
+    }
+}
+
+/// Parses a JSON body into `T`, whose fields are the strings `fields`. Unknown fields are
+/// refused (a typo such as `pasword` must not register an account without the intended
+/// password) and so are duplicates (two parsers must never read two different values from
+/// one body).
+pub(crate) fn parse_json<T: DeserializeOwned>(
+    body: &[u8],
+    fields: &[&'static str],
+) -> Result<T, Failure> {
+    serde_json::from_slice(body).map_err(|error| {
+        let message = error.to_string();
+        let description = match error.classify() {
+            serde_json::error::Category::Data => data_error_description(&message),
+            _ => "the body is not valid JSON",
+        };
+        // serde names the offending value's type, not its field; find the field that is not
+        // a string.
+        let field = named_field(&message, fields).or_else(|| {
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_slice(body).ok()?;
+            fields
+                .iter()
+                .copied()
+                .find(|field| object.get(*field).is_some_and(|value| !value.is_string()))
+        });
+        Failure::Invalid { field, description }
+    })
+}
+
+/// Parses an `application/x-www-form-urlencoded` body into `T`. Unknown fields are ignored,
+/// as OAuth 2.0 requires of a token endpoint (clients send `scope`, `client_id`…); duplicate
+/// fields are refused (RFC 6749 §3.2: parameters must not be included more than once).
+pub(crate) fn parse_form<T: DeserializeOwned>(
+    body: &[u8],
+    fields: &[&'static str],
+) -> Result<T, Failure> {
+    serde_urlencoded::from_bytes(body).map_err(|error| {
+        let message = error.to_string();
+        Failure::Invalid {
+            field: named_field(&message, fields),
+            description: data_error_description(&message),
+        }
+    })
+}
+
+fn data_error_description(message: &str) -> &'static str {
+    if message.starts_with("duplicate field") {
+        "a field appears more than once"
+    } else if message.starts_with("unknown field") {
+        "the body has a field this route does not accept"
+    } else if message.starts_with("missing field") {
+        "a required field is missing"
+    } else if message.starts_with("invalid type") {
+        "a field has the wrong type; strings are expected"
+    } else {
+        "the body could not be parsed"
+    }
+}
+
+/// The route's own field name that serde's message is about, if any. Only names from
+/// `fields` are ever returned, so a response never echoes a name the client made up.
+fn named_field(message: &str, fields: &[&'static str]) -> Option<&'static str> {
+    let quoted = message.split('`').nth(1)?;
+    fields.iter().copied().find(|field| *field == quoted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Pair {
+        name: String,
+        secret: String,
+    }
+
+    const FIELDS: &[&str] = &["name", "secret"];
+
+    fn field_of(result: Result<Pair, Failure>) -> Option<&'static str> {
+        match result.unwrap_err() {
+            Failure::Invalid { field, .. } => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn json_duplicates_missing_and_wrong_types_name_the_field() {
+        let duplicate = br#"{"name":"a","secret":"b","name":"c"}"#;
+        assert_eq!(field_of(parse_json(duplicate, FIELDS)), Some("name"));
+        assert_eq!(
+            field_of(parse_json(br#"{"name":"a"}"#, FIELDS)),
+            Some("secret")
+        );
+        assert_eq!(
+            field_of(parse_json(br#"{"zzz":1,"name":"a","secret":"b"}"#, FIELDS)),
+            None
+        );
+    }
+
+    #[test]
+    fn form_duplicates_are_refused() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Form {
+            name: Option<String>,
+        }
+        let result: Result<Form, _> = parse_form(b"name=a&name=b", &["name"]);
+        assert!(matches!(
+            result,
+            Err(Failure::Invalid {
+                field: Some("name"),
+                ..
+            })
+        ));
+        let ignored: Form = parse_form(b"name=a&scope=x", &["name"]).unwrap();
+        assert_eq!(ignored.name.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn content_types_match_without_parameters_or_case() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            CONTENT_TYPE,
+            "Application/JSON; charset=utf-8".parse().unwrap(),
+        );
+        assert!(require_content_type(&headers, JSON).is_ok());
+        assert!(require_content_type(&headers, FORM).is_err());
+        assert!(require_content_type(&HeaderMap::new(), JSON).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The demo server as a user runs it: a separate process, its settings from the environment,
+//! and an acknowledged registration surviving `kill -9`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use common::*;
+use http::{Method, StatusCode};
+
+/// Builds the example once (a no-op when `cargo test` already did) and returns its path, as
+/// cargo reports it, so a custom target directory is honoured.
+fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let output = Command::new(cargo)
+            .args(["build", "--example", "server", "--message-format=json"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("cargo runs");
+        assert!(output.status.success(), "the demo builds");
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|message| message["target"]["name"] == "server")
+            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+            .expect("cargo names the demo's executable")
+    })
+}
+
+struct Demo {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn command(db: &Path) -> Command {
+    let mut command = Command::new(server_binary());
+    command
+        .env("JWT_GATE_ADDR", "127.0.0.1:0")
+        .env("JWT_GATE_DB", db)
+        .env_remove("JWT_GATE_SECRET")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts the demo and reads its one line saying where it listens.
+fn start(mut command: Command) -> Demo {
+    let mut child = command.spawn().expect("the demo starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("jwt-gate demo listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    Demo { child, addr }
+}
+
+#[tokio::test]
+async fn the_walkthrough_works_and_survives_kill_9() {
+    let dir = temp_dir("walkthrough");
+    let db = dir.join("demo.db");
+    let demo = start(command(&db));
+
+    let health = call(demo.addr, Method::GET, "/health", &[], "").await;
+    assert_eq!(
+        (health.status, health.json()["status"].clone()),
+        (StatusCode::OK, "ok".into())
+    );
+    assert_eq!(
+        call(demo.addr, Method::GET, "/auth-test", &[], "")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    assert_eq!(
+        register(demo.addr, "Alice", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    let before = login(demo.addr, "alice", PASSWORD).await.json();
+    let access = before["access_token"].as_str().unwrap().to_owned();
+    let whoami = with_bearer(demo.addr, Method::GET, "/auth-test", &access).await;
+    assert_eq!(whoami.status, StatusCode::OK);
+    assert_eq!(
+        whoami.json(),
+        serde_json::json!({"username": "Alice", "email": "alice@example.com"})
+    );
+
+    // The registration was acknowledged; now the process dies without any chance to flush.
+    let mut demo = demo;
+    demo.child.kill().unwrap(); // SIGKILL
+    demo.child.wait().unwrap();
+    drop(demo);
+
+    let demo = start(command(&db));
+    // The kept secret makes the token from before the crash still good.
+    let whoami = with_bearer(demo.addr, Method::GET, "/auth-test", &access).await;
+    assert_eq!(whoami.status, StatusCode::OK);
+    let after = login(demo.addr, "ALICE", PASSWORD).await;
+    assert_eq!(after.status, StatusCode::OK);
+    let access = after.json()["access_token"].as_str().unwrap().to_owned();
+
+    let logout = with_bearer(demo.addr, Method::POST, "/auth/logout", &access).await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let refused = with_bearer(demo.addr, Method::GET, "/auth-test", &access).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_generated_secret_is_kept_private_beside_the_database() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = temp_dir("secret");
+    let db = dir.join("users.db");
+    let first = start(command(&db));
+    let secret_file = dir.join("users.db.secret");
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = std::fs::read(&secret_file).unwrap();
+    assert!(secret.len() >= 32);
+    drop(first);
+
+    // Loosened permissions are refused rather than trusted.
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = command(&db).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+}
+
+#[tokio::test]
+async fn a_short_secret_is_a_clear_error() {
+    let dir = temp_dir("short");
+    let output = command(&dir.join("users.db"))
+        .env("JWT_GATE_SECRET", "too short")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("JWT_GATE_SECRET") && stderr.contains("32"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("too short"), "the secret is never printed");
+    assert!(output.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn a_given_secret_is_used_as_its_bytes() {
+    let dir = temp_dir("given");
+    let secret = "ünïcödé secret of more than thirty-two bytes";
+    let demo = start({
+        let mut command = command(&dir.join("users.db"));
+        command.env("JWT_GATE_SECRET", secret);
+        command
+    });
+    register(demo.addr, "bob", PASSWORD).await;
+    let json = login(demo.addr, "bob", PASSWORD).await.json();
+    let token = json["access_token"].as_str().unwrap();
+    let verifier = jwt_gate::TokenVerifier::new(jwt_gate::Keys::hs256(secret.as_bytes()).unwrap());
+    assert_eq!(verifier.verify(token).unwrap().sub, "bob");
+    assert!(!dir.join("users.db.secret").exists());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn ctrl_c_shuts_the_demo_down_cleanly() {
+    let dir = temp_dir("ctrl-c");
+    let mut demo = start(command(&dir.join("users.db")));
+    assert_eq!(
+        call(demo.addr, Method::GET, "/health", &[], "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let interrupted = Command::new("kill")
+        .args(["-INT", &demo.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = demo.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
