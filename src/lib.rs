@@ -27,6 +27,7 @@
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
 //! | rejections | [`AuthError`] |
+//! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
 //! | time, for tests | [`clock`] |
 //!
 //! # Feature flags
@@ -39,6 +40,8 @@
 //! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
 //! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL |
 //! | `gateway` | no | `gateway`: a reverse proxy behind the gate |
+//! | `auth` | no | `service::AuthService` (register, token, refresh, logout) and `store::MemoryUserStore` |
+//! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
