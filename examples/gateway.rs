@@ -6,6 +6,12 @@
 //! cargo run --example gateway -- token alice   # prints a token signed with JWT_GATE_SECRET
 //! ```
 //!
+//! The auth service is mounted at `/auth` and served by the gateway itself, never forwarded:
+//! clients register and log in there (`POST /auth/register`, `POST /auth/token`,
+//! `POST /auth/logout`, `POST /auth/logout-all`), with users kept in an SQLite file, and then
+//! call the upstream with the token they got. Every other path needs a valid token, except
+//! the open ones; the upstream learns who is calling from `x-auth-sub`.
+//!
 //! | option | environment | default |
 //! | --- | --- | --- |
 //! | `--upstream URL` | `JWT_GATE_UPSTREAM` | required |
@@ -13,17 +19,22 @@
 //! | `--timeout SECONDS` | `JWT_GATE_TIMEOUT` | `30` |
 //! | `--open PATH` (repeatable; `/x/*` opens a prefix) | `JWT_GATE_OPEN` (comma-separated) | `/health` |
 //! | `--forward-claim NAME` (repeatable) | `JWT_GATE_FORWARD_CLAIMS` (comma-separated) | none |
+//! | `--db PATH` | `JWT_GATE_DB` (the SQLite file users live in) | `./jwt-gate.db` |
 //! | | `JWT_GATE_SECRET` (the HS256 key, ≥ 32 bytes) | required |
 //!
-//! Command-line options win over the environment.
-//!
-//! The auth service's routes are not mounted yet: when they are, they go under `/auth` (open
-//! to the gate, served in-process rather than forwarded); see `build`.
+//! Command-line options win over the environment. `/auth` is always open to the gate (its
+//! routes check their own credentials) and cannot be reached upstream through the gateway.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jwt_gate::gateway::{self, ClaimMap, Gateway};
+use jwt_gate::service::AuthService;
+use jwt_gate::store::{SqliteUserStore, UserStore};
 use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+
+/// Where the auth service is mounted.
+const AUTH_PREFIX: &str = "/auth";
 
 /// The gateway's settings, from the command line and the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +44,7 @@ pub struct Options {
     pub timeout: Duration,
     pub open: Vec<String>,
     pub forward_claims: Vec<String>,
+    pub db: PathBuf,
 }
 
 /// Reads options from `args` (without the program name), falling back to `env`.
@@ -55,6 +67,7 @@ pub fn options(
     let mut upstream = env("JWT_GATE_UPSTREAM");
     let mut listen = env("JWT_GATE_LISTEN");
     let mut timeout = env("JWT_GATE_TIMEOUT");
+    let mut db = env("JWT_GATE_DB");
     let mut open = list(env("JWT_GATE_OPEN"));
     let mut open_from_args = false;
     let mut forward_claims = list(env("JWT_GATE_FORWARD_CLAIMS"));
@@ -66,6 +79,7 @@ pub fn options(
             "--upstream" => upstream = Some(value()?),
             "--listen" => listen = Some(value()?),
             "--timeout" => timeout = Some(value()?),
+            "--db" => db = Some(value()?),
             "--open" => {
                 let path = value()?;
                 if !open_from_args {
@@ -104,20 +118,37 @@ pub fn options(
         timeout,
         open,
         forward_claims,
+        db: PathBuf::from(db.unwrap_or_else(|| "./jwt-gate.db".to_owned())),
     })
 }
 
-/// The gate and the proxy behind it, as configured.
-pub fn build(options: &Options, keys: Keys) -> Result<(JwtAuthLayer<ClaimMap>, Gateway), String> {
-    let verifier = TokenVerifier::builder(keys).claims::<ClaimMap>().build();
-    let mut layer = JwtAuthLayer::new(verifier);
+/// The gate and the proxy behind it, as configured, with the auth service for `users`
+/// mounted at `/auth`.
+pub fn build(
+    options: &Options,
+    keys: Keys,
+    users: impl UserStore,
+) -> Result<(JwtAuthLayer<ClaimMap>, Gateway), String> {
+    // One key set and one revocation list for both: what `/auth/logout` revokes, the gate
+    // refuses.
+    let auth_verifier = TokenVerifier::new(keys.clone());
+    let verifier = TokenVerifier::builder(keys)
+        .claims::<ClaimMap>()
+        .shared_revocations(auth_verifier.revocations().clone())
+        .build();
+    let mut layer = JwtAuthLayer::new(verifier).open_prefix(AUTH_PREFIX);
     for path in &options.open {
         layer = match path.strip_suffix("/*") {
             Some(prefix) => layer.open_prefix(prefix),
             None => layer.open_path(path),
         };
     }
-    let mut gateway = Gateway::builder(&options.upstream).timeout(options.timeout);
+    let mut gateway = Gateway::builder(&options.upstream)
+        .timeout(options.timeout)
+        .mount(
+            AUTH_PREFIX,
+            AuthService::new(auth_verifier, users).prefix(AUTH_PREFIX),
+        );
     for claim in &options.forward_claims {
         gateway = gateway.forward_claim(claim);
     }
@@ -153,13 +184,15 @@ async fn run() -> Result<(), String> {
         }
     }
     let options = options(args, |name| std::env::var(name).ok())?;
-    let (layer, gateway) = build(&options, keys)?;
+    let users = SqliteUserStore::open(&options.db)
+        .map_err(|error| format!("cannot open {}: {error}", options.db.display()))?;
+    let (layer, gateway) = build(&options, keys, users)?;
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
     let addr = listener.local_addr().map_err(|error| error.to_string())?;
     println!(
-        "jwt-gate gateway listening on http://{addr}, forwarding to {} (open: {})",
+        "jwt-gate gateway listening on http://{addr}, forwarding to {} (auth service at {AUTH_PREFIX}; open: {})",
         options.upstream,
         options.open.join(", ")
     );

@@ -24,6 +24,18 @@
 //!   up its address); [`GatewayBuilder::trust_forwarded_headers`] appends instead, for a
 //!   gateway that itself sits behind a trusted proxy.
 //!
+//! # Services mounted in-process
+//!
+//! [`GatewayBuilder::mount`] serves a path prefix with a Tower service of this process instead
+//! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
+//! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
+//! The mounted service receives the request as the gate passed it (whole path, verified
+//! [`Claims`] and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! Whether the gate lets such requests through without a token is the gate's own
+//! configuration (`open_prefix("/auth")` for the auth service).
+//!
+//! # Failures
+//!
 //! An upstream that cannot be reached gives `502 Bad Gateway`; one that has not sent its
 //! response head within the timeout (30 s by default) gives `504 Gateway Timeout`. Neither
 //! says why to the client; the reason is logged.
@@ -37,13 +49,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use http_body_util::{Either, Full};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_service::Service;
 
+use crate::paths::is_under;
 use crate::revocation::BoxFuture;
 use crate::{Claims, JwtAuthLayer};
 
@@ -59,9 +74,36 @@ use crate::{Claims, JwtAuthLayer};
 /// ```
 pub type ClaimMap = serde_json::Map<String, serde_json::Value>;
 
-/// The body of a gateway response: the upstream's, streamed, or the gateway's own short error
-/// (`{"error":"bad_gateway"}` with `502`, `{"error":"gateway_timeout"}` with `504`).
-pub type GatewayBody = Either<Incoming, Full<Bytes>>;
+/// The body of a gateway response: the upstream's, streamed, or one made in this process
+/// ([`LocalBody`]).
+pub type GatewayBody = Either<Incoming, LocalBody>;
+
+/// A response body made in this process: a [mounted](GatewayBuilder::mount) service's, or
+/// the gateway's own short error (`{"error":"bad_gateway"}` with `502`,
+/// `{"error":"gateway_timeout"}` with `504`).
+pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The error type of a [`LocalBody`]: whatever a mounted service's body failed with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Answers one request with a mounted service (a fresh clone of it, as Tower expects).
+type MountedCall =
+    Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<GatewayBody>> + Send + Sync>;
+
+/// A service answering every request under `prefix` in-process.
+#[derive(Clone)]
+struct Mount {
+    prefix: String,
+    call: MountedCall,
+}
+
+impl std::fmt::Debug for Mount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mount")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
 
 /// The client's address, put into each request's extensions by whatever accepts the
 /// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
@@ -117,6 +159,7 @@ pub struct GatewayBuilder {
     forwarded_claims: Vec<String>,
     preserve_host: bool,
     trust_forwarded_headers: bool,
+    mounts: Vec<Mount>,
 }
 
 impl GatewayBuilder {
@@ -159,6 +202,63 @@ impl GatewayBuilder {
     #[must_use]
     pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
         self.trust_forwarded_headers = trust;
+        self
+    }
+
+    /// Answers every request under `prefix` (itself and below it, segment-wise: `/auth`
+    /// holds `/auth/token`, never `/authz`) with `service`, in this process, instead of
+    /// forwarding it. The longest matching prefix wins. See the
+    /// [module docs](self#services-mounted-in-process) for what the service receives.
+    ///
+    /// ```
+    /// use jwt_gate::gateway::Gateway;
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{JwtAuthLayer, TokenVerifier, Keys};
+    /// use tower::Layer as _;
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    /// let gateway = Gateway::builder("http://127.0.0.1:8000")
+    ///     .mount("/auth", auth)
+    ///     .build()
+    ///     .unwrap();
+    /// // The gate lets the auth routes through without a token; they check their own.
+    /// let service = JwtAuthLayer::new(verifier).open_prefix("/auth").layer(gateway);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` does not start with `/` or is the root: prefixes are configuration.
+    #[must_use]
+    pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let prefix = prefix.trim_end_matches('/');
+        assert!(
+            prefix.starts_with('/'),
+            "a mount prefix starts with '/' and is not the root"
+        );
+        let call: MountedCall = Arc::new(move |request| {
+            let mut service = service.clone();
+            Box::pin(async move {
+                let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+                let Ok(response) = service.call(request).await;
+                response.map(|body| Either::Right(body.map_err(Into::into).boxed_unsync()))
+            })
+        });
+        self.mounts.push(Mount {
+            prefix: prefix.to_owned(),
+            call,
+        });
         self
     }
 
@@ -206,6 +306,7 @@ impl GatewayBuilder {
                 forwarded_claims,
                 preserve_host: self.preserve_host,
                 trust_forwarded_headers: self.trust_forwarded_headers,
+                mounts: self.mounts,
             }),
         })
     }
@@ -242,6 +343,7 @@ struct Inner {
     forwarded_claims: Vec<(String, HeaderName)>,
     preserve_host: bool,
     trust_forwarded_headers: bool,
+    mounts: Vec<Mount>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -250,6 +352,7 @@ impl std::fmt::Debug for Gateway {
             .field("upstream", &self.inner.authority)
             .field("base_path", &self.inner.base_path)
             .field("timeout", &self.inner.timeout)
+            .field("mounts", &self.inner.mounts)
             .finish_non_exhaustive()
     }
 }
@@ -263,6 +366,7 @@ impl Gateway {
             forwarded_claims: Vec::new(),
             preserve_host: false,
             trust_forwarded_headers: false,
+            mounts: Vec::new(),
         }
     }
 }
@@ -284,7 +388,21 @@ impl Service<Request<Incoming>> for Gateway {
 }
 
 impl Inner {
-    async fn forward(&self, request: Request<Incoming>) -> Response<GatewayBody> {
+    /// The mounted service for `path`, if any: the one with the longest prefix.
+    fn mounted(&self, path: &str) -> Option<&Mount> {
+        self.mounts
+            .iter()
+            .filter(|mount| is_under(path, &mount.prefix))
+            .max_by_key(|mount| mount.prefix.len())
+    }
+
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
+        if let Some(mount) = self.mounted(request.uri().path()) {
+            // In-process services read identity from the extensions; a client's own
+            // `x-auth-*` headers must not reach them either.
+            remove_identity(request.headers_mut());
+            return (mount.call)(request).await;
+        }
         let (mut parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Only the path is the client's: the scheme and authority are always the upstream's,
@@ -469,7 +587,8 @@ fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
 
 fn error_response(status: StatusCode, code: &'static str) -> Response<GatewayBody> {
     let body = format!("{{\"error\":\"{code}\"}}");
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    let body = Full::new(Bytes::from(body)).map_err(|never| match never {});
+    let mut response = Response::new(Either::Right(body.boxed_unsync()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

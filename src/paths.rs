@@ -28,12 +28,16 @@ impl Pattern {
     fn matches(&self, path: &str) -> Option<usize> {
         match self {
             Self::Exact(exact) => (path == exact).then_some(usize::MAX),
-            Self::Prefix(prefix) => {
-                let rest = path.strip_prefix(prefix.as_str())?;
-                (rest.is_empty() || rest.starts_with('/')).then_some(prefix.len())
-            }
+            Self::Prefix(prefix) => is_under(path, prefix).then_some(prefix.len()),
         }
     }
+}
+
+/// Whether `path` is `prefix` (given without a trailing `/`) or below it, segment-wise:
+/// `/auth` holds `/auth` and `/auth/token`, never `/authz`.
+pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The configured exceptions to "every path needs a token".

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jwt_gate::clock::{Clock, SystemClock};
+use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Claims, Keys};
 use tokio::sync::mpsc;
 
@@ -109,7 +110,12 @@ async fn setup_with(args: &[&str]) -> Setup {
 }
 
 async fn start(options: example::Options) -> SocketAddr {
-    let (layer, gateway) = example::build(&options, Keys::hs256(SECRET).unwrap()).unwrap();
+    let (layer, gateway) = example::build(
+        &options,
+        Keys::hs256(SECRET).unwrap(),
+        MemoryUserStore::new(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind(&options.listen)
         .await
         .unwrap();
@@ -345,6 +351,7 @@ fn options_come_from_the_command_line_then_the_environment() {
         "JWT_GATE_LISTEN" => Some("127.0.0.1:9090".to_owned()),
         "JWT_GATE_OPEN" => Some("/health, /docs/*".to_owned()),
         "JWT_GATE_TIMEOUT" => Some("5".to_owned()),
+        "JWT_GATE_DB" => Some("/var/lib/jwt-gate/users.db".to_owned()),
         _ => None,
     };
     let from_env = example::options(Vec::new(), env).unwrap();
@@ -352,6 +359,15 @@ fn options_come_from_the_command_line_then_the_environment() {
     assert_eq!(from_env.listen, "127.0.0.1:9090");
     assert_eq!(from_env.open, ["/health", "/docs/*"]);
     assert_eq!(from_env.timeout, Duration::from_secs(5));
+    assert_eq!(
+        from_env.db,
+        std::path::Path::new("/var/lib/jwt-gate/users.db")
+    );
+    let defaults = example::options(
+        ["--upstream".to_owned(), "http://[::1]:1".to_owned()],
+        |_| None,
+    );
+    assert_eq!(defaults.unwrap().db, std::path::Path::new("./jwt-gate.db"));
 
     let args = [
         "--upstream",
@@ -406,4 +422,138 @@ async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
     assert_eq!(header(&report, "x-forwarded-host"), Some("shop.example"));
     // Plain `Claims` (no ClaimMap) still forward the subject.
     assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
+}
+
+#[tokio::test]
+async fn clients_log_in_at_auth_and_the_upstream_sees_who_they_are() {
+    let setup = setup().await;
+    let session = common::session(setup.gateway, "Alice").await;
+    let token = session["access_token"].as_str().unwrap();
+    assert_eq!(
+        setup.hits.load(Ordering::SeqCst),
+        0,
+        "/auth is served by the gateway itself"
+    );
+
+    let answer = common::get(setup.gateway, "/orders", Some(token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(header(&report(&answer.body), "x-auth-sub"), Some("alice"));
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+
+    let logout = common::with_bearer(setup.gateway, Method::POST, "/auth/logout", token).await;
+    assert_eq!(logout.status, StatusCode::OK, "{}", logout.text);
+    let answer = common::get(setup.gateway, "/orders", Some(token)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn nothing_under_auth_reaches_the_upstream() {
+    let setup = setup().await;
+    let token = common::token(&setup.keys, "alice");
+    for path in [
+        "/auth",
+        "/auth/",
+        "/auth/unknown",
+        "/auth/token?x=1",
+        "/auth/a/b",
+    ] {
+        for token in [None, Some(token.as_str())] {
+            let answer = common::get(setup.gateway, path, token).await;
+            assert!(
+                answer.status == StatusCode::NOT_FOUND
+                    || answer.status == StatusCode::METHOD_NOT_ALLOWED,
+                "{path}: {} {}",
+                answer.status,
+                answer.text
+            );
+        }
+    }
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+    // A sibling path is not the auth service's, and needs a token like any other.
+    let answer = common::get(setup.gateway, "/authz", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = common::get(setup.gateway, "/authz", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A gateway whose `/local` is a service of this process that reports what it was given.
+async fn with_local_service() -> Setup {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits.clone()).await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    let local = tower::service_fn(|request: Request<Incoming>| async move {
+        let identity_headers: Vec<String> = request
+            .headers()
+            .keys()
+            .map(|name| name.as_str().replace('_', "-"))
+            .filter(|name| name.starts_with("x-auth-"))
+            .collect();
+        let report = serde_json::json!({
+            "path": request.uri().to_string(),
+            "identity_headers": identity_headers,
+            "sub": request.extensions().get::<Claims>().map(|claims| claims.sub.clone()),
+            "peer": request.extensions().get::<jwt_gate::gateway::PeerAddr>().is_some(),
+        });
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(report.to_string()))))
+    });
+    let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
+        .mount("/local/", local)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        jwt_gate::JwtAuthLayer::from_keys(keys.clone()).open_path("/local/open"),
+        gateway,
+    ));
+    Setup {
+        gateway: addr,
+        upstream,
+        hits,
+        keys,
+    }
+}
+
+#[tokio::test]
+async fn a_mounted_service_answers_in_process_with_the_verified_claims() {
+    let setup = with_local_service().await;
+    let token = common::token(&setup.keys, "alice");
+    for (path, token, sub) in [
+        (
+            "/local/me?x=1",
+            Some(token.as_str()),
+            serde_json::json!("alice"),
+        ),
+        ("/local/open", None, serde_json::Value::Null),
+    ] {
+        let mut request = Request::get(format!("http://{}{path}", setup.gateway))
+            .header("x-auth-sub", "admin")
+            .header("x_auth_roles", "superuser");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let answer = common::send(request.body(Full::default()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let report = report(&answer.body);
+        assert_eq!(report["path"], path, "the whole path, unchanged");
+        assert_eq!(report["identity_headers"], serde_json::json!([]), "{path}");
+        assert_eq!(report["sub"], sub, "{path}");
+        assert_eq!(report["peer"], true);
+    }
+    // The gate still guards a mounted prefix unless told otherwise.
+    let answer = common::get(setup.gateway, "/local/me", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+    // Mounts match whole segments.
+    let answer = common::get(setup.gateway, "/locale", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(report(&answer.body)["path"], "/locale");
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
 }

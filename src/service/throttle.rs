@@ -12,7 +12,8 @@ use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
 /// The peer address of the connection a request came on. Servers insert it into the request
 /// extensions so the auth service can throttle by client; axum's `ConnectInfo<SocketAddr>`
-/// is read as well when the `axum` feature is on.
+/// is read as well when the `axum` feature is on, and the gateway's `PeerAddr` when the
+/// `gateway` feature is.
 ///
 /// ```
 /// use jwt_gate::service::ClientAddr;
@@ -293,6 +294,10 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
 
 fn peer_address(parts: &Parts) -> Option<IpAddr> {
     if let Some(ClientAddr(address)) = parts.extensions.get::<ClientAddr>() {
+        return Some(address.ip());
+    }
+    #[cfg(feature = "gateway")]
+    if let Some(crate::gateway::PeerAddr(address)) = parts.extensions.get() {
         return Some(address.ip());
     }
     #[cfg(feature = "axum")]
