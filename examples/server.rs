@@ -16,7 +16,8 @@
 //!
 //! Routes: `POST /auth/register`, `POST /auth/token`, `POST /auth/logout`,
 //! `POST /auth/logout-all`, `GET /auth-test` (bearer token required: `{username, email}`),
-//! `GET /health`.
+//! `GET /health`, `GET /.well-known/jwks.json` (the public keys; an empty set with the
+//! demo's HS256 secret, which is never published).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use jwt_gate::service::AuthService;
+use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
 use jwt_gate::store::{SqliteUserStore, UserStore};
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 
@@ -186,6 +187,7 @@ async fn run() -> Result<(), String> {
     let verifier = TokenVerifier::new(keys);
 
     let app = Router::new()
+        .route_service(JWKS_PATH, JwksService::new(verifier.keys().clone()))
         .route("/auth-test", get(current_user))
         .route("/health", get(health))
         .with_state(users.clone())
@@ -193,7 +195,8 @@ async fn run() -> Result<(), String> {
         .layer(
             JwtAuthLayer::new(verifier)
                 .open_prefix("/auth")
-                .open_path("/health"),
+                .open_path("/health")
+                .open_path(JWKS_PATH),
         );
 
     let listener = tokio::net::TcpListener::bind(addr)

@@ -202,3 +202,18 @@ async fn ctrl_c_shuts_the_demo_down_cleanly() {
     let status = demo.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_jwks_route_is_open_and_publishes_no_secret() {
+    let dir = temp_dir("jwks");
+    let demo = start(command(&dir.join("users.db")));
+    let jwks = call(demo.addr, Method::GET, "/.well-known/jwks.json", &[], "").await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.header("content-type"), Some("application/json"));
+    assert!(jwks
+        .header("cache-control")
+        .unwrap()
+        .starts_with("public, max-age="));
+    // The demo signs with an HMAC secret: there is nothing public to publish.
+    assert_eq!(jwks.json(), serde_json::json!({ "keys": [] }));
+}

@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
+use jwt_gate::service::{AuthService, JWKS_PATH};
+use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Algorithm, JwksError, JwtAuthLayer, Key, Keys, RemoteJwks};
-
-const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 struct Issuer {
     keys: Keys,
@@ -269,5 +269,94 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
     assert_eq!(
         common::get(b, "/me", Some(&before)).await.status,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Issuer A as an application runs it: the auth service at `/auth`, minting EdDSA tokens,
+/// and its JWKS at the root.
+async fn auth_issuer() -> (std::net::SocketAddr, Keys) {
+    let keys = Keys::new(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+            .unwrap()
+            .with_kid("k1"),
+    )
+    .unwrap();
+    let verifier = jwt_gate::TokenVerifier::new(keys.clone());
+    let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    let router = Router::new()
+        .route_service(JWKS_PATH, auth.jwks())
+        .nest_service("/auth", auth)
+        .layer(
+            JwtAuthLayer::new(verifier)
+                .open_prefix("/auth")
+                .open_path(JWKS_PATH),
+        );
+    (common::serve(router).await, keys)
+}
+
+async fn log_in(issuer: std::net::SocketAddr, username: &str) -> String {
+    let session = common::session(issuer, username).await;
+    session["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
+    let (a, keys) = auth_issuer().await;
+    let published = common::get(a, JWKS_PATH, None).await;
+    assert_eq!(published.status, StatusCode::OK);
+    assert_eq!(published.header("content-type"), Some("application/json"));
+    assert_eq!(
+        published.header("cache-control"),
+        Some("public, max-age=300")
+    );
+    let document = published.json();
+    assert_eq!(document["keys"][0]["kid"], "k1");
+    assert!(
+        document["keys"][0].get("d").is_none(),
+        "never the private key"
+    );
+
+    let jwks = RemoteJwks::builder(format!("http://{a}{JWKS_PATH}"))
+        .cooldown(Duration::ZERO)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+
+    let old_token = log_in(a, "alice").await;
+    assert_eq!(common::peek_header(&old_token)["kid"], "k1");
+    let answer = common::get(b, "/me", Some(&old_token)).await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "alice")
+    );
+
+    // A rotates: k2 signs from now on, and is published at once.
+    keys.add(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519-b.pem"))
+            .unwrap()
+            .with_kid("k2"),
+    )
+    .unwrap();
+    keys.activate("k2").unwrap();
+    let new_token = log_in(a, "bob").await;
+    assert_eq!(common::peek_header(&new_token)["kid"], "k2");
+
+    // B has never seen k2: the first token refused makes it look, then k2's tokens verify.
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    until(&jwks, |kids| has(kids, "k2")).await;
+    let answer = common::get(b, "/me", Some(&new_token)).await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "bob")
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&old_token)).await.status,
+        StatusCode::OK,
+        "k1's tokens live on until k1 is retired"
     );
 }

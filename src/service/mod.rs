@@ -17,6 +17,11 @@
 //! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
 //! that fails gives `503` and nothing is acknowledged.
 //!
+//! With RS*, ES* or EdDSA keys, other services can verify the tokens with the public keys
+//! alone: [`AuthService::jwks`] publishes them as a JWKS document, which belongs at the root
+//! of the site, [`JWKS_PATH`] (`/.well-known/jwks.json`), rather than under the prefix; see
+//! [`JwksService`].
+//!
 //! # Paths
 //!
 //! The routes live under a prefix, `/auth` unless set with [`AuthService::prefix`]. A request
@@ -52,6 +57,7 @@
 //! Tokio runtime.
 
 mod identity;
+mod jwks;
 mod password;
 mod reply;
 mod request;
@@ -71,6 +77,7 @@ use http_body::Body;
 use tower_service::Service;
 
 pub use identity::MAX_USERNAME_CHARS;
+pub use jwks::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use password::{
     Argon2Hasher, HashError, PasswordHasher, Verdict, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
@@ -229,6 +236,13 @@ impl AuthService {
     #[must_use]
     pub fn login_throttle(self, policy: LoginThrottle) -> Self {
         self.configure(|inner| inner.throttle = Throttle::new(policy))
+    }
+
+    /// A service publishing the public keys this service signs with, as a JWKS document to
+    /// route [`JWKS_PATH`] to; see [`JwksService`]. It follows the same shared
+    /// [`Keys`](crate::Keys), so a key added or activated later is published at once.
+    pub fn jwks(&self) -> JwksService {
+        JwksService::new(self.inner.issuer.verifier.keys().clone())
     }
 
     /// Believes `X-Forwarded-For` on connections from these proxies (default: none).

@@ -1,0 +1,146 @@
+//! Publishing the public keys as a JWKS document, for gates elsewhere to verify with.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use tower_service::Service;
+
+use super::AuthResponse;
+use crate::Keys;
+
+/// Where a JWKS document is published by convention (RFC 8414 §2, `jwks_uri`).
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// How long caches may keep the document unless told otherwise: 5 minutes.
+pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// Answers `GET` (and `HEAD`) with the public half of a key set, as [`Keys::jwks`] gives
+/// it: `200`, `Content-Type: application/json`, `Cache-Control: public, max-age=…`. Any other
+/// method is `405` with `Allow: GET, HEAD`.
+///
+/// The service answers whatever path it is given: route [`JWKS_PATH`] to it, outside or open
+/// on the gate (public keys are public). The document is made from the keys at each request,
+/// so [`Keys::add`] and [`Keys::activate`] show at once; callers and caches may keep it for
+/// `max_age`, so add a new key at least that long before activating it, and a gate following
+/// the document (`RemoteJwks`, feature `jwks`) will know the key before its first token.
+///
+/// An HMAC key set publishes an empty set: a secret is never written out.
+///
+/// In an axum application, beside the auth service (whose [`jwks`](super::AuthService::jwks)
+/// publishes the keys it signs with):
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use jwt_gate::service::{AuthService, JWKS_PATH};
+/// use jwt_gate::store::MemoryUserStore;
+/// use jwt_gate::{Algorithm, Claims, JwtAuthLayer, Key, Keys, TokenVerifier};
+///
+/// let pem = b"-----BEGIN PRIVATE KEY-----
+/// MC4CAQAwBQYDK2VwBCIEIHvs2LMA78bxHuCZr8W+qMK7cZ7VU8RxzFCHEUxdYKAJ
+/// -----END PRIVATE KEY-----";
+/// let keys = Keys::new(Key::from_private_pem(Algorithm::EdDSA, pem)?.with_kid("2026-11"))?;
+/// let verifier = TokenVerifier::new(keys);
+/// let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+///
+/// let app: Router = Router::new()
+///     .route("/me", get(|claims: Claims| async move { claims.sub }))
+///     .route_service(JWKS_PATH, auth.jwks())
+///     .nest_service("/auth", auth)
+///     .layer(JwtAuthLayer::new(verifier).open_prefix("/auth").open_path(JWKS_PATH));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Under plain hyper, or anywhere else, call it for that one path:
+///
+/// ```
+/// use std::time::Duration;
+/// use http_body_util::BodyExt as _;
+/// use jwt_gate::service::{JwksService, JWKS_PATH};
+/// use jwt_gate::Keys;
+/// use tower::ServiceExt as _;
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let hmac = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let jwks = JwksService::new(hmac).max_age(Duration::from_secs(60));
+/// let request = http::Request::get(JWKS_PATH).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+/// let response = jwks.oneshot(request).await.unwrap();
+/// assert_eq!(response.headers()["cache-control"], "public, max-age=60");
+/// let body = response.into_body().collect().await.unwrap().to_bytes();
+/// assert_eq!(body, r#"{"keys":[]}"#, "an HMAC secret is never published");
+/// # });
+/// ```
+#[derive(Debug, Clone)]
+pub struct JwksService {
+    keys: Keys,
+    cache_control: HeaderValue,
+}
+
+impl JwksService {
+    /// Publishes the public keys of `keys` (the same, shared, value the issuer signs with),
+    /// cacheable for [`DEFAULT_JWKS_MAX_AGE`].
+    pub fn new(keys: Keys) -> Self {
+        Self {
+            keys,
+            cache_control: cache_control(DEFAULT_JWKS_MAX_AGE),
+        }
+    }
+
+    /// How long callers and caches may keep the document (whole seconds).
+    #[must_use]
+    pub fn max_age(mut self, max_age: Duration) -> Self {
+        self.cache_control = cache_control(max_age);
+        self
+    }
+
+    fn respond(&self, method: &Method) -> AuthResponse {
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = Response::new(Full::new(Bytes::from_static(
+                br#"{"error":"method_not_allowed"}"#,
+            )));
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            let headers = response.headers_mut();
+            headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return response;
+        }
+        let document = match serde_json::to_vec(&self.keys.jwks()) {
+            Ok(document) => document,
+            Err(error) => {
+                tracing::error!(%error, "the JWKS document could not be written");
+                let mut response = Response::new(Full::default());
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                return response;
+            }
+        };
+        let mut response = Response::new(Full::new(Bytes::from(document)));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, self.cache_control.clone());
+        response
+    }
+}
+
+fn cache_control(max_age: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
+        .expect("digits are a valid header value")
+}
+
+impl<B> Service<Request<B>> for JwksService {
+    type Response = AuthResponse;
+    type Error = Infallible;
+    type Future = Ready<Result<AuthResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(request.method())))
+    }
+}
