@@ -315,6 +315,9 @@ async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
         document["keys"][0].get("d").is_none(),
         "never the private key"
     );
+    let post = common::call(a, http::Method::POST, JWKS_PATH, &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
 
     let jwks = RemoteJwks::builder(format!("http://{a}{JWKS_PATH}"))
         .cooldown(Duration::ZERO)
