@@ -1,37 +1,58 @@
-//! The gate in front of a tonic 0.14 gRPC server: the standard health service, which needs no
-//! `protoc` (tonic-health ships its generated code).
+//! The gate in front of a tonic 0.14 gRPC server, with the auth service's HTTP routes on the
+//! same port: a client logs in over HTTP, then calls gRPC with the token in its `authorization`
+//! metadata. The gRPC service is the standard health service, which needs no `protoc`
+//! (tonic-health ships its generated code).
 //!
 //! ```text
-//! JWT_GATE_SECRET='a secret of at least 32 bytes....' cargo run --example tonic
-//! TOKEN=$(JWT_GATE_SECRET='a secret of at least 32 bytes....' cargo run -q --example tonic -- token alice)
+//! cargo run --example tonic
+//! curl -s 127.0.0.1:50051/auth/register -H 'content-type: application/json' \
+//!   -d '{"username":"alice","email":"alice@example.com","password":"correct horse battery staple"}'
+//! TOKEN=$(curl -s 127.0.0.1:50051/auth/token -d username=alice \
+//!   -d 'password=correct horse battery staple' | jq -r .access_token)
 //! grpcurl -plaintext -H "authorization: Bearer $TOKEN" 127.0.0.1:50051 grpc.health.v1.Health/Check
+//! curl -s -X POST 127.0.0.1:50051/auth/logout -H "authorization: Bearer $TOKEN"
 //! ```
 //!
-//! `JWT_GATE_ADDR` sets the address (default `127.0.0.1:50051`), `JWT_GATE_SECRET` the HS256
-//! key (its UTF-8 bytes, at least 32; a random one for the run when unset). The server accepts
-//! HTTP/1.1 as well as HTTP/2 on the same port.
+//! | variable | default | meaning |
+//! | --- | --- | --- |
+//! | `JWT_GATE_ADDR` | `127.0.0.1:50051` | where to listen (HTTP/2 and HTTP/1.1) |
+//! | `JWT_GATE_DB` | `./jwt-gate.db` | the SQLite file users live in |
+//! | `JWT_GATE_SECRET` | generated | the HS256 key: the variable's UTF-8 bytes as they are, at least 32 |
 //!
-//! A request without a valid token is answered `UNAUTHENTICATED` (`grpc-status: 16`) by the
-//! gate; the health service never sees it. Behind the gate, [`WhoAmI`] reads the verified
-//! claims from the request extensions, as any handler can, and names the caller in the
-//! `x-authenticated-sub` response metadata.
+//! As with the demo server, without `JWT_GATE_SECRET` a random secret is generated on first
+//! start and kept beside the database in `<db>.secret` (mode 0600). `cargo run --example
+//! tonic -- token alice` prints a token signed with that secret, for trying gRPC alone.
 //!
-//! Not mounted yet: the auth service's HTTP routes (`/auth/...`). They go on the same port by
-//! turning the tonic routes into an axum router (`Routes::into_axum_router`) and nesting the
-//! auth service under `/auth`, with `/auth` opened on the gate; see `serve`.
+//! The auth routes (`POST /auth/register`, `/auth/token`, `/auth/logout`, `/auth/logout-all`)
+//! are open to the gate and check their own credentials; every other request needs a valid
+//! token. A gRPC request without one is answered `UNAUTHENTICATED` (`grpc-status: 16`) by the
+//! gate, and the health service never sees it; a token revoked by `/auth/logout` is refused
+//! the same way. Behind the gate, [`WhoAmI`] reads the verified claims from the request
+//! extensions, as any handler can, and names the caller in the `x-authenticated-sub` response
+//! metadata.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::path::PathBuf;
+
 use http::HeaderValue;
-use jwt_gate::revocation::MemoryRevocations;
+use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::store::{SqliteUserStore, UserStore};
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use tonic::server::NamedService;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
+use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
 use tonic::transport::Server;
 use tower::Service;
+
+#[path = "support/secret.rs"]
+mod secret;
+
+/// Where the auth service's routes live.
+const AUTH_PREFIX: &str = "/auth";
 
 /// Wraps a gRPC service and names the verified caller in the response metadata.
 #[derive(Debug, Clone)]
@@ -71,36 +92,39 @@ where
     }
 }
 
-/// Serves the health service behind the gate on `listener`, HTTP/2 and HTTP/1.1. Tokens are
-/// checked against `keys` and `revocations` (share the latter with whatever revokes).
+/// Serves, on `listener`, over HTTP/2 and HTTP/1.1: the health service behind the gate, and
+/// the auth service for `users` at `/auth`. Both use `verifier`, so the tokens the auth
+/// service issues and revokes are the ones the gate accepts and refuses.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    keys: Keys,
-    revocations: MemoryRevocations,
+    verifier: TokenVerifier,
+    users: impl UserStore,
 ) -> Result<(), tonic::transport::Error> {
-    let verifier = TokenVerifier::builder(keys)
-        .revocations(revocations)
-        .build();
     // The overall status (service "") starts as SERVING; keep the reporter to change it.
     let (_reporter, health) = tonic_health::server::health_reporter();
+    // The auth service throttles failed logins by client address, which tonic reports as
+    // `TcpConnectInfo`.
+    let auth = tower::ServiceBuilder::new()
+        .map_request(|mut request: http::Request<axum::body::Body>| {
+            let peer = request
+                .extensions()
+                .get::<TcpConnectInfo>()
+                .and_then(TcpConnectInfo::remote_addr);
+            if let Some(peer) = peer {
+                request.extensions_mut().insert(ClientAddr(peer));
+            }
+            request
+        })
+        .service(AuthService::new(verifier.clone(), users).prefix(AUTH_PREFIX));
+    let routes = Routes::new(WhoAmI(health))
+        .into_axum_router()
+        .nest_service(AUTH_PREFIX, auth);
     Server::builder()
         .accept_http1(true)
-        .layer(JwtAuthLayer::new(verifier))
-        .add_service(WhoAmI(health))
+        .layer(JwtAuthLayer::new(verifier).open_prefix(AUTH_PREFIX))
+        .add_routes(Routes::from(routes))
         .serve_with_incoming(TcpIncoming::from(listener))
         .await
-}
-
-fn keys_from_env() -> Result<Keys, String> {
-    match std::env::var("JWT_GATE_SECRET") {
-        Ok(secret) => Keys::hs256(secret.as_bytes()).map_err(|error| error.to_string()),
-        Err(_) => {
-            eprintln!("JWT_GATE_SECRET is not set: using a random key for this run");
-            let mut secret = [0u8; 32];
-            getrandom::getrandom(&mut secret).map_err(|error| error.to_string())?;
-            Keys::hs256(secret).map_err(|error| error.to_string())
-        }
-    }
 }
 
 #[allow(dead_code)] // the tests use the functions above, not main
@@ -114,7 +138,9 @@ async fn main() {
 
 #[allow(dead_code)]
 async fn run() -> Result<(), String> {
-    let keys = keys_from_env()?;
+    let db =
+        PathBuf::from(std::env::var_os("JWT_GATE_DB").unwrap_or_else(|| "./jwt-gate.db".into()));
+    let keys = Keys::hs256(secret::secret(&db)?).map_err(|error| error.to_string())?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [command, sub] = args.as_slice() {
         if command == "token" {
@@ -131,8 +157,12 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
-    println!("jwt-gate tonic example listening on http://{local} (gRPC over HTTP/2 and HTTP/1.1)");
-    serve(listener, keys, MemoryRevocations::new())
+    let users = SqliteUserStore::open(&db)
+        .map_err(|error| format!("cannot open {}: {error}", db.display()))?;
+    println!(
+        "jwt-gate tonic example listening on http://{local} (gRPC over HTTP/2 and HTTP/1.1, auth routes at {AUTH_PREFIX})"
+    );
+    serve(listener, TokenVerifier::new(keys), users)
         .await
         .map_err(|error| error.to_string())
 }
