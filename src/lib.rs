@@ -39,8 +39,8 @@
 //! | `axum` | no | `Claims<C>` / `Option<Claims<C>>` extractors, `AuthError` as a response |
 //! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
 //! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL |
-//! | `gateway` | no | `gateway`: a reverse proxy behind the gate |
-//! | `auth` | no | `service::AuthService` (register, token, refresh, logout) and `store::MemoryUserStore` |
+//! | `gateway` | no | `gateway`: a reverse proxy behind the gate, with in-process services mounted at prefixes |
+//! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -557,3 +557,27 @@ async fn a_mounted_service_answers_in_process_with_the_verified_claims() {
     assert_eq!(report(&answer.body)["path"], "/locale");
     assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_mounted_auth_service_throttles_by_the_clients_address() {
+    let setup = setup().await;
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let username = format!("user{i}");
+        let form = [("username", username.as_str()), ("password", "Summer2024!")];
+        statuses.push(
+            common::post_form(setup.gateway, "/auth/token", &form)
+                .await
+                .status,
+        );
+    }
+    // Every name is new, so only the per-address count, from the gateway's PeerAddr, can bite.
+    assert!(statuses[..20]
+        .iter()
+        .all(|status| *status == StatusCode::BAD_REQUEST));
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+}
