@@ -16,9 +16,10 @@ pub(crate) enum Credentials<'a> {
 
 /// Reads the bearer token from `headers`.
 ///
-/// The scheme is matched case-insensitively; exactly one token must follow, of RFC 6750's
-/// `b64token` characters and at most `max_len` bytes. Length is checked first, so an
-/// oversized header costs nothing more than its length.
+/// The scheme is matched case-insensitively; a non-empty token of at most `max_len` bytes
+/// must follow. Length is checked first, so an oversized header costs nothing more than its
+/// length. The token's characters are checked by [`check_token_syntax`], which the verifier
+/// runs before decoding a token it has not seen: a token it has seen passed it already.
 pub(crate) fn bearer_token(
     headers: &HeaderMap,
     max_len: usize,
@@ -46,31 +47,73 @@ pub(crate) fn bearer_token(
     if token.len() > max_len {
         return Err(AuthError::TokenTooLong);
     }
-    if token.iter().any(|byte| byte.is_ascii_whitespace()) {
-        return Err(AuthError::MultipleTokens);
-    }
-    if !is_b64token(token) {
-        return Err(AuthError::InvalidCharacters);
-    }
-    // b64token characters are ASCII, so this cannot fail.
+    // Header values are visible ASCII or obs-text; obs-text is refused by the syntax check.
     std::str::from_utf8(token)
         .map(Credentials::Bearer)
         .map_err(|_| AuthError::InvalidCharacters)
 }
 
-/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`
-fn is_b64token(token: &[u8]) -> bool {
-    let body_end = token.len() - token.iter().rev().take_while(|&&byte| byte == b'=').count();
-    body_end > 0
-        && token[..body_end].iter().all(|&byte| {
-            byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+const OTHER: u8 = 0;
+const TOKEN_CHAR: u8 = 1;
+const PADDING: u8 = 2;
+const WHITESPACE: u8 = 3;
+
+/// Each byte's class under RFC 6750's `b64token` grammar, so checking a token is one table
+/// lookup a byte.
+static CLASSES: [u8; 256] = {
+    let mut classes = [OTHER; 256];
+    let mut index = 0;
+    while index < 256 {
+        let byte = index as u8;
+        classes[index] = if byte.is_ascii_alphanumeric()
+            || matches!(byte, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        {
+            TOKEN_CHAR
+        } else if byte == b'=' {
+            PADDING
+        } else if byte == b' ' || byte == b'\t' {
+            WHITESPACE
+        } else {
+            OTHER
+        };
+        index += 1;
+    }
+    classes
+};
+
+/// `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`, where
+/// whitespace inside means a second token.
+pub(crate) fn check_token_syntax(token: &[u8]) -> Result<(), AuthError> {
+    let mut padding = false;
+    let mut body = false;
+    for &byte in token {
+        match CLASSES[usize::from(byte)] {
+            TOKEN_CHAR if !padding => body = true,
+            PADDING => padding = true,
+            WHITESPACE => return Err(AuthError::MultipleTokens),
+            _ => return Err(AuthError::InvalidCharacters),
+        }
+    }
+    if body {
+        Ok(())
+    } else {
+        Err(AuthError::InvalidCharacters)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// Extraction and syntax together, as a request meets them.
+    fn bearer(headers: &HeaderMap, max_len: usize) -> Result<Credentials<'_>, AuthError> {
+        let credentials = bearer_token(headers, max_len)?;
+        if let Credentials::Bearer(token) = credentials {
+            check_token_syntax(token.as_bytes())?;
+        }
+        Ok(credentials)
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -88,7 +131,7 @@ mod tests {
             "BEARER   abc.def.ghi  ",
         ] {
             assert_eq!(
-                bearer_token(&headers(&[value]), 100),
+                bearer(&headers(&[value]), 100),
                 Ok(Credentials::Bearer("abc.def.ghi"))
             );
         }
@@ -96,49 +139,46 @@ mod tests {
 
     #[test]
     fn other_schemes_and_no_header_are_no_credentials() {
-        assert_eq!(bearer_token(&headers(&[]), 100), Ok(Credentials::None));
+        assert_eq!(bearer(&headers(&[]), 100), Ok(Credentials::None));
         assert_eq!(
-            bearer_token(&headers(&["Basic dXNlcjpwYXNz"]), 100),
+            bearer(&headers(&["Basic dXNlcjpwYXNz"]), 100),
             Ok(Credentials::None)
         );
-        assert_eq!(
-            bearer_token(&headers(&["Bearerabc"]), 100),
-            Ok(Credentials::None)
-        );
+        assert_eq!(bearer(&headers(&["Bearerabc"]), 100), Ok(Credentials::None));
     }
 
     #[test]
     fn malformed_headers_are_invalid_requests() {
         assert_eq!(
-            bearer_token(&headers(&["Bearer"]), 100),
+            bearer(&headers(&["Bearer"]), 100),
             Err(AuthError::EmptyToken)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer   "]), 100),
+            bearer(&headers(&["Bearer   "]), 100),
             Err(AuthError::EmptyToken)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer a b"]), 100),
+            bearer(&headers(&["Bearer a b"]), 100),
             Err(AuthError::MultipleTokens)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer a\tb"]), 100),
+            bearer(&headers(&["Bearer a\tb"]), 100),
             Err(AuthError::MultipleTokens)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer a", "Bearer b"]), 100),
+            bearer(&headers(&["Bearer a", "Bearer b"]), 100),
             Err(AuthError::MultipleAuthorizationHeaders)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer a,b"]), 100),
+            bearer(&headers(&["Bearer a,b"]), 100),
             Err(AuthError::InvalidCharacters)
         );
         assert_eq!(
-            bearer_token(&headers(&["Bearer ==="]), 100),
+            bearer(&headers(&["Bearer ==="]), 100),
             Err(AuthError::InvalidCharacters)
         );
         assert_eq!(
-            bearer_token(&headers(&[&format!("Bearer {}", "a".repeat(101))]), 100),
+            bearer(&headers(&[&format!("Bearer {}", "a".repeat(101))]), 100),
             Err(AuthError::TokenTooLong)
         );
     }

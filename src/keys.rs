@@ -65,6 +65,8 @@ pub enum KeyError {
     NoCryptoBackend,
     /// The crypto backend refused to sign.
     Signing(String),
+    /// A JWK that cannot be a verification key here (see [`Key::from_jwk`]).
+    InvalidJwk(String),
 }
 
 impl fmt::Display for KeyError {
@@ -95,6 +97,7 @@ impl fmt::Display for KeyError {
                 "jwt-gate was built without a crypto backend: enable the `rust-crypto` or `aws-lc-rs` feature",
             ),
             Self::Signing(reason) => write!(f, "signing failed: {reason}"),
+            Self::InvalidJwk(reason) => write!(f, "the JWK is not a usable verification key: {reason}"),
         }
     }
 }
@@ -172,12 +175,11 @@ impl Key {
                 actual: secret.len(),
             });
         }
-        Ok(Self {
-            kid: None,
+        Ok(Self::from_parts(
             algorithm,
-            decoding: DecodingKey::from_secret(secret),
-            encoding: Some(EncodingKey::from_secret(secret)),
-        })
+            DecodingKey::from_secret(secret),
+            Some(EncodingKey::from_secret(secret)),
+        ))
     }
 
     /// An HS256 key from a secret of at least 32 bytes.
@@ -210,12 +212,7 @@ impl Key {
         let decoding = Jwk::from_encoding_key(&encoding, algorithm)
             .and_then(|jwk| DecodingKey::from_jwk(&jwk))
             .map_err(|error| KeyError::InvalidPem(error.to_string()))?;
-        Ok(Self {
-            kid: None,
-            algorithm,
-            decoding,
-            encoding: Some(encoding),
-        })
+        Ok(Self::from_parts(algorithm, decoding, Some(encoding)))
     }
 
     /// A verification-only key from a PEM public key (SubjectPublicKeyInfo, or PKCS#1 for RSA).
@@ -227,12 +224,20 @@ impl Key {
             _ => DecodingKey::from_ed_pem(pem),
         }
         .map_err(|error| KeyError::InvalidPem(error.to_string()))?;
-        Ok(Self {
+        Ok(Self::from_parts(algorithm, decoding, None))
+    }
+
+    fn from_parts(
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+        encoding: Option<EncodingKey>,
+    ) -> Self {
+        Self {
             kid: None,
             algorithm,
             decoding,
-            encoding: None,
-        })
+            encoding,
+        }
     }
 
     /// Names the key: tokens it signs carry this `kid`, and tokens carrying it are verified with it.
@@ -260,6 +265,21 @@ impl Key {
     pub(crate) fn decoding_key(&self) -> &DecodingKey {
         &self.decoding
     }
+
+    /// A verification-only key from parts already checked to belong together.
+    pub(crate) fn verifying(
+        kid: Option<String>,
+        algorithm: Algorithm,
+        decoding: DecodingKey,
+    ) -> Result<Self, KeyError> {
+        ensure_crypto_backend()?;
+        Ok(Self {
+            kid,
+            algorithm,
+            decoding,
+            encoding: None,
+        })
+    }
 }
 
 fn asymmetric_family(algorithm: Algorithm) -> Result<AlgorithmFamily, KeyError> {
@@ -282,6 +302,10 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
+    pub(crate) fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
     /// The key a token's `kid` selects. A token without `kid` is accepted only where the
     /// choice is unambiguous: a single key, or the one key without a `kid`.
     pub(crate) fn select(&self, kid: Option<&str>) -> Option<&Key> {
@@ -331,7 +355,12 @@ struct KeysInner {
     set: ArcSwap<KeySet>,
     // Serialises writers; readers never wait (they load the current set).
     write_lock: std::sync::Mutex<()>,
+    // Told when a token names a `kid` the set lacks, so a key source (a remote JWKS) can
+    // look for it. Set once; called on the request path, so it must only signal, never block.
+    unknown_kid: std::sync::OnceLock<UnknownKidListener>,
 }
+
+type UnknownKidListener = Box<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -359,6 +388,7 @@ impl Keys {
                     active,
                 }),
                 write_lock: std::sync::Mutex::new(()),
+                unknown_kid: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -469,6 +499,19 @@ impl Keys {
         self.inner.set.load()
     }
 
+    /// Installs the one listener for unknown `kid`s; `false` if one was installed already.
+    #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
+    pub(crate) fn on_unknown_kid(&self, listener: impl Fn(&str) + Send + Sync + 'static) -> bool {
+        self.inner.unknown_kid.set(Box::new(listener)).is_ok()
+    }
+
+    /// Tells the listener, if any, that a token named `kid` (attacker-controlled text).
+    pub(crate) fn report_unknown_kid(&self, kid: &str) {
+        if let Some(listener) = self.inner.unknown_kid.get() {
+            listener(kid);
+        }
+    }
+
     fn update(
         &self,
         change: impl FnOnce(&KeySet) -> Result<KeySet, KeyError>,
@@ -481,5 +524,25 @@ impl Keys {
         let next = change(&self.inner.set.load())?;
         self.inner.set.store(Arc::new(next));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(not(any(feature = "rust-crypto", feature = "aws-lc-rs")))]
+    #[test]
+    fn without_a_crypto_backend_keys_are_an_error_not_a_later_panic() {
+        assert_eq!(
+            super::Key::hs256([7u8; 32]).unwrap_err(),
+            super::KeyError::NoCryptoBackend
+        );
+    }
+
+    #[cfg(all(feature = "rust-crypto", feature = "aws-lc-rs"))]
+    #[test]
+    fn with_both_backends_signing_and_verifying_work() {
+        let keys = super::Keys::hs256([7u8; 32]).unwrap();
+        let token = keys.sign(&crate::Claims::new("a", 1, 2)).unwrap();
+        assert_eq!(token.split('.').count(), 3);
     }
 }

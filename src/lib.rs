@@ -10,10 +10,15 @@ mod claims;
 pub mod clock;
 mod extract;
 mod fingerprint;
+#[cfg(feature = "gateway")]
+pub mod gateway;
+mod jwks;
 mod keys;
 mod layer;
 mod paths;
 mod reject;
+#[cfg(feature = "jwks")]
+mod remote_jwks;
 pub mod revocation;
 #[cfg(feature = "auth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
@@ -28,4 +33,6 @@ pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};
 pub use reject::AuthError;
+#[cfg(feature = "jwks")]
+pub use remote_jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::cache::VerifiedCache;
 use crate::clock::{Clock, SystemClock};
+use crate::extract::check_token_syntax;
 use crate::fingerprint::Fingerprint;
 use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
@@ -283,6 +284,7 @@ where
         now: u64,
     ) -> Result<Arc<Claims<C>>, AuthError> {
         let validation = &self.inner.validation;
+        check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
         let (Some(encoded_header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -297,9 +299,12 @@ where
         if header.crit.is_some() {
             return Err(AuthError::CriticalHeader);
         }
-        let key = keys
-            .select(header.kid.as_deref())
-            .ok_or(AuthError::UnknownKey)?;
+        let Some(key) = keys.select(header.kid.as_deref()) else {
+            if let Some(kid) = header.kid.as_deref() {
+                self.inner.keys.report_unknown_kid(kid);
+            }
+            return Err(AuthError::UnknownKey);
+        };
         let algorithm = key.algorithm();
         // Compared as text so `none`, `None`, `NONE` and unknown names are all simply "not ours".
         if algorithm_name(algorithm) != Some(&*header.alg)

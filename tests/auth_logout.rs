@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::{Claims, Keys};

@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use common::auth::*;
 use http::StatusCode;
 use jwt_gate::service::{Argon2Hasher, AuthService, HashError, PasswordHasher, Verdict};
 use jwt_gate::store::{MemoryUserStore, User, UserStore};

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::*;
+use common::auth::*;
 use http::StatusCode;
 
 fn field(json: &serde_json::Value, name: &str) -> String {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 
 #[tokio::test]

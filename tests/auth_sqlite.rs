@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::SqliteUserStore;

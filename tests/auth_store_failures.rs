@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 use jwt_gate::revocation::{
     BoxFuture, MemoryRevocations, RevocationCheck, RevocationStore, StoreError, TokenId,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 use jwt_gate::clock::ManualClock;
 use jwt_gate::service::{AuthService, LoginThrottle};

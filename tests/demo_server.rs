@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-use common::*;
+use common::auth::*;
 use http::{Method, StatusCode};
 
 /// Builds the example once (a no-op when `cargo test` already did) and returns its path, as

@@ -1,4 +1,4 @@
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
 /// How long an entry outlives its token by default: more than any sane leeway, so a token the
 /// gate would still accept within its leeway is still known to be revoked.
-const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 /// How often, at most, a write sweeps out entries whose tokens have expired.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -47,6 +47,9 @@ pub struct MemoryRevocations {
 struct Inner {
     tokens: DashMap<Fingerprint, u64, BuildFingerprintHasher>,
     subjects: DashMap<String, SubjectCutoff>,
+    // DashMap::is_empty locks every shard; this flag lets the hot path skip the subject map
+    // until the first cut-off. It is never cleared, so a racing purge cannot hide a cut-off.
+    any_subject_cutoff: AtomicBool,
     clock: Arc<dyn Clock>,
     grace: u64,
     purge_interval: u64,
@@ -86,6 +89,7 @@ impl MemoryRevocations {
             inner: Arc::new(Inner {
                 tokens: DashMap::with_hasher(BuildFingerprintHasher),
                 subjects: DashMap::new(),
+                any_subject_cutoff: AtomicBool::new(false),
                 clock,
                 grace: grace.as_secs(),
                 purge_interval: purge_interval.as_secs(),
@@ -190,6 +194,7 @@ impl MemoryRevocations {
             issued_before,
             keep_until,
         };
+        self.inner.any_subject_cutoff.store(true, Ordering::Release);
         self.inner
             .subjects
             .entry(sub.to_owned())
@@ -210,7 +215,7 @@ impl MemoryRevocations {
             return true;
         }
         // Most deployments have few or no subject cut-offs; skip hashing the subject then.
-        !self.inner.subjects.is_empty()
+        self.inner.any_subject_cutoff.load(Ordering::Acquire)
             && self
                 .inner
                 .subjects

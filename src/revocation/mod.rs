@@ -4,13 +4,20 @@
 //! this subject's tokens revoked wholesale ("log out everywhere", a password change)? The gate
 //! asks only after the signature and claims have verified, so forged tokens cost nothing and
 //! can never add to the list.
+//!
+//! [`MemoryRevocations`] serves one process. With feature `redis`, `RedisRevocations` shares
+//! one list between every gate and auth service of a fleet.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 
 /// A boxed, sendable future, as returned by a store's write operations.

@@ -1,0 +1,169 @@
+//! The drop-in gateway: JWT authentication in front of an HTTP service that has none.
+//!
+//! ```text
+//! JWT_GATE_SECRET='a secret of at least 32 bytes....' \
+//!   cargo run --example gateway -- --upstream http://127.0.0.1:8000 --listen 127.0.0.1:8080
+//! cargo run --example gateway -- token alice   # prints a token signed with JWT_GATE_SECRET
+//! ```
+//!
+//! | option | environment | default |
+//! | --- | --- | --- |
+//! | `--upstream URL` | `JWT_GATE_UPSTREAM` | required |
+//! | `--listen ADDR` | `JWT_GATE_LISTEN` | `127.0.0.1:8080` |
+//! | `--timeout SECONDS` | `JWT_GATE_TIMEOUT` | `30` |
+//! | `--open PATH` (repeatable; `/x/*` opens a prefix) | `JWT_GATE_OPEN` (comma-separated) | `/health` |
+//! | `--forward-claim NAME` (repeatable) | `JWT_GATE_FORWARD_CLAIMS` (comma-separated) | none |
+//! | | `JWT_GATE_SECRET` (the HS256 key, ≥ 32 bytes) | required |
+//!
+//! Command-line options win over the environment.
+//!
+//! The auth service's routes are not mounted yet: when they are, they go under `/auth` (open
+//! to the gate, served in-process rather than forwarded); see `build`.
+
+use std::time::Duration;
+
+use jwt_gate::gateway::{self, ClaimMap, Gateway};
+use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+
+/// The gateway's settings, from the command line and the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub upstream: String,
+    pub listen: String,
+    pub timeout: Duration,
+    pub open: Vec<String>,
+    pub forward_claims: Vec<String>,
+}
+
+/// Reads options from `args` (without the program name), falling back to `env`.
+pub fn options(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Options, String> {
+    let list = |value: Option<String>| -> Vec<String> {
+        value
+            .map(|value| {
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut upstream = env("JWT_GATE_UPSTREAM");
+    let mut listen = env("JWT_GATE_LISTEN");
+    let mut timeout = env("JWT_GATE_TIMEOUT");
+    let mut open = list(env("JWT_GATE_OPEN"));
+    let mut open_from_args = false;
+    let mut forward_claims = list(env("JWT_GATE_FORWARD_CLAIMS"));
+    let mut claims_from_args = false;
+    let mut args = args.into_iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--upstream" => upstream = Some(value()?),
+            "--listen" => listen = Some(value()?),
+            "--timeout" => timeout = Some(value()?),
+            "--open" => {
+                let path = value()?;
+                if !open_from_args {
+                    open.clear();
+                    open_from_args = true;
+                }
+                open.push(path);
+            }
+            "--forward-claim" => {
+                let name = value()?;
+                if !claims_from_args {
+                    forward_claims.clear();
+                    claims_from_args = true;
+                }
+                forward_claims.push(name);
+            }
+            other => return Err(format!("unknown option {other:?}")),
+        }
+    }
+    let timeout = match timeout {
+        Some(seconds) => Duration::from_secs_f64(
+            seconds
+                .parse::<f64>()
+                .ok()
+                .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+                .ok_or("the timeout must be a positive number of seconds")?,
+        ),
+        None => Duration::from_secs(30),
+    };
+    if open.is_empty() && !open_from_args {
+        open.push("/health".to_owned());
+    }
+    Ok(Options {
+        upstream: upstream.ok_or("--upstream (or JWT_GATE_UPSTREAM) is required")?,
+        listen: listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+        timeout,
+        open,
+        forward_claims,
+    })
+}
+
+/// The gate and the proxy behind it, as configured.
+pub fn build(options: &Options, keys: Keys) -> Result<(JwtAuthLayer<ClaimMap>, Gateway), String> {
+    let verifier = TokenVerifier::builder(keys).claims::<ClaimMap>().build();
+    let mut layer = JwtAuthLayer::new(verifier);
+    for path in &options.open {
+        layer = match path.strip_suffix("/*") {
+            Some(prefix) => layer.open_prefix(prefix),
+            None => layer.open_path(path),
+        };
+    }
+    let mut gateway = Gateway::builder(&options.upstream).timeout(options.timeout);
+    for claim in &options.forward_claims {
+        gateway = gateway.forward_claim(claim);
+    }
+    let gateway = gateway.build().map_err(|error| error.to_string())?;
+    Ok((layer, gateway))
+}
+
+fn keys_from_env() -> Result<Keys, String> {
+    let secret = std::env::var("JWT_GATE_SECRET")
+        .map_err(|_| "JWT_GATE_SECRET (the HS256 key, at least 32 bytes) is required")?;
+    Keys::hs256(secret.as_bytes()).map_err(|error| error.to_string())
+}
+
+#[allow(dead_code)] // the tests use the functions above, not main
+#[tokio::main]
+async fn main() {
+    if let Err(error) = run().await {
+        eprintln!("gateway: {error}");
+        std::process::exit(2);
+    }
+}
+
+#[allow(dead_code)]
+async fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let keys = keys_from_env()?;
+    if let [command, sub] = args.as_slice() {
+        if command == "token" {
+            let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
+            let claims = jwt_gate::Claims::new(sub.as_str(), now, now + 15 * 60);
+            println!("{}", keys.sign(&claims).map_err(|error| error.to_string())?);
+            return Ok(());
+        }
+    }
+    let options = options(args, |name| std::env::var(name).ok())?;
+    let (layer, gateway) = build(&options, keys)?;
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .map_err(|error| format!("cannot listen on {}: {error}", options.listen))?;
+    let addr = listener.local_addr().map_err(|error| error.to_string())?;
+    println!(
+        "jwt-gate gateway listening on http://{addr}, forwarding to {} (open: {})",
+        options.upstream,
+        options.open.join(", ")
+    );
+    gateway::serve(listener, layer, gateway)
+        .await
+        .map_err(|error| error.to_string())
+}

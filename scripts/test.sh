@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: makes sure the local Redis and PostgreSQL the
+# scale-out tests talk to are up (starting or installing them if not), then runs every test with
+# every feature, and the build without any crypto backend.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+wait_for() {
+    local what=$1; shift
+    for _ in $(seq 1 50); do
+        if "$@" >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    log "$what did not come up"; return 1
+}
+
+apt_install() {
+    log "installing $*"
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    fi
+}
+
+ensure_redis() {
+    command -v redis-server >/dev/null 2>&1 || apt_install redis-server
+    if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+        log "starting redis on 127.0.0.1:6379"
+        mkdir -p /tmp/jwt-gate-redis
+        redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+            --dir /tmp/jwt-gate-redis --logfile /tmp/jwt-gate-redis/redis.log
+    fi
+    wait_for redis redis-cli -h 127.0.0.1 -p 6379 ping
+}
+
+ensure_postgres() {
+    command -v pg_isready >/dev/null 2>&1 || apt_install postgresql
+    if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+        log "starting postgresql"
+        if command -v pg_ctlcluster >/dev/null 2>&1 && [ -n "$(ls /etc/postgresql 2>/dev/null)" ]; then
+            pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+        else
+            service postgresql start
+        fi
+    fi
+    wait_for postgresql pg_isready -h 127.0.0.1 -p 5432 -q
+}
+
+ensure_redis
+ensure_postgres
+
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
+
+log "cargo test --all-features"
+cargo test --all-features
+log "cargo test --no-default-features --lib (no crypto backend: keys are a clear error)"
+cargo test --no-default-features --lib
