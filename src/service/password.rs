@@ -66,7 +66,8 @@ pub trait PasswordHasher: Send + Sync + 'static {
 /// when weaker) and legacy bcrypt hashes (`$2a$`, `$2b$`, `$2y$`, as Python's passlib and
 /// FastAPI tutorial apps stored them), always reported as needing a rehash. bcrypt only ever
 /// read the first 72 bytes of a password; this verifier never truncates, so a longer password
-/// does not match a bcrypt hash.
+/// does not match a bcrypt hash. Until a legacy user logs in once, their logins take bcrypt's
+/// time rather than argon2's, which tells a patient observer that such an account exists.
 ///
 /// ```
 /// use jwt_gate::service::{Argon2Hasher, PasswordHasher, Verdict};

@@ -31,7 +31,8 @@ pub struct ClientAddr(pub SocketAddr);
 /// login clears the username's count and gives the address its attempt back. Once a count
 /// exceeds its free allowance, the next attempt must wait `base_delay`, then twice that, and
 /// so on up to `max_delay`; waiting callers get `429` with `Retry-After`. Counts are forgotten
-/// `forget_after` the last attempt.
+/// `forget_after` the last attempt. (So a client firing more logins for one username at once
+/// than its free allowance sees `429` for the excess, even if the password is right.)
 ///
 /// Memory is bounded: each table keeps at most `capacity` entries (a 128-bit keyed hash and
 /// 24 bytes of counters each; usernames themselves are not kept). When a table is full of
@@ -96,6 +97,9 @@ struct Table {
     entries: HashMap<Fingerprint, Entry, BuildFingerprintHasher>,
     overflow: Entry,
     free_failures: u32,
+    /// A full table is swept at most once a second, so a flood of new keys cannot make every
+    /// attempt pay for a walk over the whole table.
+    next_sweep: u64,
 }
 
 /// Which entries an admitted attempt was counted in, to settle it when it succeeds.
@@ -125,6 +129,7 @@ impl Throttle {
                 entries: HashMap::with_hasher(BuildFingerprintHasher),
                 overflow: Entry::default(),
                 free_failures,
+                next_sweep: 0,
             })
         };
         Self {
@@ -198,7 +203,8 @@ impl Table {
         if self.entries.contains_key(&key) {
             return Slot::Keyed(key);
         }
-        if self.entries.len() >= policy.capacity {
+        if self.entries.len() >= policy.capacity && now >= self.next_sweep {
+            self.next_sweep = now.saturating_add(1);
             let forget = policy.forget_after.as_secs();
             self.entries.retain(|_, entry| {
                 entry.blocked_until > now || now.saturating_sub(entry.last_attempt) < forget
@@ -357,6 +363,19 @@ mod tests {
             throttle.begin("a", None, 1000).is_ok(),
             "known names keep their own count"
         );
+    }
+
+    #[test]
+    fn a_full_table_makes_room_once_old_entries_are_forgotten() {
+        let throttle = Throttle::new(policy());
+        for name in ["a", "b", "c", "d"] {
+            throttle.begin(name, None, 1000).unwrap();
+        }
+        let later = 1000 + 15 * 60;
+        throttle.begin("e", None, later).unwrap();
+        let usernames = throttle.usernames.lock().unwrap();
+        assert_eq!(usernames.entries.len(), 1, "the stale four were swept");
+        assert_eq!(usernames.overflow.failures, 0);
     }
 
     #[test]

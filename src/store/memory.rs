@@ -1,12 +1,12 @@
 //! Users and sessions in process memory: for tests, demos and single-process apps that can
 //! afford to forget everything on restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
     BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore,
+    UserStore, MAX_SESSIONS_PER_USER,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -40,6 +40,10 @@ struct Inner {
 struct Sessions {
     tokens: HashMap<TokenHash, RefreshRow>,
     families: HashMap<String, Family>,
+    /// Each user's families, oldest first.
+    by_user: HashMap<String, VecDeque<String>>,
+    /// The family each access token was issued in, for logout.
+    by_access: HashMap<String, String>,
     next_purge: u64,
 }
 
@@ -110,18 +114,62 @@ impl Sessions {
             return;
         }
         self.next_purge = now + PURGE_INTERVAL_SECS;
-        self.tokens.retain(|_, row| row.expires_at > now);
+        let by_access = &mut self.by_access;
+        self.tokens.retain(|_, row| {
+            let keep = row.expires_at > now;
+            if !keep {
+                by_access.remove(&row.access_jti);
+            }
+            keep
+        });
         let tokens = &self.tokens;
         self.families.retain(|_, family| {
             family.members.retain(|hash| tokens.contains_key(hash));
             !family.members.is_empty()
         });
+        let families = &self.families;
+        self.by_user.retain(|_, owned| {
+            owned.retain(|family| families.contains_key(family));
+            !owned.is_empty()
+        });
+    }
+
+    /// Starts `family` for `user_key`, dropping the user's oldest sessions beyond the cap.
+    fn start_family(&mut self, user_key: &str, family: &str) {
+        let owned = self.by_user.entry(user_key.to_owned()).or_default();
+        owned.push_back(family.to_owned());
+        let excess = owned.len().saturating_sub(MAX_SESSIONS_PER_USER);
+        let dropped: Vec<String> = owned.drain(..excess).collect();
+        for old in dropped {
+            self.remove_family(&old);
+        }
+        self.families.insert(
+            family.to_owned(),
+            Family {
+                user_key: user_key.to_owned(),
+                revoked: false,
+                members: Vec::new(),
+            },
+        );
+    }
+
+    fn remove_family(&mut self, family: &str) {
+        let Some(entry) = self.families.remove(family) else {
+            return;
+        };
+        for hash in entry.members {
+            if let Some(row) = self.tokens.remove(&hash) {
+                self.by_access.remove(&row.access_jti);
+            }
+        }
     }
 
     fn add(&mut self, family: &str, token: IssuedRefresh) {
         if let Some(entry) = self.families.get_mut(family) {
             entry.members.push(token.hash);
         }
+        self.by_access
+            .insert(token.access_jti.clone(), family.to_owned());
         self.tokens.insert(
             token.hash,
             RefreshRow {
@@ -189,14 +237,7 @@ impl UserStore for MemoryUserStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         let mut sessions = lock(&self.inner.sessions);
         sessions.purge_expired(self.inner.clock.now());
-        sessions.families.insert(
-            family.to_owned(),
-            Family {
-                user_key: user_key.to_owned(),
-                revoked: false,
-                members: Vec::new(),
-            },
-        );
+        sessions.start_family(user_key, family);
         sessions.add(family, token);
         Box::pin(async { Ok(()) })
     }
@@ -214,12 +255,7 @@ impl UserStore for MemoryUserStore {
 
     fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
         let mut sessions = lock(&self.inner.sessions);
-        let family = sessions
-            .tokens
-            .values()
-            .find(|row| row.access_jti == access_jti)
-            .map(|row| row.family.clone());
-        if let Some(family) = family {
+        if let Some(family) = sessions.by_access.get(access_jti).cloned() {
             sessions.revoke_family(&family, u64::MAX);
         }
         Box::pin(async { Ok(()) })
@@ -232,11 +268,10 @@ impl UserStore for MemoryUserStore {
     ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
         let mut sessions = lock(&self.inner.sessions);
         let families: Vec<String> = sessions
-            .families
-            .iter()
-            .filter(|(_, family)| family.user_key == user_key && !family.revoked)
-            .map(|(name, _)| name.clone())
-            .collect();
+            .by_user
+            .get(user_key)
+            .map(|owned| owned.iter().cloned().collect())
+            .unwrap_or_default();
         let live = families
             .iter()
             .flat_map(|family| sessions.revoke_family(family, now))

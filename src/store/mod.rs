@@ -16,6 +16,10 @@ pub use memory::MemoryUserStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteUserStore;
 
+/// The most sessions (refresh-token families) one user keeps: a new login beyond this ends the
+/// user's oldest session, so logging in over and over cannot grow a store without bound.
+pub const MAX_SESSIONS_PER_USER: usize = 64;
+
 /// A SHA-256 hash of a refresh token: the only form in which a refresh token is stored.
 pub type TokenHash = [u8; 32];
 
@@ -158,7 +162,8 @@ pub trait UserStore: Send + Sync + 'static {
         password_hash: String,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// Starts a new family for `user_key`, whose first token is `token`.
+    /// Starts a new family for `user_key`, whose first token is `token`. When the user then has
+    /// more than [`MAX_SESSIONS_PER_USER`] families, the oldest are forgotten.
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,

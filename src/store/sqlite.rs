@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 
 use super::{
     BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, UserStoreError,
+    UserStore, UserStoreError, MAX_SESSIONS_PER_USER,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -287,6 +287,16 @@ impl UserStore for SqliteUserStore {
             transaction.execute(
                 "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
                 params![to_sql_time(SystemClock.now())],
+            )?;
+            // Families in creation order are families by their first row.
+            transaction.execute(
+                "DELETE FROM refresh_tokens WHERE family IN (
+                     SELECT family FROM refresh_tokens WHERE user_key = ?1
+                     GROUP BY family ORDER BY MIN(rowid) DESC LIMIT -1 OFFSET ?2)",
+                params![
+                    user_key,
+                    i64::try_from(MAX_SESSIONS_PER_USER - 1).unwrap_or(i64::MAX)
+                ],
             )?;
             insert_token(&transaction, &user_key, &family, &token)?;
             transaction.commit()
