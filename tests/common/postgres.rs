@@ -39,7 +39,9 @@ impl TestSchema {
     }
 
     pub async fn open(&self) -> PostgresUserStore {
-        self.store().await.expect("PostgreSQL is up on DATABASE_URL")
+        self.store()
+            .await
+            .expect("PostgreSQL is up on DATABASE_URL")
     }
 
     /// A plain connection, for looking behind the store's back.
