@@ -18,7 +18,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 enum Source {
     /// A parsed connection string, or why it did not parse (never holding the string itself,
     /// which may carry a password).
-    Url(Result<tokio_postgres::Config, String>),
+    Url(Box<Result<tokio_postgres::Config, String>>),
     Pool(Pool),
 }
 
@@ -65,7 +65,7 @@ impl PostgresUserStoreBuilder {
         // tokio-postgres names the bad option in its parse errors, never the value.
         let config = tokio_postgres::Config::from_str(url)
             .map_err(|error| format!("bad PostgreSQL connection string: {error}"));
-        Self::with_source(Source::Url(config))
+        Self::with_source(Source::Url(Box::new(config)))
     }
 
     pub(super) fn from_pool(pool: Pool) -> Self {
@@ -109,7 +109,8 @@ impl PostgresUserStoreBuilder {
             Source::Url(config) => {
                 let config = config
                     .as_mut()
-                    .map_err(|error| UserStoreError::new(&**error))?;
+                    .as_mut()
+                    .map_err(|error| UserStoreError::new(error.as_str()))?;
                 config.connect_timeout(self.timeout);
                 let manager = Manager::from_config(
                     config.clone(),

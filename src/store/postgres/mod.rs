@@ -81,7 +81,17 @@ impl PostgresUserStore {
     }
 
     /// Options for a store on a pool the application already has (its TLS, sizes and
-    /// timeouts are kept); `.await` them to migrate.
+    /// timeouts are kept); `.await` them to migrate. The pool is a `deadpool_postgres::Pool`
+    /// of deadpool-postgres 0.14.
+    ///
+    /// ```no_run
+    /// use jwt_gate::store::PostgresUserStore;
+    ///
+    /// # async fn run(pool: deadpool_postgres::Pool) -> Result<(), jwt_gate::store::UserStoreError> {
+    /// let users = PostgresUserStore::with_pool(pool.clone()).schema("auth").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_pool(pool: Pool) -> PostgresUserStoreBuilder {
         PostgresUserStoreBuilder::from_pool(pool)
     }
