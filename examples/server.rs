@@ -29,14 +29,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::sync::Arc;
-
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};

@@ -182,3 +182,34 @@ async fn a_store_can_share_the_applications_pool() {
     assert_eq!(store.schema(), Some(schema.name.as_str()));
     assert!(pool.status().size >= 1, "the store used the given pool");
 }
+
+#[tokio::test]
+async fn expired_sessions_are_swept_as_new_ones_start() {
+    let schema = TestSchema::fresh();
+    let issued = |n: u8, expires_at: u64| jwt_gate::store::IssuedRefresh {
+        hash: [n; 32],
+        expires_at,
+        access_jti: format!("jti-{n}"),
+        access_exp: expires_at,
+    };
+    let long_ago = 1_000_000;
+    let first = schema.open().await;
+    first
+        .insert_refresh_token("alice", "old", issued(1, long_ago))
+        .await
+        .unwrap();
+    // A store sweeps at most once a minute; a freshly opened one sweeps on its first login.
+    let second = schema.open().await;
+    second
+        .insert_refresh_token("alice", "new", issued(2, u64::MAX))
+        .await
+        .unwrap();
+    let client = schema.client().await;
+    let count = |table: &'static str| {
+        let sql = format!("SELECT count(*) FROM \"{}\".{table}", schema.name);
+        let client = &client;
+        async move { client.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(count("jwt_gate_refresh_tokens").await, 1);
+    assert_eq!(count("jwt_gate_sessions").await, 1);
+}

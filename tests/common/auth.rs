@@ -1,4 +1,5 @@
-//! Shared by the auth-service tests (`use common::auth::*`): a real HTTP server on 127.0.0.1 and a small client.
+//! Shared by the auth-service tests (`use common::auth::*`): a real HTTP server on 127.0.0.1
+//! and a small client.
 
 use std::net::SocketAddr;
 

@@ -267,7 +267,6 @@ async fn start_session(
     token: &IssuedRefresh,
 ) -> Result<(), PgError> {
     let sql = &inner.sql;
-    let transaction = client.transaction().await?;
     let now = SystemClock.now();
     let due = inner.next_sweep.load(Ordering::Relaxed);
     if now >= due
@@ -281,10 +280,13 @@ async fn start_session(
             )
             .is_ok()
     {
-        // Spent tokens are kept until they expire (to catch replays), then swept here.
-        execute(&transaction, &sql.sweep_tokens, &[&to_sql_time(now)]).await?;
-        execute(&transaction, &sql.sweep_sessions, &[]).await?;
+        // Spent tokens are kept until they expire (to catch replays), then swept here. Each
+        // sweep commits on its own, so no transaction ever holds token locks while waiting
+        // for a session lock: everything else locks sessions first, and cannot deadlock it.
+        execute(&*client, &sql.sweep_tokens, &[&to_sql_time(now)]).await?;
+        execute(&*client, &sql.sweep_sessions, &[]).await?;
     }
+    let transaction = client.transaction().await?;
     execute(&transaction, &sql.insert_session, &[&family, &user_key]).await?;
     let cap = i64::try_from(MAX_SESSIONS_PER_USER).unwrap_or(i64::MAX);
     execute(&transaction, &sql.cap_sessions, &[&user_key, &cap]).await?;
