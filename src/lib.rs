@@ -1,4 +1,47 @@
-#![doc = include_str!("../README.md")]
+//! JWT authentication in front of any Tower service.
+//!
+//! [`JwtAuthLayer`] reads `Authorization: Bearer <jwt>`, verifies it against [`Keys`] whose
+//! algorithm you pinned (never the token's own `alg`), applies a [`Validation`] policy, asks a
+//! [`RevocationStore`](revocation::RevocationStore), and only then calls the inner service, with
+//! the verified [`Claims`] in the request extensions. Refusals follow RFC 6750 (`401` with
+//! `WWW-Authenticate: Bearer …`), or `grpc-status: 16` for gRPC clients: see [`AuthError`].
+//!
+//! The layer wraps any Tower service: an axum `Router`, a tonic server, a plain hyper
+//! service, or a reverse proxy.
+//!
+//! # A complete program
+//!
+//! (`examples/quickstart.rs`, also the README's quickstart; needs the `axum` feature.)
+//!
+//! ```rust,no_run
+#![doc = include_str!("../examples/quickstart.rs")]
+//! ```
+//!
+//! # Where things are
+//!
+//! | concern | item |
+//! | --- | --- |
+//! | keys, rotation by `kid`, JWKS | [`Key`], [`Keys`] |
+//! | the claims handed to your service | [`Claims`] |
+//! | the verification policy | [`Validation`], [`TokenVerifier`] |
+//! | revocation | [`revocation`] |
+//! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
+//! | rejections | [`AuthError`] |
+//! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
+//! | time, for tests | [`clock`] |
+//!
+//! # Feature flags
+//!
+//! | feature | default | adds |
+//! | --- | --- | --- |
+//! | `rust-crypto` | yes | jsonwebtoken's pure-Rust crypto backend |
+//! | `aws-lc-rs` | no | jsonwebtoken's aws-lc-rs backend, 5 to 8 times faster for RS*/ES*; preferred when both are on |
+//! | `axum` | no | `Claims<C>` / `Option<Claims<C>>` extractors, `AuthError` as a response |
+//! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
+//! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL |
+//! | `gateway` | no | `gateway`: a reverse proxy behind the gate |
+//! | `auth` | no | `service::AuthService` (register, token, refresh, logout) and `store::MemoryUserStore` |
+//! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

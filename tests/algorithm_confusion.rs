@@ -17,7 +17,7 @@ fn rsa_keys() -> Keys {
 
 #[tokio::test]
 async fn hs256_signed_with_the_rsa_public_key_is_refused() {
-    let addr = serve_axum(JwtAuthLayer::from_keys(rsa_keys())).await;
+    let addr = serve_gated(JwtAuthLayer::from_keys(rsa_keys())).await;
     // The classic attack: the public key is public, so use its PEM bytes as an HMAC secret.
     let mut header = Header::new(Algorithm::HS256);
     header.typ = Some("at+jwt".into());
@@ -37,8 +37,8 @@ async fn hs256_signed_with_the_rsa_public_key_is_refused() {
 
 #[tokio::test]
 async fn alg_none_is_refused_in_every_spelling() {
-    for keys in [hs256_keys(), rsa_keys()] {
-        let addr = serve_axum(JwtAuthLayer::from_keys(keys)).await;
+    for keys in [keys(), rsa_keys()] {
+        let addr = serve_gated(JwtAuthLayer::from_keys(keys)).await;
         for alg in ["none", "None", "NONE", "nOnE"] {
             let header = json!({"alg": alg, "typ": "at+jwt"});
             let payload = serde_json::to_value(claims()).unwrap();
@@ -60,7 +60,7 @@ async fn alg_none_is_refused_in_every_spelling() {
 async fn es256_all_zero_signature_is_refused() {
     let keys =
         Keys::new(Key::from_public_pem(Algorithm::ES256, &pem("p256.pub.pem")).unwrap()).unwrap();
-    let addr = serve_axum(JwtAuthLayer::from_keys(keys)).await;
+    let addr = serve_gated(JwtAuthLayer::from_keys(keys)).await;
     // CVE-2022-21449 ("psychic signatures"): r = s = 0 must never verify.
     let header = json!({"alg": "ES256", "typ": "at+jwt"});
     let token = raw_token(
@@ -77,7 +77,7 @@ async fn a_token_claiming_another_algorithm_of_the_same_family_is_refused() {
     let signer =
         Keys::new(Key::from_private_pem(Algorithm::PS256, &pem("rsa.pem")).unwrap()).unwrap();
     let token = signer.sign(&claims()).unwrap();
-    let addr = serve_axum(JwtAuthLayer::from_keys(rsa_keys())).await;
+    let addr = serve_gated(JwtAuthLayer::from_keys(rsa_keys())).await;
     assert_eq!(get_bearer(addr, "/protected", &token).await.status, 401);
 }
 
@@ -91,10 +91,10 @@ async fn each_asymmetric_algorithm_verifies_its_own_tokens() {
     ] {
         let signer = Keys::new(Key::from_private_pem(algorithm, &pem(private)).unwrap()).unwrap();
         let verifier = Keys::new(Key::from_public_pem(algorithm, &pem(public)).unwrap()).unwrap();
-        let addr = serve_axum(JwtAuthLayer::from_keys(verifier)).await;
+        let addr = serve_gated(JwtAuthLayer::from_keys(verifier)).await;
         let reply = get_bearer(addr, "/protected", &signer.sign(&claims()).unwrap()).await;
         assert_eq!(
-            (reply.status.as_u16(), reply.text()),
+            (reply.status.as_u16(), reply.text.as_str()),
             (200, "mallory"),
             "{algorithm:?}"
         );

@@ -50,12 +50,12 @@ impl RevocationStore for SlowStore {
 
 #[tokio::test]
 async fn the_gate_waits_for_a_remote_answer_and_fails_closed() {
-    let keys = hs256_keys();
+    let keys = keys();
     let store = SlowStore::default();
     let verifier = TokenVerifier::builder(keys.clone())
         .revocations(store.clone())
         .build();
-    let addr = serve_axum(JwtAuthLayer::new(verifier)).await;
+    let addr = serve_gated(JwtAuthLayer::new(verifier)).await;
     let token = token(&keys, "carol");
 
     let replies = futures_join(addr, &token, 20).await;

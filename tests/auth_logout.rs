@@ -2,12 +2,12 @@
 
 mod common;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::{Claims, Keys};
 
-async fn logout(stack: &Stack, token: &str) -> Reply {
+async fn logout(stack: &Stack, token: &str) -> Answer {
     with_bearer(stack.addr, Method::POST, "/auth/logout", token).await
 }
 
@@ -78,7 +78,7 @@ async fn forged_or_expired_tokens_add_nothing_to_the_revocation_list() {
 async fn logout_without_a_bearer_token_is_401_with_a_challenge() {
     let stack = stack().await;
     for headers in [vec![], vec![("authorization", "Basic YWxpY2U6cGFzcw==")]] {
-        let reply = send(stack.addr, Method::POST, "/auth/logout", &headers, "").await;
+        let reply = call(stack.addr, Method::POST, "/auth/logout", &headers, "").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert_eq!(
             reply.header("www-authenticate"),

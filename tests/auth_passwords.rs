@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::auth::*;
+use common::*;
 use http::StatusCode;
 use jwt_gate::service::{Argon2Hasher, AuthService, HashError, PasswordHasher, Verdict};
 use jwt_gate::store::{MemoryUserStore, User, UserStore};
@@ -107,7 +107,7 @@ async fn legacy_bcrypt_hashes_verify_and_are_upgraded_on_login() {
             users.create_user(legacy_user(hash.clone())).await.unwrap(),
             jwt_gate::store::Registration::Created
         );
-        let addr = serve_axum(app(
+        let addr = serve(app(
             verifier.clone(),
             AuthService::new(verifier, users.clone()),
         ))
@@ -154,7 +154,7 @@ async fn bcrypts_72_byte_truncation_is_not_inherited() {
     let (verifier, _) = verifier();
     let users = MemoryUserStore::new();
     users.create_user(legacy_user(hash)).await.unwrap();
-    let addr = serve_axum(app(verifier.clone(), AuthService::new(verifier, users))).await;
+    let addr = serve(app(verifier.clone(), AuthService::new(verifier, users))).await;
     let other_suffix = "a".repeat(72) + "-anything-else";
     assert_eq!(
         login(addr, "legacy", &other_suffix).await.status,

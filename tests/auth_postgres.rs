@@ -6,15 +6,15 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::auth::*;
 use common::postgres::{CutProxy, TestSchema};
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{PostgresUserStore, UserStore};
 
 async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
     let (verifier, _) = verifier();
-    serve_axum(app(verifier.clone(), AuthService::new(verifier, users))).await
+    serve(app(verifier.clone(), AuthService::new(verifier, users))).await
 }
 
 /// Registers `name`, asking again while the service sheds load (`503` from a full hash queue

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::auth::*;
+use common::*;
 use http::StatusCode;
 
 fn field(json: &serde_json::Value, name: &str) -> String {

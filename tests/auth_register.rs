@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn wrong_content_type_is_415() {
         "application/x-www-form-urlencoded",
         "application/jsonx",
     ] {
-        let reply = send(
+        let reply = call(
             stack.addr,
             Method::POST,
             "/auth/register",
@@ -183,9 +183,9 @@ async fn wrong_content_type_is_415() {
             "{content_type}"
         );
     }
-    let missing = send(stack.addr, Method::POST, "/auth/register", &[], body).await;
+    let missing = call(stack.addr, Method::POST, "/auth/register", &[], body).await;
     assert_eq!(missing.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let with_charset = send(
+    let with_charset = call(
         stack.addr,
         Method::POST,
         "/auth/register",
@@ -234,7 +234,7 @@ async fn wrong_methods_are_405_with_allow_and_unknown_paths_404() {
         "/auth/logout-all",
     ] {
         for method in [Method::GET, Method::PUT, Method::DELETE] {
-            let reply = send(stack.addr, method.clone(), path, &[], "").await;
+            let reply = call(stack.addr, method.clone(), path, &[], "").await;
             assert_eq!(
                 reply.status,
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -244,7 +244,7 @@ async fn wrong_methods_are_405_with_allow_and_unknown_paths_404() {
         }
     }
     for path in ["/auth/nope", "/auth/token/", "/auth/Register", "/auth"] {
-        let reply = send(stack.addr, Method::POST, path, &[], "").await;
+        let reply = call(stack.addr, Method::POST, path, &[], "").await;
         assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(reply.json()["error"], "not_found");
     }

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::SqliteUserStore;
@@ -16,7 +16,7 @@ fn temp_db(name: &str) -> PathBuf {
 async fn serve_sqlite(path: &PathBuf) -> (std::net::SocketAddr, jwt_gate::TokenVerifier) {
     let (verifier, _) = verifier();
     let users = SqliteUserStore::open(path).unwrap();
-    let addr = serve_axum(app(
+    let addr = serve(app(
         verifier.clone(),
         AuthService::new(verifier.clone(), users),
     ))

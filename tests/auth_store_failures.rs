@@ -5,7 +5,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::revocation::{
     BoxFuture, MemoryRevocations, RevocationCheck, RevocationStore, StoreError, TokenId,
@@ -151,7 +151,7 @@ async fn flaky() -> Flaky {
         },
     );
     Flaky {
-        addr: serve_axum(app(verifier, auth)).await,
+        addr: serve(app(verifier, auth)).await,
         users,
         user_outage,
         revocation_outage,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::clock::ManualClock;
 use jwt_gate::service::{AuthService, LoginThrottle};
@@ -15,7 +15,7 @@ async fn fail_until_throttled(
     addr: std::net::SocketAddr,
     username: &str,
     limit: usize,
-) -> (usize, Reply) {
+) -> (usize, Answer) {
     for attempt in 0..limit {
         let reply = login(addr, username, "wrong password").await;
         if reply.status == StatusCode::TOO_MANY_REQUESTS {
@@ -59,7 +59,7 @@ async fn delays_grow_and_expire_with_time() {
     let clock = ManualClock::starting_now();
     let verifier = TokenVerifier::builder(keys()).clock(clock.clone()).build();
     let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
-    let addr = serve_axum(app(verifier, auth)).await;
+    let addr = serve(app(verifier, auth)).await;
     register(addr, "carol", PASSWORD).await;
     let (_, first) = fail_until_throttled(addr, "carol", 10).await;
     assert_eq!(first.header("retry-after"), Some("1"));
@@ -101,7 +101,7 @@ async fn spraying_many_usernames_from_one_address_is_throttled() {
         // A spoofed X-Forwarded-For changes nothing: no proxy is trusted.
         let forwarded = format!("198.51.100.{i}");
         let body = format!("username=user{i}&password=Summer2024%21");
-        let reply = send(
+        let reply = call(
             stack.addr,
             Method::POST,
             "/auth/token",
@@ -138,7 +138,7 @@ async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
         let addr = stack.addr;
         async move {
             let body = format!("username=user{i}&password=wrong-password");
-            send(
+            call(
                 addr,
                 Method::POST,
                 "/auth/token",

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::auth::*;
+use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::MemoryUserStore;
@@ -153,7 +153,7 @@ async fn issuer_and_audience_follow_the_verifiers_validation() {
         .build();
     let auth = AuthService::new(verifier.clone(), MemoryUserStore::new())
         .access_token_ttl(std::time::Duration::from_secs(60));
-    let addr = serve_axum(app(verifier, auth)).await;
+    let addr = serve(app(verifier, auth)).await;
     let json = session(addr, "frank").await;
     assert_eq!(json["expires_in"], 60);
     let access = json["access_token"].as_str().unwrap();
@@ -167,7 +167,7 @@ async fn issuer_and_audience_follow_the_verifiers_validation() {
 async fn the_key_id_is_carried_when_the_key_has_one() {
     let keys = Keys::new(jwt_gate::Key::hs256(SECRET).unwrap().with_kid("k1")).unwrap();
     let verifier = TokenVerifier::new(keys);
-    let addr = serve_axum(app(
+    let addr = serve(app(
         verifier.clone(),
         AuthService::new(verifier, MemoryUserStore::new()),
     ))
@@ -183,7 +183,7 @@ async fn the_key_id_is_carried_when_the_key_has_one() {
 async fn plain_hyper_with_full_paths_and_a_custom_prefix() {
     let (verifier, _) = verifier();
     let auth = AuthService::new(verifier, MemoryUserStore::new()).prefix("/api/v1/auth/");
-    let addr = serve_hyper(auth).await;
+    let addr = serve_auth_over_hyper(auth).await;
     let body = r#"{"username":"heidi","email":"h@example.com","password":"long enough"}"#;
     assert_eq!(
         post_json(addr, "/api/v1/auth/register", body).await.status,

@@ -16,7 +16,7 @@ async fn claims_extractor_without_a_gate_rejects_like_the_gate() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     // Even a token that would be valid: nothing verified it, so nothing is trusted.
-    let reply = get_bearer(addr, "/me", &token(&hs256_keys(), "alice")).await;
+    let reply = get_bearer(addr, "/me", &token(&keys(), "alice")).await;
     assert_eq!(reply.status, 401);
     assert_eq!(
         reply.header("www-authenticate"),

@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::auth::*;
 use common::demo::*;
 use common::postgres::{database_url, TestSchema};
+use common::*;
 use http::{Method, StatusCode};
 
 const FLEET_SECRET: &str = "a fleet secret that is more than thirty-two bytes";
@@ -60,7 +60,7 @@ fn fleet_member(schema: &TestSchema, prefix: &KeyPrefix) -> Demo {
     start(command)
 }
 
-fn access_token(reply: &Reply) -> String {
+fn access_token(reply: &Answer) -> String {
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     reply.json()["access_token"].as_str().unwrap().to_owned()
 }

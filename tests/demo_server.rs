@@ -6,8 +6,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::auth::*;
 use common::demo::*;
+use common::*;
 use http::{Method, StatusCode};
 
 fn command(db: &Path) -> Command {
@@ -22,13 +22,13 @@ async fn the_walkthrough_works_and_survives_kill_9() {
     let db = dir.join("demo.db");
     let demo = start(command(&db));
 
-    let health = send(demo.addr, Method::GET, "/health", &[], "").await;
+    let health = call(demo.addr, Method::GET, "/health", &[], "").await;
     assert_eq!(
         (health.status, health.json()["status"].clone()),
         (StatusCode::OK, "ok".into())
     );
     assert_eq!(
-        send(demo.addr, Method::GET, "/auth-test", &[], "")
+        call(demo.addr, Method::GET, "/auth-test", &[], "")
             .await
             .status,
         StatusCode::UNAUTHORIZED
@@ -131,7 +131,7 @@ async fn ctrl_c_shuts_the_demo_down_cleanly() {
     let dir = temp_dir("ctrl-c");
     let mut demo = start(command(&dir.join("users.db")));
     assert_eq!(
-        send(demo.addr, Method::GET, "/health", &[], "")
+        call(demo.addr, Method::GET, "/health", &[], "")
             .await
             .status,
         StatusCode::OK

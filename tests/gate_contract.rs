@@ -85,7 +85,7 @@ fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
     assert_eq!(reply.header("content-type"), Some("application/json"));
     if token.len() > 8 {
         assert!(
-            !reply.text().contains(token),
+            !reply.text.contains(token),
             "the token is echoed in the body"
         );
         assert!(
@@ -230,7 +230,7 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
 
     // Valid: the inner service runs with the claims.
     let reply = get_bearer(addr, "/protected", &good).await;
-    assert_eq!((reply.status.as_u16(), reply.text()), (200, "alice"));
+    assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
     // Scheme is case-insensitive; the same token again comes from the verified-token cache.
     let reply = get_with(
         addr,
@@ -238,7 +238,7 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
         &[("authorization", &format!("bEaReR {good}"))],
     )
     .await;
-    assert_eq!((reply.status.as_u16(), reply.text()), (200, "alice"));
+    assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
 
     // gRPC requests are refused the gRPC way.
     let reply = get_with(addr, "/protected", &[("content-type", "application/grpc")]).await;
@@ -268,8 +268,8 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
     );
 
     // Optional path: anonymous without a token, claims with one, refused with a bad one.
-    assert_eq!(get_with(addr, "/optional", &[]).await.text(), "anonymous");
-    assert_eq!(get_bearer(addr, "/optional", &good).await.text(), "alice");
+    assert_eq!(get_with(addr, "/optional", &[]).await.text, "anonymous");
+    assert_eq!(get_bearer(addr, "/optional", &good).await.text, "alice");
     assert_eq!(
         get_bearer(addr, "/optional", &bad_tokens[0].1).await.status,
         401
@@ -279,21 +279,21 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
 #[tokio::test]
 async fn axum_router_behind_the_gate_follows_the_contract() {
     let fixture = Fixture::new();
-    let addr = serve_axum(fixture.layer()).await;
+    let addr = serve_gated(fixture.layer()).await;
     check_contract(addr, &fixture).await;
 }
 
 #[tokio::test]
 async fn plain_hyper_server_behind_the_gate_follows_the_contract() {
     let fixture = Fixture::new();
-    let addr = serve_hyper(fixture.layer()).await;
+    let addr = serve_gated_over_hyper(fixture.layer()).await;
     check_contract(addr, &fixture).await;
 }
 
 #[tokio::test]
 async fn revoking_a_token_refuses_it_even_after_it_was_cached() {
     let fixture = Fixture::new();
-    let addr = serve_axum(fixture.layer()).await;
+    let addr = serve_gated(fixture.layer()).await;
     let claims = fixture.claims("bob");
     let token = fixture.sign(&claims);
     assert_eq!(get_bearer(addr, "/protected", &token).await.status, 200);
@@ -308,7 +308,7 @@ async fn revoking_a_token_refuses_it_even_after_it_was_cached() {
 
 #[tokio::test]
 async fn a_custom_realm_is_named_in_challenges() {
-    let addr = serve_axum(JwtAuthLayer::from_keys(hs256_keys()).realm("orders-api")).await;
+    let addr = serve_gated(JwtAuthLayer::from_keys(keys()).realm("orders-api")).await;
     let reply = get_with(addr, "/protected", &[]).await;
     assert_eq!(
         reply.header("www-authenticate"),

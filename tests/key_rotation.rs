@@ -13,7 +13,7 @@ async fn tokens_of_a_retired_key_verify_until_it_is_removed() {
             .with_kid("2026-10"),
     )
     .unwrap();
-    let addr = serve_axum(JwtAuthLayer::from_keys(keys.clone())).await;
+    let addr = serve_gated(JwtAuthLayer::from_keys(keys.clone())).await;
     let old_token = token(&keys, "alice");
     assert_eq!(get_bearer(addr, "/protected", &old_token).await.status, 200);
 

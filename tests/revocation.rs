@@ -14,7 +14,7 @@ async fn entries_expire_with_their_token_and_leave_memory() {
     let start = now();
     let clock = ManualClock::new(start);
     let store = MemoryRevocations::new().with_clock(clock.clone());
-    let keys = hs256_keys();
+    let keys = keys();
     let verifier = TokenVerifier::builder(keys.clone())
         .revocations(store.clone())
         .clock(clock.clone())
@@ -67,7 +67,7 @@ async fn memory_is_bounded_by_live_tokens_not_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoking_while_validating_from_many_tasks_is_consistent() {
-    let keys = hs256_keys();
+    let keys = keys();
     let store = MemoryRevocations::new();
     let verifier = Arc::new(
         TokenVerifier::builder(keys.clone())
@@ -128,7 +128,7 @@ async fn revoking_while_validating_from_many_tasks_is_consistent() {
 
 #[tokio::test]
 async fn logout_everywhere_refuses_older_tokens_of_the_subject_only() {
-    let keys = hs256_keys();
+    let keys = keys();
     let store = MemoryRevocations::new();
     let verifier = TokenVerifier::builder(keys.clone())
         .revocations(store.clone())

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::auth::temp_dir;
 use common::postgres::TestSchema;
+use common::temp_dir;
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::store::{
     IssuedRefresh, MemoryUserStore, Registration, Rotation, SqliteUserStore, User, UserStore,

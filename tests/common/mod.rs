@@ -1,8 +1,7 @@
-//! Helpers shared by the black-box tests: servers on ephemeral 127.0.0.1 ports, a client, and
-//! token forging helpers.
+//! Helpers shared by the black-box tests: servers on ephemeral 127.0.0.1 ports, one HTTP
+//! client, token forging helpers, and the auth-service stack.
 #![allow(dead_code)] // each test file uses a different part
 
-pub mod auth;
 pub mod demo;
 pub mod postgres;
 
@@ -16,19 +15,27 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jwt_gate::clock::{Clock, SystemClock};
-use jwt_gate::{Claims, JwtAuthLayer, Keys};
-use tokio::net::TcpListener;
+use jwt_gate::revocation::MemoryRevocations;
+use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::store::MemoryUserStore;
+use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
 
-pub const SECRET: &[u8] = b"a test secret that is 32 bytes!!";
+pub const SECRET: &[u8] = b"a test secret that is 32+ bytes long";
+pub const PASSWORD: &str = "correct horse battery staple";
 
 pub fn now() -> u64 {
     SystemClock.now()
 }
 
-pub fn hs256_keys() -> Keys {
+pub fn keys() -> Keys {
     Keys::hs256(SECRET).unwrap()
 }
 
@@ -59,17 +66,25 @@ pub fn raw_token(
     )
 }
 
-/// Serves `router` on an ephemeral port until the test ends.
+/// Serves `router` on an ephemeral port until the test ends, with each peer's address
+/// available as axum's `ConnectInfo` (the auth service throttles by it).
 pub async fn serve(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
     addr
 }
 
 /// The routes every gate test serves: a protected one, an open one, an optional one.
 /// Each answers with the subject it saw, or `anonymous`.
-pub async fn serve_axum(layer: JwtAuthLayer) -> SocketAddr {
+pub async fn serve_gated(layer: JwtAuthLayer) -> SocketAddr {
     async fn whoami(claims: Option<Claims>) -> String {
         claims.map_or_else(|| "anonymous".to_owned(), |claims| claims.sub)
     }
@@ -82,7 +97,7 @@ pub async fn serve_axum(layer: JwtAuthLayer) -> SocketAddr {
 }
 
 /// The same routes on a plain hyper server: no axum anywhere in the request path.
-pub async fn serve_hyper(layer: JwtAuthLayer) -> SocketAddr {
+pub async fn serve_gated_over_hyper(layer: JwtAuthLayer) -> SocketAddr {
     let handler = tower::service_fn(|request: Request<hyper::body::Incoming>| async move {
         let body = match request.uri().path() {
             "/health" => "ok".to_owned(),
@@ -118,6 +133,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body as text (lossy UTF-8), for assertions.
+    pub text: String,
 }
 
 impl Answer {
@@ -125,12 +142,9 @@ impl Answer {
         self.headers.get(name).map(|value| value.to_str().unwrap())
     }
 
-    pub fn text(&self) -> &str {
-        std::str::from_utf8(&self.body).unwrap()
-    }
-
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap()
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.text))
     }
 }
 
@@ -139,10 +153,12 @@ pub async fn send(request: Request<Full<Bytes>>) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http();
     let response = client.request(request).await.unwrap();
     let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
     Answer {
         status: parts.status,
         headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
+        text: String::from_utf8_lossy(&body).into_owned(),
+        body,
     }
 }
 
@@ -155,17 +171,18 @@ pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Answer {
     send(request.body(Full::default()).unwrap()).await
 }
 
-/// `method http://{addr}{path}` with these headers (repeated names are sent repeated).
-pub async fn request_with(
+/// `method http://{addr}{path}` with these headers (repeated names are sent repeated) and body.
+pub async fn call(
     addr: SocketAddr,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
 ) -> Answer {
     let mut request = Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
-        .body(Full::default())
+        .body(Full::new(body.into()))
         .unwrap();
     for (name, value) in headers {
         request.headers_mut().append(
@@ -178,9 +195,212 @@ pub async fn request_with(
 
 /// GET `path` with these headers.
 pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
-    request_with(addr, Method::GET, path, headers).await
+    call(addr, Method::GET, path, headers, Bytes::new()).await
 }
 
 pub async fn get_bearer(addr: SocketAddr, path: &str, token: &str) -> Answer {
     get(addr, path, Some(token)).await
+}
+
+// The auth service's stack.
+
+/// A verifier with its own revocation list, which the returned handle shares. Its clock
+/// stands still, so throttle delays of whole seconds cannot lapse in the middle of a test.
+pub fn verifier() -> (TokenVerifier, MemoryRevocations) {
+    let revocations = MemoryRevocations::new();
+    let verifier = TokenVerifier::builder(keys())
+        .revocations(revocations.clone())
+        .clock(jwt_gate::clock::ManualClock::starting_now())
+        .build();
+    (verifier, revocations)
+}
+
+/// Serves `service` over plain hyper on an ephemeral port, telling it each peer's address.
+pub async fn serve_auth_over_hyper(service: AuthService) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let handler = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(ClientAddr(peer));
+                    service.clone().oneshot(request)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), handler)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The whole stack as an application would build it: a gate in front of a protected route
+/// and the auth service nested by axum at /auth.
+pub fn app(verifier: TokenVerifier, auth: AuthService) -> Router {
+    Router::new()
+        .route(
+            "/me",
+            axum::routing::get(|claims: Claims| async move { claims.sub }),
+        )
+        .nest_service("/auth", auth)
+        .layer(JwtAuthLayer::new(verifier).open_prefix("/auth"))
+}
+
+/// An auth service on memory stores behind the gate, served by axum.
+pub struct Stack {
+    pub addr: SocketAddr,
+    pub verifier: TokenVerifier,
+    pub revocations: MemoryRevocations,
+    pub users: MemoryUserStore,
+}
+
+pub async fn stack() -> Stack {
+    stack_with(|auth| auth).await
+}
+
+pub async fn stack_with(configure: impl FnOnce(AuthService) -> AuthService) -> Stack {
+    let (verifier, revocations) = verifier();
+    let users = MemoryUserStore::new();
+    let auth = configure(AuthService::new(verifier.clone(), users.clone()));
+    let addr = serve(app(verifier.clone(), auth)).await;
+    Stack {
+        addr,
+        verifier,
+        revocations,
+        users,
+    }
+}
+
+pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Answer {
+    call(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", "application/json")],
+        body.to_owned(),
+    )
+    .await
+}
+
+pub async fn post_form(addr: SocketAddr, path: &str, form: &[(&str, &str)]) -> Answer {
+    let body = serde_urlencoded::to_string(form).unwrap();
+    call(
+        addr,
+        Method::POST,
+        path,
+        &[("content-type", "application/x-www-form-urlencoded")],
+        body,
+    )
+    .await
+}
+
+pub async fn register(addr: SocketAddr, username: &str, password: &str) -> Answer {
+    let body = serde_json::json!({
+        "username": username,
+        "email": format!("{}@example.com", username.to_lowercase()),
+        "password": password,
+    });
+    post_json(addr, "/auth/register", &body.to_string()).await
+}
+
+pub async fn login(addr: SocketAddr, username: &str, password: &str) -> Answer {
+    post_form(
+        addr,
+        "/auth/token",
+        &[("username", username), ("password", password)],
+    )
+    .await
+}
+
+/// Registers and logs in; returns the token response's JSON.
+pub async fn session(addr: SocketAddr, username: &str) -> Value {
+    let registered = register(addr, username, PASSWORD).await;
+    assert!(
+        registered.status == StatusCode::CREATED || registered.status == StatusCode::CONFLICT,
+        "{registered:?}"
+    );
+    let reply = login(addr, username, PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.json()
+}
+
+pub async fn refresh(addr: SocketAddr, refresh_token: &str) -> Answer {
+    post_form(
+        addr,
+        "/auth/token",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+pub async fn with_bearer(addr: SocketAddr, method: Method, path: &str, token: &str) -> Answer {
+    let authorization = format!("Bearer {token}");
+    call(addr, method, path, &[("authorization", &authorization)], "").await
+}
+
+pub async fn me(addr: SocketAddr, token: &str) -> Answer {
+    with_bearer(addr, Method::GET, "/me", token).await
+}
+
+/// Writes raw bytes on a fresh connection and reads the status line of the answer.
+pub async fn raw_status(addr: SocketAddr, request: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything; that is fine.
+    let _ = stream.write_all(request).await;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => {
+                response.extend_from_slice(&buffer[..read]);
+                if response.windows(4).any(|window| window == b"\r\n\r\n") {
+                    break;
+                }
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The access token's claims, read without checking anything (for assertions only).
+pub fn peek_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+pub fn peek_header(token: &str) -> Value {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// A fresh, empty directory for one test's files.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "jwt-gate-{}-{name}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
