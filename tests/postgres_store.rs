@@ -213,3 +213,26 @@ async fn expired_sessions_are_swept_as_new_ones_start() {
     assert_eq!(count("jwt_gate_refresh_tokens").await, 1);
     assert_eq!(count("jwt_gate_sessions").await, 1);
 }
+
+#[tokio::test]
+async fn a_refused_row_is_an_error_that_does_not_quote_it() {
+    let schema = TestSchema::fresh();
+    let store = schema.open().await;
+    // Behind the store's back, a rule the row will break: PostgreSQL's DETAIL would quote
+    // the whole failing row, password hash included.
+    schema
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE \"{}\".jwt_gate_users ADD CONSTRAINT no_example CHECK (email <> 'alice@example.com')",
+            schema.name
+        ))
+        .await
+        .unwrap();
+    let mut user = alice();
+    user.password_hash = "$argon2id$secret-hash".into();
+    let error = store.create_user(user).await.unwrap_err();
+    let shown = format!("{error} {error:?}");
+    assert!(shown.contains("23514"), "the check_violation code: {shown}");
+    assert!(!shown.contains("secret-hash"), "{shown}");
+}

@@ -139,8 +139,15 @@ fn pool_error(error: deadpool_postgres::PoolError) -> UserStoreError {
     UserStoreError::new(format!("no PostgreSQL connection: {error}"))
 }
 
+/// The server's own errors are reduced to their code and message: their DETAIL may quote
+/// the failing row, and a row can hold a password hash.
 fn query_error(error: PgError) -> UserStoreError {
-    UserStoreError::new(format!("PostgreSQL: {error}"))
+    match error.as_db_error() {
+        Some(db) => {
+            UserStoreError::new(format!("PostgreSQL {}: {}", db.code().code(), db.message()))
+        }
+        None => UserStoreError::new(format!("PostgreSQL: {error}")),
+    }
 }
 
 /// Seconds since the epoch as PostgreSQL's `bigint`; far-future instants saturate.
