@@ -1,5 +1,6 @@
 //! The demo server: the whole auth API, a protected route and a health check, with users in
-//! an SQLite file.
+//! an SQLite file, or, to run several behind a load balancer, in PostgreSQL with logouts
+//! shared through Redis.
 //!
 //! ```text
 //! cargo run --example server
@@ -10,9 +11,16 @@
 //! | `JWT_GATE_ADDR` | `127.0.0.1:3000` | where to listen |
 //! | `JWT_GATE_DB` | `./jwt-gate.db` | the SQLite file users live in |
 //! | `JWT_GATE_SECRET` | generated | the HS256 key: the variable's UTF-8 bytes as they are, at least 32 |
+//! | `DATABASE_URL` | unset | users in this PostgreSQL database instead of `JWT_GATE_DB` |
+//! | `JWT_GATE_PG_SCHEMA` | the connection's | the PostgreSQL schema the tables live in |
+//! | `REDIS_URL` | unset | logouts shared through this Redis instead of kept in memory |
+//! | `JWT_GATE_REDIS_PREFIX` | `jwt-gate:` | the Redis key prefix |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
-//! database in `<db>.secret` (mode 0600), so restarts keep sessions valid.
+//! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
+//! or `REDIS_URL` set, `JWT_GATE_SECRET` is required: every server of a fleet must sign and
+//! verify with the same key. Servers given the same secret, `DATABASE_URL` (and schema) and
+//! `REDIS_URL` (and prefix) share users, and a logout at one is refused at all.
 //!
 //! Routes: `POST /auth/register`, `POST /auth/token`, `POST /auth/logout`,
 //! `POST /auth/logout-all`, `GET /auth-test` (bearer token required: `{username, email}`),
@@ -20,16 +28,18 @@
 //! demo's HS256 secret, which is never published).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
-use jwt_gate::store::{SqliteUserStore, UserStore};
+use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 
 #[path = "support/secret.rs"]
@@ -39,7 +49,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./jwt-gate.db";
 
 /// `GET /auth-test`: who the bearer token speaks for, as the user store knows them.
-async fn current_user(State(users): State<SqliteUserStore>, claims: Claims) -> Response {
+async fn current_user(State(users): State<Arc<dyn UserStore>>, claims: Claims) -> Response {
     match users.find_user(&claims.sub).await {
         Ok(Some(user)) => Json(serde_json::json!({
             "username": user.username,
@@ -66,6 +76,54 @@ async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// A variable that may be unset, but not set to something unreadable.
+fn optional_var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+/// The user store, and how the startup line names it. Errors never quote the URL: it may
+/// hold a password.
+async fn users(db: &Path) -> Result<(Arc<dyn UserStore>, String), String> {
+    let Some(url) = optional_var("DATABASE_URL")? else {
+        let users = SqliteUserStore::open(db)
+            .map_err(|error| format!("cannot open {}: {error}", db.display()))?;
+        return Ok((Arc::new(users), format!("SQLite {}", db.display())));
+    };
+    let mut store = PostgresUserStore::connect(&url);
+    let mut described = "PostgreSQL".to_owned();
+    if let Some(schema) = optional_var("JWT_GATE_PG_SCHEMA")? {
+        store = store.schema(&schema);
+        described = format!("PostgreSQL schema {schema}");
+    }
+    let users = store
+        .await
+        .map_err(|error| format!("cannot use DATABASE_URL: {error}"))?;
+    Ok((Arc::new(users), described))
+}
+
+/// The verifier, on Redis revocations when `REDIS_URL` is set, and how the startup line
+/// names where revocations live.
+async fn verifier(keys: Keys) -> Result<(TokenVerifier, &'static str), String> {
+    let Some(url) = optional_var("REDIS_URL")? else {
+        return Ok((TokenVerifier::new(keys), "memory"));
+    };
+    let mut revocations = RedisRevocations::connect(&url);
+    if let Some(prefix) = optional_var("JWT_GATE_REDIS_PREFIX")? {
+        revocations = revocations.key_prefix(&prefix);
+    }
+    let revocations = revocations
+        .await
+        .map_err(|error| format!("cannot use REDIS_URL: {error}"))?;
+    let verifier = TokenVerifier::builder(keys)
+        .revocations(revocations)
+        .build();
+    Ok((verifier, "Redis"))
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -89,17 +147,28 @@ async fn run() -> Result<(), String> {
         .map_err(|error| format!("JWT_GATE_ADDR is not an address like {DEFAULT_ADDR}: {error}"))?;
     let db = PathBuf::from(std::env::var_os("JWT_GATE_DB").unwrap_or_else(|| DEFAULT_DB.into()));
 
+    let fleet =
+        std::env::var_os("DATABASE_URL").is_some() || std::env::var_os("REDIS_URL").is_some();
+    // A secret kept beside one server's database cannot be shared by a fleet.
+    if fleet && std::env::var_os("JWT_GATE_SECRET").is_none() {
+        return Err(
+            "with DATABASE_URL or REDIS_URL set, JWT_GATE_SECRET must be set too (the same on every server)"
+                .to_owned(),
+        );
+    }
     let keys = Keys::hs256(secret::secret(&db)?).map_err(|error| error.to_string())?;
-    let users = SqliteUserStore::open(&db)
-        .map_err(|error| format!("cannot open {}: {error}", db.display()))?;
-    let verifier = TokenVerifier::new(keys);
+    let (users, users_in) = users(&db).await?;
+    let (verifier, revocations_in) = verifier(keys).await?;
 
     let app = Router::new()
         .route_service(JWKS_PATH, JwksService::new(verifier.keys().clone()))
         .route("/auth-test", get(current_user))
         .route("/health", get(health))
         .with_state(users.clone())
-        .nest_service("/auth", AuthService::new(verifier.clone(), users))
+        .nest_service(
+            "/auth",
+            AuthService::with_shared_store(verifier.clone(), users),
+        )
         .layer(
             JwtAuthLayer::new(verifier)
                 .open_prefix("/auth")
@@ -111,7 +180,9 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
-    println!("jwt-gate demo listening on http://{local}");
+    println!(
+        "jwt-gate demo listening on http://{local} (users: {users_in}; revocations: {revocations_in})"
+    );
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -3,75 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::Path;
+use std::process::Command;
 
+use common::demo::*;
 use common::*;
 use http::{Method, StatusCode};
 
-/// Builds the example once (a no-op when `cargo test` already did) and returns its path, as
-/// cargo reports it, so a custom target directory is honoured.
-fn server_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .args(["build", "--example", "server", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "the demo builds");
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| message["target"]["name"] == "server")
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo names the demo's executable")
-    })
-}
-
-struct Demo {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn command(db: &Path) -> Command {
-    let mut command = Command::new(server_binary());
+    let mut command = demo_command();
+    command.env("JWT_GATE_DB", db);
     command
-        .env("JWT_GATE_ADDR", "127.0.0.1:0")
-        .env("JWT_GATE_DB", db)
-        .env_remove("JWT_GATE_SECRET")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    command
-}
-
-/// Starts the demo and reads its one line saying where it listens.
-fn start(mut command: Command) -> Demo {
-    let mut child = command.spawn().expect("the demo starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("jwt-gate demo listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .parse()
-        .unwrap();
-    Demo { child, addr }
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! in the store; an error means nothing was acknowledged, and the service answers `503`.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -13,6 +15,8 @@ use std::fmt;
 
 pub use crate::revocation::BoxFuture;
 pub use memory::MemoryUserStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteUserStore;
 

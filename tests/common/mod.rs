@@ -2,6 +2,9 @@
 //! client, token forging helpers, and the auth-service stack.
 #![allow(dead_code)] // each test file uses a different part
 
+pub mod demo;
+pub mod postgres;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 

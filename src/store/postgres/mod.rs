@@ -1,0 +1,423 @@
+//! Users and sessions in PostgreSQL (feature `postgres`): one database behind a fleet of auth
+//! services.
+
+mod builder;
+mod schema;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Object, Pool};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+pub use builder::PostgresUserStoreBuilder;
+use schema::{Schema, Sql};
+
+use super::{
+    BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
+    UserStore, UserStoreError, MAX_SESSIONS_PER_USER,
+};
+use crate::clock::{Clock, SystemClock};
+
+/// How often, at most, one store sweeps out expired refresh tokens and the sessions they
+/// leave empty.
+const SWEEP_INTERVAL_SECS: u64 = 60;
+
+/// A [`UserStore`] in PostgreSQL: every auth service of a fleet pointed at one database (and
+/// schema) sees the same users and sessions. Clones share the connection pool.
+///
+/// Opening it applies the embedded migrations (under an advisory lock, so a fleet starting
+/// at once is fine). Usernames are unique on [`User::key`] by the primary key; refresh
+/// tokens are stored as their SHA-256 hashes only. Registration is one atomic
+/// `INSERT … ON CONFLICT DO NOTHING`; a rotation locks its session row (`SELECT … FOR
+/// UPDATE`) before it reads the token, so of two concurrent uses of one refresh token one
+/// rotates and the other is seen as a reuse, under the default `READ COMMITTED`.
+///
+/// Every failure (unreachable server, timeout, lost connection) is a [`UserStoreError`],
+/// which the service answers with `503`. The connection URL, and so its password, never
+/// appears in `Debug` output, errors or logs.
+///
+/// ```no_run
+/// use jwt_gate::store::PostgresUserStore;
+///
+/// # async fn run() -> Result<(), jwt_gate::store::UserStoreError> {
+/// let users = PostgresUserStore::connect("postgres://auth:secret@10.0.0.7/app")
+///     .schema("auth")
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct PostgresUserStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    schema: Schema,
+    sql: Sql,
+    timeout: Duration,
+    next_sweep: AtomicU64,
+}
+
+impl std::fmt::Debug for PostgresUserStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.inner.pool.status();
+        f.debug_struct("PostgresUserStore")
+            .field("schema", &self.inner.schema.name())
+            .field("connections", &status.size)
+            .field("max_connections", &status.max_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresUserStore {
+    /// Options for a store on a new pool of connections to `url` (a `postgres://` URL or a
+    /// `key=value` connection string, without TLS); `.await` them to connect and migrate.
+    pub fn connect(url: &str) -> PostgresUserStoreBuilder {
+        PostgresUserStoreBuilder::from_url(url)
+    }
+
+    /// Options for a store on a pool the application already has (its TLS, sizes and
+    /// timeouts are kept); `.await` them to migrate. The pool is a `deadpool_postgres::Pool`
+    /// of deadpool-postgres 0.14.
+    ///
+    /// ```no_run
+    /// use jwt_gate::store::PostgresUserStore;
+    ///
+    /// # async fn run(pool: deadpool_postgres::Pool) -> Result<(), jwt_gate::store::UserStoreError> {
+    /// let users = PostgresUserStore::with_pool(pool.clone()).schema("auth").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_pool(pool: Pool) -> PostgresUserStoreBuilder {
+        PostgresUserStoreBuilder::from_pool(pool)
+    }
+
+    /// The schema the tables are in, when one was named.
+    pub fn schema(&self) -> Option<&str> {
+        self.inner.schema.name()
+    }
+
+    fn new(pool: Pool, schema: Schema, timeout: Duration) -> Self {
+        let sql = schema.statements();
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                schema,
+                sql,
+                timeout,
+                next_sweep: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Runs `work` on a pooled connection, within the store's timeout. A timed-out
+    /// transaction is dropped, which rolls it back.
+    fn run<'a, T: Send + 'a>(
+        &'a self,
+        work: impl FnOnce(Object, &'a Inner) -> BoxFuture<'a, Result<T, PgError>> + Send + 'a,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        let inner = &*self.inner;
+        Box::pin(async move {
+            let attempt = async {
+                let client = inner.pool.get().await.map_err(pool_error)?;
+                work(client, inner).await.map_err(query_error)
+            };
+            tokio::time::timeout(inner.timeout, attempt)
+                .await
+                .map_err(|_| UserStoreError::new("PostgreSQL did not answer in time"))?
+        })
+    }
+}
+
+type PgError = tokio_postgres::Error;
+
+fn pool_error(error: deadpool_postgres::PoolError) -> UserStoreError {
+    UserStoreError::new(format!("no PostgreSQL connection: {error}"))
+}
+
+/// The server's own errors are reduced to their code and message: their DETAIL may quote
+/// the failing row, and a row can hold a password hash.
+fn query_error(error: PgError) -> UserStoreError {
+    match error.as_db_error() {
+        Some(db) => {
+            UserStoreError::new(format!("PostgreSQL {}: {}", db.code().code(), db.message()))
+        }
+        None => UserStoreError::new(format!("PostgreSQL: {error}")),
+    }
+}
+
+/// Seconds since the epoch as PostgreSQL's `bigint`; far-future instants saturate.
+fn to_sql_time(seconds: u64) -> i64 {
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn from_sql_time(seconds: i64) -> u64 {
+    u64::try_from(seconds).unwrap_or(0)
+}
+
+fn live_access(rows: Vec<Row>) -> Result<Vec<LiveAccess>, PgError> {
+    rows.iter()
+        .map(|row| {
+            Ok(LiveAccess {
+                jti: row.try_get(0)?,
+                exp: from_sql_time(row.try_get(1)?),
+            })
+        })
+        .collect()
+}
+
+/// Runs the cached statement `sql` and returns its rows.
+async fn query(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, params).await
+}
+
+async fn execute(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, PgError> {
+    let statement = client.prepare_cached(sql).await?;
+    client.execute(&statement, params).await
+}
+
+async fn insert_token(
+    client: &impl GenericClient,
+    sql: &Sql,
+    family: &str,
+    token: &IssuedRefresh,
+) -> Result<(), PgError> {
+    execute(
+        client,
+        &sql.insert_token,
+        &[
+            &&token.hash[..],
+            &family,
+            &to_sql_time(token.expires_at),
+            &token.access_jti,
+            &to_sql_time(token.access_exp),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+async fn rotate(
+    client: &mut Object,
+    sql: &Sql,
+    presented: &TokenHash,
+    now: i64,
+    next: &IssuedRefresh,
+) -> Result<Rotation, PgError> {
+    let hash = &presented[..];
+    let transaction = client.transaction().await?;
+    let Some(row) = query(&transaction, &sql.family_of_token, &[&hash])
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(Rotation::Invalid);
+    };
+    let family: String = row.try_get(0)?;
+    // The session row is the lock every rotation and revocation of this family takes, in
+    // the same order (session, then token) as a cascading delete: no deadlocks, and the
+    // token is read only once the lock is held, in a statement that sees every commit
+    // that came before it.
+    let Some(session) = query(&transaction, &sql.lock_session, &[&family])
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(Rotation::Invalid);
+    };
+    let user_key: String = session.try_get(0)?;
+    let revoked: bool = session.try_get(1)?;
+    let Some(token) = query(&transaction, &sql.token_state, &[&hash])
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(Rotation::Invalid);
+    };
+    let spent: bool = token.try_get(0)?;
+    let expires_at: i64 = token.try_get(1)?;
+    if revoked || expires_at <= now {
+        return Ok(Rotation::Invalid);
+    }
+    if spent {
+        execute(&transaction, &sql.revoke_family, &[&family]).await?;
+        let live = query(&transaction, &sql.live_access_of_family, &[&family, &now]).await?;
+        transaction.commit().await?;
+        return Ok(Rotation::Reused {
+            live_access: live_access(live)?,
+        });
+    }
+    execute(&transaction, &sql.spend_token, &[&hash]).await?;
+    insert_token(&transaction, sql, &family, next).await?;
+    transaction.commit().await?;
+    Ok(Rotation::Rotated { user_key })
+}
+
+async fn start_session(
+    client: &mut Object,
+    inner: &Inner,
+    user_key: &str,
+    family: &str,
+    token: &IssuedRefresh,
+) -> Result<(), PgError> {
+    let sql = &inner.sql;
+    let now = SystemClock.now();
+    let due = inner.next_sweep.load(Ordering::Relaxed);
+    if now >= due
+        && inner
+            .next_sweep
+            .compare_exchange(
+                due,
+                now + SWEEP_INTERVAL_SECS,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    {
+        // Spent tokens are kept until they expire (to catch replays), then swept here. Each
+        // sweep commits on its own, so no transaction ever holds token locks while waiting
+        // for a session lock: everything else locks sessions first, and cannot deadlock it.
+        execute(&*client, &sql.sweep_tokens, &[&to_sql_time(now)]).await?;
+        execute(&*client, &sql.sweep_sessions, &[]).await?;
+    }
+    let transaction = client.transaction().await?;
+    execute(&transaction, &sql.insert_session, &[&family, &user_key]).await?;
+    let cap = i64::try_from(MAX_SESSIONS_PER_USER).unwrap_or(i64::MAX);
+    execute(&transaction, &sql.cap_sessions, &[&user_key, &cap]).await?;
+    insert_token(&transaction, sql, family, token).await?;
+    transaction.commit().await
+}
+
+async fn revoke_all(
+    client: &mut Object,
+    sql: &Sql,
+    user_key: &str,
+    now: i64,
+) -> Result<Vec<LiveAccess>, PgError> {
+    let transaction = client.transaction().await?;
+    execute(&transaction, &sql.revoke_user, &[&user_key]).await?;
+    let live = query(&transaction, &sql.live_access_of_user, &[&user_key, &now]).await?;
+    transaction.commit().await?;
+    live_access(live)
+}
+
+fn user_from(row: &Row) -> Result<User, PgError> {
+    Ok(User {
+        key: row.try_get(0)?,
+        username: row.try_get(1)?,
+        email: row.try_get(2)?,
+        password_hash: row.try_get(3)?,
+    })
+}
+
+impl UserStore for PostgresUserStore {
+    fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                // The primary key decides between concurrent registrations of one name.
+                let inserted = execute(
+                    &client,
+                    &inner.sql.insert_user,
+                    &[&user.key, &user.username, &user.email, &user.password_hash],
+                )
+                .await?;
+                Ok(if inserted == 1 {
+                    Registration::Created
+                } else {
+                    Registration::Taken
+                })
+            })
+        })
+    }
+
+    fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                query(&client, &inner.sql.find_user, &[&key])
+                    .await?
+                    .first()
+                    .map(user_from)
+                    .transpose()
+            })
+        })
+    }
+
+    fn update_password_hash<'a>(
+        &'a self,
+        key: &'a str,
+        password_hash: String,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                execute(
+                    &client,
+                    &inner.sql.update_password_hash,
+                    &[&key, &password_hash],
+                )
+                .await
+                .map(drop)
+            })
+        })
+    }
+
+    fn insert_refresh_token<'a>(
+        &'a self,
+        user_key: &'a str,
+        family: &'a str,
+        token: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.run(move |mut client, inner| {
+            Box::pin(
+                async move { start_session(&mut client, inner, user_key, family, &token).await },
+            )
+        })
+    }
+
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+        next: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<Rotation>> {
+        self.run(move |mut client, inner| {
+            Box::pin(async move {
+                rotate(&mut client, &inner.sql, presented, to_sql_time(now), &next).await
+            })
+        })
+    }
+
+    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                execute(&client, &inner.sql.revoke_session, &[&access_jti])
+                    .await
+                    .map(drop)
+            })
+        })
+    }
+
+    fn revoke_all_sessions<'a>(
+        &'a self,
+        user_key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
+        self.run(move |mut client, inner| {
+            Box::pin(async move {
+                revoke_all(&mut client, &inner.sql, user_key, to_sql_time(now)).await
+            })
+        })
+    }
+}
