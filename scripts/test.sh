@@ -47,6 +47,11 @@ ensure_postgres() {
         fi
     fi
     wait_for postgresql pg_isready -h 127.0.0.1 -p 5432 -q
+    # A freshly installed server has no `test` database yet; make it as the postgres superuser.
+    if ! psql "postgres://postgres@127.0.0.1:5432/test" -c 'select 1' >/dev/null 2>&1; then
+        log "creating database test"
+        su postgres -c "createdb test" 2>/dev/null || true
+    fi
 }
 
 ensure_redis

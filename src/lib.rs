@@ -42,6 +42,7 @@
 //! | `gateway` | no | `gateway`: a reverse proxy behind the gate, with in-process services mounted at prefixes |
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
+//! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
