@@ -33,6 +33,9 @@ use jwt_gate::service::AuthService;
 use jwt_gate::store::{SqliteUserStore, UserStore};
 use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
 
+#[path = "support/token.rs"]
+mod token;
+
 /// Where the auth service is mounted.
 const AUTH_PREFIX: &str = "/auth";
 
@@ -175,13 +178,8 @@ async fn main() {
 async fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let keys = keys_from_env()?;
-    if let [command, sub] = args.as_slice() {
-        if command == "token" {
-            let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
-            let claims = jwt_gate::Claims::new(sub.as_str(), now, now + 15 * 60);
-            println!("{}", keys.sign(&claims).map_err(|error| error.to_string())?);
-            return Ok(());
-        }
+    if let Some(printed) = token::print_if_asked(&keys, &args) {
+        return printed;
     }
     let options = options(args, |name| std::env::var(name).ok())?;
     let users = SqliteUserStore::open(&options.db)

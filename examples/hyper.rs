@@ -23,6 +23,9 @@ use hyper_util::service::TowerToHyperService;
 use jwt_gate::{Claims, JwtAuthLayer, Keys};
 use tower::{Layer as _, Service};
 
+#[path = "support/token.rs"]
+mod token;
+
 /// The application: a protected `/me`, an open `/health`, 404 elsewhere, behind the gate.
 pub fn app(
     keys: Keys,
@@ -100,15 +103,8 @@ async fn main() {
 async fn run() -> Result<(), String> {
     let keys = keys_from_env()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [command, sub] = args.as_slice() {
-        if command == "token" {
-            let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
-            let token = keys
-                .sign(&Claims::new(sub.as_str(), now, now + 15 * 60))
-                .map_err(|error| error.to_string())?;
-            println!("{token}");
-            return Ok(());
-        }
+    if let Some(printed) = token::print_if_asked(&keys, &args) {
+        return printed;
     }
     let addr = std::env::var("JWT_GATE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr)

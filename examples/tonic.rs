@@ -50,6 +50,8 @@ use tower::Service;
 
 #[path = "support/secret.rs"]
 mod secret;
+#[path = "support/token.rs"]
+mod token;
 
 /// Where the auth service's routes live.
 const AUTH_PREFIX: &str = "/auth";
@@ -142,15 +144,8 @@ async fn run() -> Result<(), String> {
         PathBuf::from(std::env::var_os("JWT_GATE_DB").unwrap_or_else(|| "./jwt-gate.db".into()));
     let keys = Keys::hs256(secret::secret(&db)?).map_err(|error| error.to_string())?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [command, sub] = args.as_slice() {
-        if command == "token" {
-            let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
-            let token = keys
-                .sign(&Claims::new(sub.as_str(), now, now + 15 * 60))
-                .map_err(|error| error.to_string())?;
-            println!("{token}");
-            return Ok(());
-        }
+    if let Some(printed) = token::print_if_asked(&keys, &args) {
+        return printed;
     }
     let addr = std::env::var("JWT_GATE_ADDR").unwrap_or_else(|_| "127.0.0.1:50051".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr)
