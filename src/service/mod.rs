@@ -79,7 +79,8 @@ use tower_service::Service;
 pub use identity::MAX_USERNAME_CHARS;
 pub use jwks::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use password::{
-    Argon2Hasher, HashError, PasswordHasher, Verdict, MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
+    default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
 pub use reply::AuthResponse;
 pub use request::{BoxError, MAX_BODY_BYTES};
@@ -169,7 +170,10 @@ impl AuthService {
                     refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
                 },
                 users,
-                passwords: Passwords::new(Arc::new(Argon2Hasher::default())),
+                passwords: Passwords::new(
+                    Arc::new(Argon2Hasher::default()),
+                    password::default_hashing_concurrency(),
+                ),
                 throttle: Throttle::new(LoginThrottle::default()),
                 trusted_proxies: Vec::new(),
             }),
@@ -229,7 +233,15 @@ impl AuthService {
     /// Hashes and verifies passwords with `hasher` (default [`Argon2Hasher::default`]).
     #[must_use]
     pub fn password_hasher(self, hasher: impl PasswordHasher) -> Self {
-        self.configure(|inner| inner.passwords = Passwords::new(Arc::new(hasher)))
+        self.configure(|inner| inner.passwords = inner.passwords.with_hasher(Arc::new(hasher)))
+    }
+
+    /// Runs at most `hashes` password hashes at once (at least 1), each on Tokio's blocking
+    /// pool; more wait in a bounded queue. The default, every core but one, keeps a core
+    /// serving other requests however many logins arrive at once.
+    #[must_use]
+    pub fn hashing_concurrency(self, hashes: usize) -> Self {
+        self.configure(|inner| inner.passwords = inner.passwords.with_concurrency(hashes))
     }
 
     /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).

@@ -190,9 +190,16 @@ struct PasswordsInner {
 /// Queued hash operations allowed per permit before the service answers `503`.
 const WAITING_PER_PERMIT: usize = 32;
 
+/// How many hashes run at once by default: every core but one, so a burst of logins always
+/// leaves a core to serve everything else (on one core, one).
+pub fn default_hashing_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| usize::from(cores).saturating_sub(1).max(1))
+}
+
 impl Passwords {
-    pub(crate) fn new(hasher: Arc<dyn PasswordHasher>) -> Self {
-        let permits = std::thread::available_parallelism().map_or(1, usize::from);
+    pub(crate) fn new(hasher: Arc<dyn PasswordHasher>, concurrency: usize) -> Self {
+        let permits = concurrency.max(1);
         let passwords = Self {
             inner: Arc::new(PasswordsInner {
                 hasher,
@@ -209,6 +216,16 @@ impl Passwords {
             drop(runtime.spawn_blocking(move || inner.dummy_hash().map(drop)));
         }
         passwords
+    }
+
+    /// The same hasher, `concurrency` at a time.
+    pub(crate) fn with_concurrency(&self, concurrency: usize) -> Self {
+        Self::new(self.inner.hasher.clone(), concurrency)
+    }
+
+    /// Another hasher, as many at a time as now.
+    pub(crate) fn with_hasher(&self, hasher: Arc<dyn PasswordHasher>) -> Self {
+        Self::new(hasher, self.inner.max_waiting / WAITING_PER_PERMIT)
     }
 
     async fn run<T: Send + 'static>(
@@ -330,9 +347,30 @@ mod tests {
         assert_eq!(hasher.verify("passphrasf", &hash), Verdict::Mismatch);
     }
 
+    #[test]
+    fn hashing_leaves_a_core_free_and_never_runs_on_none() {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            default_hashing_concurrency(),
+            cores.saturating_sub(1).max(1)
+        );
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 0);
+        assert_eq!(passwords.inner.permits.available_permits(), 1);
+        let wider = passwords.with_concurrency(3);
+        assert_eq!(wider.inner.permits.available_permits(), 3);
+        assert_eq!(
+            wider
+                .with_hasher(Arc::new(Argon2Hasher::default()))
+                .inner
+                .permits
+                .available_permits(),
+            3
+        );
+    }
+
     #[tokio::test]
     async fn callers_that_give_up_in_the_queue_leave_no_trace() {
-        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2);
         let permits = passwords.inner.permits.clone();
         let all = u32::try_from(permits.available_permits()).unwrap();
         let held = permits.acquire_many_owned(all).await.unwrap();
@@ -352,7 +390,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_busy_not_unbounded() {
-        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()));
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2);
         let permits = passwords.inner.permits.clone();
         let all = u32::try_from(permits.available_permits()).unwrap();
         let _held = permits.acquire_many_owned(all).await.unwrap();
