@@ -180,6 +180,7 @@ pub(crate) struct Passwords {
 struct PasswordsInner {
     hasher: Arc<dyn PasswordHasher>,
     permits: Arc<Semaphore>,
+    concurrency: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
     // A hash of a random password, made by the same hasher with the same parameters, that
@@ -187,8 +188,11 @@ struct PasswordsInner {
     dummy_hash: OnceLock<String>,
 }
 
-/// Queued hash operations allowed per permit before the service answers `503`.
+/// Queued hash operations allowed per permit before the service answers `503`...
 const WAITING_PER_PERMIT: usize = 32;
+/// ...but never fewer than this, so leaving cores free for serving does not also shrink the
+/// bursts a small machine absorbs.
+const MIN_WAITING: usize = 64;
 
 /// How many hashes run at once by default: every core but one, so a burst of logins always
 /// leaves a core to serve everything else (on one core, one).
@@ -204,8 +208,9 @@ impl Passwords {
             inner: Arc::new(PasswordsInner {
                 hasher,
                 permits: Arc::new(Semaphore::new(permits)),
+                concurrency: permits,
                 waiting: AtomicUsize::new(0),
-                max_waiting: permits * WAITING_PER_PERMIT,
+                max_waiting: (permits * WAITING_PER_PERMIT).max(MIN_WAITING),
                 dummy_hash: OnceLock::new(),
             }),
         };
@@ -225,7 +230,7 @@ impl Passwords {
 
     /// Another hasher, as many at a time as now.
     pub(crate) fn with_hasher(&self, hasher: Arc<dyn PasswordHasher>) -> Self {
-        Self::new(hasher, self.inner.max_waiting / WAITING_PER_PERMIT)
+        Self::new(hasher, self.inner.concurrency)
     }
 
     async fn run<T: Send + 'static>(
