@@ -299,8 +299,7 @@ async fn http(keys: Keys, authorizer: Authorizer<Claims>) {
         runs[3].push(load(gate, many_tokens.clone()).await);
         runs[4].push(load(authorized, many_tokens.clone()).await);
     }
-    let [bare_rps, gate_one, authorizer_one, gate_many, authorizer_many] =
-        runs.map(|values| median(values));
+    let [bare_rps, gate_one, authorizer_one, gate_many, authorizer_many] = runs.map(median);
     println!(
         "\n### Loopback HTTP/1.1 (axum 0.7 for all three), {HTTP_CONNECTIONS} keep-alive connections, \
          {HTTP_ROUNDS} alternating runs of {HTTP_RUN:?} each, medians\n"
