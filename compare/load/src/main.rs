@@ -1,0 +1,548 @@
+//! A small HTTP/1.1 load generator for the comparisons in `compare/README.md`.
+//!
+//! ```text
+//! compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]
+//! compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]
+//! ```
+//!
+//! `versus`: `GET /auth-test` of both servers under the same load (N keep-alive connections
+//! for S seconds, the two servers alternating, at two connection counts), then the latency
+//! of one login at a time on each.
+//!
+//! `flood`: `GET /auth-test` latency of one server alone, then while N clients (default 50),
+//! each its own user, log in continuously, alternating, at two connection counts.
+//!
+//! Both register the users they need (an existing user is fine) through `POST
+//! /auth/register` and log in through `POST /auth/token` (an OAuth2 password form). Only
+//! loopback addresses are accepted.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpSocket, TcpStream};
+
+const PASSWORD: &str = "correct horse battery staple";
+const CONNECTION_COUNTS: [usize; 2] = [8, 32];
+const FLOOD_CONNECTION_COUNTS: [usize; 2] = [4, 32];
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
+struct Options {
+    seconds: u64,
+    rounds: usize,
+    logins: usize,
+    one_address: bool,
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::over(stream).await
+    }
+
+    /// A connection from the loopback address `source` (any of 127.0.0.0/8 on Linux), so
+    /// that a server counting per client address sees distinct clients.
+    async fn open_from(addr: SocketAddr, source: Ipv4Addr) -> Self {
+        let socket = TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source.into(), 0))
+            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
+        let stream = socket.connect(addr).await.expect("connect");
+        Self::over(stream).await
+    }
+
+    async fn over(stream: TcpStream) -> Self {
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(connection);
+        Self { sender }
+    }
+
+    /// Sends one request; panics if no answer comes within `ANSWER_WITHIN`, so that a server
+    /// that stalls ends the run with a clear message instead of hanging it.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> (StatusCode, Bytes) {
+        self.try_send(method, path, headers, body)
+            .await
+            .unwrap_or_else(|| panic!("no answer to {path} within {ANSWER_WITHIN:?}"))
+    }
+
+    /// Sends one request; `None` if no answer came within `ANSWER_WITHIN`, after which the
+    /// connection is unusable.
+    async fn try_send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Option<(StatusCode, Bytes)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "127.0.0.1");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let exchange = async {
+            self.sender.ready().await.expect("connection usable");
+            let response = self
+                .sender
+                .send_request(request.body(Full::new(body)).unwrap())
+                .await
+                .expect("response");
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            (status, body)
+        };
+        tokio::time::timeout(ANSWER_WITHIN, exchange).await.ok()
+    }
+
+    async fn register(&mut self, username: &str) {
+        let body = serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": PASSWORD,
+        });
+        let (status, reply) = self
+            .send(
+                Method::POST,
+                "/auth/register",
+                &[("content-type", "application/json")],
+                Bytes::from(body.to_string()),
+            )
+            .await;
+        assert!(
+            status.is_success() || status == StatusCode::CONFLICT,
+            "register {username}: {status} {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+
+    /// Logs in; the access token on success, else the status (0: no answer in time, after
+    /// which the connection is unusable).
+    async fn login(&mut self, username: &str) -> Result<String, u16> {
+        let form = format!(
+            "grant_type=password&username={username}&password={}",
+            PASSWORD.replace(' ', "+")
+        );
+        let (status, reply) = self
+            .try_send(
+                Method::POST,
+                "/auth/token",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                Bytes::from(form),
+            )
+            .await
+            .ok_or(0u16)?;
+        if !status.is_success() {
+            return Err(status.as_u16());
+        }
+        let reply: serde_json::Value = serde_json::from_slice(&reply).expect("JSON token reply");
+        Ok(reply["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned())
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Stats {
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failures: u64,
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+/// `connections` keep-alive connections sending `GET /auth-test` with `bearer` back to back
+/// for `duration`; latency of every completed request.
+async fn get_load(addr: SocketAddr, bearer: &str, connections: usize, duration: Duration) -> Stats {
+    let authorization = Arc::new(format!("Bearer {bearer}"));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut opened = Vec::new();
+    for _ in 0..connections {
+        opened.push(Connection::open(addr).await);
+    }
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::new();
+    for mut connection in opened {
+        let (authorization, failures) = (authorization.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let answer = connection
+                    .try_send(
+                        Method::GET,
+                        "/auth-test",
+                        &[("authorization", authorization.as_str())],
+                        Bytes::new(),
+                    )
+                    .await;
+                latencies.push(sent.elapsed());
+                match answer {
+                    Some((status, _)) if status.is_success() => {}
+                    Some(_) => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        connection = Connection::open(addr).await;
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = start.elapsed();
+    latencies.sort();
+    Stats {
+        requests_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        failures: failures.load(Ordering::Relaxed),
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn median_stats(samples: &[Stats]) -> Stats {
+    Stats {
+        requests_per_second: median(samples.iter().map(|s| s.requests_per_second).collect()),
+        p50_ms: median(samples.iter().map(|s| s.p50_ms).collect()),
+        p99_ms: median(samples.iter().map(|s| s.p99_ms).collect()),
+        failures: samples.iter().map(|s| s.failures).sum(),
+    }
+}
+
+fn spread(values: impl Iterator<Item = f64>) -> String {
+    let values: Vec<String> = values.map(|value| format!("{value:.0}")).collect();
+    values.join(" / ")
+}
+
+fn spread_ms(values: impl Iterator<Item = f64>) -> String {
+    let values: Vec<String> = values.map(|value| format!("{value:.2}")).collect();
+    values.join(" / ")
+}
+
+async fn token_for(addr: SocketAddr, username: &str) -> String {
+    let mut connection = Connection::open(addr).await;
+    connection.register(username).await;
+    connection
+        .login(username)
+        .await
+        .unwrap_or_else(|status| panic!("login of {username} at {addr}: {status}"))
+}
+
+async fn versus(demo: SocketAddr, fastapi: SocketAddr, options: &Options) {
+    let servers = [("jwt-gate demo", demo), ("FastAPI tutorial", fastapi)];
+    let mut tokens = Vec::new();
+    for (_, addr) in servers {
+        tokens.push(token_for(addr, "bench").await);
+    }
+    let duration = Duration::from_secs(options.seconds);
+    // Warm both (connection pools, caches, JIT-free but lazy imports) before measuring.
+    for (index, (_, addr)) in servers.iter().enumerate() {
+        get_load(*addr, &tokens[index], 8, Duration::from_secs(1)).await;
+    }
+
+    println!(
+        "## GET /auth-test, jwt-gate demo vs FastAPI tutorial app\n\n\
+         {} alternating rounds of {}s per server and connection count (the first server \
+         alternates between rounds); medians, then every round's value\n",
+        options.rounds, options.seconds
+    );
+    println!(
+        "| connections | server | requests/s | p50 ms | p99 ms | failures | requests/s per round |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | --- |");
+    for connections in CONNECTION_COUNTS {
+        let mut samples: [Vec<Stats>; 2] = Default::default();
+        for round in 0..options.rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            for index in order {
+                samples[index]
+                    .push(get_load(servers[index].1, &tokens[index], connections, duration).await);
+            }
+        }
+        let medians = samples.each_ref().map(|s| median_stats(s));
+        for (index, (name, _)) in servers.iter().enumerate() {
+            let stats = medians[index];
+            println!(
+                "| {connections} | {name} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                stats.requests_per_second,
+                stats.p50_ms,
+                stats.p99_ms,
+                stats.failures,
+                spread(samples[index].iter().map(|s| s.requests_per_second)),
+            );
+        }
+        println!(
+            "| {connections} | **demo ÷ FastAPI** | **{:.1} ×** | | | | |",
+            medians[0].requests_per_second / medians[1].requests_per_second
+        );
+    }
+
+    // One login at a time, each on a connection already open, the two servers alternating.
+    let logins_per_round = [10usize, 4];
+    let mut latencies: [Vec<f64>; 2] = Default::default();
+    let mut connections = [
+        Connection::open(demo).await,
+        Connection::open(fastapi).await,
+    ];
+    for round in 0..options.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for index in order {
+            for _ in 0..logins_per_round[index] {
+                let sent = Instant::now();
+                connections[index]
+                    .login("bench")
+                    .await
+                    .expect("the bench user logs in");
+                latencies[index].push(sent.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    println!(
+        "\n## One login (POST /auth/token, correct password), sequential, {} rounds alternating\n",
+        options.rounds
+    );
+    println!("| server | logins | median ms | min ms | max ms |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (index, (name, _)) in servers.iter().enumerate() {
+        let values = &latencies[index];
+        println!(
+            "| {name} | {} | {:.1} | {:.1} | {:.1} |",
+            values.len(),
+            median(values.clone()),
+            values.iter().copied().fold(f64::INFINITY, f64::min),
+            values.iter().copied().fold(0.0, f64::max),
+        );
+    }
+}
+
+/// Answers to the flood's logins: status code (0: none in time) → count.
+type Tally = Arc<Mutex<BTreeMap<u16, u64>>>;
+
+/// `clients` users logging in back to back until `stop`, each on its own connection from its
+/// own loopback address (127.0.0.2, 127.0.0.3, …) unless `one_address`.
+fn start_login_flood(
+    addr: SocketAddr,
+    clients: usize,
+    one_address: bool,
+    stop: Arc<AtomicBool>,
+    tally: Tally,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|index| {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                let username = format!("flood{index}");
+                let open = || async {
+                    if one_address {
+                        Connection::open(addr).await
+                    } else {
+                        let host = u8::try_from(index + 2).expect("at most 253 login clients");
+                        Connection::open_from(addr, Ipv4Addr::new(127, 0, 0, host)).await
+                    }
+                };
+                let mut connection = open().await;
+                while !stop.load(Ordering::Relaxed) {
+                    let status = match connection.login(&username).await {
+                        Ok(_) => 200,
+                        Err(0) => {
+                            connection = open().await;
+                            0
+                        }
+                        Err(status) => status,
+                    };
+                    *tally.lock().unwrap().entry(status).or_default() += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+fn describe(tally: &BTreeMap<u16, u64>) -> String {
+    let parts: Vec<String> = tally
+        .iter()
+        .map(|(status, count)| match status {
+            0 => format!("no answer within {ANSWER_WITHIN:?}: {count}"),
+            _ => format!("{status}: {count}"),
+        })
+        .collect();
+    parts.join(", ")
+}
+
+async fn flood(addr: SocketAddr, options: &Options) {
+    let token = token_for(addr, "bench").await;
+    let mut setup = Connection::open(addr).await;
+    for index in 0..options.logins {
+        setup.register(&format!("flood{index}")).await;
+    }
+    let duration = Duration::from_secs(options.seconds);
+    get_load(addr, &token, 8, Duration::from_secs(1)).await;
+
+    let sources = if options.one_address {
+        "all from 127.0.0.1"
+    } else {
+        "each from its own loopback address"
+    };
+    println!(
+        "## GET /auth-test latency alone and while {} clients log in continuously ({addr})\n\n\
+         {} distinct users, {sources}; {} alternating rounds of {}s each; medians, then \
+         every round's p99\n",
+        options.logins, options.logins, options.rounds, options.seconds
+    );
+    println!(
+        "| GET connections | phase | requests/s | p50 ms | p99 ms | failures | successful logins/s | p99 per round |"
+    );
+    println!("| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+    for connections in FLOOD_CONNECTION_COUNTS {
+        let (mut alone, mut flooded, mut login_rates) = (Vec::new(), Vec::new(), Vec::new());
+        let tally: Tally = Arc::default();
+        for _ in 0..options.rounds {
+            alone.push(get_load(addr, &token, connections, duration).await);
+
+            let stop = Arc::new(AtomicBool::new(false));
+            let clients = start_login_flood(
+                addr,
+                options.logins,
+                options.one_address,
+                stop.clone(),
+                tally.clone(),
+            );
+            // Let every login client get going before the protected route is measured.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let succeeded = || tally.lock().unwrap().get(&200).copied().unwrap_or(0);
+            let counted_from = succeeded();
+            let start = Instant::now();
+            flooded.push(get_load(addr, &token, connections, duration).await);
+            login_rates.push((succeeded() - counted_from) as f64 / start.elapsed().as_secs_f64());
+            stop.store(true, Ordering::Relaxed);
+            for client in clients {
+                client.await.unwrap();
+            }
+        }
+        let (alone_median, flooded_median) = (median_stats(&alone), median_stats(&flooded));
+        println!(
+            "| {connections} | alone | {:.0} | {:.2} | {:.2} | {} | | {} |",
+            alone_median.requests_per_second,
+            alone_median.p50_ms,
+            alone_median.p99_ms,
+            alone_median.failures,
+            spread_ms(alone.iter().map(|s| s.p99_ms)),
+        );
+        println!(
+            "| {connections} | {} clients logging in | {:.0} | {:.2} | {:.2} | {} | {:.1} | {} |",
+            options.logins,
+            flooded_median.requests_per_second,
+            flooded_median.p50_ms,
+            flooded_median.p99_ms,
+            flooded_median.failures,
+            median(login_rates),
+            spread_ms(flooded.iter().map(|s| s.p99_ms)),
+        );
+        println!(
+            "| {connections} | **p99 flooded ÷ alone** | | | **{:.2} ×** | | | |",
+            flooded_median.p99_ms / alone_median.p99_ms
+        );
+        println!(
+            "| {connections} | login answers (all rounds) | {} | | | | | |",
+            describe(&tally.lock().unwrap())
+        );
+    }
+}
+
+/// A loopback socket address from `127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
+fn loopback(argument: &str) -> SocketAddr {
+    let addr: SocketAddr = argument
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|error| {
+            panic!("{argument} is not an address like 127.0.0.1:3000: {error}")
+        });
+    assert!(addr.ip().is_loopback(), "only loopback targets: {addr}");
+    addr
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]\n       \
+         compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]"
+    );
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let mut positional = Vec::new();
+    let mut options = Options {
+        seconds: 5,
+        rounds: 3,
+        logins: 50,
+        one_address: false,
+    };
+    let mut iter = arguments.iter();
+    while let Some(argument) = iter.next() {
+        let mut value = || -> u64 {
+            iter.next()
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| usage())
+        };
+        match argument.as_str() {
+            "--seconds" => options.seconds = value(),
+            "--rounds" => options.rounds = value() as usize,
+            "--logins" => options.logins = value() as usize,
+            "--one-address" => options.one_address = true,
+            _ => positional.push(argument.as_str()),
+        }
+    }
+    match positional.as_slice() {
+        ["versus", demo, fastapi] => versus(loopback(demo), loopback(fastapi), &options).await,
+        ["flood", addr] => flood(loopback(addr), &options).await,
+        _ => usage(),
+    }
+}
