@@ -167,7 +167,8 @@ async fn run() -> Result<(), String> {
         .with_state(users.clone())
         .nest_service(
             "/auth",
-            AuthService::with_shared_store(verifier.clone(), users),
+            // Logins take the CPU time that serving leaves, not the other way round.
+            AuthService::with_shared_store(verifier.clone(), users).hash_at_low_priority(),
         )
         .layer(
             JwtAuthLayer::new(verifier)

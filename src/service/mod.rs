@@ -53,8 +53,9 @@
 //!
 //! # Runtime
 //!
-//! Password hashing runs on Tokio's blocking pool: the service must be called from within a
-//! Tokio runtime.
+//! Password hashing runs on a few threads of the service's own (one per concurrent hash), and
+//! the stores may use Tokio's blocking pool: the service must be called from within a Tokio
+//! runtime.
 
 mod identity;
 mod jwks;
@@ -173,6 +174,7 @@ impl AuthService {
                 passwords: Passwords::new(
                     Arc::new(Argon2Hasher::default()),
                     password::default_hashing_concurrency(),
+                    false,
                 ),
                 throttle: Throttle::new(LoginThrottle::default()),
                 trusted_proxies: Vec::new(),
@@ -236,12 +238,21 @@ impl AuthService {
         self.configure(|inner| inner.passwords = inner.passwords.with_hasher(Arc::new(hasher)))
     }
 
-    /// Runs at most `hashes` password hashes at once (at least 1), each on Tokio's blocking
-    /// pool; more wait in a bounded queue. The default, every core but one, keeps a core
+    /// Runs at most `hashes` password hashes at once (at least 1), each on a thread of its
+    /// own; more wait in a bounded queue. The default, every core but one, keeps a core
     /// serving other requests however many logins arrive at once.
     #[must_use]
     pub fn hashing_concurrency(self, hashes: usize) -> Self {
         self.configure(|inner| inner.passwords = inner.passwords.with_concurrency(hashes))
+    }
+
+    /// Hashes passwords on threads the operating system schedules after everything else
+    /// (about nice 10 on Linux), so that during a burst of logins the gate and the other
+    /// routes keep their latency while logins take longer. Off by default; the demo server
+    /// turns it on. Where the OS refuses, hashing runs at normal priority.
+    #[must_use]
+    pub fn hash_at_low_priority(self) -> Self {
+        self.configure(|inner| inner.passwords = inner.passwords.with_low_priority(true))
     }
 
     /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).

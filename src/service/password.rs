@@ -1,5 +1,5 @@
 //! Password hashing: argon2id by default, legacy bcrypt accepted for verification, all of it
-//! run on Tokio's blocking pool behind a semaphore so a burst of logins never stalls the
+//! run on a few dedicated threads behind a semaphore so a burst of logins never stalls the
 //! threads that serve other requests.
 
 use std::fmt;
@@ -48,7 +48,7 @@ impl fmt::Display for HashError {
 impl std::error::Error for HashError {}
 
 /// A password hashing scheme. Both methods are CPU-bound and blocking: the service calls
-/// them on Tokio's blocking pool, never on an async worker.
+/// them on threads of their own, never on an async worker.
 ///
 /// [`Argon2Hasher`] is the one to use; the trait exists so a deployment can tune or wrap it
 /// (for instance to count calls in a test).
@@ -166,11 +166,11 @@ impl PasswordHasher for Argon2Hasher {
 pub(crate) enum PasswordFailure {
     /// Too many hash operations are already waiting: shed load rather than queue without end.
     Busy,
-    /// The hasher or the blocking pool failed.
+    /// The hasher failed (or panicked).
     Failed(HashError),
 }
 
-/// Runs a [`PasswordHasher`] on the blocking pool, at most `permits` at a time, with at most
+/// Runs a [`PasswordHasher`] on its own threads, at most `permits` at a time, with at most
 /// `max_waiting` more queued.
 #[derive(Clone)]
 pub(crate) struct Passwords {
@@ -179,8 +179,10 @@ pub(crate) struct Passwords {
 
 struct PasswordsInner {
     hasher: Arc<dyn PasswordHasher>,
+    threads: HashThreads,
     permits: Arc<Semaphore>,
     concurrency: usize,
+    low_priority: bool,
     waiting: AtomicUsize,
     max_waiting: usize,
     // A hash of a random password, made by the same hasher with the same parameters, that
@@ -202,35 +204,51 @@ pub fn default_hashing_concurrency() -> usize {
 }
 
 impl Passwords {
-    pub(crate) fn new(hasher: Arc<dyn PasswordHasher>, concurrency: usize) -> Self {
+    pub(crate) fn new(
+        hasher: Arc<dyn PasswordHasher>,
+        concurrency: usize,
+        low_priority: bool,
+    ) -> Self {
         let permits = concurrency.max(1);
         let passwords = Self {
             inner: Arc::new(PasswordsInner {
                 hasher,
+                threads: HashThreads::start(permits, low_priority),
                 permits: Arc::new(Semaphore::new(permits)),
                 concurrency: permits,
+                low_priority,
                 waiting: AtomicUsize::new(0),
                 max_waiting: (permits * WAITING_PER_PERMIT).max(MIN_WAITING),
                 dummy_hash: OnceLock::new(),
             }),
         };
-        // Make the dummy hash now, off the async threads, so that not even the first unknown
-        // user's login does extra work. Outside a runtime it is made on first use instead.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let inner = passwords.inner.clone();
-            drop(runtime.spawn_blocking(move || inner.dummy_hash().map(drop)));
-        }
+        // Make the dummy hash now, on the hashing threads, so that not even the first unknown
+        // user's login does extra work.
+        let inner = passwords.inner.clone();
+        passwords
+            .inner
+            .threads
+            .run(Box::new(move || drop(inner.dummy_hash())));
         passwords
     }
 
     /// The same hasher, `concurrency` at a time.
     pub(crate) fn with_concurrency(&self, concurrency: usize) -> Self {
-        Self::new(self.inner.hasher.clone(), concurrency)
+        Self::new(
+            self.inner.hasher.clone(),
+            concurrency,
+            self.inner.low_priority,
+        )
     }
 
     /// Another hasher, as many at a time as now.
     pub(crate) fn with_hasher(&self, hasher: Arc<dyn PasswordHasher>) -> Self {
-        Self::new(hasher, self.inner.concurrency)
+        Self::new(hasher, self.inner.concurrency, self.inner.low_priority)
+    }
+
+    /// The same, on threads the operating system schedules after everything else (`low`).
+    pub(crate) fn with_low_priority(&self, low: bool) -> Self {
+        Self::new(self.inner.hasher.clone(), self.inner.concurrency, low)
     }
 
     async fn run<T: Send + 'static>(
@@ -249,16 +267,18 @@ impl Passwords {
                 .map_err(|_| PasswordFailure::Failed(HashError::new("semaphore closed")))?
         };
         let shared = self.inner.clone();
+        let (done, outcome) = tokio::sync::oneshot::channel();
         // The permit travels with the work: if the caller goes away, the hash still runs to
-        // its end on the blocking pool, and the permit is released only then.
-        tokio::task::spawn_blocking(move || {
+        // its end on its thread, and the permit is released only then.
+        self.inner.threads.run(Box::new(move || {
             let result = work(&shared);
             drop(permit);
-            result
-        })
-        .await
-        .map_err(|error| PasswordFailure::Failed(HashError::new(error.to_string())))?
-        .map_err(PasswordFailure::Failed)
+            let _ = done.send(result);
+        }));
+        outcome
+            .await
+            .map_err(|_| PasswordFailure::Failed(HashError::new("the password hasher panicked")))?
+            .map_err(PasswordFailure::Failed)
     }
 
     /// Hashes `password` for storage.
@@ -320,6 +340,67 @@ impl PasswordsInner {
     }
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that do nothing but hash passwords: their number is the hashing concurrency, and
+/// their priority can be lowered without touching Tokio's shared blocking pool. They end when
+/// the last handle to the service goes.
+struct HashThreads {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl HashThreads {
+    fn start(count: usize, low_priority: bool) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for _ in 0..count {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name("jwt-gate-hash".to_owned())
+                .spawn(move || {
+                    if low_priority {
+                        lower_this_threads_priority();
+                    }
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        let Ok(job) = next else { break };
+                        // A panicking hasher fails its own call (its answer is never sent),
+                        // not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                })
+                // Without its threads the service could never answer a login: better to fail
+                // where it is built than to hang at the first request.
+                .expect("the operating system refused to start a password hashing thread");
+        }
+        Self { jobs }
+    }
+
+    fn run(&self, job: Job) {
+        // The threads outlive every handle that can send, so the queue is always open.
+        let _ = self.jobs.send(job);
+    }
+}
+
+/// Asks the scheduler to run this thread after others (about nice 10 on Linux): hashing then
+/// takes the CPU time that serving leaves. Where the OS refuses, hashing runs as before.
+fn lower_this_threads_priority() {
+    let lower = thread_priority::ThreadPriorityValue::try_from(25u8)
+        .map(thread_priority::ThreadPriority::Crossplatform);
+    if let Err(error) = lower
+        .map_err(|error| format!("{error:?}"))
+        .and_then(|priority| {
+            thread_priority::set_current_thread_priority(priority)
+                .map_err(|error| format!("{error:?}"))
+        })
+    {
+        tracing::debug!(%error, "could not lower the password hashing threads' priority");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,7 +440,7 @@ mod tests {
             default_hashing_concurrency(),
             cores.saturating_sub(1).max(1)
         );
-        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 0);
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 0, true);
         assert_eq!(passwords.inner.permits.available_permits(), 1);
         let wider = passwords.with_concurrency(3);
         assert_eq!(wider.inner.permits.available_permits(), 3);
@@ -375,7 +456,7 @@ mod tests {
 
     #[tokio::test]
     async fn callers_that_give_up_in_the_queue_leave_no_trace() {
-        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2);
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2, false);
         let permits = passwords.inner.permits.clone();
         let all = u32::try_from(permits.available_permits()).unwrap();
         let held = permits.acquire_many_owned(all).await.unwrap();
@@ -395,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_busy_not_unbounded() {
-        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2);
+        let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 2, false);
         let permits = passwords.inner.permits.clone();
         let all = u32::try_from(permits.available_permits()).unwrap();
         let _held = permits.acquire_many_owned(all).await.unwrap();
