@@ -81,9 +81,16 @@ fn is_canonical(path: &str) -> bool {
     if bytes.contains(&b'\\') || path.contains("//") {
         return false;
     }
-    // Percent-encoded '.', '/' and '\' are how dot-segments get past naive matching.
-    let lower = path.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") {
+    // Percent-encoded '.', '/' and '\' are how dot-segments get past naive matching. Checked
+    // in place: this runs on every request once any path rule exists.
+    let encodes_separator = bytes.windows(3).any(|window| {
+        window[0] == b'%'
+            && matches!(
+                [window[1], window[2].to_ascii_lowercase()],
+                [b'2', b'e'] | [b'2', b'f'] | [b'5', b'c']
+            )
+    });
+    if encodes_separator {
         return false;
     }
     !path

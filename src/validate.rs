@@ -106,14 +106,14 @@ impl Validation {
             return false;
         };
         // RFC 7515 §4.1.9: "application/" may be omitted, and media types are case-insensitive.
-        let strip = |value: &str| {
-            let lower = value.to_ascii_lowercase();
-            lower
-                .strip_prefix("application/")
-                .map(str::to_owned)
-                .unwrap_or(lower)
-        };
-        strip(typ) == strip(required)
+        fn strip(value: &str) -> &str {
+            const PREFIX: &str = "application/";
+            match value.get(..PREFIX.len()) {
+                Some(head) if head.eq_ignore_ascii_case(PREFIX) => &value[PREFIX.len()..],
+                _ => value,
+            }
+        }
+        strip(typ).eq_ignore_ascii_case(strip(required))
     }
 
     fn check_times<C>(&self, claims: &Claims<C>, now: u64) -> Result<(), AuthError> {
@@ -481,5 +481,27 @@ impl<C> TokenVerifierBuilder<C> {
                 cache: VerifiedCache::new(self.cache_capacity),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Validation;
+
+    #[test]
+    fn typ_matches_with_or_without_the_media_type_prefix_in_any_case() {
+        let validation = Validation::default();
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+Jwt",
+        ] {
+            assert!(validation.type_matches(Some(typ)), "{typ}");
+        }
+        for typ in ["JWT", "at+jwt2", "application/jwt", "application/"] {
+            assert!(!validation.type_matches(Some(typ)), "{typ}");
+        }
+        assert!(!validation.type_matches(None));
     }
 }
