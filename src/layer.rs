@@ -16,7 +16,7 @@ use tower_service::Service;
 use crate::extract::{bearer_token, Credentials};
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
-use crate::{AuthError, Claims, Keys, TokenVerifier};
+use crate::{AuthError, Keys, TokenVerifier};
 
 /// The realm named in `WWW-Authenticate` challenges unless set.
 pub const DEFAULT_REALM: &str = "jwt-gate";
@@ -200,7 +200,7 @@ where
         }
         let max_len = self.verifier.validation().max_token_len;
         let claims = match bearer_token(request.headers(), max_len) {
-            Ok(Credentials::Bearer(token)) => match self.verifier.verify(token) {
+            Ok(Credentials::Bearer(token)) => match self.verifier.verify_claims(token) {
                 Ok(claims) => claims,
                 Err(error) => return Decision::Reject(error),
             },
@@ -210,7 +210,7 @@ where
         };
         let check = self.verifier.check_revocation(&claims);
         // The claims ride with the request either way; a refused request is dropped whole.
-        request.extensions_mut().insert(Claims::clone(&claims));
+        request.extensions_mut().insert(claims);
         match check {
             RevocationCheck::Valid => Decision::Pass,
             RevocationCheck::Revoked => Decision::Reject(AuthError::Revoked),

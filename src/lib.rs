@@ -79,4 +79,6 @@ pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REA
 pub use reject::AuthError;
 #[cfg(feature = "jwks")]
 pub use remote_jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
-pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};
+pub use validate::{
+    TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_CAPACITY,
+};
