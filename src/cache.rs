@@ -28,23 +28,72 @@ pub(crate) struct VerifiedCache<C> {
     entries: Option<Cache<Fingerprint, Arc<CachedToken<C>>, Weigh, BuildFingerprintHasher>>,
 }
 
-/// A verified token's claims, packed: `sub`, `jti` and `iss` share one allocation where
-/// `Claims` makes three, which keeps a cached token under 256 bytes (`Claims<()>` alone, in
-/// an `Arc`, takes about 224).
+/// A verified token's claims, packed into one allocation where `Claims` makes three or more:
+/// fewer cache misses on a hit at a million tokens, and under 256 bytes a token (`Claims<()>`
+/// alone, in an `Arc`, takes about 224).
 struct CachedToken<C> {
     key_generation: u64,
     exp: u64,
     iat: u64,
-    nbf: Option<u64>,
+    /// Meaningful only with `HAS_NBF`.
+    nbf: u64,
     /// `sub`, then `jti`, then `iss` if any.
-    text: Box<str>,
+    text: Text,
     aud: Box<[Box<str>]>,
     sub_len: u32,
     jti_len: u32,
-    has_issuer: bool,
     /// What this entry counts against the byte bound.
     bytes: u32,
+    flags: u8,
     extra: C,
+}
+
+const HAS_NBF: u8 = 1;
+const HAS_ISSUER: u8 = 2;
+
+/// Up to this many bytes of `sub` + `jti` + `iss` live inside the entry (a UUID subject and a
+/// 22-character `jti` fit); longer text gets its own allocation.
+const INLINE_TEXT: usize = 64;
+
+enum Text {
+    Inline { len: u8, bytes: [u8; INLINE_TEXT] },
+    Heap(Box<str>),
+}
+
+impl Text {
+    fn new(parts: [&str; 3]) -> Self {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len > INLINE_TEXT {
+            return Self::Heap(parts.concat().into_boxed_str());
+        }
+        let mut bytes = [0; INLINE_TEXT];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        Self::Inline {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Concatenated whole `str`s: always UTF-8, so the check cannot fail.
+            Self::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Self::Heap(text) => text,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Self::Inline { .. } => 0,
+            Self::Heap(text) => text.len(),
+        }
+    }
 }
 
 /// Weighs an entry by its estimated bytes, but never below `floor` (the byte bound divided by
@@ -113,7 +162,7 @@ impl<C: Clone> VerifiedCache<C> {
         if token.key_generation != key_generation {
             return None;
         }
-        Some(times(token.exp, token.iat, token.nbf).map(|()| token.claims()))
+        Some(times(token.exp, token.iat, token.nbf()).map(|()| token.claims()))
     }
 
     /// Remembers verified `claims`. `extra_bytes` estimates the heap the application's own
@@ -146,10 +195,7 @@ impl<C: Clone> VerifiedCache<C> {
 impl<C: Clone> CachedToken<C> {
     fn pack(claims: &Claims<C>, extra_bytes: usize, key_generation: u64) -> Option<Self> {
         let issuer = claims.iss.as_deref().unwrap_or("");
-        let mut text = String::with_capacity(claims.sub.len() + claims.jti.len() + issuer.len());
-        text.push_str(&claims.sub);
-        text.push_str(&claims.jti);
-        text.push_str(issuer);
+        let text = Text::new([&claims.sub, &claims.jti, issuer]);
         let aud: Box<[Box<str>]> = claims.aud.iter().map(|aud| aud.as_str().into()).collect();
         let aud_bytes: usize = aud
             .iter()
@@ -159,34 +205,45 @@ impl<C: Clone> CachedToken<C> {
         let bytes = ENTRY_OVERHEAD
             + size_of::<CachedToken<C>>()
             + 2 * size_of::<usize>() // the Arc's counts
-            + text.len()
+            + text.heap_bytes()
             + aud_bytes
             + extra_bytes;
+        let mut flags = 0;
+        if claims.nbf.is_some() {
+            flags |= HAS_NBF;
+        }
+        if claims.iss.is_some() {
+            flags |= HAS_ISSUER;
+        }
         Some(Self {
             key_generation,
             exp: claims.exp,
             iat: claims.iat,
-            nbf: claims.nbf,
-            text: text.into_boxed_str(),
+            nbf: claims.nbf.unwrap_or(0),
+            text,
             aud,
             sub_len: u32::try_from(claims.sub.len()).ok()?,
             jti_len: u32::try_from(claims.jti.len()).ok()?,
-            has_issuer: claims.iss.is_some(),
             bytes: u32::try_from(bytes).ok()?,
+            flags,
             extra: claims.extra.clone(),
         })
     }
 
+    fn nbf(&self) -> Option<u64> {
+        (self.flags & HAS_NBF != 0).then_some(self.nbf)
+    }
+
     fn claims(&self) -> Claims<C> {
-        let (sub, rest) = self.text.split_at(self.sub_len as usize);
+        let (sub, rest) = self.text.as_str().split_at(self.sub_len as usize);
         let (jti, issuer) = rest.split_at(self.jti_len as usize);
         Claims {
             sub: sub.to_owned(),
             exp: self.exp,
             iat: self.iat,
-            nbf: self.nbf,
+            nbf: self.nbf(),
             jti: jti.to_owned(),
-            iss: self.has_issuer.then(|| issuer.to_owned()),
+            iss: (self.flags & HAS_ISSUER != 0).then(|| issuer.to_owned()),
             aud: self.aud.iter().map(|aud| String::from(&**aud)).collect(),
             extra: self.extra.clone(),
         }
@@ -220,6 +277,14 @@ mod tests {
         let fingerprint = Fingerprint::of(b"token");
         cache.insert(fingerprint, &original, 0, 7);
         assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(original)));
+        let long = Claims::new(
+            "a subject too long to live inline in the entry",
+            1_000,
+            2_000,
+        )
+        .with_issuer("https://auth.example");
+        cache.insert(fingerprint, &long, 0, 7);
+        assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(long)));
         let no_issuer = claims(2);
         cache.insert(fingerprint, &no_issuer, 0, 7);
         assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(no_issuer)));
@@ -258,6 +323,13 @@ mod tests {
             "{} large entries in 20,000 bytes",
             cache.len()
         );
+    }
+
+    #[test]
+    fn a_token_with_the_default_claims_weighs_under_256_bytes() {
+        let packed = CachedToken::pack(&claims(123_456), 0, 0).unwrap();
+        assert!(matches!(packed.text, Text::Inline { .. }));
+        assert!(packed.bytes < 256, "{} bytes", packed.bytes);
     }
 
     #[test]
