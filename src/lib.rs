@@ -72,7 +72,7 @@ pub mod service;
 pub mod store;
 mod validate;
 
-pub use claims::Claims;
+pub use claims::{Claims, MAX_JTI_LEN};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};

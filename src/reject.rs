@@ -47,7 +47,7 @@ pub enum AuthError {
     CriticalHeader,
     /// The `typ` header is not the required one.
     WrongType,
-    /// A required claim is missing or of the wrong type.
+    /// A required claim is missing or of the wrong type (an empty or over-long `jti` too).
     MissingClaim,
     /// `exp` is past (beyond the leeway).
     Expired,

@@ -10,6 +10,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
 use crate::cache::VerifiedCache;
+use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
 use crate::extract::check_token_syntax;
 use crate::fingerprint::Fingerprint;
@@ -32,8 +33,9 @@ use crate::{AuthError, Claims};
 /// | `max_lifetime` | `Some(24 h)`: `exp - iat` may not exceed it |
 /// | `max_token_len` | 8 KiB, checked before any decoding |
 ///
-/// `exp`, `iat`, `sub` and `jti` are always required; `nbf` is checked when present; a `crit`
-/// header is always refused.
+/// `exp`, `iat`, `sub` and `jti` are always required (an empty `jti`, or one over
+/// [`MAX_JTI_LEN`](crate::MAX_JTI_LEN) bytes, is refused as missing); `nbf` is checked when
+/// present; a `crit` header is always refused.
 ///
 /// ```
 /// use std::time::Duration;
@@ -134,6 +136,10 @@ impl Validation {
     }
 
     fn check_fixed<C>(&self, claims: &Claims<C>) -> Result<(), AuthError> {
+        // A token that cannot be named cannot be revoked by name.
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(AuthError::MissingClaim);
+        }
         if let Some(max) = self.max_lifetime {
             if claims.exp.saturating_sub(claims.iat) > max.as_secs() {
                 return Err(AuthError::LifetimeTooLong);
