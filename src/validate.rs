@@ -477,7 +477,37 @@ impl<C> TokenVerifierBuilder<C> {
     }
 
     /// The verifier.
+    ///
+    /// # Panics
+    ///
+    /// When the validation's leeway is longer than the revocation store's
+    /// [grace period](RevocationStore::grace): the store would forget a revoked token while the
+    /// gate still accepted it, so revoked tokens would come back for the difference. Shorten
+    /// the leeway or lengthen the grace (`MemoryRevocations::with_grace`); this is a
+    /// configuration mistake, caught where the verifier is built rather than at the first
+    /// revoked request.
+    ///
+    /// ```should_panic
+    /// use std::time::Duration;
+    /// use jwt_gate::{Keys, TokenVerifier, Validation};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // The default in-memory store remembers revocations for 5 minutes past expiry.
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
+    ///     .build();
+    /// ```
     pub fn build(self) -> TokenVerifier<C> {
+        if let Some(grace) = self.revocations.grace() {
+            let leeway = self.validation.leeway;
+            // Both sides count whole seconds.
+            assert!(
+                leeway.as_secs() <= grace.as_secs(),
+                "jwt-gate: the leeway ({leeway:?}) is longer than the revocation store's grace \
+                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
+                 shorten Validation::leeway or lengthen the store's grace"
+            );
+        }
         TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,

@@ -201,6 +201,10 @@ fn unavailable(error: &RedisError) -> StoreError {
 }
 
 impl RevocationStore for RedisRevocations {
+    fn grace(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.inner.grace))
+    }
+
     fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
         match &self.inner.view {
             View::Mirror {
