@@ -57,7 +57,7 @@
 //! the stores may use Tokio's blocking pool: the service must be called from within a Tokio
 //! runtime.
 
-mod identity;
+pub(crate) mod identity;
 mod jwks;
 mod password;
 mod reply;
@@ -77,7 +77,7 @@ use http::{Method, Request};
 use http_body::Body;
 use tower_service::Service;
 
-pub use identity::MAX_USERNAME_CHARS;
+pub use identity::{MAX_USERNAME_CHARS, RESERVED_USERNAMES};
 pub use jwks::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
