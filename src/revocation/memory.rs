@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::{BoxFuture, RevocationCheck, RevocationStore, StoreError, TokenId};
+use super::{BoxFuture, RevocationCheck, RevocationError, RevocationStore, TokenId};
 use crate::clock::{Clock, SystemClock};
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
@@ -243,7 +243,7 @@ impl RevocationStore for MemoryRevocations {
         }
     }
 
-    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
         self.revoke_now(jti, expires_at);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -253,7 +253,7 @@ impl RevocationStore for MemoryRevocations {
         sub: &str,
         issued_before: u64,
         keep_until: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
         self.revoke_subject_now(sub, issued_before, keep_until);
         Box::pin(std::future::ready(Ok(())))
     }

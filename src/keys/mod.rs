@@ -8,6 +8,10 @@
 //! added and removed while gates are running (rotation): every gate built from the same `Keys`
 //! sees the change at its next request.
 
+mod jwk;
+#[cfg(feature = "jwks")]
+mod remote;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,6 +19,9 @@ use arc_swap::ArcSwap;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header};
 use serde::Serialize;
+
+#[cfg(feature = "jwks")]
+pub use self::remote::{JwksError, RemoteJwks, RemoteJwksBuilder};
 
 /// The `typ` header of the access tokens this crate signs (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";

@@ -1,6 +1,6 @@
 //! POST /auth/logout and /auth/logout-all: what is revoked, and what never is.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::{Method, StatusCode};

@@ -1,6 +1,6 @@
 //! POST /auth/register: who may register, and how bad requests are answered.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::{Method, StatusCode};

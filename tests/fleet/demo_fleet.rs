@@ -2,7 +2,7 @@
 //! prefix (`REDIS_URL`, default `redis://127.0.0.1:6379`), both fresh per test, so that
 //! users and logouts are shared between them.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

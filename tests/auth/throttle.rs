@@ -1,6 +1,6 @@
 //! Failed logins slow down: per username, per client address, with growing delays.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::{Method, StatusCode};

@@ -1,9 +1,9 @@
 //! The tonic example's wiring, with a real tonic client over 127.0.0.1, and the auth routes
 //! over HTTP/1.1 on the same port.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
-#[path = "../examples/tonic.rs"]
+#[path = "../../examples/tonic.rs"]
 mod example;
 
 use std::net::SocketAddr;

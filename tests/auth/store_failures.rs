@@ -1,6 +1,6 @@
 //! A store that fails gives 503 and changes nothing: never a panic, never a false success.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::revocation::{
-    BoxFuture, MemoryRevocations, RevocationCheck, RevocationStore, StoreError, TokenId,
+    BoxFuture, MemoryRevocations, RevocationCheck, RevocationError, RevocationStore, TokenId,
 };
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{
@@ -108,9 +108,9 @@ impl RevocationStore for FlakyRevocations {
     fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
         self.inner.check(token)
     }
-    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
         if self.outage.check().is_err() {
-            return Box::pin(async { Err(StoreError::new("redis gone")) });
+            return Box::pin(async { Err(RevocationError::new("redis gone")) });
         }
         self.inner.revoke(jti, expires_at)
     }
@@ -119,9 +119,9 @@ impl RevocationStore for FlakyRevocations {
         sub: &str,
         before: u64,
         keep: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
         if self.outage.check().is_err() {
-            return Box::pin(async { Err(StoreError::new("redis gone")) });
+            return Box::pin(async { Err(RevocationError::new("redis gone")) });
         }
         self.inner.revoke_subject(sub, before, keep)
     }

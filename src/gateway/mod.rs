@@ -30,7 +30,7 @@
 //! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
 //! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
 //! The mounted service receives the request as the gate passed it (whole path, verified
-//! [`Claims`] and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! [`Claims`](crate::Claims) and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
 //! Whether the gate lets such requests through without a token is the gate's own
 //! configuration (`open_prefix("/auth")` for the auth service).
 //!
@@ -40,6 +40,9 @@
 //! response head within the timeout (30 s by default) gives `504 Gateway Timeout`. Neither
 //! says why to the client; the reason is logged.
 
+mod proxy;
+mod router;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,20 +50,21 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt as _, Either, Full};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower_service::Service;
 
-use crate::paths::is_under;
+use self::proxy::Upstream;
+use self::router::Mount;
 use crate::revocation::BoxFuture;
-use crate::{Claims, JwtAuthLayer};
+use crate::JwtAuthLayer;
 
 /// The claims type a gateway's verifier should use: every claim the token carries beyond the
 /// registered ones, so any of them can be forwarded.
@@ -85,25 +89,6 @@ pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The error type of a [`LocalBody`]: whatever a mounted service's body failed with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Answers one request with a mounted service (a fresh clone of it, as Tower expects).
-type MountedCall =
-    Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<GatewayBody>> + Send + Sync>;
-
-/// A service answering every request under `prefix` in-process.
-#[derive(Clone)]
-struct Mount {
-    prefix: String,
-    call: MountedCall,
-}
-
-impl std::fmt::Debug for Mount {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mount")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The client's address, put into each request's extensions by whatever accepts the
 /// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
@@ -247,18 +232,7 @@ impl GatewayBuilder {
             prefix.starts_with('/'),
             "a mount prefix starts with '/' and is not the root"
         );
-        let call: MountedCall = Arc::new(move |request| {
-            let mut service = service.clone();
-            Box::pin(async move {
-                let Ok(()) = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
-                let Ok(response) = service.call(request).await;
-                response.map(|body| Either::Right(body.map_err(Into::into).boxed_unsync()))
-            })
-        });
-        self.mounts.push(Mount {
-            prefix: prefix.to_owned(),
-            call,
-        });
+        self.mounts.push(Mount::new(prefix, service));
         self
     }
 
@@ -297,15 +271,17 @@ impl GatewayBuilder {
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(Gateway {
             inner: Arc::new(Inner {
-                authority,
-                base_path,
-                host: HeaderValue::from_str(upstream.authority().map_or("", |a| a.as_str()))
-                    .map_err(|error| InvalidUpstream(error.to_string()))?,
-                client,
-                timeout: self.timeout,
-                forwarded_claims,
-                preserve_host: self.preserve_host,
-                trust_forwarded_headers: self.trust_forwarded_headers,
+                upstream: Upstream {
+                    authority,
+                    base_path,
+                    host: HeaderValue::from_str(upstream.authority().map_or("", |a| a.as_str()))
+                        .map_err(|error| InvalidUpstream(error.to_string()))?,
+                    client,
+                    timeout: self.timeout,
+                    forwarded_claims,
+                    preserve_host: self.preserve_host,
+                    trust_forwarded_headers: self.trust_forwarded_headers,
+                },
                 mounts: self.mounts,
             }),
         })
@@ -335,23 +311,16 @@ pub struct Gateway {
 }
 
 struct Inner {
-    authority: http::uri::Authority,
-    base_path: String,
-    host: HeaderValue,
-    client: Client<HttpConnector, Incoming>,
-    timeout: Duration,
-    forwarded_claims: Vec<(String, HeaderName)>,
-    preserve_host: bool,
-    trust_forwarded_headers: bool,
+    upstream: Upstream,
     mounts: Vec<Mount>,
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
-            .field("upstream", &self.inner.authority)
-            .field("base_path", &self.inner.base_path)
-            .field("timeout", &self.inner.timeout)
+            .field("upstream", &self.inner.upstream.authority)
+            .field("base_path", &self.inner.upstream.base_path)
+            .field("timeout", &self.inner.upstream.timeout)
             .field("mounts", &self.inner.mounts)
             .finish_non_exhaustive()
     }
@@ -383,218 +352,22 @@ impl Service<Request<Incoming>> for Gateway {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.forward(request).await) })
+        Box::pin(async move { Ok(inner.answer(request).await) })
     }
 }
 
 impl Inner {
-    /// The mounted service for `path`, if any: the one with the longest prefix.
-    fn mounted(&self, path: &str) -> Option<&Mount> {
-        self.mounts
-            .iter()
-            .filter(|mount| is_under(path, &mount.prefix))
-            .max_by_key(|mount| mount.prefix.len())
-    }
-
-    async fn forward(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
-        if let Some(mount) = self.mounted(request.uri().path()) {
-            // In-process services read identity from the extensions; a client's own
-            // `x-auth-*` headers must not reach them either.
-            remove_identity(request.headers_mut());
-            return (mount.call)(request).await;
-        }
-        let (mut parts, body) = request.into_parts();
-        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // Only the path is the client's: the scheme and authority are always the upstream's,
-        // whatever form the request line took.
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.base_path))
-            .build();
-        let Ok(uri) = uri else {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
-        };
-        let original_host = parts.headers.get(header::HOST).cloned();
-        remove_hop_by_hop(&mut parts.headers);
-        remove_identity(&mut parts.headers);
-        if !self.forward_identity(&parts.extensions, &mut parts.headers) {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
-        }
-        self.set_forwarded(
-            &parts.extensions,
-            original_host.as_ref(),
-            &mut parts.headers,
-        );
-        if !self.preserve_host || original_host.is_none() {
-            parts.headers.insert(header::HOST, self.host.clone());
-        }
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
-        parts.extensions = http::Extensions::new();
-
-        let upstream = self.client.request(Request::from_parts(parts, body));
-        match tokio::time::timeout(self.timeout, upstream).await {
-            Ok(Ok(response)) => {
-                let (mut parts, body) = response.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, Either::Left(body))
+    async fn answer(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
+        match router::mounted(&self.mounts, request.uri().path()) {
+            Some(mount) => {
+                // In-process services read identity from the extensions; a client's own
+                // `x-auth-*` headers must not reach them either.
+                proxy::remove_identity(request.headers_mut());
+                mount.call(request).await
             }
-            Ok(Err(error)) => {
-                tracing::warn!(upstream = %self.authority, %error, "upstream unreachable");
-                error_response(StatusCode::BAD_GATEWAY, "bad_gateway")
-            }
-            Err(_) => {
-                tracing::warn!(upstream = %self.authority, timeout = ?self.timeout, "upstream timed out");
-                error_response(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
-            }
+            None => self.upstream.forward(request).await,
         }
     }
-
-    /// Adds `x-auth-*` from the verified claims, if any. `false` when `sub` cannot be carried
-    /// in a header: the request must then not go upstream without its identity.
-    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
-        let with_extra = extensions.get::<Claims<ClaimMap>>();
-        let plain = extensions.get::<Claims>();
-        let sub = match (with_extra, plain) {
-            (Some(claims), _) => &claims.sub,
-            (None, Some(claims)) => &claims.sub,
-            (None, None) => return true,
-        };
-        let lookup = |name: &str| match with_extra {
-            Some(claims) => {
-                registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
-            }
-            None => plain.and_then(|claims| registered_claim(claims, name)),
-        };
-        let Ok(sub) = HeaderValue::from_bytes(sub.as_bytes()) else {
-            tracing::warn!("a token's sub cannot be forwarded as a header; request refused");
-            return false;
-        };
-        headers.insert(HeaderName::from_static("x-auth-sub"), sub);
-        for (name, header) in &self.forwarded_claims {
-            let Some(value) = lookup(name) else { continue };
-            let text = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
-                headers.insert(header.clone(), value);
-            }
-        }
-        true
-    }
-
-    fn set_forwarded(
-        &self,
-        extensions: &http::Extensions,
-        original_host: Option<&HeaderValue>,
-        headers: &mut HeaderMap,
-    ) {
-        let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
-        let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
-        let x_forwarded_host = HeaderName::from_static("x-forwarded-host");
-        if !self.trust_forwarded_headers {
-            headers.remove(&x_forwarded_for);
-            headers.remove(&x_forwarded_proto);
-            headers.remove(&x_forwarded_host);
-            headers.remove(header::FORWARDED);
-        }
-        if let Some(PeerAddr(peer)) = extensions.get::<PeerAddr>() {
-            let value = match headers.get(&x_forwarded_for).map(HeaderValue::to_str) {
-                Some(Ok(earlier)) => format!("{earlier}, {}", peer.ip()),
-                _ => peer.ip().to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(x_forwarded_for, value);
-            }
-        }
-        if !headers.contains_key(&x_forwarded_proto) {
-            headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
-        }
-        if let Some(host) = original_host {
-            if !headers.contains_key(&x_forwarded_host) {
-                headers.insert(x_forwarded_host, host.clone());
-            }
-        }
-    }
-}
-
-fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<serde_json::Value> {
-    Some(match name {
-        "iss" => claims.iss.clone()?.into(),
-        "aud" if claims.aud.is_empty() => return None,
-        "aud" => claims.aud.join(",").into(),
-        "jti" => claims.jti.clone().into(),
-        "exp" => claims.exp.into(),
-        "iat" => claims.iat.into(),
-        "nbf" => claims.nbf?.into(),
-        _ => return None,
-    })
-}
-
-/// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    remove_by_prefix(headers, "proxy-");
-}
-
-/// Removes every `x-auth-*` header: only the gate may set them. `x_auth_*` goes too: CGI and
-/// WSGI servers turn both spellings into the same `HTTP_X_AUTH_*` variable.
-fn remove_identity(headers: &mut HeaderMap) {
-    remove_where(headers, |name| {
-        name.len() >= IDENTITY_PREFIX.len()
-            && name
-                .bytes()
-                .zip(IDENTITY_PREFIX.bytes())
-                .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
-    });
-}
-
-fn remove_by_prefix(headers: &mut HeaderMap, prefix: &str) {
-    remove_where(headers, |name| name.starts_with(prefix));
-}
-
-fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| doomed(name.as_str()))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(name);
-    }
-}
-
-fn error_response(status: StatusCode, code: &'static str) -> Response<GatewayBody> {
-    let body = format!("{{\"error\":\"{code}\"}}");
-    let body = Full::new(Bytes::from(body)).map_err(|never| match never {});
-    let mut response = Response::new(Either::Right(body.boxed_unsync()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each

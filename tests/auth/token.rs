@@ -1,6 +1,6 @@
 //! POST /auth/token with the password grant: what a login returns and how failures look.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::{Method, StatusCode};

@@ -1,6 +1,6 @@
 //! The in-memory revocation list under time and under concurrency.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

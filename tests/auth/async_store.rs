@@ -1,14 +1,14 @@
 //! A revocation store that has to do I/O: the gate waits for it, then calls the ready inner
 //! service it took along (clone-and-swap), or refuses, failing closed.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use jwt_gate::revocation::{BoxFuture, RevocationCheck, RevocationStore, StoreError, TokenId};
+use jwt_gate::revocation::{BoxFuture, RevocationCheck, RevocationError, RevocationStore, TokenId};
 use jwt_gate::{JwtAuthLayer, TokenVerifier};
 
 const VALID: u8 = 0;
@@ -34,8 +34,8 @@ impl RevocationStore for SlowStore {
         }))
     }
 
-    fn revoke(&self, _jti: &str, _expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError::new("read-only test store")) })
+    fn revoke(&self, _jti: &str, _expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
+        Box::pin(async { Err(RevocationError::new("read-only test store")) })
     }
 
     fn revoke_subject(
@@ -43,8 +43,8 @@ impl RevocationStore for SlowStore {
         _sub: &str,
         _before: u64,
         _until: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(async { Err(StoreError::new("read-only test store")) })
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        Box::pin(async { Err(RevocationError::new("read-only test store")) })
     }
 }
 

@@ -1,6 +1,6 @@
 //! The SQLite user store behind the real service: uniqueness, sessions, and durability.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! The auth service on PostgreSQL (`DATABASE_URL`, a schema per test): several services on one
 //! database agree on who exists, and a lost database is `503`, never a panic.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

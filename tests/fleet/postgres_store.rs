@@ -1,7 +1,7 @@
 //! `PostgresUserStore` against the real server on `DATABASE_URL`: migrations under
 //! concurrency, an unreachable server, and the connection password kept out of sight.
 
-mod common;
+use crate::common;
 
 use common::postgres::{database_url, TestSchema};
 use jwt_gate::store::{PostgresUserStore, Registration, User, UserStore};

@@ -7,23 +7,23 @@ use jwt_gate::{Algorithm, AuthError, Claims, Key, KeyError, Keys, TokenVerifier}
 const CASES: [(Algorithm, &str, &str); 4] = [
     (
         Algorithm::RS256,
-        include_str!("keys/rsa.pem"),
-        include_str!("keys/rsa.pub.pem"),
+        include_str!("../keys/rsa.pem"),
+        include_str!("../keys/rsa.pub.pem"),
     ),
     (
         Algorithm::ES256,
-        include_str!("keys/p256.pem"),
-        include_str!("keys/p256.pub.pem"),
+        include_str!("../keys/p256.pem"),
+        include_str!("../keys/p256.pub.pem"),
     ),
     (
         Algorithm::ES384,
-        include_str!("keys/p384.pem"),
-        include_str!("keys/p384.pub.pem"),
+        include_str!("../keys/p384.pem"),
+        include_str!("../keys/p384.pub.pem"),
     ),
     (
         Algorithm::EdDSA,
-        include_str!("keys/ed25519.pem"),
-        include_str!("keys/ed25519.pub.pem"),
+        include_str!("../keys/ed25519.pem"),
+        include_str!("../keys/ed25519.pub.pem"),
     ),
 ];
 
@@ -104,14 +104,14 @@ fn keys_built_from_public_pems_are_published_too() {
 #[test]
 fn every_key_of_a_rotating_set_is_published() {
     let issuer = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
             .unwrap()
             .with_kid("old"),
     )
     .unwrap();
     issuer
         .add(
-            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519-b.pem"))
+            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
                 .unwrap()
                 .with_kid("new"),
         )
@@ -137,7 +137,7 @@ fn jwk(json: serde_json::Value) -> Jwk {
 
 fn ed25519_jwk() -> serde_json::Value {
     let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
             .unwrap()
             .with_kid("k"),
     )
@@ -178,7 +178,7 @@ fn jwks_that_could_be_misused_are_refused() {
 fn short_rsa_moduli_are_refused() {
     let mut rsa = serde_json::to_value(
         &Keys::new(
-            Key::from_private_pem(Algorithm::RS256, include_bytes!("keys/rsa.pem")).unwrap(),
+            Key::from_private_pem(Algorithm::RS256, include_bytes!("../keys/rsa.pem")).unwrap(),
         )
         .unwrap()
         .jwks()
@@ -199,13 +199,13 @@ fn short_rsa_moduli_are_refused() {
 #[test]
 fn a_token_signed_with_another_key_of_the_same_kid_is_refused() {
     let published = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
             .unwrap()
             .with_kid("k"),
     )
     .unwrap();
     let impostor = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519-b.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
             .unwrap()
             .with_kid("k"),
     )

@@ -1,7 +1,7 @@
 //! The `UserStore` contract, driven through the trait itself, held by every store: memory,
 //! SQLite, and PostgreSQL (in a schema of its own per test, on `DATABASE_URL`).
 
-mod common;
+use crate::common;
 
 use common::postgres::TestSchema;
 use common::temp_dir;

@@ -1,6 +1,6 @@
 //! The `Claims` extractor on a route that no gate covers answers as the gate would.
 
-mod common;
+use crate::common;
 
 use axum::routing::get;
 use axum::Router;

@@ -1,7 +1,7 @@
 //! Gate B verifies tokens minted by issuer A through A's JWKS, served over HTTP, across a key
 //! rotation and an outage of A.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ struct Issuer {
 /// Issuer A: publishes its keys' JWKS, or answers 503 while "down".
 async fn issuer() -> Issuer {
     let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
             .unwrap()
             .with_kid("k1"),
     )
@@ -99,7 +99,7 @@ async fn gate_b_follows_issuer_a_through_a_rotation() {
     // A rotates: a new key signs from now on.
     a.keys
         .add(
-            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519-b.pem"))
+            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
                 .unwrap()
                 .with_kid("k2"),
         )
@@ -239,7 +239,7 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
             .with_kid("k2")
     };
     a.keys
-        .add(second(include_bytes!("keys/ed25519-b.pem")))
+        .add(second(include_bytes!("../keys/ed25519-b.pem")))
         .unwrap();
     let jwks = RemoteJwks::builder(&a.url)
         .refresh_interval(None)
@@ -248,7 +248,7 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
         .unwrap();
     let b = gate(&jwks).await;
     let signer = |pem: &[u8]| Keys::new(second(pem)).unwrap();
-    let before = common::token(&signer(include_bytes!("keys/ed25519-b.pem")), "alice");
+    let before = common::token(&signer(include_bytes!("../keys/ed25519-b.pem")), "alice");
     assert_eq!(
         common::get(b, "/me", Some(&before)).await.status,
         StatusCode::OK
@@ -257,11 +257,11 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
     // A re-keys k2 under the same kid.
     a.keys.remove("k2").unwrap();
     a.keys
-        .add(second(include_bytes!("keys/ed25519-c.pem")))
+        .add(second(include_bytes!("../keys/ed25519-c.pem")))
         .unwrap();
     jwks.refresh().await.unwrap();
 
-    let after = common::token(&signer(include_bytes!("keys/ed25519-c.pem")), "alice");
+    let after = common::token(&signer(include_bytes!("../keys/ed25519-c.pem")), "alice");
     assert_eq!(
         common::get(b, "/me", Some(&after)).await.status,
         StatusCode::OK
@@ -276,7 +276,7 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
 /// and its JWKS at the root.
 async fn auth_issuer() -> (std::net::SocketAddr, Keys) {
     let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
             .unwrap()
             .with_kid("k1"),
     )
@@ -337,7 +337,7 @@ async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
 
     // A rotates: k2 signs from now on, and is published at once.
     keys.add(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("keys/ed25519-b.pem"))
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
             .unwrap()
             .with_kid("k2"),
     )

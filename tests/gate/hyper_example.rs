@@ -1,8 +1,8 @@
 //! The plain hyper example's wiring, over a real connection.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
-#[path = "../examples/hyper.rs"]
+#[path = "../../examples/hyper.rs"]
 mod example;
 
 use http::StatusCode;

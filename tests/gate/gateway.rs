@@ -1,8 +1,8 @@
 //! The gateway example's wiring, in front of a real upstream on 127.0.0.1.
 
-mod common;
+use crate::common;
 #[allow(dead_code)]
-#[path = "../examples/gateway.rs"]
+#[path = "../../examples/gateway.rs"]
 mod example;
 
 use std::collections::BTreeMap;

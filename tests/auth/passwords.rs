@@ -1,7 +1,7 @@
 //! Password hashing as a login sees it: the unknown-user path does real work, and legacy
 //! bcrypt hashes verify once and are upgraded to argon2id.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

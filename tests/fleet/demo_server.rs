@@ -1,7 +1,7 @@
 //! The demo server as a user runs it: a separate process, its settings from the environment,
 //! and an acknowledged registration surviving `kill -9`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

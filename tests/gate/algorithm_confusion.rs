@@ -1,6 +1,6 @@
 //! RFC 8725 §2.1 and §3.1: the token never chooses how it is verified.
 
-mod common;
+use crate::common;
 
 use common::*;
 use jsonwebtoken::{EncodingKey, Header};

@@ -1,6 +1,6 @@
 //! Keys rotate under running gates: old tokens verify until their key is removed.
 
-mod common;
+use crate::common;
 
 use common::*;
 use jwt_gate::{JwtAuthLayer, Key, KeyError, Keys};

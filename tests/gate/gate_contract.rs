@@ -1,7 +1,8 @@
-//! design.md §3, row by row, over real HTTP: once through an axum `Router`, once through a
+//! The gate's contract (RFC 6750 and RFC 8725, as the README's "Rejections" section
+//! states it), row by row, over real HTTP: once through an axum `Router`, once through a
 //! plain hyper server, with the same gate.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -14,7 +14,9 @@ use ::redis::aio::ConnectionManager;
 use ::redis::{RedisError, RedisResult, Script};
 
 use self::wire::{expiry_with_grace, KeySpace, Revocation};
-use super::{BoxFuture, MemoryRevocations, RevocationCheck, RevocationStore, StoreError, TokenId};
+use super::{
+    BoxFuture, MemoryRevocations, RevocationCheck, RevocationError, RevocationStore, TokenId,
+};
 
 pub use self::builder::RedisRevocationsBuilder;
 
@@ -45,7 +47,7 @@ return 1
 /// <exp + grace>`, a "log out everywhere" as `<prefix>sub:<sub>` holding the cut-off instant,
 /// and each write is announced on the channel `<prefix>revocations` in the same atomic step.
 /// [`revoke`](RevocationStore::revoke) and [`revoke_subject`](RevocationStore::revoke_subject)
-/// resolve only once Redis has acknowledged the write, and fail with a [`StoreError`] (a `503`
+/// resolve only once Redis has acknowledged the write, and fail with a [`RevocationError`] (a `503`
 /// from the auth service) otherwise: nothing is acknowledged that is not stored. Entries
 /// leave Redis by themselves when their tokens expire, plus the grace period.
 ///
@@ -130,7 +132,7 @@ impl RedisRevocations {
     /// ```no_run
     /// use jwt_gate::revocation::RedisRevocations;
     ///
-    /// # async fn run() -> Result<(), jwt_gate::revocation::StoreError> {
+    /// # async fn run() -> Result<(), jwt_gate::revocation::RevocationError> {
     /// let fail_closed = RedisRevocations::connect("redis://127.0.0.1:6379").await?;
     /// let strict = RedisRevocations::connect("redis://127.0.0.1:6379").strict().await?;
     /// # Ok(())
@@ -172,7 +174,7 @@ async fn ask<T, F, Fut>(
     connection: &ConnectionManager,
     timeout: Duration,
     operation: F,
-) -> Result<T, StoreError>
+) -> Result<T, RevocationError>
 where
     F: Fn(ConnectionManager) -> Fut,
     Fut: Future<Output = RedisResult<T>>,
@@ -186,7 +188,7 @@ where
     match tokio::time::timeout(timeout, attempts).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(unavailable(&error)),
-        Err(_) => Err(StoreError::new(format!(
+        Err(_) => Err(RevocationError::new(format!(
             "redis did not answer within {timeout:?}"
         ))),
     }
@@ -196,8 +198,8 @@ fn is_connection_lost(error: &RedisError) -> bool {
     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
 }
 
-fn unavailable(error: &RedisError) -> StoreError {
-    StoreError::new(format!("redis: {error}"))
+fn unavailable(error: &RedisError) -> RevocationError {
+    RevocationError::new(format!("redis: {error}"))
 }
 
 impl RevocationStore for RedisRevocations {
@@ -253,7 +255,7 @@ impl RevocationStore for RedisRevocations {
         }
     }
 
-    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
         let key = self.inner.keys.token(jti);
         let jti = jti.to_owned();
         Box::pin(async move {
@@ -291,7 +293,7 @@ impl RevocationStore for RedisRevocations {
         sub: &str,
         issued_before: u64,
         keep_until: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
         let key = self.inner.keys.subject(sub);
         let sub = sub.to_owned();
         Box::pin(async move {

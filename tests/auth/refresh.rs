@@ -1,6 +1,6 @@
 //! grant_type=refresh_token: rotation on every use, and a replayed token ending its family.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::StatusCode;
