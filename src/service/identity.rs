@@ -83,14 +83,24 @@ pub(crate) fn registrable_username(username: &str) -> Result<(String, String), &
         _ => return Err("must not mix letters from different scripts"),
     }
     let key = username_key(&display);
-    let lookalike = lookalike_key(&key);
-    if RESERVED_USERNAMES
-        .iter()
-        .any(|reserved| lookalike_key(reserved) == lookalike)
-    {
+    if is_reserved(&display, &key) {
         return Err("is reserved");
     }
     Ok((display, key))
+}
+
+/// Whether a name reads as one of the [`RESERVED_USERNAMES`]: by look-alike key, or, because
+/// the display form keeps its case, as the reserved name in capitals (`ADMlN` with a small L
+/// reads as `ADMIN`, though its key `admln` is not `admin`'s).
+fn is_reserved(display: &str, key: &str) -> bool {
+    // Skeletons of mixed case need a second pass to settle: `ADMIN` gives `admln` (capital I
+    // to small L), whose `m` then gives `rn`, as `Adm1n` gives at once.
+    let settled = |name: &str| lookalike_key(&lookalike_key(name));
+    let lookalike = lookalike_key(key);
+    let as_displayed = settled(display);
+    RESERVED_USERNAMES.iter().any(|reserved| {
+        lookalike_key(reserved) == lookalike || settled(&reserved.to_uppercase()) == as_displayed
+    })
 }
 
 /// A plausible email address: `local@domain`, the domain with at least one dot and no empty
@@ -167,7 +177,7 @@ mod tests {
 
     #[test]
     fn dots_mixed_scripts_and_reserved_names_are_refused() {
-        let cases: [(&str, &str); 12] = [
+        let cases: [(&str, &str); 14] = [
             (".", "must start with a letter or digit"),
             ("..", "must start with a letter or digit"),
             (".alice", "must start with a letter or digit"),
@@ -183,6 +193,9 @@ mod tests {
             ("admin", "is reserved"),
             ("ADMINISTRATOR", "is reserved"),
             ("ａｄｍｉｎ", "is reserved"),
+            // A small L among capitals reads as an I.
+            ("ADMlN", "is reserved"),
+            ("Adm1n", "is reserved"),
             (
                 "r\u{43e}\u{43e}t",
                 "must not mix letters from different scripts",

@@ -274,6 +274,8 @@ async fn look_alike_dot_and_reserved_names_are_refused() {
         ("admin", "is reserved"),
         ("Root", "is reserved"),
         ("ＳＹＳＴＥＭ", "is reserved"),
+        // A small L among capitals reads as ADMIN.
+        ("ADMlN", "is reserved"),
     ] {
         let reply = register(stack.addr, name, PASSWORD).await;
         assert_eq!(
