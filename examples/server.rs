@@ -168,7 +168,9 @@ async fn run() -> Result<(), String> {
         .nest_service(
             "/auth",
             // Logins take the CPU time that serving leaves, not the other way round.
-            AuthService::with_shared_store(verifier.clone(), users).hash_at_low_priority(),
+            AuthService::builder(verifier.clone(), users)
+                .hash_at_low_priority()
+                .build(),
         )
         .layer(
             JwtAuthLayer::new(verifier)

@@ -117,7 +117,11 @@ pub async fn serve(
             }
             request
         })
-        .service(AuthService::new(verifier.clone(), users).prefix(AUTH_PREFIX));
+        .service(
+            AuthService::builder(verifier.clone(), users)
+                .prefix(AUTH_PREFIX)
+                .build(),
+        );
     let routes = Routes::new(WhoAmI(health))
         .into_axum_router()
         .nest_service(AUTH_PREFIX, auth);

@@ -430,17 +430,11 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
-    /// Consults this revocation store (shared with the auth service that revokes).
+    /// Consults this revocation store (shared with the auth service that revokes; an `Arc`
+    /// of a store, or a verifier's [`revocations`](TokenVerifier::revocations), works too).
     #[must_use]
     pub fn revocations(mut self, store: impl RevocationStore) -> Self {
         self.revocations = Arc::new(store);
-        self
-    }
-
-    /// Consults this already shared revocation store.
-    #[must_use]
-    pub fn shared_revocations(mut self, store: Arc<dyn RevocationStore>) -> Self {
-        self.revocations = store;
         self
     }
 

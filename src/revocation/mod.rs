@@ -15,6 +15,7 @@ mod redis;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
@@ -120,4 +121,25 @@ pub trait RevocationStore: Send + Sync + 'static {
         issued_before: u64,
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>>;
+}
+
+/// A shared store is a store: give an `Arc` of one (or a `Arc<dyn RevocationStore>` chosen
+/// at run time) to every verifier and auth service that should see the same revocations.
+impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
+    fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
+        (**self).check(token)
+    }
+
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke(jti, expires_at)
+    }
+
+    fn revoke_subject(
+        &self,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke_subject(sub, issued_before, keep_until)
+    }
 }

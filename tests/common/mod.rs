@@ -20,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::revocation::MemoryRevocations;
-use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::service::{AuthService, AuthServiceBuilder, ClientAddr};
 use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use serde_json::Value;
@@ -263,10 +263,10 @@ pub async fn stack() -> Stack {
     stack_with(|auth| auth).await
 }
 
-pub async fn stack_with(configure: impl FnOnce(AuthService) -> AuthService) -> Stack {
+pub async fn stack_with(configure: impl FnOnce(AuthServiceBuilder) -> AuthServiceBuilder) -> Stack {
     let (verifier, revocations) = verifier();
     let users = MemoryUserStore::new();
-    let auth = configure(AuthService::new(verifier.clone(), users.clone()));
+    let auth = configure(AuthService::builder(verifier.clone(), users.clone())).build();
     let addr = serve(app(verifier.clone(), auth)).await;
     Stack {
         addr,
