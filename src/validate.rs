@@ -534,4 +534,20 @@ mod tests {
         }
         assert!(!validation.type_matches(None));
     }
+
+    #[test]
+    #[cfg(any(feature = "rust-crypto", feature = "aws-lc-rs"))]
+    #[should_panic(expected = "longer than the revocation store's grace")]
+    fn a_shared_store_keeps_its_grace_check() {
+        let keys = crate::Keys::hs256([7u8; 32]).unwrap();
+        let shared: std::sync::Arc<dyn crate::revocation::RevocationStore> =
+            std::sync::Arc::new(crate::revocation::MemoryRevocations::new());
+        let _ = super::TokenVerifier::builder(keys)
+            .validation(Validation {
+                leeway: std::time::Duration::from_secs(600),
+                ..Validation::default()
+            })
+            .revocations(shared)
+            .build();
+    }
 }

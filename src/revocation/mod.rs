@@ -151,4 +151,8 @@ impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
     ) -> BoxFuture<'_, Result<(), RevocationError>> {
         (**self).revoke_subject(sub, issued_before, keep_until)
     }
+
+    fn grace(&self) -> Option<std::time::Duration> {
+        (**self).grace()
+    }
 }
