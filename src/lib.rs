@@ -70,10 +70,10 @@ pub mod store;
 mod validate;
 
 pub use claims::{Claims, MAX_JTI_LEN};
-pub use error::AuthError;
+pub use error::{AuthError, DEFAULT_REALM};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
 pub use keys::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
-pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};
+pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture};
 pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};

@@ -61,6 +61,20 @@ impl fmt::Debug for RevocationCheck {
     }
 }
 
+impl RevocationCheck {
+    /// The answer as a refusal, if it is one. A check still pending counts as unavailable:
+    /// callers that can wait await it first.
+    pub(crate) fn verdict(self) -> Result<(), crate::AuthError> {
+        match self {
+            Self::Valid => Ok(()),
+            Self::Revoked => Err(crate::AuthError::Revoked),
+            Self::Unavailable | Self::Pending(_) => {
+                Err(crate::AuthError::RevocationStoreUnavailable)
+            }
+        }
+    }
+}
+
 /// The store could not record or answer; nothing was acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevocationError {
