@@ -39,8 +39,9 @@ use std::task::{Context, Poll};
 use std::path::PathBuf;
 
 use http::HeaderValue;
-use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::service::AuthService;
 use jwt_gate::store::{SqliteUserStore, UserStore};
+use jwt_gate::ClientAddr;
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use tonic::server::NamedService;
 use tonic::service::Routes;

@@ -13,16 +13,13 @@ mod memory;
 mod redis;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 
-/// A boxed, sendable future, as returned by a store's write operations.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// What the gate knows of a verified token when it asks about revocation.
 #[derive(Debug, Clone, Copy)]

@@ -46,8 +46,8 @@
 //! # Client addresses
 //!
 //! Failed logins are throttled per username and per client address ([`LoginThrottle`]). The
-//! address is the connection's peer: insert a [`ClientAddr`] into each request's extensions
-//! (axum's `ConnectInfo<SocketAddr>` is read too, with the `axum` feature). `X-Forwarded-For`
+//! address is the connection's peer: insert a [`ClientAddr`](crate::ClientAddr) into each
+//! request's extensions. `X-Forwarded-For`
 //! is believed only from the proxies named in [`AuthServiceBuilder::trusted_proxies`]. Without any
 //! peer address, only the per-username throttle applies.
 //!
@@ -84,12 +84,12 @@ pub use password::{
 };
 pub use public_keys::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use reply::AuthResponse;
-pub use request::{BoxError, MAX_BODY_BYTES};
-pub use throttle::{ClientAddr, LoginThrottle};
+pub use request::MAX_BODY_BYTES;
+pub use throttle::LoginThrottle;
 
 use crate::revocation::BoxFuture;
 use crate::store::UserStore;
-use crate::TokenVerifier;
+use crate::{BoxError, TokenVerifier};
 use password::Passwords;
 use routes::Inner;
 use throttle::Throttle;

@@ -15,15 +15,13 @@ use super::identity::{
 use super::password::Passwords;
 use super::password::{PasswordFailure, Verdict, MAX_PASSWORD_CHARS};
 use super::reply::{json, AuthResponse, Failure};
-use super::request::{
-    parse_form, parse_json, read_body, require_content_type, BoxError, FORM, JSON,
-};
+use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
 use super::throttle::client_address;
 use super::throttle::Throttle;
 use super::tokens::{hash_refresh_token, TokenIssuer};
 use crate::revocation::RevocationCheck;
 use crate::store::{LiveAccess, Registration, Rotation, User, UserStore, UserStoreError};
-use crate::AuthError;
+use crate::{AuthError, BoxError};
 
 /// Everything a request may need, shared by the clones of one [`AuthService`](super::AuthService).
 pub(super) struct Inner {

@@ -14,7 +14,7 @@ mod sqlite;
 use std::fmt;
 use std::sync::Arc;
 
-pub use crate::revocation::BoxFuture;
+pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
