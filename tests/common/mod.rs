@@ -5,6 +5,7 @@
 #[path = "../../examples/support/client_addr.rs"]
 mod client_addr;
 pub mod demo;
+pub mod lookalike;
 pub mod postgres;
 
 use std::convert::Infallible;
