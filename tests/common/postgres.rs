@@ -35,7 +35,11 @@ impl TestSchema {
 
     /// Options for a store on this schema.
     pub fn store(&self) -> PostgresUserStoreBuilder {
-        PostgresUserStore::connect(&database_url()).schema(&self.name)
+        // Long: on a loaded machine every test's setup queues behind the migrations' advisory
+        // lock, and the default 5 s is not always enough.
+        PostgresUserStore::connect(&database_url())
+            .schema(&self.name)
+            .timeout(std::time::Duration::from_secs(30))
     }
 
     pub async fn open(&self) -> PostgresUserStore {

@@ -12,6 +12,10 @@ use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{PostgresUserStore, UserStore};
 
+/// How long one PostgreSQL operation may take in these tests: long, since on a loaded machine
+/// every test's schema setup queues behind one advisory lock.
+pub const PATIENT: Duration = Duration::from_secs(30);
+
 async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
     let (verifier, _) = verifier();
     serve(app(verifier.clone(), AuthService::new(verifier, users))).await
@@ -101,9 +105,12 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
 async fn a_lost_database_is_503_and_the_gate_keeps_working() {
     let schema = TestSchema::fresh();
     let proxy = CutProxy::start().await;
+    // Setting up waits for the migrations' advisory lock, behind every other test's schema on
+    // a busy machine: the timeout is long. The outage below is a refused connection, answered
+    // at once, so it does not wait for the timeout.
     let users = PostgresUserStore::connect(&proxy.url())
         .schema(&schema.name)
-        .timeout(Duration::from_secs(1))
+        .timeout(PATIENT)
         .await
         .unwrap();
     let addr = serve_on(users.clone()).await;

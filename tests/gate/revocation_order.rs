@@ -4,49 +4,11 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-
 use common::*;
 use http::Method;
-use jwt_gate::revocation::{BoxFuture, RevocationCheck, RevocationError, RevocationStore, TokenId};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Claims, JwtAuthLayer, TokenVerifier};
-
-/// A store that is down: it counts every call and answers "unavailable" to all of them.
-#[derive(Clone, Default)]
-struct DownStore {
-    calls: Arc<AtomicUsize>,
-}
-
-impl DownStore {
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-impl RevocationStore for DownStore {
-    fn check(&self, _: &TokenId<'_>) -> RevocationCheck {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        RevocationCheck::Unavailable
-    }
-
-    fn revoke(&self, _: &str, _: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Err(RevocationError::new("down")) })
-    }
-
-    fn revoke_subject(
-        &self,
-        _: &str,
-        _: u64,
-        _: u64,
-    ) -> BoxFuture<'_, Result<(), RevocationError>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Err(RevocationError::new("down")) })
-    }
-}
 
 /// Tokens with everything right but one thing that the signature or the clock rules out.
 fn refused_before_revocation() -> Vec<(&'static str, String)> {
@@ -74,7 +36,7 @@ fn refused_before_revocation() -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn the_gate_never_asks_the_store_about_a_forged_or_expired_token() {
-    let store = DownStore::default();
+    let store = DownRevocations::default();
     let verifier = TokenVerifier::builder(keys())
         .revocations(store.clone())
         .build();
@@ -101,7 +63,7 @@ async fn the_gate_never_asks_the_store_about_a_forged_or_expired_token() {
 
 #[tokio::test]
 async fn logout_with_a_forged_or_expired_token_never_reaches_the_store() {
-    let store = DownStore::default();
+    let store = DownRevocations::default();
     let verifier = TokenVerifier::builder(keys())
         .revocations(store.clone())
         .build();
