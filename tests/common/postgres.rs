@@ -35,15 +35,14 @@ impl TestSchema {
 
     /// Options for a store on this schema.
     pub fn store(&self) -> PostgresUserStoreBuilder {
-        // Long: on a loaded machine every test's setup queues behind the migrations' advisory
-        // lock, and the default 5 s is not always enough.
-        PostgresUserStore::connect(&database_url())
-            .schema(&self.name)
-            .timeout(std::time::Duration::from_secs(30))
+        PostgresUserStore::connect(&database_url()).schema(&self.name)
     }
 
+    /// A store on this schema, migrated. Its timeout is generous: on a machine loaded by
+    /// other builds the migrations alone can take seconds, and no test here measures them.
     pub async fn open(&self) -> PostgresUserStore {
         self.store()
+            .timeout(std::time::Duration::from_secs(60))
             .await
             .expect("PostgreSQL is up on DATABASE_URL")
     }
