@@ -87,7 +87,7 @@ fn is_canonical(path: &str) -> bool {
         window[0] == b'%'
             && matches!(
                 [window[1], window[2].to_ascii_lowercase()],
-                [b'2', b'e'] | [b'2', b'f'] | [b'5', b'c']
+                [b'2', b'e' | b'f'] | [b'5', b'c']
             )
     });
     if encodes_separator {

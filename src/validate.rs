@@ -258,7 +258,7 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 pub(crate) type Authenticated<C> = (Arc<Claims<C>>, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default.
-pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
+const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
 
 impl TokenVerifier<()> {
     /// A verifier for `keys` with the default [`Validation`], an empty in-memory revocation
@@ -486,7 +486,7 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
-    /// Remembers up to `capacity` verified tokens (0 turns the cache off).
+    /// Remembers up to `capacity` verified tokens (default 16 384; 0 turns the cache off).
     #[must_use]
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
         self.cache_capacity = capacity;

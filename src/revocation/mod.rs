@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 

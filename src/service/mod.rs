@@ -82,7 +82,7 @@ pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
-pub use public_keys::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
+pub use public_keys::{JwksService, JWKS_PATH};
 pub use reply::AuthResponse;
 pub use request::MAX_BODY_BYTES;
 pub use throttle::LoginThrottle;
@@ -96,11 +96,11 @@ use throttle::Throttle;
 use tokens::TokenIssuer;
 
 /// The prefix the routes live under unless told otherwise.
-pub const DEFAULT_PREFIX: &str = "/auth";
+const DEFAULT_PREFIX: &str = "/auth";
 /// How long an access token lives unless told otherwise: 15 minutes.
-pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a refresh token lives unless told otherwise (each use issues a new one): 14 days.
-pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
 
 /// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
 /// See the [module documentation](self) for the routes.

@@ -17,8 +17,10 @@ use std::sync::Arc;
 pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteUserStore;
 
 /// The most sessions (refresh-token families) one user keeps: a new login beyond this ends the
