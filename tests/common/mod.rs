@@ -410,3 +410,50 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A revocation store that is down: it counts every call and answers "unavailable" to all.
+#[derive(Clone, Default)]
+pub struct DownRevocations {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DownRevocations {
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl jwt_gate::revocation::RevocationStore for DownRevocations {
+    fn check(
+        &self,
+        _: &jwt_gate::revocation::TokenId<'_>,
+    ) -> jwt_gate::revocation::RevocationCheck {
+        self.count();
+        jwt_gate::revocation::RevocationCheck::Unavailable
+    }
+
+    fn revoke(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> jwt_gate::revocation::BoxFuture<'_, Result<(), jwt_gate::revocation::RevocationError>>
+    {
+        self.count();
+        Box::pin(async { Err(jwt_gate::revocation::RevocationError::new("down")) })
+    }
+
+    fn revoke_subject(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> jwt_gate::revocation::BoxFuture<'_, Result<(), jwt_gate::revocation::RevocationError>>
+    {
+        self.count();
+        Box::pin(async { Err(jwt_gate::revocation::RevocationError::new("down")) })
+    }
+}

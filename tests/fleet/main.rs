@@ -10,5 +10,6 @@ mod common;
 mod auth_postgres;
 mod demo_fleet;
 mod demo_server;
+mod logs;
 mod postgres_store;
 mod redis_revocations;
