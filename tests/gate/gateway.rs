@@ -581,3 +581,19 @@ async fn the_mounted_auth_service_throttles_by_the_clients_address() {
     );
     assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn an_open_prefix_cannot_be_stretched_to_reach_the_upstream() {
+    use crate::open_paths::{raw_get, BYPASSES};
+    let setup = setup_with(&["--open", "/static/*"]).await;
+    for path in BYPASSES {
+        let status = common::raw_status(setup.gateway, &raw_get(path, None)).await;
+        assert_eq!(status, 401, "{path} was not judged protected");
+    }
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+
+    // A canonical path stays open and reaches the upstream exactly as it was judged.
+    let answer = common::get(setup.gateway, "/static/a%20b", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(report(&answer.body)["path"], "/static/a%20b");
+}

@@ -16,6 +16,7 @@ mod hyper_example;
 mod jwks;
 mod jwks_remote;
 mod key_rotation;
+mod open_paths;
 mod readme;
 mod revocation;
 mod tonic_example;
