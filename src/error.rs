@@ -47,7 +47,7 @@ pub enum AuthError {
     CriticalHeader,
     /// The `typ` header is not the required one.
     WrongType,
-    /// A required claim is missing or of the wrong type.
+    /// A required claim is missing or of the wrong type (an empty or over-long `jti` too).
     MissingClaim,
     /// `exp` is past (beyond the leeway).
     Expired,
@@ -63,6 +63,10 @@ pub enum AuthError {
     WrongAudience,
     /// The token was revoked.
     Revoked,
+    /// The token is genuine but its `sub` names no user the application knows (the account
+    /// was deleted, or the token was minted for another user base). The gate never returns
+    /// this itself; a handler that looks the subject up does.
+    UnknownSubject,
     /// The revocation store could not be asked, and the gate fails closed.
     RevocationStoreUnavailable,
 }
@@ -114,6 +118,7 @@ impl AuthError {
             Self::WrongIssuer => "the token's issuer is not accepted",
             Self::WrongAudience => "the token's audience is not accepted",
             Self::Revoked => "the token has been revoked",
+            Self::UnknownSubject => "the token's subject is not a known user",
             Self::RevocationStoreUnavailable => "the revocation list is unavailable",
         }
     }

@@ -69,7 +69,7 @@ pub mod service;
 pub mod store;
 mod validate;
 
-pub use claims::Claims;
+pub use claims::{Claims, MAX_JTI_LEN};
 pub use error::AuthError;
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]

@@ -120,4 +120,13 @@ pub trait RevocationStore: Send + Sync + 'static {
         issued_before: u64,
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>>;
+
+    /// How long after a token's expiry (or a cut-off's `keep_until`) the store still remembers
+    /// it. [`TokenVerifierBuilder::build`](crate::TokenVerifierBuilder::build) refuses a
+    /// leeway longer than this, since a token the gate still accepts within its leeway must
+    /// still be known as revoked. `None` (the default) says the store keeps entries at least
+    /// as long as any leeway, or cannot tell; then nothing is checked.
+    fn grace(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -171,3 +171,71 @@ fn the_default_hasher_meets_the_minimum_parameters() {
     );
     assert!(Argon2Hasher::with_params(4096, 1, 1).is_none());
 }
+
+// One password in three encodings: precomposed (NFC), decomposed (NFD) and full-width.
+const NFC: &str = "Caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e";
+const NFD: &str = "Cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e";
+const FULL_WIDTH: &str = "\u{ff23}af\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e";
+
+#[tokio::test]
+async fn a_password_logs_in_however_its_accents_were_encoded() {
+    let stack = stack().await;
+    assert_eq!(
+        register(stack.addr, "zoe", NFC).await.status,
+        StatusCode::CREATED
+    );
+    for (form, typed) in [("NFC", NFC), ("NFD", NFD), ("full-width", FULL_WIDTH)] {
+        assert_eq!(
+            login(stack.addr, "zoe", typed).await.status,
+            StatusCode::OK,
+            "{form}"
+        );
+    }
+    assert_eq!(
+        login(stack.addr, "zoe", "Cafe creme brulee").await.status,
+        StatusCode::BAD_REQUEST,
+        "normalising is not stripping accents"
+    );
+}
+
+/// A login with `typed` upgrades the stored hash; the upgraded hash is of the normalised
+/// password, so the same password in another encoding logs in from then on.
+async fn upgrades_to_the_normalised_form(legacy_hash: String) {
+    let (verifier, _) = verifier();
+    let users = MemoryUserStore::new();
+    users
+        .create_user(legacy_user(legacy_hash.clone()))
+        .await
+        .unwrap();
+    let addr = serve(app(
+        verifier.clone(),
+        AuthService::new(verifier, users.clone()),
+    ))
+    .await;
+    assert_eq!(login(addr, "legacy", NFD).await.status, StatusCode::OK);
+    let upgraded = stored_hash(&users).await;
+    assert_ne!(upgraded, legacy_hash);
+    assert!(upgraded.starts_with("$argon2id$"), "{upgraded}");
+    for typed in [NFC, NFD] {
+        assert_eq!(login(addr, "legacy", typed).await.status, StatusCode::OK);
+    }
+    assert_eq!(stored_hash(&users).await, upgraded, "upgraded once");
+}
+
+#[tokio::test]
+async fn a_legacy_bcrypt_hash_of_the_password_as_typed_is_upgraded_to_the_normalised_form() {
+    // The FastAPI app hashed what a decomposing keyboard sent, byte for byte.
+    upgrades_to_the_normalised_form(bcrypt::hash(NFD, 4).unwrap()).await;
+}
+
+#[tokio::test]
+async fn an_argon2_hash_made_before_normalisation_verifies_and_is_replaced() {
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+    // Current parameters, but of the password as typed: only the normalisation is missing.
+    let hash = argon2::Argon2::default()
+        .hash_password(NFD.as_bytes(), &salt)
+        .unwrap()
+        .to_string();
+    upgrades_to_the_normalised_form(hash).await;
+}

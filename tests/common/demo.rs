@@ -54,6 +54,8 @@ pub fn demo_command() -> Command {
     for name in [
         "JWT_GATE_DB",
         "JWT_GATE_SECRET",
+        "JWT_GATE_ISSUER",
+        "JWT_GATE_AUDIENCE",
         "DATABASE_URL",
         "JWT_GATE_PG_SCHEMA",
         "REDIS_URL",

@@ -159,3 +159,127 @@ async fn the_jwks_route_is_open_and_publishes_no_secret() {
     // The demo signs with an HMAC secret: there is nothing public to publish.
     assert_eq!(jwks.json(), serde_json::json!({ "keys": [] }));
 }
+
+const DEMO_SECRET: &str = "a demo secret shared by more than one service";
+
+/// The demo with a known secret, so the test can mint tokens as another service would.
+fn with_secret(db: &Path) -> Command {
+    let mut command = command(db);
+    command.env("JWT_GATE_SECRET", DEMO_SECRET);
+    command
+}
+
+/// A token signed with the demo's secret, with the claims the test chooses.
+fn minted(sub: &str, issuer: Option<&str>, audience: Option<&str>) -> String {
+    let mut claims = jwt_gate::Claims::new(sub, now(), now() + 600);
+    claims.iss = issuer.map(str::to_owned);
+    claims.aud = audience.map(str::to_owned).into_iter().collect();
+    jwt_gate::Keys::hs256(DEMO_SECRET.as_bytes())
+        .unwrap()
+        .sign(&claims)
+        .unwrap()
+}
+
+fn assert_invalid_token(answer: &Answer, case: &str) {
+    assert_eq!(
+        answer.status,
+        StatusCode::UNAUTHORIZED,
+        "{case}: {answer:?}"
+    );
+    let challenge = answer.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer ") && challenge.contains("error=\"invalid_token\""),
+        "{case}: {challenge}"
+    );
+    assert_eq!(answer.json()["error"], "invalid_token", "{case}");
+}
+
+#[tokio::test]
+async fn a_valid_token_for_an_unknown_user_is_an_invalid_token() {
+    let dir = temp_dir("unknown-sub");
+    let demo = start(with_secret(&dir.join("users.db")));
+    let ghost = minted("ghost", Some("jwt-gate-demo"), Some("jwt-gate-demo"));
+    let answer = with_bearer(demo.addr, Method::GET, "/auth-test", &ghost).await;
+    assert_invalid_token(&answer, "unknown sub");
+    assert!(!answer.text.contains("ghost"), "the subject is not echoed");
+}
+
+#[tokio::test]
+async fn tokens_minted_for_another_service_with_the_same_key_are_refused() {
+    let dir = temp_dir("iss-aud");
+    let demo = start(with_secret(&dir.join("users.db")));
+    assert_eq!(
+        register(demo.addr, "bob", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    // What the demo issues is what it requires.
+    let issued = login(demo.addr, "bob", PASSWORD).await.json();
+    let claims = peek_claims(issued["access_token"].as_str().unwrap());
+    assert_eq!(
+        (claims["iss"].clone(), claims["aud"].clone()),
+        ("jwt-gate-demo".into(), "jwt-gate-demo".into())
+    );
+    let ours = minted("bob", Some("jwt-gate-demo"), Some("jwt-gate-demo"));
+    assert_eq!(
+        with_bearer(demo.addr, Method::GET, "/auth-test", &ours)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for (case, token) in [
+        (
+            "another audience",
+            minted("bob", Some("jwt-gate-demo"), Some("billing")),
+        ),
+        (
+            "another issuer",
+            minted("bob", Some("https://billing.test"), Some("jwt-gate-demo")),
+        ),
+        ("no audience", minted("bob", Some("jwt-gate-demo"), None)),
+        ("no issuer", minted("bob", None, Some("jwt-gate-demo"))),
+        ("neither", minted("bob", None, None)),
+    ] {
+        let answer = with_bearer(demo.addr, Method::GET, "/auth-test", &token).await;
+        assert_invalid_token(&answer, case);
+    }
+}
+
+#[tokio::test]
+async fn issuer_and_audience_come_from_the_environment() {
+    let dir = temp_dir("iss-aud-env");
+    let demo = start({
+        let mut command = with_secret(&dir.join("users.db"));
+        command
+            .env("JWT_GATE_ISSUER", "https://auth.orders.test")
+            .env("JWT_GATE_AUDIENCE", "orders");
+        command
+    });
+    register(demo.addr, "carol", PASSWORD).await;
+    let issued = login(demo.addr, "carol", PASSWORD).await.json();
+    let access = issued["access_token"].as_str().unwrap();
+    let claims = peek_claims(access);
+    assert_eq!(
+        (claims["iss"].clone(), claims["aud"].clone()),
+        ("https://auth.orders.test".into(), "orders".into())
+    );
+    assert_eq!(
+        with_bearer(demo.addr, Method::GET, "/auth-test", access)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The defaults are no longer accepted.
+    let default = minted("carol", Some("jwt-gate-demo"), Some("jwt-gate-demo"));
+    assert_invalid_token(
+        &with_bearer(demo.addr, Method::GET, "/auth-test", &default).await,
+        "default issuer and audience",
+    );
+
+    let output = with_secret(&dir.join("other.db"))
+        .env("JWT_GATE_AUDIENCE", "")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("JWT_GATE_AUDIENCE"), "{stderr}");
+}

@@ -211,6 +211,12 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
         "missing jti",
         fixture.sign(&json!({"sub": "alice", "iat": now(), "exp": now() + 900, "iss": ISSUER, "aud": AUDIENCE})),
     ));
+    let mut empty_jti = fixture.claims("alice");
+    empty_jti.jti = String::new();
+    bad_tokens.push(("empty jti", fixture.sign(&empty_jti)));
+    let mut long_jti = fixture.claims("alice");
+    long_jti.jti = "j".repeat(jwt_gate::MAX_JTI_LEN + 1);
+    bad_tokens.push(("jti over the maximum length", fixture.sign(&long_jti)));
     bad_tokens.push((
         "string exp",
         fixture.sign(&json!({"sub": "alice", "iat": now(), "exp": (now() + 900).to_string(), "jti": "j", "iss": ISSUER, "aud": AUDIENCE})),
@@ -239,6 +245,11 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
         &[("authorization", &format!("bEaReR {good}"))],
     )
     .await;
+    assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
+    // A jti of exactly the maximum length is still a jti.
+    let mut longest_jti = fixture.claims("alice");
+    longest_jti.jti = "j".repeat(jwt_gate::MAX_JTI_LEN);
+    let reply = get_bearer(addr, "/protected", &fixture.sign(&longest_jti)).await;
     assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
 
     // gRPC requests are refused the gRPC way.

@@ -148,3 +148,47 @@ async fn logout_everywhere_refuses_older_tokens_of_the_subject_only() {
     assert!(!revoked(&other));
     assert!(!revoked(&fresh));
 }
+
+#[test]
+#[should_panic(expected = "longer than the revocation store's grace period")]
+fn a_leeway_longer_than_the_grace_period_is_refused_when_built() {
+    let revocations = MemoryRevocations::new().with_grace(std::time::Duration::from_secs(60));
+    let _ = TokenVerifier::builder(keys())
+        .validation(jwt_gate::Validation {
+            leeway: std::time::Duration::from_secs(61),
+            ..jwt_gate::Validation::default()
+        })
+        .revocations(revocations)
+        .build();
+}
+
+#[tokio::test]
+async fn a_revoked_token_stays_refused_for_as_long_as_the_leeway_accepts_it() {
+    let start = now();
+    let clock = ManualClock::new(start);
+    let grace = std::time::Duration::from_secs(60);
+    let store = MemoryRevocations::new()
+        .with_clock(clock.clone())
+        .with_grace(grace);
+    let keys = keys();
+    // The longest leeway the store allows.
+    let verifier = TokenVerifier::builder(keys.clone())
+        .validation(jwt_gate::Validation {
+            leeway: grace,
+            ..jwt_gate::Validation::default()
+        })
+        .revocations(store.clone())
+        .clock(clock.clone())
+        .build();
+    let claims = Claims::new("alice", start, start + 900);
+    let token = keys.sign(&claims).unwrap();
+    store.revoke(&claims.jti, claims.exp).await.unwrap();
+    // The last second the leeway still accepts the token, after a sweep.
+    clock.set(claims.exp + 60);
+    store.purge_expired();
+    let verified = verifier.verify(&token).unwrap();
+    assert!(matches!(
+        verifier.check_revocation(&verified),
+        RevocationCheck::Revoked
+    ));
+}

@@ -203,6 +203,10 @@ fn unavailable(error: &RedisError) -> RevocationError {
 }
 
 impl RevocationStore for RedisRevocations {
+    fn grace(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.inner.grace))
+    }
+
     fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
         match &self.inner.view {
             View::Mirror {
