@@ -86,7 +86,7 @@ impl PathRules {
 /// another one. Checked in place: this runs on every request once any path rule exists.
 pub(crate) fn is_canonical(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') || path.contains("//") {
+    if path.contains("//") {
         return false;
     }
     let mut index = 0;
