@@ -3,8 +3,8 @@
 use std::fmt;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, StatusCode};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, TE, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode, Version};
 
 /// Why the gate refused a request.
 ///
@@ -163,23 +163,26 @@ impl AuthError {
         Bytes::from(body.to_string())
     }
 
-    /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`.
+    /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`,
+    /// and `Cache-Control: no-store`, since a `200` is what HTTP caches keep.
     pub(crate) fn grpc_parts(self, headers: &mut HeaderMap) {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
         // The descriptions are plain ASCII without '%', so they are already percent-encoded.
         headers.insert("grpc-message", HeaderValue::from_static(self.description()));
     }
 
-    /// Builds the whole rejection for a request with these headers: gRPC when its
-    /// `content-type` is `application/grpc…`, RFC 6750 otherwise.
+    /// Builds the whole rejection for a request of this HTTP `version` with these headers:
+    /// gRPC where a gRPC call is possible ([`is_grpc`]), RFC 6750 otherwise.
     pub(crate) fn to_response_parts(
         self,
         realm: &str,
+        version: Version,
         request_headers: &HeaderMap,
     ) -> (StatusCode, HeaderMap, Bytes) {
         let mut headers = HeaderMap::new();
-        if is_grpc(request_headers) {
+        if is_grpc(version, request_headers) {
             self.grpc_parts(&mut headers);
             (StatusCode::OK, headers, Bytes::new())
         } else {
@@ -189,11 +192,25 @@ impl AuthError {
     }
 }
 
-/// Whether a request is gRPC, by its `content-type` (`application/grpc`, `application/grpc+proto`, …).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+/// Whether a request can be a gRPC call: HTTP/2, `content-type: application/grpc` (alone or
+/// followed by `+` or `;`), and `te: trailers`, all of which gRPC requires.
+///
+/// The content type alone is the client's choice: on a REST route it would turn a `401` into
+/// a `200` that caches and naive clients take for success.
+pub(crate) fn is_grpc(version: Version, headers: &HeaderMap) -> bool {
+    let grpc_content = headers.get(CONTENT_TYPE).is_some_and(|value| {
+        value
+            .as_bytes()
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+    });
+    let trailers = headers.get_all(TE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&byte| byte == b',')
+            .any(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    });
+    version == Version::HTTP_2 && grpc_content && trailers
 }
 
 impl fmt::Display for AuthError {

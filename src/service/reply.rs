@@ -146,8 +146,9 @@ impl Failure {
                 "the service is misconfigured",
             ),
             Self::Token(error) => {
+                // The auth routes are REST: the version only keeps them out of the gRPC form.
                 let (status, headers, body) =
-                    error.to_response_parts(DEFAULT_REALM, request_headers);
+                    error.to_response_parts(DEFAULT_REALM, http::Version::HTTP_11, request_headers);
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

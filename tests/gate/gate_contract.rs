@@ -252,23 +252,29 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
     let reply = get_bearer(addr, "/protected", &fixture.sign(&longest_jti)).await;
     assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
 
-    // gRPC requests are refused the gRPC way.
-    let reply = get_with(addr, "/protected", &[("content-type", "application/grpc")]).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("grpc-status"), Some("16"));
-    assert!(reply
-        .header("grpc-message")
-        .is_some_and(|message| !message.is_empty()));
-    let reply = get_with(
-        addr,
-        "/protected",
-        &[
-            ("content-type", "application/grpc+proto"),
-            ("authorization", "Bearer a.b.c"),
-        ],
-    )
-    .await;
-    assert_eq!(reply.header("grpc-status"), Some("16"));
+    // Every rejection is kept out of caches.
+    let reply = get_with(addr, "/protected", &[]).await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let reply = get_bearer(addr, "/protected", "a.b.c").await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+
+    // A gRPC content type over HTTP/1.1 cannot be a gRPC call: the client gets the HTTP
+    // rejection, not a cacheable 200 (the real gRPC form is tested with tonic over HTTP/2).
+    for content_type in ["application/grpc", "application/grpc+proto"] {
+        let reply = get_with(
+            addr,
+            "/protected",
+            &[("content-type", content_type), ("te", "trailers")],
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{content_type}");
+        assert_eq!(reply.header("grpc-status"), None);
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            reply.json()["error_description"],
+            "a bearer token is required"
+        );
+    }
 
     // Open path: no token looked at, not even a broken one.
     assert_eq!(get_with(addr, "/health", &[]).await.status, 200);
