@@ -17,7 +17,12 @@
 //!   read as the same thing): all are removed, on open paths too, so these headers always come
 //!   from the gate and a client cannot speak for a user;
 //! - `x-auth-sub` (and `x-auth-<name>` for each claim named with
-//!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token;
+//!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token, each value
+//!   percent-encoded (UTF-8, RFC 3986) wherever it has a byte an upstream could trim, split on
+//!   or mis-decode: controls, spaces, `,`, `%` and anything outside ASCII (`alice` stays
+//!   `alice`; `alice,bob` arrives as `alice%2Cbob`, `josé` as `jos%C3%A9`). Decode once to get
+//!   the claim; an upstream that never decodes still sees one value per identity, distinct
+//!   for distinct identities;
 //! - `Host` set to the upstream's authority (or kept, with [`GatewayBuilder::preserve_host`]),
 //!   and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` describing the client's
 //!   request. By default these replace whatever the client sent (a client could otherwise make
@@ -157,9 +162,10 @@ impl GatewayBuilder {
     }
 
     /// Also forwards the claim `name` as `x-auth-<name>` (lower-cased): a string as it is,
-    /// anything else as JSON. Registered claims (`iss`, `aud`, `jti`, `exp`, `iat`, `nbf`)
-    /// always work; others need the gate's verifier to use [`ClaimMap`] as its claims type.
-    /// A value that cannot be a header value (a control character) is left out.
+    /// anything else as JSON, percent-encoded as the [module docs](self) say (`aud` as a
+    /// comma-separated list, each audience encoded apart). Registered claims (`iss`, `aud`,
+    /// `jti`, `exp`, `iat`, `nbf`) always work; others need the gate's verifier to use
+    /// [`ClaimMap`] as its claims type.
     ///
     /// # Panics
     ///

@@ -10,6 +10,7 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use super::{ClaimMap, GatewayBody, PeerAddr, IDENTITY_PREFIX};
 use crate::Claims;
@@ -44,9 +45,7 @@ impl Upstream {
         let original_host = parts.headers.get(header::HOST).cloned();
         remove_hop_by_hop(&mut parts.headers);
         remove_identity(&mut parts.headers);
-        if !self.forward_identity(&parts.extensions, &mut parts.headers) {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
-        }
+        self.forward_identity(&parts.extensions, &mut parts.headers);
         self.set_forwarded(
             &parts.extensions,
             original_host.as_ref(),
@@ -77,38 +76,31 @@ impl Upstream {
         }
     }
 
-    /// Adds `x-auth-*` from the verified claims, if any. `false` when `sub` cannot be carried
-    /// in a header: the request must then not go upstream without its identity.
-    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
+    /// Adds `x-auth-*` from the verified claims, if any, each value made safe by
+    /// [`identity_value`].
+    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) {
         let with_extra = extensions.get::<Claims<ClaimMap>>();
         let plain = extensions.get::<Claims>();
         let sub = match (with_extra, plain) {
             (Some(claims), _) => &claims.sub,
             (None, Some(claims)) => &claims.sub,
-            (None, None) => return true,
+            (None, None) => return,
         };
         let lookup = |name: &str| match with_extra {
-            Some(claims) => {
-                registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
-            }
+            Some(claims) => registered_claim(claims, name).or_else(|| {
+                claims
+                    .extra
+                    .get(name)
+                    .map(|value| identity_value(&text(value)))
+            }),
             None => plain.and_then(|claims| registered_claim(claims, name)),
         };
-        let Ok(sub) = HeaderValue::from_bytes(sub.as_bytes()) else {
-            tracing::warn!("a token's sub cannot be forwarded as a header; request refused");
-            return false;
-        };
-        headers.insert(HeaderName::from_static("x-auth-sub"), sub);
+        headers.insert(HeaderName::from_static("x-auth-sub"), identity_value(sub));
         for (name, header) in &self.forwarded_claims {
-            let Some(value) = lookup(name) else { continue };
-            let text = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
+            if let Some(value) = lookup(name) {
                 headers.insert(header.clone(), value);
             }
         }
-        true
     }
 
     fn set_forwarded(
@@ -146,17 +138,50 @@ impl Upstream {
     }
 }
 
-fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<serde_json::Value> {
-    Some(match name {
-        "iss" => claims.iss.clone()?.into(),
+/// A registered claim as a header value; `aud` as a list, each audience encoded apart.
+fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<HeaderValue> {
+    let text = match name {
+        "iss" => claims.iss.clone()?,
         "aud" if claims.aud.is_empty() => return None,
-        "aud" => claims.aud.join(",").into(),
-        "jti" => claims.jti.clone().into(),
-        "exp" => claims.exp.into(),
-        "iat" => claims.iat.into(),
-        "nbf" => claims.nbf?.into(),
+        "aud" => {
+            let audiences: Vec<String> = claims
+                .aud
+                .iter()
+                .map(|audience| encode_identity(audience))
+                .collect();
+            return HeaderValue::try_from(audiences.join(",")).ok();
+        }
+        "jti" => claims.jti.clone(),
+        "exp" => claims.exp.to_string(),
+        "iat" => claims.iat.to_string(),
+        "nbf" => claims.nbf?.to_string(),
         _ => return None,
-    })
+    };
+    Some(identity_value(&text))
+}
+
+/// A claim as text: a string as it is, anything else as JSON.
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The bytes of an identity value that an upstream could trim (spaces, controls), split on
+/// (`,`), mis-decode (non-ASCII) or decode once too often (`%`).
+const UNSAFE_IN_IDENTITY: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b',');
+
+/// `text` percent-encoded (UTF-8, RFC 3986) wherever [`UNSAFE_IN_IDENTITY`] says: `alice`
+/// stays `alice`, `alice ` becomes `alice%20`, `a,b` becomes `a%2Cb`. The encoding is one to
+/// one, so distinct identities stay distinct even for an upstream that never decodes.
+fn encode_identity(text: &str) -> String {
+    utf8_percent_encode(text, UNSAFE_IN_IDENTITY).to_string()
+}
+
+fn identity_value(text: &str) -> HeaderValue {
+    HeaderValue::try_from(encode_identity(text))
+        .expect("percent-encoded text is visible ASCII, a valid header value")
 }
 
 /// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).

@@ -165,7 +165,10 @@ async fn the_verified_identity_is_forwarded() {
     let report = report(&answer.body);
     assert_eq!(report["path"], "/orders?page=2");
     assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
-    assert_eq!(header(&report, "x-auth-roles"), Some(r#"["admin","ops"]"#));
+    assert_eq!(
+        header(&report, "x-auth-roles"),
+        Some(r#"["admin"%2C"ops"]"#)
+    );
     assert_eq!(header(&report, "x-auth-iss"), Some("https://issuer.test"));
     assert_eq!(header(&report, "host"), Some(&*setup.upstream.to_string()));
     assert_eq!(header(&report, "x-forwarded-for"), Some("127.0.0.1"));
@@ -212,7 +215,7 @@ async fn a_client_cannot_impersonate_anyone() {
                     ),
                     (
                         "x-auth-roles".to_owned(),
-                        serde_json::json!([r#"["admin","ops"]"#])
+                        serde_json::json!([r#"["admin"%2C"ops"]"#])
                     ),
                     ("x-auth-sub".to_owned(), serde_json::json!(["alice"])),
                 ]
@@ -596,4 +599,42 @@ async fn an_open_prefix_cannot_be_stretched_to_reach_the_upstream() {
     let answer = common::get(setup.gateway, "/static/a%20b", None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(report(&answer.body)["path"], "/static/a%20b");
+}
+
+#[tokio::test]
+async fn identities_an_upstream_could_trim_or_split_arrive_encoded() {
+    let setup = setup_with(&["--forward-claim", "role", "--forward-claim", "aud"]).await;
+    let now = SystemClock.now();
+    for (sub, role, forwarded_sub, forwarded_role) in [
+        ("alice", "user", "alice", "user"),
+        (" alice ", "user, admin", "%20alice%20", "user%2C%20admin"),
+        ("alice,admin", "a%2Cb", "alice%2Cadmin", "a%252Cb"),
+        (
+            "alice\r\nx-auth-sub: admin",
+            "\t",
+            "alice%0D%0Ax-auth-sub:%20admin",
+            "%09",
+        ),
+        ("jos\u{e9}", "\u{7f}", "jos%C3%A9", "%7F"),
+    ] {
+        let mut claims = Claims::new(sub, now, now + 600)
+            .with_audience("orders")
+            .with_extra(serde_json::json!({ "role": role }));
+        claims.aud.push("a, b".to_owned());
+        let token = setup.keys.sign(&claims).unwrap();
+        let answer = common::get(setup.gateway, "/orders", Some(&token)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{sub:?}");
+        let report = report(&answer.body);
+        assert_eq!(
+            report["headers"]["x-auth-sub"],
+            serde_json::json!([forwarded_sub]),
+            "{sub:?}"
+        );
+        assert_eq!(
+            report["headers"]["x-auth-role"],
+            serde_json::json!([forwarded_role]),
+            "{role:?}"
+        );
+        assert_eq!(header(&report, "x-auth-aud"), Some("orders,a%2C%20b"));
+    }
 }
