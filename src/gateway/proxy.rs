@@ -1,6 +1,8 @@
 //! Forwarding to the upstream: the request's headers cleaned of hop-by-hop and identity
 //! headers, the verified identity and `X-Forwarded-*` added, the response streamed back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::limits::TimedBody;
 use super::{ClaimMap, GatewayBody, PeerAddr, IDENTITY_PREFIX};
 use crate::Claims;
 
@@ -20,8 +23,9 @@ pub(super) struct Upstream {
     pub(super) authority: http::uri::Authority,
     pub(super) base_path: String,
     pub(super) host: HeaderValue,
-    pub(super) client: Client<HttpConnector, Incoming>,
+    pub(super) client: Client<HttpConnector, TimedBody>,
     pub(super) timeout: Duration,
+    pub(super) body_read_timeout: Duration,
     pub(super) forwarded_claims: Vec<(String, HeaderName)>,
     pub(super) preserve_host: bool,
     pub(super) trust_forwarded_headers: bool,
@@ -58,12 +62,18 @@ impl Upstream {
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
 
+        let client_stalled = Arc::new(AtomicBool::new(false));
+        let body = TimedBody::new(body, self.body_read_timeout, client_stalled.clone());
         let upstream = self.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(self.timeout, upstream).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Either::Left(body))
+            }
+            Ok(Err(_)) if client_stalled.load(Ordering::Relaxed) => {
+                tracing::info!(timeout = ?self.body_read_timeout, "the client stopped sending its request body");
+                error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout")
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %self.authority, %error, "upstream unreachable");

@@ -12,6 +12,7 @@ mod algorithm_confusion;
 mod axum_extractor;
 mod gate_contract;
 mod gateway;
+mod gateway_limits;
 mod hyper_example;
 mod jwks;
 mod jwks_remote;
