@@ -333,3 +333,26 @@ async fn a_custom_realm_is_named_in_challenges() {
         Some("Bearer realm=\"orders-api\"")
     );
 }
+
+#[tokio::test]
+async fn a_token_of_exactly_the_size_cap_passes_and_one_byte_more_is_refused() {
+    let keys = keys();
+    let token = token(&keys, "alice");
+    for (cap, status) in [(token.len(), 200), (token.len() - 1, 400)] {
+        let validation = Validation {
+            max_token_len: cap,
+            ..Validation::default()
+        };
+        let verifier = TokenVerifier::builder(keys.clone())
+            .validation(validation)
+            .build();
+        let addr = serve_gated(JwtAuthLayer::new(verifier)).await;
+        let reply = get_bearer(addr, "/protected", &token).await;
+        assert_eq!(
+            reply.status,
+            status,
+            "a {}-byte token, cap {cap}",
+            token.len()
+        );
+    }
+}

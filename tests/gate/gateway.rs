@@ -78,6 +78,16 @@ async fn answer(request: Request<Incoming>) -> Response<Echo> {
             response
                 .headers_mut()
                 .insert("x-upstream", "yes".parse().unwrap());
+            // Hop-by-hop headers of the upstream's own connection, which must not go on.
+            for (name, value) in [
+                ("connection", "x-upstream-hop"),
+                ("x-upstream-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("trailer", "x-checksum"),
+                ("upgrade", "h2c"),
+            ] {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
             response
         }
     }
@@ -258,7 +268,15 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     }
     assert_eq!(header(&report, "x-end-to-end"), Some("kept"));
     // And on the way back.
-    assert!(answer.headers.get("proxy-authenticate").is_none());
+    for name in [
+        "proxy-authenticate",
+        "x-upstream-hop",
+        "keep-alive",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(answer.headers.get(name).is_none(), "{name} came back");
+    }
     assert_eq!(answer.headers["x-upstream"], "yes");
 }
 
