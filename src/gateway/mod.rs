@@ -8,7 +8,8 @@
 //! What the upstream receives:
 //!
 //! - the method, path, query and body of the client's request, the body streamed as it arrives
-//!   (and the response body streamed back the same way);
+//!   (and the response body streamed back the same way); the path exactly as the gate judged
+//!   it, never normalised, since a path the gate left open is canonical already;
 //! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
 //!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
