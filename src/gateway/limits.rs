@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::BoxError;
+use crate::BoxError;
 
 /// The gateway's bounds, set on the [`GatewayBuilder`](super::GatewayBuilder).
 #[derive(Debug, Clone, Copy)]

@@ -36,7 +36,7 @@
 //! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
 //! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
 //! The mounted service receives the request as the gate passed it (whole path, verified
-//! [`Claims`](crate::Claims) and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! [`Claims`](crate::Claims) and [`ClientAddr`] in the extensions), less any `x-auth-*` header the client sent.
 //! Whether the gate lets such requests through without a token is the gate's own
 //! configuration (`open_prefix("/auth")` for the auth service).
 //!
@@ -68,7 +68,6 @@ mod proxy;
 mod router;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,7 +88,7 @@ use self::limits::Limits;
 use self::proxy::Upstream;
 use self::router::Mount;
 use crate::revocation::BoxFuture;
-use crate::JwtAuthLayer;
+use crate::{BoxError, ClientAddr, JwtAuthLayer};
 
 /// The claims type a gateway's verifier should use: every claim the token carries beyond the
 /// registered ones, so any of them can be forwarded.
@@ -111,21 +110,6 @@ pub type GatewayBody = Either<Incoming, LocalBody>;
 /// the gateway's own short error (`{"error":"bad_gateway"}` with `502`,
 /// `{"error":"gateway_timeout"}` with `504`).
 pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The error type of a [`LocalBody`]: whatever a mounted service's body failed with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The client's address, put into each request's extensions by whatever accepts the
-/// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
-///
-/// ```
-/// use jwt_gate::gateway::PeerAddr;
-///
-/// let mut request = http::Request::new(());
-/// request.extensions_mut().insert(PeerAddr("192.0.2.7:50123".parse().unwrap()));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// The upstream URL cannot be proxied to.
 ///
@@ -476,7 +460,7 @@ impl Inner {
 }
 
 /// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each
-/// request carries its client's [`PeerAddr`]. Connections that fail are logged and dropped.
+/// request carries its client's [`ClientAddr`]. Connections that fail are logged and dropped.
 /// Slow and numerous clients are bounded as the [module docs](self#slow-and-numerous-clients)
 /// say.
 ///
@@ -520,7 +504,7 @@ where
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(WithPeer {
-            peer: PeerAddr(peer),
+            peer: ClientAddr(peer),
             inner: service.clone(),
         });
         tokio::spawn(async move {
@@ -537,10 +521,10 @@ where
     }
 }
 
-/// Puts the connection's [`PeerAddr`] into each of its requests.
+/// Puts the connection's [`ClientAddr`] into each of its requests.
 #[derive(Clone)]
 struct WithPeer<S> {
-    peer: PeerAddr,
+    peer: ClientAddr,
     inner: S,
 }
 

@@ -1,7 +1,7 @@
 //! Where the auth service keeps users and refresh-token sessions.
 //!
 //! A [`UserStore`] is deliberately small: create a user (atomically unique on the normalised
-//! username), find one, replace a password hash, and the few refresh-token operations whose
+//! username and on its look-alike key), find one, replace a password hash, and the few refresh-token operations whose
 //! atomicity the service relies on. Every operation resolves only once its write is durable
 //! in the store; an error means nothing was acknowledged, and the service answers `503`.
 
@@ -12,8 +12,9 @@ mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
 
-pub use crate::revocation::BoxFuture;
+pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
@@ -40,6 +41,33 @@ pub struct User {
     pub password_hash: String,
 }
 
+impl User {
+    /// The key no two users may share, beside [`key`](Self::key): the Unicode UTS #39
+    /// confusable skeleton of the key, so names a reader cannot tell apart (Latin `scope` and
+    /// Cyrillic `ѕсоре`, `sc0pe`) are one name. Every [`UserStore`] refuses a second user with
+    /// the same look-alike key, as atomically as a second user with the same key.
+    ///
+    /// ```
+    /// use jwt_gate::store::User;
+    ///
+    /// let user = |key: &str| User {
+    ///     key: key.into(),
+    ///     username: key.into(),
+    ///     email: "x@example.com".into(),
+    ///     password_hash: String::new(),
+    /// };
+    /// // Latin "scope", then "ѕсоре" in Cyrillic letters.
+    /// assert_eq!(
+    ///     user("scope").lookalike_key(),
+    ///     user("\u{455}\u{441}\u{43e}\u{440}\u{435}").lookalike_key()
+    /// );
+    /// assert_ne!(user("scope").lookalike_key(), user("scape").lookalike_key());
+    /// ```
+    pub fn lookalike_key(&self) -> String {
+        crate::service::identity::lookalike_key(&self.key)
+    }
+}
+
 // A hash is not a secret in the way a password is, but it must never reach a log either.
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,7 +84,8 @@ impl fmt::Debug for User {
 pub enum Registration {
     /// The user was stored.
     Created,
-    /// A user with the same key already exists; nothing was changed.
+    /// A user with the same key or the same [look-alike key](User::lookalike_key) already
+    /// exists; nothing was changed.
     Taken,
 }
 
@@ -152,8 +181,10 @@ pub type StoreResult<T> = Result<T, UserStoreError>;
 /// # });
 /// ```
 pub trait UserStore: Send + Sync + 'static {
-    /// Stores `user` unless a user with the same `key` exists: atomically, so of any number
-    /// of concurrent registrations of one key exactly one is [`Registration::Created`].
+    /// Stores `user` unless a user with the same `key` or the same
+    /// [`lookalike_key`](User::lookalike_key) exists: atomically, so of any number of
+    /// concurrent registrations of one name, however spelled, exactly one is
+    /// [`Registration::Created`].
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>>;
 
     /// The user whose key is `key`.
@@ -195,4 +226,54 @@ pub trait UserStore: Send + Sync + 'static {
         user_key: &'a str,
         now: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>>;
+}
+
+/// A shared store is a store: pass an `Arc` of one to several services (or a
+/// `Arc<dyn UserStore>` chosen at run time).
+impl<T: UserStore + ?Sized> UserStore for Arc<T> {
+    fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
+        (**self).create_user(user)
+    }
+
+    fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        (**self).find_user(key)
+    }
+
+    fn update_password_hash<'a>(
+        &'a self,
+        key: &'a str,
+        password_hash: String,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).update_password_hash(key, password_hash)
+    }
+
+    fn insert_refresh_token<'a>(
+        &'a self,
+        user_key: &'a str,
+        family: &'a str,
+        token: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).insert_refresh_token(user_key, family, token)
+    }
+
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+        next: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<Rotation>> {
+        (**self).rotate_refresh_token(presented, now, next)
+    }
+
+    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).revoke_session(access_jti)
+    }
+
+    fn revoke_all_sessions<'a>(
+        &'a self,
+        user_key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
+        (**self).revoke_all_sessions(user_key, now)
+    }
 }
