@@ -63,7 +63,12 @@ fn error(status: StatusCode, code: &str, description: &str) -> AuthResponse {
 
 impl Failure {
     /// The answer; a refused bearer token is answered as the gate would, in `realm`.
-    pub(crate) fn into_response(self, realm: &str, request_headers: &HeaderMap) -> AuthResponse {
+    pub(crate) fn into_response(
+        self,
+        realm: &str,
+        version: http::Version,
+        request_headers: &HeaderMap,
+    ) -> AuthResponse {
         match self {
             Self::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
             Self::MethodNotAllowed => {
@@ -147,7 +152,8 @@ impl Failure {
                 "the service is misconfigured",
             ),
             Self::Token(error) => {
-                let (status, headers, body) = error.render(realm, is_grpc(request_headers));
+                let (status, headers, body) =
+                    error.render(realm, is_grpc(version, request_headers));
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

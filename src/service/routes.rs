@@ -73,7 +73,8 @@ impl Inner {
             Some(Route::LogoutAll) => self.logout(&parts, true).await,
         };
         let realm = self.issuer.verifier.realm();
-        outcome.unwrap_or_else(|failure| failure.into_response(realm, &parts.headers))
+        outcome
+            .unwrap_or_else(|failure| failure.into_response(realm, parts.version, &parts.headers))
     }
 }
 

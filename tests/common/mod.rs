@@ -117,6 +117,21 @@ pub async fn serve_gated_over_hyper(layer: JwtAuthLayer) -> SocketAddr {
     let service = tower::ServiceBuilder::new()
         .layer(layer.open_path("/health").optional_path("/optional"))
         .service(handler);
+    serve_over_hyper(service).await
+}
+
+/// Serves a Tower service on a plain hyper HTTP/1.1 server until the test ends.
+pub async fn serve_over_hyper<S, B>(service: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
