@@ -345,12 +345,7 @@ where
 
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
-        self.inner.revocations.check(&TokenId {
-            jti: &claims.jti,
-            sub: &claims.sub,
-            iat: claims.iat,
-            exp: claims.exp,
-        })
+        self.inner.revocations.check(&TokenId::of(claims))
     }
 
     /// The revocation store this verifier consults.

@@ -100,6 +100,7 @@ fn token<'a>(jti: &'a str, sub: &'a str, iat: u64) -> TokenId<'a> {
     TokenId {
         jti,
         sub,
+        sid: None,
         iat,
         exp: iat + 900,
     }
