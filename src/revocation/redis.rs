@@ -192,6 +192,27 @@ where
     }
 }
 
+/// Adds to `transaction` the flag `key`, kept until `expire_at`, and its announcement.
+fn set_and_announce(
+    transaction: &mut ::redis::Pipeline,
+    key: &str,
+    expire_at: u64,
+    channel: &str,
+    message: &str,
+) {
+    transaction
+        .cmd("SET")
+        .arg(key)
+        .arg(1)
+        .arg("EXAT")
+        .arg(expire_at)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(channel)
+        .arg(message)
+        .ignore();
+}
+
 fn is_connection_lost(error: &RedisError) -> bool {
     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
 }
@@ -265,18 +286,8 @@ impl RevocationStore for RedisRevocations {
             let expire_at = expiry_with_grace(expires_at, inner.grace);
             ask(&inner.connection, inner.timeout, |mut connection| {
                 let mut transaction = ::redis::pipe();
-                transaction
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("EXAT")
-                    .arg(expire_at)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&inner.channel)
-                    .arg(&message)
-                    .ignore();
+                transaction.atomic();
+                set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
                 async move { transaction.query_async::<()>(&mut connection).await }
             })
             .await?;
@@ -338,17 +349,9 @@ impl RevocationStore for RedisRevocations {
                 let mut transaction = ::redis::pipe();
                 transaction.atomic();
                 for (sid, revocation) in sessions.iter().zip(&revocations) {
-                    transaction
-                        .cmd("SET")
-                        .arg(inner.keys.session(sid))
-                        .arg(1)
-                        .arg("EXAT")
-                        .arg(expire_at)
-                        .ignore()
-                        .cmd("PUBLISH")
-                        .arg(&inner.channel)
-                        .arg(revocation.encode())
-                        .ignore();
+                    let key = inner.keys.session(sid);
+                    let message = revocation.encode();
+                    set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
                 }
                 async move { transaction.query_async::<()>(&mut connection).await }
             })

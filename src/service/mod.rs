@@ -11,11 +11,22 @@
 //! | --- | --- | --- | --- |
 //! | `POST /auth/register` | JSON `{username, email, password}` | `201 {username, email}` | `409` taken, `422` naming the field, `413`, `415` |
 //! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token` | `200 {access_token, token_type: "bearer", expires_in, refresh_token}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `429` + `Retry-After` |
-//! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: that token and its session's refresh tokens revoked | `401` as the gate |
+//! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: every access token of its session (`sid`) and the session's refresh tokens revoked | `401` as the gate |
 //! | `POST /auth/logout-all` | `Authorization: Bearer …` | `200`: every token of the user issued until now revoked, every session ended | `401` as the gate |
 //!
 //! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
 //! that fails gives `503` and nothing is acknowledged.
+//!
+//! # Sessions
+//!
+//! Each login starts a session: a family of refresh tokens, whose id is the `sid` claim of every
+//! access token issued in it. A session ends [`DEFAULT_SESSION_LIFETIME`] after its login (see
+//! [`AuthService::session_lifetime`]), keeps only its newest refresh tokens
+//! ([`SPENT_TOKENS_KEPT`](crate::store::SPENT_TOKENS_KEPT) spent ones), and may be refreshed at
+//! most [`DEFAULT_MAX_REFRESHES_PER_MINUTE`] times a minute (`429` beyond). Logging out revokes
+//! in the revocation store first and ends the session in the user store second: a `503` from
+//! the first step changed nothing, one from the second left every token refused, and the same
+//! token may repeat the logout to complete it.
 //!
 //! With RS*, ES* or EdDSA keys, other services can verify the tokens with the public keys
 //! alone: [`AuthService::jwks`] publishes them as a JWKS document, which belongs at the root
@@ -101,6 +112,12 @@ pub const DEFAULT_PREFIX: &str = "/auth";
 pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a refresh token lives unless told otherwise (each use issues a new one): 14 days.
 pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// How long a session lasts from its login unless told otherwise, however often it is
+/// refreshed: 30 days. Then the user logs in again.
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How many times a minute one session may be refreshed unless told otherwise: 10. A client
+/// refreshes once per access token lifetime (15 minutes by default); a loop is refused.
+pub const DEFAULT_MAX_REFRESHES_PER_MINUTE: u32 = 10;
 
 /// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
 /// See the [module documentation](self) for the routes.
@@ -140,6 +157,7 @@ impl std::fmt::Debug for AuthService {
             .field("prefix", &self.inner.prefix)
             .field("access_token_ttl", &self.inner.issuer.access_ttl)
             .field("refresh_token_ttl", &self.inner.issuer.refresh_ttl)
+            .field("session_lifetime", &self.inner.issuer.session_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +187,8 @@ impl AuthService {
                     verifier,
                     access_ttl,
                     refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+                    session_lifetime: DEFAULT_SESSION_LIFETIME,
+                    max_rotations_per_minute: DEFAULT_MAX_REFRESHES_PER_MINUTE,
                 },
                 users,
                 passwords: Passwords::new(
@@ -230,6 +250,38 @@ impl AuthService {
     #[must_use]
     pub fn refresh_token_ttl(self, ttl: Duration) -> Self {
         self.configure(|inner| inner.issuer.refresh_ttl = ttl)
+    }
+
+    /// How long a session lasts from its login (default [`DEFAULT_SESSION_LIFETIME`], 30
+    /// days): no refresh token of it works afterwards, however recently it was issued.
+    ///
+    /// # Panics
+    ///
+    /// If `lifetime` is under a second, or after the service was cloned.
+    #[must_use]
+    pub fn session_lifetime(self, lifetime: Duration) -> Self {
+        assert!(
+            lifetime.as_secs() > 0,
+            "a session must last at least a second"
+        );
+        self.configure(|inner| inner.issuer.session_lifetime = lifetime)
+    }
+
+    /// How many times a minute one session may be refreshed (default
+    /// [`DEFAULT_MAX_REFRESHES_PER_MINUTE`]). Beyond it the token endpoint answers `429` with
+    /// `Retry-After` and changes nothing: the presented refresh token still works once the
+    /// minute is over. The count is kept by the store, so a fleet shares it.
+    ///
+    /// # Panics
+    ///
+    /// If `refreshes` is zero, or after the service was cloned.
+    #[must_use]
+    pub fn max_refreshes_per_minute(self, refreshes: u32) -> Self {
+        assert!(
+            refreshes > 0,
+            "a session must be refreshable at least once a minute"
+        );
+        self.configure(|inner| inner.issuer.max_rotations_per_minute = refreshes)
     }
 
     /// Hashes and verifies passwords with `hasher` (default [`Argon2Hasher::default`]).
