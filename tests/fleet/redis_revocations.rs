@@ -1,0 +1,765 @@
+//! `RedisRevocations` against real Redis servers: the shared one on `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`) for sharing, expiry and strict mode, and private `redis-server`
+//! processes, stopped and restarted mid-test, for the failure cases.
+//!
+//! Every test works under a random key prefix, so tests run in parallel and twice in a row.
+
+use crate::common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jwt_gate::clock::{Clock, SystemClock};
+use jwt_gate::revocation::{
+    RedisRevocations, RedisRevocationsBuilder, RevocationCheck, RevocationStore, TokenId,
+};
+use jwt_gate::service::AuthService;
+use jwt_gate::store::MemoryUserStore;
+use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
+use redis::aio::MultiplexedConnection;
+
+const SECRET: &[u8] = b"a test secret of at least 32 bytes";
+/// How long any wait for something that should happen promptly may last before the test
+/// fails: generous, since machines are noisy; polling returns as soon as it happens.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+fn now() -> u64 {
+    SystemClock.now()
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0_u8; 8];
+    getrandom::getrandom(&mut bytes).unwrap();
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A random key prefix whose keys are deleted when the test ends, pass or fail.
+struct Prefix {
+    url: String,
+    name: String,
+}
+
+impl Prefix {
+    fn fresh_on(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: format!("jwt-gate-test:{}:", random_hex()),
+        }
+    }
+
+    fn fresh() -> Self {
+        Self::fresh_on(&redis_url())
+    }
+
+    fn connect(&self) -> RedisRevocationsBuilder {
+        RedisRevocations::connect(&self.url)
+            .key_prefix(&self.name)
+            .timeout(Duration::from_millis(500))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
+            .heartbeat(Duration::from_millis(500))
+    }
+}
+
+impl Drop for Prefix {
+    fn drop(&mut self) {
+        let Ok(client) = redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut connection) = client.get_connection_with_timeout(Duration::from_millis(500))
+        else {
+            return; // a stopped private server took its keys with it
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.name))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
+        }
+    }
+}
+
+async fn raw_connection(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn token<'a>(jti: &'a str, sub: &'a str, iat: u64) -> TokenId<'a> {
+    TokenId {
+        jti,
+        sub,
+        sid: None,
+        iat,
+        exp: iat + 900,
+    }
+}
+
+/// The store's answer, waiting for it if it needs I/O.
+async fn answer(store: &impl RevocationStore, token: &TokenId<'_>) -> &'static str {
+    match store.check(token) {
+        RevocationCheck::Pending(pending) => describe(pending.await),
+        immediate => describe(immediate),
+    }
+}
+
+fn describe(check: RevocationCheck) -> &'static str {
+    match check {
+        RevocationCheck::Valid => "valid",
+        RevocationCheck::Revoked => "revoked",
+        RevocationCheck::Unavailable => "unavailable",
+        RevocationCheck::Pending(_) => "pending twice",
+    }
+}
+
+/// Polls `probe` until it returns `expected` or the deadline passes; returns the last answer.
+async fn eventually<T, F, Fut>(expected: T, mut probe: F) -> T
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let seen = probe().await;
+        if seen == expected || Instant::now() >= deadline {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A gate in front of a one-route app, on an ephemeral port.
+async fn serve_gate(revocations: RedisRevocations) -> SocketAddr {
+    let verifier = TokenVerifier::builder(Keys::hs256(SECRET).unwrap())
+        .revocations(revocations)
+        .build();
+    let app = Router::new()
+        .route("/me", get(|| async { "ok" }))
+        .layer(JwtAuthLayer::new(verifier));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    address
+}
+
+fn http_client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn status_at(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    gate: SocketAddr,
+    token: &str,
+) -> StatusCode {
+    let request = Request::get(format!("http://{gate}/me"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::new())
+        .unwrap();
+    client.request(request).await.unwrap().status()
+}
+
+fn signed(claims: &Claims) -> String {
+    Keys::hs256(SECRET).unwrap().sign(claims).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_is_seen_by_another_instance_and_by_one_started_later() {
+    let prefix = Prefix::fresh();
+    let first = prefix.connect().await.unwrap();
+    let second = prefix.connect().await.unwrap();
+    let iat = now();
+    let (revoked, kept) = (
+        token("revoked-jti", "alice", iat),
+        token("kept-jti", "alice", iat),
+    );
+
+    assert_eq!(answer(&second, &revoked).await, "valid");
+    first.revoke(revoked.jti, revoked.exp).await.unwrap();
+
+    assert_eq!(
+        answer(&first, &revoked).await,
+        "revoked",
+        "at once where revoked"
+    );
+    assert_eq!(
+        eventually("revoked", || answer(&second, &revoked)).await,
+        "revoked"
+    );
+    assert!(
+        matches!(second.check(&kept), RevocationCheck::Valid),
+        "mirror mode answers at once, without I/O"
+    );
+
+    let later = prefix.connect().await.unwrap();
+    assert_eq!(
+        answer(&later, &revoked).await,
+        "revoked",
+        "loaded at start, without waiting for any announcement"
+    );
+    assert_eq!(answer(&later, &kept).await, "valid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscription_ends_with_the_last_clone() {
+    let prefix = Prefix::fresh();
+    let store = prefix.connect().await.unwrap();
+    let clone = store.clone();
+    let raw = raw_connection(&redis_url()).await;
+    let channel = format!("{}revocations", prefix.name);
+    let subscribers = || {
+        let (mut raw, channel) = (raw.clone(), channel.clone());
+        async move {
+            let (_, count): (String, u32) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut raw)
+                .await
+                .unwrap();
+            count
+        }
+    };
+    assert_eq!(subscribers().await, 1);
+    drop(store);
+    assert_eq!(subscribers().await, 1, "a clone still uses it");
+    drop(clone);
+    assert_eq!(eventually(0, subscribers).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_through_gate_a_is_refused_by_gate_b() {
+    let prefix = Prefix::fresh();
+    let store_a = prefix.connect().await.unwrap();
+    let gate_a = serve_gate(store_a.clone()).await;
+    let gate_b = serve_gate(prefix.connect().await.unwrap()).await;
+    let client = http_client();
+    let claims = Claims::new("alice", now(), now() + 600);
+    let bearer = signed(&claims);
+    assert_eq!(status_at(&client, gate_a, &bearer).await, StatusCode::OK);
+    assert_eq!(status_at(&client, gate_b, &bearer).await, StatusCode::OK);
+
+    let started = Instant::now();
+    store_a.revoke(&claims.jti, claims.exp).await.unwrap();
+    let acknowledged = started.elapsed();
+    assert_eq!(
+        status_at(&client, gate_a, &bearer).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let refused = eventually(StatusCode::UNAUTHORIZED, || {
+        status_at(&client, gate_b, &bearer)
+    })
+    .await;
+    let propagated = started.elapsed();
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    println!(
+        "revocation acknowledged by Redis after {acknowledged:?}; \
+         gate B refused the token {propagated:?} after the logout began (measured over HTTP, polling every 10 ms)"
+    );
+}
+
+/// The auth service behind a gate, revoking through `revocations`; several of them on one
+/// prefix are a fleet, each gate with a mirror of its own.
+async fn serve_auth(revocations: RedisRevocations) -> SocketAddr {
+    let verifier = TokenVerifier::builder(common::keys())
+        .revocations(revocations)
+        .build();
+    let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    common::serve(common::app(verifier, auth)).await
+}
+
+fn json_field(json: &serde_json::Value, name: &str) -> String {
+    json[name].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_refuses_every_token_of_the_session_at_another_gate() {
+    let prefix = Prefix::fresh();
+    let stack = serve_auth(prefix.connect().await.unwrap()).await;
+    let gate_b = serve_auth(prefix.connect().await.unwrap()).await;
+    let login = common::session(stack, "alice").await;
+    let sibling = common::refresh(stack, &json_field(&login, "refresh_token"))
+        .await
+        .json();
+    let sibling_access = json_field(&sibling, "access_token");
+    let other = common::session(stack, "alice").await;
+    assert_eq!(
+        common::me(gate_b, &sibling_access).await.status,
+        StatusCode::OK
+    );
+
+    let logout = common::with_bearer(
+        stack,
+        http::Method::POST,
+        "/auth/logout",
+        &json_field(&login, "access_token"),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let refused = eventually(StatusCode::UNAUTHORIZED, || async {
+        common::me(gate_b, &sibling_access).await.status
+    })
+    .await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        common::me(gate_b, &json_field(&other, "access_token"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A gate started afterwards loads the session's revocation from Redis.
+    let gate_c = serve_auth(prefix.connect().await.unwrap()).await;
+    assert_eq!(
+        common::me(gate_c, &sibling_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_refuses_earlier_sessionless_tokens_at_another_gate() {
+    let prefix = Prefix::fresh();
+    let stack = serve_auth(prefix.connect().await.unwrap()).await;
+    let gate_b = serve_auth(prefix.connect().await.unwrap()).await;
+    let login = common::session(stack, "bob").await;
+    let issued = now();
+    let sessionless = common::keys()
+        .sign(&Claims::new("bob", issued - 10, issued + 600))
+        .unwrap();
+    assert_eq!(
+        common::me(gate_b, &sessionless).await.status,
+        StatusCode::OK
+    );
+
+    let logout = common::with_bearer(
+        stack,
+        http::Method::POST,
+        "/auth/logout-all",
+        &json_field(&login, "access_token"),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let refused = eventually(StatusCode::UNAUTHORIZED, || async {
+        common::me(gate_b, &sessionless).await.status
+    })
+    .await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_cutoff_revokes_only_that_subjects_older_tokens() {
+    let prefix = Prefix::fresh();
+    let first = prefix.connect().await.unwrap();
+    let second = prefix.connect().await.unwrap();
+    let cutoff = now();
+    first
+        .revoke_subject("alice", cutoff, cutoff + 900)
+        .await
+        .unwrap();
+
+    let older = token("older", "alice", cutoff - 1);
+    assert_eq!(
+        eventually("revoked", || answer(&second, &older)).await,
+        "revoked"
+    );
+    assert_eq!(
+        answer(&second, &token("newer", "alice", cutoff)).await,
+        "valid"
+    );
+    assert_eq!(
+        answer(&second, &token("other", "bob", cutoff - 1)).await,
+        "valid"
+    );
+    let later = prefix.connect().await.unwrap();
+    assert_eq!(answer(&later, &older).await, "revoked", "loaded at start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_cutoff_is_never_lowered_by_an_earlier_one() {
+    let prefix = Prefix::fresh();
+    let store = prefix.connect().await.unwrap();
+    let cutoff = now();
+    store
+        .revoke_subject("alice", cutoff, cutoff + 900)
+        .await
+        .unwrap();
+    // Another gate whose clock runs behind logs alice out "again", earlier.
+    store
+        .revoke_subject("alice", cutoff - 100, cutoff + 800)
+        .await
+        .unwrap();
+
+    let mut raw = raw_connection(&redis_url()).await;
+    let key = format!("{}sub:alice", prefix.name);
+    let (stored, expires_at): (u64, u64) = redis::pipe()
+        .cmd("GET")
+        .arg(&key)
+        .cmd("EXPIRETIME")
+        .arg(&key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(stored, cutoff);
+    assert_eq!(expires_at, cutoff + 900 + 300, "keep_until plus the grace");
+    let strict = prefix.connect().strict().await.unwrap();
+    assert_eq!(
+        answer(&strict, &token("x", "alice", cutoff - 50)).await,
+        "revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_leave_redis_with_their_token() {
+    let prefix = Prefix::fresh();
+    let store = prefix
+        .connect()
+        .grace(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let expires_at = now() + 1;
+    store.revoke("short-lived", expires_at).await.unwrap();
+    store
+        .revoke_subject("alice", expires_at - 1, expires_at)
+        .await
+        .unwrap();
+
+    let mut raw = raw_connection(&redis_url()).await;
+    let token_key = format!("{}jti:short-lived", prefix.name);
+    let subject_key = format!("{}sub:alice", prefix.name);
+    let expiries: (u64, u64) = redis::pipe()
+        .cmd("EXPIRETIME")
+        .arg(&token_key)
+        .cmd("EXPIRETIME")
+        .arg(&subject_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(expiries, (expires_at + 1, expires_at + 1), "exp plus grace");
+
+    let remaining = eventually(0_u32, || {
+        let mut raw = raw.clone();
+        let (token_key, subject_key) = (token_key.clone(), subject_key.clone());
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&token_key)
+                .arg(&subject_key)
+                .query_async(&mut raw)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(remaining, 0, "both keys expired");
+    let fresh = prefix.connect().strict().await.unwrap();
+    assert_eq!(
+        answer(&fresh, &token("short-lived", "alice", 0)).await,
+        "valid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_mode_asks_redis_on_every_check() {
+    let prefix = Prefix::fresh();
+    let strict = prefix.connect().strict().await.unwrap();
+    let writer = prefix.connect().await.unwrap();
+    let iat = now();
+    let revoked = token("strict-revoked", "alice", iat);
+
+    assert!(matches!(
+        strict.check(&revoked),
+        RevocationCheck::Pending(_)
+    ));
+    assert_eq!(answer(&strict, &revoked).await, "valid");
+    writer.revoke(revoked.jti, revoked.exp).await.unwrap();
+    assert_eq!(
+        answer(&strict, &revoked).await,
+        "revoked",
+        "no propagation delay"
+    );
+
+    writer.revoke_subject("bob", iat, iat + 900).await.unwrap();
+    assert_eq!(
+        answer(&strict, &token("b1", "bob", iat - 1)).await,
+        "revoked"
+    );
+    assert_eq!(answer(&strict, &token("b2", "bob", iat)).await, "valid");
+    assert!(!strict.mirror_is_current(), "strict mode keeps no mirror");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connecting_to_nothing_fails_and_a_bad_url_is_refused() {
+    let port = free_port();
+    assert!(
+        RedisRevocations::connect(&format!("redis://127.0.0.1:{port}"))
+            .timeout(Duration::from_millis(500))
+            .await
+            .is_err()
+    );
+    assert!(RedisRevocations::connect("not a url").await.is_err());
+}
+
+// ---- Failure cases, on private servers ----
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `redis-server` of this test's own, without persistence: stopped, it loses everything,
+/// like a replaced server. Killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    password: String,
+    process: Option<Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            password: random_hex(),
+            process: None,
+        };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://:{}@127.0.0.1:{}", self.password, self.port)
+    }
+
+    /// Starts the server on its port and waits until it answers.
+    fn restart(&mut self) {
+        assert!(self.process.is_none(), "already running");
+        let process = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--requirepass", &self.password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        self.process = Some(process);
+        let deadline = Instant::now() + DEADLINE;
+        let client = redis::Client::open(self.url()).unwrap();
+        loop {
+            let ready = client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+            if ready.is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: its connections stay open but
+    /// nothing answers, as when a network path goes dark.
+    fn signal(&self, signal: &str) {
+        let process = self.process.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args([signal, &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Kills the server, as a crash would.
+    fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_is_down_logouts_fail_and_checks_fail_closed_until_it_is_back() {
+    let mut server = PrivateRedis::start();
+    let prefix = Prefix::fresh_on(&server.url());
+    let store = prefix.connect().await.unwrap();
+    let gate = serve_gate(store.clone()).await;
+    let client = http_client();
+    let iat = now();
+    let before = token("revoked-before", "alice", iat);
+    store.revoke(before.jti, before.exp).await.unwrap();
+    let claims = Claims::new("alice", iat, iat + 600);
+    let bearer = signed(&claims);
+    assert_eq!(status_at(&client, gate, &bearer).await, StatusCode::OK);
+    let valid = token("never-revoked", "alice", iat);
+
+    server.stop();
+    let during = token("revoked-during", "alice", iat);
+    assert!(
+        store.revoke(during.jti, during.exp).await.is_err(),
+        "a logout is never acknowledged unless stored"
+    );
+    assert!(store.revoke_subject("alice", iat, iat + 900).await.is_err());
+    assert_eq!(
+        eventually("unavailable", || answer(&store, &valid)).await,
+        "unavailable"
+    );
+    assert!(!store.mirror_is_current());
+    assert_eq!(
+        status_at(&client, gate, &bearer).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        answer(&store, &token("revoked-during", "alice", iat)).await,
+        "unavailable",
+        "the failed revocation was not recorded as if it had worked, nor anything else"
+    );
+
+    server.restart();
+    // Made while this gate was cut off: stored, never announced to it.
+    let missed = token("revoked-while-disconnected", "alice", iat);
+    let mut raw = raw_connection(&server.url()).await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}jti:{}", prefix.name, missed.jti))
+        .arg(1)
+        .arg("EX")
+        .arg(900)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        eventually("revoked", || answer(&store, &missed)).await,
+        "revoked",
+        "re-read after reconnecting"
+    );
+    assert!(store.mirror_is_current());
+    assert_eq!(
+        answer(&store, &before).await,
+        "revoked",
+        "the mirror kept it"
+    );
+    assert_eq!(status_at(&client, gate, &bearer).await, StatusCode::OK);
+    store.revoke(during.jti, during.exp).await.unwrap();
+    assert_eq!(answer(&store, &during).await, "revoked");
+    store.revoke(&claims.jti, claims.exp).await.unwrap();
+    assert_eq!(
+        status_at(&client, gate, &bearer).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusting_the_mirror_keeps_answering_while_redis_is_down() {
+    let mut server = PrivateRedis::start();
+    let prefix = Prefix::fresh_on(&server.url());
+    let store = prefix
+        .connect()
+        .trust_mirror_while_disconnected()
+        .await
+        .unwrap();
+    let iat = now();
+    let revoked = token("revoked", "alice", iat);
+    store.revoke(revoked.jti, revoked.exp).await.unwrap();
+
+    server.stop();
+    assert!(
+        !eventually(false, || std::future::ready(store.mirror_is_current())).await,
+        "the outage was noticed"
+    );
+    assert_eq!(answer(&store, &revoked).await, "revoked");
+    assert_eq!(answer(&store, &token("other", "alice", iat)).await, "valid");
+    assert!(store.revoke("another", iat + 900).await.is_err());
+
+    server.restart();
+    assert!(eventually(true, || std::future::ready(store.mirror_is_current())).await);
+    store.revoke("another", iat + 900).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_checks_fail_closed_while_redis_is_down_and_recover() {
+    let mut server = PrivateRedis::start();
+    let prefix = Prefix::fresh_on(&server.url());
+    let store = prefix.connect().strict().await.unwrap();
+    let probe = token("j", "alice", now());
+    assert_eq!(answer(&store, &probe).await, "valid");
+
+    server.stop();
+    assert_eq!(answer(&store, &probe).await, "unavailable");
+    assert!(store.revoke(probe.jti, probe.exp).await.is_err());
+
+    server.restart();
+    assert_eq!(
+        eventually("valid", || answer(&store, &probe)).await,
+        "valid"
+    );
+    store.revoke(probe.jti, probe.exp).await.unwrap();
+    assert_eq!(answer(&store, &probe).await, "revoked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_output_never_shows_the_password() {
+    let server = PrivateRedis::start();
+    let prefix = Prefix::fresh_on(&server.url());
+    let builder = prefix.connect();
+    let described = format!("{builder:?}");
+    assert!(!described.contains(&server.password), "{described}");
+    assert!(described.contains(&format!("127.0.0.1:{}", server.port)));
+
+    for store in [
+        builder.await.unwrap(),
+        prefix.connect().strict().await.unwrap(),
+    ] {
+        let described = format!("{store:?}");
+        assert!(!described.contains(&server.password), "{described}");
+        assert!(described.contains(&format!("127.0.0.1:{}", server.port)));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stops_answering_without_closing_is_noticed_and_recovered_from() {
+    let server = PrivateRedis::start();
+    let prefix = Prefix::fresh_on(&server.url());
+    let store = prefix.connect().await.unwrap();
+    let probe = token("j", "alice", now());
+    assert_eq!(answer(&store, &probe).await, "valid");
+
+    server.signal("-STOP");
+    assert_eq!(
+        eventually("unavailable", || answer(&store, &probe)).await,
+        "unavailable",
+        "the heartbeat noticed the silence"
+    );
+    // Whether Redis applies this write once thawed is not knowable from here (the request
+    // may sit in its socket buffer): the caller was told it failed, and may retry.
+    assert!(
+        store.revoke("frozen-write", probe.exp).await.is_err(),
+        "a write times out rather than hanging"
+    );
+
+    server.signal("-CONT");
+    assert_eq!(
+        eventually("valid", || answer(&store, &probe)).await,
+        "valid"
+    );
+    store.revoke(probe.jti, probe.exp).await.unwrap();
+    assert_eq!(answer(&store, &probe).await, "revoked");
+}
