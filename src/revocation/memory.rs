@@ -386,6 +386,22 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_store_revokes_sessions_rather_than_refusing() {
+        let store = Arc::new(MemoryRevocations::new());
+        let shared: &dyn RevocationStore = &store;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(shared.revoke_sessions(&["s1"], u64::MAX))
+            .expect("an Arc forwards to the store it shares");
+        let in_session = TokenId {
+            sid: Some("s1"),
+            ..token("j", "alice", 1)
+        };
+        assert!(store.is_revoked(&in_session));
+    }
+
+    #[test]
     fn changing_clock_or_grace_keeps_what_was_revoked() {
         let store = MemoryRevocations::new();
         store.revoke_now("a", u64::MAX);

@@ -43,7 +43,7 @@ fn fold(text: &str) -> String {
 
 /// The key two usernames must not share to be told apart by a reader: the UTS #39 skeleton
 /// of the [`username_key`], folded once more. The skeleton maps characters to the prototype
-/// they are confused with (Cyrillic `а` and Greek `α` to Latin `a`, `0` to `O`, `rn` to `m`);
+/// they are confused with (Cyrillic `а` and Greek `α` to Latin `a`, `0` to `O`, `m` to `rn`);
 /// folding its result catches the pairs that differ only through case on the way (`b0b`
 /// reads as `bOb`, which is `bob`).
 pub(crate) fn lookalike_key(key: &str) -> String {

@@ -12,8 +12,9 @@ mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
 
-pub use crate::revocation::BoxFuture;
+pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
@@ -243,4 +244,56 @@ pub trait UserStore: Send + Sync + 'static {
     /// Revokes these families, all or (on error) none: their refresh tokens stop working.
     /// Unknown ids are not an error.
     fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>>;
+}
+
+/// A shared store is a store: pass an `Arc` of one to several services (or a
+/// `Arc<dyn UserStore>` chosen at run time).
+impl<T: UserStore + ?Sized> UserStore for Arc<T> {
+    fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
+        (**self).create_user(user)
+    }
+
+    fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        (**self).find_user(key)
+    }
+
+    fn update_password_hash<'a>(
+        &'a self,
+        key: &'a str,
+        password_hash: String,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).update_password_hash(key, password_hash)
+    }
+
+    fn insert_refresh_token<'a>(
+        &'a self,
+        user_key: &'a str,
+        session: &'a str,
+        expires_at: u64,
+        token: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).insert_refresh_token(user_key, session, expires_at, token)
+    }
+
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+        next: IssuedRefresh,
+        max_per_window: u32,
+    ) -> BoxFuture<'a, StoreResult<Rotation>> {
+        (**self).rotate_refresh_token(presented, now, next, max_per_window)
+    }
+
+    fn sessions_of<'a>(
+        &'a self,
+        user_key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        (**self).sessions_of(user_key, now)
+    }
+
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).end_sessions(sessions)
+    }
 }
