@@ -368,12 +368,7 @@ where
 
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
-        self.inner.revocations.check(&TokenId {
-            jti: &claims.jti,
-            sub: &claims.sub,
-            iat: claims.iat,
-            exp: claims.exp,
-        })
+        self.inner.revocations.check(&TokenId::of(claims))
     }
 
     /// The one way a request's credentials are judged, by the gate and by the auth service's

@@ -33,6 +33,10 @@ pub(crate) enum Failure {
     Throttled {
         retry_after: u64,
     },
+    /// A session was refreshed more often than its rotation limit allows.
+    RefreshThrottled {
+        retry_after: u64,
+    },
     /// Password hashing is saturated: try again shortly.
     Busy,
     /// A store did not answer or did not acknowledge a write.
@@ -51,6 +55,15 @@ pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> AuthResponse
     // Every answer here is about credentials: no cache may keep one (RFC 6749 §5.1).
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `429` with `Retry-After` (at least a second: `0` would invite an immediate retry).
+fn too_many(code: &str, description: &str, retry_after: u64) -> AuthResponse {
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, code, description);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
     response
 }
 
@@ -119,17 +132,16 @@ impl Failure {
                 "unsupported_grant_type",
                 "grant_type must be password or refresh_token",
             ),
-            Self::Throttled { retry_after } => {
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    "too many failed logins; wait before trying again",
-                );
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                response
-            }
+            Self::Throttled { retry_after } => too_many(
+                "too_many_attempts",
+                "too many failed logins; wait before trying again",
+                retry_after,
+            ),
+            Self::RefreshThrottled { retry_after } => too_many(
+                "too_many_requests",
+                "this session was refreshed too often; wait before trying again",
+                retry_after,
+            ),
             Self::Busy => {
                 let mut response = error(
                     StatusCode::SERVICE_UNAVAILABLE,
