@@ -47,6 +47,8 @@ use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{AuthError, Claims, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
+#[path = "support/client_addr.rs"]
+mod client_addr;
 #[path = "support/secret.rs"]
 mod secret;
 
@@ -188,14 +190,18 @@ async fn run() -> Result<(), String> {
         .nest_service(
             "/auth",
             // Logins take the CPU time that serving leaves, not the other way round.
-            AuthService::with_shared_store(verifier.clone(), users).hash_at_low_priority(),
+            AuthService::builder(verifier.clone(), users)
+                .hash_at_low_priority()
+                .build(),
         )
         .layer(
             JwtAuthLayer::new(verifier)
                 .open_prefix("/auth")
                 .open_path("/health")
                 .open_path(JWKS_PATH),
-        );
+        )
+        // Logins are throttled per client address.
+        .layer(axum::middleware::from_fn(client_addr::insert));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

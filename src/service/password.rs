@@ -223,8 +223,6 @@ struct PasswordsInner {
     hasher: Arc<dyn PasswordHasher>,
     threads: HashThreads,
     permits: Arc<Semaphore>,
-    concurrency: usize,
-    low_priority: bool,
     waiting: AtomicUsize,
     max_waiting: usize,
     // A hash of a random password, made by the same hasher with the same parameters, that
@@ -257,8 +255,6 @@ impl Passwords {
                 hasher,
                 threads: HashThreads::start(permits, low_priority),
                 permits: Arc::new(Semaphore::new(permits)),
-                concurrency: permits,
-                low_priority,
                 waiting: AtomicUsize::new(0),
                 max_waiting: (permits * WAITING_PER_PERMIT).max(MIN_WAITING),
                 dummy_hash: OnceLock::new(),
@@ -272,25 +268,6 @@ impl Passwords {
             .threads
             .run(Box::new(move || drop(inner.dummy_hash())));
         passwords
-    }
-
-    /// The same hasher, `concurrency` at a time.
-    pub(crate) fn with_concurrency(&self, concurrency: usize) -> Self {
-        Self::new(
-            self.inner.hasher.clone(),
-            concurrency,
-            self.inner.low_priority,
-        )
-    }
-
-    /// Another hasher, as many at a time as now.
-    pub(crate) fn with_hasher(&self, hasher: Arc<dyn PasswordHasher>) -> Self {
-        Self::new(hasher, self.inner.concurrency, self.inner.low_priority)
-    }
-
-    /// The same, on threads the operating system schedules after everything else (`low`).
-    pub(crate) fn with_low_priority(&self, low: bool) -> Self {
-        Self::new(self.inner.hasher.clone(), self.inner.concurrency, low)
     }
 
     async fn run<T: Send + 'static>(
@@ -484,16 +461,8 @@ mod tests {
         );
         let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 0, true);
         assert_eq!(passwords.inner.permits.available_permits(), 1);
-        let wider = passwords.with_concurrency(3);
+        let wider = Passwords::new(Arc::new(Argon2Hasher::default()), 3, false);
         assert_eq!(wider.inner.permits.available_permits(), 3);
-        assert_eq!(
-            wider
-                .with_hasher(Arc::new(Argon2Hasher::default()))
-                .inner
-                .permits
-                .available_permits(),
-            3
-        );
     }
 
     #[tokio::test]

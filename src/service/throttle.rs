@@ -2,28 +2,14 @@
 //! address, and past a few free failures each further attempt must wait longer.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use http::request::Parts;
 
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
-
-/// The peer address of the connection a request came on. Servers insert it into the request
-/// extensions so the auth service can throttle by client; axum's `ConnectInfo<SocketAddr>`
-/// is read as well when the `axum` feature is on, and the gateway's `PeerAddr` when the
-/// `gateway` feature is.
-///
-/// ```
-/// use jwt_gate::service::ClientAddr;
-///
-/// let mut request = http::Request::new(());
-/// let peer: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
-/// request.extensions_mut().insert(ClientAddr(peer));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientAddr(pub SocketAddr);
+use crate::ClientAddr;
 
 /// How failed logins are throttled. Plain data.
 ///
@@ -293,26 +279,14 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
 }
 
 fn peer_address(parts: &Parts) -> Option<IpAddr> {
-    if let Some(ClientAddr(address)) = parts.extensions.get::<ClientAddr>() {
-        return Some(address.ip());
-    }
-    #[cfg(feature = "gateway")]
-    if let Some(crate::gateway::PeerAddr(address)) = parts.extensions.get() {
-        return Some(address.ip());
-    }
-    #[cfg(feature = "axum")]
-    if let Some(info) = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
-        return Some(info.0.ip());
-    }
-    None
+    let ClientAddr(address) = parts.extensions.get::<ClientAddr>()?;
+    Some(address.ip())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn policy() -> LoginThrottle {
         LoginThrottle {

@@ -498,7 +498,7 @@ async fn with_local_service() -> Setup {
             "path": request.uri().to_string(),
             "identity_headers": identity_headers,
             "sub": request.extensions().get::<Claims>().map(|claims| claims.sub.clone()),
-            "peer": request.extensions().get::<jwt_gate::gateway::PeerAddr>().is_some(),
+            "peer": request.extensions().get::<jwt_gate::ClientAddr>().is_some(),
         });
         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(report.to_string()))))
     });
