@@ -67,6 +67,7 @@ fn assert_challenge_without_error(reply: &Answer) {
         reply.header("www-authenticate"),
         Some("Bearer realm=\"jwt-gate\"")
     );
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{reply:?}");
 }
 
 fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
@@ -86,6 +87,7 @@ fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
         .as_str()
         .is_some_and(|text| !text.is_empty()));
     assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{reply:?}");
     if token.len() > 8 {
         assert!(
             !reply.text.contains(token),
