@@ -37,11 +37,12 @@ struct CachedToken<C> {
     iat: u64,
     /// Meaningful only with `HAS_NBF`.
     nbf: u64,
-    /// `sub`, then `jti`, then `iss` if any.
+    /// `sub`, then `jti`, then `sid` if any, then `iss` if any.
     text: Text,
     aud: Box<[Box<str>]>,
     sub_len: u32,
     jti_len: u32,
+    sid_len: u32,
     /// What this entry counts against the byte bound.
     bytes: u32,
     flags: u8,
@@ -50,6 +51,7 @@ struct CachedToken<C> {
 
 const HAS_NBF: u8 = 1;
 const HAS_ISSUER: u8 = 2;
+const HAS_SESSION: u8 = 4;
 
 /// Up to this many bytes of `sub` + `jti` + `iss` live inside the entry (a UUID subject and a
 /// 22-character `jti` fit); longer text gets its own allocation.
@@ -61,7 +63,7 @@ enum Text {
 }
 
 impl Text {
-    fn new(parts: [&str; 3]) -> Self {
+    fn new(parts: [&str; 4]) -> Self {
         let len: usize = parts.iter().map(|part| part.len()).sum();
         if len > INLINE_TEXT {
             return Self::Heap(parts.concat().into_boxed_str());
@@ -195,7 +197,8 @@ impl<C: Clone> VerifiedCache<C> {
 impl<C: Clone> CachedToken<C> {
     fn pack(claims: &Claims<C>, extra_bytes: usize, key_generation: u64) -> Option<Self> {
         let issuer = claims.iss.as_deref().unwrap_or("");
-        let text = Text::new([&claims.sub, &claims.jti, issuer]);
+        let session = claims.sid.as_deref().unwrap_or("");
+        let text = Text::new([&claims.sub, &claims.jti, session, issuer]);
         let aud: Box<[Box<str>]> = claims.aud.iter().map(|aud| aud.as_str().into()).collect();
         let aud_bytes: usize = aud
             .iter()
@@ -215,6 +218,9 @@ impl<C: Clone> CachedToken<C> {
         if claims.iss.is_some() {
             flags |= HAS_ISSUER;
         }
+        if claims.sid.is_some() {
+            flags |= HAS_SESSION;
+        }
         Some(Self {
             key_generation,
             exp: claims.exp,
@@ -224,6 +230,7 @@ impl<C: Clone> CachedToken<C> {
             aud,
             sub_len: u32::try_from(claims.sub.len()).ok()?,
             jti_len: u32::try_from(claims.jti.len()).ok()?,
+            sid_len: u32::try_from(session.len()).ok()?,
             bytes: u32::try_from(bytes).ok()?,
             flags,
             extra: claims.extra.clone(),
@@ -236,13 +243,15 @@ impl<C: Clone> CachedToken<C> {
 
     fn claims(&self) -> Claims<C> {
         let (sub, rest) = self.text.as_str().split_at(self.sub_len as usize);
-        let (jti, issuer) = rest.split_at(self.jti_len as usize);
+        let (jti, rest) = rest.split_at(self.jti_len as usize);
+        let (session, issuer) = rest.split_at(self.sid_len as usize);
         Claims {
             sub: sub.to_owned(),
             exp: self.exp,
             iat: self.iat,
             nbf: self.nbf(),
             jti: jti.to_owned(),
+            sid: (self.flags & HAS_SESSION != 0).then(|| session.to_owned()),
             iss: (self.flags & HAS_ISSUER != 0).then(|| issuer.to_owned()),
             aud: self.aud.iter().map(|aud| String::from(&**aud)).collect(),
             extra: self.extra.clone(),
@@ -273,7 +282,8 @@ mod tests {
             .with_issuer("https://auth.example")
             .with_audience("orders")
             .with_audience("billing")
-            .with_not_before(1_100);
+            .with_not_before(1_100)
+            .with_session("session-1");
         let fingerprint = Fingerprint::of(b"token");
         cache.insert(fingerprint, &original, 0, 7);
         assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(original)));

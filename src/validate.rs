@@ -252,7 +252,7 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 }
 
 /// A verified token's claims and the revocation store's answer about it (maybe pending).
-pub(crate) type Authenticated<C> = (Arc<Claims<C>>, RevocationCheck);
+pub(crate) type Authenticated<C> = (Claims<C>, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default: room for 100,000 users each
 /// holding one live token, with headroom for tokens refreshed before the old one expires.
@@ -380,12 +380,7 @@ where
 
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
-        self.inner.revocations.check(&TokenId {
-            jti: &claims.jti,
-            sub: &claims.sub,
-            iat: claims.iat,
-            exp: claims.exp,
-        })
+        self.inner.revocations.check(&TokenId::of(claims))
     }
 
     /// The one way a request's credentials are judged, by the gate and by the auth service's
@@ -399,7 +394,8 @@ where
             Credentials::Bearer(token) => token,
             Credentials::None => return Ok(None),
         };
-        let claims = self.verify(token)?;
+        // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
+        let claims = self.verify_claims(token)?;
         let check = self.check_revocation(&claims);
         Ok(Some((claims, check)))
     }
