@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, TE, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode, Version};
@@ -13,9 +11,11 @@ use http::{HeaderMap, StatusCode, Version};
 pub const DEFAULT_REALM: &str = "jwt-gate";
 
 /// The realm of the gate that let a request through without claims (an open or optional
-/// path), so that an extractor refusing it later names the same realm.
+/// path), so that an extractor refusing it later names the same realm. Only the axum
+/// extractor reads it, so without that feature nothing is recorded.
+#[cfg(feature = "axum")]
 #[derive(Debug, Clone)]
-pub(crate) struct GateRealm(pub(crate) Arc<str>);
+pub(crate) struct GateRealm(pub(crate) std::sync::Arc<str>);
 
 /// Why the gate refused a request.
 ///

@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::error::{is_grpc, GateRealm};
+use crate::error::is_grpc;
+#[cfg(feature = "axum")]
+use crate::error::GateRealm;
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::{AuthError, Keys, TokenVerifier};
@@ -184,8 +186,10 @@ where
             }
             // Passed without claims: an extractor that refuses the request later names
             // this gate's realm.
-            let realm = GateRealm(self.verifier.shared_realm());
-            request.extensions_mut().insert(realm);
+            #[cfg(feature = "axum")]
+            request
+                .extensions_mut()
+                .insert(GateRealm(self.verifier.shared_realm()));
             return Decision::Pass;
         };
         // The claims ride with the request either way; a refused request is dropped whole.
