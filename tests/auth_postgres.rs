@@ -14,7 +14,8 @@ use jwt_gate::store::{PostgresUserStore, UserStore};
 
 async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
     let (verifier, _) = verifier();
-    serve(app(verifier.clone(), AuthService::new(verifier, users))).await
+    let auth = unthrottled_registrations(AuthService::new(verifier.clone(), users));
+    serve(app(verifier, auth)).await
 }
 
 /// Registers `name`, asking again while the service sheds load (`503` from a full hash queue

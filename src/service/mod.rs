@@ -45,11 +45,12 @@
 //!
 //! # Client addresses
 //!
-//! Failed logins are throttled per username and per client address ([`LoginThrottle`]). The
-//! address is the connection's peer: insert a [`ClientAddr`] into each request's extensions
-//! (axum's `ConnectInfo<SocketAddr>` is read too, with the `axum` feature). `X-Forwarded-For`
-//! is believed only from the proxies named in [`AuthService::trusted_proxies`]. Without any
-//! peer address, only the per-username throttle applies.
+//! Logins are throttled per (username, client address), per username and per address
+//! ([`LoginThrottle`]); registrations per address ([`RegistrationThrottle`]). The address is
+//! the connection's peer: insert a [`ClientAddr`] into each request's extensions (axum's
+//! `ConnectInfo<SocketAddr>` is read too, with the `axum` feature). `X-Forwarded-For` is
+//! believed only from the proxies named in [`AuthService::trusted_proxies`]. Without any peer
+//! address, logins are throttled per username only and registrations not at all.
 //!
 //! # Runtime
 //!
@@ -85,7 +86,7 @@ pub use password::{
 };
 pub use reply::AuthResponse;
 pub use request::{BoxError, MAX_BODY_BYTES};
-pub use throttle::{ClientAddr, LoginThrottle};
+pub use throttle::{ClientAddr, LoginThrottle, RegistrationThrottle};
 
 use crate::revocation::BoxFuture;
 use crate::store::UserStore;
@@ -176,7 +177,7 @@ impl AuthService {
                     password::default_hashing_concurrency(),
                     false,
                 ),
-                throttle: Throttle::new(LoginThrottle::default()),
+                throttle: Throttle::new(LoginThrottle::default(), RegistrationThrottle::default()),
                 trusted_proxies: Vec::new(),
             }),
         }
@@ -239,8 +240,10 @@ impl AuthService {
     }
 
     /// Runs at most `hashes` password hashes at once (at least 1), each on a thread of its
-    /// own; more wait in a bounded queue. The default, every core but one, keeps a core
-    /// serving other requests however many logins arrive at once.
+    /// own; more wait in a bounded queue, and past it get `503` with `Retry-After`. The
+    /// default, every core but one, keeps a core serving other requests however many logins
+    /// arrive at once. Registrations queue apart from logins and hash on at most `hashes - 1`
+    /// threads (one when `hashes` is 1), so a flood of sign-ups never fills the logins' queue.
     #[must_use]
     pub fn hashing_concurrency(self, hashes: usize) -> Self {
         self.configure(|inner| inner.passwords = inner.passwords.with_concurrency(hashes))
@@ -256,9 +259,24 @@ impl AuthService {
     }
 
     /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).
+    ///
+    /// # Panics
+    ///
+    /// If `policy.capacity` is 0, or after the service was cloned.
     #[must_use]
     pub fn login_throttle(self, policy: LoginThrottle) -> Self {
-        self.configure(|inner| inner.throttle = Throttle::new(policy))
+        self.configure(|inner| inner.throttle = inner.throttle.with_login(policy))
+    }
+
+    /// Throttles registrations per client address by `policy` (default
+    /// [`RegistrationThrottle::default`]).
+    ///
+    /// # Panics
+    ///
+    /// If `policy.capacity` is 0, or after the service was cloned.
+    #[must_use]
+    pub fn registration_throttle(self, policy: RegistrationThrottle) -> Self {
+        self.configure(|inner| inner.throttle = inner.throttle.with_registration(policy))
     }
 
     /// A service publishing the public keys this service signs with, as a JWKS document to

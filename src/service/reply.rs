@@ -117,7 +117,7 @@ impl Failure {
                 let mut response = error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too_many_attempts",
-                    "too many failed logins; wait before trying again",
+                    "too many attempts; wait before trying again",
                 );
                 response
                     .headers_mut()
