@@ -173,3 +173,30 @@ async fn an_unreachable_database_stops_the_start_without_showing_the_password() 
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(output.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn failed_logins_at_one_server_count_at_the_other() {
+    let schema = TestSchema::fresh();
+    let prefix = KeyPrefix::fresh();
+    let a = fleet_member(&schema, &prefix);
+    let b = fleet_member(&schema, &prefix);
+    assert_eq!(
+        register(a.addr, "Bob", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    // Alternating between the servers, the sixth failure sets the delay and the seventh
+    // waits, as at one server: apart, each would allow five of its own first.
+    let mut answered = 0;
+    loop {
+        let at = if answered % 2 == 0 { a.addr } else { b.addr };
+        let reply = login(at, "bob", "wrong password").await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(reply.header("retry-after").is_some());
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+        answered += 1;
+        assert!(answered <= 12, "never throttled");
+    }
+    assert_eq!(answered, 6);
+}

@@ -87,6 +87,8 @@ pub use password::{
 pub use reply::AuthResponse;
 pub use request::{BoxError, MAX_BODY_BYTES};
 pub use throttle::{ClientAddr, LoginThrottle, RegistrationThrottle};
+#[cfg(feature = "redis")]
+pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::revocation::BoxFuture;
 use crate::store::UserStore;
@@ -277,6 +279,22 @@ impl AuthService {
     #[must_use]
     pub fn registration_throttle(self, policy: RegistrationThrottle) -> Self {
         self.configure(|inner| inner.throttle = inner.throttle.with_registration(policy))
+    }
+
+    /// Keeps the login and registration counts in Redis (feature `redis`), shared by every
+    /// service given the same server and prefix, instead of in this process; see
+    /// [`RedisThrottle`] for what happens when Redis cannot be reached. The policies stay
+    /// those of [`login_throttle`](Self::login_throttle) and
+    /// [`registration_throttle`](Self::registration_throttle), which every service of the
+    /// fleet should set alike.
+    ///
+    /// # Panics
+    ///
+    /// After the service was cloned.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared_throttle(self, throttle: RedisThrottle) -> Self {
+        self.configure(|inner| inner.throttle = inner.throttle.with_shared(throttle))
     }
 
     /// A service publishing the public keys this service signs with, as a JWKS document to

@@ -67,6 +67,7 @@ fn password_failure(failure: PasswordFailure) -> Failure {
 fn throttled(refusal: Refusal) -> Failure {
     match refusal {
         Refusal::Wait(retry_after) => Failure::Throttled { retry_after },
+        Refusal::Unavailable => Failure::Unavailable,
     }
 }
 

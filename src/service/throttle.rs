@@ -2,6 +2,9 @@
 //! (username, address), per username and per address, and past a few free ones each further
 //! attempt must wait longer. Counts live in this process, or in Redis for a fleet.
 
+#[cfg(feature = "redis")]
+mod redis;
+
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,6 +12,9 @@ use std::time::Duration;
 
 use http::request::Parts;
 use lru::LruCache;
+
+#[cfg(feature = "redis")]
+pub use redis::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
@@ -194,6 +200,19 @@ pub(crate) enum Kind {
     Registration = 3,
 }
 
+impl Kind {
+    /// The name in Redis keys.
+    #[cfg(feature = "redis")]
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pair => "pair",
+            Self::Username => "user",
+            Self::Address => "addr",
+            Self::Registration => "reg",
+        }
+    }
+}
+
 /// What a settled attempt does to one of its counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Settle {
@@ -221,6 +240,9 @@ pub(crate) struct Attempt {
 pub(crate) enum Refusal {
     /// Too many attempts: wait this many seconds.
     Wait(u64),
+    /// The shared counts could not be reached, and the policy is to refuse then.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unavailable,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -335,6 +357,8 @@ impl LocalCounts {
 /// Where the counts live: in this process, or shared by a fleet.
 enum Counts {
     Local,
+    #[cfg(feature = "redis")]
+    Shared(RedisThrottle),
 }
 
 /// The throttle's state: the policies and the counts.
@@ -383,7 +407,17 @@ impl Throttle {
     fn rebuilt(&self, mut fresh: Self) -> Self {
         fresh.counts = match &self.counts {
             Counts::Local => Counts::Local,
+            #[cfg(feature = "redis")]
+            Counts::Shared(shared) => Counts::Shared(shared.clone()),
         };
+        fresh
+    }
+
+    /// Counts kept in `shared` instead of this process.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared(&self, shared: RedisThrottle) -> Self {
+        let mut fresh = Self::new(self.login.clone(), self.registration.clone());
+        fresh.counts = Counts::Shared(shared);
         fresh
     }
 
@@ -447,6 +481,8 @@ impl Throttle {
             .collect();
         match &self.counts {
             Counts::Local => self.local.begin(&counted, now).map_err(Refusal::Wait)?,
+            #[cfg(feature = "redis")]
+            Counts::Shared(shared) => shared.begin(&self.local, &counted, now).await?,
         }
         Ok(attempt)
     }
@@ -481,6 +517,8 @@ impl Throttle {
             .collect();
         match &self.counts {
             Counts::Local => self.local.settle(&counted),
+            #[cfg(feature = "redis")]
+            Counts::Shared(shared) => shared.settle(&self.local, &counted).await,
         }
     }
 }
