@@ -11,6 +11,8 @@
 //! | `JWT_GATE_ADDR` | `127.0.0.1:3000` | where to listen |
 //! | `JWT_GATE_DB` | `./jwt-gate.db` | the SQLite file users live in |
 //! | `JWT_GATE_SECRET` | generated | the HS256 key: the variable's UTF-8 bytes as they are, at least 32 |
+//! | `JWT_GATE_ISSUER` | `jwt-gate-demo` | the `iss` tokens are issued with, and required to carry |
+//! | `JWT_GATE_AUDIENCE` | `jwt-gate-demo` | the `aud` tokens are issued for, and required to name |
 //! | `DATABASE_URL` | unset | users in this PostgreSQL database instead of `JWT_GATE_DB` |
 //! | `JWT_GATE_PG_SCHEMA` | the connection's | the PostgreSQL schema the tables live in |
 //! | `REDIS_URL` | unset | logouts and login/registration throttling shared through this Redis instead of kept in memory |
@@ -22,6 +24,9 @@
 //! verify with the same key. Servers given the same secret, `DATABASE_URL` (and schema) and
 //! `REDIS_URL` (and prefix) share users, a logout at one is refused at all, and failed logins
 //! at one count at all.
+//!
+//! Tokens carry `iss` and `aud` and are refused without the expected ones, so a token that
+//! another service minted with the same secret does not pass here.
 //!
 //! Routes: `POST /auth/register`, `POST /auth/token`, `POST /auth/logout`,
 //! `POST /auth/logout-all`, `GET /auth-test` (bearer token required: `{username, email}`),
@@ -41,13 +46,15 @@ use axum::{Json, Router};
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::{AuthService, JwksService, RedisThrottle, JWKS_PATH};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
-use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
+use jwt_gate::{AuthError, Claims, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
 #[path = "support/secret.rs"]
 mod secret;
 
 const DEFAULT_ADDR: &str = "127.0.0.1:3000";
 const DEFAULT_DB: &str = "./jwt-gate.db";
+const DEFAULT_ISSUER: &str = "jwt-gate-demo";
+const DEFAULT_AUDIENCE: &str = "jwt-gate-demo";
 
 /// `GET /auth-test`: who the bearer token speaks for, as the user store knows them.
 async fn current_user(State(users): State<Arc<dyn UserStore>>, claims: Claims) -> Response {
@@ -57,11 +64,9 @@ async fn current_user(State(users): State<Arc<dyn UserStore>>, claims: Claims) -
             "email": user.email,
         }))
         .into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({ "error": "not_found" })),
-        )
-            .into_response(),
+        // A genuine token for a user who is gone proves nothing about the caller: the same
+        // answer as any other bad token, as the FastAPI app gives.
+        Ok(None) => AuthError::UnknownSubject.into_response(),
         Err(error) => {
             eprintln!("user store failed: {error}");
             (
@@ -84,6 +89,22 @@ fn optional_var(name: &str) -> Result<Option<String>, String> {
         Err(std::env::VarError::NotPresent) => Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
     }
+}
+
+/// A variable that may be unset (then `default`), but not set to nothing.
+fn var_or(name: &str, default: &str) -> Result<String, String> {
+    match optional_var(name)? {
+        None => Ok(default.to_owned()),
+        Some(value) if value.trim().is_empty() => Err(format!("{name} is set but empty")),
+        Some(value) => Ok(value),
+    }
+}
+
+/// The `iss` and `aud` every token is issued with and must carry.
+fn validation() -> Result<Validation, String> {
+    Ok(Validation::default()
+        .issuer(var_or("JWT_GATE_ISSUER", DEFAULT_ISSUER)?)
+        .audience(var_or("JWT_GATE_AUDIENCE", DEFAULT_AUDIENCE)?))
 }
 
 /// The user store, and how the startup line names it. Errors never quote the URL: it may
@@ -109,8 +130,9 @@ async fn users(db: &Path) -> Result<(Arc<dyn UserStore>, String), String> {
 /// The verifier, on Redis revocations when `REDIS_URL` is set, and how the startup line
 /// names where revocations live.
 async fn verifier(keys: Keys) -> Result<(TokenVerifier, &'static str), String> {
+    let builder = TokenVerifier::builder(keys).validation(validation()?);
     let Some(url) = optional_var("REDIS_URL")? else {
-        return Ok((TokenVerifier::new(keys), "memory"));
+        return Ok((builder.build(), "memory"));
     };
     let mut revocations = RedisRevocations::connect(&url);
     if let Some(prefix) = optional_var("JWT_GATE_REDIS_PREFIX")? {
@@ -119,9 +141,7 @@ async fn verifier(keys: Keys) -> Result<(TokenVerifier, &'static str), String> {
     let revocations = revocations
         .await
         .map_err(|error| format!("cannot use REDIS_URL: {error}"))?;
-    let verifier = TokenVerifier::builder(keys)
-        .revocations(revocations)
-        .build();
+    let verifier = builder.revocations(revocations).build();
     Ok((verifier, "Redis"))
 }
 

@@ -60,6 +60,10 @@ ensure_postgres
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 
+# The demo tests start examples/server.rs as a user runs it; build it here, with the suite's
+# features, rather than from inside a test while other tests run.
+log "cargo build --all-features --examples"
+cargo build --all-features --examples
 log "cargo test --all-features"
 cargo test --all-features
 log "cargo test --no-default-features --lib (no crypto backend: keys are a clear error)"

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 ///
 /// The gate puts a `Claims<C>` into the request extensions of every request it lets through
 /// with a token. `sub`, `exp`, `iat` and `jti` are required: a token lacking one is refused,
-/// because without them it could be neither attributed, expired nor revoked.
+/// because without them it could be neither attributed, expired nor revoked. An empty `jti`
+/// counts as missing, and one over [`MAX_JTI_LEN`] bytes is refused too: it could name no
+/// revocation, or make every revocation entry as large as the attacker liked.
 ///
 /// ```
 /// use jwt_gate::Claims;
@@ -118,6 +120,10 @@ impl<C> Claims<C> {
         self
     }
 }
+
+/// The longest `jti` accepted, in bytes. This crate's own ids are 22 characters; other
+/// issuers' UUIDs and the like are well within it.
+pub const MAX_JTI_LEN: usize = 255;
 
 /// A fresh token id: 128 random bits, base64url without padding (22 characters).
 pub(crate) fn new_jti() -> String {

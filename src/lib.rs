@@ -52,17 +52,14 @@ pub mod axum;
 mod cache;
 mod claims;
 pub mod clock;
+mod error;
 mod extract;
 mod fingerprint;
 #[cfg(feature = "gateway")]
 pub mod gateway;
-mod jwks;
 mod keys;
 mod layer;
 mod paths;
-mod reject;
-#[cfg(feature = "jwks")]
-mod remote_jwks;
 pub mod revocation;
 #[cfg(feature = "auth")]
 #[cfg_attr(docsrs, doc(cfg(feature = "auth")))]
@@ -72,11 +69,11 @@ pub mod service;
 pub mod store;
 mod validate;
 
-pub use claims::Claims;
+pub use claims::{Claims, MAX_JTI_LEN};
+pub use error::AuthError;
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
+#[cfg(feature = "jwks")]
+pub use keys::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};
-pub use reject::AuthError;
-#[cfg(feature = "jwks")]
-pub use remote_jwks::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};

@@ -10,6 +10,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
 use crate::cache::VerifiedCache;
+use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
 use crate::extract::check_token_syntax;
 use crate::fingerprint::Fingerprint;
@@ -32,8 +33,9 @@ use crate::{AuthError, Claims};
 /// | `max_lifetime` | `Some(24 h)`: `exp - iat` may not exceed it |
 /// | `max_token_len` | 8 KiB, checked before any decoding |
 ///
-/// `exp`, `iat`, `sub` and `jti` are always required; `nbf` is checked when present; a `crit`
-/// header is always refused.
+/// `exp`, `iat`, `sub` and `jti` are always required (an empty `jti`, or one over
+/// [`MAX_JTI_LEN`](crate::MAX_JTI_LEN) bytes, is refused as missing); `nbf` is checked when
+/// present; a `crit` header is always refused.
 ///
 /// ```
 /// use std::time::Duration;
@@ -134,6 +136,10 @@ impl Validation {
     }
 
     fn check_fixed<C>(&self, claims: &Claims<C>) -> Result<(), AuthError> {
+        // A token that cannot be named cannot be revoked by name.
+        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+            return Err(AuthError::MissingClaim);
+        }
         if let Some(max) = self.max_lifetime {
             if claims.exp.saturating_sub(claims.iat) > max.as_secs() {
                 return Err(AuthError::LifetimeTooLong);
@@ -471,7 +477,37 @@ impl<C> TokenVerifierBuilder<C> {
     }
 
     /// The verifier.
+    ///
+    /// # Panics
+    ///
+    /// When the validation's leeway is longer than the revocation store's
+    /// [grace period](RevocationStore::grace): the store would forget a revoked token while the
+    /// gate still accepted it, so revoked tokens would come back for the difference. Shorten
+    /// the leeway or lengthen the grace (`MemoryRevocations::with_grace`); this is a
+    /// configuration mistake, caught where the verifier is built rather than at the first
+    /// revoked request.
+    ///
+    /// ```should_panic
+    /// use std::time::Duration;
+    /// use jwt_gate::{Keys, TokenVerifier, Validation};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // The default in-memory store remembers revocations for 5 minutes past expiry.
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
+    ///     .build();
+    /// ```
     pub fn build(self) -> TokenVerifier<C> {
+        if let Some(grace) = self.revocations.grace() {
+            let leeway = self.validation.leeway;
+            // Both sides count whole seconds.
+            assert!(
+                leeway.as_secs() <= grace.as_secs(),
+                "jwt-gate: the leeway ({leeway:?}) is longer than the revocation store's grace \
+                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
+                 shorten Validation::leeway or lengthen the store's grace"
+            );
+        }
         TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,

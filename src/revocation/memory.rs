@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use super::{BoxFuture, RevocationCheck, RevocationStore, StoreError, TokenId};
+use super::{BoxFuture, RevocationCheck, RevocationError, RevocationStore, TokenId};
 use crate::clock::{Clock, SystemClock};
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 
@@ -109,17 +109,27 @@ impl MemoryRevocations {
                 .subjects
                 .insert(entry.key().clone(), *entry.value());
         }
+        // Without the flag the copied cut-offs would be stored but never consulted.
+        if self.inner.any_subject_cutoff.load(Ordering::Acquire) {
+            fresh
+                .inner
+                .any_subject_cutoff
+                .store(true, Ordering::Release);
+        }
         fresh
     }
 
     /// Uses `clock` for expiry (tests move a [`ManualClock`](crate::clock::ManualClock)).
+    /// Entries and cut-offs already recorded are kept.
     #[must_use]
     pub fn with_clock(self, clock: impl Clock) -> Self {
         let (grace, interval) = self.settings();
         self.rebuild(Arc::new(clock), grace, interval)
     }
 
-    /// Keeps entries this long after their token's expiry. Must exceed the gate's leeway.
+    /// Keeps entries this long after their token's expiry. Must be at least the gate's leeway:
+    /// [`TokenVerifierBuilder::build`](crate::TokenVerifierBuilder::build) refuses a verifier
+    /// whose leeway is longer. Entries and cut-offs already recorded are kept.
     #[must_use]
     pub fn with_grace(self, grace: Duration) -> Self {
         let clock = self.inner.clock.clone();
@@ -233,7 +243,7 @@ impl RevocationStore for MemoryRevocations {
         }
     }
 
-    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
         self.revoke_now(jti, expires_at);
         Box::pin(std::future::ready(Ok(())))
     }
@@ -243,9 +253,13 @@ impl RevocationStore for MemoryRevocations {
         sub: &str,
         issued_before: u64,
         keep_until: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
         self.revoke_subject_now(sub, issued_before, keep_until);
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn grace(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.inner.grace))
     }
 }
 
@@ -298,6 +312,20 @@ mod tests {
             !store.is_revoked(&token("x", "alice", 999)),
             "the cut-off left too"
         );
+    }
+
+    #[test]
+    fn changing_clock_or_grace_keeps_what_was_revoked() {
+        let store = MemoryRevocations::new();
+        store.revoke_now("a", u64::MAX);
+        store.revoke_subject_now("alice", 1_000, u64::MAX);
+        let store = store
+            .with_clock(ManualClock::new(500))
+            .with_grace(Duration::from_secs(600));
+        assert!(store.is_revoked(&token("a", "bob", 1)));
+        assert!(store.is_revoked(&token("x", "alice", 999)));
+        assert!(!store.is_revoked(&token("y", "alice", 1_000)));
+        assert_eq!(store.grace(), Some(Duration::from_secs(600)));
     }
 
     #[test]

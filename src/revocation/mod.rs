@@ -62,11 +62,11 @@ impl fmt::Debug for RevocationCheck {
 
 /// The store could not record or answer; nothing was acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreError {
+pub struct RevocationError {
     message: String,
 }
 
-impl StoreError {
+impl RevocationError {
     /// An error with a message for logs (never shown to clients).
     pub fn new(message: impl Into<String>) -> Self {
         Self {
@@ -75,13 +75,13 @@ impl StoreError {
     }
 }
 
-impl fmt::Display for StoreError {
+impl fmt::Display for RevocationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "revocation store unavailable: {}", self.message)
     }
 }
 
-impl std::error::Error for StoreError {}
+impl std::error::Error for RevocationError {}
 
 /// A list of revoked tokens, shared by every gate and auth service built with it.
 ///
@@ -109,7 +109,7 @@ pub trait RevocationStore: Send + Sync + 'static {
 
     /// Revokes the token whose `jti` is given, until `expires_at` (its `exp`). Resolves only
     /// once the revocation is durable in the store.
-    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>>;
 
     /// Revokes every token of `sub` issued before `issued_before` (`iat < issued_before`).
     /// The cut-off may be forgotten after `keep_until`: `issued_before` plus the longest token
@@ -119,5 +119,14 @@ pub trait RevocationStore: Send + Sync + 'static {
         sub: &str,
         issued_before: u64,
         keep_until: u64,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    ) -> BoxFuture<'_, Result<(), RevocationError>>;
+
+    /// How long after a token's expiry (or a cut-off's `keep_until`) the store still remembers
+    /// it. [`TokenVerifierBuilder::build`](crate::TokenVerifierBuilder::build) refuses a
+    /// leeway longer than this, since a token the gate still accepts within its leeway must
+    /// still be known as revoked. `None` (the default) says the store keeps entries at least
+    /// as long as any leeway, or cannot tell; then nothing is checked.
+    fn grace(&self) -> Option<std::time::Duration> {
+        None
+    }
 }

@@ -59,8 +59,8 @@
 //! runtime.
 
 mod identity;
-mod jwks;
 mod password;
+mod public_keys;
 mod reply;
 mod request;
 mod routes;
@@ -74,16 +74,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::Request;
 use http_body::Body;
 use tower_service::Service;
 
 pub use identity::MAX_USERNAME_CHARS;
-pub use jwks::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
+pub use public_keys::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use reply::AuthResponse;
 pub use request::{BoxError, MAX_BODY_BYTES};
 pub use throttle::{ClientAddr, LoginThrottle, RegistrationThrottle};
@@ -94,7 +94,7 @@ use crate::revocation::BoxFuture;
 use crate::store::UserStore;
 use crate::TokenVerifier;
 use password::Passwords;
-use reply::Failure;
+use routes::Inner;
 use throttle::Throttle;
 use tokens::TokenIssuer;
 
@@ -126,15 +126,6 @@ pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60
 #[derive(Clone)]
 pub struct AuthService {
     inner: Arc<Inner>,
-}
-
-struct Inner {
-    prefix: String,
-    issuer: TokenIssuer,
-    users: Arc<dyn UserStore>,
-    passwords: Passwords,
-    throttle: Throttle,
-    trusted_proxies: Vec<IpAddr>,
 }
 
 impl std::fmt::Debug for AuthService {
@@ -311,31 +302,6 @@ impl AuthService {
     }
 }
 
-/// The routes, by their path below the prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Route {
-    Register,
-    Token,
-    Logout,
-    LogoutAll,
-}
-
-impl Inner {
-    fn route(&self, path: &str) -> Option<Route> {
-        let relative = path
-            .strip_prefix(self.prefix.as_str())
-            .filter(|rest| !self.prefix.is_empty() && rest.starts_with('/'))
-            .unwrap_or(path);
-        match relative {
-            "/register" => Some(Route::Register),
-            "/token" => Some(Route::Token),
-            "/logout" => Some(Route::Logout),
-            "/logout-all" => Some(Route::LogoutAll),
-            _ => None,
-        }
-    }
-}
-
 impl<B> Service<Request<B>> for AuthService
 where
     B: Body<Data = Bytes> + Send + 'static,
@@ -351,17 +317,6 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let inner = self.inner.clone();
-        Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let outcome = match inner.route(parts.uri.path()) {
-                None => Err(Failure::NotFound),
-                Some(_) if parts.method != Method::POST => Err(Failure::MethodNotAllowed),
-                Some(Route::Register) => inner.register(&parts, body).await,
-                Some(Route::Token) => inner.token(&parts, body).await,
-                Some(Route::Logout) => inner.logout(&parts, false).await,
-                Some(Route::LogoutAll) => inner.logout(&parts, true).await,
-            };
-            Ok(outcome.unwrap_or_else(|failure| failure.into_response(&parts.headers)))
-        })
+        Box::pin(async move { Ok(inner.answer(request).await) })
     }
 }

@@ -2,6 +2,7 @@
 //! run on a few dedicated threads behind a semaphore so a burst of logins never stalls the
 //! threads that serve other requests.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -9,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization as _};
 
 /// The fewest characters a password may have.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -50,6 +52,9 @@ impl std::error::Error for HashError {}
 /// A password hashing scheme. Both methods are CPU-bound and blocking: the service calls
 /// them on threads of their own, never on an async worker.
 ///
+/// Both receive the password exactly as the client sent it; normalising it is the scheme's
+/// business ([`Argon2Hasher`] applies NFKC).
+///
 /// [`Argon2Hasher`] is the one to use; the trait exists so a deployment can tune or wrap it
 /// (for instance to count calls in a test).
 pub trait PasswordHasher: Send + Sync + 'static {
@@ -69,6 +74,18 @@ pub trait PasswordHasher: Send + Sync + 'static {
 /// does not match a bcrypt hash. Until a legacy user logs in once, their logins take bcrypt's
 /// time rather than argon2's, which tells a patient observer that such an account exists.
 ///
+/// Passwords are NFKC-normalised before hashing and verifying (NIST SP 800-63B §5.1.1.2), so
+/// a password typed as precomposed `é` (NFC, most keyboards) or as `e` plus a combining accent
+/// (NFD, some input methods) is one password, and so are full-width and ASCII letters. Hashes
+/// made before that, from the password as typed, still verify:
+///
+/// - a bcrypt hash is checked against the password as typed only (the apps that made them
+///   normalised nothing), and a match is re-hashed from the normalised form;
+/// - an argon2 hash is checked against the normalised form first; when that fails and the
+///   password as typed differs from it, against the password as typed too, and such a match
+///   is reported as needing a rehash. That second run costs a wrong password that is not
+///   already in NFKC twice the time, for known and unknown users alike.
+///
 /// ```
 /// use jwt_gate::service::{Argon2Hasher, PasswordHasher, Verdict};
 ///
@@ -77,6 +94,10 @@ pub trait PasswordHasher: Send + Sync + 'static {
 /// assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
 /// assert_eq!(hasher.verify("correct horse battery staple", &hash), Verdict::Match);
 /// assert_eq!(hasher.verify("wrong", &hash), Verdict::Mismatch);
+///
+/// // "café" with a precomposed é, then with e + U+0301 COMBINING ACUTE ACCENT.
+/// let hash = hasher.hash("caf\u{e9} au lait").unwrap();
+/// assert_eq!(hasher.verify("cafe\u{301} au lait", &hash), Verdict::Match);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Argon2Hasher {
@@ -130,8 +151,19 @@ fn is_bcrypt(hash: &str) -> bool {
         .any(|prefix| hash.starts_with(prefix))
 }
 
+/// The form a password is hashed in: NFKC. Borrowed when the password is in it already, as
+/// nearly every password is.
+fn normalized(password: &str) -> Cow<'_, str> {
+    if is_nfkc_quick(password.chars()) == IsNormalized::Yes {
+        Cow::Borrowed(password)
+    } else {
+        Cow::Owned(password.nfkc().collect())
+    }
+}
+
 impl PasswordHasher for Argon2Hasher {
     fn hash(&self, password: &str) -> Result<String, HashError> {
+        let password = normalized(password);
         let mut salt = [0u8; 16];
         getrandom::getrandom(&mut salt).map_err(|error| HashError::new(error.to_string()))?;
         let salt =
@@ -144,6 +176,7 @@ impl PasswordHasher for Argon2Hasher {
 
     fn verify(&self, password: &str, hash: &str) -> Verdict {
         if is_bcrypt(hash) {
+            // Legacy apps hashed the password as typed; the rehash is of the normalised form.
             return match bcrypt::non_truncating_verify(password, hash) {
                 Ok(true) => Verdict::MatchNeedsRehash,
                 _ => Verdict::Mismatch,
@@ -153,11 +186,20 @@ impl PasswordHasher for Argon2Hasher {
             return Verdict::Mismatch;
         };
         // The parameters come from the stored hash, so older hashes still verify.
-        match Argon2::default().verify_password(password.as_bytes(), &parsed) {
-            Ok(()) if self.is_current(&parsed) => Verdict::Match,
-            Ok(()) => Verdict::MatchNeedsRehash,
-            Err(_) => Verdict::Mismatch,
+        let argon2 = Argon2::default();
+        let normal = normalized(password);
+        if argon2.verify_password(normal.as_bytes(), &parsed).is_ok() {
+            return if self.is_current(&parsed) {
+                Verdict::Match
+            } else {
+                Verdict::MatchNeedsRehash
+            };
         }
+        // A hash stored before passwords were normalised was made from the password as typed.
+        if *normal != *password && argon2.verify_password(password.as_bytes(), &parsed).is_ok() {
+            return Verdict::MatchNeedsRehash;
+        }
+        Verdict::Mismatch
     }
 }
 

@@ -1,26 +1,82 @@
-//! What each route does, from a parsed request to its answer.
+//! The service's state and what each route does with it, from a request to its answer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::StatusCode;
+use http::{Method, Request, StatusCode};
 use http_body::Body;
 use serde::Deserialize;
 
 use super::identity::{
     acceptable_password_length, registrable_username, username_key, valid_email,
 };
+use super::password::Passwords;
 use super::password::{PasswordFailure, Verdict, MAX_PASSWORD_CHARS};
 use super::reply::{json, AuthResponse, Failure};
 use super::request::{
     parse_form, parse_json, read_body, require_content_type, BoxError, FORM, JSON,
 };
-use super::throttle::{client_address, Attempt, Refusal};
+use super::throttle::{client_address, Attempt, Refusal, Throttle};
 use super::tokens::{hash_refresh_token, TokenIssuer};
-use super::Inner;
 use crate::extract::{bearer_token, Credentials};
 use crate::revocation::RevocationCheck;
-use crate::store::{LiveAccess, Registration, Rotation, User, UserStoreError};
+use crate::store::{LiveAccess, Registration, Rotation, User, UserStore, UserStoreError};
 use crate::AuthError;
+
+/// Everything a request may need, shared by the clones of one [`AuthService`](super::AuthService).
+pub(super) struct Inner {
+    pub(super) prefix: String,
+    pub(super) issuer: TokenIssuer,
+    pub(super) users: Arc<dyn UserStore>,
+    pub(super) passwords: Passwords,
+    pub(super) throttle: Throttle,
+    pub(super) trusted_proxies: Vec<IpAddr>,
+}
+
+/// The routes, by their path below the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Register,
+    Token,
+    Logout,
+    LogoutAll,
+}
+
+impl Inner {
+    fn route(&self, path: &str) -> Option<Route> {
+        let relative = path
+            .strip_prefix(self.prefix.as_str())
+            .filter(|rest| !self.prefix.is_empty() && rest.starts_with('/'))
+            .unwrap_or(path);
+        match relative {
+            "/register" => Some(Route::Register),
+            "/token" => Some(Route::Token),
+            "/logout" => Some(Route::Logout),
+            "/logout-all" => Some(Route::LogoutAll),
+            _ => None,
+        }
+    }
+
+    /// Answers one request: routes it, runs its handler, renders a failure.
+    pub(super) async fn answer<B>(&self, request: Request<B>) -> AuthResponse
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let outcome = match self.route(parts.uri.path()) {
+            None => Err(Failure::NotFound),
+            Some(_) if parts.method != Method::POST => Err(Failure::MethodNotAllowed),
+            Some(Route::Register) => self.register(&parts, body).await,
+            Some(Route::Token) => self.token(&parts, body).await,
+            Some(Route::Logout) => self.logout(&parts, false).await,
+            Some(Route::LogoutAll) => self.logout(&parts, true).await,
+        };
+        outcome.unwrap_or_else(|failure| failure.into_response(&parts.headers))
+    }
+}
 
 type Outcome = Result<AuthResponse, Failure>;
 

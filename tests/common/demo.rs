@@ -6,26 +6,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-/// Builds the example once (a no-op when `cargo test` already did) and returns its path, as
-/// cargo reports it, so a custom target directory is honoured.
+/// The demo's executable, which the suite's runner builds before the tests with the suite's
+/// own features (`cargo build --all-features --examples`, as `scripts/test.sh` does).
+/// Building it from inside a test would rebuild the library with other features while
+/// other tests run. It sits beside this test binary's directory (`<target>/debug/deps/..`),
+/// so a custom target directory or profile is honoured.
 fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let output = Command::new(cargo)
-            .args(["build", "--example", "server", "--message-format=json"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(output.status.success(), "the demo builds");
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| message["target"]["name"] == "server")
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo names the demo's executable")
+        let test_binary = std::env::current_exe().expect("the test binary has a path");
+        let profile_dir = test_binary
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binaries live in <target>/<profile>/deps");
+        let binary = profile_dir
+            .join("examples")
+            .join(format!("server{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.is_file(),
+            "{} is missing: run `cargo build --all-features --examples` before these tests",
+            binary.display()
+        );
+        binary
     })
 }
 
@@ -52,6 +54,8 @@ pub fn demo_command() -> Command {
     for name in [
         "JWT_GATE_DB",
         "JWT_GATE_SECRET",
+        "JWT_GATE_ISSUER",
+        "JWT_GATE_AUDIENCE",
         "DATABASE_URL",
         "JWT_GATE_PG_SCHEMA",
         "REDIS_URL",

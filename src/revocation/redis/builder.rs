@@ -13,7 +13,7 @@ use super::follow::{Backoff, Follower};
 use super::wire::KeySpace;
 use super::{unavailable, Inner, RedisRevocations, View, RECORD_SUBJECT_CUTOFF};
 use crate::revocation::memory::DEFAULT_GRACE;
-use crate::revocation::{BoxFuture, MemoryRevocations, StoreError};
+use crate::revocation::{BoxFuture, MemoryRevocations, RevocationError};
 
 /// The key prefix unless set.
 const DEFAULT_PREFIX: &str = "jwt-gate:";
@@ -25,14 +25,14 @@ const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 /// Options for a [`RedisRevocations`], from [`RedisRevocations::connect`]; `.await` it to
 /// connect.
 ///
-/// Connecting fails, with a [`StoreError`], when the URL does not parse or Redis cannot be
+/// Connecting fails, with a [`RevocationError`], when the URL does not parse or Redis cannot be
 /// reached: a gate that cannot know the revocations should not start.
 ///
 /// ```no_run
 /// use std::time::Duration;
 /// use jwt_gate::revocation::RedisRevocations;
 ///
-/// # async fn run() -> Result<(), jwt_gate::revocation::StoreError> {
+/// # async fn run() -> Result<(), jwt_gate::revocation::RevocationError> {
 /// let revocations = RedisRevocations::connect("redis://:secret@10.0.0.5:6379/2")
 ///     .key_prefix("shop:")
 ///     .trust_mirror_while_disconnected()
@@ -104,7 +104,7 @@ impl RedisRevocationsBuilder {
     }
 
     /// Gives up on any one Redis operation after this long (default 2 s): a write then fails
-    /// with a [`StoreError`], a strict check is `Unavailable`.
+    /// with a [`RevocationError`], a strict check is `Unavailable`.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -126,8 +126,8 @@ impl RedisRevocationsBuilder {
         self
     }
 
-    async fn open(self) -> Result<RedisRevocations, StoreError> {
-        let info = self.server.map_err(StoreError::new)?;
+    async fn open(self) -> Result<RedisRevocations, RevocationError> {
+        let info = self.server.map_err(RevocationError::new)?;
         let server = format!("{}/{}", info.addr(), info.redis_settings().db());
         let client = Client::open(info).map_err(|error| unavailable(&error))?;
         // One retry per reconnection: a write during an outage should fail fast with 503,
@@ -146,7 +146,7 @@ impl RedisRevocationsBuilder {
         {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => return Err(unavailable(&error)),
-            Err(_) => return Err(StoreError::new("redis: connecting timed out")),
+            Err(_) => return Err(RevocationError::new("redis: connecting timed out")),
         };
         let keys = KeySpace::new(&self.prefix);
         let channel = keys.channel();
@@ -192,7 +192,7 @@ impl RedisRevocationsBuilder {
 }
 
 impl IntoFuture for RedisRevocationsBuilder {
-    type Output = Result<RedisRevocations, StoreError>;
+    type Output = Result<RedisRevocations, RevocationError>;
     type IntoFuture = BoxFuture<'static, Self::Output>;
 
     fn into_future(self) -> Self::IntoFuture {

@@ -12,7 +12,7 @@ use futures_util::StreamExt as _;
 use super::wire::{KeySpace, Revocation, StoredKey};
 use super::{ask, unavailable, AbortOnDrop};
 use crate::clock::{Clock, SystemClock};
-use crate::revocation::{MemoryRevocations, StoreError};
+use crate::revocation::{MemoryRevocations, RevocationError};
 
 /// How many keys one `SCAN` step asks for.
 const SCAN_BATCH: usize = 1_000;
@@ -37,7 +37,7 @@ pub(super) struct Follower {
 impl Follower {
     /// Subscribes and loads the mirror, then follows the channel in a task of its own.
     /// Fails, without starting anything, if Redis cannot be reached now.
-    pub(super) async fn start(self) -> Result<AbortOnDrop, StoreError> {
+    pub(super) async fn start(self) -> Result<AbortOnDrop, RevocationError> {
         let subscription = self.subscribe_and_reload().await?;
         self.current.store(true, Ordering::Release);
         let task = tokio::spawn(self.follow(subscription));
@@ -101,7 +101,7 @@ impl Follower {
 
     /// Subscribes first and reads every key second: an announcement made in between is then
     /// both read and received, never neither (applying one twice changes nothing).
-    async fn subscribe_and_reload(&self) -> Result<PubSub, StoreError> {
+    async fn subscribe_and_reload(&self) -> Result<PubSub, RevocationError> {
         let subscribe = async {
             let mut subscription = self.client.get_async_pubsub().await?;
             subscription.subscribe(&self.channel).await?;
@@ -110,14 +110,14 @@ impl Follower {
         let subscription = match tokio::time::timeout(self.timeout, subscribe).await {
             Ok(Ok(subscription)) => subscription,
             Ok(Err(error)) => return Err(unavailable(&error)),
-            Err(_) => return Err(StoreError::new("redis: subscribing timed out")),
+            Err(_) => return Err(RevocationError::new("redis: subscribing timed out")),
         };
         self.reload().await?;
         Ok(subscription)
     }
 
     /// Adds every revocation stored under the prefix to the mirror.
-    async fn reload(&self) -> Result<(), StoreError> {
+    async fn reload(&self) -> Result<(), RevocationError> {
         let pattern = self.keys.scan_pattern();
         let mut cursor = 0_u64;
         loop {
@@ -141,7 +141,7 @@ impl Follower {
     }
 
     /// Reads the values and remaining lifetimes of one batch of keys into the mirror.
-    async fn load(&self, names: &[Vec<u8>]) -> Result<(), StoreError> {
+    async fn load(&self, names: &[Vec<u8>]) -> Result<(), RevocationError> {
         if names.is_empty() {
             return Ok(());
         }

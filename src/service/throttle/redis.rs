@@ -11,7 +11,7 @@ use ::redis::{Client, ConnectionInfo, IntoConnectionInfo, Script};
 use sha2::{Digest, Sha256};
 
 use super::{Kind, Limit, LocalCounts, Refusal, Settle};
-use crate::revocation::StoreError;
+use crate::store::UserStoreError;
 
 const DEFAULT_PREFIX: &str = "jwt-gate:";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -90,7 +90,7 @@ return 0
 /// use jwt_gate::store::MemoryUserStore;
 /// use jwt_gate::{Keys, TokenVerifier};
 ///
-/// # async fn run() -> Result<(), jwt_gate::revocation::StoreError> {
+/// # async fn run() -> Result<(), jwt_gate::store::UserStoreError> {
 /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
 /// let throttle = RedisThrottle::connect("redis://127.0.0.1:6379")
 ///     .key_prefix("shop:")
@@ -212,7 +212,7 @@ impl RedisThrottle {
 
 /// Options for a [`RedisThrottle`], from [`RedisThrottle::connect`]; `.await` it to connect.
 ///
-/// Connecting fails, with a [`StoreError`], when the URL does not parse or Redis cannot be
+/// Connecting fails, with a [`UserStoreError`], when the URL does not parse or Redis cannot be
 /// reached: a service that cannot count should not start.
 #[must_use = "a builder does nothing until awaited"]
 pub struct RedisThrottleBuilder {
@@ -254,10 +254,10 @@ impl RedisThrottleBuilder {
         self
     }
 
-    async fn open(self) -> Result<RedisThrottle, StoreError> {
-        let info = self.server.map_err(StoreError::new)?;
+    async fn open(self) -> Result<RedisThrottle, UserStoreError> {
+        let info = self.server.map_err(UserStoreError::new)?;
         let client =
-            Client::open(info).map_err(|error| StoreError::new(format!("redis: {error}")))?;
+            Client::open(info).map_err(|error| UserStoreError::new(format!("redis: {error}")))?;
         // One retry: an attempt during an outage should be answered promptly, not wait out
         // a series of reconnections.
         let config = ConnectionManagerConfig::new()
@@ -271,8 +271,8 @@ impl RedisThrottleBuilder {
         .await
         {
             Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => return Err(StoreError::new(format!("redis: {error}"))),
-            Err(_) => return Err(StoreError::new("redis: connecting timed out")),
+            Ok(Err(error)) => return Err(UserStoreError::new(format!("redis: {error}"))),
+            Err(_) => return Err(UserStoreError::new("redis: connecting timed out")),
         };
         Ok(RedisThrottle {
             inner: Arc::new(Inner {
@@ -286,7 +286,7 @@ impl RedisThrottleBuilder {
 }
 
 impl IntoFuture for RedisThrottleBuilder {
-    type Output = Result<RedisThrottle, StoreError>;
+    type Output = Result<RedisThrottle, UserStoreError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {

@@ -1,0 +1,205 @@
+//! Why a request was refused, and how that is said: RFC 6750 over HTTP, a status over gRPC.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode};
+
+/// Why the gate refused a request.
+///
+/// Each reason maps to one RFC 6750 error code, one HTTP status and one short, fixed
+/// description: nothing from the request (least of all the token) is ever echoed back.
+///
+/// ```
+/// use http::StatusCode;
+/// use jwt_gate::AuthError;
+///
+/// assert_eq!(AuthError::Expired.status(), StatusCode::UNAUTHORIZED);
+/// assert_eq!(AuthError::Expired.error_code(), Some("invalid_token"));
+/// assert_eq!(AuthError::MissingCredentials.error_code(), None);
+/// assert_eq!(AuthError::TokenTooLong.status(), StatusCode::BAD_REQUEST);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No `Authorization` header, or one with another scheme.
+    MissingCredentials,
+    /// More than one `Authorization` header.
+    MultipleAuthorizationHeaders,
+    /// `Bearer` followed by nothing.
+    EmptyToken,
+    /// `Bearer` followed by more than one token.
+    MultipleTokens,
+    /// A token longer than the configured cap.
+    TokenTooLong,
+    /// Characters outside RFC 6750's `b64token` syntax.
+    InvalidCharacters,
+    /// Not three base64url parts with a JSON header and payload.
+    Malformed,
+    /// The `alg` header is not the algorithm of the selected key.
+    WrongAlgorithm,
+    /// No key matches the token's `kid`.
+    UnknownKey,
+    /// The signature does not verify.
+    BadSignature,
+    /// A `crit` header: no extension is understood, so every one is refused (RFC 7515 §4.1.11).
+    CriticalHeader,
+    /// The `typ` header is not the required one.
+    WrongType,
+    /// A required claim is missing or of the wrong type (an empty or over-long `jti` too).
+    MissingClaim,
+    /// `exp` is past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInTheFuture,
+    /// `exp - iat` exceeds the configured maximum lifetime.
+    LifetimeTooLong,
+    /// `iss` is missing or not an accepted issuer.
+    WrongIssuer,
+    /// `aud` is missing or names no accepted audience.
+    WrongAudience,
+    /// The token was revoked.
+    Revoked,
+    /// The token is genuine but its `sub` names no user the application knows (the account
+    /// was deleted, or the token was minted for another user base). The gate never returns
+    /// this itself; a handler that looks the subject up does.
+    UnknownSubject,
+    /// The revocation store could not be asked, and the gate fails closed.
+    RevocationStoreUnavailable,
+}
+
+impl AuthError {
+    /// The HTTP status: `401`, `400` for malformed requests (RFC 6750 §3.1), `503` when the
+    /// revocation store is down.
+    pub fn status(self) -> StatusCode {
+        match self.error_code() {
+            Some("invalid_request") => StatusCode::BAD_REQUEST,
+            _ if self == Self::RevocationStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The RFC 6750 `error` code; `None` when the request simply carried no credentials.
+    pub fn error_code(self) -> Option<&'static str> {
+        match self {
+            Self::MissingCredentials | Self::RevocationStoreUnavailable => None,
+            Self::MultipleAuthorizationHeaders
+            | Self::EmptyToken
+            | Self::MultipleTokens
+            | Self::TokenTooLong
+            | Self::InvalidCharacters => Some("invalid_request"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    /// A short description that is safe to send: fixed text, never request data.
+    pub fn description(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "a bearer token is required",
+            Self::MultipleAuthorizationHeaders => "more than one Authorization header",
+            Self::EmptyToken => "the bearer token is empty",
+            Self::MultipleTokens => "more than one bearer token",
+            Self::TokenTooLong => "the bearer token is too long",
+            Self::InvalidCharacters => "the bearer token has invalid characters",
+            Self::Malformed => "the token is malformed",
+            Self::WrongAlgorithm => "the token's algorithm is not accepted",
+            Self::UnknownKey => "the token's key is unknown",
+            Self::BadSignature => "the token's signature is invalid",
+            Self::CriticalHeader => "the token has a critical header that is not understood",
+            Self::WrongType => "the token is not an access token",
+            Self::MissingClaim => "the token lacks a required claim",
+            Self::Expired => "the token has expired",
+            Self::NotYetValid => "the token is not valid yet",
+            Self::IssuedInTheFuture => "the token is issued in the future",
+            Self::LifetimeTooLong => "the token's lifetime is too long",
+            Self::WrongIssuer => "the token's issuer is not accepted",
+            Self::WrongAudience => "the token's audience is not accepted",
+            Self::Revoked => "the token has been revoked",
+            Self::UnknownSubject => "the token's subject is not a known user",
+            Self::RevocationStoreUnavailable => "the revocation list is unavailable",
+        }
+    }
+
+    /// The gRPC status code: `16` (UNAUTHENTICATED), or `14` (UNAVAILABLE) when the
+    /// revocation store is down.
+    pub fn grpc_code(self) -> u16 {
+        if self == Self::RevocationStoreUnavailable {
+            14
+        } else {
+            16
+        }
+    }
+
+    /// The headers and body of the HTTP rejection, for a given `realm`.
+    ///
+    /// `headers` gets `WWW-Authenticate` (RFC 6750 §3), `Content-Type` and `Cache-Control`;
+    /// the returned body is `{"error": …, "error_description": …}`.
+    pub(crate) fn http_parts(self, realm: &str, headers: &mut HeaderMap) -> Bytes {
+        let challenge = match self.error_code() {
+            Some(code) => format!(
+                "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
+                self.description()
+            ),
+            None => format!("Bearer realm=\"{realm}\""),
+        };
+        // The realm was checked to be a valid quoted-string when it was configured, and the
+        // rest is our own fixed text.
+        if let Ok(value) = HeaderValue::from_str(&challenge) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        let body = serde_json::json!({
+            "error": self.error_code().unwrap_or(if self == Self::RevocationStoreUnavailable {
+                "temporarily_unavailable"
+            } else {
+                "unauthorized"
+            }),
+            "error_description": self.description(),
+        });
+        Bytes::from(body.to_string())
+    }
+
+    /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`.
+    pub(crate) fn grpc_parts(self, headers: &mut HeaderMap) {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
+        // The descriptions are plain ASCII without '%', so they are already percent-encoded.
+        headers.insert("grpc-message", HeaderValue::from_static(self.description()));
+    }
+
+    /// Builds the whole rejection for a request with these headers: gRPC when its
+    /// `content-type` is `application/grpc…`, RFC 6750 otherwise.
+    pub(crate) fn to_response_parts(
+        self,
+        realm: &str,
+        request_headers: &HeaderMap,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let mut headers = HeaderMap::new();
+        if is_grpc(request_headers) {
+            self.grpc_parts(&mut headers);
+            (StatusCode::OK, headers, Bytes::new())
+        } else {
+            let body = self.http_parts(realm, &mut headers);
+            (self.status(), headers, body)
+        }
+    }
+}
+
+/// Whether a request is gRPC, by its `content-type` (`application/grpc`, `application/grpc+proto`, …).
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.description())
+    }
+}
+
+impl std::error::Error for AuthError {}

@@ -1,0 +1,446 @@
+//! A reverse proxy that puts the gate in front of an HTTP service that has no authentication
+//! of its own (feature `gateway`).
+//!
+//! [`Gateway`] is the inner service of a [`JwtAuthLayer`]: every request the gate lets through
+//! is forwarded to the upstream, with the verified identity in `x-auth-*` headers. [`serve`]
+//! runs both on a listener.
+//!
+//! What the upstream receives:
+//!
+//! - the method, path, query and body of the client's request, the body streamed as it arrives
+//!   (and the response body streamed back the same way);
+//! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
+//!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
+//!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
+//! - the client's `Authorization` header too, for upstreams that want to check the token again;
+//! - **never an `x-auth-*` header the client sent** (nor `x_auth_*`, which CGI-style servers
+//!   read as the same thing): all are removed, on open paths too, so these headers always come
+//!   from the gate and a client cannot speak for a user;
+//! - `x-auth-sub` (and `x-auth-<name>` for each claim named with
+//!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token;
+//! - `Host` set to the upstream's authority (or kept, with [`GatewayBuilder::preserve_host`]),
+//!   and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` describing the client's
+//!   request. By default these replace whatever the client sent (a client could otherwise make
+//!   up its address); [`GatewayBuilder::trust_forwarded_headers`] appends instead, for a
+//!   gateway that itself sits behind a trusted proxy.
+//!
+//! # Services mounted in-process
+//!
+//! [`GatewayBuilder::mount`] serves a path prefix with a Tower service of this process instead
+//! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
+//! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
+//! The mounted service receives the request as the gate passed it (whole path, verified
+//! [`Claims`](crate::Claims) and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! Whether the gate lets such requests through without a token is the gate's own
+//! configuration (`open_prefix("/auth")` for the auth service).
+//!
+//! # Failures
+//!
+//! An upstream that cannot be reached gives `502 Bad Gateway`; one that has not sent its
+//! response head within the timeout (30 s by default) gives `504 Gateway Timeout`. Neither
+//! says why to the client; the reason is logged.
+
+mod proxy;
+mod router;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower_service::Service;
+
+use self::proxy::Upstream;
+use self::router::Mount;
+use crate::revocation::BoxFuture;
+use crate::JwtAuthLayer;
+
+/// The claims type a gateway's verifier should use: every claim the token carries beyond the
+/// registered ones, so any of them can be forwarded.
+///
+/// ```
+/// use jwt_gate::gateway::ClaimMap;
+/// use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let layer = JwtAuthLayer::new(TokenVerifier::builder(keys).claims::<ClaimMap>().build());
+/// ```
+pub type ClaimMap = serde_json::Map<String, serde_json::Value>;
+
+/// The body of a gateway response: the upstream's, streamed, or one made in this process
+/// ([`LocalBody`]).
+pub type GatewayBody = Either<Incoming, LocalBody>;
+
+/// A response body made in this process: a [mounted](GatewayBuilder::mount) service's, or
+/// the gateway's own short error (`{"error":"bad_gateway"}` with `502`,
+/// `{"error":"gateway_timeout"}` with `504`).
+pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The error type of a [`LocalBody`]: whatever a mounted service's body failed with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's address, put into each request's extensions by whatever accepts the
+/// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
+///
+/// ```
+/// use jwt_gate::gateway::PeerAddr;
+///
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(PeerAddr("192.0.2.7:50123".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The upstream URL cannot be proxied to.
+///
+/// ```
+/// use jwt_gate::gateway::Gateway;
+///
+/// assert!(Gateway::builder("https://example.com").build().is_err(), "no TLS upstreams");
+/// assert!(Gateway::builder("http://127.0.0.1:8000/api").build().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidUpstream(String);
+
+impl std::fmt::Display for InvalidUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "not a usable upstream URL: {}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidUpstream {}
+
+/// The prefix of every identity header, and of every header a client may not send.
+const IDENTITY_PREFIX: &str = "x-auth-";
+
+/// Configures a [`Gateway`]; made by [`Gateway::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use jwt_gate::gateway::Gateway;
+///
+/// let gateway = Gateway::builder("http://127.0.0.1:8000")
+///     .timeout(Duration::from_secs(5))
+///     .forward_claim("roles")
+///     .preserve_host(true)
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct GatewayBuilder {
+    upstream: String,
+    timeout: Duration,
+    forwarded_claims: Vec<String>,
+    preserve_host: bool,
+    trust_forwarded_headers: bool,
+    mounts: Vec<Mount>,
+}
+
+impl GatewayBuilder {
+    /// How long the upstream may take to send its response head (default 30 s); then `504`.
+    /// Bodies are streamed afterwards without a time limit.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Also forwards the claim `name` as `x-auth-<name>` (lower-cased): a string as it is,
+    /// anything else as JSON. Registered claims (`iss`, `aud`, `jti`, `exp`, `iat`, `nbf`)
+    /// always work; others need the gate's verifier to use [`ClaimMap`] as its claims type.
+    /// A value that cannot be a header value (a control character) is left out.
+    ///
+    /// # Panics
+    ///
+    /// If `x-auth-<name>` is not a valid header name: claim names are configuration.
+    #[must_use]
+    pub fn forward_claim(mut self, name: &str) -> Self {
+        let header = format!("{IDENTITY_PREFIX}{}", name.to_ascii_lowercase());
+        assert!(
+            HeaderName::try_from(header.as_str()).is_ok(),
+            "{header:?} is not a valid header name"
+        );
+        self.forwarded_claims.push(name.to_owned());
+        self
+    }
+
+    /// Sends the client's own `Host` upstream instead of the upstream's authority.
+    #[must_use]
+    pub fn preserve_host(mut self, preserve: bool) -> Self {
+        self.preserve_host = preserve;
+        self
+    }
+
+    /// Appends to the client's `X-Forwarded-*` headers instead of replacing them. Only for a
+    /// gateway whose clients are proxies you trust.
+    #[must_use]
+    pub fn trust_forwarded_headers(mut self, trust: bool) -> Self {
+        self.trust_forwarded_headers = trust;
+        self
+    }
+
+    /// Answers every request under `prefix` (itself and below it, segment-wise: `/auth`
+    /// holds `/auth/token`, never `/authz`) with `service`, in this process, instead of
+    /// forwarding it. The longest matching prefix wins. See the
+    /// [module docs](self#services-mounted-in-process) for what the service receives.
+    ///
+    /// ```
+    /// use jwt_gate::gateway::Gateway;
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{JwtAuthLayer, TokenVerifier, Keys};
+    /// use tower::Layer as _;
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    /// let gateway = Gateway::builder("http://127.0.0.1:8000")
+    ///     .mount("/auth", auth)
+    ///     .build()
+    ///     .unwrap();
+    /// // The gate lets the auth routes through without a token; they check their own.
+    /// let service = JwtAuthLayer::new(verifier).open_prefix("/auth").layer(gateway);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` does not start with `/` or is the root: prefixes are configuration.
+    #[must_use]
+    pub fn mount<S, B>(mut self, prefix: &str, service: S) -> Self
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let prefix = prefix.trim_end_matches('/');
+        assert!(
+            prefix.starts_with('/'),
+            "a mount prefix starts with '/' and is not the root"
+        );
+        self.mounts.push(Mount::new(prefix, service));
+        self
+    }
+
+    /// The gateway. The upstream must be an absolute `http://` URL; a path in it is put
+    /// before every request's path.
+    pub fn build(self) -> Result<Gateway, InvalidUpstream> {
+        let upstream: Uri = self
+            .upstream
+            .parse()
+            .map_err(|error: http::uri::InvalidUri| InvalidUpstream(error.to_string()))?;
+        if upstream.scheme_str() != Some("http") {
+            return Err(InvalidUpstream(
+                "only http:// upstreams are supported".into(),
+            ));
+        }
+        let authority = upstream
+            .authority()
+            .ok_or_else(|| InvalidUpstream("the URL has no host".into()))?
+            .clone();
+        if upstream.query().is_some() {
+            return Err(InvalidUpstream("the URL may not have a query".into()));
+        }
+        let base_path = upstream.path().trim_end_matches('/').to_owned();
+        let forwarded_claims = self
+            .forwarded_claims
+            .into_iter()
+            .map(|name| {
+                let header =
+                    HeaderName::try_from(format!("{IDENTITY_PREFIX}{}", name.to_ascii_lowercase()))
+                        .expect("checked by forward_claim");
+                (name, header)
+            })
+            .collect();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                upstream: Upstream {
+                    authority,
+                    base_path,
+                    host: HeaderValue::from_str(upstream.authority().map_or("", |a| a.as_str()))
+                        .map_err(|error| InvalidUpstream(error.to_string()))?,
+                    client,
+                    timeout: self.timeout,
+                    forwarded_claims,
+                    preserve_host: self.preserve_host,
+                    trust_forwarded_headers: self.trust_forwarded_headers,
+                },
+                mounts: self.mounts,
+            }),
+        })
+    }
+}
+
+/// Forwards requests to one upstream; see the [module docs](self).
+///
+/// ```
+/// use std::time::Duration;
+/// use jwt_gate::gateway::{ClaimMap, Gateway};
+/// use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+/// use tower::Layer as _;
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let verifier = TokenVerifier::builder(keys).claims::<ClaimMap>().build();
+/// let gateway = Gateway::builder("http://127.0.0.1:8000")
+///     .timeout(Duration::from_secs(10))
+///     .forward_claim("roles")
+///     .build()
+///     .unwrap();
+/// let service = JwtAuthLayer::new(verifier).open_path("/health").layer(gateway);
+/// ```
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    upstream: Upstream,
+    mounts: Vec<Mount>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("upstream", &self.inner.upstream.authority)
+            .field("base_path", &self.inner.upstream.base_path)
+            .field("timeout", &self.inner.upstream.timeout)
+            .field("mounts", &self.inner.mounts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Starts configuring a gateway to `upstream` (`http://host:port`, maybe with a path).
+    pub fn builder(upstream: impl Into<String>) -> GatewayBuilder {
+        GatewayBuilder {
+            upstream: upstream.into(),
+            timeout: Duration::from_secs(30),
+            forwarded_claims: Vec::new(),
+            preserve_host: false,
+            trust_forwarded_headers: false,
+            mounts: Vec::new(),
+        }
+    }
+}
+
+impl Service<Request<Incoming>> for Gateway {
+    type Response = Response<GatewayBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The client's pool queues requests itself.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(inner.answer(request).await) })
+    }
+}
+
+impl Inner {
+    async fn answer(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
+        match router::mounted(&self.mounts, request.uri().path()) {
+            Some(mount) => {
+                // In-process services read identity from the extensions; a client's own
+                // `x-auth-*` headers must not reach them either.
+                proxy::remove_identity(request.headers_mut());
+                mount.call(request).await
+            }
+            None => self.upstream.forward(request).await,
+        }
+    }
+}
+
+/// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each
+/// request carries its client's [`PeerAddr`]. Connections that fail are logged and dropped.
+///
+/// ```no_run
+/// use jwt_gate::gateway::{self, ClaimMap, Gateway};
+/// use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!")?;
+/// let layer = JwtAuthLayer::new(TokenVerifier::builder(keys).claims::<ClaimMap>().build());
+/// let gateway = Gateway::builder("http://127.0.0.1:8000").build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// gateway::serve(listener, layer, gateway).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve<C>(
+    listener: tokio::net::TcpListener,
+    layer: JwtAuthLayer<C>,
+    gateway: Gateway,
+) -> std::io::Result<()>
+where
+    C: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    use tower_layer::Layer as _;
+    let service = layer.layer(gateway);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors passes; a busy loop would not help it.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(WithPeer {
+            peer: PeerAddr(peer),
+            inner: service.clone(),
+        });
+        tokio::spawn(async move {
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Puts the connection's [`PeerAddr`] into each of its requests.
+#[derive(Clone)]
+struct WithPeer<S> {
+    peer: PeerAddr,
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for WithPeer<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.inner.call(request)
+    }
+}

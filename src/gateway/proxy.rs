@@ -1,0 +1,224 @@
+//! Forwarding to the upstream: the request's headers cleaned of hop-by-hop and identity
+//! headers, the verified identity and `X-Forwarded-*` added, the response streamed back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+
+use super::{ClaimMap, GatewayBody, PeerAddr, IDENTITY_PREFIX};
+use crate::Claims;
+
+/// The upstream every request not served in-process goes to, and how to talk to it.
+pub(super) struct Upstream {
+    pub(super) authority: http::uri::Authority,
+    pub(super) base_path: String,
+    pub(super) host: HeaderValue,
+    pub(super) client: Client<HttpConnector, Incoming>,
+    pub(super) timeout: Duration,
+    pub(super) forwarded_claims: Vec<(String, HeaderName)>,
+    pub(super) preserve_host: bool,
+    pub(super) trust_forwarded_headers: bool,
+}
+
+impl Upstream {
+    /// Sends `request` upstream and streams the answer back, or answers `502`/`504` itself.
+    pub(super) async fn forward(&self, request: Request<Incoming>) -> Response<GatewayBody> {
+        let (mut parts, body) = request.into_parts();
+        let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Only the path is the client's: the scheme and authority are always the upstream's,
+        // whatever form the request line took.
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(self.authority.clone())
+            .path_and_query(format!("{}{path_and_query}", self.base_path))
+            .build();
+        let Ok(uri) = uri else {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
+        };
+        let original_host = parts.headers.get(header::HOST).cloned();
+        remove_hop_by_hop(&mut parts.headers);
+        remove_identity(&mut parts.headers);
+        if !self.forward_identity(&parts.extensions, &mut parts.headers) {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
+        }
+        self.set_forwarded(
+            &parts.extensions,
+            original_host.as_ref(),
+            &mut parts.headers,
+        );
+        if !self.preserve_host || original_host.is_none() {
+            parts.headers.insert(header::HOST, self.host.clone());
+        }
+        parts.uri = uri;
+        parts.version = http::Version::HTTP_11;
+        parts.extensions = http::Extensions::new();
+
+        let upstream = self.client.request(Request::from_parts(parts, body));
+        match tokio::time::timeout(self.timeout, upstream).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, Either::Left(body))
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(upstream = %self.authority, %error, "upstream unreachable");
+                error_response(StatusCode::BAD_GATEWAY, "bad_gateway")
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.authority, timeout = ?self.timeout, "upstream timed out");
+                error_response(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
+            }
+        }
+    }
+
+    /// Adds `x-auth-*` from the verified claims, if any. `false` when `sub` cannot be carried
+    /// in a header: the request must then not go upstream without its identity.
+    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
+        let with_extra = extensions.get::<Claims<ClaimMap>>();
+        let plain = extensions.get::<Claims>();
+        let sub = match (with_extra, plain) {
+            (Some(claims), _) => &claims.sub,
+            (None, Some(claims)) => &claims.sub,
+            (None, None) => return true,
+        };
+        let lookup = |name: &str| match with_extra {
+            Some(claims) => {
+                registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
+            }
+            None => plain.and_then(|claims| registered_claim(claims, name)),
+        };
+        let Ok(sub) = HeaderValue::from_bytes(sub.as_bytes()) else {
+            tracing::warn!("a token's sub cannot be forwarded as a header; request refused");
+            return false;
+        };
+        headers.insert(HeaderName::from_static("x-auth-sub"), sub);
+        for (name, header) in &self.forwarded_claims {
+            let Some(value) = lookup(name) else { continue };
+            let text = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
+                headers.insert(header.clone(), value);
+            }
+        }
+        true
+    }
+
+    fn set_forwarded(
+        &self,
+        extensions: &http::Extensions,
+        original_host: Option<&HeaderValue>,
+        headers: &mut HeaderMap,
+    ) {
+        let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
+        let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+        let x_forwarded_host = HeaderName::from_static("x-forwarded-host");
+        if !self.trust_forwarded_headers {
+            headers.remove(&x_forwarded_for);
+            headers.remove(&x_forwarded_proto);
+            headers.remove(&x_forwarded_host);
+            headers.remove(header::FORWARDED);
+        }
+        if let Some(PeerAddr(peer)) = extensions.get::<PeerAddr>() {
+            let value = match headers.get(&x_forwarded_for).map(HeaderValue::to_str) {
+                Some(Ok(earlier)) => format!("{earlier}, {}", peer.ip()),
+                _ => peer.ip().to_string(),
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(x_forwarded_for, value);
+            }
+        }
+        if !headers.contains_key(&x_forwarded_proto) {
+            headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
+        }
+        if let Some(host) = original_host {
+            if !headers.contains_key(&x_forwarded_host) {
+                headers.insert(x_forwarded_host, host.clone());
+            }
+        }
+    }
+}
+
+fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<serde_json::Value> {
+    Some(match name {
+        "iss" => claims.iss.clone()?.into(),
+        "aud" if claims.aud.is_empty() => return None,
+        "aud" => claims.aud.join(",").into(),
+        "jti" => claims.jti.clone().into(),
+        "exp" => claims.exp.into(),
+        "iat" => claims.iat.into(),
+        "nbf" => claims.nbf?.into(),
+        _ => return None,
+    })
+}
+
+/// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    remove_by_prefix(headers, "proxy-");
+}
+
+/// Removes every `x-auth-*` header: only the gate may set them. `x_auth_*` goes too: CGI and
+/// WSGI servers turn both spellings into the same `HTTP_X_AUTH_*` variable.
+pub(super) fn remove_identity(headers: &mut HeaderMap) {
+    remove_where(headers, |name| {
+        name.len() >= IDENTITY_PREFIX.len()
+            && name
+                .bytes()
+                .zip(IDENTITY_PREFIX.bytes())
+                .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
+    });
+}
+
+fn remove_by_prefix(headers: &mut HeaderMap, prefix: &str) {
+    remove_where(headers, |name| name.starts_with(prefix));
+}
+
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| doomed(name.as_str()))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+pub(super) fn error_response(status: StatusCode, code: &'static str) -> Response<GatewayBody> {
+    let body = format!("{{\"error\":\"{code}\"}}");
+    let body = Full::new(Bytes::from(body)).map_err(|never| match never {});
+    let mut response = Response::new(Either::Right(body.boxed_unsync()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,128 @@
+//! POST /auth/logout and /auth/logout-all: what is revoked, and what never is.
+
+use crate::common;
+
+use common::*;
+use http::{Method, StatusCode};
+use jwt_gate::clock::{Clock, SystemClock};
+use jwt_gate::{Claims, Keys};
+
+async fn logout(stack: &Stack, token: &str) -> Answer {
+    with_bearer(stack.addr, Method::POST, "/auth/logout", token).await
+}
+
+#[tokio::test]
+async fn a_logged_out_token_is_refused_by_the_gate_and_its_session_ends() {
+    let stack = stack().await;
+    let json = session(stack.addr, "alice").await;
+    let access = json["access_token"].as_str().unwrap();
+    assert_eq!(me(stack.addr, access).await.status, StatusCode::OK);
+
+    let reply = logout(&stack, access).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(stack.revocations.len(), 1);
+
+    let refused = me(stack.addr, access).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(refused
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
+    // Logging out twice is refused as the gate would refuse the token.
+    assert_eq!(
+        logout(&stack, access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The session's refresh token died with it.
+    let refreshed = refresh(stack.addr, json["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn forged_or_expired_tokens_add_nothing_to_the_revocation_list() {
+    let stack = stack().await;
+    let now = SystemClock.now();
+    let forged = Keys::hs256(b"not the server's secret, 32 bytes+")
+        .unwrap()
+        .sign(&Claims::new("alice", now, now + 900))
+        .unwrap();
+    let expired = keys()
+        .sign(&Claims::new("alice", now - 3600, now - 1800))
+        .unwrap();
+    let unsigned = {
+        let genuine = keys().sign(&Claims::new("alice", now, now + 900)).unwrap();
+        let mut parts = genuine.split('.');
+        let (_, payload) = (parts.next(), parts.next().unwrap());
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.{payload}.")
+    };
+    for token in [&forged, &expired, &unsigned, &"garbage".to_owned()] {
+        for path in ["/auth/logout", "/auth/logout-all"] {
+            let reply = with_bearer(stack.addr, Method::POST, path, token).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path} {token}");
+            assert!(reply
+                .header("www-authenticate")
+                .unwrap()
+                .starts_with("Bearer"));
+        }
+    }
+    assert_eq!(stack.revocations.len(), 0);
+    // Nor a cut-off for the subject: an earlier genuine token of alice's is still good.
+    let earlier = keys()
+        .sign(&Claims::new("alice", now - 10, now + 900))
+        .unwrap();
+    assert_eq!(me(stack.addr, &earlier).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn logout_without_a_bearer_token_is_401_with_a_challenge() {
+    let stack = stack().await;
+    for headers in [vec![], vec![("authorization", "Basic YWxpY2U6cGFzcw==")]] {
+        let reply = call(stack.addr, Method::POST, "/auth/logout", &headers, "").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(r#"Bearer realm="jwt-gate""#)
+        );
+    }
+}
+
+#[tokio::test]
+async fn logout_all_ends_every_session_of_the_user_only() {
+    let stack = stack().await;
+    let first = session(stack.addr, "bob").await;
+    let second = session(stack.addr, "bob").await;
+    let other = session(stack.addr, "carol").await;
+    let token = |json: &serde_json::Value, name: &str| json[name].as_str().unwrap().to_owned();
+
+    let reply = with_bearer(
+        stack.addr,
+        Method::POST,
+        "/auth/logout-all",
+        &token(&first, "access_token"),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    for json in [&first, &second] {
+        assert_eq!(
+            me(stack.addr, &token(json, "access_token")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            refresh(stack.addr, &token(json, "refresh_token"))
+                .await
+                .status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        me(stack.addr, &token(&other, "access_token")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        refresh(stack.addr, &token(&other, "refresh_token"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

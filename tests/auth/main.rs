@@ -1,0 +1,16 @@
+//! The companion auth service over HTTP (register, token, refresh, logout, throttling,
+//! passwords) and the user stores that back it, each held to one contract.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod async_store;
+mod logout;
+mod passwords;
+mod refresh;
+mod register;
+mod sqlite;
+mod store_contract;
+mod store_failures;
+mod throttle;
+mod token;

@@ -1,0 +1,141 @@
+//! The SQLite user store behind the real service: uniqueness, sessions, and durability.
+
+use crate::common;
+
+use std::path::PathBuf;
+
+use common::*;
+use http::{Method, StatusCode};
+use jwt_gate::service::AuthService;
+use jwt_gate::store::SqliteUserStore;
+
+fn temp_db(name: &str) -> PathBuf {
+    temp_dir(name).join("users.db")
+}
+
+async fn serve_sqlite(path: &PathBuf) -> (std::net::SocketAddr, jwt_gate::TokenVerifier) {
+    let (verifier, _) = verifier();
+    let users = SqliteUserStore::open(path).unwrap();
+    let addr = serve(app(
+        verifier.clone(),
+        unthrottled_registrations(AuthService::new(verifier.clone(), users)),
+    ))
+    .await;
+    (addr, verifier)
+}
+
+#[tokio::test]
+async fn users_survive_reopening_the_database() {
+    let path = temp_db("reopen");
+    let (addr, _) = serve_sqlite(&path).await;
+    assert_eq!(
+        register(addr, "Alice", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+
+    let (again, _) = serve_sqlite(&path).await;
+    assert_eq!(
+        register(again, "alice", PASSWORD).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(login(again, "ALICE", PASSWORD).await.status, StatusCode::OK);
+
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_registrations_give_one_account() {
+    let path = temp_db("race");
+    let (addr, _) = serve_sqlite(&path).await;
+    let attempts: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(async move { register(addr, "racer", PASSWORD).await.status }))
+        .collect();
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    let created = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CREATED)
+        .count();
+    let taken = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::CONFLICT)
+        .count();
+    assert_eq!((created, taken), (1, 49));
+}
+
+#[tokio::test]
+async fn refresh_rotation_reuse_and_logout_all_work_on_sqlite() {
+    let path = temp_db("sessions");
+    let (addr, _) = serve_sqlite(&path).await;
+    let login = session(addr, "bob").await;
+    let other = session(addr, "bob").await;
+    let spent = login["refresh_token"].as_str().unwrap();
+    let rotated = refresh(addr, spent).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let rotated = rotated.json();
+    assert_eq!(refresh(addr, spent).await.status, StatusCode::BAD_REQUEST);
+    let rotated_refresh = rotated["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        refresh(addr, rotated_refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let rotated_access = rotated["access_token"].as_str().unwrap();
+    assert_eq!(
+        me(addr, rotated_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let other_access = other["access_token"].as_str().unwrap();
+    assert_eq!(me(addr, other_access).await.status, StatusCode::OK);
+    let reply = with_bearer(addr, Method::POST, "/auth/logout-all", other_access).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        me(addr, other_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let other_refresh = other["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        refresh(addr, other_refresh).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_stored_only_as_hashes() {
+    let path = temp_db("hashes");
+    let (addr, _) = serve_sqlite(&path).await;
+    let json = session(addr, "carol").await;
+    let refresh_token = json["refresh_token"].as_str().unwrap();
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let stored: Vec<u8> = connection
+        .query_row("SELECT hash FROM refresh_tokens", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(stored.len(), 32);
+    // Nowhere in the file (or its WAL) is the token itself, nor the password.
+    for file in [path.clone(), path.with_extension("db-wal")] {
+        if let Ok(bytes) = std::fs::read(&file) {
+            let haystack = String::from_utf8_lossy(&bytes);
+            assert!(!haystack.contains(refresh_token), "{file:?}");
+            assert!(!haystack.contains(PASSWORD), "{file:?}");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_new_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = temp_db("mode");
+    let (addr, _) = serve_sqlite(&path).await;
+    register(addr, "dave", PASSWORD).await;
+    for file in [path.clone(), path.with_extension("db-wal")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{file:?} is {mode:o}");
+    }
+}

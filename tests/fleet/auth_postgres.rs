@@ -1,0 +1,112 @@
+//! The auth service on PostgreSQL (`DATABASE_URL`, a schema per test): several services on one
+//! database agree on who exists, and a lost database is `503`, never a panic.
+
+use crate::common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::postgres::{CutProxy, TestSchema};
+use common::*;
+use http::{Method, StatusCode};
+use jwt_gate::service::AuthService;
+use jwt_gate::store::{PostgresUserStore, UserStore};
+
+async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
+    let (verifier, _) = verifier();
+    let auth = unthrottled_registrations(AuthService::new(verifier.clone(), users));
+    serve(app(verifier, auth)).await
+}
+
+/// Registers `name`, asking again while the service sheds load (`503` from a full hash queue
+/// is an answer a client retries); returns the final status.
+async fn register_until_answered(addr: std::net::SocketAddr, name: String) -> StatusCode {
+    for _ in 0..50 {
+        let status = register(addr, &name, PASSWORD).await.status;
+        if status != StatusCode::SERVICE_UNAVAILABLE {
+            return status;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    StatusCode::SERVICE_UNAVAILABLE
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_registrations_over_two_services_make_one_account_per_name() {
+    let schema = TestSchema::fresh();
+    let a = serve_on(schema.open().await).await;
+    let b = serve_on(schema.open().await).await;
+
+    // 20 names, each registered 10 times, spelled differently, half through each service.
+    let attempts: Vec<_> = (0..200)
+        .map(|n| {
+            let name = format!("user{}", n % 20);
+            let spelled = if n % 3 == 0 {
+                name.to_uppercase()
+            } else {
+                name.clone()
+            };
+            let addr = if n % 2 == 0 { a } else { b };
+            tokio::spawn(async move { (name, register_until_answered(addr, spelled).await) })
+        })
+        .collect();
+    let mut created: HashMap<String, usize> = HashMap::new();
+    for attempt in attempts {
+        let (name, status) = attempt.await.unwrap();
+        match status {
+            StatusCode::CREATED => *created.entry(name).or_default() += 1,
+            StatusCode::CONFLICT => {}
+            other => panic!("{name}: {other}"),
+        }
+    }
+    assert_eq!(created.len(), 20, "{created:?}");
+    assert!(created.values().all(|&count| count == 1), "{created:?}");
+
+    let rows: i64 = schema
+        .client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".jwt_gate_users", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 20);
+    // Each account logs in through either service.
+    assert_eq!(login(a, "USER7", PASSWORD).await.status, StatusCode::OK);
+    assert_eq!(login(b, "user7", PASSWORD).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_is_503_and_the_gate_keeps_working() {
+    let schema = TestSchema::fresh();
+    let proxy = CutProxy::start().await;
+    let users = PostgresUserStore::connect(&proxy.url())
+        .schema(&schema.name)
+        .timeout(Duration::from_secs(1))
+        .await
+        .unwrap();
+    let addr = serve_on(users.clone()).await;
+    let tokens = session(addr, "alice").await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+
+    proxy.cut();
+
+    for reply in [
+        register(addr, "bob", PASSWORD).await,
+        login(addr, "alice", PASSWORD).await,
+        refresh(addr, refresh_token).await,
+        with_bearer(addr, Method::POST, "/auth/logout", access).await,
+    ] {
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+        assert!(
+            !reply.text.contains("PostgreSQL"),
+            "no internals: {reply:?}"
+        );
+    }
+    assert!(users.find_user("alice").await.is_err());
+    // The gate needs no database: the token issued before the outage still passes.
+    assert_eq!(me(addr, access).await.status, StatusCode::OK);
+}

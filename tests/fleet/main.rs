@@ -1,0 +1,12 @@
+//! Scaling out: users in PostgreSQL, revocations and throttling in Redis, and the demo server run as a
+//! user runs it, alone and as a fleet. Needs `DATABASE_URL` and `REDIS_URL`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth_postgres;
+mod demo_fleet;
+mod demo_server;
+mod postgres_store;
+mod redis_revocations;
+mod throttle_redis;

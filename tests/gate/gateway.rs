@@ -1,0 +1,583 @@
+//! The gateway example's wiring, in front of a real upstream on 127.0.0.1.
+
+use crate::common;
+#[allow(dead_code)]
+#[path = "../../examples/gateway.rs"]
+mod example;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use jwt_gate::clock::{Clock, SystemClock};
+use jwt_gate::store::MemoryUserStore;
+use jwt_gate::{Claims, Keys};
+use tokio::sync::mpsc;
+
+const SECRET: &[u8] = b"the gateway test secret, 32 b...";
+
+type Echo = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+/// The upstream: reports what it received, streams, or stalls, and counts its requests.
+async fn upstream(hits: Arc<AtomicUsize>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let hits = hits.clone();
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async move { Ok::<_, std::convert::Infallible>(answer(request).await) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+async fn answer(request: Request<Incoming>) -> Response<Echo> {
+    match request.uri().path() {
+        // Sends each request chunk back as it arrives: a full-duplex stream.
+        "/echo" => Response::new(request.into_body().boxed()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Response::new(Full::default().map_err(|never| match never {}).boxed())
+        }
+        _ => {
+            let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (name, value) in request.headers() {
+                headers
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            }
+            let report = serde_json::json!({
+                "path": request.uri().to_string(),
+                "headers": headers,
+            });
+            let mut response = Response::new(
+                Full::new(Bytes::from(report.to_string()))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            response
+                .headers_mut()
+                .insert("proxy-authenticate", "Basic".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("x-upstream", "yes".parse().unwrap());
+            response
+        }
+    }
+}
+
+struct Setup {
+    gateway: SocketAddr,
+    upstream: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    keys: Keys,
+}
+
+async fn setup_with(args: &[&str]) -> Setup {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits.clone()).await;
+    let mut all = vec![
+        "--upstream".to_owned(),
+        format!("http://{upstream}"),
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+    ];
+    all.extend(args.iter().map(|arg| arg.to_string()));
+    let gateway = start(example::options(all, |_| None).unwrap()).await;
+    Setup {
+        gateway,
+        upstream,
+        hits,
+        keys: Keys::hs256(SECRET).unwrap(),
+    }
+}
+
+async fn start(options: example::Options) -> SocketAddr {
+    let (layer, gateway) = example::build(
+        &options,
+        Keys::hs256(SECRET).unwrap(),
+        MemoryUserStore::new(),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind(&options.listen)
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(listener, layer, gateway));
+    addr
+}
+
+async fn setup() -> Setup {
+    setup_with(&["--forward-claim", "roles", "--forward-claim", "iss"]).await
+}
+
+fn token_with_roles(keys: &Keys) -> String {
+    let now = SystemClock.now();
+    let claims = Claims::new("alice", now, now + 600)
+        .with_issuer("https://issuer.test")
+        .with_extra(serde_json::json!({ "roles": ["admin", "ops"] }));
+    keys.sign(&claims).unwrap()
+}
+
+fn report(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+fn header<'a>(report: &'a serde_json::Value, name: &str) -> Option<&'a str> {
+    report["headers"][name][0].as_str()
+}
+
+#[tokio::test]
+async fn no_token_is_refused_before_the_upstream() {
+    let setup = setup().await;
+    let answer = common::get(setup.gateway, "/orders", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_verified_identity_is_forwarded() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    let answer = common::get(setup.gateway, "/orders?page=2", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let report = report(&answer.body);
+    assert_eq!(report["path"], "/orders?page=2");
+    assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
+    assert_eq!(header(&report, "x-auth-roles"), Some(r#"["admin","ops"]"#));
+    assert_eq!(header(&report, "x-auth-iss"), Some("https://issuer.test"));
+    assert_eq!(header(&report, "host"), Some(&*setup.upstream.to_string()));
+    assert_eq!(header(&report, "x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(header(&report, "x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        header(&report, "x-forwarded-host"),
+        Some(&*setup.gateway.to_string())
+    );
+    // The token itself goes on, for upstreams that want to check it again.
+    assert!(header(&report, "authorization").is_some());
+}
+
+#[tokio::test]
+async fn a_client_cannot_impersonate_anyone() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    for (path, token) in [("/orders", Some(token.as_str())), ("/health", None)] {
+        let mut request = Request::get(format!("http://{}{path}", setup.gateway))
+            .header("x-auth-sub", "admin")
+            .header("X-Auth-Roles", "superuser")
+            .header("x-auth-anything", "1")
+            .header("x_auth_sub", "admin")
+            .header("x-forwarded-for", "10.0.0.1");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let answer = common::send(request.body(Full::default()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let report = report(&answer.body);
+        let forwarded: Vec<_> = report["headers"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| name.replace('_', "-").starts_with("x-auth-"))
+            .map(|(name, values)| (name.clone(), values.clone()))
+            .collect();
+        match token {
+            Some(_) => assert_eq!(
+                forwarded,
+                [
+                    (
+                        "x-auth-iss".to_owned(),
+                        serde_json::json!(["https://issuer.test"])
+                    ),
+                    (
+                        "x-auth-roles".to_owned(),
+                        serde_json::json!([r#"["admin","ops"]"#])
+                    ),
+                    ("x-auth-sub".to_owned(), serde_json::json!(["alice"])),
+                ]
+            ),
+            None => assert!(forwarded.is_empty(), "open path leaked {forwarded:?}"),
+        }
+        assert_eq!(header(&report, "x-forwarded-for"), Some("127.0.0.1"));
+    }
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    let request = Request::get(format!("http://{}/orders", setup.gateway))
+        .header("authorization", format!("Bearer {token}"))
+        .header("connection", "keep-alive, x-private-hop")
+        .header("x-private-hop", "1")
+        .header("keep-alive", "timeout=5")
+        .header("te", "trailers")
+        .header("trailer", "x-checksum")
+        .header("upgrade", "websocket")
+        .header("proxy-authorization", "Basic c2VjcmV0")
+        .header("x-end-to-end", "kept")
+        .body(Full::default())
+        .unwrap();
+    let answer = common::send(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let report = report(&answer.body);
+    for name in [
+        "connection",
+        "x-private-hop",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+    ] {
+        assert_eq!(header(&report, name), None, "{name} was forwarded");
+    }
+    assert_eq!(header(&report, "x-end-to-end"), Some("kept"));
+    // And on the way back.
+    assert!(answer.headers.get("proxy-authenticate").is_none());
+    assert_eq!(answer.headers["x-upstream"], "yes");
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    let (chunks, body) = mpsc::channel::<Bytes>(1);
+    let body = ChannelBody(body);
+    let request = Request::post(format!("http://{}/echo", setup.gateway))
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    chunks.send(Bytes::from("ping 1")).await.unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("the response head never came while the request body was open")
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    // Each chunk comes back before the next one is sent: nothing waits for a whole body.
+    for round in 1..=3 {
+        if round > 1 {
+            chunks
+                .send(Bytes::from(format!("ping {round}")))
+                .await
+                .unwrap();
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("a chunk was held back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), format!("ping {round}"));
+    }
+    drop(chunks);
+    assert!(body.frame().await.is_none());
+}
+
+/// A request body whose chunks the test sends one at a time.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_a_502() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let options = example::options(
+        [
+            "--upstream".to_owned(),
+            format!("http://{closed}"),
+            "--listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ],
+        |_| None,
+    )
+    .unwrap();
+    let gateway = start(options).await;
+    let token = common::token(&Keys::hs256(SECRET).unwrap(), "alice");
+    let answer = common::get(gateway, "/orders", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.body, r#"{"error":"bad_gateway"}"#);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504() {
+    let setup = setup_with(&["--timeout", "0.2"]).await;
+    let token = common::token(&setup.keys, "alice");
+    let answer = common::get(setup.gateway, "/slow", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn options_come_from_the_command_line_then_the_environment() {
+    let env = |name: &str| match name {
+        "JWT_GATE_UPSTREAM" => Some("http://127.0.0.1:9000".to_owned()),
+        "JWT_GATE_LISTEN" => Some("127.0.0.1:9090".to_owned()),
+        "JWT_GATE_OPEN" => Some("/health, /docs/*".to_owned()),
+        "JWT_GATE_TIMEOUT" => Some("5".to_owned()),
+        "JWT_GATE_DB" => Some("/var/lib/jwt-gate/users.db".to_owned()),
+        _ => None,
+    };
+    let from_env = example::options(Vec::new(), env).unwrap();
+    assert_eq!(from_env.upstream, "http://127.0.0.1:9000");
+    assert_eq!(from_env.listen, "127.0.0.1:9090");
+    assert_eq!(from_env.open, ["/health", "/docs/*"]);
+    assert_eq!(from_env.timeout, Duration::from_secs(5));
+    assert_eq!(
+        from_env.db,
+        std::path::Path::new("/var/lib/jwt-gate/users.db")
+    );
+    let defaults = example::options(
+        ["--upstream".to_owned(), "http://[::1]:1".to_owned()],
+        |_| None,
+    );
+    assert_eq!(defaults.unwrap().db, std::path::Path::new("./jwt-gate.db"));
+
+    let args = [
+        "--upstream",
+        "http://127.0.0.1:8000",
+        "--listen",
+        "127.0.0.1:8080",
+    ];
+    let from_args = example::options(args.map(str::to_owned), env).unwrap();
+    assert_eq!(from_args.upstream, "http://127.0.0.1:8000");
+    assert_eq!(from_args.listen, "127.0.0.1:8080");
+
+    assert!(example::options(Vec::new(), |_| None).is_err());
+    assert!(example::options(["--bogus".to_owned()], env).is_err());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits).await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
+        .preserve_host(true)
+        .trust_forwarded_headers(true)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
+        gateway,
+    ));
+    let request = Request::get(format!("http://{addr}/orders"))
+        .header(
+            "authorization",
+            format!("Bearer {}", common::token(&keys, "alice")),
+        )
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .body(Full::default())
+        .unwrap();
+    let answer = common::send(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let report = report(&answer.body);
+    assert_eq!(header(&report, "host"), Some("shop.example"));
+    assert_eq!(
+        header(&report, "x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(header(&report, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&report, "x-forwarded-host"), Some("shop.example"));
+    // Plain `Claims` (no ClaimMap) still forward the subject.
+    assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
+}
+
+#[tokio::test]
+async fn clients_log_in_at_auth_and_the_upstream_sees_who_they_are() {
+    let setup = setup().await;
+    let session = common::session(setup.gateway, "Alice").await;
+    let token = session["access_token"].as_str().unwrap();
+    assert_eq!(
+        setup.hits.load(Ordering::SeqCst),
+        0,
+        "/auth is served by the gateway itself"
+    );
+
+    let answer = common::get(setup.gateway, "/orders", Some(token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(header(&report(&answer.body), "x-auth-sub"), Some("alice"));
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+
+    let logout = common::with_bearer(setup.gateway, Method::POST, "/auth/logout", token).await;
+    assert_eq!(logout.status, StatusCode::OK, "{}", logout.text);
+    let answer = common::get(setup.gateway, "/orders", Some(token)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert!(answer.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn nothing_under_auth_reaches_the_upstream() {
+    let setup = setup().await;
+    let token = common::token(&setup.keys, "alice");
+    for path in [
+        "/auth",
+        "/auth/",
+        "/auth/unknown",
+        "/auth/token?x=1",
+        "/auth/a/b",
+    ] {
+        for token in [None, Some(token.as_str())] {
+            let answer = common::get(setup.gateway, path, token).await;
+            assert!(
+                answer.status == StatusCode::NOT_FOUND
+                    || answer.status == StatusCode::METHOD_NOT_ALLOWED,
+                "{path}: {} {}",
+                answer.status,
+                answer.text
+            );
+        }
+    }
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+    // A sibling path is not the auth service's, and needs a token like any other.
+    let answer = common::get(setup.gateway, "/authz", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = common::get(setup.gateway, "/authz", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+/// A gateway whose `/local` is a service of this process that reports what it was given.
+async fn with_local_service() -> Setup {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits.clone()).await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    let local = tower::service_fn(|request: Request<Incoming>| async move {
+        let identity_headers: Vec<String> = request
+            .headers()
+            .keys()
+            .map(|name| name.as_str().replace('_', "-"))
+            .filter(|name| name.starts_with("x-auth-"))
+            .collect();
+        let report = serde_json::json!({
+            "path": request.uri().to_string(),
+            "identity_headers": identity_headers,
+            "sub": request.extensions().get::<Claims>().map(|claims| claims.sub.clone()),
+            "peer": request.extensions().get::<jwt_gate::gateway::PeerAddr>().is_some(),
+        });
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(report.to_string()))))
+    });
+    let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
+        .mount("/local/", local)
+        .build()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        jwt_gate::JwtAuthLayer::from_keys(keys.clone()).open_path("/local/open"),
+        gateway,
+    ));
+    Setup {
+        gateway: addr,
+        upstream,
+        hits,
+        keys,
+    }
+}
+
+#[tokio::test]
+async fn a_mounted_service_answers_in_process_with_the_verified_claims() {
+    let setup = with_local_service().await;
+    let token = common::token(&setup.keys, "alice");
+    for (path, token, sub) in [
+        (
+            "/local/me?x=1",
+            Some(token.as_str()),
+            serde_json::json!("alice"),
+        ),
+        ("/local/open", None, serde_json::Value::Null),
+    ] {
+        let mut request = Request::get(format!("http://{}{path}", setup.gateway))
+            .header("x-auth-sub", "admin")
+            .header("x_auth_roles", "superuser");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let answer = common::send(request.body(Full::default()).unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{path}");
+        let report = report(&answer.body);
+        assert_eq!(report["path"], path, "the whole path, unchanged");
+        assert_eq!(report["identity_headers"], serde_json::json!([]), "{path}");
+        assert_eq!(report["sub"], sub, "{path}");
+        assert_eq!(report["peer"], true);
+    }
+    // The gate still guards a mounted prefix unless told otherwise.
+    let answer = common::get(setup.gateway, "/local/me", None).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+    // Mounts match whole segments.
+    let answer = common::get(setup.gateway, "/locale", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(report(&answer.body)["path"], "/locale");
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_mounted_auth_service_throttles_by_the_clients_address() {
+    let setup = setup().await;
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let username = format!("user{i}");
+        let form = [("username", username.as_str()), ("password", "Summer2024!")];
+        statuses.push(
+            common::post_form(setup.gateway, "/auth/token", &form)
+                .await
+                .status,
+        );
+    }
+    // Every name is new, so only the per-address count, from the gateway's PeerAddr, can bite.
+    assert!(statuses[..20]
+        .iter()
+        .all(|status| *status == StatusCode::BAD_REQUEST));
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+}

@@ -1,0 +1,365 @@
+//! Gate B verifies tokens minted by issuer A through A's JWKS, served over HTTP, across a key
+//! rotation and an outage of A.
+
+use crate::common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use http::StatusCode;
+use jwt_gate::service::{AuthService, JWKS_PATH};
+use jwt_gate::store::MemoryUserStore;
+use jwt_gate::{Algorithm, JwksError, JwtAuthLayer, Key, Keys, RemoteJwks};
+
+struct Issuer {
+    keys: Keys,
+    down: Arc<AtomicBool>,
+    fetches: Arc<AtomicUsize>,
+    url: String,
+}
+
+/// Issuer A: publishes its keys' JWKS, or answers 503 while "down".
+async fn issuer() -> Issuer {
+    let keys = Keys::new(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
+            .unwrap()
+            .with_kid("k1"),
+    )
+    .unwrap();
+    let down = Arc::new(AtomicBool::new(false));
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let router = Router::new().route(
+        JWKS_PATH,
+        get({
+            let (keys, down, fetches) = (keys.clone(), down.clone(), fetches.clone());
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                if down.load(Ordering::SeqCst) {
+                    Err(StatusCode::SERVICE_UNAVAILABLE)
+                } else {
+                    Ok(Json(keys.jwks()))
+                }
+            }
+        }),
+    );
+    let addr = common::serve(router).await;
+    Issuer {
+        keys,
+        down,
+        fetches,
+        url: format!("http://{addr}{JWKS_PATH}"),
+    }
+}
+
+/// Gate B: a protected route behind keys that follow A's JWKS.
+async fn gate(jwks: &RemoteJwks) -> std::net::SocketAddr {
+    let router = Router::new()
+        .route(
+            "/me",
+            get(|claims: jwt_gate::Claims| async move { claims.sub }),
+        )
+        .layer(JwtAuthLayer::from_keys(jwks.keys().clone()));
+    common::serve(router).await
+}
+
+/// Waits (bounded) for B's key set to satisfy `condition`.
+async fn until(jwks: &RemoteJwks, condition: impl Fn(&[Option<String>]) -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !condition(&jwks.keys().kids()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the key set never changed as expected");
+}
+
+fn has(kids: &[Option<String>], kid: &str) -> bool {
+    kids.iter().any(|known| known.as_deref() == Some(kid))
+}
+
+#[tokio::test]
+async fn gate_b_follows_issuer_a_through_a_rotation() {
+    let a = issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .cooldown(Duration::ZERO)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+
+    let old_token = common::token(&a.keys, "alice");
+    let answer = common::get(b, "/me", Some(&old_token)).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "alice");
+
+    // A rotates: a new key signs from now on.
+    a.keys
+        .add(
+            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
+                .unwrap()
+                .with_kid("k2"),
+        )
+        .unwrap();
+    a.keys.activate("k2").unwrap();
+    let new_token = common::token(&a.keys, "bob");
+
+    // The first sight of k2 is refused, and makes B look it up...
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    until(&jwks, |kids| has(kids, "k2")).await;
+    // ...after which k2's tokens verify, and k1's still do.
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&old_token)).await.status,
+        StatusCode::OK
+    );
+
+    // A retires k1; once B has refetched, k1's tokens are refused (cached ones included).
+    a.keys.remove("k1").unwrap();
+    jwks.refresh().await.unwrap();
+    assert!(!has(&jwks.keys().kids(), "k1"));
+    let answer = common::get(b, "/me", Some(&old_token)).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn the_last_good_keys_stay_while_the_issuer_is_down() {
+    let a = issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    let token = common::token(&a.keys, "alice");
+
+    a.down.store(true, Ordering::SeqCst);
+    assert_eq!(jwks.refresh().await, Err(JwksError::Status(503)));
+    assert_eq!(
+        common::get(b, "/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
+
+    a.down.store(false, Ordering::SeqCst);
+    assert_eq!(jwks.refresh().await, Ok(()));
+    assert_eq!(
+        common::get(b, "/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn made_up_kids_cannot_flood_the_issuer() {
+    let a = issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .cooldown(Duration::from_secs(3600))
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    // Made-up kids wake the refresh task, which waits out its cooldown before fetching.
+    let forger = Keys::new(
+        Key::hs256(b"a forger's secret, 32 bytes long")
+            .unwrap()
+            .with_kid("made-up"),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        let forged = common::token(&forger, "mallory");
+        assert_eq!(
+            common::get(b, "/me", Some(&forged)).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The refresh task is waiting out its cooldown, and an explicit refresh still has its turn
+    // only after that wait: so it must not answer within a second.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), jwks.refresh())
+            .await
+            .is_err(),
+        "a fetch ran inside the cooldown"
+    );
+    assert_eq!(
+        a.fetches.load(Ordering::SeqCst),
+        1,
+        "only the fetch at start"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_or_empty_jwks_fails_at_start() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let error = RemoteJwks::builder(format!("http://{closed}{JWKS_PATH}"))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, JwksError::Unreachable(_)), "{error:?}");
+
+    let hmac_issuer = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    let router = Router::new().route(
+        JWKS_PATH,
+        get(move || async move { Json(hmac_issuer.jwks()) }),
+    );
+    let addr = common::serve(router).await;
+    let error = RemoteJwks::builder(format!("http://{addr}{JWKS_PATH}"))
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(error, JwksError::NoUsableKey);
+
+    let error = RemoteJwks::builder("https://issuer.example/jwks.json")
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(error, JwksError::TlsNeedsClient);
+}
+
+#[tokio::test]
+async fn new_material_under_an_old_kid_replaces_the_old_key() {
+    let a = issuer().await;
+    let second = |pem: &[u8]| {
+        Key::from_private_pem(Algorithm::EdDSA, pem)
+            .unwrap()
+            .with_kid("k2")
+    };
+    a.keys
+        .add(second(include_bytes!("../keys/ed25519-b.pem")))
+        .unwrap();
+    let jwks = RemoteJwks::builder(&a.url)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    let signer = |pem: &[u8]| Keys::new(second(pem)).unwrap();
+    let before = common::token(&signer(include_bytes!("../keys/ed25519-b.pem")), "alice");
+    assert_eq!(
+        common::get(b, "/me", Some(&before)).await.status,
+        StatusCode::OK
+    );
+
+    // A re-keys k2 under the same kid.
+    a.keys.remove("k2").unwrap();
+    a.keys
+        .add(second(include_bytes!("../keys/ed25519-c.pem")))
+        .unwrap();
+    jwks.refresh().await.unwrap();
+
+    let after = common::token(&signer(include_bytes!("../keys/ed25519-c.pem")), "alice");
+    assert_eq!(
+        common::get(b, "/me", Some(&after)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&before)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Issuer A as an application runs it: the auth service at `/auth`, minting EdDSA tokens,
+/// and its JWKS at the root.
+async fn auth_issuer() -> (std::net::SocketAddr, Keys) {
+    let keys = Keys::new(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
+            .unwrap()
+            .with_kid("k1"),
+    )
+    .unwrap();
+    let verifier = jwt_gate::TokenVerifier::new(keys.clone());
+    let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    let router = Router::new()
+        .route_service(JWKS_PATH, auth.jwks())
+        .nest_service("/auth", auth)
+        .layer(
+            JwtAuthLayer::new(verifier)
+                .open_prefix("/auth")
+                .open_path(JWKS_PATH),
+        );
+    (common::serve(router).await, keys)
+}
+
+async fn log_in(issuer: std::net::SocketAddr, username: &str) -> String {
+    let session = common::session(issuer, username).await;
+    session["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
+    let (a, keys) = auth_issuer().await;
+    let published = common::get(a, JWKS_PATH, None).await;
+    assert_eq!(published.status, StatusCode::OK);
+    assert_eq!(published.header("content-type"), Some("application/json"));
+    assert_eq!(
+        published.header("cache-control"),
+        Some("public, max-age=300")
+    );
+    let document = published.json();
+    assert_eq!(document["keys"][0]["kid"], "k1");
+    assert!(
+        document["keys"][0].get("d").is_none(),
+        "never the private key"
+    );
+    let post = common::call(a, http::Method::POST, JWKS_PATH, &[], "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(post.header("allow"), Some("GET, HEAD"));
+
+    let jwks = RemoteJwks::builder(format!("http://{a}{JWKS_PATH}"))
+        .cooldown(Duration::ZERO)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+
+    let old_token = log_in(a, "alice").await;
+    assert_eq!(common::peek_header(&old_token)["kid"], "k1");
+    let answer = common::get(b, "/me", Some(&old_token)).await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "alice")
+    );
+
+    // A rotates: k2 signs from now on, and is published at once.
+    keys.add(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
+            .unwrap()
+            .with_kid("k2"),
+    )
+    .unwrap();
+    keys.activate("k2").unwrap();
+    let new_token = log_in(a, "bob").await;
+    assert_eq!(common::peek_header(&new_token)["kid"], "k2");
+
+    // B has never seen k2: the first token refused makes it look, then k2's tokens verify.
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    until(&jwks, |kids| has(kids, "k2")).await;
+    let answer = common::get(b, "/me", Some(&new_token)).await;
+    assert_eq!(
+        (answer.status, answer.text.as_str()),
+        (StatusCode::OK, "bob")
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&old_token)).await.status,
+        StatusCode::OK,
+        "k1's tokens live on until k1 is retired"
+    );
+}

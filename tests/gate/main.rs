@@ -1,0 +1,21 @@
+//! The gate from outside: its HTTP and gRPC contract, keys and JWKS, revocation, the
+//! gateway, and the example programs, each over real HTTP on 127.0.0.1.
+
+// The example programs are included word for word, each with the support modules it
+// declares itself, so one support file is compiled once per example that uses it.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod algorithm_confusion;
+mod axum_extractor;
+mod gate_contract;
+mod gateway;
+mod hyper_example;
+mod jwks;
+mod jwks_remote;
+mod key_rotation;
+mod readme;
+mod revocation;
+mod tonic_example;
