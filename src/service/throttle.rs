@@ -294,7 +294,11 @@ impl LocalCounts {
         let table = |capacity: usize| {
             let capacity = NonZeroUsize::new(capacity)
                 .expect("a throttle table needs room for at least one entry (capacity 0)");
-            Mutex::new(LruCache::with_hasher(capacity, BuildFingerprintHasher))
+            // Grown as keys arrive rather than allocated whole up front: most services never
+            // see anywhere near `capacity` keys.
+            let mut table = LruCache::unbounded_with_hasher(BuildFingerprintHasher);
+            table.resize(capacity);
+            Mutex::new(table)
         };
         Self {
             tables: [
