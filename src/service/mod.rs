@@ -58,7 +58,7 @@
 //! the stores may use Tokio's blocking pool: the service must be called from within a Tokio
 //! runtime.
 
-mod identity;
+pub(crate) mod identity;
 mod password;
 mod public_keys;
 mod reply;
@@ -78,7 +78,7 @@ use http::Request;
 use http_body::Body;
 use tower_service::Service;
 
-pub use identity::MAX_USERNAME_CHARS;
+pub use identity::{MAX_USERNAME_CHARS, RESERVED_USERNAMES};
 pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,

@@ -1,7 +1,7 @@
 //! Users and sessions in process memory: for tests, demos and single-process apps that can
 //! afford to forget everything on restart.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
@@ -31,9 +31,17 @@ pub struct MemoryUserStore {
 }
 
 struct Inner {
-    users: Mutex<HashMap<String, User>>,
+    users: Mutex<Users>,
     sessions: Mutex<Sessions>,
     clock: Arc<dyn Clock>,
+}
+
+/// The users by key, and the look-alike keys taken, under one lock so that both are checked
+/// and claimed at once.
+#[derive(Default)]
+struct Users {
+    by_key: HashMap<String, User>,
+    lookalikes: HashSet<String>,
 }
 
 #[derive(Default)]
@@ -64,7 +72,7 @@ struct Family {
 impl std::fmt::Debug for MemoryUserStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryUserStore")
-            .field("users", &lock(&self.inner.users).len())
+            .field("users", &lock(&self.inner.users).by_key.len())
             .finish_non_exhaustive()
     }
 }
@@ -90,7 +98,7 @@ impl MemoryUserStore {
     pub fn with_clock(clock: impl Clock) -> Self {
         Self {
             inner: Arc::new(Inner {
-                users: Mutex::new(HashMap::new()),
+                users: Mutex::new(Users::default()),
                 sessions: Mutex::new(Sessions::default()),
                 clock: Arc::new(clock),
             }),
@@ -99,7 +107,7 @@ impl MemoryUserStore {
 
     /// How many users are registered.
     pub fn user_count(&self) -> usize {
-        lock(&self.inner.users).len()
+        lock(&self.inner.users).by_key.len()
     }
 
     /// How many refresh tokens (live or spent but not yet expired) are kept.
@@ -203,18 +211,22 @@ impl Sessions {
 
 impl UserStore for MemoryUserStore {
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
-        let outcome = match lock(&self.inner.users).entry(user.key.clone()) {
-            std::collections::hash_map::Entry::Occupied(_) => Registration::Taken,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(user);
+        let lookalike = user.lookalike_key();
+        let mut users = lock(&self.inner.users);
+        let outcome =
+            if users.by_key.contains_key(&user.key) || users.lookalikes.contains(&lookalike) {
+                Registration::Taken
+            } else {
+                users.lookalikes.insert(lookalike);
+                users.by_key.insert(user.key.clone(), user);
                 Registration::Created
-            }
-        };
+            };
+        drop(users);
         Box::pin(async move { Ok(outcome) })
     }
 
     fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
-        let user = lock(&self.inner.users).get(key).cloned();
+        let user = lock(&self.inner.users).by_key.get(key).cloned();
         Box::pin(async move { Ok(user) })
     }
 
@@ -223,7 +235,7 @@ impl UserStore for MemoryUserStore {
         key: &'a str,
         password_hash: String,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        if let Some(user) = lock(&self.inner.users).get_mut(key) {
+        if let Some(user) = lock(&self.inner.users).by_key.get_mut(key) {
             user.password_hash = password_hash;
         }
         Box::pin(async { Ok(()) })

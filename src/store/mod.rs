@@ -1,7 +1,7 @@
 //! Where the auth service keeps users and refresh-token sessions.
 //!
 //! A [`UserStore`] is deliberately small: create a user (atomically unique on the normalised
-//! username), find one, replace a password hash, and the few refresh-token operations whose
+//! username and on its look-alike key), find one, replace a password hash, and the few refresh-token operations whose
 //! atomicity the service relies on. Every operation resolves only once its write is durable
 //! in the store; an error means nothing was acknowledged, and the service answers `503`.
 
@@ -40,6 +40,33 @@ pub struct User {
     pub password_hash: String,
 }
 
+impl User {
+    /// The key no two users may share, beside [`key`](Self::key): the Unicode UTS #39
+    /// confusable skeleton of the key, so names a reader cannot tell apart (Latin `scope` and
+    /// Cyrillic `ѕсоре`, `sc0pe`) are one name. Every [`UserStore`] refuses a second user with
+    /// the same look-alike key, as atomically as a second user with the same key.
+    ///
+    /// ```
+    /// use jwt_gate::store::User;
+    ///
+    /// let user = |key: &str| User {
+    ///     key: key.into(),
+    ///     username: key.into(),
+    ///     email: "x@example.com".into(),
+    ///     password_hash: String::new(),
+    /// };
+    /// // Latin "scope", then "ѕсоре" in Cyrillic letters.
+    /// assert_eq!(
+    ///     user("scope").lookalike_key(),
+    ///     user("\u{455}\u{441}\u{43e}\u{440}\u{435}").lookalike_key()
+    /// );
+    /// assert_ne!(user("scope").lookalike_key(), user("scape").lookalike_key());
+    /// ```
+    pub fn lookalike_key(&self) -> String {
+        crate::service::identity::lookalike_key(&self.key)
+    }
+}
+
 // A hash is not a secret in the way a password is, but it must never reach a log either.
 impl fmt::Debug for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -56,7 +83,8 @@ impl fmt::Debug for User {
 pub enum Registration {
     /// The user was stored.
     Created,
-    /// A user with the same key already exists; nothing was changed.
+    /// A user with the same key or the same [look-alike key](User::lookalike_key) already
+    /// exists; nothing was changed.
     Taken,
 }
 
@@ -152,8 +180,10 @@ pub type StoreResult<T> = Result<T, UserStoreError>;
 /// # });
 /// ```
 pub trait UserStore: Send + Sync + 'static {
-    /// Stores `user` unless a user with the same `key` exists: atomically, so of any number
-    /// of concurrent registrations of one key exactly one is [`Registration::Created`].
+    /// Stores `user` unless a user with the same `key` or the same
+    /// [`lookalike_key`](User::lookalike_key) exists: atomically, so of any number of
+    /// concurrent registrations of one name, however spelled, exactly one is
+    /// [`Registration::Created`].
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>>;
 
     /// The user whose key is `key`.

@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS users (
     key           TEXT PRIMARY KEY,
     username      TEXT NOT NULL,
     email         TEXT NOT NULL,
-    password_hash TEXT NOT NULL
+    password_hash TEXT NOT NULL,
+    lookalike     TEXT
 );
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     hash       BLOB PRIMARY KEY,
@@ -102,7 +103,7 @@ impl SqliteUserStore {
         Self::prepare(Connection::open_in_memory().map_err(store_error)?)
     }
 
-    fn prepare(connection: Connection) -> Result<Self, UserStoreError> {
+    fn prepare(mut connection: Connection) -> Result<Self, UserStoreError> {
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(store_error)?;
@@ -113,6 +114,7 @@ impl SqliteUserStore {
             .pragma_update(None, "synchronous", "FULL")
             .map_err(store_error)?;
         connection.execute_batch(SCHEMA).map_err(store_error)?;
+        migrate_lookalikes(&mut connection).map_err(store_error)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
         })
@@ -133,6 +135,52 @@ impl SqliteUserStore {
             .map_err(|error| UserStoreError::new(error.to_string()))?
         })
     }
+}
+
+/// Gives every user a look-alike key, under a unique index, adding the column to a database
+/// made before it existed. Users are taken in registration order and each claims its key
+/// unless an older user holds it: of existing accounts that look alike, the oldest keeps the
+/// name and the others keep working (they still log in by their own key) without a look-alike
+/// key, so no new account can take the name either. Renaming or merging them is left to the
+/// operator, whom a warning tells; nothing is decided for them at startup.
+fn migrate_lookalikes(connection: &mut Connection) -> rusqlite::Result<()> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_column: bool = transaction.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('users') WHERE name = 'lookalike'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !has_column {
+        transaction.execute_batch("ALTER TABLE users ADD COLUMN lookalike TEXT")?;
+    }
+    transaction
+        .execute_batch("CREATE UNIQUE INDEX IF NOT EXISTS users_lookalike ON users (lookalike)")?;
+    let keys: Vec<String> = transaction
+        .prepare("SELECT key FROM users WHERE lookalike IS NULL ORDER BY rowid")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut collisions = 0_usize;
+    for key in keys {
+        let lookalike = crate::service::identity::lookalike_key(&key);
+        let claimed = transaction.execute(
+            "UPDATE users SET lookalike = ?1 WHERE key = ?2
+             AND NOT EXISTS (SELECT 1 FROM users WHERE lookalike = ?1)",
+            params![lookalike, key],
+        )?;
+        if claimed == 0 {
+            collisions += 1;
+        }
+    }
+    transaction.commit()?;
+    if collisions > 0 {
+        tracing::warn!(
+            accounts = collisions,
+            "existing accounts look alike an older one; they keep working, and no new account \
+             can take their names (SELECT key FROM users WHERE lookalike IS NULL lists them)"
+        );
+    }
+    Ok(())
 }
 
 /// The access tokens still alive at `now` that were issued in the rows `sql` selects by one
@@ -222,13 +270,22 @@ fn insert_token(
 impl UserStore for SqliteUserStore {
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
         self.run(move |connection| {
+            let lookalike = user.lookalike_key();
             let inserted = connection.execute(
-                "INSERT INTO users (key, username, email, password_hash) VALUES (?1, ?2, ?3, ?4)",
-                params![user.key, user.username, user.email, user.password_hash],
+                "INSERT INTO users (key, username, email, password_hash, lookalike)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    user.key,
+                    user.username,
+                    user.email,
+                    user.password_hash,
+                    lookalike
+                ],
             );
             match inserted {
                 Ok(_) => Ok(Registration::Created),
-                // The primary key decides between concurrent registrations of one name.
+                // The primary key and the look-alike index decide between concurrent
+                // registrations of one name.
                 Err(rusqlite::Error::SqliteFailure(error, _))
                     if error.code == ErrorCode::ConstraintViolation =>
                 {

@@ -249,3 +249,62 @@ async fn wrong_methods_are_405_with_allow_and_unknown_paths_404() {
         assert_eq!(reply.json()["error"], "not_found");
     }
 }
+
+#[tokio::test]
+async fn fifty_look_alike_spellings_of_one_name_give_one_account() {
+    let stack = stack().await;
+    common::lookalike::fifty_lookalikes_make_one_account(stack.addr).await;
+    assert_eq!(stack.users.user_count(), 1);
+}
+
+#[tokio::test]
+async fn look_alike_dot_and_reserved_names_are_refused() {
+    let stack = stack().await;
+    assert_eq!(
+        register(stack.addr, "alice", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    for (name, why) in [
+        // Cyrillic а, then Greek α, with Latin "lice": one name to a reader.
+        ("\u{430}lice", "must not mix letters from different scripts"),
+        ("\u{3b1}lice", "must not mix letters from different scripts"),
+        (".", "must start with a letter or digit"),
+        ("..", "must start with a letter or digit"),
+        (".alice", "must start with a letter or digit"),
+        ("admin", "is reserved"),
+        ("Root", "is reserved"),
+        ("ＳＹＳＴＥＭ", "is reserved"),
+        // A small L among capitals reads as ADMIN.
+        ("ADMlN", "is reserved"),
+    ] {
+        let reply = register(stack.addr, name, PASSWORD).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{name:?}: {}",
+            reply.text
+        );
+        assert_eq!(reply.json()["field"], "username", "{name:?}");
+        assert!(reply.text.contains(why), "{name:?}: {}", reply.text);
+    }
+    // Each of one script, but the same name to a reader: the second is taken.
+    assert_eq!(
+        register(stack.addr, "scope", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    for name in ["\u{455}\u{441}\u{43e}\u{440}\u{435}", "sc0pe", "SC0PE"] {
+        let reply = register(stack.addr, name, PASSWORD).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CONFLICT,
+            "{name:?}: {}",
+            reply.text
+        );
+    }
+    assert_eq!(stack.users.user_count(), 2);
+    // A name that merely resembles is not refused.
+    assert_eq!(
+        register(stack.addr, "scape", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+}

@@ -139,3 +139,60 @@ async fn a_new_database_is_readable_by_its_owner_only() {
         assert_eq!(mode & 0o077, 0, "{file:?} is {mode:o}");
     }
 }
+
+#[tokio::test]
+async fn fifty_look_alike_spellings_of_one_name_give_one_account_on_sqlite() {
+    let path = temp_db("lookalike-race");
+    let (addr, _) = serve_sqlite(&path).await;
+    common::lookalike::fifty_lookalikes_make_one_account(addr).await;
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let users: i64 = connection
+        .query_row("SELECT COUNT(*) FROM users", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn a_database_from_before_look_alike_keys_is_upgraded_and_its_look_alikes_kept() {
+    use common::lookalike::*;
+    let path = temp_db("lookalike-upgrade");
+    {
+        // The users table as earlier versions made it, holding two accounts that look alike.
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE users (
+                     key TEXT PRIMARY KEY, username TEXT NOT NULL,
+                     email TEXT NOT NULL, password_hash TEXT NOT NULL)",
+            )
+            .unwrap();
+        for account in accounts_from_before() {
+            connection
+                .execute(
+                    "INSERT INTO users VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params_from_iter(&account),
+                )
+                .unwrap();
+        }
+    }
+    let (addr, _) = serve_sqlite(&path).await;
+    accounts_from_before_keep_working_and_block_look_alikes(addr).await;
+
+    // The older account holds the name; the newer one is listed for the operator.
+    let unkeyed = || -> Vec<String> {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        let mut statement = connection
+            .prepare("SELECT key FROM users WHERE lookalike IS NULL")
+            .unwrap();
+        let keys = statement.query_map([], |row| row.get(0)).unwrap();
+        keys.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(unkeyed(), [CYRILLIC_SCOPE]);
+    // Opening it again changes nothing.
+    let (again, _) = serve_sqlite(&path).await;
+    assert_eq!(
+        register(again, "sc0pe", PASSWORD).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(unkeyed(), [CYRILLIC_SCOPE]);
+}

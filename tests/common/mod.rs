@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different part
 
 pub mod demo;
+pub mod lookalike;
 pub mod postgres;
 
 use std::convert::Infallible;

@@ -38,8 +38,11 @@ impl TestSchema {
         PostgresUserStore::connect(&database_url()).schema(&self.name)
     }
 
+    /// A store on this schema, migrated. Its timeout is generous: on a machine loaded by
+    /// other builds the migrations alone can take seconds, and no test here measures them.
     pub async fn open(&self) -> PostgresUserStore {
         self.store()
+            .timeout(std::time::Duration::from_secs(60))
             .await
             .expect("PostgreSQL is up on DATABASE_URL")
     }

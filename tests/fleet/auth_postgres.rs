@@ -62,17 +62,7 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
     assert_eq!(created.len(), 20, "{created:?}");
     assert!(created.values().all(|&count| count == 1), "{created:?}");
 
-    let rows: i64 = schema
-        .client()
-        .await
-        .query_one(
-            &format!("SELECT count(*) FROM \"{}\".jwt_gate_users", schema.name),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 20);
+    assert_eq!(user_rows(&schema).await, 20);
     // Each account logs in through either service.
     assert_eq!(login(a, "USER7", PASSWORD).await.status, StatusCode::OK);
     assert_eq!(login(b, "user7", PASSWORD).await.status, StatusCode::OK);
@@ -82,9 +72,11 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
 async fn a_lost_database_is_503_and_the_gate_keeps_working() {
     let schema = TestSchema::fresh();
     let proxy = CutProxy::start().await;
+    // The cut drops connections and refuses new ones, so failures come at once; the timeout
+    // only has to outlast a loaded machine before the cut.
     let users = PostgresUserStore::connect(&proxy.url())
         .schema(&schema.name)
-        .timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(30))
         .await
         .unwrap();
     let addr = serve_on(users.clone()).await;
@@ -109,4 +101,81 @@ async fn a_lost_database_is_503_and_the_gate_keeps_working() {
     assert!(users.find_user("alice").await.is_err());
     // The gate needs no database: the token issued before the outage still passes.
     assert_eq!(me(addr, access).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_look_alike_spellings_of_one_name_give_one_account_on_postgres() {
+    let schema = TestSchema::fresh();
+    let addr = serve_on(schema.open().await).await;
+    common::lookalike::fifty_lookalikes_make_one_account(addr).await;
+    assert_eq!(user_rows(&schema).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_before_look_alike_keys_is_upgraded_and_its_look_alikes_kept() {
+    use common::lookalike::*;
+    let schema = TestSchema::fresh();
+    drop(schema.open().await);
+    // Back to the first migration, as earlier versions left it, with two accounts that look
+    // alike registered a minute apart.
+    let client = schema.client().await;
+    let s = &schema.name;
+    client
+        .batch_execute(&format!(
+            "DELETE FROM \"{s}\".jwt_gate_migrations WHERE version >= 2;
+             ALTER TABLE \"{s}\".jwt_gate_users DROP COLUMN lookalike;"
+        ))
+        .await
+        .unwrap();
+    for (minute, [key, username, email, hash]) in accounts_from_before().into_iter().enumerate() {
+        let created_at = format!("2026-01-01 00:{minute:02}:00+00");
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO \"{s}\".jwt_gate_users
+                     (key, username, email, password_hash, created_at)
+                     VALUES ($1, $2, $3, $4, $5::text::timestamptz)"
+                ),
+                &[&key, &username, &email, &hash, &created_at],
+            )
+            .await
+            .unwrap();
+    }
+
+    let addr = serve_on(schema.open().await).await;
+    accounts_from_before_keep_working_and_block_look_alikes(addr).await;
+    assert_eq!(unkeyed(&client, s).await, [CYRILLIC_SCOPE]);
+    // A second service starting on the schema changes nothing.
+    let again = serve_on(schema.open().await).await;
+    assert_eq!(
+        register(again, "sc0pe", PASSWORD).await.status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(unkeyed(&client, s).await, [CYRILLIC_SCOPE]);
+}
+
+/// The users that hold no look-alike key.
+async fn unkeyed(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    let sql = format!("SELECT key FROM \"{schema}\".jwt_gate_users WHERE lookalike IS NULL");
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect()
+}
+
+/// How many users the schema holds, counted behind the store's back.
+async fn user_rows(schema: &TestSchema) -> i64 {
+    schema
+        .client()
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".jwt_gate_users", schema.name),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }

@@ -29,7 +29,8 @@ const SWEEP_INTERVAL_SECS: u64 = 60;
 /// schema) sees the same users and sessions. Clones share the connection pool.
 ///
 /// Opening it applies the embedded migrations (under an advisory lock, so a fleet starting
-/// at once is fine). Usernames are unique on [`User::key`] by the primary key; refresh
+/// at once is fine). Usernames are unique on [`User::key`] by the primary key and on
+/// [`User::lookalike_key`] by a unique index (filled in for users made before it); refresh
 /// tokens are stored as their SHA-256 hashes only. Registration is one atomic
 /// `INSERT … ON CONFLICT DO NOTHING`; a rotation locks its session row (`SELECT … FOR
 /// UPDATE`) before it reads the token, so of two concurrent uses of one refresh token one
@@ -327,11 +328,19 @@ impl UserStore for PostgresUserStore {
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
         self.run(move |client, inner| {
             Box::pin(async move {
-                // The primary key decides between concurrent registrations of one name.
+                // The primary key and the look-alike index decide between concurrent
+                // registrations of one name.
+                let lookalike = user.lookalike_key();
                 let inserted = execute(
                     &client,
                     &inner.sql.insert_user,
-                    &[&user.key, &user.username, &user.email, &user.password_hash],
+                    &[
+                        &user.key,
+                        &user.username,
+                        &user.email,
+                        &user.password_hash,
+                        &lookalike,
+                    ],
                 )
                 .await?;
                 Ok(if inserted == 1 {

@@ -9,9 +9,10 @@ const LOCK_SPACE: i32 = 0x6a77;
 /// The embedded migrations, in order. Each runs once per schema, inside the transaction that
 /// records it. `{s}` stands for the schema qualifier (empty, or `"name".`). Append only:
 /// a deployed migration is never edited.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "
     CREATE TABLE {s}jwt_gate_users (
         key           text PRIMARY KEY,
         username      text NOT NULL,
@@ -38,7 +39,17 @@ const MIGRATIONS: &[(i32, &str)] = &[(
     CREATE INDEX jwt_gate_refresh_tokens_access ON {s}jwt_gate_refresh_tokens (access_jti);
     CREATE INDEX jwt_gate_refresh_tokens_expiry ON {s}jwt_gate_refresh_tokens (expires_at);
     ",
-)];
+    ),
+    // Look-alike usernames (UTS #39 skeletons) are unique too. Existing rows get their keys
+    // from `claim_lookalikes`, which needs Rust to compute them.
+    (
+        2,
+        "
+    ALTER TABLE {s}jwt_gate_users ADD COLUMN lookalike text;
+    CREATE UNIQUE INDEX jwt_gate_users_lookalike ON {s}jwt_gate_users (lookalike);
+    ",
+    ),
+];
 
 /// Where the tables live: the connection's `search_path`, or one named schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,14 +142,70 @@ impl Schema {
                 )
                 .await?;
         }
+        self.claim_lookalikes(&transaction).await?;
         transaction.commit().await
+    }
+
+    /// Gives every user without one its look-alike key, in registration order, in one
+    /// statement: each claims its key unless an older user (or one already keyed) holds it.
+    /// Of existing accounts that look alike, the oldest keeps the name; the others keep
+    /// working (they log in by their own key) without a look-alike key, so no new account
+    /// can take the name either. Renaming or merging them is the operator's call, whom a
+    /// warning tells. Rows stay unkeyed only while they collide, so later starts find little.
+    async fn claim_lookalikes(
+        &self,
+        transaction: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let keys: Vec<String> = transaction
+            .query(
+                &self.expand(
+                    "SELECT key FROM {s}jwt_gate_users WHERE lookalike IS NULL
+                     ORDER BY created_at, key",
+                ),
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let lookalikes: Vec<String> = keys
+            .iter()
+            .map(|key| crate::service::identity::lookalike_key(key))
+            .collect();
+        let claimed = transaction
+            .execute(
+                &self.expand(
+                    "UPDATE {s}jwt_gate_users u SET lookalike = first.lookalike
+                     FROM (SELECT DISTINCT ON (lookalike) key, lookalike
+                           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(key, lookalike, n)
+                           ORDER BY lookalike, n) first
+                     WHERE u.key = first.key AND NOT EXISTS
+                           (SELECT 1 FROM {s}jwt_gate_users w WHERE w.lookalike = first.lookalike)",
+                ),
+                &[&keys, &lookalikes],
+            )
+            .await?;
+        let collisions = keys.len() as u64 - claimed;
+        if collisions > 0 {
+            tracing::warn!(
+                accounts = collisions,
+                "existing accounts look alike an older one; they keep working, and no new \
+                 account can take their names (SELECT key FROM jwt_gate_users WHERE lookalike \
+                 IS NULL lists them)"
+            );
+        }
+        Ok(())
     }
 
     pub(super) fn statements(&self) -> Sql {
         Sql {
+            // No conflict target: the key and the look-alike key both refuse a second user.
             insert_user: self.expand(
-                "INSERT INTO {s}jwt_gate_users (key, username, email, password_hash)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO {s}jwt_gate_users (key, username, email, password_hash, lookalike)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             ),
             find_user: self.expand(
                 "SELECT key, username, email, password_hash FROM {s}jwt_gate_users WHERE key = $1",
