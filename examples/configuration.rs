@@ -28,10 +28,10 @@ fn main() -> Result<(), jwt_gate::KeyError> {
         .validation(validation)
         .revocations(revocations.clone())
         .claims::<Roles>() // your own claims, flattened beside sub/exp/iat/jti
+        .realm("orders") // named in every 401's WWW-Authenticate
         .build();
 
     let layer = JwtAuthLayer::new(verifier)
-        .realm("orders")
         .open_path("/health")
         .open_prefix("/auth")
         .optional_prefix("/catalog");

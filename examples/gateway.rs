@@ -137,7 +137,7 @@ pub fn build(
     let auth_verifier = TokenVerifier::new(keys.clone());
     let verifier = TokenVerifier::builder(keys)
         .claims::<ClaimMap>()
-        .shared_revocations(auth_verifier.revocations().clone())
+        .revocations(auth_verifier.revocations().clone())
         .build();
     let mut layer = JwtAuthLayer::new(verifier).open_prefix(AUTH_PREFIX);
     for path in &options.open {
@@ -150,7 +150,9 @@ pub fn build(
         .timeout(options.timeout)
         .mount(
             AUTH_PREFIX,
-            AuthService::new(auth_verifier, users).prefix(AUTH_PREFIX),
+            AuthService::builder(auth_verifier, users)
+                .prefix(AUTH_PREFIX)
+                .build(),
         );
     for claim in &options.forward_claims {
         gateway = gateway.forward_claim(claim);

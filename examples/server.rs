@@ -48,6 +48,8 @@ use jwt_gate::service::{AuthService, JwksService, RedisThrottle, JWKS_PATH};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{AuthError, Claims, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
+#[path = "support/client_addr.rs"]
+mod client_addr;
 #[path = "support/secret.rs"]
 mod secret;
 
@@ -152,9 +154,9 @@ async fn auth_service(
     users: Arc<dyn UserStore>,
 ) -> Result<AuthService, String> {
     // Logins take the CPU time that serving leaves, not the other way round.
-    let auth = AuthService::with_shared_store(verifier.clone(), users).hash_at_low_priority();
+    let auth = AuthService::builder(verifier.clone(), users).hash_at_low_priority();
     let Some(url) = optional_var("REDIS_URL")? else {
-        return Ok(auth);
+        return Ok(auth.build());
     };
     let mut throttle = RedisThrottle::connect(&url);
     if let Some(prefix) = optional_var("JWT_GATE_REDIS_PREFIX")? {
@@ -163,7 +165,7 @@ async fn auth_service(
     let throttle = throttle
         .await
         .map_err(|error| format!("cannot use REDIS_URL: {error}"))?;
-    Ok(auth.shared_throttle(throttle))
+    Ok(auth.shared_throttle(throttle).build())
 }
 
 async fn shutdown_signal() {
@@ -214,7 +216,9 @@ async fn run() -> Result<(), String> {
                 .open_prefix("/auth")
                 .open_path("/health")
                 .open_path(JWKS_PATH),
-        );
+        )
+        // Logins are throttled per client address.
+        .layer(axum::middleware::from_fn(client_addr::insert));
 
     let listener = tokio::net::TcpListener::bind(addr)
         .await

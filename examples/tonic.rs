@@ -39,8 +39,9 @@ use std::task::{Context, Poll};
 use std::path::PathBuf;
 
 use http::HeaderValue;
-use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::service::AuthService;
 use jwt_gate::store::{SqliteUserStore, UserStore};
+use jwt_gate::ClientAddr;
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -117,7 +118,11 @@ pub async fn serve(
             }
             request
         })
-        .service(AuthService::new(verifier.clone(), users).prefix(AUTH_PREFIX));
+        .service(
+            AuthService::builder(verifier.clone(), users)
+                .prefix(AUTH_PREFIX)
+                .build(),
+        );
     let routes = Routes::new(WhoAmI(health))
         .into_axum_router()
         .nest_service(AUTH_PREFIX, auth);

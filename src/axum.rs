@@ -2,16 +2,49 @@
 //!
 //! Behind the gate, a handler takes [`Claims<C>`](crate::Claims) (or `Option<Claims<C>>` on an
 //! optional path) as an argument. Without claims in the request, the rejection is the gate's
-//! own `401` with `WWW-Authenticate: Bearer realm="jwt-gate"`.
+//! own `401` ([`Rejection`]), in the realm of the gate that let the request through (the
+//! default realm when no gate did).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum_core::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use crate::layer::DEFAULT_REALM;
+use crate::error::{is_grpc, GateRealm, DEFAULT_REALM};
 use crate::{AuthError, Claims};
+
+/// The rejection of the [`Claims`] extractor: the request carries no verified claims (no gate
+/// in front of the route, or an open or optional path without a token). Answered as the gate
+/// answers, in the gate's realm, over gRPC for a gRPC request.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    error: AuthError,
+    realm: Arc<str>,
+    grpc: bool,
+}
+
+impl Rejection {
+    /// Why the request was refused.
+    pub fn error(&self) -> AuthError {
+        self.error
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        response(self.error, &self.realm, self.grpc)
+    }
+}
+
+fn response(error: AuthError, realm: &str, grpc: bool) -> Response {
+    let (status, headers, body) = error.render(realm, grpc);
+    let mut response = Response::new(axum_core::body::Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
 
 /// ```
 /// use axum::{routing::get, Router};
@@ -33,14 +66,21 @@ where
     S: Send + Sync,
     C: Clone + Send + Sync + 'static,
 {
-    type Rejection = AuthError;
+    type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Claims<C>>()
-            .cloned()
-            .ok_or(AuthError::MissingCredentials)
+        if let Some(claims) = parts.extensions.get::<Claims<C>>() {
+            return Ok(claims.clone());
+        }
+        let realm = match parts.extensions.get::<GateRealm>() {
+            Some(GateRealm(realm)) => realm.clone(),
+            None => Arc::from(DEFAULT_REALM),
+        };
+        Err(Rejection {
+            error: AuthError::MissingCredentials,
+            realm,
+            grpc: is_grpc(&parts.headers),
+        })
     }
 }
 
@@ -60,14 +100,11 @@ where
     }
 }
 
-/// The gate's RFC 6750 response, with the default realm.
+/// The gate's RFC 6750 response in the default realm, for a handler's own refusals (an
+/// unknown subject, say). The gate's refusals and the extractor's [`Rejection`] use the
+/// verifier's [realm](crate::TokenVerifierBuilder::realm).
 impl IntoResponse for AuthError {
     fn into_response(self) -> Response {
-        let mut headers = http::HeaderMap::new();
-        let body = self.http_parts(DEFAULT_REALM, &mut headers);
-        let mut response = Response::new(axum_core::body::Body::from(body));
-        *response.status_mut() = self.status();
-        *response.headers_mut() = headers;
-        response
+        response(self, DEFAULT_REALM, false)
     }
 }

@@ -2,9 +2,20 @@
 
 use std::fmt;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
+
+/// The realm named in `WWW-Authenticate` challenges unless
+/// [`TokenVerifierBuilder::realm`](crate::TokenVerifierBuilder::realm) sets another.
+pub const DEFAULT_REALM: &str = "jwt-gate";
+
+/// The realm of the gate that let a request through without claims (an open or optional
+/// path), so that an extractor refusing it later names the same realm.
+#[derive(Debug, Clone)]
+pub(crate) struct GateRealm(pub(crate) Arc<str>);
 
 /// Why the gate refused a request.
 ///
@@ -137,7 +148,7 @@ impl AuthError {
     ///
     /// `headers` gets `WWW-Authenticate` (RFC 6750 §3), `Content-Type` and `Cache-Control`;
     /// the returned body is `{"error": …, "error_description": …}`.
-    pub(crate) fn http_parts(self, realm: &str, headers: &mut HeaderMap) -> Bytes {
+    fn http_parts(self, realm: &str, headers: &mut HeaderMap) -> Bytes {
         let challenge = match self.error_code() {
             Some(code) => format!(
                 "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
@@ -164,22 +175,19 @@ impl AuthError {
     }
 
     /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`.
-    pub(crate) fn grpc_parts(self, headers: &mut HeaderMap) {
+    fn grpc_parts(self, headers: &mut HeaderMap) {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
         // The descriptions are plain ASCII without '%', so they are already percent-encoded.
         headers.insert("grpc-message", HeaderValue::from_static(self.description()));
     }
 
-    /// Builds the whole rejection for a request with these headers: gRPC when its
-    /// `content-type` is `application/grpc…`, RFC 6750 otherwise.
-    pub(crate) fn to_response_parts(
-        self,
-        realm: &str,
-        request_headers: &HeaderMap,
-    ) -> (StatusCode, HeaderMap, Bytes) {
+    /// Renders the whole rejection: every refusal the crate answers (the gate's, the axum
+    /// extractor's, the auth service's logout) goes through here. gRPC when the request was
+    /// gRPC (see [`is_grpc`]), RFC 6750 with `realm` otherwise.
+    pub(crate) fn render(self, realm: &str, grpc: bool) -> (StatusCode, HeaderMap, Bytes) {
         let mut headers = HeaderMap::new();
-        if is_grpc(request_headers) {
+        if grpc {
             self.grpc_parts(&mut headers);
             (StatusCode::OK, headers, Bytes::new())
         } else {

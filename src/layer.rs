@@ -13,13 +13,10 @@ use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::extract::{bearer_token, Credentials};
+use crate::error::{is_grpc, GateRealm};
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::{AuthError, Claims, Keys, TokenVerifier};
-
-/// The realm named in `WWW-Authenticate` challenges unless set.
-pub const DEFAULT_REALM: &str = "jwt-gate";
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -45,7 +42,6 @@ pub struct JwtAuthLayer<C = ()> {
 struct Gate<C> {
     verifier: TokenVerifier<C>,
     paths: PathRules,
-    realm: Arc<str>,
 }
 
 impl<C> Clone for Gate<C> {
@@ -53,7 +49,6 @@ impl<C> Clone for Gate<C> {
         Self {
             verifier: self.verifier.clone(),
             paths: self.paths.clone(),
-            realm: self.realm.clone(),
         }
     }
 }
@@ -71,7 +66,6 @@ impl<C> std::fmt::Debug for JwtAuthLayer<C> {
         f.debug_struct("JwtAuthLayer")
             .field("verifier", &self.gate.verifier)
             .field("paths", &self.gate.paths)
-            .field("realm", &self.gate.realm)
             .finish()
     }
 }
@@ -92,7 +86,6 @@ impl<C> JwtAuthLayer<C> {
             gate: Arc::new(Gate {
                 verifier,
                 paths: PathRules::default(),
-                realm: Arc::from(DEFAULT_REALM),
             }),
         }
     }
@@ -128,23 +121,6 @@ impl<C> JwtAuthLayer<C> {
     pub fn optional_prefix(self, prefix: &str) -> Self {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
     }
-
-    /// Names the protection space in `WWW-Authenticate` challenges (default `jwt-gate`).
-    ///
-    /// # Panics
-    ///
-    /// If `realm` has a character that cannot stand in a quoted string unescaped (a control
-    /// character, `"` or `\`): realms are configuration, and a bad one is a programming error.
-    #[must_use]
-    pub fn realm(self, realm: &str) -> Self {
-        assert!(
-            realm
-                .bytes()
-                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
-            "a realm must be printable ASCII without '\"' or '\\\\'"
-        );
-        self.configure(|gate| gate.realm = Arc::from(realm))
-    }
 }
 
 impl<S, C> Layer<S> for JwtAuthLayer<C> {
@@ -178,7 +154,7 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtAuth")
             .field("inner", &self.inner)
-            .field("realm", &self.gate.realm)
+            .field("realm", &self.gate.verifier.realm())
             .finish_non_exhaustive()
     }
 }
@@ -195,27 +171,31 @@ where
 {
     fn decide<B>(&self, request: &mut Request<B>) -> Decision {
         let access = self.paths.access(request.uri().path());
-        if access == Access::Open {
-            return Decision::Pass;
-        }
-        let max_len = self.verifier.validation().max_token_len;
-        let claims = match bearer_token(request.headers(), max_len) {
-            Ok(Credentials::Bearer(token)) => match self.verifier.verify(token) {
-                Ok(claims) => claims,
+        let authenticated = match access {
+            Access::Open => None,
+            _ => match self.verifier.authenticate(request.headers()) {
+                Ok(authenticated) => authenticated,
                 Err(error) => return Decision::Reject(error),
             },
-            Ok(Credentials::None) if access == Access::Optional => return Decision::Pass,
-            Ok(Credentials::None) => return Decision::Reject(AuthError::MissingCredentials),
-            Err(error) => return Decision::Reject(error),
         };
-        let check = self.verifier.check_revocation(&claims);
+        let Some((claims, check)) = authenticated else {
+            if access == Access::Protected {
+                return Decision::Reject(AuthError::MissingCredentials);
+            }
+            // Passed without claims: an extractor that refuses the request later names
+            // this gate's realm.
+            let realm = GateRealm(self.verifier.shared_realm());
+            request.extensions_mut().insert(realm);
+            return Decision::Pass;
+        };
         // The claims ride with the request either way; a refused request is dropped whole.
         request.extensions_mut().insert(Claims::clone(&claims));
         match check {
-            RevocationCheck::Valid => Decision::Pass,
-            RevocationCheck::Revoked => Decision::Reject(AuthError::Revoked),
-            RevocationCheck::Unavailable => Decision::Reject(AuthError::RevocationStoreUnavailable),
             RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
+            answered => match answered.verdict() {
+                Ok(()) => Decision::Pass,
+                Err(error) => Decision::Reject(error),
+            },
         }
     }
 }
@@ -241,7 +221,7 @@ fn rejection<B>(
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
     log_rejection(error, request.uri().path());
-    let (status, headers, body) = error.to_response_parts(realm, request.headers());
+    let (status, headers, body) = error.render(realm, is_grpc(request.headers()));
     let mut response = Response::new(ResponseBody::rejection(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -270,7 +250,7 @@ where
             },
             Decision::Reject(error) => ResponseFuture {
                 state: State::Rejected {
-                    response: Some(rejection(error, &self.gate.realm, &request)),
+                    response: Some(rejection(error, self.gate.verifier.realm(), &request)),
                 },
             },
             Decision::AwaitRevocation(check) => {
@@ -282,7 +262,7 @@ where
                     state: State::AwaitingRevocation {
                         check,
                         pending: Some((request, inner)),
-                        realm: self.gate.realm.clone(),
+                        realm: self.gate.verifier.shared_realm(),
                     },
                 }
             }
@@ -351,19 +331,13 @@ where
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let error = match verdict {
-                        RevocationCheck::Valid => {
-                            let future = inner.call(request);
-                            state.set(State::Inner { future });
-                            continue;
-                        }
-                        RevocationCheck::Revoked => AuthError::Revoked,
-                        // A store may not answer "pending" twice; treat it as unavailable.
-                        RevocationCheck::Unavailable | RevocationCheck::Pending(_) => {
-                            AuthError::RevocationStoreUnavailable
-                        }
-                    };
-                    return Poll::Ready(Ok(rejection(error, realm, &request)));
+                    // A store may not answer "pending" twice: verdict() counts that as
+                    // unavailable.
+                    if let Err(error) = verdict.verdict() {
+                        return Poll::Ready(Ok(rejection(error, realm, &request)));
+                    }
+                    let future = inner.call(request);
+                    state.set(State::Inner { future });
                 }
             }
         }

@@ -70,10 +70,31 @@ pub mod store;
 mod validate;
 
 pub use claims::{Claims, MAX_JTI_LEN};
-pub use error::AuthError;
+
+/// The error type of boxed errors: a request body's, a mounted service's body's.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed, sendable future, as returned by the stores' operations.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The address of the client a request came from: the peer of its connection. Whatever
+/// accepts connections inserts it into each request's extensions ([`gateway::serve`] does;
+/// with axum, a middleware copying `ConnectInfo<SocketAddr>` does, as the demo shows). The
+/// auth service throttles logins by it, and the gateway reports it in `X-Forwarded-For`.
+///
+/// ```
+/// use jwt_gate::ClientAddr;
+///
+/// let mut request = http::Request::new(());
+/// let peer: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
+/// request.extensions_mut().insert(ClientAddr(peer));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+pub use error::{AuthError, DEFAULT_REALM};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
 pub use keys::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
-pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture, DEFAULT_REALM};
+pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture};
 pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};

@@ -12,7 +12,8 @@ use serde::Deserialize;
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
-use crate::extract::check_token_syntax;
+use crate::error::DEFAULT_REALM;
+use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
 use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
@@ -221,6 +222,7 @@ struct VerifierInner<C> {
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
     cache: VerifiedCache<C>,
+    realm: Arc<str>,
 }
 
 impl<C> Clone for TokenVerifier<C> {
@@ -231,14 +233,29 @@ impl<C> Clone for TokenVerifier<C> {
     }
 }
 
+impl<C> TokenVerifier<C> {
+    /// The realm of this verifier's `WWW-Authenticate` challenges.
+    pub fn realm(&self) -> &str {
+        &self.inner.realm
+    }
+
+    pub(crate) fn shared_realm(&self) -> Arc<str> {
+        self.inner.realm.clone()
+    }
+}
+
 impl<C> std::fmt::Debug for TokenVerifier<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenVerifier")
             .field("keys", &self.inner.keys)
             .field("validation", &self.inner.validation)
+            .field("realm", &self.inner.realm)
             .finish_non_exhaustive()
     }
 }
+
+/// A verified token's claims and the revocation store's answer about it (maybe pending).
+pub(crate) type Authenticated<C> = (Arc<Claims<C>>, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default.
 pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
@@ -359,6 +376,22 @@ where
         })
     }
 
+    /// The one way a request's credentials are judged, by the gate and by the auth service's
+    /// logout alike: the bearer token of `headers` (`Ok(None)` when there is none), verified,
+    /// and then the revocation store's answer, which may still be pending.
+    pub(crate) fn authenticate(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Authenticated<C>>, AuthError> {
+        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
+            Credentials::Bearer(token) => token,
+            Credentials::None => return Ok(None),
+        };
+        let claims = self.verify(token)?;
+        let check = self.check_revocation(&claims);
+        Ok(Some((claims, check)))
+    }
+
     /// The revocation store this verifier consults.
     pub fn revocations(&self) -> &Arc<dyn RevocationStore> {
         &self.inner.revocations
@@ -403,6 +436,7 @@ pub struct TokenVerifierBuilder<C> {
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
     cache_capacity: usize,
+    realm: Arc<str>,
     claims: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -423,6 +457,7 @@ impl TokenVerifierBuilder<()> {
             revocations: Arc::new(MemoryRevocations::new()),
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            realm: Arc::from(DEFAULT_REALM),
             claims: std::marker::PhantomData,
         }
     }
@@ -436,17 +471,11 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
-    /// Consults this revocation store (shared with the auth service that revokes).
+    /// Consults this revocation store (shared with the auth service that revokes; an `Arc`
+    /// of a store, or a verifier's [`revocations`](TokenVerifier::revocations), works too).
     #[must_use]
     pub fn revocations(mut self, store: impl RevocationStore) -> Self {
         self.revocations = Arc::new(store);
-        self
-    }
-
-    /// Consults this already shared revocation store.
-    #[must_use]
-    pub fn shared_revocations(mut self, store: Arc<dyn RevocationStore>) -> Self {
-        self.revocations = store;
         self
     }
 
@@ -464,6 +493,26 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
+    /// Names the protection space in `WWW-Authenticate` challenges (default `jwt-gate`): every
+    /// `401` said on this verifier's behalf carries it, the gate's, the axum extractor's and
+    /// the auth service's logout alike.
+    ///
+    /// # Panics
+    ///
+    /// If `realm` has a character that cannot stand in a quoted string unescaped (a control
+    /// character, `"` or `\`): realms are configuration, and a bad one is a programming error.
+    #[must_use]
+    pub fn realm(mut self, realm: &str) -> Self {
+        assert!(
+            realm
+                .bytes()
+                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
+            "a realm must be printable ASCII without '\"' or '\\\\'"
+        );
+        self.realm = Arc::from(realm);
+        self
+    }
+
     /// Deserializes the application's own claims as `D`, flattened beside the registered ones.
     pub fn claims<D>(self) -> TokenVerifierBuilder<D> {
         TokenVerifierBuilder {
@@ -472,6 +521,7 @@ impl<C> TokenVerifierBuilder<C> {
             revocations: self.revocations,
             clock: self.clock,
             cache_capacity: self.cache_capacity,
+            realm: self.realm,
             claims: std::marker::PhantomData,
         }
     }
@@ -515,6 +565,7 @@ impl<C> TokenVerifierBuilder<C> {
                 revocations: self.revocations,
                 clock: self.clock,
                 cache: VerifiedCache::new(self.cache_capacity),
+                realm: self.realm,
             }),
         }
     }
@@ -539,5 +590,21 @@ mod tests {
             assert!(!validation.type_matches(Some(typ)), "{typ}");
         }
         assert!(!validation.type_matches(None));
+    }
+
+    #[test]
+    #[cfg(any(feature = "rust-crypto", feature = "aws-lc-rs"))]
+    #[should_panic(expected = "longer than the revocation store's grace")]
+    fn a_shared_store_keeps_its_grace_check() {
+        let keys = crate::Keys::hs256([7u8; 32]).unwrap();
+        let shared: std::sync::Arc<dyn crate::revocation::RevocationStore> =
+            std::sync::Arc::new(crate::revocation::MemoryRevocations::new());
+        let _ = super::TokenVerifier::builder(keys)
+            .validation(Validation {
+                leeway: std::time::Duration::from_secs(600),
+                ..Validation::default()
+            })
+            .revocations(shared)
+            .build();
     }
 }

@@ -30,7 +30,7 @@
 //! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
 //! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
 //! The mounted service receives the request as the gate passed it (whole path, verified
-//! [`Claims`](crate::Claims) and [`PeerAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! [`Claims`](crate::Claims) and [`ClientAddr`] in the extensions), less any `x-auth-*` header the client sent.
 //! Whether the gate lets such requests through without a token is the gate's own
 //! configuration (`open_prefix("/auth")` for the auth service).
 //!
@@ -44,7 +44,6 @@ mod proxy;
 mod router;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -64,7 +63,7 @@ use tower_service::Service;
 use self::proxy::Upstream;
 use self::router::Mount;
 use crate::revocation::BoxFuture;
-use crate::JwtAuthLayer;
+use crate::{BoxError, ClientAddr, JwtAuthLayer};
 
 /// The claims type a gateway's verifier should use: every claim the token carries beyond the
 /// registered ones, so any of them can be forwarded.
@@ -86,21 +85,6 @@ pub type GatewayBody = Either<Incoming, LocalBody>;
 /// the gateway's own short error (`{"error":"bad_gateway"}` with `502`,
 /// `{"error":"gateway_timeout"}` with `504`).
 pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
-
-/// The error type of a [`LocalBody`]: whatever a mounted service's body failed with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The client's address, put into each request's extensions by whatever accepts the
-/// connection ([`serve`] does), so the gateway can report it in `X-Forwarded-For`.
-///
-/// ```
-/// use jwt_gate::gateway::PeerAddr;
-///
-/// let mut request = http::Request::new(());
-/// request.extensions_mut().insert(PeerAddr("192.0.2.7:50123".parse().unwrap()));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
 
 /// The upstream URL cannot be proxied to.
 ///
@@ -371,7 +355,7 @@ impl Inner {
 }
 
 /// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each
-/// request carries its client's [`PeerAddr`]. Connections that fail are logged and dropped.
+/// request carries its client's [`ClientAddr`]. Connections that fail are logged and dropped.
 ///
 /// ```no_run
 /// use jwt_gate::gateway::{self, ClaimMap, Gateway};
@@ -406,7 +390,7 @@ where
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(WithPeer {
-            peer: PeerAddr(peer),
+            peer: ClientAddr(peer),
             inner: service.clone(),
         });
         tokio::spawn(async move {
@@ -420,10 +404,10 @@ where
     }
 }
 
-/// Puts the connection's [`PeerAddr`] into each of its requests.
+/// Puts the connection's [`ClientAddr`] into each of its requests.
 #[derive(Clone)]
 struct WithPeer<S> {
-    peer: PeerAddr,
+    peer: ClientAddr,
     inner: S,
 }
 

@@ -11,8 +11,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 
-use super::{ClaimMap, GatewayBody, PeerAddr, IDENTITY_PREFIX};
-use crate::Claims;
+use super::{ClaimMap, GatewayBody, IDENTITY_PREFIX};
+use crate::{Claims, ClientAddr};
 
 /// The upstream every request not served in-process goes to, and how to talk to it.
 pub(super) struct Upstream {
@@ -126,7 +126,7 @@ impl Upstream {
             headers.remove(&x_forwarded_host);
             headers.remove(header::FORWARDED);
         }
-        if let Some(PeerAddr(peer)) = extensions.get::<PeerAddr>() {
+        if let Some(ClientAddr(peer)) = extensions.get::<ClientAddr>() {
             let value = match headers.get(&x_forwarded_for).map(HeaderValue::to_str) {
                 Some(Ok(earlier)) => format!("{earlier}, {}", peer.ip()),
                 _ => peer.ip().to_string(),

@@ -10,9 +10,9 @@ use http_body_util::{BodyExt as _, Either};
 use hyper::body::Incoming;
 use tower_service::Service;
 
-use super::{BoxError, GatewayBody};
+use super::GatewayBody;
 use crate::paths::is_under;
-use crate::revocation::BoxFuture;
+use crate::{BoxError, BoxFuture};
 
 /// Answers one request with a mounted service (a fresh clone of it, as Tower expects).
 type MountedCall =

@@ -13,15 +13,13 @@ mod memory;
 mod redis;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::Arc;
 
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 
-/// A boxed, sendable future, as returned by a store's write operations.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
 
 /// What the gate knows of a verified token when it asks about revocation.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +55,20 @@ impl fmt::Debug for RevocationCheck {
             Self::Unavailable => "Unavailable",
             Self::Pending(_) => "Pending",
         })
+    }
+}
+
+impl RevocationCheck {
+    /// The answer as a refusal, if it is one. A check still pending counts as unavailable:
+    /// callers that can wait await it first.
+    pub(crate) fn verdict(self) -> Result<(), crate::AuthError> {
+        match self {
+            Self::Valid => Ok(()),
+            Self::Revoked => Err(crate::AuthError::Revoked),
+            Self::Unavailable | Self::Pending(_) => {
+                Err(crate::AuthError::RevocationStoreUnavailable)
+            }
+        }
     }
 }
 
@@ -128,5 +140,30 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// as long as any leeway, or cannot tell; then nothing is checked.
     fn grace(&self) -> Option<std::time::Duration> {
         None
+    }
+}
+
+/// A shared store is a store: give an `Arc` of one (or a `Arc<dyn RevocationStore>` chosen
+/// at run time) to every verifier and auth service that should see the same revocations.
+impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
+    fn check(&self, token: &TokenId<'_>) -> RevocationCheck {
+        (**self).check(token)
+    }
+
+    fn revoke(&self, jti: &str, expires_at: u64) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke(jti, expires_at)
+    }
+
+    fn revoke_subject(
+        &self,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke_subject(sub, issued_before, keep_until)
+    }
+
+    fn grace(&self) -> Option<std::time::Duration> {
+        (**self).grace()
     }
 }

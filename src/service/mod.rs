@@ -24,7 +24,7 @@
 //!
 //! # Paths
 //!
-//! The routes live under a prefix, `/auth` unless set with [`AuthService::prefix`]. A request
+//! The routes live under a prefix, `/auth` unless set with [`AuthServiceBuilder::prefix`]. A request
 //! whose path does not start with the prefix is routed as if the prefix had already been
 //! removed, which is what axum's `nest_service("/auth", …)` does: so the same service answers
 //! `/auth/token` when it receives whole paths and `/token` when mounted by axum.
@@ -47,10 +47,10 @@
 //!
 //! Logins are throttled per (username, client address), per username and per address
 //! ([`LoginThrottle`]); registrations per address ([`RegistrationThrottle`]). The address is
-//! the connection's peer: insert a [`ClientAddr`] into each request's extensions (axum's
-//! `ConnectInfo<SocketAddr>` is read too, with the `axum` feature). `X-Forwarded-For` is
-//! believed only from the proxies named in [`AuthService::trusted_proxies`]. Without any peer
-//! address, logins are throttled per username only and registrations not at all.
+//! the connection's peer: insert a [`ClientAddr`](crate::ClientAddr) into each request's
+//! extensions. `X-Forwarded-For` is believed only from the proxies named in
+//! [`AuthServiceBuilder::trusted_proxies`]. Without any peer address, logins are throttled
+//! per username only and registrations not at all.
 //!
 //! # Runtime
 //!
@@ -85,14 +85,14 @@ pub use password::{
 };
 pub use public_keys::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
 pub use reply::AuthResponse;
-pub use request::{BoxError, MAX_BODY_BYTES};
-pub use throttle::{ClientAddr, LoginThrottle, RegistrationThrottle};
+pub use request::MAX_BODY_BYTES;
+pub use throttle::{LoginThrottle, RegistrationThrottle};
 #[cfg(feature = "redis")]
 pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::revocation::BoxFuture;
 use crate::store::UserStore;
-use crate::TokenVerifier;
+use crate::{BoxError, TokenVerifier};
 use password::Passwords;
 use routes::Inner;
 use throttle::Throttle;
@@ -139,63 +139,118 @@ impl std::fmt::Debug for AuthService {
 }
 
 impl AuthService {
-    /// An auth service issuing tokens that `verifier` accepts, for the users in `users`,
-    /// with the defaults: prefix `/auth`, 15-minute access tokens, 14-day refresh tokens,
-    /// argon2id with the minimum parameters, [`LoginThrottle::default`].
+    /// An auth service with every default (see [`AuthServiceBuilder`]): the same as
+    /// `AuthService::builder(verifier, users).build()`.
     pub fn new(verifier: TokenVerifier, users: impl UserStore) -> Self {
-        Self::build(verifier, Arc::new(users))
+        Self::builder(verifier, users).build()
     }
 
-    /// As [`new`](Self::new), with a store already shared.
-    pub fn with_shared_store(verifier: TokenVerifier, users: Arc<dyn UserStore>) -> Self {
-        Self::build(verifier, users)
-    }
-
-    fn build(verifier: TokenVerifier, users: Arc<dyn UserStore>) -> Self {
+    /// Starts configuring an auth service issuing tokens that `verifier` accepts, for the
+    /// users in `users` (an `Arc` of a store works too, to share one).
+    pub fn builder(verifier: TokenVerifier, users: impl UserStore) -> AuthServiceBuilder {
         let max_lifetime = verifier.validation().max_lifetime;
         let access_ttl = max_lifetime.map_or(DEFAULT_ACCESS_TOKEN_TTL, |max| {
             DEFAULT_ACCESS_TOKEN_TTL.min(max)
         });
-        Self {
-            inner: Arc::new(Inner {
-                prefix: DEFAULT_PREFIX.to_owned(),
-                issuer: TokenIssuer {
-                    verifier,
-                    access_ttl,
-                    refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
-                },
-                users,
-                passwords: Passwords::new(
-                    Arc::new(Argon2Hasher::default()),
-                    password::default_hashing_concurrency(),
-                    false,
-                ),
-                throttle: Throttle::new(LoginThrottle::default(), RegistrationThrottle::default()),
-                trusted_proxies: Vec::new(),
-            }),
+        AuthServiceBuilder {
+            verifier,
+            users: Arc::new(users),
+            prefix: DEFAULT_PREFIX.to_owned(),
+            access_ttl,
+            refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+            hasher: Arc::new(Argon2Hasher::default()),
+            hashing_concurrency: password::default_hashing_concurrency(),
+            low_priority: false,
+            login_throttle: LoginThrottle::default(),
+            registration_throttle: RegistrationThrottle::default(),
+            #[cfg(feature = "redis")]
+            shared_throttle: None,
+            trusted_proxies: Vec::new(),
         }
     }
 
-    fn configure(mut self, change: impl FnOnce(&mut Inner)) -> Self {
-        let inner =
-            Arc::get_mut(&mut self.inner).expect("configure an AuthService before cloning it");
-        change(inner);
-        self
+    /// A service publishing the public keys this service signs with, as a JWKS document to
+    /// route [`JWKS_PATH`] to; see [`JwksService`]. It follows the same shared
+    /// [`Keys`](crate::Keys), so a key added or activated later is published at once.
+    pub fn jwks(&self) -> JwksService {
+        JwksService::new(self.inner.issuer.verifier.keys().clone())
     }
+}
 
+/// Configures an [`AuthService`]; made by [`AuthService::builder`].
+///
+/// | setting | default |
+/// | --- | --- |
+/// | [`prefix`](Self::prefix) | `/auth` |
+/// | [`access_token_ttl`](Self::access_token_ttl) | 15 minutes (or the verifier's `max_lifetime`, if shorter) |
+/// | [`refresh_token_ttl`](Self::refresh_token_ttl) | 14 days |
+/// | [`password_hasher`](Self::password_hasher) | [`Argon2Hasher::default`] |
+/// | [`hashing_concurrency`](Self::hashing_concurrency) | [`default_hashing_concurrency`]: every core but one |
+/// | [`hash_at_low_priority`](Self::hash_at_low_priority) | off |
+/// | [`login_throttle`](Self::login_throttle) | [`LoginThrottle::default`] |
+/// | [`registration_throttle`](Self::registration_throttle) | [`RegistrationThrottle::default`] |
+/// | `shared_throttle` (feature `redis`) | none: counts kept in this process |
+/// | [`trusted_proxies`](Self::trusted_proxies) | none |
+///
+/// ```
+/// use std::time::Duration;
+/// use jwt_gate::service::AuthService;
+/// use jwt_gate::store::MemoryUserStore;
+/// use jwt_gate::{Keys, TokenVerifier};
+///
+/// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+/// let auth = AuthService::builder(verifier, MemoryUserStore::new())
+///     .prefix("/api/auth")
+///     .access_token_ttl(Duration::from_secs(10 * 60))
+///     .hashing_concurrency(2)
+///     .build();
+/// ```
+pub struct AuthServiceBuilder {
+    verifier: TokenVerifier,
+    users: Arc<dyn UserStore>,
+    prefix: String,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+    hasher: Arc<dyn PasswordHasher>,
+    hashing_concurrency: usize,
+    low_priority: bool,
+    login_throttle: LoginThrottle,
+    registration_throttle: RegistrationThrottle,
+    #[cfg(feature = "redis")]
+    shared_throttle: Option<RedisThrottle>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl std::fmt::Debug for AuthServiceBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthServiceBuilder")
+            .field("prefix", &self.prefix)
+            .field("access_token_ttl", &self.access_ttl)
+            .field("refresh_token_ttl", &self.refresh_ttl)
+            .field("hashing_concurrency", &self.hashing_concurrency)
+            .field("low_priority", &self.low_priority)
+            .field("login_throttle", &self.login_throttle)
+            .field("registration_throttle", &self.registration_throttle)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthServiceBuilder {
     /// Serves the routes under `prefix` (default `/auth`; `""` for none).
     ///
     /// # Panics
     ///
-    /// If `prefix` is neither empty nor starts with `/`, or after the service was cloned.
+    /// If `prefix` is neither empty nor starts with `/`: prefixes are configuration.
     #[must_use]
-    pub fn prefix(self, prefix: &str) -> Self {
+    pub fn prefix(mut self, prefix: &str) -> Self {
         let prefix = prefix.trim_end_matches('/');
         assert!(
             prefix.is_empty() || prefix.starts_with('/'),
             "a prefix starts with '/'"
         );
-        self.configure(|inner| inner.prefix = prefix.to_owned())
+        self.prefix = prefix.to_owned();
+        self
     }
 
     /// How long access tokens live (default 15 minutes).
@@ -205,31 +260,32 @@ impl AuthService {
     /// If `ttl` is zero or longer than the verifier's `max_lifetime`: such tokens would
     /// be refused by the very gates they are for.
     #[must_use]
-    pub fn access_token_ttl(self, ttl: Duration) -> Self {
+    pub fn access_token_ttl(mut self, ttl: Duration) -> Self {
         assert!(
             ttl.as_secs() > 0,
             "an access token must live at least a second"
         );
-        self.configure(|inner| {
-            let max = inner.issuer.verifier.validation().max_lifetime;
-            assert!(
-                max.is_none_or(|max| ttl <= max),
-                "the access token lifetime exceeds the verifier's max_lifetime"
-            );
-            inner.issuer.access_ttl = ttl;
-        })
+        let max = self.verifier.validation().max_lifetime;
+        assert!(
+            max.is_none_or(|max| ttl <= max),
+            "the access token lifetime exceeds the verifier's max_lifetime"
+        );
+        self.access_ttl = ttl;
+        self
     }
 
     /// How long each refresh token lives (default 14 days; every use issues a new one).
     #[must_use]
-    pub fn refresh_token_ttl(self, ttl: Duration) -> Self {
-        self.configure(|inner| inner.issuer.refresh_ttl = ttl)
+    pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
+        self.refresh_ttl = ttl;
+        self
     }
 
     /// Hashes and verifies passwords with `hasher` (default [`Argon2Hasher::default`]).
     #[must_use]
-    pub fn password_hasher(self, hasher: impl PasswordHasher) -> Self {
-        self.configure(|inner| inner.passwords = inner.passwords.with_hasher(Arc::new(hasher)))
+    pub fn password_hasher(mut self, hasher: impl PasswordHasher) -> Self {
+        self.hasher = Arc::new(hasher);
+        self
     }
 
     /// Runs at most `hashes` password hashes at once (at least 1), each on a thread of its
@@ -238,8 +294,9 @@ impl AuthService {
     /// arrive at once. Registrations queue apart from logins and hash on at most `hashes - 1`
     /// threads (one when `hashes` is 1), so a flood of sign-ups never fills the logins' queue.
     #[must_use]
-    pub fn hashing_concurrency(self, hashes: usize) -> Self {
-        self.configure(|inner| inner.passwords = inner.passwords.with_concurrency(hashes))
+    pub fn hashing_concurrency(mut self, hashes: usize) -> Self {
+        self.hashing_concurrency = hashes;
+        self
     }
 
     /// Hashes passwords on threads the operating system schedules after everything else
@@ -247,18 +304,24 @@ impl AuthService {
     /// routes keep their latency while logins take longer. Off by default; the demo server
     /// turns it on. Where the OS refuses, hashing runs at normal priority.
     #[must_use]
-    pub fn hash_at_low_priority(self) -> Self {
-        self.configure(|inner| inner.passwords = inner.passwords.with_low_priority(true))
+    pub fn hash_at_low_priority(mut self) -> Self {
+        self.low_priority = true;
+        self
     }
 
     /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).
     ///
     /// # Panics
     ///
-    /// If `policy.capacity` is 0, or after the service was cloned.
+    /// If `policy.capacity` is 0: a table with no room would forget every count.
     #[must_use]
-    pub fn login_throttle(self, policy: LoginThrottle) -> Self {
-        self.configure(|inner| inner.throttle = inner.throttle.with_login(policy))
+    pub fn login_throttle(mut self, policy: LoginThrottle) -> Self {
+        assert!(
+            policy.capacity > 0,
+            "a login throttle needs room for at least one entry (capacity 0)"
+        );
+        self.login_throttle = policy;
+        self
     }
 
     /// Throttles registrations per client address by `policy` (default
@@ -266,10 +329,15 @@ impl AuthService {
     ///
     /// # Panics
     ///
-    /// If `policy.capacity` is 0, or after the service was cloned.
+    /// If `policy.capacity` is 0: a table with no room would forget every count.
     #[must_use]
-    pub fn registration_throttle(self, policy: RegistrationThrottle) -> Self {
-        self.configure(|inner| inner.throttle = inner.throttle.with_registration(policy))
+    pub fn registration_throttle(mut self, policy: RegistrationThrottle) -> Self {
+        assert!(
+            policy.capacity > 0,
+            "a registration throttle needs room for at least one entry (capacity 0)"
+        );
+        self.registration_throttle = policy;
+        self
     }
 
     /// Keeps the login and registration counts in Redis (feature `redis`), shared by every
@@ -278,27 +346,47 @@ impl AuthService {
     /// those of [`login_throttle`](Self::login_throttle) and
     /// [`registration_throttle`](Self::registration_throttle), which every service of the
     /// fleet should set alike.
-    ///
-    /// # Panics
-    ///
-    /// After the service was cloned.
     #[cfg(feature = "redis")]
     #[must_use]
-    pub fn shared_throttle(self, throttle: RedisThrottle) -> Self {
-        self.configure(|inner| inner.throttle = inner.throttle.with_shared(throttle))
-    }
-
-    /// A service publishing the public keys this service signs with, as a JWKS document to
-    /// route [`JWKS_PATH`] to; see [`JwksService`]. It follows the same shared
-    /// [`Keys`](crate::Keys), so a key added or activated later is published at once.
-    pub fn jwks(&self) -> JwksService {
-        JwksService::new(self.inner.issuer.verifier.keys().clone())
+    pub fn shared_throttle(mut self, throttle: RedisThrottle) -> Self {
+        self.shared_throttle = Some(throttle);
+        self
     }
 
     /// Believes `X-Forwarded-For` on connections from these proxies (default: none).
     #[must_use]
-    pub fn trusted_proxies(self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.configure(|inner| inner.trusted_proxies = proxies.into_iter().collect())
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    fn throttle(&self) -> Throttle {
+        let throttle = Throttle::new(&self.login_throttle, &self.registration_throttle);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared_throttle {
+            return throttle.shared(shared.clone());
+        }
+        throttle
+    }
+
+    /// The service. Starts its password-hashing threads, once, and makes the dummy hash that
+    /// unknown users' logins are checked against.
+    pub fn build(self) -> AuthService {
+        let throttle = self.throttle();
+        AuthService {
+            inner: Arc::new(Inner {
+                prefix: self.prefix,
+                issuer: TokenIssuer {
+                    verifier: self.verifier,
+                    access_ttl: self.access_ttl,
+                    refresh_ttl: self.refresh_ttl,
+                },
+                users: self.users,
+                passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),
+                throttle,
+                trusted_proxies: self.trusted_proxies,
+            }),
+        }
     }
 }
 

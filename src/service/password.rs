@@ -228,8 +228,6 @@ struct PasswordsInner {
     /// is done: registrations never hold or queue for more permits than this, so logins
     /// always find a short queue, whatever the flood of sign-ups.
     registration_permits: Arc<Semaphore>,
-    concurrency: usize,
-    low_priority: bool,
     waiting: AtomicUsize,
     max_waiting: usize,
     registrations_waiting: AtomicUsize,
@@ -268,8 +266,6 @@ impl Passwords {
                 // Every permit but one, so one is always left for logins; with a single
                 // permit, a login waits behind at most one registration's hash.
                 registration_permits: Arc::new(Semaphore::new(permits.saturating_sub(1).max(1))),
-                concurrency: permits,
-                low_priority,
                 waiting: AtomicUsize::new(0),
                 max_waiting,
                 registrations_waiting: AtomicUsize::new(0),
@@ -287,25 +283,6 @@ impl Passwords {
             .threads
             .run(Box::new(move || drop(inner.dummy_hash())));
         passwords
-    }
-
-    /// The same hasher, `concurrency` at a time.
-    pub(crate) fn with_concurrency(&self, concurrency: usize) -> Self {
-        Self::new(
-            self.inner.hasher.clone(),
-            concurrency,
-            self.inner.low_priority,
-        )
-    }
-
-    /// Another hasher, as many at a time as now.
-    pub(crate) fn with_hasher(&self, hasher: Arc<dyn PasswordHasher>) -> Self {
-        Self::new(hasher, self.inner.concurrency, self.inner.low_priority)
-    }
-
-    /// The same, on threads the operating system schedules after everything else (`low`).
-    pub(crate) fn with_low_priority(&self, low: bool) -> Self {
-        Self::new(self.inner.hasher.clone(), self.inner.concurrency, low)
     }
 
     async fn run<T: Send + 'static>(
@@ -541,16 +518,8 @@ mod tests {
         );
         let passwords = Passwords::new(Arc::new(Argon2Hasher::default()), 0, true);
         assert_eq!(passwords.inner.permits.available_permits(), 1);
-        let wider = passwords.with_concurrency(3);
+        let wider = Passwords::new(Arc::new(Argon2Hasher::default()), 3, false);
         assert_eq!(wider.inner.permits.available_permits(), 3);
-        assert_eq!(
-            wider
-                .with_hasher(Arc::new(Argon2Hasher::default()))
-                .inner
-                .permits
-                .available_permits(),
-            3
-        );
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETR
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::layer::DEFAULT_REALM;
+use crate::error::is_grpc;
 use crate::AuthError;
 
 /// The response type of [`AuthService`](super::AuthService).
@@ -62,7 +62,8 @@ fn error(status: StatusCode, code: &str, description: &str) -> AuthResponse {
 }
 
 impl Failure {
-    pub(crate) fn into_response(self, request_headers: &HeaderMap) -> AuthResponse {
+    /// The answer; a refused bearer token is answered as the gate would, in `realm`.
+    pub(crate) fn into_response(self, realm: &str, request_headers: &HeaderMap) -> AuthResponse {
         match self {
             Self::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
             Self::MethodNotAllowed => {
@@ -146,8 +147,7 @@ impl Failure {
                 "the service is misconfigured",
             ),
             Self::Token(error) => {
-                let (status, headers, body) =
-                    error.to_response_parts(DEFAULT_REALM, request_headers);
+                let (status, headers, body) = error.render(realm, is_grpc(request_headers));
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

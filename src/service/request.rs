@@ -9,12 +9,10 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::reply::Failure;
+use crate::BoxError;
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// The boxed error type request bodies may fail with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) const JSON: &str = "application/json";
 pub(crate) const FORM: &str = "application/x-www-form-urlencoded";

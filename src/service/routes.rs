@@ -15,15 +15,12 @@ use super::identity::{
 use super::password::Passwords;
 use super::password::{PasswordFailure, Verdict, MAX_PASSWORD_CHARS};
 use super::reply::{json, AuthResponse, Failure};
-use super::request::{
-    parse_form, parse_json, read_body, require_content_type, BoxError, FORM, JSON,
-};
+use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
 use super::throttle::{client_address, Attempt, Refusal, Throttle};
 use super::tokens::{hash_refresh_token, TokenIssuer};
-use crate::extract::{bearer_token, Credentials};
 use crate::revocation::RevocationCheck;
 use crate::store::{LiveAccess, Registration, Rotation, User, UserStore, UserStoreError};
-use crate::AuthError;
+use crate::{AuthError, BoxError};
 
 /// Everything a request may need, shared by the clones of one [`AuthService`](super::AuthService).
 pub(super) struct Inner {
@@ -74,7 +71,8 @@ impl Inner {
             Some(Route::Logout) => self.logout(&parts, false).await,
             Some(Route::LogoutAll) => self.logout(&parts, true).await,
         };
-        outcome.unwrap_or_else(|failure| failure.into_response(&parts.headers))
+        let realm = self.issuer.verifier.realm();
+        outcome.unwrap_or_else(|failure| failure.into_response(realm, &parts.headers))
     }
 }
 
@@ -351,23 +349,15 @@ impl Inner {
     /// refused as the gate would refuse it, and adds nothing to any list.
     pub(super) async fn logout(&self, parts: &Parts, everywhere: bool) -> Outcome {
         let verifier = &self.issuer.verifier;
-        let max_len = verifier.validation().max_token_len;
-        let token = match bearer_token(&parts.headers, max_len).map_err(Failure::Token)? {
-            Credentials::Bearer(token) => token,
-            Credentials::None => return Err(Failure::Token(AuthError::MissingCredentials)),
-        };
-        let claims = verifier.verify(token).map_err(Failure::Token)?;
-        let check = match verifier.check_revocation(&claims) {
+        let (claims, check) = verifier
+            .authenticate(&parts.headers)
+            .map_err(Failure::Token)?
+            .ok_or(Failure::Token(AuthError::MissingCredentials))?;
+        let check = match check {
             RevocationCheck::Pending(pending) => pending.await,
             answered => answered,
         };
-        match check {
-            RevocationCheck::Valid => {}
-            RevocationCheck::Revoked => return Err(Failure::Token(AuthError::Revoked)),
-            RevocationCheck::Unavailable | RevocationCheck::Pending(_) => {
-                return Err(Failure::Token(AuthError::RevocationStoreUnavailable))
-            }
-        }
+        check.verdict().map_err(Failure::Token)?;
         let presented = LiveAccess {
             jti: claims.jti.clone(),
             exp: claims.exp,

@@ -5,7 +5,7 @@
 #[cfg(feature = "redis")]
 mod redis;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -17,21 +17,7 @@ use lru::LruCache;
 pub use redis::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
-
-/// The peer address of the connection a request came on. Servers insert it into the request
-/// extensions so the auth service can throttle by client; axum's `ConnectInfo<SocketAddr>`
-/// is read as well when the `axum` feature is on, and the gateway's `PeerAddr` when the
-/// `gateway` feature is.
-///
-/// ```
-/// use jwt_gate::service::ClientAddr;
-///
-/// let mut request = http::Request::new(());
-/// let peer: std::net::SocketAddr = "192.0.2.7:50123".parse().unwrap();
-/// request.extensions_mut().insert(ClientAddr(peer));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientAddr(pub SocketAddr);
+use crate::ClientAddr;
 
 /// How failed logins are throttled. Plain data.
 ///
@@ -367,15 +353,13 @@ enum Counts {
 
 /// The throttle's state: the policies and the counts.
 pub(crate) struct Throttle {
-    login: LoginThrottle,
-    registration: RegistrationThrottle,
     limits: [Limit; 4],
     local: LocalCounts,
     counts: Counts,
 }
 
 impl Throttle {
-    pub(crate) fn new(login: LoginThrottle, registration: RegistrationThrottle) -> Self {
+    pub(crate) fn new(login: &LoginThrottle, registration: &RegistrationThrottle) -> Self {
         let login_limit =
             |free| Limit::new(free, login.base_delay, login.max_delay, login.forget_after);
         let limits = [
@@ -390,39 +374,17 @@ impl Throttle {
             ),
         ];
         Self {
-            local: LocalCounts::new(&login, &registration),
-            login,
-            registration,
+            local: LocalCounts::new(login, registration),
             limits,
             counts: Counts::Local,
         }
     }
 
-    /// The same counts under another login policy.
-    pub(crate) fn with_login(&self, login: LoginThrottle) -> Self {
-        self.rebuilt(Self::new(login, self.registration.clone()))
-    }
-
-    /// The same counts under another registration policy.
-    pub(crate) fn with_registration(&self, registration: RegistrationThrottle) -> Self {
-        self.rebuilt(Self::new(self.login.clone(), registration))
-    }
-
-    fn rebuilt(&self, mut fresh: Self) -> Self {
-        fresh.counts = match &self.counts {
-            Counts::Local => Counts::Local,
-            #[cfg(feature = "redis")]
-            Counts::Shared(shared) => Counts::Shared(shared.clone()),
-        };
-        fresh
-    }
-
-    /// Counts kept in `shared` instead of this process.
+    /// The same policies, with the counts kept in `shared` instead of this process.
     #[cfg(feature = "redis")]
-    pub(crate) fn with_shared(&self, shared: RedisThrottle) -> Self {
-        let mut fresh = Self::new(self.login.clone(), self.registration.clone());
-        fresh.counts = Counts::Shared(shared);
-        fresh
+    pub(crate) fn shared(mut self, shared: RedisThrottle) -> Self {
+        self.counts = Counts::Shared(shared);
+        self
     }
 
     /// Admits a login attempt on `username_key` from `address` at `now` and counts it.
@@ -567,26 +529,14 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
 }
 
 fn peer_address(parts: &Parts) -> Option<IpAddr> {
-    if let Some(ClientAddr(address)) = parts.extensions.get::<ClientAddr>() {
-        return Some(address.ip());
-    }
-    #[cfg(feature = "gateway")]
-    if let Some(crate::gateway::PeerAddr(address)) = parts.extensions.get() {
-        return Some(address.ip());
-    }
-    #[cfg(feature = "axum")]
-    if let Some(info) = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
-        return Some(info.0.ip());
-    }
-    None
+    let ClientAddr(address) = parts.extensions.get::<ClientAddr>()?;
+    Some(address.ip())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn policy() -> LoginThrottle {
         LoginThrottle {
@@ -599,7 +549,7 @@ mod tests {
     }
 
     fn throttle() -> Throttle {
-        Throttle::new(policy(), RegistrationThrottle::default())
+        Throttle::new(&policy(), &RegistrationThrottle::default())
     }
 
     /// Whether a login on `name` from `from` at `now` is admitted (and so counted).

@@ -12,8 +12,9 @@ mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
 
-pub use crate::revocation::BoxFuture;
+pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
@@ -225,4 +226,54 @@ pub trait UserStore: Send + Sync + 'static {
         user_key: &'a str,
         now: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>>;
+}
+
+/// A shared store is a store: pass an `Arc` of one to several services (or a
+/// `Arc<dyn UserStore>` chosen at run time).
+impl<T: UserStore + ?Sized> UserStore for Arc<T> {
+    fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
+        (**self).create_user(user)
+    }
+
+    fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        (**self).find_user(key)
+    }
+
+    fn update_password_hash<'a>(
+        &'a self,
+        key: &'a str,
+        password_hash: String,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).update_password_hash(key, password_hash)
+    }
+
+    fn insert_refresh_token<'a>(
+        &'a self,
+        user_key: &'a str,
+        family: &'a str,
+        token: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).insert_refresh_token(user_key, family, token)
+    }
+
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+        next: IssuedRefresh,
+    ) -> BoxFuture<'a, StoreResult<Rotation>> {
+        (**self).rotate_refresh_token(presented, now, next)
+    }
+
+    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).revoke_session(access_jti)
+    }
+
+    fn revoke_all_sessions<'a>(
+        &'a self,
+        user_key: &'a str,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
+        (**self).revoke_all_sessions(user_key, now)
+    }
 }

@@ -9,6 +9,7 @@ mod logout;
 mod passwords;
 mod refresh;
 mod register;
+mod session_cap;
 mod sqlite;
 mod store_contract;
 mod store_failures;

@@ -18,7 +18,7 @@ async fn serve_sqlite(path: &PathBuf) -> (std::net::SocketAddr, jwt_gate::TokenV
     let users = SqliteUserStore::open(path).unwrap();
     let addr = serve(app(
         verifier.clone(),
-        unthrottled_registrations(AuthService::new(verifier.clone(), users)),
+        unthrottled_registrations(AuthService::builder(verifier.clone(), users)).build(),
     ))
     .await;
     (addr, verifier)

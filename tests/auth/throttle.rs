@@ -8,8 +8,8 @@ use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::clock::ManualClock;
 use jwt_gate::service::{
-    Argon2Hasher, AuthService, HashError, LoginThrottle, PasswordHasher, RegistrationThrottle,
-    Verdict,
+    Argon2Hasher, AuthService, AuthServiceBuilder, HashError, LoginThrottle, PasswordHasher,
+    RegistrationThrottle, Verdict,
 };
 use jwt_gate::store::MemoryUserStore;
 use jwt_gate::store::UserStore as _;
@@ -209,7 +209,7 @@ async fn register_from(addr: std::net::SocketAddr, client: &str, username: &str)
     .await
 }
 
-fn behind_local_proxy(auth: AuthService) -> AuthService {
+fn behind_local_proxy(auth: AuthServiceBuilder) -> AuthServiceBuilder {
     auth.trusted_proxies(["127.0.0.1".parse().unwrap()])
 }
 
@@ -240,7 +240,11 @@ async fn a_table_filled_with_random_names_still_lets_a_user_in() {
 async fn a_slow_guesser_elsewhere_cannot_lock_the_owner_out() {
     let clock = ManualClock::starting_now();
     let verifier = TokenVerifier::builder(keys()).clock(clock.clone()).build();
-    let auth = behind_local_proxy(AuthService::new(verifier.clone(), MemoryUserStore::new()));
+    let auth = behind_local_proxy(AuthService::builder(
+        verifier.clone(),
+        MemoryUserStore::new(),
+    ))
+    .build();
     let addr = serve(app(verifier, auth)).await;
     register(addr, "victim", PASSWORD).await;
     let attacker = "203.0.113.66";
@@ -326,11 +330,12 @@ async fn a_parallel_burst_beyond_the_per_address_limit_gets_429_with_retry_after
 async fn delays_stop_growing_at_max_delay() {
     let clock = ManualClock::starting_now();
     let verifier = TokenVerifier::builder(keys()).clock(clock.clone()).build();
-    let auth =
-        AuthService::new(verifier.clone(), MemoryUserStore::new()).login_throttle(LoginThrottle {
+    let auth = AuthService::builder(verifier.clone(), MemoryUserStore::new())
+        .login_throttle(LoginThrottle {
             max_delay: std::time::Duration::from_secs(4),
             ..LoginThrottle::default()
-        });
+        })
+        .build();
     let addr = serve(app(verifier, auth)).await;
     let mut waits = Vec::new();
     for _ in 0..6 {

@@ -151,8 +151,9 @@ async fn issuer_and_audience_follow_the_verifiers_validation() {
     let verifier = TokenVerifier::builder(Keys::hs256(SECRET).unwrap())
         .validation(validation)
         .build();
-    let auth = AuthService::new(verifier.clone(), MemoryUserStore::new())
-        .access_token_ttl(std::time::Duration::from_secs(60));
+    let auth = AuthService::builder(verifier.clone(), MemoryUserStore::new())
+        .access_token_ttl(std::time::Duration::from_secs(60))
+        .build();
     let addr = serve(app(verifier, auth)).await;
     let json = session(addr, "frank").await;
     assert_eq!(json["expires_in"], 60);
@@ -182,7 +183,9 @@ async fn the_key_id_is_carried_when_the_key_has_one() {
 #[tokio::test]
 async fn plain_hyper_with_full_paths_and_a_custom_prefix() {
     let (verifier, _) = verifier();
-    let auth = AuthService::new(verifier, MemoryUserStore::new()).prefix("/api/v1/auth/");
+    let auth = AuthService::builder(verifier, MemoryUserStore::new())
+        .prefix("/api/v1/auth/")
+        .build();
     let addr = serve_auth_over_hyper(auth).await;
     let body = r#"{"username":"heidi","email":"h@example.com","password":"long enough"}"#;
     assert_eq!(

@@ -2,6 +2,8 @@
 //! client, token forging helpers, and the auth-service stack.
 #![allow(dead_code)] // each test file uses a different part
 
+#[path = "../../examples/support/client_addr.rs"]
+mod client_addr;
 pub mod demo;
 pub mod lookalike;
 pub mod postgres;
@@ -21,8 +23,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::revocation::MemoryRevocations;
-use jwt_gate::service::{AuthService, ClientAddr};
+use jwt_gate::service::{AuthService, AuthServiceBuilder};
 use jwt_gate::store::MemoryUserStore;
+use jwt_gate::ClientAddr;
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -67,15 +70,17 @@ pub fn raw_token(
     )
 }
 
-/// Serves `router` on an ephemeral port until the test ends, with each peer's address
-/// available as axum's `ConnectInfo` (the auth service throttles by it).
+/// Serves `router` on an ephemeral port until the test ends, with each peer's address in
+/// the request extensions as `ClientAddr` (the auth service throttles by it).
 pub async fn serve(router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(
             listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
+            router
+                .layer(axum::middleware::from_fn(client_addr::insert))
+                .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
         .unwrap()
@@ -264,10 +269,10 @@ pub async fn stack() -> Stack {
     stack_with(|auth| auth).await
 }
 
-pub async fn stack_with(configure: impl FnOnce(AuthService) -> AuthService) -> Stack {
+pub async fn stack_with(configure: impl FnOnce(AuthServiceBuilder) -> AuthServiceBuilder) -> Stack {
     let (verifier, revocations) = verifier();
     let users = MemoryUserStore::new();
-    let auth = configure(AuthService::new(verifier.clone(), users.clone()));
+    let auth = configure(AuthService::builder(verifier.clone(), users.clone())).build();
     let addr = serve(app(verifier.clone(), auth)).await;
     Stack {
         addr,
@@ -279,7 +284,7 @@ pub async fn stack_with(configure: impl FnOnce(AuthService) -> AuthService) -> S
 
 /// Lifts the per-address registration limit, for tests whose many sign-ups all come from
 /// 127.0.0.1 and are about something else.
-pub fn unthrottled_registrations(auth: AuthService) -> AuthService {
+pub fn unthrottled_registrations(auth: AuthServiceBuilder) -> AuthServiceBuilder {
     auth.registration_throttle(jwt_gate::service::RegistrationThrottle {
         free_per_address: 100_000,
         ..Default::default()
@@ -413,4 +418,51 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A revocation store that is down: it counts every call and answers "unavailable" to all.
+#[derive(Clone, Default)]
+pub struct DownRevocations {
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DownRevocations {
+    pub fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl jwt_gate::revocation::RevocationStore for DownRevocations {
+    fn check(
+        &self,
+        _: &jwt_gate::revocation::TokenId<'_>,
+    ) -> jwt_gate::revocation::RevocationCheck {
+        self.count();
+        jwt_gate::revocation::RevocationCheck::Unavailable
+    }
+
+    fn revoke(
+        &self,
+        _: &str,
+        _: u64,
+    ) -> jwt_gate::revocation::BoxFuture<'_, Result<(), jwt_gate::revocation::RevocationError>>
+    {
+        self.count();
+        Box::pin(async { Err(jwt_gate::revocation::RevocationError::new("down")) })
+    }
+
+    fn revoke_subject(
+        &self,
+        _: &str,
+        _: u64,
+        _: u64,
+    ) -> jwt_gate::revocation::BoxFuture<'_, Result<(), jwt_gate::revocation::RevocationError>>
+    {
+        self.count();
+        Box::pin(async { Err(jwt_gate::revocation::RevocationError::new("down")) })
+    }
 }

@@ -4,7 +4,7 @@
 use crate::common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::postgres::{CutProxy, TestSchema};
 use common::*;
@@ -12,23 +12,44 @@ use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{PostgresUserStore, UserStore};
 
+/// How long one PostgreSQL operation may take in these tests: long, since on a loaded machine
+/// every test's schema setup queues behind one advisory lock.
+pub const PATIENT: Duration = Duration::from_secs(30);
+
 async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
     let (verifier, _) = verifier();
-    let auth = unthrottled_registrations(AuthService::new(verifier.clone(), users));
+    let auth = unthrottled_registrations(AuthService::builder(verifier.clone(), users)).build();
     serve(app(verifier, auth)).await
 }
 
 /// Registers `name`, asking again while the service sheds load (`503` from a full hash queue
-/// is an answer a client retries); returns the final status.
-async fn register_until_answered(addr: std::net::SocketAddr, name: String) -> StatusCode {
-    for _ in 0..50 {
+/// is an answer a client retries) until `deadline`; returns the final status.
+async fn register_until_answered(
+    addr: std::net::SocketAddr,
+    name: String,
+    deadline: Instant,
+) -> StatusCode {
+    loop {
         let status = register(addr, &name, PASSWORD).await.status;
-        if status != StatusCode::SERVICE_UNAVAILABLE {
+        if status != StatusCode::SERVICE_UNAVAILABLE || Instant::now() >= deadline {
             return status;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    StatusCode::SERVICE_UNAVAILABLE
+}
+
+/// How long `registrations` may take in all, from what one costs on this machine now: every
+/// registration may hash a password (the expensive part, tens to hundreds of milliseconds on
+/// a busy core), and a loaded machine may be several times slower than this sample, so the
+/// margin is wide. The wait ends as soon as the work does; only a stuck service reaches it.
+async fn deadline_for(addr: std::net::SocketAddr, registrations: u32) -> Instant {
+    let started = Instant::now();
+    assert_eq!(
+        register(addr, "warmup", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    let one = started.elapsed();
+    Instant::now() + one * registrations * 5 + Duration::from_secs(30)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,6 +57,7 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
     let schema = TestSchema::fresh();
     let a = serve_on(schema.open().await).await;
     let b = serve_on(schema.open().await).await;
+    let deadline = deadline_for(a, 200).await;
 
     // 20 names, each registered 10 times, spelled differently, half through each service.
     let attempts: Vec<_> = (0..200)
@@ -47,7 +69,9 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
                 name.clone()
             };
             let addr = if n % 2 == 0 { a } else { b };
-            tokio::spawn(async move { (name, register_until_answered(addr, spelled).await) })
+            tokio::spawn(
+                async move { (name, register_until_answered(addr, spelled, deadline).await) },
+            )
         })
         .collect();
     let mut created: HashMap<String, usize> = HashMap::new();
@@ -62,7 +86,11 @@ async fn two_hundred_registrations_over_two_services_make_one_account_per_name()
     assert_eq!(created.len(), 20, "{created:?}");
     assert!(created.values().all(|&count| count == 1), "{created:?}");
 
-    assert_eq!(user_rows(&schema).await, 20);
+    assert_eq!(
+        user_rows(&schema).await,
+        20 + 1,
+        "the 20 names and the warm-up"
+    );
     // Each account logs in through either service.
     assert_eq!(login(a, "USER7", PASSWORD).await.status, StatusCode::OK);
     assert_eq!(login(b, "user7", PASSWORD).await.status, StatusCode::OK);
@@ -76,7 +104,7 @@ async fn a_lost_database_is_503_and_the_gate_keeps_working() {
     // only has to outlast a loaded machine before the cut.
     let users = PostgresUserStore::connect(&proxy.url())
         .schema(&schema.name)
-        .timeout(Duration::from_secs(30))
+        .timeout(PATIENT)
         .await
         .unwrap();
     let addr = serve_on(users.clone()).await;

@@ -205,3 +205,40 @@ async fn failed_logins_at_one_server_count_at_the_other() {
         "five free failures and the sixth: {answered}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_stops_the_start_without_showing_the_password() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let dir = temp_dir("no-redis");
+    let mut demo = demo_command()
+        .env("JWT_GATE_SECRET", FLEET_SECRET)
+        .env("JWT_GATE_DB", dir.join("users.db"))
+        .env(
+            "REDIS_URL",
+            format!("redis://:hunter2-secret@127.0.0.1:{port}"),
+        )
+        .spawn()
+        .unwrap();
+    // Refusing takes one connection attempt to a closed port (refused at once, or the 2 s
+    // timeout) after the demo's own start-up; a demo still running a minute later, on however
+    // busy a machine, has started without Redis.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while demo.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = demo.kill();
+            let _ = demo.wait();
+            panic!("the demo started without its Redis");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = demo.wait_with_output().unwrap();
+    // A gate that cannot know the revocations must not serve: no "listening" line, a
+    // failure status, and a message naming the setting but not its password.
+    assert!(output.stdout.is_empty(), "it started");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("REDIS_URL"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}

@@ -98,7 +98,7 @@ async fn a_short_secret_is_a_clear_error() {
         .env("JWT_GATE_SECRET", "too short")
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), Some(1), "the documented exit code");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("JWT_GATE_SECRET") && stderr.contains("32"),
@@ -125,22 +125,32 @@ async fn a_given_secret_is_used_as_its_bytes() {
     assert!(!dir.join("users.db.secret").exists());
 }
 
-#[cfg(unix)]
-#[tokio::test]
-async fn ctrl_c_shuts_the_demo_down_cleanly() {
-    let dir = temp_dir("ctrl-c");
-    let mut demo = start(command(&dir.join("users.db")));
+/// The demo in `dir`, once it has answered a request: serving, its signal handlers installed.
+async fn serving(dir: &Path) -> Demo {
+    let demo = start(command(&dir.join("users.db")));
     assert_eq!(
         call(demo.addr, Method::GET, "/health", &[], "")
             .await
             .status,
         StatusCode::OK
     );
-    let interrupted = Command::new("kill")
-        .args(["-INT", &demo.child.id().to_string()])
+    demo
+}
+
+#[cfg(unix)]
+fn send_signal(demo: &Demo, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &demo.child.id().to_string()])
         .status()
         .unwrap();
-    assert!(interrupted.success());
+    assert!(sent.success());
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn ctrl_c_shuts_the_demo_down_cleanly() {
+    let mut demo = serving(&temp_dir("ctrl-c")).await;
+    send_signal(&demo, "-INT");
     let status = demo.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
@@ -282,4 +292,67 @@ async fn issuer_and_audience_come_from_the_environment() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("JWT_GATE_AUDIENCE"), "{stderr}");
+}
+
+/// Whether the kernel still holds unread bytes for the server's end of the connection from
+/// `client` to `server`: once it holds none, the server has read (and parsed) what was sent.
+#[cfg(target_os = "linux")]
+fn server_has_unread_bytes(server: std::net::SocketAddr, client: std::net::SocketAddr) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let endpoint = |addr: std::net::SocketAddr| format!(":{:04X}", addr.port());
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields[1].ends_with(&endpoint(server))
+            && fields[2].ends_with(&endpoint(client))
+            && fields[4]
+                .split_once(':')
+                .is_some_and(|(_, unread)| u64::from_str_radix(unread, 16).unwrap() != 0)
+    })
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut demo = serving(&temp_dir("sigterm")).await;
+
+    // A registration whose body is held back by one byte: the server has the request in
+    // hand, and cannot answer it until the rest arrives.
+    let body = serde_json::json!({
+        "username": "late", "email": "late@example.com", "password": PASSWORD,
+    })
+    .to_string();
+    let head = format!(
+        "POST /auth/register HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        demo.addr,
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(demo.addr).await.unwrap();
+    let (held, last) = body.split_at(body.len() - 1);
+    stream
+        .write_all(format!("{head}{held}").as_bytes())
+        .await
+        .unwrap();
+    let client = stream.local_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server_has_unread_bytes(demo.addr, client) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never read the request"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    send_signal(&demo, "-TERM");
+    stream.write_all(last.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 201 "), "{response}");
+
+    let status = demo.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

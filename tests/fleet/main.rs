@@ -7,6 +7,7 @@ mod common;
 mod auth_postgres;
 mod demo_fleet;
 mod demo_server;
+mod logs;
 mod postgres_store;
 mod redis_revocations;
 mod throttle_redis;

@@ -9,7 +9,9 @@ use crate::common;
 use common::postgres::CutProxy;
 use common::*;
 use http::StatusCode;
-use jwt_gate::service::{AuthService, RedisThrottle, RedisThrottleBuilder, RegistrationThrottle};
+use jwt_gate::service::{
+    AuthService, AuthServiceBuilder, RedisThrottle, RedisThrottleBuilder, RegistrationThrottle,
+};
 use jwt_gate::store::MemoryUserStore;
 
 fn redis_url() -> String {
@@ -35,14 +37,15 @@ fn throttle_on(url: &str) -> RedisThrottleBuilder {
 /// Two auth services on one user store whose throttle counts in `throttle`.
 async fn two_services(
     throttle: RedisThrottle,
-    configure: impl Fn(AuthService) -> AuthService,
+    configure: impl Fn(AuthServiceBuilder) -> AuthServiceBuilder,
 ) -> (std::net::SocketAddr, std::net::SocketAddr) {
     let (verifier, _) = verifier();
     let users = MemoryUserStore::new();
     let mut addrs = Vec::new();
     for _ in 0..2 {
-        let auth = configure(AuthService::new(verifier.clone(), users.clone()))
-            .shared_throttle(throttle.clone());
+        let auth = configure(AuthService::builder(verifier.clone(), users.clone()))
+            .shared_throttle(throttle.clone())
+            .build();
         addrs.push(serve(app(verifier.clone(), auth)).await);
     }
     (addrs[0], addrs[1])

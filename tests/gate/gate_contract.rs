@@ -319,11 +319,50 @@ async fn revoking_a_token_refuses_it_even_after_it_was_cached() {
 }
 
 #[tokio::test]
-async fn a_custom_realm_is_named_in_challenges() {
-    let addr = serve_gated(JwtAuthLayer::from_keys(keys()).realm("orders-api")).await;
-    let reply = get_with(addr, "/protected", &[]).await;
-    assert_eq!(
-        reply.header("www-authenticate"),
-        Some("Bearer realm=\"orders-api\"")
+async fn the_verifiers_realm_is_named_on_every_401() {
+    let verifier = TokenVerifier::builder(keys()).realm("shop").build();
+    let auth = jwt_gate::service::AuthService::new(
+        verifier.clone(),
+        jwt_gate::store::MemoryUserStore::new(),
     );
+    let me = || axum::routing::get(|claims: Claims| async move { claims.sub });
+    let app = axum::Router::new()
+        .route("/me", me())
+        .route("/open/me", me())
+        .nest_service("/auth", auth)
+        .layer(
+            JwtAuthLayer::new(verifier)
+                .open_prefix("/auth")
+                .open_prefix("/open"),
+        );
+    let addr = serve(app).await;
+    let challenge = Some("Bearer realm=\"shop\"");
+
+    let gate = get_with(addr, "/me", &[]).await;
+    assert_eq!(
+        (gate.status.as_u16(), gate.header("www-authenticate")),
+        (401, challenge)
+    );
+
+    // The gate leaves the path open, so the handler's extractor is what refuses.
+    let extractor = get_with(addr, "/open/me", &[]).await;
+    assert_eq!(
+        (
+            extractor.status.as_u16(),
+            extractor.header("www-authenticate")
+        ),
+        (401, challenge)
+    );
+
+    let logout = call(addr, http::Method::POST, "/auth/logout", &[], "").await;
+    assert_eq!(
+        (logout.status.as_u16(), logout.header("www-authenticate")),
+        (401, challenge)
+    );
+    let forged = token(&Keys::hs256([9u8; 32]).unwrap(), "alice");
+    let logout = with_bearer(addr, http::Method::POST, "/auth/logout", &forged).await;
+    assert_eq!(logout.status, 401);
+    assert!(logout
+        .header("www-authenticate")
+        .is_some_and(|value| value.starts_with("Bearer realm=\"shop\", error=\"invalid_token\"")));
 }

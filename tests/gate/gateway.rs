@@ -498,7 +498,7 @@ async fn with_local_service() -> Setup {
             "path": request.uri().to_string(),
             "identity_headers": identity_headers,
             "sub": request.extensions().get::<Claims>().map(|claims| claims.sub.clone()),
-            "peer": request.extensions().get::<jwt_gate::gateway::PeerAddr>().is_some(),
+            "peer": request.extensions().get::<jwt_gate::ClientAddr>().is_some(),
         });
         Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(report.to_string()))))
     });
@@ -571,7 +571,7 @@ async fn the_mounted_auth_service_throttles_by_the_clients_address() {
                 .status,
         );
     }
-    // Every name is new, so only the per-address count, from the gateway's PeerAddr, can bite.
+    // Every name is new, so only the per-address count (the gateway's ClientAddr) can bite.
     assert!(statuses[..20]
         .iter()
         .all(|status| *status == StatusCode::BAD_REQUEST));

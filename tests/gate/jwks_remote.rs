@@ -363,3 +363,156 @@ async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
         "k1's tokens live on until k1 is retired"
     );
 }
+
+#[tokio::test]
+async fn the_periodic_refetch_retires_dropped_keys_without_any_trigger() {
+    let a = issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .cooldown(Duration::ZERO)
+        .refresh_interval(Some(Duration::from_millis(100)))
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    let old_token = common::token(&a.keys, "alice");
+    assert_eq!(
+        common::get(b, "/me", Some(&old_token)).await.status,
+        StatusCode::OK
+    );
+
+    // A rotates and drops k1. No token names an unknown kid and nobody calls refresh():
+    // only the schedule can bring the change to B.
+    a.keys
+        .add(
+            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
+                .unwrap()
+                .with_kid("k2"),
+        )
+        .unwrap();
+    a.keys.activate("k2").unwrap();
+    a.keys.remove("k1").unwrap();
+    until(&jwks, |kids| kids == [Some("k2".to_owned())]).await;
+    assert_eq!(
+        common::get(b, "/me", Some(&old_token)).await.status,
+        StatusCode::UNAUTHORIZED,
+        "the retired key's token, verified and cached before, is refused"
+    );
+    let new_token = common::token(&a.keys, "bob");
+    assert_eq!(
+        common::get(b, "/me", Some(&new_token)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_unknown_kids_makes_one_fetch_at_a_time() {
+    // An issuer whose every answer takes a while, counting how many fetches overlap.
+    let keys = Keys::new(
+        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
+            .unwrap()
+            .with_kid("k1"),
+    )
+    .unwrap();
+    let (fetches, in_flight, most_in_flight) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let router = Router::new().route(
+        JWKS_PATH,
+        get({
+            let (keys, fetches, in_flight, most) = (
+                keys.clone(),
+                fetches.clone(),
+                in_flight.clone(),
+                most_in_flight.clone(),
+            );
+            move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
+                let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                // Wide enough for a second fetch to overlap if one were ever started.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Json(keys.jwks())
+            }
+        }),
+    );
+    let addr = common::serve(router).await;
+    let jwks = RemoteJwks::builder(format!("http://{addr}{JWKS_PATH}"))
+        .cooldown(Duration::ZERO)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    let verifier = jwt_gate::TokenVerifier::new(jwks.keys().clone());
+
+    // Fifty tokens, each naming a kid nobody has, from fifty tasks at once.
+    let tasks: Vec<_> = (0..50)
+        .map(|index| {
+            let verifier = verifier.clone();
+            tokio::spawn(async move {
+                let forger = Keys::new(
+                    Key::hs256(b"a forger's secret, 32 bytes long")
+                        .unwrap()
+                        .with_kid(format!("made-up-{index}")),
+                )
+                .unwrap();
+                verifier.verify(&common::token(&forger, "mallory")).is_err()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.unwrap(), "a made-up kid was accepted");
+    }
+    // The burst did make the task fetch again; wait for that fetch to finish.
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while fetches.load(Ordering::SeqCst) < 2 || in_flight.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the unknown kids never caused a fetch");
+    assert_eq!(
+        most_in_flight.load(Ordering::SeqCst),
+        1,
+        "fetches overlapped"
+    );
+}
+
+#[tokio::test]
+async fn a_jwk_without_kid_is_skipped() {
+    // Two good keys; the first has lost its kid. Were it taken, it would become the set's
+    // kid-less key, which no kid'ed key can join.
+    let published = |kid: Option<&str>, pem: &[u8]| {
+        let mut key = Key::from_private_pem(Algorithm::EdDSA, pem).unwrap();
+        if let Some(kid) = kid {
+            key = key.with_kid(kid);
+        }
+        let jwks = serde_json::to_value(Keys::new(key).unwrap().jwks()).unwrap();
+        jwks["keys"][0].clone()
+    };
+    let without_kid = published(None, include_bytes!("../keys/ed25519-b.pem"));
+    assert!(without_kid.get("kid").is_none(), "{without_kid}");
+    let with_kid = published(Some("k1"), include_bytes!("../keys/ed25519.pem"));
+    let serve_jwks = |document: serde_json::Value| async move {
+        let router = Router::new().route(JWKS_PATH, get(move || async move { Json(document) }));
+        format!("http://{}{JWKS_PATH}", common::serve(router).await)
+    };
+
+    let url = serve_jwks(serde_json::json!({ "keys": [without_kid, with_kid] })).await;
+    let jwks = RemoteJwks::builder(url)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(jwks.keys().kids(), [Some("k1".to_owned())]);
+
+    let url = serve_jwks(serde_json::json!({ "keys": [without_kid] })).await;
+    let error = RemoteJwks::builder(url)
+        .refresh_interval(None)
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(error, JwksError::NoUsableKey);
+}

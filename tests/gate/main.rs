@@ -16,6 +16,8 @@ mod hyper_example;
 mod jwks;
 mod jwks_remote;
 mod key_rotation;
+mod limits;
 mod readme;
 mod revocation;
+mod revocation_order;
 mod tonic_example;

@@ -69,7 +69,8 @@ return 0
 
 /// Login and registration counts kept in Redis (feature `redis`), shared by every auth
 /// service that uses the same server and key prefix: a failure at one server counts at all
-/// of them. Give it to [`AuthService::shared_throttle`](crate::service::AuthService::shared_throttle).
+/// of them. Give it to
+/// [`AuthServiceBuilder::shared_throttle`](crate::service::AuthServiceBuilder::shared_throttle).
 ///
 /// Each attempt is one script run, checking and counting all its keys at once. Keys are
 /// `{prefix}throttle:{kind}:{hash}`, where the hash is SHA-256 of the prefix and the
@@ -95,7 +96,9 @@ return 0
 /// let throttle = RedisThrottle::connect("redis://127.0.0.1:6379")
 ///     .key_prefix("shop:")
 ///     .await?;
-/// let auth = AuthService::new(verifier, MemoryUserStore::new()).shared_throttle(throttle);
+/// let auth = AuthService::builder(verifier, MemoryUserStore::new())
+///     .shared_throttle(throttle)
+///     .build();
 /// # Ok(())
 /// # }
 /// ```
