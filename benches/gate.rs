@@ -229,6 +229,7 @@ fn main() {
                 black_box(store.check(&TokenId {
                     jti,
                     sub: "alice",
+                    sid: None,
                     iat: 0,
                     exp,
                 }));

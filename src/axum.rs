@@ -79,7 +79,7 @@ where
         Err(Rejection {
             error: AuthError::MissingCredentials,
             realm,
-            grpc: is_grpc(&parts.headers),
+            grpc: is_grpc(parts.version, &parts.headers),
         })
     }
 }

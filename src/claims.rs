@@ -52,6 +52,10 @@ pub struct Claims<C = ()> {
     pub nbf: Option<u64>,
     /// The token's unique id: what a revocation names.
     pub jti: String,
+    /// Session id: the login (refresh-token family) the auth service issued this token in.
+    /// Logging out revokes every token carrying it, however many were minted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
     /// Issuer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
@@ -77,6 +81,7 @@ impl Claims<()> {
             iat,
             nbf: None,
             jti: new_jti(),
+            sid: None,
             iss: None,
             aud: Vec::new(),
             extra: (),
@@ -93,6 +98,7 @@ impl<C> Claims<C> {
             iat: self.iat,
             nbf: self.nbf,
             jti: self.jti,
+            sid: self.sid,
             iss: self.iss,
             aud: self.aud,
             extra,
@@ -110,6 +116,13 @@ impl<C> Claims<C> {
     #[must_use]
     pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
         self.aud.push(audience.into());
+        self
+    }
+
+    /// Sets `sid`, the session the token belongs to.
+    #[must_use]
+    pub fn with_session(mut self, sid: impl Into<String>) -> Self {
+        self.sid = Some(sid.into());
         self
     }
 

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderMap, StatusCode};
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, TE, WWW_AUTHENTICATE};
+use http::{HeaderMap, StatusCode, Version};
 
 /// The realm named in `WWW-Authenticate` challenges unless
 /// [`TokenVerifierBuilder::realm`](crate::TokenVerifierBuilder::realm) sets another.
@@ -174,9 +174,11 @@ impl AuthError {
         Bytes::from(body.to_string())
     }
 
-    /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`.
+    /// The headers of a trailers-only gRPC rejection: HTTP 200, `grpc-status`, `grpc-message`,
+    /// and `Cache-Control: no-store`, since a `200` is what HTTP caches keep.
     fn grpc_parts(self, headers: &mut HeaderMap) {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert("grpc-status", HeaderValue::from(self.grpc_code()));
         // The descriptions are plain ASCII without '%', so they are already percent-encoded.
         headers.insert("grpc-message", HeaderValue::from_static(self.description()));
@@ -197,11 +199,25 @@ impl AuthError {
     }
 }
 
-/// Whether a request is gRPC, by its `content-type` (`application/grpc`, `application/grpc+proto`, …).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+/// Whether a request can be a gRPC call: HTTP/2, `content-type: application/grpc` (alone or
+/// followed by `+` or `;`), and `te: trailers`, all of which gRPC requires.
+///
+/// The content type alone is the client's choice: on a REST route it would turn a `401` into
+/// a `200` that caches and naive clients take for success.
+pub(crate) fn is_grpc(version: Version, headers: &HeaderMap) -> bool {
+    let grpc_content = headers.get(CONTENT_TYPE).is_some_and(|value| {
+        value
+            .as_bytes()
+            .strip_prefix(b"application/grpc")
+            .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+    });
+    let trailers = headers.get_all(TE).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&byte| byte == b',')
+            .any(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    });
+    version == Version::HTTP_2 && grpc_content && trailers
 }
 
 impl fmt::Display for AuthError {

@@ -182,4 +182,87 @@ mod tests {
             Err(AuthError::TokenTooLong)
         );
     }
+
+    #[test]
+    fn padding_ends_the_token() {
+        for token in ["abc=", "abc==", "a-._~+/Z9=", "abc"] {
+            assert_eq!(check_token_syntax(token.as_bytes()), Ok(()), "{token}");
+        }
+        for token in ["abc=d", "abc=.", "a=b=", "=abc", "abc=/", "="] {
+            assert_eq!(
+                check_token_syntax(token.as_bytes()),
+                Err(AuthError::InvalidCharacters),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_length_cap_is_inclusive() {
+        let token = "a".repeat(100);
+        let value = format!("Bearer {token}");
+        assert_eq!(
+            bearer(&headers(&[&value]), 100),
+            Ok(Credentials::Bearer(token.as_str()))
+        );
+        assert_eq!(
+            bearer(&headers(&[&value]), 99),
+            Err(AuthError::TokenTooLong)
+        );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// RFC 6750 §2.1 `b64token`, written out differently from the table the gate uses.
+    fn is_b64token(token: &str) -> bool {
+        let body = token.trim_end_matches('=');
+        !body.is_empty()
+            && body
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || b"-._~+/".contains(&byte))
+    }
+
+    fn headers(value: &[u8]) -> Option<HeaderMap> {
+        let value = HeaderValue::from_bytes(value).ok()?;
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value);
+        Some(headers)
+    }
+
+    proptest! {
+        #[test]
+        fn a_well_formed_header_gives_back_its_token(
+            token in "[A-Za-z0-9._~+/-]{1,40}={0,3}",
+            scheme in "[bB][eE][aA][rR][eE][rR]",
+            spaces in " {1,3}",
+            trailing in " {0,2}",
+        ) {
+            let value = format!("{scheme}{spaces}{token}{trailing}");
+            let headers = headers(value.as_bytes()).unwrap();
+            prop_assert_eq!(bearer_token(&headers, 64), Ok(Credentials::Bearer(token.as_str())));
+            prop_assert_eq!(check_token_syntax(token.as_bytes()), Ok(()));
+        }
+
+        #[test]
+        fn the_syntax_check_is_exactly_b64token(token in "[a-zA-Z0-9=/+~ ,.%\t-]{0,12}") {
+            prop_assert_eq!(check_token_syntax(token.as_bytes()).is_ok(), is_b64token(&token));
+        }
+
+        #[test]
+        fn any_header_bytes_get_an_answer(value in prop::collection::vec(any::<u8>(), 0..80)) {
+            if let Some(headers) = headers(&value) {
+                if let Ok(Credentials::Bearer(token)) = bearer_token(&headers, 64) {
+                    // What comes out is a piece of what went in, within the cap.
+                    prop_assert!(token.len() <= 64 && !token.is_empty());
+                    prop_assert!(value.windows(token.len()).any(|window| window == token.as_bytes()));
+                    let _ = check_token_syntax(token.as_bytes());
+                }
+            }
+        }
+    }
 }

@@ -221,7 +221,8 @@ fn rejection<B>(
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
     log_rejection(error, request.uri().path());
-    let (status, headers, body) = error.render(realm, is_grpc(request.headers()));
+    let (status, headers, body) =
+        error.render(realm, is_grpc(request.version(), request.headers()));
     let mut response = Response::new(ResponseBody::rejection(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

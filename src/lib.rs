@@ -48,6 +48,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod cache;
 mod claims;
@@ -56,6 +57,7 @@ mod error;
 mod extract;
 mod fingerprint;
 #[cfg(feature = "gateway")]
+#[cfg_attr(docsrs, doc(cfg(feature = "gateway")))]
 pub mod gateway;
 mod keys;
 mod layer;
@@ -94,7 +96,8 @@ pub struct ClientAddr(pub std::net::SocketAddr);
 pub use error::{AuthError, DEFAULT_REALM};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
 pub use keys::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture};
-pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_CAPACITY};
+pub use validate::{TokenVerifier, TokenVerifierBuilder, Validation};

@@ -76,26 +76,73 @@ impl PathRules {
     }
 }
 
-fn is_canonical(path: &str) -> bool {
+/// Whether `path` is in the one form that every server and framework reads the same way, so
+/// that the prefix the gate matched is the prefix the upstream serves.
+///
+/// An allowlist, not a list of known tricks: servlet containers strip `;` parameters and
+/// resolve `..` after decoding, some servers decode twice (`%252e`), understand `%u002e` or
+/// overlong UTF-8 (`%c0%ae`), or read `\` as `/`. Anything outside plain path characters and
+/// escapes of harmless printable ASCII is refused, so none of that can turn an open path into
+/// another one. Checked in place: this runs on every request once any path rule exists.
+pub(crate) fn is_canonical(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if bytes.contains(&b'\\') || path.contains("//") {
+    if path.contains("//") {
         return false;
     }
-    // Percent-encoded '.', '/' and '\' are how dot-segments get past naive matching. Checked
-    // in place: this runs on every request once any path rule exists.
-    let encodes_separator = bytes.windows(3).any(|window| {
-        window[0] == b'%'
-            && matches!(
-                [window[1], window[2].to_ascii_lowercase()],
-                [b'2', b'e'] | [b'2', b'f'] | [b'5', b'c']
-            )
-    });
-    if encodes_separator {
-        return false;
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' {
+            match bytes.get(index + 1..index + 3).and_then(unhex) {
+                Some(decoded) if is_harmless_escape(decoded) => index += 3,
+                _ => return false,
+            }
+        } else if is_path_char(bytes[index]) {
+            index += 1;
+        } else {
+            return false;
+        }
     }
+    // Dot segments, and segments of dots only: some servers (IIS) trim trailing dots.
     !path
         .split('/')
-        .any(|segment| segment == "." || segment == "..")
+        .any(|segment| !segment.is_empty() && segment.bytes().all(|byte| byte == b'.'))
+}
+
+/// RFC 3986 `pchar` without `%` (escapes are checked apart) and without `;`, which servlet
+/// containers take as the start of a path parameter and strip.
+fn is_path_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric()
+        || matches!(
+            byte,
+            b'/' | b'-'
+                | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+/// What an escape may decode to: printable ASCII (space included, so `/static/a%20b` stays
+/// open), but never a separator or dot (`.`, `/`, `\`), a second round of decoding (`%`), or
+/// a path parameter (`;`). Non-ASCII bytes are refused: overlong UTF-8 decodes to `.`.
+fn is_harmless_escape(byte: u8) -> bool {
+    (0x20..0x7f).contains(&byte) && !matches!(byte, b'.' | b'/' | b'\\' | b'%' | b';')
+}
+
+fn unhex(pair: &[u8]) -> Option<u8> {
+    let digit = |byte: u8| char::from(byte).to_digit(16);
+    Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
 }
 
 #[cfg(test)]
@@ -138,8 +185,176 @@ mod tests {
             "/auth%2F..%2Fadmin",
             "/auth//token",
             "/auth\\..\\admin",
+            "/auth/..;/admin",
+            "/auth/%252e%252e/admin",
+            "/auth/%u002e%u002e/admin",
+            "/auth/%c0%ae%c0%ae/admin",
+            "/auth/..%5cadmin",
+            "/auth/..%5Cadmin",
+            "/auth/%3b/token",
+            "/auth/.../token",
+            "/auth/token%00",
+            "/auth/token%7f",
+            "/auth/token%",
+            "/auth/token%2",
+            "/auth/t\u{e9}",
+            "/auth/a|b",
+            "auth/token",
+            "",
         ] {
-            assert_eq!(rules.access(path), Access::Protected, "{path}");
+            assert_eq!(rules.access(path), Access::Protected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn harmless_escapes_and_characters_stay_open() {
+        let rules = rules();
+        for path in [
+            "/auth/a%20b",
+            "/auth/a%41b",
+            "/auth/%7e",
+            "/auth/a.b",
+            "/auth/..a",
+            "/auth/",
+            "/auth/!$&'()*+,=:@-_~",
+        ] {
+            assert_eq!(rules.access(path), Access::Open, "{path:?}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// How the most lenient upstream could read a path: escapes decoded twice (`%XX`, and
+    /// `%uXXXX` as IIS does), overlong UTF-8 for `.` and `/`, `\` taken as `/`, `;`
+    /// parameters stripped as servlet containers do, repeated `/` merged as nginx does, and
+    /// dot segments resolved.
+    fn lenient_reading(path: &str) -> String {
+        let mut bytes = path.as_bytes().to_vec();
+        for _ in 0..2 {
+            bytes = percent_decode(&bytes);
+        }
+        let text = String::from_utf8_lossy(&bytes).replace('\\', "/");
+        let mut resolved: Vec<&str> = Vec::new();
+        for segment in text.split('/') {
+            let segment = segment.split(';').next().unwrap_or_default();
+            match segment {
+                "" | "." => {}
+                ".." => {
+                    resolved.pop();
+                }
+                other => resolved.push(other),
+            }
+        }
+        format!("/{}", resolved.join("/"))
+    }
+
+    fn percent_decode(bytes: &[u8]) -> Vec<u8> {
+        let hex = |slice: &[u8]| {
+            std::str::from_utf8(slice)
+                .ok()
+                .and_then(|text| u32::from_str_radix(text, 16).ok())
+        };
+        let mut decoded = Vec::with_capacity(bytes.len());
+        let mut index = 0;
+        while index < bytes.len() {
+            let rest = &bytes[index..];
+            if rest.len() >= 6 && rest[0] == b'%' && rest[1].eq_ignore_ascii_case(&b'u') {
+                if let Some(code) = hex(&rest[2..6]).and_then(char::from_u32) {
+                    let mut buffer = [0; 4];
+                    decoded.extend_from_slice(code.encode_utf8(&mut buffer).as_bytes());
+                    index += 6;
+                    continue;
+                }
+            }
+            if rest.len() >= 3 && rest[0] == b'%' {
+                if let Some(byte) = hex(&rest[1..3]) {
+                    decoded.push(byte as u8);
+                    index += 3;
+                    continue;
+                }
+            }
+            decoded.push(rest[0]);
+            index += 1;
+        }
+        // Overlong two-byte forms of ASCII, which lax UTF-8 decoders accept.
+        let mut folded = Vec::with_capacity(decoded.len());
+        let mut index = 0;
+        while index < decoded.len() {
+            if index + 1 < decoded.len() && decoded[index] & 0xfe == 0xc0 {
+                folded.push(((decoded[index] & 0x01) << 6) | (decoded[index + 1] & 0x3f));
+                index += 2;
+            } else {
+                folded.push(decoded[index]);
+                index += 1;
+            }
+        }
+        folded
+    }
+
+    fn rules() -> PathRules {
+        let mut rules = PathRules::default();
+        rules.exact("/health", Access::Open);
+        rules.prefix("/static", Access::Open);
+        rules.prefix("/public", Access::Optional);
+        rules
+    }
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("static"),
+            Just("public"),
+            Just("health"),
+            Just("admin"),
+            Just(".."),
+            Just("."),
+            Just("..;"),
+            Just(";jsessionid=1"),
+            Just("%2e%2e"),
+            Just("%2E%2e"),
+            Just("%252e%252e"),
+            Just("%u002e%u002e"),
+            Just("%c0%ae%c0%ae"),
+            Just("..%2f"),
+            Just("..%5c"),
+            Just("..\\"),
+            Just("a%20b"),
+            Just(""),
+        ]
+        .prop_map(str::to_owned)
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::collection::vec(segment(), 0..7)
+                .prop_map(|segments| format!("/{}", segments.join("/"))),
+            "/(static|public|health)[a-z0-9./;%\\\\uUcC~ -]{0,16}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn an_open_or_optional_path_stays_where_it_was_judged(path in path()) {
+            let access = rules().access(&path);
+            let read = lenient_reading(&path);
+            let prefix = match access {
+                Access::Protected => return Ok(()),
+                Access::Open if path == "/health" => "/health",
+                Access::Open => "/static",
+                Access::Optional => "/public",
+            };
+            prop_assert!(
+                is_under(&path, prefix) && is_under(&read, prefix),
+                "{path:?} judged {access:?} is read upstream as {read:?}"
+            );
+        }
+
+        #[test]
+        fn any_path_gets_an_answer(path in any::<String>()) {
+            let _ = rules().access(&path);
         }
     }
 }

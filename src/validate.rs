@@ -258,7 +258,7 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 pub(crate) type Authenticated<C> = (Arc<Claims<C>>, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default.
-pub const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
+const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
 
 impl TokenVerifier<()> {
     /// A verifier for `keys` with the default [`Validation`], an empty in-memory revocation
@@ -368,12 +368,7 @@ where
 
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
-        self.inner.revocations.check(&TokenId {
-            jti: &claims.jti,
-            sub: &claims.sub,
-            iat: claims.iat,
-            exp: claims.exp,
-        })
+        self.inner.revocations.check(&TokenId::of(claims))
     }
 
     /// The one way a request's credentials are judged, by the gate and by the auth service's
@@ -486,7 +481,7 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
-    /// Remembers up to `capacity` verified tokens (0 turns the cache off).
+    /// Remembers up to `capacity` verified tokens (default 16 384; 0 turns the cache off).
     #[must_use]
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
         self.cache_capacity = capacity;

@@ -12,7 +12,7 @@ use jwt_gate::ClientAddr;
 
 /// `axum::middleware::from_fn(client_addr::insert)`: copies the peer address, when axum
 /// reports one, into `ClientAddr`.
-pub async fn insert(mut request: Request, next: Next) -> Response {
+pub(crate) async fn insert(mut request: Request, next: Next) -> Response {
     if let Some(ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() {
         let peer = ClientAddr(*peer);
         request.extensions_mut().insert(peer);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 const MIN_SECRET_BYTES: usize = 32;
 
 /// The signing secret: `JWT_GATE_SECRET` as given, or the one kept beside the database.
-pub fn secret(db: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn secret(db: &Path) -> Result<Vec<u8>, String> {
     match std::env::var("JWT_GATE_SECRET") {
         Ok(secret) if secret.len() >= MIN_SECRET_BYTES => Ok(secret.into_bytes()),
         Ok(secret) => Err(format!(

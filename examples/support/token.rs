@@ -5,7 +5,7 @@
 use jwt_gate::{Claims, Keys};
 
 /// When `args` are `token <sub>`, prints a token for `sub` and says how that went.
-pub fn print_if_asked(keys: &Keys, args: &[String]) -> Option<Result<(), String>> {
+pub(crate) fn print_if_asked(keys: &Keys, args: &[String]) -> Option<Result<(), String>> {
     let [command, sub] = args else {
         return None;
     };

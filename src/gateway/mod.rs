@@ -8,7 +8,8 @@
 //! What the upstream receives:
 //!
 //! - the method, path, query and body of the client's request, the body streamed as it arrives
-//!   (and the response body streamed back the same way);
+//!   (and the response body streamed back the same way); the path exactly as the gate judged
+//!   it, never normalised, since a path the gate left open is canonical already;
 //! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
 //!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
@@ -17,7 +18,12 @@
 //!   read as the same thing): all are removed, on open paths too, so these headers always come
 //!   from the gate and a client cannot speak for a user;
 //! - `x-auth-sub` (and `x-auth-<name>` for each claim named with
-//!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token;
+//!   [`GatewayBuilder::forward_claim`]) when the request carried a valid token, each value
+//!   percent-encoded (UTF-8, RFC 3986) wherever it has a byte an upstream could trim, split on
+//!   or mis-decode: controls, spaces, `,`, `%` and anything outside ASCII (`alice` stays
+//!   `alice`; `alice,bob` arrives as `alice%2Cbob`, `josé` as `jos%C3%A9`). Decode once to get
+//!   the claim; an upstream that never decodes still sees one value per identity, distinct
+//!   for distinct identities;
 //! - `Host` set to the upstream's authority (or kept, with [`GatewayBuilder::preserve_host`]),
 //!   and `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` describing the client's
 //!   request. By default these replace whatever the client sent (a client could otherwise make
@@ -37,9 +43,27 @@
 //! # Failures
 //!
 //! An upstream that cannot be reached gives `502 Bad Gateway`; one that has not sent its
-//! response head within the timeout (30 s by default) gives `504 Gateway Timeout`. Neither
-//! says why to the client; the reason is logged.
+//! response head within the timeout (30 s by default) gives `504 Gateway Timeout`; a client
+//! that stops sending its request body gives `408 Request Timeout`. None says why to the
+//! client; the reason is logged.
+//!
+//! # Slow and numerous clients
+//!
+//! [`serve`] bounds what one client can hold, each bound set on the [`GatewayBuilder`]:
+//!
+//! - a request head must arrive whole within
+//!   [`header_read_timeout`](GatewayBuilder::header_read_timeout) (10 s) of the connection
+//!   starting to wait for it, so a connection kept alive and idle is closed after the same
+//!   time, and one sending its head a byte at a time (slowloris) too;
+//! - a request body forwarded upstream may pause at most
+//!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks;
+//! - at most [`max_connections`](GatewayBuilder::max_connections) (1024) connections are
+//!   served at once; further ones wait in the listener's backlog until one ends;
+//! - the pool of upstream connections keeps at most
+//!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle ones, each
+//!   for at most [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s).
 
+mod limits;
 mod proxy;
 mod router;
 
@@ -57,9 +81,10 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
+use self::limits::Limits;
 use self::proxy::Upstream;
 use self::router::Mount;
 use crate::revocation::BoxFuture;
@@ -118,6 +143,11 @@ const IDENTITY_PREFIX: &str = "x-auth-";
 ///     .timeout(Duration::from_secs(5))
 ///     .forward_claim("roles")
 ///     .preserve_host(true)
+///     .header_read_timeout(Duration::from_secs(5))
+///     .body_read_timeout(Duration::from_secs(10))
+///     .max_connections(256)
+///     .pool_max_idle_per_host(8)
+///     .pool_idle_timeout(Duration::from_secs(15))
 ///     .build()
 ///     .unwrap();
 /// ```
@@ -129,6 +159,7 @@ pub struct GatewayBuilder {
     preserve_host: bool,
     trust_forwarded_headers: bool,
     mounts: Vec<Mount>,
+    limits: Limits,
 }
 
 impl GatewayBuilder {
@@ -140,10 +171,75 @@ impl GatewayBuilder {
         self
     }
 
+    /// How long a connection may take to send a whole request head, counted from when it
+    /// starts waiting for one (default 10 s): this also closes connections kept alive and idle
+    /// for that long. Then the connection is closed.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero: limits are configuration.
+    #[must_use]
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(
+            !timeout.is_zero(),
+            "the header read timeout must be positive"
+        );
+        self.limits.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long a client may pause while sending a request body that the upstream is waiting
+    /// for (default 30 s). Then the upstream request is abandoned and the client gets `408`.
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero: limits are configuration.
+    #[must_use]
+    pub fn body_read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "the body read timeout must be positive");
+        self.limits.body_read_timeout = timeout;
+        self
+    }
+
+    /// How many client connections [`serve`] serves at once (default 1024); further ones wait
+    /// in the listener's backlog until one ends. Each forwarded request also holds an upstream
+    /// connection: keep this under half the process's file descriptor limit (`ulimit -n`).
+    ///
+    /// # Panics
+    ///
+    /// If `connections` is zero: limits are configuration.
+    #[must_use]
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        assert!(connections > 0, "the connection limit must be positive");
+        self.limits.max_connections = connections;
+        self
+    }
+
+    /// How many idle connections to the upstream are kept for reuse (default 32); more are
+    /// closed as their requests end.
+    #[must_use]
+    pub fn pool_max_idle_per_host(mut self, idle: usize) -> Self {
+        self.limits.pool_max_idle_per_host = idle;
+        self
+    }
+
+    /// How long an idle upstream connection is kept for reuse (default 30 s).
+    ///
+    /// # Panics
+    ///
+    /// If `timeout` is zero: limits are configuration.
+    #[must_use]
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "the pool idle timeout must be positive");
+        self.limits.pool_idle_timeout = timeout;
+        self
+    }
+
     /// Also forwards the claim `name` as `x-auth-<name>` (lower-cased): a string as it is,
-    /// anything else as JSON. Registered claims (`iss`, `aud`, `jti`, `exp`, `iat`, `nbf`)
-    /// always work; others need the gate's verifier to use [`ClaimMap`] as its claims type.
-    /// A value that cannot be a header value (a control character) is left out.
+    /// anything else as JSON, percent-encoded as the [module docs](self) say (`aud` as a
+    /// comma-separated list, each audience encoded apart). Registered claims (`iss`, `aud`,
+    /// `jti`, `exp`, `iat`, `nbf`) always work; others need the gate's verifier to use
+    /// [`ClaimMap`] as its claims type.
     ///
     /// # Panics
     ///
@@ -252,7 +348,11 @@ impl GatewayBuilder {
             .collect();
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_max_idle_per_host(self.limits.pool_max_idle_per_host)
+            .pool_idle_timeout(self.limits.pool_idle_timeout)
+            .build(connector);
         Ok(Gateway {
             inner: Arc::new(Inner {
                 upstream: Upstream {
@@ -262,11 +362,13 @@ impl GatewayBuilder {
                         .map_err(|error| InvalidUpstream(error.to_string()))?,
                     client,
                     timeout: self.timeout,
+                    body_read_timeout: self.limits.body_read_timeout,
                     forwarded_claims,
                     preserve_host: self.preserve_host,
                     trust_forwarded_headers: self.trust_forwarded_headers,
                 },
                 mounts: self.mounts,
+                limits: self.limits,
             }),
         })
     }
@@ -297,6 +399,7 @@ pub struct Gateway {
 struct Inner {
     upstream: Upstream,
     mounts: Vec<Mount>,
+    limits: Limits,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -306,6 +409,7 @@ impl std::fmt::Debug for Gateway {
             .field("base_path", &self.inner.upstream.base_path)
             .field("timeout", &self.inner.upstream.timeout)
             .field("mounts", &self.inner.mounts)
+            .field("limits", &self.inner.limits)
             .finish_non_exhaustive()
     }
 }
@@ -320,6 +424,7 @@ impl Gateway {
             preserve_host: false,
             trust_forwarded_headers: false,
             mounts: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -356,6 +461,8 @@ impl Inner {
 
 /// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each
 /// request carries its client's [`ClientAddr`]. Connections that fail are logged and dropped.
+/// Slow and numerous clients are bounded as the [module docs](self#slow-and-numerous-clients)
+/// say.
 ///
 /// ```no_run
 /// use jwt_gate::gateway::{self, ClaimMap, Gateway};
@@ -378,8 +485,15 @@ where
     C: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
     use tower_layer::Layer as _;
+    let limits = gateway.inner.limits;
     let service = layer.layer(gateway);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        // A permit before accepting: past the cap, new connections wait in the kernel's
+        // backlog instead of taking memory and file descriptors here.
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            unreachable!("the semaphore is never closed");
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -394,12 +508,15 @@ where
             inner: service.clone(),
         });
         tokio::spawn(async move {
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
                 .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+                .await;
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
+            drop(permit);
         });
     }
 }

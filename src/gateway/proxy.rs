@@ -1,6 +1,8 @@
 //! Forwarding to the upstream: the request's headers cleaned of hop-by-hop and identity
 //! headers, the verified identity and `X-Forwarded-*` added, the response streamed back.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,7 +12,9 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::limits::TimedBody;
 use super::{ClaimMap, GatewayBody, IDENTITY_PREFIX};
 use crate::{Claims, ClientAddr};
 
@@ -19,8 +23,9 @@ pub(super) struct Upstream {
     pub(super) authority: http::uri::Authority,
     pub(super) base_path: String,
     pub(super) host: HeaderValue,
-    pub(super) client: Client<HttpConnector, Incoming>,
+    pub(super) client: Client<HttpConnector, TimedBody>,
     pub(super) timeout: Duration,
+    pub(super) body_read_timeout: Duration,
     pub(super) forwarded_claims: Vec<(String, HeaderName)>,
     pub(super) preserve_host: bool,
     pub(super) trust_forwarded_headers: bool,
@@ -44,9 +49,7 @@ impl Upstream {
         let original_host = parts.headers.get(header::HOST).cloned();
         remove_hop_by_hop(&mut parts.headers);
         remove_identity(&mut parts.headers);
-        if !self.forward_identity(&parts.extensions, &mut parts.headers) {
-            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
-        }
+        self.forward_identity(&parts.extensions, &mut parts.headers);
         self.set_forwarded(
             &parts.extensions,
             original_host.as_ref(),
@@ -59,12 +62,18 @@ impl Upstream {
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
 
+        let client_stalled = Arc::new(AtomicBool::new(false));
+        let body = TimedBody::new(body, self.body_read_timeout, client_stalled.clone());
         let upstream = self.client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(self.timeout, upstream).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, Either::Left(body))
+            }
+            Ok(Err(_)) if client_stalled.load(Ordering::Relaxed) => {
+                tracing::info!(timeout = ?self.body_read_timeout, "the client stopped sending its request body");
+                error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout")
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %self.authority, %error, "upstream unreachable");
@@ -77,38 +86,31 @@ impl Upstream {
         }
     }
 
-    /// Adds `x-auth-*` from the verified claims, if any. `false` when `sub` cannot be carried
-    /// in a header: the request must then not go upstream without its identity.
-    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) -> bool {
+    /// Adds `x-auth-*` from the verified claims, if any, each value made safe by
+    /// [`identity_value`].
+    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) {
         let with_extra = extensions.get::<Claims<ClaimMap>>();
         let plain = extensions.get::<Claims>();
         let sub = match (with_extra, plain) {
             (Some(claims), _) => &claims.sub,
             (None, Some(claims)) => &claims.sub,
-            (None, None) => return true,
+            (None, None) => return,
         };
         let lookup = |name: &str| match with_extra {
-            Some(claims) => {
-                registered_claim(claims, name).or_else(|| claims.extra.get(name).cloned())
-            }
+            Some(claims) => registered_claim(claims, name).or_else(|| {
+                claims
+                    .extra
+                    .get(name)
+                    .map(|value| identity_value(&text(value)))
+            }),
             None => plain.and_then(|claims| registered_claim(claims, name)),
         };
-        let Ok(sub) = HeaderValue::from_bytes(sub.as_bytes()) else {
-            tracing::warn!("a token's sub cannot be forwarded as a header; request refused");
-            return false;
-        };
-        headers.insert(HeaderName::from_static("x-auth-sub"), sub);
+        headers.insert(HeaderName::from_static("x-auth-sub"), identity_value(sub));
         for (name, header) in &self.forwarded_claims {
-            let Some(value) = lookup(name) else { continue };
-            let text = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
-            if let Ok(value) = HeaderValue::from_bytes(text.as_bytes()) {
+            if let Some(value) = lookup(name) {
                 headers.insert(header.clone(), value);
             }
         }
-        true
     }
 
     fn set_forwarded(
@@ -146,17 +148,50 @@ impl Upstream {
     }
 }
 
-fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<serde_json::Value> {
-    Some(match name {
-        "iss" => claims.iss.clone()?.into(),
+/// A registered claim as a header value; `aud` as a list, each audience encoded apart.
+fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<HeaderValue> {
+    let text = match name {
+        "iss" => claims.iss.clone()?,
         "aud" if claims.aud.is_empty() => return None,
-        "aud" => claims.aud.join(",").into(),
-        "jti" => claims.jti.clone().into(),
-        "exp" => claims.exp.into(),
-        "iat" => claims.iat.into(),
-        "nbf" => claims.nbf?.into(),
+        "aud" => {
+            let audiences: Vec<String> = claims
+                .aud
+                .iter()
+                .map(|audience| encode_identity(audience))
+                .collect();
+            return HeaderValue::try_from(audiences.join(",")).ok();
+        }
+        "jti" => claims.jti.clone(),
+        "exp" => claims.exp.to_string(),
+        "iat" => claims.iat.to_string(),
+        "nbf" => claims.nbf?.to_string(),
         _ => return None,
-    })
+    };
+    Some(identity_value(&text))
+}
+
+/// A claim as text: a string as it is, anything else as JSON.
+fn text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The bytes of an identity value that an upstream could trim (spaces, controls), split on
+/// (`,`), mis-decode (non-ASCII) or decode once too often (`%`).
+const UNSAFE_IN_IDENTITY: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b',');
+
+/// `text` percent-encoded (UTF-8, RFC 3986) wherever [`UNSAFE_IN_IDENTITY`] says: `alice`
+/// stays `alice`, `alice ` becomes `alice%20`, `a,b` becomes `a%2Cb`. The encoding is one to
+/// one, so distinct identities stay distinct even for an upstream that never decodes.
+fn encode_identity(text: &str) -> String {
+    utf8_percent_encode(text, UNSAFE_IN_IDENTITY).to_string()
+}
+
+fn identity_value(text: &str) -> HeaderValue {
+    HeaderValue::try_from(encode_identity(text))
+        .expect("percent-encoded text is visible ASCII, a valid header value")
 }
 
 /// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).

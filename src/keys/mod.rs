@@ -21,6 +21,7 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey, Header}
 use serde::Serialize;
 
 #[cfg(feature = "jwks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
 pub use self::remote::{JwksError, RemoteJwks, RemoteJwksBuilder};
 
 /// The `typ` header of the access tokens this crate signs (RFC 9068).

@@ -15,7 +15,7 @@ pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The in-process revocation list: a concurrent map from a keyed fingerprint of each revoked
-/// `jti` to its token's expiry, plus per-subject cut-offs.
+/// `jti` to its token's expiry, plus per-subject cut-offs and revoked sessions (`sid`).
 ///
 /// Lookups take a shard read lock and no allocation. Entries leave once their token has
 /// expired (plus a grace period, five minutes by default, which must exceed the gate's
@@ -47,9 +47,13 @@ pub struct MemoryRevocations {
 struct Inner {
     tokens: DashMap<Fingerprint, u64, BuildFingerprintHasher>,
     subjects: DashMap<String, SubjectCutoff>,
-    // DashMap::is_empty locks every shard; this flag lets the hot path skip the subject map
-    // until the first cut-off. It is never cleared, so a racing purge cannot hide a cut-off.
+    /// Fingerprints of revoked `sid`s, to when they may be forgotten.
+    sessions: DashMap<Fingerprint, u64, BuildFingerprintHasher>,
+    // DashMap::is_empty locks every shard; these flags let the hot path skip the subject and
+    // session maps until their first entry. They are never cleared, so a racing purge cannot
+    // hide an entry.
     any_subject_cutoff: AtomicBool,
+    any_session: AtomicBool,
     clock: Arc<dyn Clock>,
     grace: u64,
     purge_interval: u64,
@@ -67,6 +71,7 @@ impl std::fmt::Debug for MemoryRevocations {
         f.debug_struct("MemoryRevocations")
             .field("tokens", &self.inner.tokens.len())
             .field("subjects", &self.inner.subjects.len())
+            .field("sessions", &self.inner.sessions.len())
             .finish()
     }
 }
@@ -89,7 +94,9 @@ impl MemoryRevocations {
             inner: Arc::new(Inner {
                 tokens: DashMap::with_hasher(BuildFingerprintHasher),
                 subjects: DashMap::new(),
+                sessions: DashMap::with_hasher(BuildFingerprintHasher),
                 any_subject_cutoff: AtomicBool::new(false),
+                any_session: AtomicBool::new(false),
                 clock,
                 grace: grace.as_secs(),
                 purge_interval: purge_interval.as_secs(),
@@ -109,6 +116,13 @@ impl MemoryRevocations {
                 .subjects
                 .insert(entry.key().clone(), *entry.value());
         }
+        for entry in self.inner.sessions.iter() {
+            fresh.inner.sessions.insert(*entry.key(), *entry.value());
+        }
+        fresh
+            .inner
+            .any_session
+            .store(!fresh.inner.sessions.is_empty(), Ordering::Release);
         // Without the flag the copied cut-offs would be stored but never consulted.
         if self.inner.any_subject_cutoff.load(Ordering::Acquire) {
             fresh
@@ -165,6 +179,9 @@ impl MemoryRevocations {
         self.inner
             .subjects
             .retain(|_, cutoff| cutoff.keep_until.saturating_add(grace) >= now);
+        self.inner
+            .sessions
+            .retain(|_, keep_until| keep_until.saturating_add(grace) >= now);
     }
 
     /// Sweeps if the purge interval has passed, in one thread only.
@@ -215,6 +232,17 @@ impl MemoryRevocations {
             .or_insert(cutoff);
     }
 
+    /// Records a session revocation at once: see [`RevocationStore::revoke_sessions`].
+    pub fn revoke_session_now(&self, sid: &str, keep_until: u64) {
+        self.purge_if_due();
+        self.inner.any_session.store(true, Ordering::Release);
+        self.inner
+            .sessions
+            .entry(Fingerprint::of(sid.as_bytes()))
+            .and_modify(|existing| *existing = (*existing).max(keep_until))
+            .or_insert(keep_until);
+    }
+
     /// Whether a token is revoked, answered from memory.
     pub fn is_revoked(&self, token: &TokenId<'_>) -> bool {
         if self
@@ -223,6 +251,16 @@ impl MemoryRevocations {
             .contains_key(&Fingerprint::of(token.jti.as_bytes()))
         {
             return true;
+        }
+        if let Some(sid) = token.sid {
+            if self.inner.any_session.load(Ordering::Acquire)
+                && self
+                    .inner
+                    .sessions
+                    .contains_key(&Fingerprint::of(sid.as_bytes()))
+            {
+                return true;
+            }
         }
         // Most deployments have few or no subject cut-offs; skip hashing the subject then.
         self.inner.any_subject_cutoff.load(Ordering::Acquire)
@@ -258,6 +296,17 @@ impl RevocationStore for MemoryRevocations {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn revoke_sessions(
+        &self,
+        sessions: &[&str],
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        for sid in sessions {
+            self.revoke_session_now(sid, keep_until);
+        }
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn grace(&self) -> Option<Duration> {
         Some(Duration::from_secs(self.inner.grace))
     }
@@ -272,6 +321,7 @@ mod tests {
         TokenId {
             jti,
             sub,
+            sid: None,
             iat,
             exp: iat + 900,
         }
@@ -312,6 +362,43 @@ mod tests {
             !store.is_revoked(&token("x", "alice", 999)),
             "the cut-off left too"
         );
+    }
+
+    #[test]
+    fn a_revoked_session_revokes_every_token_carrying_its_sid_until_forgotten() {
+        let clock = ManualClock::new(1_000);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        store.revoke_session_now("s1", 1_900);
+        let in_session = |jti, sid, iat| TokenId {
+            sid: Some(sid),
+            ..token(jti, "alice", iat)
+        };
+        assert!(store.is_revoked(&in_session("before", "s1", 999)));
+        assert!(store.is_revoked(&in_session("after", "s1", u64::MAX - 900)));
+        assert!(!store.is_revoked(&in_session("other", "s2", 999)));
+        assert!(!store.is_revoked(&token("none", "alice", 999)));
+        // Rebuilding on another clock keeps it; past keep_until and grace it leaves.
+        let store = store.with_grace(Duration::from_secs(10));
+        assert!(store.is_revoked(&in_session("x", "s1", 1)));
+        clock.set(1_911);
+        store.purge_expired();
+        assert!(!store.is_revoked(&in_session("x", "s1", 1)));
+    }
+
+    #[test]
+    fn a_shared_store_revokes_sessions_rather_than_refusing() {
+        let store = Arc::new(MemoryRevocations::new());
+        let shared: &dyn RevocationStore = &store;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(shared.revoke_sessions(&["s1"], u64::MAX))
+            .expect("an Arc forwards to the store it shares");
+        let in_session = TokenId {
+            sid: Some("s1"),
+            ..token("j", "alice", 1)
+        };
+        assert!(store.is_revoked(&in_session));
     }
 
     #[test]

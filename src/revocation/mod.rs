@@ -1,7 +1,8 @@
 //! Revoked tokens: the list the gate consults after a token has proved itself genuine.
 //!
-//! A [`RevocationStore`] answers two questions: was this token (by `jti`) revoked, and were
-//! this subject's tokens revoked wholesale ("log out everywhere", a password change)? The gate
+//! A [`RevocationStore`] answers three questions: was this token (by `jti`) revoked, was its
+//! session (by `sid`) logged out, and were this subject's tokens revoked wholesale ("log out
+//! everywhere", a password change)? The gate
 //! asks only after the signature and claims have verified, so forged tokens cost nothing and
 //! can never add to the list.
 //!
@@ -16,6 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
 pub use memory::MemoryRevocations;
 
@@ -28,10 +30,25 @@ pub struct TokenId<'a> {
     pub jti: &'a str,
     /// The token's `sub`.
     pub sub: &'a str,
+    /// The token's `sid` (session id), when it has one.
+    pub sid: Option<&'a str>,
     /// The token's `iat`.
     pub iat: u64,
     /// The token's `exp`.
     pub exp: u64,
+}
+
+impl<'a> TokenId<'a> {
+    /// What the gate asks about verified `claims`.
+    pub fn of<C>(claims: &'a crate::Claims<C>) -> Self {
+        Self {
+            jti: &claims.jti,
+            sub: &claims.sub,
+            sid: claims.sid.as_deref(),
+            iat: claims.iat,
+            exp: claims.exp,
+        }
+    }
 }
 
 /// A store's answer to "is this token revoked?".
@@ -105,7 +122,7 @@ impl std::error::Error for RevocationError {}
 ///
 /// # tokio_test_block_on(async {
 /// let store = MemoryRevocations::new();
-/// let token = TokenId { jti: "j1", sub: "alice", iat: 1_700_000_000, exp: 4_000_000_000 };
+/// let token = TokenId { jti: "j1", sub: "alice", sid: None, iat: 1_700_000_000, exp: 4_000_000_000 };
 /// assert!(matches!(store.check(&token), RevocationCheck::Valid));
 /// store.revoke("j1", token.exp).await.unwrap();
 /// assert!(matches!(store.check(&token), RevocationCheck::Revoked));
@@ -132,6 +149,23 @@ pub trait RevocationStore: Send + Sync + 'static {
         issued_before: u64,
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>>;
+
+    /// Revokes every token whose `sid` is one of `sessions`, whenever it was issued (a
+    /// logout, or a refresh token replayed): all of them or, on error, none. The entries may
+    /// be forgotten after `keep_until`.
+    ///
+    /// The default refuses, so that a store written before sessions existed makes logout
+    /// fail with `503` rather than claim a revocation it cannot enforce.
+    fn revoke_sessions(
+        &self,
+        sessions: &[&str],
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        let _ = (sessions, keep_until);
+        Box::pin(std::future::ready(Err(RevocationError::new(
+            "this revocation store cannot revoke sessions",
+        ))))
+    }
 
     /// How long after a token's expiry (or a cut-off's `keep_until`) the store still remembers
     /// it. [`TokenVerifierBuilder::build`](crate::TokenVerifierBuilder::build) refuses a
@@ -161,6 +195,14 @@ impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>> {
         (**self).revoke_subject(sub, issued_before, keep_until)
+    }
+
+    fn revoke_sessions(
+        &self,
+        sessions: &[&str],
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke_sessions(sessions, keep_until)
     }
 
     fn grace(&self) -> Option<std::time::Duration> {

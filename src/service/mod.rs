@@ -11,11 +11,22 @@
 //! | --- | --- | --- | --- |
 //! | `POST /auth/register` | JSON `{username, email, password}` | `201 {username, email}` | `409` taken, `422` naming the field, `413`, `415` |
 //! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token` | `200 {access_token, token_type: "bearer", expires_in, refresh_token}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `429` + `Retry-After` |
-//! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: that token and its session's refresh tokens revoked | `401` as the gate |
+//! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: every access token of its session (`sid`) and the session's refresh tokens revoked | `401` as the gate |
 //! | `POST /auth/logout-all` | `Authorization: Bearer …` | `200`: every token of the user issued until now revoked, every session ended | `401` as the gate |
 //!
 //! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
 //! that fails gives `503` and nothing is acknowledged.
+//!
+//! # Sessions
+//!
+//! Each login starts a session: a family of refresh tokens, whose id is the `sid` claim of every
+//! access token issued in it. A session ends 30 days after its login (see
+//! [`AuthServiceBuilder::session_lifetime`]), keeps only its newest refresh tokens
+//! ([`SPENT_TOKENS_KEPT`](crate::store::SPENT_TOKENS_KEPT) spent ones), and may be refreshed at
+//! most 10 times a minute by default (`429` beyond). Logging out revokes
+//! in the revocation store first and ends the session in the user store second: a `503` from
+//! the first step changed nothing, one from the second left every token refused, and the same
+//! token may repeat the logout to complete it.
 //!
 //! With RS*, ES* or EdDSA keys, other services can verify the tokens with the public keys
 //! alone: [`AuthService::jwks`] publishes them as a JWKS document, which belongs at the root
@@ -83,7 +94,7 @@ pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
 };
-pub use public_keys::{JwksService, DEFAULT_JWKS_MAX_AGE, JWKS_PATH};
+pub use public_keys::{JwksService, JWKS_PATH};
 pub use reply::AuthResponse;
 pub use request::MAX_BODY_BYTES;
 pub use throttle::{LoginThrottle, RegistrationThrottle};
@@ -99,11 +110,17 @@ use throttle::Throttle;
 use tokens::TokenIssuer;
 
 /// The prefix the routes live under unless told otherwise.
-pub const DEFAULT_PREFIX: &str = "/auth";
+const DEFAULT_PREFIX: &str = "/auth";
 /// How long an access token lives unless told otherwise: 15 minutes.
-pub const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_ACCESS_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long a refresh token lives unless told otherwise (each use issues a new one): 14 days.
-pub const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+const DEFAULT_REFRESH_TOKEN_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// How long a session lasts from its login unless told otherwise, however often it is
+/// refreshed: 30 days. Then the user logs in again.
+const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How many times a minute one session may be refreshed unless told otherwise: 10. A client
+/// refreshes once per access token lifetime (15 minutes by default); a loop is refused.
+const DEFAULT_MAX_REFRESHES_PER_MINUTE: u32 = 10;
 
 /// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
 /// See the [module documentation](self) for the routes.
@@ -134,6 +151,7 @@ impl std::fmt::Debug for AuthService {
             .field("prefix", &self.inner.prefix)
             .field("access_token_ttl", &self.inner.issuer.access_ttl)
             .field("refresh_token_ttl", &self.inner.issuer.refresh_ttl)
+            .field("session_lifetime", &self.inner.issuer.session_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +176,8 @@ impl AuthService {
             prefix: DEFAULT_PREFIX.to_owned(),
             access_ttl,
             refresh_ttl: DEFAULT_REFRESH_TOKEN_TTL,
+            session_lifetime: DEFAULT_SESSION_LIFETIME,
+            max_refreshes_per_minute: DEFAULT_MAX_REFRESHES_PER_MINUTE,
             hasher: Arc::new(Argon2Hasher::default()),
             hashing_concurrency: password::default_hashing_concurrency(),
             low_priority: false,
@@ -211,6 +231,8 @@ pub struct AuthServiceBuilder {
     prefix: String,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    session_lifetime: Duration,
+    max_refreshes_per_minute: u32,
     hasher: Arc<dyn PasswordHasher>,
     hashing_concurrency: usize,
     low_priority: bool,
@@ -227,6 +249,8 @@ impl std::fmt::Debug for AuthServiceBuilder {
             .field("prefix", &self.prefix)
             .field("access_token_ttl", &self.access_ttl)
             .field("refresh_token_ttl", &self.refresh_ttl)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("max_refreshes_per_minute", &self.max_refreshes_per_minute)
             .field("hashing_concurrency", &self.hashing_concurrency)
             .field("low_priority", &self.low_priority)
             .field("login_throttle", &self.login_throttle)
@@ -278,6 +302,40 @@ impl AuthServiceBuilder {
     #[must_use]
     pub fn refresh_token_ttl(mut self, ttl: Duration) -> Self {
         self.refresh_ttl = ttl;
+        self
+    }
+
+    /// How long a session lasts from its login (default 30
+    /// days): no refresh token of it works afterwards, however recently it was issued.
+    ///
+    /// # Panics
+    ///
+    /// If `lifetime` is under a second: sessions are configuration.
+    #[must_use]
+    pub fn session_lifetime(mut self, lifetime: Duration) -> Self {
+        assert!(
+            lifetime.as_secs() > 0,
+            "a session must last at least a second"
+        );
+        self.session_lifetime = lifetime;
+        self
+    }
+
+    /// How many times a minute one session may be refreshed (default
+    /// 10). Beyond it the token endpoint answers `429` with
+    /// `Retry-After` and changes nothing: the presented refresh token still works once the
+    /// minute is over. The count is kept by the store, so a fleet shares it.
+    ///
+    /// # Panics
+    ///
+    /// If `refreshes` is zero: a session that can never be refreshed is a configuration error.
+    #[must_use]
+    pub fn max_refreshes_per_minute(mut self, refreshes: u32) -> Self {
+        assert!(
+            refreshes > 0,
+            "a session must be refreshable at least once a minute"
+        );
+        self.max_refreshes_per_minute = refreshes;
         self
     }
 
@@ -380,6 +438,8 @@ impl AuthServiceBuilder {
                     verifier: self.verifier,
                     access_ttl: self.access_ttl,
                     refresh_ttl: self.refresh_ttl,
+                    session_lifetime: self.session_lifetime,
+                    max_rotations_per_minute: self.max_refreshes_per_minute,
                 },
                 users: self.users,
                 passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),

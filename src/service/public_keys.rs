@@ -18,7 +18,7 @@ use crate::Keys;
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// How long caches may keep the document unless told otherwise: 5 minutes.
-pub const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+const DEFAULT_JWKS_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// Answers `GET` (and `HEAD`) with the public half of a key set, as [`Keys::jwks`] gives
 /// it: `200`, `Content-Type: application/json`, `Cache-Control: public, max-age=…`. Any other
@@ -83,7 +83,7 @@ pub struct JwksService {
 
 impl JwksService {
     /// Publishes the public keys of `keys` (the same, shared, value the issuer signs with),
-    /// cacheable for [`DEFAULT_JWKS_MAX_AGE`].
+    /// cacheable for 5 minutes.
     pub fn new(keys: Keys) -> Self {
         Self {
             keys,

@@ -33,6 +33,10 @@ pub(crate) enum Failure {
     Throttled {
         retry_after: u64,
     },
+    /// A session was refreshed more often than its rotation limit allows.
+    RefreshThrottled {
+        retry_after: u64,
+    },
     /// Password hashing is saturated: try again shortly.
     Busy,
     /// A store did not answer or did not acknowledge a write.
@@ -54,6 +58,15 @@ pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> AuthResponse
     response
 }
 
+/// `429` with `Retry-After` (at least a second: `0` would invite an immediate retry).
+fn too_many(code: &str, description: &str, retry_after: u64) -> AuthResponse {
+    let mut response = error(StatusCode::TOO_MANY_REQUESTS, code, description);
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+    response
+}
+
 fn error(status: StatusCode, code: &str, description: &str) -> AuthResponse {
     json(
         status,
@@ -63,7 +76,12 @@ fn error(status: StatusCode, code: &str, description: &str) -> AuthResponse {
 
 impl Failure {
     /// The answer; a refused bearer token is answered as the gate would, in `realm`.
-    pub(crate) fn into_response(self, realm: &str, request_headers: &HeaderMap) -> AuthResponse {
+    pub(crate) fn into_response(
+        self,
+        realm: &str,
+        version: http::Version,
+        request_headers: &HeaderMap,
+    ) -> AuthResponse {
         match self {
             Self::NotFound => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
             Self::MethodNotAllowed => {
@@ -114,17 +132,16 @@ impl Failure {
                 "unsupported_grant_type",
                 "grant_type must be password or refresh_token",
             ),
-            Self::Throttled { retry_after } => {
-                let mut response = error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_attempts",
-                    "too many attempts; wait before trying again",
-                );
-                response
-                    .headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-                response
-            }
+            Self::Throttled { retry_after } => too_many(
+                "too_many_attempts",
+                "too many attempts; wait before trying again",
+                retry_after,
+            ),
+            Self::RefreshThrottled { retry_after } => too_many(
+                "too_many_requests",
+                "this session was refreshed too often; wait before trying again",
+                retry_after,
+            ),
             Self::Busy => {
                 let mut response = error(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +164,8 @@ impl Failure {
                 "the service is misconfigured",
             ),
             Self::Token(error) => {
-                let (status, headers, body) = error.render(realm, is_grpc(request_headers));
+                let (status, headers, body) =
+                    error.render(realm, is_grpc(version, request_headers));
                 let mut response = Response::new(Full::new(body));
                 *response.status_mut() = status;
                 *response.headers_mut() = headers;

@@ -18,8 +18,8 @@ use super::reply::{json, AuthResponse, Failure};
 use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
 use super::throttle::{client_address, Attempt, Refusal, Throttle};
 use super::tokens::{hash_refresh_token, TokenIssuer};
-use crate::revocation::RevocationCheck;
-use crate::store::{LiveAccess, Registration, Rotation, User, UserStore, UserStoreError};
+use crate::revocation::{RevocationCheck, RevocationError, TokenId};
+use crate::store::{Registration, Rotation, User, UserStore, UserStoreError};
 use crate::{AuthError, BoxError};
 
 /// Everything a request may need, shared by the clones of one [`AuthService`](super::AuthService).
@@ -72,7 +72,8 @@ impl Inner {
             Some(Route::LogoutAll) => self.logout(&parts, true).await,
         };
         let realm = self.issuer.verifier.realm();
-        outcome.unwrap_or_else(|failure| failure.into_response(realm, &parts.headers))
+        outcome
+            .unwrap_or_else(|failure| failure.into_response(realm, parts.version, &parts.headers))
     }
 }
 
@@ -107,6 +108,18 @@ fn unavailable(error: UserStoreError) -> Failure {
     tracing::error!(%error, "user store failed; answering 503");
     Failure::Unavailable
 }
+
+fn revocation_failed(error: RevocationError) -> Failure {
+    tracing::error!(%error, "revocation store failed; answering 503");
+    Failure::Unavailable
+}
+
+/// How often a revocation the service must not lose (a replayed refresh token's session) is
+/// tried before the client is told `503`, and the pause before each retry.
+const REVOCATION_RETRIES: [std::time::Duration; 2] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(250),
+];
 
 fn password_failure(failure: PasswordFailure) -> Failure {
     match failure {
@@ -289,11 +302,13 @@ impl Inner {
         let issuer = &self.issuer;
         let now = issuer.now();
         let grant = issuer.grant(now);
-        let access_token = issuer.sign(user_key, &grant).map_err(signing_failed)?;
-        let (refresh_token, issued) = issuer.refresh_token(&grant, now);
-        let family = TokenIssuer::new_family();
+        let session = TokenIssuer::new_family();
+        let access_token = issuer
+            .sign(user_key, &session, &grant)
+            .map_err(signing_failed)?;
+        let (refresh_token, issued) = issuer.refresh_token(now);
         self.users
-            .insert_refresh_token(user_key, &family, issued)
+            .insert_refresh_token(user_key, &session, issuer.session_end(now), issued)
             .await
             .map_err(unavailable)?;
         Ok(token_response(issuer, access_token, refresh_token))
@@ -309,86 +324,159 @@ impl Inner {
         let issuer = &self.issuer;
         let now = issuer.now();
         let grant = issuer.grant(now);
-        let (refresh_token, issued) = issuer.refresh_token(&grant, now);
+        let (refresh_token, issued) = issuer.refresh_token(now);
         let rotation = self
             .users
-            .rotate_refresh_token(&hash_refresh_token(&presented), now, issued)
+            .rotate_refresh_token(
+                &hash_refresh_token(&presented),
+                now,
+                issued,
+                issuer.max_rotations_per_minute,
+            )
             .await
             .map_err(unavailable)?;
         match rotation {
-            Rotation::Rotated { user_key } => {
-                let access_token = issuer.sign(&user_key, &grant).map_err(signing_failed)?;
+            Rotation::Rotated { user_key, session } => {
+                if self.session_revoked(&user_key, &session, &grant).await {
+                    // A logout revoked the session but did not get to end it in the store:
+                    // finish its work. Whether that succeeds or not, the session is over.
+                    if let Err(error) = self.users.end_sessions(&[session.as_str()]).await {
+                        tracing::warn!(%error, "could not end a revoked session; it stays revoked");
+                    }
+                    return Err(Failure::InvalidGrant);
+                }
+                let access_token = issuer
+                    .sign(&user_key, &session, &grant)
+                    .map_err(signing_failed)?;
                 Ok(token_response(issuer, access_token, refresh_token))
             }
-            Rotation::Reused { live_access } => {
+            Rotation::Reused { session } => {
                 tracing::warn!("a spent refresh token was presented again; its family is revoked");
-                self.revoke_access(&live_access).await?;
+                self.revoke_sessions_retrying(&[session.as_str()], now)
+                    .await?;
                 Err(Failure::InvalidGrant)
             }
+            // Revoking again is harmless, and completes a revocation that failed before.
+            Rotation::Ended { session } => {
+                self.revoke_sessions_retrying(&[session.as_str()], now)
+                    .await?;
+                Err(Failure::InvalidGrant)
+            }
+            Rotation::Throttled { retry_after } => Err(Failure::RefreshThrottled { retry_after }),
             Rotation::Invalid => Err(Failure::InvalidGrant),
         }
     }
 
-    async fn revoke_access(&self, tokens: &[LiveAccess]) -> Result<(), Failure> {
+    /// Whether the revocation store already refuses the tokens of `session`. When it cannot
+    /// tell, the answer is no: the gate will ask again about the token itself.
+    async fn session_revoked(
+        &self,
+        user_key: &str,
+        session: &str,
+        grant: &super::tokens::AccessGrant,
+    ) -> bool {
+        let token = TokenId {
+            jti: &grant.jti,
+            sub: user_key,
+            sid: Some(session),
+            iat: grant.iat,
+            exp: grant.exp,
+        };
+        let check = match self.issuer.verifier.revocations().check(&token) {
+            RevocationCheck::Pending(pending) => pending.await,
+            answered => answered,
+        };
+        matches!(check, RevocationCheck::Revoked)
+    }
+
+    /// Revokes every access token of `sessions`, trying again after a failure: a replayed
+    /// refresh token has already ended its family in the store, and no later request may
+    /// get to repeat this. Fails (`503`) only when every attempt did.
+    async fn revoke_sessions_retrying(&self, sessions: &[&str], now: u64) -> Result<(), Failure> {
         let revocations = self.issuer.verifier.revocations();
-        for token in tokens {
-            revocations
-                .revoke(&token.jti, token.exp)
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, "revocation store failed; answering 503");
-                    Failure::Unavailable
-                })?;
+        let keep_until = self.issuer.cutoff_keep_until(now);
+        let mut pauses = REVOCATION_RETRIES.iter();
+        loop {
+            match revocations.revoke_sessions(sessions, keep_until).await {
+                Ok(()) => return Ok(()),
+                Err(error) => match pauses.next() {
+                    Some(pause) => {
+                        tracing::warn!(%error, "revoking a session failed; retrying");
+                        tokio::time::sleep(*pause).await;
+                    }
+                    None => return Err(revocation_failed(error)),
+                },
+            }
         }
-        Ok(())
     }
 
     /// Logs out the presented token's session, or (`everywhere`) all of its user's.
     ///
-    /// The token is verified in full first: a forged, expired or already revoked token is
-    /// refused as the gate would refuse it, and adds nothing to any list.
+    /// The token is verified in full first: a forged, expired or revoked token is refused as
+    /// the gate would refuse it, and adds nothing to any list. The one exception is a token
+    /// whose own session was revoked: it may log out again, so that a logout which failed
+    /// half-way can be repeated with the same token.
+    ///
+    /// Revocations come first, the store after: a `503` at the first step means nothing
+    /// changed; a `503` later means the tokens are already refused, and a retry completes the
+    /// rest. Logging out everywhere cuts the subject off last, since that refuses the
+    /// presented token itself (unless issued this very second).
     pub(super) async fn logout(&self, parts: &Parts, everywhere: bool) -> Outcome {
         let verifier = &self.issuer.verifier;
-        let (claims, check) = verifier
+        // The gate's own answer is set aside for one that ignores the token's session: a
+        // token refused only because its session was logged out may repeat the logout.
+        let (claims, _) = verifier
             .authenticate(&parts.headers)
             .map_err(Failure::Token)?
             .ok_or(Failure::Token(AuthError::MissingCredentials))?;
-        let check = match check {
+        let without_session = TokenId {
+            sid: None,
+            ..TokenId::of(&claims)
+        };
+        let check = match verifier.revocations().check(&without_session) {
             RevocationCheck::Pending(pending) => pending.await,
             answered => answered,
         };
         check.verdict().map_err(Failure::Token)?;
-        let presented = LiveAccess {
-            jti: claims.jti.clone(),
-            exp: claims.exp,
-        };
-        // Sessions end before the access token is revoked: if a step fails, the client gets
-        // 503 and can retry with the same, still valid, token.
-        if everywhere {
-            let now = self.issuer.now();
-            let mut live = self
-                .users
-                .revoke_all_sessions(&claims.sub, now)
-                .await
-                .map_err(unavailable)?;
-            verifier
-                .revocations()
-                .revoke_subject(&claims.sub, now, self.issuer.cutoff_keep_until(now))
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, "revocation store failed; answering 503");
-                    Failure::Unavailable
-                })?;
-            // Tokens issued within this very second are not before the cut-off: name them.
-            live.retain(|token| token.jti != presented.jti);
-            live.push(presented);
-            self.revoke_access(&live).await?;
-        } else {
+        let now = self.issuer.now();
+        let keep_until = self.issuer.cutoff_keep_until(now);
+        let revocations = verifier.revocations();
+        let mut sessions: Vec<String> = if everywhere {
             self.users
-                .revoke_session(&claims.jti)
+                .sessions_of(&claims.sub, now)
+                .await
+                .map_err(unavailable)?
+        } else {
+            Vec::new()
+        };
+        if let Some(sid) = &claims.sid {
+            if !sessions.contains(sid) {
+                sessions.push(sid.clone());
+            }
+        }
+        let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+        if !sessions.is_empty() {
+            revocations
+                .revoke_sessions(&sessions, keep_until)
+                .await
+                .map_err(revocation_failed)?;
+            self.users
+                .end_sessions(&sessions)
                 .await
                 .map_err(unavailable)?;
-            self.revoke_access(std::slice::from_ref(&presented)).await?;
+        }
+        if everywhere {
+            revocations
+                .revoke_subject(&claims.sub, now, keep_until)
+                .await
+                .map_err(revocation_failed)?;
+        }
+        // A token without a session is named itself, unless the cut-off already covers it.
+        if claims.sid.is_none() && !(everywhere && claims.iat < now) {
+            revocations
+                .revoke(&claims.jti, claims.exp)
+                .await
+                .map_err(revocation_failed)?;
         }
         Ok(json(
             StatusCode::OK,

@@ -519,7 +519,7 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
     forwarded.reverse();
     for hop in forwarded {
         match hop.parse::<IpAddr>() {
-            Ok(address) if trusted_proxies.contains(&address) => continue,
+            Ok(address) if trusted_proxies.contains(&address) => {}
             Ok(address) => return Some(address),
             // An unreadable hop ends what can be trusted; the proxy itself is the best we know.
             Err(_) => return Some(peer),

@@ -33,8 +33,8 @@ pub(crate) fn hash_refresh_token(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
-/// An access token about to be issued: its id and times are fixed before its subject is
-/// known, so a refresh rotation can record them in the same atomic step.
+/// An access token about to be issued: its id and times are fixed before its subject and
+/// session are known (a refresh rotation learns them from the store).
 pub(crate) struct AccessGrant {
     pub(crate) jti: String,
     pub(crate) iat: u64,
@@ -48,6 +48,10 @@ pub(crate) struct TokenIssuer {
     pub(crate) verifier: TokenVerifier,
     pub(crate) access_ttl: Duration,
     pub(crate) refresh_ttl: Duration,
+    /// How long a session (refresh-token family) lasts from its login, however it is used.
+    pub(crate) session_lifetime: Duration,
+    /// How many rotations a family may make per rotation window.
+    pub(crate) max_rotations_per_minute: u32,
 }
 
 impl TokenIssuer {
@@ -63,9 +67,15 @@ impl TokenIssuer {
         }
     }
 
-    /// The signed access token for `sub`: `typ: at+jwt` and `kid` come from [`Keys::sign`](crate::Keys::sign).
-    pub(crate) fn sign(&self, sub: &str, grant: &AccessGrant) -> Result<String, KeyError> {
-        let mut claims = Claims::new(sub, grant.iat, grant.exp);
+    /// The signed access token for `sub` in `session`: `typ: at+jwt` and `kid` come from
+    /// [`Keys::sign`](crate::Keys::sign).
+    pub(crate) fn sign(
+        &self,
+        sub: &str,
+        session: &str,
+        grant: &AccessGrant,
+    ) -> Result<String, KeyError> {
+        let mut claims = Claims::new(sub, grant.iat, grant.exp).with_session(session);
         claims.jti.clone_from(&grant.jti);
         let validation = self.verifier.validation();
         if let Some(issuer) = validation.issuers.as_ref().and_then(|all| all.first()) {
@@ -77,21 +87,24 @@ impl TokenIssuer {
         self.verifier.keys().sign(&claims)
     }
 
-    /// A refresh token to issue beside `access`, and what the store keeps of it.
-    pub(crate) fn refresh_token(&self, access: &AccessGrant, now: u64) -> (String, IssuedRefresh) {
+    /// A refresh token to issue at `now`, and what the store keeps of it.
+    pub(crate) fn refresh_token(&self, now: u64) -> (String, IssuedRefresh) {
         let secret = RefreshSecret::generate();
         let issued = IssuedRefresh {
             hash: secret.hash,
             expires_at: now.saturating_add(self.refresh_ttl.as_secs()),
-            access_jti: access.jti.clone(),
-            access_exp: access.exp,
         };
         (secret.token, issued)
     }
 
-    /// A fresh id for a refresh-token family (one per login).
+    /// A fresh id for a refresh-token family (one per login): the `sid` of its access tokens.
     pub(crate) fn new_family() -> String {
         new_jti()
+    }
+
+    /// When a session started at `now` ends, however often it is refreshed.
+    pub(crate) fn session_end(&self, now: u64) -> u64 {
+        now.saturating_add(self.session_lifetime.as_secs())
     }
 
     /// How long after `now` a subject-wide cut-off must be kept: until every token issued

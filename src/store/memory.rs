@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, MAX_SESSIONS_PER_USER,
+    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
+    MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -50,8 +50,6 @@ struct Sessions {
     families: HashMap<String, Family>,
     /// Each user's families, oldest first.
     by_user: HashMap<String, VecDeque<String>>,
-    /// The family each access token was issued in, for logout.
-    by_access: HashMap<String, String>,
     next_purge: u64,
 }
 
@@ -59,14 +57,17 @@ struct RefreshRow {
     family: String,
     expires_at: u64,
     spent: bool,
-    access_jti: String,
-    access_exp: u64,
 }
 
 struct Family {
     user_key: String,
     revoked: bool,
-    members: Vec<TokenHash>,
+    /// The family's absolute end.
+    expires_at: u64,
+    /// Oldest first: at most the live token and [`SPENT_TOKENS_KEPT`] spent ones.
+    members: VecDeque<TokenHash>,
+    window_start: u64,
+    window_count: u32,
 }
 
 impl std::fmt::Debug for MemoryUserStore {
@@ -114,6 +115,12 @@ impl MemoryUserStore {
     pub fn refresh_token_count(&self) -> usize {
         lock(&self.inner.sessions).tokens.len()
     }
+
+    /// The stored forms (SHA-256 hashes) of the refresh tokens kept: what a dump of the store
+    /// would reveal.
+    pub fn refresh_token_hashes(&self) -> Vec<TokenHash> {
+        lock(&self.inner.sessions).tokens.keys().copied().collect()
+    }
 }
 
 impl Sessions {
@@ -122,20 +129,15 @@ impl Sessions {
             return;
         }
         self.next_purge = now + PURGE_INTERVAL_SECS;
-        let by_access = &mut self.by_access;
-        self.tokens.retain(|_, row| {
-            let keep = row.expires_at > now;
-            if !keep {
-                by_access.remove(&row.access_jti);
-            }
-            keep
-        });
+        self.tokens.retain(|_, row| row.expires_at > now);
         let tokens = &self.tokens;
         self.families.retain(|_, family| {
             family.members.retain(|hash| tokens.contains_key(hash));
-            !family.members.is_empty()
+            !family.members.is_empty() && family.expires_at > now
         });
         let families = &self.families;
+        self.tokens
+            .retain(|_, row| families.contains_key(&row.family));
         self.by_user.retain(|_, owned| {
             owned.retain(|family| families.contains_key(family));
             !owned.is_empty()
@@ -143,69 +145,57 @@ impl Sessions {
     }
 
     /// Starts `family` for `user_key`, dropping the user's oldest sessions beyond the cap.
-    fn start_family(&mut self, user_key: &str, family: &str) {
+    fn start_family(
+        &mut self,
+        user_key: &str,
+        family: &str,
+        expires_at: u64,
+        token: IssuedRefresh,
+    ) {
         let owned = self.by_user.entry(user_key.to_owned()).or_default();
         owned.push_back(family.to_owned());
         let excess = owned.len().saturating_sub(MAX_SESSIONS_PER_USER);
         let dropped: Vec<String> = owned.drain(..excess).collect();
         for old in dropped {
-            self.remove_family(&old);
+            if let Some(entry) = self.families.remove(&old) {
+                for hash in entry.members {
+                    self.tokens.remove(&hash);
+                }
+            }
         }
         self.families.insert(
             family.to_owned(),
             Family {
                 user_key: user_key.to_owned(),
                 revoked: false,
-                members: Vec::new(),
+                expires_at,
+                members: VecDeque::new(),
+                window_start: 0,
+                window_count: 0,
             },
         );
+        self.add(family, token);
     }
 
-    fn remove_family(&mut self, family: &str) {
-        let Some(entry) = self.families.remove(family) else {
+    /// Adds `token` to `family`, forgetting its oldest spent tokens beyond the bound.
+    fn add(&mut self, family: &str, token: IssuedRefresh) {
+        let Some(entry) = self.families.get_mut(family) else {
             return;
         };
-        for hash in entry.members {
-            if let Some(row) = self.tokens.remove(&hash) {
-                self.by_access.remove(&row.access_jti);
+        entry.members.push_back(token.hash);
+        while entry.members.len() > SPENT_TOKENS_KEPT + 1 {
+            if let Some(oldest) = entry.members.pop_front() {
+                self.tokens.remove(&oldest);
             }
         }
-    }
-
-    fn add(&mut self, family: &str, token: IssuedRefresh) {
-        if let Some(entry) = self.families.get_mut(family) {
-            entry.members.push(token.hash);
-        }
-        self.by_access
-            .insert(token.access_jti.clone(), family.to_owned());
         self.tokens.insert(
             token.hash,
             RefreshRow {
                 family: family.to_owned(),
-                expires_at: token.expires_at,
+                expires_at: token.expires_at.min(entry.expires_at),
                 spent: false,
-                access_jti: token.access_jti,
-                access_exp: token.access_exp,
             },
         );
-    }
-
-    /// Revokes `family`, returning its access tokens still alive at `now`.
-    fn revoke_family(&mut self, family: &str, now: u64) -> Vec<LiveAccess> {
-        let Some(entry) = self.families.get_mut(family) else {
-            return Vec::new();
-        };
-        entry.revoked = true;
-        entry
-            .members
-            .iter()
-            .filter_map(|hash| self.tokens.get(hash))
-            .filter(|row| row.access_exp > now)
-            .map(|row| LiveAccess {
-                jti: row.access_jti.clone(),
-                exp: row.access_exp,
-            })
-            .collect()
     }
 }
 
@@ -244,13 +234,13 @@ impl UserStore for MemoryUserStore {
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         let mut sessions = lock(&self.inner.sessions);
         sessions.purge_expired(self.inner.clock.now());
-        sessions.start_family(user_key, family);
-        sessions.add(family, token);
+        sessions.start_family(user_key, session, expires_at, token);
         Box::pin(async { Ok(()) })
     }
 
@@ -259,36 +249,43 @@ impl UserStore for MemoryUserStore {
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>> {
         let mut sessions = lock(&self.inner.sessions);
-        let outcome = rotate(&mut sessions, presented, now, next);
+        let outcome = rotate(&mut sessions, presented, now, next, max_per_window);
         Box::pin(async move { Ok(outcome) })
     }
 
-    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        let mut sessions = lock(&self.inner.sessions);
-        if let Some(family) = sessions.by_access.get(access_jti).cloned() {
-            sessions.revoke_family(&family, u64::MAX);
-        }
-        Box::pin(async { Ok(()) })
-    }
-
-    fn revoke_all_sessions<'a>(
+    fn sessions_of<'a>(
         &'a self,
         user_key: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
-        let mut sessions = lock(&self.inner.sessions);
-        let families: Vec<String> = sessions
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        let sessions = lock(&self.inner.sessions);
+        let live = sessions
             .by_user
             .get(user_key)
-            .map(|owned| owned.iter().cloned().collect())
-            .unwrap_or_default();
-        let live = families
-            .iter()
-            .flat_map(|family| sessions.revoke_family(family, now))
+            .into_iter()
+            .flatten()
+            .filter(|family| {
+                sessions
+                    .families
+                    .get(*family)
+                    .is_some_and(|entry| entry.expires_at > now)
+            })
+            .cloned()
             .collect();
         Box::pin(async move { Ok(live) })
+    }
+
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        let mut stored = lock(&self.inner.sessions);
+        for session in sessions {
+            if let Some(family) = stored.families.get_mut(*session) {
+                family.revoked = true;
+            }
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -297,23 +294,37 @@ fn rotate(
     presented: &TokenHash,
     now: u64,
     next: IssuedRefresh,
+    max_per_window: u32,
 ) -> Rotation {
     let Some(row) = sessions.tokens.get_mut(presented) else {
         return Rotation::Invalid;
     };
-    let family_name = row.family.clone();
-    let Some(family) = sessions.families.get(&family_name) else {
+    let session = row.family.clone();
+    let Some(family) = sessions.families.get_mut(&session) else {
         return Rotation::Invalid;
     };
-    if family.revoked || row.expires_at <= now {
+    if row.expires_at <= now || family.expires_at <= now {
         return Rotation::Invalid;
     }
-    if row.spent {
-        let live_access = sessions.revoke_family(&family_name, now);
-        return Rotation::Reused { live_access };
+    if family.revoked {
+        return Rotation::Ended { session };
     }
+    if row.spent {
+        family.revoked = true;
+        return Rotation::Reused { session };
+    }
+    if now >= family.window_start.saturating_add(ROTATION_WINDOW_SECS) {
+        family.window_start = now;
+        family.window_count = 0;
+    }
+    if family.window_count >= max_per_window {
+        return Rotation::Throttled {
+            retry_after: family.window_start + ROTATION_WINDOW_SECS - now,
+        };
+    }
+    family.window_count += 1;
     row.spent = true;
     let user_key = family.user_key.clone();
-    sessions.add(&family_name, next);
-    Rotation::Rotated { user_key }
+    sessions.add(&session, next);
+    Rotation::Rotated { user_key, session }
 }

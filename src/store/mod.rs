@@ -17,8 +17,10 @@ use std::sync::Arc;
 pub use crate::BoxFuture;
 pub use memory::MemoryUserStore;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresUserStore, PostgresUserStoreBuilder};
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteUserStore;
 
 /// The most sessions (refresh-token families) one user keeps: a new login beyond this ends the
@@ -89,27 +91,23 @@ pub enum Registration {
     Taken,
 }
 
-/// A refresh token being handed out, and the access token issued with it.
+/// How many spent refresh tokens a family remembers besides its live one: a replay of any
+/// of them is recognised as reuse and ends the family. An older one has been forgotten and
+/// is refused as unknown, leaving the family alone. This bounds a family's storage however
+/// often it is rotated.
+pub const SPENT_TOKENS_KEPT: usize = 16;
+
+/// How long the window of [`UserStore::rotate_refresh_token`]'s rate limit is, in seconds.
+pub const ROTATION_WINDOW_SECS: u64 = 60;
+
+/// A refresh token being handed out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuedRefresh {
     /// SHA-256 of the refresh token.
     pub hash: TokenHash,
-    /// When the refresh token stops working, in seconds since the epoch.
+    /// When the refresh token stops working, in seconds since the epoch. A store lowers it to
+    /// the family's own end when that comes first.
     pub expires_at: u64,
-    /// The `jti` of the access token issued alongside.
-    pub access_jti: String,
-    /// That access token's `exp`.
-    pub access_exp: u64,
-}
-
-/// An access token that was issued in a session which has just been revoked: the service
-/// puts it on the revocation list too.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveAccess {
-    /// The access token's `jti`.
-    pub jti: String,
-    /// The access token's `exp`.
-    pub exp: u64,
 }
 
 /// The outcome of [`UserStore::rotate_refresh_token`].
@@ -119,14 +117,29 @@ pub enum Rotation {
     Rotated {
         /// The key of the user the family belongs to.
         user_key: String,
+        /// The family's id: the session id (`sid`) of the access tokens issued in it.
+        session: String,
     },
     /// The presented token had already been spent: someone replayed it. The whole family has
-    /// been revoked; these are the access tokens it issued that have not yet expired.
+    /// just been revoked; the service revokes the session's access tokens.
     Reused {
-        /// Access tokens to revoke.
-        live_access: Vec<LiveAccess>,
+        /// The family's id.
+        session: String,
     },
-    /// Unknown, expired, or from a revoked family. Nothing was changed.
+    /// The presented token belongs to a family revoked earlier (a logout, a replay). Nothing
+    /// was changed; the service makes sure the session's access tokens are revoked, which
+    /// retries a revocation that failed the first time.
+    Ended {
+        /// The family's id.
+        session: String,
+    },
+    /// The family was rotated its limit of times within the current window; nothing was
+    /// changed, and the presented token still works after `retry_after` seconds.
+    Throttled {
+        /// Seconds until the window ends.
+        retry_after: u64,
+    },
+    /// Unknown, expired, or past its family's lifetime. Nothing was changed.
     Invalid,
 }
 
@@ -162,7 +175,10 @@ pub type StoreResult<T> = Result<T, UserStoreError>;
 /// Refresh tokens are grouped in *families*: one per login, each rotation adds the next
 /// token to the family and spends the one presented. A spent token presented again means
 /// it was stolen (or the client replayed it), so the whole family is revoked (OAuth 2.0
-/// Security BCP §4.14.2).
+/// Security BCP §4.14.2). A family is also a session: its id is the `sid` of every access
+/// token issued in it. Its storage is bounded: the live token plus the last
+/// [`SPENT_TOKENS_KEPT`] spent ones, and it ends at an absolute instant however often it
+/// is rotated.
 ///
 /// ```
 /// use jwt_gate::store::{MemoryUserStore, Registration, User, UserStore};
@@ -197,35 +213,39 @@ pub trait UserStore: Send + Sync + 'static {
         password_hash: String,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
-    /// Starts a new family for `user_key`, whose first token is `token`. When the user then has
-    /// more than [`MAX_SESSIONS_PER_USER`] families, the oldest are forgotten.
+    /// Starts a new family `session` for `user_key`, whose first token is `token` and which
+    /// ends at `expires_at` whatever its rotations. When the user then has more than
+    /// [`MAX_SESSIONS_PER_USER`] families, the oldest are forgotten.
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
     /// Spends the token hashed as `presented` and adds `next` to its family, all at once:
-    /// of two concurrent uses of one token, one rotates and the other is a reuse.
+    /// of two concurrent uses of one token, one rotates and the other is a reuse. A family
+    /// rotated `max_per_window` times within [`ROTATION_WINDOW_SECS`] is
+    /// [`Rotation::Throttled`] until the window ends; a replay is recognised even then.
     fn rotate_refresh_token<'a>(
         &'a self,
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>>;
 
-    /// Revokes the family whose token was issued with the access token `access_jti` (a
-    /// logout): its refresh tokens stop working. Unknown `jti`s are not an error.
-    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>>;
-
-    /// Revokes every family of `user_key` (logout everywhere), returning the access tokens
-    /// they issued that are still alive at `now`.
-    fn revoke_all_sessions<'a>(
+    /// The families of `user_key` that have not ended by `now`, revoked ones included.
+    fn sessions_of<'a>(
         &'a self,
         user_key: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>>;
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>>;
+
+    /// Revokes these families, all or (on error) none: their refresh tokens stop working.
+    /// Unknown ids are not an error.
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>>;
 }
 
 /// A shared store is a store: pass an `Arc` of one to several services (or a
@@ -250,10 +270,11 @@ impl<T: UserStore + ?Sized> UserStore for Arc<T> {
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        (**self).insert_refresh_token(user_key, family, token)
+        (**self).insert_refresh_token(user_key, session, expires_at, token)
     }
 
     fn rotate_refresh_token<'a>(
@@ -261,19 +282,20 @@ impl<T: UserStore + ?Sized> UserStore for Arc<T> {
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>> {
-        (**self).rotate_refresh_token(presented, now, next)
+        (**self).rotate_refresh_token(presented, now, next, max_per_window)
     }
 
-    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        (**self).revoke_session(access_jti)
-    }
-
-    fn revoke_all_sessions<'a>(
+    fn sessions_of<'a>(
         &'a self,
         user_key: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
-        (**self).revoke_all_sessions(user_key, now)
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        (**self).sessions_of(user_key, now)
+    }
+
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        (**self).end_sessions(sessions)
     }
 }

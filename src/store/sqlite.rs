@@ -6,12 +6,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
 
 use super::{
-    BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, UserStoreError, MAX_SESSIONS_PER_USER,
+    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
+    UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
-const SCHEMA: &str = "
+/// The first layout, as version 1 of this crate created it (`user_version` 0). Every
+/// database is first brought to it, so that one migration path serves new and old files.
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS users (
     key           TEXT PRIMARY KEY,
     username      TEXT NOT NULL,
@@ -29,11 +31,43 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     access_jti TEXT NOT NULL,
     access_exp INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS refresh_tokens_family ON refresh_tokens (family);
-CREATE INDEX IF NOT EXISTS refresh_tokens_user ON refresh_tokens (user_key);
-CREATE INDEX IF NOT EXISTS refresh_tokens_access ON refresh_tokens (access_jti);
-CREATE INDEX IF NOT EXISTS refresh_tokens_expiry ON refresh_tokens (expires_at);
 ";
+
+/// Version 2: one row per family (its owner, absolute end, revocation, generation counter
+/// and rotation window) and token rows that only name their family and generation, so a
+/// family's spent tokens beyond the newest few can be deleted. Existing families keep
+/// working: each ends when its newest token would have, and its tokens keep their order.
+const MIGRATION_V2: &str = "
+CREATE TABLE refresh_families (
+    family       TEXT PRIMARY KEY,
+    user_key     TEXT NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    revoked      INTEGER NOT NULL DEFAULT 0,
+    generation   INTEGER NOT NULL DEFAULT 0,
+    window_start INTEGER NOT NULL DEFAULT 0,
+    window_count INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO refresh_families (family, user_key, expires_at, revoked, generation)
+    SELECT family, MIN(user_key), MAX(expires_at), MAX(revoked), MAX(rowid)
+    FROM refresh_tokens GROUP BY family ORDER BY MIN(rowid);
+CREATE TABLE refresh_tokens_v2 (
+    hash       BLOB PRIMARY KEY,
+    family     TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    spent      INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO refresh_tokens_v2 (hash, family, generation, expires_at, spent)
+    SELECT hash, family, rowid, expires_at, spent FROM refresh_tokens;
+DROP TABLE refresh_tokens;
+ALTER TABLE refresh_tokens_v2 RENAME TO refresh_tokens;
+CREATE INDEX refresh_families_user ON refresh_families (user_key);
+CREATE INDEX refresh_tokens_family ON refresh_tokens (family, generation);
+CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+";
+
+/// The `user_version` of a database in the current layout.
+const SCHEMA_VERSION: i64 = 2;
 
 /// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connection.
 ///
@@ -113,7 +147,7 @@ impl SqliteUserStore {
         connection
             .pragma_update(None, "synchronous", "FULL")
             .map_err(store_error)?;
-        connection.execute_batch(SCHEMA).map_err(store_error)?;
+        migrate(&mut connection)?;
         migrate_lookalikes(&mut connection).map_err(store_error)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
@@ -135,6 +169,31 @@ impl SqliteUserStore {
             .map_err(|error| UserStoreError::new(error.to_string()))?
         })
     }
+}
+
+/// Brings the database to [`SCHEMA_VERSION`], in one transaction: a crash midway leaves
+/// the old layout, which the next open migrates again.
+fn migrate(connection: &mut Connection) -> Result<(), UserStoreError> {
+    let transaction = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let version: i64 = transaction
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(store_error)?;
+    if version > SCHEMA_VERSION {
+        // A newer release wrote this file: its layout is unknown here, so touch nothing.
+        return Err(UserStoreError::new(format!(
+            "the database is at schema version {version}, newer than this build knows ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < SCHEMA_VERSION {
+        transaction
+            .execute_batch(SCHEMA_V1)
+            .and_then(|()| transaction.execute_batch(MIGRATION_V2))
+            .and_then(|()| transaction.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .map_err(store_error)?;
+    }
+    transaction.commit().map_err(store_error)
 }
 
 /// Gives every user a look-alike key, under a unique index, adding the column to a database
@@ -183,86 +242,118 @@ fn migrate_lookalikes(connection: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The access tokens still alive at `now` that were issued in the rows `sql` selects by one
-/// parameter (a family or a user).
-fn live_access(
-    transaction: &Transaction<'_>,
-    sql: &str,
-    selector: &str,
-    now: u64,
-) -> rusqlite::Result<Vec<LiveAccess>> {
-    let mut statement = transaction.prepare(sql)?;
-    let rows = statement.query_map(params![selector, to_sql_time(now)], |row| {
-        Ok(LiveAccess {
-            jti: row.get(0)?,
-            exp: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
-        })
-    })?;
-    rows.collect()
+/// A family's state as a rotation reads it.
+struct FamilyState {
+    family: String,
+    user_key: String,
+    token_expires_at: i64,
+    spent: bool,
+    family_expires_at: i64,
+    revoked: bool,
+    generation: i64,
+    window_start: i64,
+    window_count: i64,
 }
-
-const LIVE_ACCESS_OF_FAMILY: &str =
-    "SELECT access_jti, access_exp FROM refresh_tokens WHERE family = ?1 AND access_exp > ?2";
-const LIVE_ACCESS_OF_USER: &str =
-    "SELECT access_jti, access_exp FROM refresh_tokens WHERE user_key = ?1 AND access_exp > ?2";
 
 fn rotate(
     connection: &mut Connection,
     presented: TokenHash,
     now: u64,
     next: IssuedRefresh,
+    max_per_window: u32,
 ) -> rusqlite::Result<Rotation> {
     // IMMEDIATE takes the write lock up front, so two rotations of one token are serialised.
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let row: Option<(String, String, i64, bool, bool)> = transaction
+    let state = transaction
         .query_row(
-            "SELECT family, user_key, expires_at, spent, revoked FROM refresh_tokens WHERE hash = ?1",
+            "SELECT t.family, f.user_key, t.expires_at, t.spent, f.expires_at, f.revoked,
+                    f.generation, f.window_start, f.window_count
+             FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family
+             WHERE t.hash = ?1",
             params![&presented[..]],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            |row| {
+                Ok(FamilyState {
+                    family: row.get(0)?,
+                    user_key: row.get(1)?,
+                    token_expires_at: row.get(2)?,
+                    spent: row.get(3)?,
+                    family_expires_at: row.get(4)?,
+                    revoked: row.get(5)?,
+                    generation: row.get(6)?,
+                    window_start: row.get(7)?,
+                    window_count: row.get(8)?,
+                })
+            },
         )
         .optional()?;
-    let Some((family, user_key, expires_at, spent, revoked)) = row else {
+    let Some(state) = state else {
         return Ok(Rotation::Invalid);
     };
-    if revoked || expires_at <= to_sql_time(now) {
+    let now = to_sql_time(now);
+    if state.token_expires_at <= now || state.family_expires_at <= now {
         return Ok(Rotation::Invalid);
     }
-    if spent {
-        transaction.execute(
-            "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
-            params![family],
-        )?;
-        let live_access = live_access(&transaction, LIVE_ACCESS_OF_FAMILY, &family, now)?;
-        transaction.commit()?;
-        return Ok(Rotation::Reused { live_access });
+    let session = state.family;
+    if state.revoked {
+        return Ok(Rotation::Ended { session });
     }
+    if state.spent {
+        transaction.execute(
+            "UPDATE refresh_families SET revoked = 1 WHERE family = ?1",
+            params![session],
+        )?;
+        transaction.commit()?;
+        return Ok(Rotation::Reused { session });
+    }
+    let window = to_sql_time(ROTATION_WINDOW_SECS);
+    let (window_start, window_count) = if now >= state.window_start.saturating_add(window) {
+        (now, 0)
+    } else {
+        (state.window_start, state.window_count)
+    };
+    if window_count >= i64::from(max_per_window) {
+        return Ok(Rotation::Throttled {
+            retry_after: u64::try_from(window_start + window - now).unwrap_or(0),
+        });
+    }
+    let generation = state.generation + 1;
     transaction.execute(
         "UPDATE refresh_tokens SET spent = 1 WHERE hash = ?1",
         params![&presented[..]],
     )?;
-    insert_token(&transaction, &user_key, &family, &next)?;
+    transaction.execute(
+        "UPDATE refresh_families SET generation = ?2, window_start = ?3, window_count = ?4
+         WHERE family = ?1",
+        params![session, generation, window_start, window_count + 1],
+    )?;
+    let expires_at = to_sql_time(next.expires_at).min(state.family_expires_at);
+    insert_token(&transaction, &session, generation, expires_at, &next.hash)?;
+    transaction.execute(
+        "DELETE FROM refresh_tokens WHERE family = ?1 AND generation < ?2",
+        params![
+            session,
+            generation - i64::try_from(SPENT_TOKENS_KEPT).unwrap_or(i64::MAX)
+        ],
+    )?;
     transaction.commit()?;
-    Ok(Rotation::Rotated { user_key })
+    Ok(Rotation::Rotated {
+        user_key: state.user_key,
+        session,
+    })
 }
 
 fn insert_token(
     transaction: &Transaction<'_>,
-    user_key: &str,
     family: &str,
-    token: &IssuedRefresh,
+    generation: i64,
+    expires_at: i64,
+    hash: &TokenHash,
 ) -> rusqlite::Result<()> {
     transaction.execute(
-        "INSERT INTO refresh_tokens (hash, family, user_key, expires_at, access_jti, access_exp)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            &token.hash[..],
-            family,
-            user_key,
-            to_sql_time(token.expires_at),
-            token.access_jti,
-            to_sql_time(token.access_exp)
-        ],
+        "INSERT INTO refresh_tokens (hash, family, generation, expires_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![&hash[..], family, generation, expires_at],
     )?;
     Ok(())
 }
@@ -334,28 +425,43 @@ impl UserStore for SqliteUserStore {
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        let (user_key, family) = (user_key.to_owned(), family.to_owned());
+        let (user_key, session) = (user_key.to_owned(), session.to_owned());
         self.run(move |connection| {
             let transaction = connection.transaction()?;
-            // Spent tokens are kept until they expire (to catch replays), then swept here.
+            // Spent tokens are kept until they expire (to catch replays), then swept here,
+            // with the families they leave empty or that have reached their end.
+            let now = to_sql_time(SystemClock.now());
             transaction.execute(
                 "DELETE FROM refresh_tokens WHERE expires_at <= ?1",
-                params![to_sql_time(SystemClock.now())],
+                params![now],
             )?;
-            // Families in creation order are families by their first row.
             transaction.execute(
-                "DELETE FROM refresh_tokens WHERE family IN (
-                     SELECT family FROM refresh_tokens WHERE user_key = ?1
-                     GROUP BY family ORDER BY MIN(rowid) DESC LIMIT -1 OFFSET ?2)",
-                params![
-                    user_key,
-                    i64::try_from(MAX_SESSIONS_PER_USER - 1).unwrap_or(i64::MAX)
-                ],
+                "DELETE FROM refresh_families WHERE expires_at <= ?1 OR NOT EXISTS
+                 (SELECT 1 FROM refresh_tokens t WHERE t.family = refresh_families.family)",
+                params![now],
             )?;
-            insert_token(&transaction, &user_key, &family, &token)?;
+            // Families in creation order are families by rowid.
+            let beyond_cap = "SELECT family FROM refresh_families WHERE user_key = ?1
+                 ORDER BY rowid DESC LIMIT -1 OFFSET ?2";
+            let keep = i64::try_from(MAX_SESSIONS_PER_USER - 1).unwrap_or(i64::MAX);
+            transaction.execute(
+                &format!("DELETE FROM refresh_tokens WHERE family IN ({beyond_cap})"),
+                params![user_key, keep],
+            )?;
+            transaction.execute(
+                &format!("DELETE FROM refresh_families WHERE family IN ({beyond_cap})"),
+                params![user_key, keep],
+            )?;
+            transaction.execute(
+                "INSERT INTO refresh_families (family, user_key, expires_at) VALUES (?1, ?2, ?3)",
+                params![session, user_key, to_sql_time(expires_at)],
+            )?;
+            let token_expires_at = to_sql_time(token.expires_at.min(expires_at));
+            insert_token(&transaction, &session, 0, token_expires_at, &token.hash)?;
             transaction.commit()
         })
     }
@@ -365,38 +471,39 @@ impl UserStore for SqliteUserStore {
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>> {
         let presented = *presented;
-        self.run(move |connection| rotate(connection, presented, now, next))
+        self.run(move |connection| rotate(connection, presented, now, next, max_per_window))
     }
 
-    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        let access_jti = access_jti.to_owned();
-        self.run(move |connection| {
-            connection.execute(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE family IN
-                 (SELECT family FROM refresh_tokens WHERE access_jti = ?1)",
-                params![access_jti],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn revoke_all_sessions<'a>(
+    fn sessions_of<'a>(
         &'a self,
         user_key: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
         let user_key = user_key.to_owned();
         self.run(move |connection| {
-            let transaction = connection.transaction()?;
-            transaction.execute(
-                "UPDATE refresh_tokens SET revoked = 1 WHERE user_key = ?1",
-                params![user_key],
+            let mut statement = connection.prepare(
+                "SELECT family FROM refresh_families WHERE user_key = ?1 AND expires_at > ?2",
             )?;
-            let live = live_access(&transaction, LIVE_ACCESS_OF_USER, &user_key, now)?;
-            transaction.commit()?;
-            Ok(live)
+            let rows =
+                statement.query_map(params![user_key, to_sql_time(now)], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        let sessions: Vec<String> = sessions.iter().map(|&session| session.to_owned()).collect();
+        self.run(move |connection| {
+            let transaction = connection.transaction()?;
+            for session in &sessions {
+                transaction.execute(
+                    "UPDATE refresh_families SET revoked = 1 WHERE family = ?1",
+                    params![session],
+                )?;
+            }
+            transaction.commit()
         })
     }
 }

@@ -84,7 +84,10 @@ async fn the_gate_waits_for_a_remote_answer_and_fails_closed() {
         ],
     )
     .await;
-    assert_eq!(reply.header("grpc-status"), Some("14"));
+    // Over HTTP/1.1 a gRPC content type cannot be a gRPC call: the HTTP answer, uncached.
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("grpc-status"), None);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
 }
 
 /// Many requests at once on one connection pool, so several wait on the store together.

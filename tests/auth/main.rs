@@ -1,6 +1,9 @@
 //! The companion auth service over HTTP (register, token, refresh, logout, throttling,
 //! passwords) and the user stores that back it, each held to one contract.
 
+// A test binary exports nothing: `pub` marks what its sibling modules use.
+#![allow(unreachable_pub)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

@@ -110,3 +110,93 @@ async fn unknown_and_absurd_refresh_tokens_are_invalid_grants() {
     let reply = refresh(stack.addr, &field(&login, "access_token")).await;
     assert_eq!(reply.status, StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn a_thousand_refreshes_leave_the_session_bounded_and_replays_still_caught() {
+    let stack = stack_with(|auth| auth.max_refreshes_per_minute(u32::MAX)).await;
+    let login = session(stack.addr, "gail").await;
+    let mut previous = field(&login, "refresh_token");
+    let mut current = previous.clone();
+    for n in 0..1_000 {
+        let reply = refresh(stack.addr, &current).await;
+        assert_eq!(reply.status, StatusCode::OK, "refresh {n}: {}", reply.text);
+        previous = std::mem::replace(&mut current, field(&reply.json(), "refresh_token"));
+    }
+    assert_eq!(
+        stack.users.refresh_token_count(),
+        jwt_gate::store::SPENT_TOKENS_KEPT + 1,
+        "the live token and the newest spent ones"
+    );
+    assert_eq!(
+        refresh(stack.addr, &previous).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        refresh(stack.addr, &current).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn refreshing_a_session_too_often_is_429_and_spends_nothing() {
+    let stack = stack_with(|auth| auth.max_refreshes_per_minute(3)).await;
+    let login = session(stack.addr, "hal").await;
+    let other = session(stack.addr, "hal").await;
+    let mut token = field(&login, "refresh_token");
+    for _ in 0..3 {
+        let reply = refresh(stack.addr, &token).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        token = field(&reply.json(), "refresh_token");
+    }
+    stack.clock.advance(20);
+    let refused = refresh(stack.addr, &token).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.header("retry-after"), Some("40"));
+    assert_eq!(refused.json()["error"], "too_many_requests");
+    // The limit is per session.
+    assert_eq!(
+        refresh(stack.addr, &field(&other, "refresh_token"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // The refused token was not spent: it works once the minute is over, and only once.
+    stack.clock.advance(40);
+    assert_eq!(refresh(stack.addr, &token).await.status, StatusCode::OK);
+    assert_eq!(
+        refresh(stack.addr, &token).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_lifetime_however_recently_refreshed() {
+    let stack =
+        stack_with(|auth| auth.session_lifetime(std::time::Duration::from_secs(3_600))).await;
+    let login = session(stack.addr, "ida").await;
+    stack.clock.advance(3_000);
+    let refreshed = refresh(stack.addr, &field(&login, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    // That refresh token is minutes old and would live 14 days, but its session is over.
+    stack.clock.advance(600);
+    let refused = refresh(stack.addr, &field(&refreshed.json(), "refresh_token")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_stored_as_their_sha256_only() {
+    use sha2::{Digest, Sha256};
+    let stack = stack().await;
+    let login = session(stack.addr, "jo").await;
+    let first = field(&login, "refresh_token");
+    let second = field(&refresh(stack.addr, &first).await.json(), "refresh_token");
+    let mut stored = stack.users.refresh_token_hashes();
+    stored.sort();
+    let mut expected: Vec<[u8; 32]> = [&first, &second]
+        .iter()
+        .map(|token| Sha256::digest(token.as_bytes()).into())
+        .collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+}

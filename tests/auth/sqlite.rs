@@ -8,6 +8,7 @@ use common::*;
 use http::{Method, StatusCode};
 use jwt_gate::service::AuthService;
 use jwt_gate::store::SqliteUserStore;
+use sha2::Digest as _;
 
 fn temp_db(name: &str) -> PathBuf {
     temp_dir(name).join("users.db")
@@ -111,17 +112,29 @@ async fn refresh_tokens_are_stored_only_as_hashes() {
     let path = temp_db("hashes");
     let (addr, _) = serve_sqlite(&path).await;
     let json = session(addr, "carol").await;
-    let refresh_token = json["refresh_token"].as_str().unwrap();
+    let first = json["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh(addr, &first).await.json();
+    let refresh_token = rotated["refresh_token"].as_str().unwrap();
     let connection = rusqlite::Connection::open(&path).unwrap();
-    let stored: Vec<u8> = connection
-        .query_row("SELECT hash FROM refresh_tokens", [], |row| row.get(0))
+    let mut statement = connection
+        .prepare("SELECT hash FROM refresh_tokens ORDER BY generation")
         .unwrap();
-    assert_eq!(stored.len(), 32);
+    let stored: Vec<Vec<u8>> = statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let expected: Vec<Vec<u8>> = [first.as_str(), refresh_token]
+        .iter()
+        .map(|token| sha2::Sha256::digest(token.as_bytes()).to_vec())
+        .collect();
+    assert_eq!(stored, expected, "SHA-256 of each token handed out");
     // Nowhere in the file (or its WAL) is the token itself, nor the password.
     for file in [path.clone(), path.with_extension("db-wal")] {
         if let Ok(bytes) = std::fs::read(&file) {
             let haystack = String::from_utf8_lossy(&bytes);
             assert!(!haystack.contains(refresh_token), "{file:?}");
+            assert!(!haystack.contains(&first), "{file:?}");
             assert!(!haystack.contains(PASSWORD), "{file:?}");
         }
     }
@@ -138,6 +151,63 @@ async fn a_new_database_is_readable_by_its_owner_only() {
         let mode = std::fs::metadata(&file).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "{file:?} is {mode:o}");
     }
+}
+
+#[tokio::test]
+async fn a_database_of_the_first_layout_is_upgraded_and_its_sessions_keep_working() {
+    use jwt_gate::store::UserStore;
+    let path = temp_db("upgrade");
+    let hash = |n: u8| -> [u8; 32] { sha2::Sha256::digest([n]).into() };
+    let far = now() + 3_600;
+    {
+        // The layout and rows as the first release left them: a spent token, the live one
+        // rotated from it, and another user's revoked session.
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE users (key TEXT PRIMARY KEY, username TEXT NOT NULL,
+                     email TEXT NOT NULL, password_hash TEXT NOT NULL);
+                 CREATE TABLE refresh_tokens (hash BLOB PRIMARY KEY, family TEXT NOT NULL,
+                     user_key TEXT NOT NULL, expires_at INTEGER NOT NULL,
+                     spent INTEGER NOT NULL DEFAULT 0, revoked INTEGER NOT NULL DEFAULT 0,
+                     access_jti TEXT NOT NULL, access_exp INTEGER NOT NULL);
+                 CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+                 CREATE INDEX refresh_tokens_user ON refresh_tokens (user_key);
+                 CREATE INDEX refresh_tokens_access ON refresh_tokens (access_jti);
+                 CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
+                 INSERT INTO users VALUES ('erin', 'Erin', 'erin@example.com', '$argon2id$x');",
+            )
+            .unwrap();
+        for (n, family, user, spent, revoked) in [
+            (1_u8, "f1", "erin", true, false),
+            (2, "f1", "erin", false, false),
+            (3, "f2", "fred", false, true),
+        ] {
+            connection
+                .execute(
+                    "INSERT INTO refresh_tokens VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'j', ?4)",
+                    rusqlite::params![
+                        &hash(n)[..],
+                        family,
+                        user,
+                        i64::try_from(far).unwrap(),
+                        spent,
+                        revoked
+                    ],
+                )
+                .unwrap();
+        }
+    }
+    let store = SqliteUserStore::open(&path).unwrap();
+    assert_eq!(
+        store.find_user("erin").await.unwrap().unwrap().username,
+        "Erin"
+    );
+    assert_first_layout_sessions_upgraded(&store, "erin", hash, far).await;
+    drop(store);
+    // Opening again finds the current layout and changes nothing.
+    let again = SqliteUserStore::open(&path).unwrap();
+    assert_eq!(again.sessions_of("erin", now()).await.unwrap(), ["f1"]);
 }
 
 #[tokio::test]

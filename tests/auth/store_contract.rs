@@ -6,10 +6,17 @@ use crate::common;
 use common::postgres::TestSchema;
 use common::temp_dir;
 use jwt_gate::clock::{Clock, SystemClock};
+use jwt_gate::revocation::BoxFuture;
 use jwt_gate::store::{
     IssuedRefresh, MemoryUserStore, Registration, Rotation, SqliteUserStore, User, UserStore,
-    MAX_SESSIONS_PER_USER,
+    MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
 };
+
+/// No rate limit worth the name: for steps that are not about it.
+const UNLIMITED: u32 = u32::MAX;
+
+/// How many refresh-token rows the store holds in all, read behind its back.
+type RowCount = Box<dyn Fn() -> BoxFuture<'static, usize> + Send + Sync>;
 
 fn now() -> u64 {
     SystemClock.now()
@@ -30,17 +37,33 @@ fn token(n: u32) -> IssuedRefresh {
     IssuedRefresh {
         hash,
         expires_at: now() + 3600,
-        access_jti: format!("jti-{n}"),
-        access_exp: now() + 900,
     }
 }
 
-/// Presents refresh token `n`, offering token `next` as its successor.
-async fn rotate(store: &dyn UserStore, n: u32, next: u32) -> Rotation {
+/// Presents refresh token `n` at `at`, offering token `next` as its successor.
+async fn rotate_at(store: &dyn UserStore, n: u32, next: u32, at: u64, limit: u32) -> Rotation {
     store
-        .rotate_refresh_token(&token(n).hash, now(), token(next))
+        .rotate_refresh_token(&token(n).hash, at, token(next), limit)
         .await
         .unwrap()
+}
+
+async fn rotate(store: &dyn UserStore, n: u32, next: u32) -> Rotation {
+    rotate_at(store, n, next, now(), UNLIMITED).await
+}
+
+async fn start(store: &dyn UserStore, user: &str, session: &str, n: u32) {
+    store
+        .insert_refresh_token(user, session, now() + 3600, token(n))
+        .await
+        .unwrap();
+}
+
+fn rotated(user: &str, session: &str) -> Rotation {
+    Rotation::Rotated {
+        user_key: user.into(),
+        session: session.into(),
+    }
 }
 
 async fn users_are_unique_and_updatable(store: &dyn UserStore) {
@@ -83,50 +106,154 @@ async fn users_are_unique_and_updatable(store: &dyn UserStore) {
 async fn sessions_are_capped_rotated_and_revoked(store: &dyn UserStore) {
     let sessions = u32::try_from(MAX_SESSIONS_PER_USER).unwrap() + 1;
     for n in 0..sessions {
-        store
-            .insert_refresh_token("carol", &format!("family-{n}"), token(n))
-            .await
-            .unwrap();
+        start(store, "carol", &format!("family-{n}"), n).await;
     }
+    let newest = format!("family-{}", sessions - 1);
     // The oldest session was dropped to make room; the newest works.
     assert_eq!(rotate(store, 0, 1000).await, Rotation::Invalid);
     assert_eq!(
         rotate(store, sessions - 1, 1001).await,
-        Rotation::Rotated {
-            user_key: "carol".into()
+        rotated("carol", &newest)
+    );
+
+    // Reuse of the spent token revokes its family; any later use of the family's tokens
+    // names the session again, so its access tokens can be revoked (again).
+    assert_eq!(
+        rotate(store, sessions - 1, 1002).await,
+        Rotation::Reused {
+            session: newest.clone()
+        }
+    );
+    assert_eq!(
+        rotate(store, 1001, 1003).await,
+        Rotation::Ended {
+            session: newest.clone()
         }
     );
 
-    // Reuse of the spent token revokes its family, naming both access tokens issued in it.
-    let reused = rotate(store, sessions - 1, 1002).await;
-    let Rotation::Reused { mut live_access } = reused else {
-        panic!("{reused:?}");
-    };
-    live_access.sort_by(|a, b| a.jti.cmp(&b.jti));
-    let jtis: Vec<_> = live_access
-        .iter()
-        .map(|access| access.jti.as_str())
-        .collect();
-    assert_eq!(jtis, ["jti-1001", format!("jti-{}", sessions - 1).as_str()]);
-    assert_eq!(rotate(store, 1001, 1003).await, Rotation::Invalid);
-
-    // Unknown tokens are invalid; logging out an unknown access token is not an error.
+    // Unknown tokens are invalid; ending an unknown session is not an error.
     assert_eq!(rotate(store, 9999, 1004).await, Rotation::Invalid);
-    store.revoke_session("jti-unknown").await.unwrap();
+    store.end_sessions(&["unknown-session"]).await.unwrap();
 
-    // Logout by access token ends exactly that session.
-    store.revoke_session("jti-5").await.unwrap();
-    assert_eq!(rotate(store, 5, 1004).await, Rotation::Invalid);
+    // Ending one session ends exactly that one.
+    store.end_sessions(&["family-5"]).await.unwrap();
+    assert_eq!(
+        rotate(store, 5, 1004).await,
+        Rotation::Ended {
+            session: "family-5".into()
+        }
+    );
+    assert_eq!(rotate(store, 6, 1005).await, rotated("carol", "family-6"));
+
+    // The user's sessions are the ones kept, ended ones included; ending them all ends each.
+    let mut listed = store.sessions_of("carol", now()).await.unwrap();
+    listed.sort();
+    let mut expected: Vec<String> = (1..sessions).map(|n| format!("family-{n}")).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert_eq!(
+        store.sessions_of("nobody", now()).await.unwrap(),
+        Vec::<String>::new()
+    );
+    let all: Vec<&str> = listed.iter().map(String::as_str).collect();
+    store.end_sessions(&all).await.unwrap();
     assert!(matches!(
-        rotate(store, 6, 1005).await,
-        Rotation::Rotated { .. }
+        rotate(store, 1005, 1006).await,
+        Rotation::Ended { .. }
     ));
+    assert!(matches!(
+        rotate(store, 7, 1007).await,
+        Rotation::Ended { .. }
+    ));
+}
 
-    // Logout everywhere names the live access tokens and ends the rest.
-    let live = store.revoke_all_sessions("carol", now()).await.unwrap();
-    assert!(live.iter().any(|access| access.jti == "jti-1005"));
-    assert_eq!(rotate(store, 1005, 1006).await, Rotation::Invalid);
-    assert_eq!(rotate(store, 7, 1007).await, Rotation::Invalid);
+/// A thousand rotations leave a family's rows bounded, and a replay of any spent token it
+/// still remembers is caught.
+async fn a_family_stays_bounded_however_often_it_rotates(store: &dyn UserStore, rows: &RowCount) {
+    const ROTATIONS: u32 = 1_000;
+    let before = rows().await;
+    start(store, "erin", "erin-family", 20_000).await;
+    for n in 0..ROTATIONS {
+        let outcome = rotate(store, 20_000 + n, 20_001 + n).await;
+        assert_eq!(outcome, rotated("erin", "erin-family"), "rotation {n}");
+    }
+    let kept = rows().await - before;
+    assert_eq!(
+        kept,
+        SPENT_TOKENS_KEPT + 1,
+        "the live token and the newest spent ones"
+    );
+    let oldest_remembered = 20_000 + ROTATIONS - u32::try_from(SPENT_TOKENS_KEPT).unwrap();
+    assert_eq!(
+        rotate(store, oldest_remembered, 30_000).await,
+        Rotation::Reused {
+            session: "erin-family".into()
+        }
+    );
+}
+
+/// However fresh its token, a family ends at its absolute end.
+async fn a_family_ends_at_its_absolute_end(store: &dyn UserStore) {
+    let start_at = now();
+    store
+        .insert_refresh_token("frank", "frank-family", start_at + 100, token(40_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        rotate_at(store, 40_000, 40_001, start_at + 50, UNLIMITED).await,
+        rotated("frank", "frank-family")
+    );
+    // The rotated token would live an hour, but the family ends first.
+    assert_eq!(
+        rotate_at(store, 40_001, 40_002, start_at + 100, UNLIMITED).await,
+        Rotation::Invalid
+    );
+    assert_eq!(
+        store.sessions_of("frank", start_at + 100).await.unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// Beyond the limit within one window a rotation changes nothing; the same token works once
+/// the window is over, and a replay is caught even while throttled.
+async fn rotations_are_rate_limited_per_family(store: &dyn UserStore) {
+    let at = now();
+    start(store, "gina", "gina-family", 50_000).await;
+    start(store, "gina", "gina-other", 60_000).await;
+    for n in 0..3 {
+        assert_eq!(
+            rotate_at(store, 50_000 + n, 50_001 + n, at, 3).await,
+            rotated("gina", "gina-family")
+        );
+    }
+    assert_eq!(
+        rotate_at(store, 50_003, 50_004, at + 20, 3).await,
+        Rotation::Throttled {
+            retry_after: ROTATION_WINDOW_SECS - 20
+        }
+    );
+    // Another session of the same user has its own count.
+    assert_eq!(
+        rotate_at(store, 60_000, 60_001, at + 20, 3).await,
+        rotated("gina", "gina-other")
+    );
+    assert_eq!(
+        rotate_at(store, 50_003, 50_004, at + ROTATION_WINDOW_SECS, 3).await,
+        rotated("gina", "gina-family")
+    );
+    for n in 4..6 {
+        rotate_at(store, 50_000 + n, 50_001 + n, at + ROTATION_WINDOW_SECS, 3).await;
+    }
+    assert!(matches!(
+        rotate_at(store, 50_006, 50_007, at + ROTATION_WINDOW_SECS, 3).await,
+        Rotation::Throttled { .. }
+    ));
+    assert_eq!(
+        rotate_at(store, 50_001, 50_008, at + ROTATION_WINDOW_SECS, 3).await,
+        Rotation::Reused {
+            session: "gina-family".into()
+        }
+    );
 }
 
 async fn concurrent_registrations_make_one_account<S: UserStore + Clone>(store: &S) {
@@ -151,10 +278,7 @@ async fn concurrent_registrations_make_one_account<S: UserStore + Clone>(store: 
 }
 
 async fn concurrent_uses_of_one_token_rotate_once<S: UserStore + Clone>(store: &S) {
-    store
-        .insert_refresh_token("dave", "dave-family", token(5000))
-        .await
-        .unwrap();
+    start(store, "dave", "dave-family", 5000).await;
     let uses: Vec<_> = (0..16)
         .map(|n| {
             let store = store.clone();
@@ -169,39 +293,70 @@ async fn concurrent_uses_of_one_token_rotate_once<S: UserStore + Clone>(store: &
         .iter()
         .filter(|outcome| matches!(outcome, Rotation::Rotated { .. }))
         .count();
-    let reused: Vec<_> = outcomes
+    let reused = outcomes
         .iter()
-        .filter_map(|outcome| match outcome {
-            Rotation::Reused { live_access } => Some(live_access),
-            _ => None,
-        })
-        .collect();
+        .filter(|outcome| matches!(outcome, Rotation::Reused { .. }))
+        .count();
     // One use rotates; the first to come after it is the replay that revokes the family;
     // the rest find the family revoked.
-    assert_eq!((rotated, reused.len()), (1, 1), "{outcomes:?}");
-    assert_eq!(reused[0].len(), 2, "both access tokens of the family");
+    assert_eq!((rotated, reused), (1, 1), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|outcome| !matches!(outcome, Rotation::Invalid | Rotation::Throttled { .. })),
+        "{outcomes:?}"
+    );
 }
 
-async fn keeps_the_contract<S: UserStore + Clone>(store: S) {
+async fn keeps_the_contract<S: UserStore + Clone>(store: S, rows: RowCount) {
     users_are_unique_and_updatable(&store).await;
     sessions_are_capped_rotated_and_revoked(&store).await;
+    a_family_stays_bounded_however_often_it_rotates(&store, &rows).await;
+    a_family_ends_at_its_absolute_end(&store).await;
+    rotations_are_rate_limited_per_family(&store).await;
     concurrent_registrations_make_one_account(&store).await;
     concurrent_uses_of_one_token_rotate_once(&store).await;
 }
 
 #[tokio::test]
 async fn the_memory_store_keeps_the_contract() {
-    keeps_the_contract(MemoryUserStore::new()).await;
+    let store = MemoryUserStore::new();
+    let counted = store.clone();
+    let rows: RowCount = Box::new(move || {
+        let count = counted.refresh_token_count();
+        Box::pin(async move { count })
+    });
+    keeps_the_contract(store, rows).await;
 }
 
 #[tokio::test]
 async fn the_sqlite_store_keeps_the_contract() {
     let path = temp_dir("contract").join("users.db");
-    keeps_the_contract(SqliteUserStore::open(path).unwrap()).await;
+    let store = SqliteUserStore::open(&path).unwrap();
+    let rows: RowCount = Box::new(move || {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        let count: i64 = connection
+            .query_row("SELECT count(*) FROM refresh_tokens", [], |row| row.get(0))
+            .unwrap();
+        Box::pin(async move { usize::try_from(count).unwrap() })
+    });
+    keeps_the_contract(store, rows).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_postgres_store_keeps_the_contract() {
     let schema = TestSchema::fresh();
-    keeps_the_contract(schema.open().await).await;
+    let client = std::sync::Arc::new(schema.client().await);
+    let sql = format!(
+        "SELECT count(*) FROM \"{}\".jwt_gate_refresh_tokens",
+        schema.name
+    );
+    let rows: RowCount = Box::new(move || {
+        let (client, sql) = (client.clone(), sql.clone());
+        Box::pin(async move {
+            let count: i64 = client.query_one(&sql, &[]).await.unwrap().get(0);
+            usize::try_from(count).unwrap()
+        })
+    });
+    keeps_the_contract(schema.open().await, rows).await;
 }

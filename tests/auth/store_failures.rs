@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::*;
@@ -12,22 +12,36 @@ use jwt_gate::revocation::{
 };
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{
-    IssuedRefresh, LiveAccess, MemoryUserStore, Registration, Rotation, StoreResult, TokenHash,
-    User, UserStore, UserStoreError,
+    IssuedRefresh, MemoryUserStore, Registration, Rotation, StoreResult, TokenHash, User,
+    UserStore, UserStoreError,
 };
 use jwt_gate::TokenVerifier;
 
-/// A switch shared by the failing stores and the test.
+/// A switch shared by the failing stores and the test: down until set up again, or for
+/// the next few calls only.
 #[derive(Clone, Default)]
-struct Outage(Arc<AtomicBool>);
+struct Outage {
+    down: Arc<AtomicBool>,
+    failures_left: Arc<AtomicUsize>,
+}
 
 impl Outage {
     fn set(&self, down: bool) {
-        self.0.store(down, Ordering::SeqCst);
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn fail_next(&self, calls: usize) {
+        self.failures_left.store(calls, Ordering::SeqCst);
     }
 
     fn check(&self) -> Result<(), UserStoreError> {
-        if self.0.load(Ordering::SeqCst) {
+        let blip = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if blip || self.down.load(Ordering::SeqCst) {
             Err(UserStoreError::new("disk on fire"))
         } else {
             Ok(())
@@ -39,6 +53,8 @@ impl Outage {
 #[derive(Clone)]
 struct FlakyUsers {
     outage: Outage,
+    /// Fails ending sessions only: a logout that gets half-way.
+    end_outage: Outage,
     inner: MemoryUserStore,
 }
 
@@ -73,28 +89,39 @@ impl UserStore for FlakyUsers {
     fn insert_refresh_token<'a>(
         &'a self,
         user: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        self.unless_down(|| self.inner.insert_refresh_token(user, family, token))
+        self.unless_down(|| {
+            self.inner
+                .insert_refresh_token(user, session, expires_at, token)
+        })
     }
     fn rotate_refresh_token<'a>(
         &'a self,
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>> {
-        self.unless_down(|| self.inner.rotate_refresh_token(presented, now, next))
+        self.unless_down(|| {
+            self.inner
+                .rotate_refresh_token(presented, now, next, max_per_window)
+        })
     }
-    fn revoke_session<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        self.unless_down(|| self.inner.revoke_session(jti))
-    }
-    fn revoke_all_sessions<'a>(
+    fn sessions_of<'a>(
         &'a self,
         user: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
-        self.unless_down(|| self.inner.revoke_all_sessions(user, now))
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        self.unless_down(|| self.inner.sessions_of(user, now))
+    }
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        if let Err(error) = self.end_outage.check() {
+            return Box::pin(async { Err(error) });
+        }
+        self.unless_down(|| self.inner.end_sessions(sessions))
     }
 }
 
@@ -125,17 +152,29 @@ impl RevocationStore for FlakyRevocations {
         }
         self.inner.revoke_subject(sub, before, keep)
     }
+    fn revoke_sessions(
+        &self,
+        sessions: &[&str],
+        keep: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        if self.outage.check().is_err() {
+            return Box::pin(async { Err(RevocationError::new("redis gone")) });
+        }
+        self.inner.revoke_sessions(sessions, keep)
+    }
 }
 
 struct Flaky {
     addr: std::net::SocketAddr,
     users: MemoryUserStore,
     user_outage: Outage,
+    end_outage: Outage,
     revocation_outage: Outage,
 }
 
 async fn flaky() -> Flaky {
     let (user_outage, revocation_outage) = (Outage::default(), Outage::default());
+    let end_outage = Outage::default();
     let verifier = TokenVerifier::builder(keys())
         .revocations(FlakyRevocations {
             outage: revocation_outage.clone(),
@@ -147,6 +186,7 @@ async fn flaky() -> Flaky {
         verifier.clone(),
         FlakyUsers {
             outage: user_outage.clone(),
+            end_outage: end_outage.clone(),
             inner: users.clone(),
         },
     );
@@ -154,6 +194,7 @@ async fn flaky() -> Flaky {
         addr: serve(app(verifier, auth)).await,
         users,
         user_outage,
+        end_outage,
         revocation_outage,
     }
 }
@@ -185,25 +226,98 @@ async fn register_and_login_answer_503_while_the_user_store_is_down() {
     assert_eq!(refreshed.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
+fn field(json: &serde_json::Value, name: &str) -> String {
+    json[name].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
-async fn logout_is_503_not_a_false_200_when_a_store_cannot_record_it() {
+async fn logout_is_503_and_changes_nothing_when_revocations_cannot_be_recorded() {
     let flaky = flaky().await;
     let json = session(flaky.addr, "bob").await;
-    let access = json["access_token"].as_str().unwrap();
-    for outage in [&flaky.revocation_outage, &flaky.user_outage] {
-        outage.set(true);
-        for path in ["/auth/logout", "/auth/logout-all"] {
-            let reply = with_bearer(flaky.addr, Method::POST, path, access).await;
-            assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
-        }
-        outage.set(false);
+    let access = field(&json, "access_token");
+    flaky.revocation_outage.set(true);
+    for path in ["/auth/logout", "/auth/logout-all"] {
+        let reply = with_bearer(flaky.addr, Method::POST, path, &access).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
     }
-    // Nothing was claimed; the client retries and it works.
-    assert_eq!(me(flaky.addr, access).await.status, StatusCode::OK);
-    let retry = with_bearer(flaky.addr, Method::POST, "/auth/logout", access).await;
+    flaky.revocation_outage.set(false);
+    // Nothing was claimed and nothing changed: the access token and the refresh token work.
+    assert_eq!(me(flaky.addr, &access).await.status, StatusCode::OK);
+    let refreshed = refresh(flaky.addr, &field(&json, "refresh_token")).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    let refreshed = refreshed.json();
+    // The client retries, and it works: every token of the session is refused.
+    let retry = with_bearer(flaky.addr, Method::POST, "/auth/logout", &access).await;
     assert_eq!(retry.status, StatusCode::OK);
+    for token in [&access, &field(&refreshed, "access_token")] {
+        assert_eq!(me(flaky.addr, token).await.status, StatusCode::UNAUTHORIZED);
+    }
     assert_eq!(
-        me(flaky.addr, access).await.status,
+        refresh(flaky.addr, &field(&refreshed, "refresh_token"))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_logout_that_failed_half_way_is_completed_by_a_retry_or_the_next_refresh() {
+    let flaky = flaky().await;
+    for path in ["/auth/logout", "/auth/logout-all"] {
+        let json = session(flaky.addr, "carl").await;
+        let access = field(&json, "access_token");
+        // The revocations are recorded; ending the session in the user store is not.
+        flaky.end_outage.set(true);
+        let reply = with_bearer(flaky.addr, Method::POST, path, &access).await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        flaky.end_outage.set(false);
+        if path == "/auth/logout" {
+            // The token is already refused, but may repeat its own logout.
+            assert_eq!(
+                me(flaky.addr, &access).await.status,
+                StatusCode::UNAUTHORIZED
+            );
+            let retry = with_bearer(flaky.addr, Method::POST, path, &access).await;
+            assert_eq!(retry.status, StatusCode::OK, "{path}: {}", retry.text);
+        }
+        // Either way, the refresh token mints nothing more.
+        let refreshed = refresh(flaky.addr, &field(&json, "refresh_token")).await;
+        assert_eq!(refreshed.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_replay_is_revoked_even_when_the_revocation_store_fails_at_that_moment() {
+    let flaky = flaky().await;
+    let json = session(flaky.addr, "dina").await;
+    let stolen = field(&json, "refresh_token");
+    let rotated = refresh(flaky.addr, &stolen).await.json();
+    let live_access = field(&rotated, "access_token");
+
+    // One failed write is retried at once: the replay is refused and the session revoked.
+    flaky.revocation_outage.fail_next(1);
+    let replay = refresh(flaky.addr, &stolen).await;
+    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        me(flaky.addr, &live_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A longer outage is a 503, never a silent 400; the next use of any of the family's
+    // tokens revokes the session then.
+    let json = session(flaky.addr, "dina").await;
+    let stolen = field(&json, "refresh_token");
+    let rotated = refresh(flaky.addr, &stolen).await.json();
+    let live_access = field(&rotated, "access_token");
+    flaky.revocation_outage.set(true);
+    let replay = refresh(flaky.addr, &stolen).await;
+    assert_eq!(replay.status, StatusCode::SERVICE_UNAVAILABLE);
+    flaky.revocation_outage.set(false);
+    assert_eq!(me(flaky.addr, &live_access).await.status, StatusCode::OK);
+    let again = refresh(flaky.addr, &field(&rotated, "refresh_token")).await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        me(flaky.addr, &live_access).await.status,
         StatusCode::UNAUTHORIZED
     );
 }

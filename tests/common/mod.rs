@@ -117,6 +117,21 @@ pub async fn serve_gated_over_hyper(layer: JwtAuthLayer) -> SocketAddr {
     let service = tower::ServiceBuilder::new()
         .layer(layer.open_path("/health").optional_path("/optional"))
         .service(handler);
+    serve_over_hyper(service).await
+}
+
+/// Serves a Tower service on a plain hyper HTTP/1.1 server until the test ends.
+pub async fn serve_over_hyper<S, B>(service: S) -> SocketAddr
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -213,10 +228,15 @@ pub async fn get_bearer(addr: SocketAddr, path: &str, token: &str) -> Answer {
 /// A verifier with its own revocation list, which the returned handle shares. Its clock
 /// stands still, so throttle delays of whole seconds cannot lapse in the middle of a test.
 pub fn verifier() -> (TokenVerifier, MemoryRevocations) {
+    verifier_on(jwt_gate::clock::ManualClock::starting_now())
+}
+
+/// As [`verifier`], on a clock the test moves.
+pub fn verifier_on(clock: jwt_gate::clock::ManualClock) -> (TokenVerifier, MemoryRevocations) {
     let revocations = MemoryRevocations::new();
     let verifier = TokenVerifier::builder(keys())
         .revocations(revocations.clone())
-        .clock(jwt_gate::clock::ManualClock::starting_now())
+        .clock(clock)
         .build();
     (verifier, revocations)
 }
@@ -263,6 +283,8 @@ pub struct Stack {
     pub verifier: TokenVerifier,
     pub revocations: MemoryRevocations,
     pub users: MemoryUserStore,
+    /// The clock of the verifier and the auth service: it stands still until moved.
+    pub clock: jwt_gate::clock::ManualClock,
 }
 
 pub async fn stack() -> Stack {
@@ -270,7 +292,8 @@ pub async fn stack() -> Stack {
 }
 
 pub async fn stack_with(configure: impl FnOnce(AuthServiceBuilder) -> AuthServiceBuilder) -> Stack {
-    let (verifier, revocations) = verifier();
+    let clock = jwt_gate::clock::ManualClock::starting_now();
+    let (verifier, revocations) = verifier_on(clock.clone());
     let users = MemoryUserStore::new();
     let auth = configure(AuthService::builder(verifier.clone(), users.clone())).build();
     let addr = serve(app(verifier.clone(), auth)).await;
@@ -279,6 +302,7 @@ pub async fn stack_with(configure: impl FnOnce(AuthServiceBuilder) -> AuthServic
         verifier,
         revocations,
         users,
+        clock,
     }
 }
 
@@ -465,4 +489,57 @@ impl jwt_gate::revocation::RevocationStore for DownRevocations {
         self.count();
         Box::pin(async { Err(jwt_gate::revocation::RevocationError::new("down")) })
     }
+}
+
+/// What a store opened on the first release's layout must show, given these rows before the
+/// upgrade, every token expiring at `far`: for `user`, the session `f1` with the spent token
+/// `hash(1)` and the live `hash(2)` rotated from it; for someone else, the revoked session
+/// `f2` with `hash(3)`.
+pub async fn assert_first_layout_sessions_upgraded(
+    store: &dyn jwt_gate::store::UserStore,
+    user: &str,
+    hash: impl Fn(u8) -> jwt_gate::store::TokenHash,
+    far: u64,
+) {
+    use jwt_gate::store::{IssuedRefresh, Rotation};
+    let at = now();
+    let rotate = |n: u8, successor: u8| {
+        let presented = hash(n);
+        let next = IssuedRefresh {
+            hash: hash(successor),
+            expires_at: far + 1_000_000,
+        };
+        async move {
+            store
+                .rotate_refresh_token(&presented, at, next, 10)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        rotate(2, 4).await,
+        Rotation::Rotated {
+            user_key: user.into(),
+            session: "f1".into()
+        }
+    );
+    assert_eq!(
+        rotate(3, 5).await,
+        Rotation::Ended {
+            session: "f2".into()
+        }
+    );
+    assert_eq!(
+        rotate(1, 6).await,
+        Rotation::Reused {
+            session: "f1".into()
+        },
+        "a token spent before the upgrade is still recognised"
+    );
+    // The session ends when its newest token did before the upgrade, not later.
+    assert_eq!(store.sessions_of(user, far - 1).await.unwrap(), ["f1"]);
+    assert_eq!(
+        store.sessions_of(user, far).await.unwrap(),
+        Vec::<String>::new()
+    );
 }

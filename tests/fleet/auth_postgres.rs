@@ -118,7 +118,7 @@ async fn a_lost_database_is_503_and_the_gate_keeps_working() {
         register(addr, "bob", PASSWORD).await,
         login(addr, "alice", PASSWORD).await,
         refresh(addr, refresh_token).await,
-        with_bearer(addr, Method::POST, "/auth/logout", access).await,
+        with_bearer(addr, Method::POST, "/auth/logout-all", access).await,
     ] {
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
         assert!(
@@ -129,6 +129,44 @@ async fn a_lost_database_is_503_and_the_gate_keeps_working() {
     assert!(users.find_user("alice").await.is_err());
     // The gate needs no database: the token issued before the outage still passes.
     assert_eq!(me(addr, access).await.status, StatusCode::OK);
+    // A logout revokes first and then cannot end the session: 503, but the token is already
+    // refused, and a retry once the database is back completes it.
+    let reply = with_bearer(addr, Method::POST, "/auth/logout", access).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        !reply.text.contains("PostgreSQL"),
+        "no internals: {reply:?}"
+    );
+    assert_eq!(me(addr, access).await.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn refresh_tokens_are_stored_as_their_sha256_only() {
+    use sha2::Digest as _;
+    let schema = TestSchema::fresh();
+    let addr = serve_on(schema.open().await).await;
+    let json = session(addr, "carol").await;
+    let first = json["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh(addr, &first).await.json();
+    let second = rotated["refresh_token"].as_str().unwrap();
+    let rows = schema
+        .client()
+        .await
+        .query(
+            &format!(
+                "SELECT hash FROM \"{}\".jwt_gate_refresh_tokens ORDER BY generation",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: Vec<Vec<u8>> = rows.iter().map(|row| row.get(0)).collect();
+    let expected: Vec<Vec<u8>> = [first.as_str(), second]
+        .iter()
+        .map(|token| sha2::Sha256::digest(token.as_bytes()).to_vec())
+        .collect();
+    assert_eq!(stored, expected, "SHA-256 of each token handed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -60,8 +60,8 @@ async fn a_fleet_starting_at_once_migrates_once() {
         .await
         .unwrap()
         .get(0);
-    // Each embedded migration (the tables, then the look-alike key) recorded once.
-    assert_eq!(versions, 2);
+    // Each embedded migration (the tables, the look-alike key, bounded sessions) recorded once.
+    assert_eq!(versions, 3);
 }
 
 #[tokio::test]
@@ -97,11 +97,10 @@ async fn refresh_tokens_are_stored_as_hashes_only() {
         .insert_refresh_token(
             "alice",
             "family",
+            u64::MAX,
             jwt_gate::store::IssuedRefresh {
                 hash,
                 expires_at: u64::MAX,
-                access_jti: "jti".into(),
-                access_exp: u64::MAX,
             },
         )
         .await
@@ -190,19 +189,17 @@ async fn expired_sessions_are_swept_as_new_ones_start() {
     let issued = |n: u8, expires_at: u64| jwt_gate::store::IssuedRefresh {
         hash: [n; 32],
         expires_at,
-        access_jti: format!("jti-{n}"),
-        access_exp: expires_at,
     };
     let long_ago = 1_000_000;
     let first = schema.open().await;
     first
-        .insert_refresh_token("alice", "old", issued(1, long_ago))
+        .insert_refresh_token("alice", "old", long_ago, issued(1, long_ago))
         .await
         .unwrap();
     // A store sweeps at most once a minute; a freshly opened one sweeps on its first login.
     let second = schema.open().await;
     second
-        .insert_refresh_token("alice", "new", issued(2, u64::MAX))
+        .insert_refresh_token("alice", "new", u64::MAX, issued(2, u64::MAX))
         .await
         .unwrap();
     let client = schema.client().await;
@@ -236,4 +233,60 @@ async fn a_refused_row_is_an_error_that_does_not_quote_it() {
     let shown = format!("{error} {error:?}");
     assert!(shown.contains("23514"), "the check_violation code: {shown}");
     assert!(!shown.contains("secret-hash"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_schema_of_the_first_layout_is_upgraded_and_its_sessions_keep_working() {
+    use jwt_gate::clock::{Clock, SystemClock};
+    let schema = TestSchema::fresh();
+    let client = schema.client().await;
+    let far = i64::try_from(SystemClock.now()).unwrap() + 3_600;
+    // The layout and rows as the first release left them: a spent token, the live one
+    // rotated from it, and another user's revoked session.
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{s}\";
+             CREATE TABLE \"{s}\".jwt_gate_migrations (version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO \"{s}\".jwt_gate_migrations (version) VALUES (1);
+             CREATE TABLE \"{s}\".jwt_gate_users (key text PRIMARY KEY, username text NOT NULL,
+                 email text NOT NULL, password_hash text NOT NULL,
+                 created_at timestamptz NOT NULL DEFAULT now());
+             CREATE TABLE \"{s}\".jwt_gate_sessions (
+                 id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 family text NOT NULL UNIQUE, user_key text NOT NULL,
+                 revoked boolean NOT NULL DEFAULT false);
+             CREATE INDEX jwt_gate_sessions_user ON \"{s}\".jwt_gate_sessions (user_key, id);
+             CREATE TABLE \"{s}\".jwt_gate_refresh_tokens (
+                 hash bytea PRIMARY KEY CHECK (octet_length(hash) = 32),
+                 family text NOT NULL REFERENCES \"{s}\".jwt_gate_sessions (family) ON DELETE CASCADE,
+                 expires_at bigint NOT NULL, spent boolean NOT NULL DEFAULT false,
+                 access_jti text NOT NULL, access_exp bigint NOT NULL);
+             CREATE INDEX jwt_gate_refresh_tokens_family ON \"{s}\".jwt_gate_refresh_tokens (family);
+             CREATE INDEX jwt_gate_refresh_tokens_access ON \"{s}\".jwt_gate_refresh_tokens (access_jti);
+             CREATE INDEX jwt_gate_refresh_tokens_expiry ON \"{s}\".jwt_gate_refresh_tokens (expires_at);
+             INSERT INTO \"{s}\".jwt_gate_users (key, username, email, password_hash)
+                 VALUES ('alice', 'Alice', 'alice@example.com', '$argon2id$x');
+             INSERT INTO \"{s}\".jwt_gate_sessions (family, user_key, revoked)
+                 VALUES ('f1', 'alice', false), ('f2', 'fred', true);",
+            s = schema.name
+        ))
+        .await
+        .unwrap();
+    for (n, family, spent) in [(1_u8, "f1", true), (2, "f1", false), (3, "f2", false)] {
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO \"{}\".jwt_gate_refresh_tokens VALUES ($1, $2, $3, $4, 'j', $3)",
+                    schema.name
+                ),
+                &[&vec![n; 32], &family, &far, &spent],
+            )
+            .await
+            .unwrap();
+    }
+    let store = schema.open().await;
+    assert_eq!(store.find_user("alice").await.unwrap(), Some(alice()));
+    let far = u64::try_from(far).unwrap();
+    common::assert_first_layout_sessions_upgraded(&store, "alice", |n| [n; 32], far).await;
 }

@@ -4,6 +4,8 @@
 //!
 //! Every test works under a random key prefix, so tests run in parallel and twice in a row.
 
+use crate::common;
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::revocation::{
     RedisRevocations, RedisRevocationsBuilder, RevocationCheck, RevocationStore, TokenId,
 };
+use jwt_gate::service::AuthService;
+use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Claims, JwtAuthLayer, Keys, TokenVerifier};
 use redis::aio::MultiplexedConnection;
 
@@ -112,6 +116,7 @@ fn token<'a>(jti: &'a str, sub: &'a str, iat: u64) -> TokenId<'a> {
     TokenId {
         jti,
         sub,
+        sid: None,
         iat,
         exp: iat + 900,
     }
@@ -277,6 +282,93 @@ async fn a_logout_through_gate_a_is_refused_by_gate_b() {
         "revocation acknowledged by Redis after {acknowledged:?}; \
          gate B refused the token {propagated:?} after the logout began (measured over HTTP, polling every 10 ms)"
     );
+}
+
+/// The auth service behind a gate, revoking through `revocations`; several of them on one
+/// prefix are a fleet, each gate with a mirror of its own.
+async fn serve_auth(revocations: RedisRevocations) -> SocketAddr {
+    let verifier = TokenVerifier::builder(common::keys())
+        .revocations(revocations)
+        .build();
+    let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
+    common::serve(common::app(verifier, auth)).await
+}
+
+fn json_field(json: &serde_json::Value, name: &str) -> String {
+    json[name].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_refuses_every_token_of_the_session_at_another_gate() {
+    let prefix = Prefix::fresh();
+    let stack = serve_auth(prefix.connect().await.unwrap()).await;
+    let gate_b = serve_auth(prefix.connect().await.unwrap()).await;
+    let login = common::session(stack, "alice").await;
+    let sibling = common::refresh(stack, &json_field(&login, "refresh_token"))
+        .await
+        .json();
+    let sibling_access = json_field(&sibling, "access_token");
+    let other = common::session(stack, "alice").await;
+    assert_eq!(
+        common::me(gate_b, &sibling_access).await.status,
+        StatusCode::OK
+    );
+
+    let logout = common::with_bearer(
+        stack,
+        http::Method::POST,
+        "/auth/logout",
+        &json_field(&login, "access_token"),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let refused = eventually(StatusCode::UNAUTHORIZED, || async {
+        common::me(gate_b, &sibling_access).await.status
+    })
+    .await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        common::me(gate_b, &json_field(&other, "access_token"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A gate started afterwards loads the session's revocation from Redis.
+    let gate_c = serve_auth(prefix.connect().await.unwrap()).await;
+    assert_eq!(
+        common::me(gate_c, &sibling_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_all_refuses_earlier_sessionless_tokens_at_another_gate() {
+    let prefix = Prefix::fresh();
+    let stack = serve_auth(prefix.connect().await.unwrap()).await;
+    let gate_b = serve_auth(prefix.connect().await.unwrap()).await;
+    let login = common::session(stack, "bob").await;
+    let issued = now();
+    let sessionless = common::keys()
+        .sign(&Claims::new("bob", issued - 10, issued + 600))
+        .unwrap();
+    assert_eq!(
+        common::me(gate_b, &sessionless).await.status,
+        StatusCode::OK
+    );
+
+    let logout = common::with_bearer(
+        stack,
+        http::Method::POST,
+        "/auth/logout-all",
+        &json_field(&login, "access_token"),
+    )
+    .await;
+    assert_eq!(logout.status, StatusCode::OK);
+    let refused = eventually(StatusCode::UNAUTHORIZED, || async {
+        common::me(gate_b, &sessionless).await.status
+    })
+    .await;
+    assert_eq!(refused, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

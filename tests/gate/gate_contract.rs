@@ -20,6 +20,8 @@ struct Fixture {
     revocations: MemoryRevocations,
 }
 
+// Every token helper hangs off the fixture, even those that need none of its state.
+#[allow(clippy::unused_self)]
 impl Fixture {
     fn new() -> Self {
         Self {
@@ -65,6 +67,7 @@ fn assert_challenge_without_error(reply: &Answer) {
         reply.header("www-authenticate"),
         Some("Bearer realm=\"jwt-gate\"")
     );
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{reply:?}");
 }
 
 fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
@@ -84,6 +87,7 @@ fn assert_error(reply: &Answer, status: u16, code: &str, token: &str) {
         .as_str()
         .is_some_and(|text| !text.is_empty()));
     assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(reply.header("cache-control"), Some("no-store"), "{reply:?}");
     if token.len() > 8 {
         assert!(
             !reply.text.contains(token),
@@ -252,23 +256,29 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
     let reply = get_bearer(addr, "/protected", &fixture.sign(&longest_jti)).await;
     assert_eq!((reply.status.as_u16(), reply.text.as_str()), (200, "alice"));
 
-    // gRPC requests are refused the gRPC way.
-    let reply = get_with(addr, "/protected", &[("content-type", "application/grpc")]).await;
-    assert_eq!(reply.status, 200);
-    assert_eq!(reply.header("grpc-status"), Some("16"));
-    assert!(reply
-        .header("grpc-message")
-        .is_some_and(|message| !message.is_empty()));
-    let reply = get_with(
-        addr,
-        "/protected",
-        &[
-            ("content-type", "application/grpc+proto"),
-            ("authorization", "Bearer a.b.c"),
-        ],
-    )
-    .await;
-    assert_eq!(reply.header("grpc-status"), Some("16"));
+    // Every rejection is kept out of caches.
+    let reply = get_with(addr, "/protected", &[]).await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    let reply = get_bearer(addr, "/protected", "a.b.c").await;
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+
+    // A gRPC content type over HTTP/1.1 cannot be a gRPC call: the client gets the HTTP
+    // rejection, not a cacheable 200 (the real gRPC form is tested with tonic over HTTP/2).
+    for content_type in ["application/grpc", "application/grpc+proto"] {
+        let reply = get_with(
+            addr,
+            "/protected",
+            &[("content-type", content_type), ("te", "trailers")],
+        )
+        .await;
+        assert_eq!(reply.status, 401, "{content_type}");
+        assert_eq!(reply.header("grpc-status"), None);
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            reply.json()["error_description"],
+            "a bearer token is required"
+        );
+    }
 
     // Open path: no token looked at, not even a broken one.
     assert_eq!(get_with(addr, "/health", &[]).await.status, 200);
@@ -365,4 +375,27 @@ async fn the_verifiers_realm_is_named_on_every_401() {
     assert!(logout
         .header("www-authenticate")
         .is_some_and(|value| value.starts_with("Bearer realm=\"shop\", error=\"invalid_token\"")));
+}
+
+#[tokio::test]
+async fn a_token_of_exactly_the_size_cap_passes_and_one_byte_more_is_refused() {
+    let keys = keys();
+    let token = token(&keys, "alice");
+    for (cap, status) in [(token.len(), 200), (token.len() - 1, 400)] {
+        let validation = Validation {
+            max_token_len: cap,
+            ..Validation::default()
+        };
+        let verifier = TokenVerifier::builder(keys.clone())
+            .validation(validation)
+            .build();
+        let addr = serve_gated(JwtAuthLayer::new(verifier)).await;
+        let reply = get_bearer(addr, "/protected", &token).await;
+        assert_eq!(
+            reply.status,
+            status,
+            "a {}-byte token, cap {cap}",
+            token.len()
+        );
+    }
 }

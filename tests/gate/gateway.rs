@@ -78,6 +78,16 @@ async fn answer(request: Request<Incoming>) -> Response<Echo> {
             response
                 .headers_mut()
                 .insert("x-upstream", "yes".parse().unwrap());
+            // Hop-by-hop headers of the upstream's own connection, which must not go on.
+            for (name, value) in [
+                ("connection", "x-upstream-hop"),
+                ("x-upstream-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("trailer", "x-checksum"),
+                ("upgrade", "h2c"),
+            ] {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
             response
         }
     }
@@ -165,7 +175,10 @@ async fn the_verified_identity_is_forwarded() {
     let report = report(&answer.body);
     assert_eq!(report["path"], "/orders?page=2");
     assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
-    assert_eq!(header(&report, "x-auth-roles"), Some(r#"["admin","ops"]"#));
+    assert_eq!(
+        header(&report, "x-auth-roles"),
+        Some(r#"["admin"%2C"ops"]"#)
+    );
     assert_eq!(header(&report, "x-auth-iss"), Some("https://issuer.test"));
     assert_eq!(header(&report, "host"), Some(&*setup.upstream.to_string()));
     assert_eq!(header(&report, "x-forwarded-for"), Some("127.0.0.1"));
@@ -212,7 +225,7 @@ async fn a_client_cannot_impersonate_anyone() {
                     ),
                     (
                         "x-auth-roles".to_owned(),
-                        serde_json::json!([r#"["admin","ops"]"#])
+                        serde_json::json!([r#"["admin"%2C"ops"]"#])
                     ),
                     ("x-auth-sub".to_owned(), serde_json::json!(["alice"])),
                 ]
@@ -255,7 +268,15 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     }
     assert_eq!(header(&report, "x-end-to-end"), Some("kept"));
     // And on the way back.
-    assert!(answer.headers.get("proxy-authenticate").is_none());
+    for name in [
+        "proxy-authenticate",
+        "x-upstream-hop",
+        "keep-alive",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(answer.headers.get(name).is_none(), "{name} came back");
+    }
     assert_eq!(answer.headers["x-upstream"], "yes");
 }
 
@@ -580,4 +601,58 @@ async fn the_mounted_auth_service_throttles_by_the_clients_address() {
         "{statuses:?}"
     );
     assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_open_prefix_cannot_be_stretched_to_reach_the_upstream() {
+    use crate::open_paths::{raw_get, BYPASSES};
+    let setup = setup_with(&["--open", "/static/*"]).await;
+    for path in BYPASSES {
+        let status = common::raw_status(setup.gateway, &raw_get(path, None)).await;
+        assert_eq!(status, 401, "{path} was not judged protected");
+    }
+    assert_eq!(setup.hits.load(Ordering::SeqCst), 0);
+
+    // A canonical path stays open and reaches the upstream exactly as it was judged.
+    let answer = common::get(setup.gateway, "/static/a%20b", None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(report(&answer.body)["path"], "/static/a%20b");
+}
+
+#[tokio::test]
+async fn identities_an_upstream_could_trim_or_split_arrive_encoded() {
+    let setup = setup_with(&["--forward-claim", "role", "--forward-claim", "aud"]).await;
+    let now = SystemClock.now();
+    for (sub, role, forwarded_sub, forwarded_role) in [
+        ("alice", "user", "alice", "user"),
+        (" alice ", "user, admin", "%20alice%20", "user%2C%20admin"),
+        ("alice,admin", "a%2Cb", "alice%2Cadmin", "a%252Cb"),
+        (
+            "alice\r\nx-auth-sub: admin",
+            "\t",
+            "alice%0D%0Ax-auth-sub:%20admin",
+            "%09",
+        ),
+        ("jos\u{e9}", "\u{7f}", "jos%C3%A9", "%7F"),
+    ] {
+        let mut claims = Claims::new(sub, now, now + 600)
+            .with_audience("orders")
+            .with_extra(serde_json::json!({ "role": role }));
+        claims.aud.push("a, b".to_owned());
+        let token = setup.keys.sign(&claims).unwrap();
+        let answer = common::get(setup.gateway, "/orders", Some(&token)).await;
+        assert_eq!(answer.status, StatusCode::OK, "{sub:?}");
+        let report = report(&answer.body);
+        assert_eq!(
+            report["headers"]["x-auth-sub"],
+            serde_json::json!([forwarded_sub]),
+            "{sub:?}"
+        );
+        assert_eq!(
+            report["headers"]["x-auth-role"],
+            serde_json::json!([forwarded_role]),
+            "{role:?}"
+        );
+        assert_eq!(header(&report, "x-auth-aud"), Some("orders,a%2C%20b"));
+    }
 }

@@ -1,6 +1,8 @@
 //! The gate from outside: its HTTP and gRPC contract, keys and JWKS, revocation, the
 //! gateway, and the example programs, each over real HTTP on 127.0.0.1.
 
+// A test binary exports nothing: `pub` marks what its sibling modules use.
+#![allow(unreachable_pub)]
 // The example programs are included word for word, each with the support modules it
 // declares itself, so one support file is compiled once per example that uses it.
 #![allow(clippy::duplicate_mod)]
@@ -12,11 +14,13 @@ mod algorithm_confusion;
 mod axum_extractor;
 mod gate_contract;
 mod gateway;
+mod gateway_limits;
 mod hyper_example;
 mod jwks;
 mod jwks_remote;
 mod key_rotation;
 mod limits;
+mod open_paths;
 mod readme;
 mod revocation;
 mod revocation_order;

@@ -61,6 +61,8 @@ async fn no_token_is_unauthenticated() {
     let status = client.check(check(None)).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(status.message(), "a bearer token is required");
+    // The trailers-only answer is an HTTP 200: it must not be cached.
+    assert_eq!(status.metadata().get("cache-control").unwrap(), "no-store");
 }
 
 #[tokio::test]
@@ -103,7 +105,7 @@ async fn a_revoked_token_is_unauthenticated() {
 }
 
 #[tokio::test]
-async fn grpc_over_http1_reaches_the_gate_too() {
+async fn grpc_over_http1_is_refused_the_http_way() {
     let addr = serve(MemoryRevocations::new()).await;
     let call = |token: Option<String>| {
         let mut request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
@@ -116,10 +118,12 @@ async fn grpc_over_http1_reaches_the_gate_too() {
         let body = http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]));
         common::send(request.body(body).unwrap())
     };
-    // Without a token: refused by the gate, in gRPC's own terms.
+    // Without a token: refused by the gate in HTTP terms, since a gRPC call needs HTTP/2 and a
+    // content type alone is the client's choice.
     let answer = call(None).await;
-    assert_eq!(answer.status, http::StatusCode::OK);
-    assert_eq!(answer.headers["grpc-status"], "16");
+    assert_eq!(answer.status, http::StatusCode::UNAUTHORIZED);
+    assert!(answer.headers.get("grpc-status").is_none());
+    assert_eq!(answer.headers["cache-control"], "no-store");
     // With one: served over HTTP/1.1, the message being `status: SERVING` (field 1 = 1).
     let token = common::token(&Keys::hs256(SECRET).unwrap(), "alice");
     let answer = call(Some(token)).await;
@@ -153,4 +157,54 @@ async fn log_in_over_http_then_call_grpc_on_the_same_port() {
     assert_eq!(other.status, StatusCode::UNAUTHORIZED);
     let wrong_method = common::get(addr, "/auth/token", None).await;
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+/// One health check over HTTP/2 with prior knowledge, as gRPC clients speak, with exactly the
+/// headers given: what a hand-made client can send that tonic's never would.
+async fn h2_check(addr: SocketAddr, headers: &[(&str, &str)]) -> http::Response<bytes::Bytes> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = http_body_util::Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]));
+    let response = sender
+        .send_request(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    http::Response::from_parts(parts, body.collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn only_a_real_grpc_call_gets_the_grpc_rejection() {
+    let addr = serve(MemoryRevocations::new()).await;
+    let grpc = h2_check(
+        addr,
+        &[("content-type", "application/grpc"), ("te", "trailers")],
+    )
+    .await;
+    assert_eq!(grpc.status(), StatusCode::OK);
+    assert_eq!(grpc.headers()["grpc-status"], "16");
+    assert_eq!(grpc.headers()["cache-control"], "no-store");
+
+    // Without `te: trailers` (which gRPC requires), or with another content type, it is no
+    // gRPC call: the HTTP rejection.
+    for headers in [
+        &[("content-type", "application/grpc")][..],
+        &[("content-type", "application/grpcx"), ("te", "trailers")][..],
+    ] {
+        let answer = h2_check(addr, headers).await;
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{headers:?}");
+        assert!(answer.headers().get("grpc-status").is_none());
+        assert_eq!(answer.headers()["cache-control"], "no-store");
+    }
 }

@@ -181,6 +181,7 @@ impl Follower {
             };
             match key {
                 StoredKey::Token { jti } => self.mirror.revoke_now(jti, until),
+                StoredKey::Session { sid } => self.mirror.revoke_session_now(sid, until),
                 StoredKey::Subject { sub } => {
                     let issued_before = value
                         .as_deref()

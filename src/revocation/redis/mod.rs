@@ -45,7 +45,7 @@ return 1
 ///
 /// Redis is the source of truth. A revocation is written as `SET <prefix>jti:<jti> 1 EXAT
 /// <exp + grace>`, a "log out everywhere" as `<prefix>sub:<sub>` holding the cut-off instant,
-/// and each write is announced on the channel `<prefix>revocations` in the same atomic step.
+/// a revoked session as `<prefix>sid:<sid>`, and each write is announced on the channel `<prefix>revocations` in the same atomic step.
 /// [`revoke`](RevocationStore::revoke) and [`revoke_subject`](RevocationStore::revoke_subject)
 /// resolve only once Redis has acknowledged the write, and fail with a [`RevocationError`] (a `503`
 /// from the auth service) otherwise: nothing is acknowledged that is not stored. Entries
@@ -194,6 +194,27 @@ where
     }
 }
 
+/// Adds to `transaction` the flag `key`, kept until `expire_at`, and its announcement.
+fn set_and_announce(
+    transaction: &mut ::redis::Pipeline,
+    key: &str,
+    expire_at: u64,
+    channel: &str,
+    message: &str,
+) {
+    transaction
+        .cmd("SET")
+        .arg(key)
+        .arg(1)
+        .arg("EXAT")
+        .arg(expire_at)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(channel)
+        .arg(message)
+        .ignore();
+}
+
 fn is_connection_lost(error: &RedisError) -> bool {
     error.is_io_error() || error.is_connection_dropped() || error.is_unrecoverable_error()
 }
@@ -225,6 +246,8 @@ impl RevocationStore for RedisRevocations {
                 let inner = self.inner.clone();
                 let token_key = inner.keys.token(token.jti);
                 let subject_key = inner.keys.subject(token.sub);
+                // A token without a session asks about a key that cannot exist.
+                let session_key = token.sid.map(|sid| inner.keys.session(sid));
                 let issued_at = token.iat;
                 RevocationCheck::Pending(Box::pin(async move {
                     let answer = ask(&inner.connection, inner.timeout, |mut connection| {
@@ -232,18 +255,19 @@ impl RevocationStore for RedisRevocations {
                         pipeline
                             .cmd("EXISTS")
                             .arg(&token_key)
+                            .arg(session_key.as_deref().unwrap_or(&token_key))
                             .cmd("GET")
                             .arg(&subject_key);
                         async move {
                             pipeline
-                                .query_async::<(bool, Option<u64>)>(&mut connection)
+                                .query_async::<(u32, Option<u64>)>(&mut connection)
                                 .await
                         }
                     })
                     .await;
                     match answer {
-                        Ok((true, _)) => RevocationCheck::Revoked,
-                        Ok((false, Some(cutoff))) if issued_at < cutoff => RevocationCheck::Revoked,
+                        Ok((found, _)) if found > 0 => RevocationCheck::Revoked,
+                        Ok((_, Some(cutoff))) if issued_at < cutoff => RevocationCheck::Revoked,
                         Ok(_) => RevocationCheck::Valid,
                         Err(error) => {
                             tracing::debug!(%error, "strict revocation check failed");
@@ -268,18 +292,8 @@ impl RevocationStore for RedisRevocations {
             let expire_at = expiry_with_grace(expires_at, inner.grace);
             ask(&inner.connection, inner.timeout, |mut connection| {
                 let mut transaction = ::redis::pipe();
-                transaction
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(1)
-                    .arg("EXAT")
-                    .arg(expire_at)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&inner.channel)
-                    .arg(&message)
-                    .ignore();
+                transaction.atomic();
+                set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
                 async move { transaction.query_async::<()>(&mut connection).await }
             })
             .await?;
@@ -316,6 +330,41 @@ impl RevocationStore for RedisRevocations {
             })
             .await?;
             self.apply_locally(&revocation);
+            Ok(())
+        })
+    }
+
+    fn revoke_sessions(
+        &self,
+        sessions: &[&str],
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        let sessions: Vec<String> = sessions.iter().map(|&sid| sid.to_owned()).collect();
+        Box::pin(async move {
+            if sessions.is_empty() {
+                return Ok(());
+            }
+            let inner = &*self.inner;
+            let revocations: Vec<Revocation<'_>> = sessions
+                .iter()
+                .map(|sid| Revocation::Session { sid, keep_until })
+                .collect();
+            let expire_at = expiry_with_grace(keep_until, inner.grace);
+            ask(&inner.connection, inner.timeout, |mut connection| {
+                // One MULTI: every session is revoked, or (on error) none.
+                let mut transaction = ::redis::pipe();
+                transaction.atomic();
+                for (sid, revocation) in sessions.iter().zip(&revocations) {
+                    let key = inner.keys.session(sid);
+                    let message = revocation.encode();
+                    set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
+                }
+                async move { transaction.query_async::<()>(&mut connection).await }
+            })
+            .await?;
+            for revocation in &revocations {
+                self.apply_locally(revocation);
+            }
             Ok(())
         })
     }

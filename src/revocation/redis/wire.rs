@@ -20,6 +20,7 @@ pub(super) struct KeySpace {
 pub(super) enum StoredKey<'k> {
     Token { jti: &'k str },
     Subject { sub: &'k str },
+    Session { sid: &'k str },
 }
 
 impl KeySpace {
@@ -39,6 +40,10 @@ impl KeySpace {
 
     pub(super) fn subject(&self, sub: &str) -> String {
         format!("{}sub:{sub}", self.prefix)
+    }
+
+    pub(super) fn session(&self, sid: &str) -> String {
+        format!("{}sid:{sid}", self.prefix)
     }
 
     pub(super) fn channel(&self) -> String {
@@ -63,6 +68,8 @@ impl KeySpace {
         let rest = key.strip_prefix(self.prefix.as_str())?;
         if let Some(jti) = rest.strip_prefix("jti:") {
             Some(StoredKey::Token { jti })
+        } else if let Some(sid) = rest.strip_prefix("sid:") {
+            Some(StoredKey::Session { sid })
         } else {
             rest.strip_prefix("sub:")
                 .map(|sub| StoredKey::Subject { sub })
@@ -78,7 +85,8 @@ pub(super) fn expiry_with_grace(instant: u64, grace: u64) -> u64 {
 /// One revocation, as published to the other gates after Redis stored it.
 ///
 /// Text, with the free-form name last so it may hold any character:
-/// `t <expires_at> <jti>` or `s <issued_before> <keep_until> <sub>`.
+/// `t <expires_at> <jti>`, `s <issued_before> <keep_until> <sub>` or `e <keep_until> <sid>`.
+/// Gates of an older version ignore (and log) the kinds they do not know.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Revocation<'a> {
     Token {
@@ -88,6 +96,10 @@ pub(super) enum Revocation<'a> {
     Subject {
         sub: &'a str,
         issued_before: u64,
+        keep_until: u64,
+    },
+    Session {
+        sid: &'a str,
         keep_until: u64,
     },
 }
@@ -101,6 +113,7 @@ impl<'a> Revocation<'a> {
                 issued_before,
                 keep_until,
             } => format!("s {issued_before} {keep_until} {sub}"),
+            Self::Session { sid, keep_until } => format!("e {keep_until} {sid}"),
         }
     }
 
@@ -123,6 +136,13 @@ impl<'a> Revocation<'a> {
                     keep_until: keep_until.parse().ok()?,
                 })
             }
+            "e" => {
+                let (keep_until, sid) = rest.split_once(' ')?;
+                Some(Self::Session {
+                    sid,
+                    keep_until: keep_until.parse().ok()?,
+                })
+            }
             _ => None,
         }
     }
@@ -135,6 +155,7 @@ impl<'a> Revocation<'a> {
                 issued_before,
                 keep_until,
             } => mirror.revoke_subject_now(sub, issued_before, keep_until),
+            Self::Session { sid, keep_until } => mirror.revoke_session_now(sid, keep_until),
         }
     }
 }
@@ -155,6 +176,10 @@ mod tests {
                 issued_before: 7,
                 keep_until: 9,
             },
+            Revocation::Session {
+                sid: "a session",
+                keep_until: 11,
+            },
         ] {
             assert_eq!(Revocation::decode(&revocation.encode()), Some(revocation));
         }
@@ -162,7 +187,9 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_ignored() {
-        for message in ["", "t", "t x jti", "s 1 sub", "x 1 2", "t -1 j"] {
+        for message in [
+            "", "t", "t x jti", "s 1 sub", "x 1 2", "t -1 j", "e", "e x s",
+        ] {
             assert_eq!(Revocation::decode(message), None, "{message:?}");
         }
     }
@@ -177,6 +204,10 @@ mod tests {
         assert_eq!(
             keys.classify(&keys.subject("alice")),
             Some(StoredKey::Subject { sub: "alice" })
+        );
+        assert_eq!(
+            keys.classify(&keys.session("s:1")),
+            Some(StoredKey::Session { sid: "s:1" })
         );
         assert_eq!(keys.classify("other:jti:j"), None);
         assert_eq!(keys.classify("app:unknown"), None);

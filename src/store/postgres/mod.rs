@@ -16,8 +16,8 @@ pub use builder::PostgresUserStoreBuilder;
 use schema::{Schema, Sql};
 
 use super::{
-    BoxFuture, IssuedRefresh, LiveAccess, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, UserStoreError, MAX_SESSIONS_PER_USER,
+    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
+    UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -160,17 +160,6 @@ fn from_sql_time(seconds: i64) -> u64 {
     u64::try_from(seconds).unwrap_or(0)
 }
 
-fn live_access(rows: Vec<Row>) -> Result<Vec<LiveAccess>, PgError> {
-    rows.iter()
-        .map(|row| {
-            Ok(LiveAccess {
-                jti: row.try_get(0)?,
-                exp: from_sql_time(row.try_get(1)?),
-            })
-        })
-        .collect()
-}
-
 /// Runs the cached statement `sql` and returns its rows.
 async fn query(
     client: &impl GenericClient,
@@ -194,18 +183,14 @@ async fn insert_token(
     client: &impl GenericClient,
     sql: &Sql,
     family: &str,
-    token: &IssuedRefresh,
+    generation: i64,
+    expires_at: i64,
+    hash: &TokenHash,
 ) -> Result<(), PgError> {
     execute(
         client,
         &sql.insert_token,
-        &[
-            &&token.hash[..],
-            &family,
-            &to_sql_time(token.expires_at),
-            &token.access_jti,
-            &to_sql_time(token.access_exp),
-        ],
+        &[&&hash[..], &family, &generation, &expires_at],
     )
     .await
     .map(drop)
@@ -217,6 +202,7 @@ async fn rotate(
     presented: &TokenHash,
     now: i64,
     next: &IssuedRefresh,
+    max_per_window: u32,
 ) -> Result<Rotation, PgError> {
     let hash = &presented[..];
     let transaction = client.transaction().await?;
@@ -227,20 +213,24 @@ async fn rotate(
     else {
         return Ok(Rotation::Invalid);
     };
-    let family: String = row.try_get(0)?;
+    let session: String = row.try_get(0)?;
     // The session row is the lock every rotation and revocation of this family takes, in
     // the same order (session, then token) as a cascading delete: no deadlocks, and the
     // token is read only once the lock is held, in a statement that sees every commit
     // that came before it.
-    let Some(session) = query(&transaction, &sql.lock_session, &[&family])
+    let Some(family) = query(&transaction, &sql.lock_session, &[&session])
         .await?
         .into_iter()
         .next()
     else {
         return Ok(Rotation::Invalid);
     };
-    let user_key: String = session.try_get(0)?;
-    let revoked: bool = session.try_get(1)?;
+    let user_key: String = family.try_get(0)?;
+    let revoked: bool = family.try_get(1)?;
+    let family_expires_at: i64 = family.try_get(2)?;
+    let generation: i64 = family.try_get(3)?;
+    let window_start: i64 = family.try_get(4)?;
+    let window_count: i32 = family.try_get(5)?;
     let Some(token) = query(&transaction, &sql.token_state, &[&hash])
         .await?
         .into_iter()
@@ -250,28 +240,58 @@ async fn rotate(
     };
     let spent: bool = token.try_get(0)?;
     let expires_at: i64 = token.try_get(1)?;
-    if revoked || expires_at <= now {
+    if expires_at <= now || family_expires_at <= now {
         return Ok(Rotation::Invalid);
     }
+    if revoked {
+        return Ok(Rotation::Ended { session });
+    }
     if spent {
-        execute(&transaction, &sql.revoke_family, &[&family]).await?;
-        let live = query(&transaction, &sql.live_access_of_family, &[&family, &now]).await?;
+        execute(&transaction, &sql.revoke_family, &[&session]).await?;
         transaction.commit().await?;
-        return Ok(Rotation::Reused {
-            live_access: live_access(live)?,
+        return Ok(Rotation::Reused { session });
+    }
+    let window = to_sql_time(ROTATION_WINDOW_SECS);
+    let (window_start, window_count) = if now >= window_start.saturating_add(window) {
+        (now, 0)
+    } else {
+        (window_start, window_count)
+    };
+    if i64::from(window_count) >= i64::from(max_per_window) {
+        return Ok(Rotation::Throttled {
+            retry_after: from_sql_time(window_start + window - now),
         });
     }
+    let generation = generation + 1;
     execute(&transaction, &sql.spend_token, &[&hash]).await?;
-    insert_token(&transaction, sql, &family, next).await?;
+    execute(
+        &transaction,
+        &sql.advance_family,
+        &[&session, &generation, &window_start, &(window_count + 1)],
+    )
+    .await?;
+    let next_expires_at = to_sql_time(next.expires_at).min(family_expires_at);
+    insert_token(
+        &transaction,
+        sql,
+        &session,
+        generation,
+        next_expires_at,
+        &next.hash,
+    )
+    .await?;
+    let oldest_kept = generation - i64::try_from(SPENT_TOKENS_KEPT).unwrap_or(i64::MAX);
+    execute(&transaction, &sql.prune_tokens, &[&session, &oldest_kept]).await?;
     transaction.commit().await?;
-    Ok(Rotation::Rotated { user_key })
+    Ok(Rotation::Rotated { user_key, session })
 }
 
 async fn start_session(
     client: &mut Object,
     inner: &Inner,
     user_key: &str,
-    family: &str,
+    session: &str,
+    expires_at: u64,
     token: &IssuedRefresh,
 ) -> Result<(), PgError> {
     let sql = &inner.sql;
@@ -292,27 +312,21 @@ async fn start_session(
         // sweep commits on its own, so no transaction ever holds token locks while waiting
         // for a session lock: everything else locks sessions first, and cannot deadlock it.
         execute(&*client, &sql.sweep_tokens, &[&to_sql_time(now)]).await?;
-        execute(&*client, &sql.sweep_sessions, &[]).await?;
+        execute(&*client, &sql.sweep_sessions, &[&to_sql_time(now)]).await?;
     }
+    let expires_at = to_sql_time(expires_at);
     let transaction = client.transaction().await?;
-    execute(&transaction, &sql.insert_session, &[&family, &user_key]).await?;
+    execute(
+        &transaction,
+        &sql.insert_session,
+        &[&session, &user_key, &expires_at],
+    )
+    .await?;
     let cap = i64::try_from(MAX_SESSIONS_PER_USER).unwrap_or(i64::MAX);
     execute(&transaction, &sql.cap_sessions, &[&user_key, &cap]).await?;
-    insert_token(&transaction, sql, family, token).await?;
+    let token_expires_at = to_sql_time(token.expires_at).min(expires_at);
+    insert_token(&transaction, sql, session, 0, token_expires_at, &token.hash).await?;
     transaction.commit().await
-}
-
-async fn revoke_all(
-    client: &mut Object,
-    sql: &Sql,
-    user_key: &str,
-    now: i64,
-) -> Result<Vec<LiveAccess>, PgError> {
-    let transaction = client.transaction().await?;
-    execute(&transaction, &sql.revoke_user, &[&user_key]).await?;
-    let live = query(&transaction, &sql.live_access_of_user, &[&user_key, &now]).await?;
-    transaction.commit().await?;
-    live_access(live)
 }
 
 fn user_from(row: &Row) -> Result<User, PgError> {
@@ -385,13 +399,14 @@ impl UserStore for PostgresUserStore {
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
-        family: &'a str,
+        session: &'a str,
+        expires_at: u64,
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.run(move |mut client, inner| {
-            Box::pin(
-                async move { start_session(&mut client, inner, user_key, family, &token).await },
-            )
+            Box::pin(async move {
+                start_session(&mut client, inner, user_key, session, expires_at, &token).await
+            })
         })
     }
 
@@ -400,32 +415,49 @@ impl UserStore for PostgresUserStore {
         presented: &'a TokenHash,
         now: u64,
         next: IssuedRefresh,
+        max_per_window: u32,
     ) -> BoxFuture<'a, StoreResult<Rotation>> {
         self.run(move |mut client, inner| {
             Box::pin(async move {
-                rotate(&mut client, &inner.sql, presented, to_sql_time(now), &next).await
+                let now = to_sql_time(now);
+                rotate(
+                    &mut client,
+                    &inner.sql,
+                    presented,
+                    now,
+                    &next,
+                    max_per_window,
+                )
+                .await
             })
         })
     }
 
-    fn revoke_session<'a>(&'a self, access_jti: &'a str) -> BoxFuture<'a, StoreResult<()>> {
-        self.run(move |client, inner| {
-            Box::pin(async move {
-                execute(&client, &inner.sql.revoke_session, &[&access_jti])
-                    .await
-                    .map(drop)
-            })
-        })
-    }
-
-    fn revoke_all_sessions<'a>(
+    fn sessions_of<'a>(
         &'a self,
         user_key: &'a str,
         now: u64,
-    ) -> BoxFuture<'a, StoreResult<Vec<LiveAccess>>> {
-        self.run(move |mut client, inner| {
+    ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
+        self.run(move |client, inner| {
             Box::pin(async move {
-                revoke_all(&mut client, &inner.sql, user_key, to_sql_time(now)).await
+                let rows = query(
+                    &client,
+                    &inner.sql.sessions_of,
+                    &[&user_key, &to_sql_time(now)],
+                )
+                .await?;
+                rows.iter().map(|row| row.try_get(0)).collect()
+            })
+        })
+    }
+
+    fn end_sessions<'a>(&'a self, sessions: &'a [&'a str]) -> BoxFuture<'a, StoreResult<()>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                // One statement: every session ends, or none.
+                execute(&client, &inner.sql.end_sessions, &[&sessions])
+                    .await
+                    .map(drop)
             })
         })
     }

@@ -49,6 +49,38 @@ const MIGRATIONS: &[(i32, &str)] = &[
     CREATE UNIQUE INDEX jwt_gate_users_lookalike ON {s}jwt_gate_users (lookalike);
     ",
     ),
+    // Bounded families: each session has an absolute end, a generation counter and a
+    // rotation window; tokens carry their generation so spent ones beyond the newest few can
+    // be deleted, and no longer the access token issued with them (access tokens name their
+    // session in `sid` instead). Existing sessions end when their newest token would have.
+    // Written to be harmless when run again over its own result.
+    (
+        3,
+        "
+    ALTER TABLE {s}jwt_gate_sessions
+        ADD COLUMN IF NOT EXISTS expires_at   bigint  NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS generation   bigint  NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS window_start bigint  NOT NULL DEFAULT 0,
+        ADD COLUMN IF NOT EXISTS window_count integer NOT NULL DEFAULT 0;
+    ALTER TABLE {s}jwt_gate_refresh_tokens
+        ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;
+    UPDATE {s}jwt_gate_refresh_tokens t SET generation = numbered.n
+        FROM (SELECT hash, row_number() OVER (PARTITION BY family ORDER BY expires_at, spent DESC) AS n
+              FROM {s}jwt_gate_refresh_tokens) numbered
+        WHERE numbered.hash = t.hash;
+    UPDATE {s}jwt_gate_sessions s
+        SET expires_at = coalesce(newest.expires_at, 0), generation = coalesce(newest.generation, 0)
+        FROM (SELECT family, max(expires_at) AS expires_at, max(generation) AS generation
+              FROM {s}jwt_gate_refresh_tokens GROUP BY family) newest
+        WHERE newest.family = s.family;
+    ALTER TABLE {s}jwt_gate_sessions ALTER COLUMN expires_at DROP DEFAULT;
+    ALTER TABLE {s}jwt_gate_refresh_tokens
+        DROP COLUMN IF EXISTS access_jti, DROP COLUMN IF EXISTS access_exp;
+    DROP INDEX IF EXISTS {s}jwt_gate_refresh_tokens_family;
+    CREATE INDEX IF NOT EXISTS jwt_gate_refresh_tokens_generation
+        ON {s}jwt_gate_refresh_tokens (family, generation);
+    ",
+    ),
 ];
 
 /// Where the tables live: the connection's `search_path`, or one named schema.
@@ -215,23 +247,25 @@ impl Schema {
             sweep_tokens: self
                 .expand("DELETE FROM {s}jwt_gate_refresh_tokens WHERE expires_at <= $1"),
             sweep_sessions: self.expand(
-                "DELETE FROM {s}jwt_gate_sessions s WHERE NOT EXISTS
+                "DELETE FROM {s}jwt_gate_sessions s WHERE s.expires_at <= $1 OR NOT EXISTS
                  (SELECT 1 FROM {s}jwt_gate_refresh_tokens t WHERE t.family = s.family)",
             ),
-            insert_session: self
-                .expand("INSERT INTO {s}jwt_gate_sessions (family, user_key) VALUES ($1, $2)"),
+            insert_session: self.expand(
+                "INSERT INTO {s}jwt_gate_sessions (family, user_key, expires_at) VALUES ($1, $2, $3)",
+            ),
             cap_sessions: self.expand(
                 "DELETE FROM {s}jwt_gate_sessions WHERE user_key = $1 AND id NOT IN
                  (SELECT id FROM {s}jwt_gate_sessions WHERE user_key = $1 ORDER BY id DESC LIMIT $2)",
             ),
             insert_token: self.expand(
-                "INSERT INTO {s}jwt_gate_refresh_tokens
-                 (hash, family, expires_at, access_jti, access_exp) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO {s}jwt_gate_refresh_tokens (hash, family, generation, expires_at)
+                 VALUES ($1, $2, $3, $4)",
             ),
             family_of_token: self
                 .expand("SELECT family FROM {s}jwt_gate_refresh_tokens WHERE hash = $1"),
             lock_session: self.expand(
-                "SELECT user_key, revoked FROM {s}jwt_gate_sessions WHERE family = $1 FOR UPDATE",
+                "SELECT user_key, revoked, expires_at, generation, window_start, window_count
+                 FROM {s}jwt_gate_sessions WHERE family = $1 FOR UPDATE",
             ),
             token_state: self.expand(
                 "SELECT spent, expires_at FROM {s}jwt_gate_refresh_tokens WHERE hash = $1",
@@ -240,20 +274,18 @@ impl Schema {
                 .expand("UPDATE {s}jwt_gate_refresh_tokens SET spent = true WHERE hash = $1"),
             revoke_family: self
                 .expand("UPDATE {s}jwt_gate_sessions SET revoked = true WHERE family = $1"),
-            live_access_of_family: self.expand(
-                "SELECT access_jti, access_exp FROM {s}jwt_gate_refresh_tokens
-                 WHERE family = $1 AND access_exp > $2",
+            advance_family: self.expand(
+                "UPDATE {s}jwt_gate_sessions SET generation = $2, window_start = $3, window_count = $4
+                 WHERE family = $1",
             ),
-            revoke_session: self.expand(
-                "UPDATE {s}jwt_gate_sessions SET revoked = true WHERE family IN
-                 (SELECT family FROM {s}jwt_gate_refresh_tokens WHERE access_jti = $1)",
+            prune_tokens: self.expand(
+                "DELETE FROM {s}jwt_gate_refresh_tokens WHERE family = $1 AND generation < $2",
             ),
-            revoke_user: self
-                .expand("UPDATE {s}jwt_gate_sessions SET revoked = true WHERE user_key = $1"),
-            live_access_of_user: self.expand(
-                "SELECT t.access_jti, t.access_exp FROM {s}jwt_gate_refresh_tokens t
-                 JOIN {s}jwt_gate_sessions s ON s.family = t.family
-                 WHERE s.user_key = $1 AND t.access_exp > $2",
+            sessions_of: self.expand(
+                "SELECT family FROM {s}jwt_gate_sessions WHERE user_key = $1 AND expires_at > $2",
+            ),
+            end_sessions: self.expand(
+                "UPDATE {s}jwt_gate_sessions SET revoked = true WHERE family = ANY($1)",
             ),
         }
     }
@@ -275,10 +307,10 @@ pub(super) struct Sql {
     pub(super) token_state: String,
     pub(super) spend_token: String,
     pub(super) revoke_family: String,
-    pub(super) live_access_of_family: String,
-    pub(super) revoke_session: String,
-    pub(super) revoke_user: String,
-    pub(super) live_access_of_user: String,
+    pub(super) advance_family: String,
+    pub(super) prune_tokens: String,
+    pub(super) sessions_of: String,
+    pub(super) end_sessions: String,
 }
 
 #[cfg(test)]
