@@ -1,7 +1,9 @@
 //! What the gate costs, measured side by side in one run (`cargo bench --bench gate`).
 //!
-//! Prints a table of medians. Compare ratios, not absolute times: the machines are shared.
-//! Run with `--features aws-lc-rs` to measure the aws-lc-rs backend.
+//! Prints tables. Compare ratios, not absolute times: the machines are shared.
+//! The crypto backend is chosen when the crate is built, so each backend is its own run:
+//! `cargo bench --bench gate` (rust-crypto) and `cargo bench --bench gate --features aws-lc-rs`.
+//! Sections can be picked by name: `cargo bench --bench gate -- reference curves maps`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -122,7 +124,27 @@ fn main() {
     } else {
         "rust-crypto"
     };
-    println!("jwt-gate benchmark, crypto backend: {backend}, medians of {ROUNDS} rounds\n");
+    println!("jwt-gate benchmark, crypto backend: {backend}\n");
+    // `cargo bench` passes `--bench`; any other argument names a section to run.
+    let wanted: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    let run = |section: &str| wanted.is_empty() || wanted.iter().any(|arg| arg == section);
+    if run("reference") {
+        reference();
+    }
+    if run("maps") {
+        curves::maps();
+    }
+    if run("curves") {
+        curves::curves();
+    }
+}
+
+/// The gate against `jsonwebtoken::decode` alone, per algorithm; revocation lookups.
+fn reference() {
+    println!("## reference: medians of {ROUNDS} rounds\n");
     let mut rows = Vec::new();
 
     for (algorithm, private, label, count) in [
@@ -262,7 +284,7 @@ fn main() {
         .unwrap()
         .ns;
     println!(
-        "\nrevocation lookup, 1,000,000 vs 1,000 revoked: {:.2} x",
+        "\nrevocation lookup, 1,000,000 vs 1,000 revoked: {:.2} x\n",
         large / small
     );
 }
@@ -278,4 +300,391 @@ fn resident_bytes() -> usize {
                 .and_then(|pages| pages.parse::<usize>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// The verified-token cache as the work grows: curves over 1k to 1M distinct live tokens.
+mod curves {
+    use std::convert::Infallible;
+    use std::hash::{BuildHasher, Hasher};
+    use std::hint::black_box;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use http::header::AUTHORIZATION;
+    use http::{HeaderValue, Request, Response};
+    use jwt_gate::{Algorithm, Claims, JwtAuthLayer, Key, Keys, TokenVerifier};
+    use serde::{Deserialize, Deserializer};
+    use tower::{Layer, Service};
+
+    use super::{bare_service, now, ready, resident_bytes};
+
+    const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
+    /// Signing RS256 is 1-3 ms a token: a million would take the whole budget, so RS256 gets
+    /// the sizes a few seconds of signing buy (see `README.md`, Performance).
+    const RS256_SIZES: [usize; 2] = [1_000, 10_000];
+    /// Sizes around the default capacity (131,072), for the curve with the cache full.
+    const FULL_SIZES: [usize; 4] = [10_000, 100_000, 200_000, 1_000_000];
+    /// Requests timed per row, one by one.
+    const REQUESTS: usize = 300_000;
+    /// Zipf exponent of the skewed pattern: rank r is presented in proportion to 1/r.
+    /// Zipf's exponent: 1, the classic law, where the k-th most popular token is presented
+    /// 1/k as often as the first.
+    const ZIPF_S: i32 = 1;
+
+    static SIGNATURE_CHECKS: AtomicU64 = AtomicU64::new(0);
+
+    /// Application claims of size zero whose deserialization counts: the verifier reads the
+    /// claims only after a signature verifies, so each count is one cache miss.
+    #[derive(Clone)]
+    struct Counted;
+
+    impl<'de> Deserialize<'de> for Counted {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            <()>::deserialize(deserializer)?;
+            SIGNATURE_CHECKS.fetch_add(1, Ordering::Relaxed);
+            Ok(Counted)
+        }
+    }
+
+    /// xorshift64*: reproducible, and far cheaper than the work it drives.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            ((u128::from(self.next()) * bound as u128) >> 64) as usize
+        }
+
+        fn unit(&mut self) -> f64 {
+            (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    enum Pattern {
+        Zipf,
+        Uniform,
+    }
+
+    impl Pattern {
+        fn name(self) -> &'static str {
+            match self {
+                Pattern::Zipf => "Zipf",
+                Pattern::Uniform => "uniform",
+            }
+        }
+
+        /// `count` token indices below `tokens`.
+        fn order(self, tokens: usize, count: usize) -> Vec<u32> {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ tokens as u64);
+            match self {
+                Pattern::Uniform => (0..count).map(|_| rng.below(tokens) as u32).collect(),
+                Pattern::Zipf => {
+                    let mut total = 0.0;
+                    let cdf: Vec<f64> = (1..=tokens)
+                        .map(|rank| {
+                            total += 1.0 / (rank as f64).powi(ZIPF_S);
+                            total
+                        })
+                        .collect();
+                    (0..count)
+                        .map(|_| {
+                            let target = rng.unit() * total;
+                            let rank = cdf.partition_point(|&c| c < target);
+                            // Spread the popular ranks over the tokens, so popularity has
+                            // nothing to do with the order tokens were first seen in.
+                            ((rank as u64 * 1_000_003) % tokens as u64) as u32
+                        })
+                        .collect()
+                }
+            }
+        }
+    }
+
+    /// `Bearer` header values of `count` distinct tokens, signed on every core.
+    fn bearer_headers(keys: &Keys, count: usize) -> Vec<HeaderValue> {
+        let (iat, exp) = (now(), now() + 3_600);
+        let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = count.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|thread| {
+                    scope.spawn(move || {
+                        (thread * chunk..((thread + 1) * chunk).min(count))
+                            .map(|index| {
+                                let token = keys
+                                    .sign(&Claims::new(format!("user{index}"), iat, exp))
+                                    .unwrap();
+                                HeaderValue::try_from(format!("Bearer {token}")).unwrap()
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap())
+                .collect()
+        })
+    }
+
+    /// A request carrying a fresh copy of `authorization`: a server's token was just read off
+    /// the socket, so it is in the CPU cache, not wherever a million stored tokens are.
+    fn request(authorization: &HeaderValue) -> Request<()> {
+        let mut request = Request::new(());
+        *request.uri_mut() = http::Uri::from_static("/orders");
+        let fresh = HeaderValue::from_bytes(authorization.as_bytes()).unwrap();
+        request.headers_mut().insert(AUTHORIZATION, fresh);
+        request
+    }
+
+    /// Nanoseconds of each request in `order`, timed one by one (the request is built
+    /// outside the timing; the timer's own cost is in every sample, bare ones included).
+    fn time_each<S, B>(service: &mut S, headers: &[HeaderValue], order: &[u32]) -> Vec<u32>
+    where
+        S: Service<Request<()>, Response = Response<B>>,
+        S::Error: std::fmt::Debug,
+    {
+        let mut times = Vec::with_capacity(order.len());
+        for &index in order {
+            let request = request(&headers[index as usize]);
+            let start = Instant::now();
+            ready(std::future::poll_fn(|cx| service.poll_ready(cx))).unwrap();
+            let response = ready(service.call(request)).unwrap();
+            times.push(start.elapsed().as_nanos() as u32);
+            assert!(response.status().is_success(), "every token is valid");
+        }
+        times
+    }
+
+    fn percentile(sorted: &[u32], fraction: f64) -> f64 {
+        f64::from(sorted[((sorted.len() - 1) as f64 * fraction).round() as usize])
+    }
+
+    fn sorted(mut times: Vec<u32>) -> Vec<u32> {
+        times.sort_unstable();
+        times
+    }
+
+    fn gate(
+        keys: &Keys,
+        capacity: usize,
+        bytes: usize,
+    ) -> impl Service<Request<()>, Response = Response<impl Sized>, Error = Infallible> {
+        let verifier = TokenVerifier::builder(keys.clone())
+            .claims::<Counted>()
+            .cache_capacity(capacity)
+            .cache_bytes(bytes)
+            .build();
+        JwtAuthLayer::new(verifier).layer(bare_service())
+    }
+
+    struct Measured {
+        p50: f64,
+        p99: f64,
+        hit_rate: f64,
+    }
+
+    /// Added cost (gate minus the bare service's median, same requests, same run) and hit rate.
+    fn measure<S, B>(service: &mut S, headers: &[HeaderValue], order: &[u32]) -> Measured
+    where
+        S: Service<Request<()>, Response = Response<B>>,
+        S::Error: std::fmt::Debug,
+    {
+        let bare = percentile(&sorted(time_each(&mut bare_service(), headers, order)), 0.5);
+        let checks = SIGNATURE_CHECKS.load(Ordering::Relaxed);
+        let times = sorted(time_each(service, headers, order));
+        let misses = SIGNATURE_CHECKS.load(Ordering::Relaxed) - checks;
+        Measured {
+            p50: percentile(&times, 0.5) - bare,
+            p99: percentile(&times, 0.99) - bare,
+            hit_rate: 1.0 - misses as f64 / order.len() as f64,
+        }
+    }
+
+    fn key(algorithm: Algorithm) -> Keys {
+        Keys::new(match algorithm {
+            Algorithm::HS256 => Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap(),
+            _ => {
+                let pem = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys/rsa.pem"))
+                    .unwrap();
+                Key::from_private_pem(algorithm, &pem).unwrap()
+            }
+        })
+        .unwrap()
+    }
+
+    pub(super) fn curves() {
+        println!("## verified-token cache, cache sized to the tokens\n");
+        println!(
+            "{REQUESTS} requests a row, timed one by one; added cost = gate minus bare median.\n"
+        );
+        println!("| alg | tokens | pattern | first sight p50 ns | hit p50 ns | p99 ns | p99/p50 | hit rate | bytes/token |");
+        println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for (algorithm, sizes) in [
+            (Algorithm::HS256, &SIZES[..]),
+            (Algorithm::RS256, &RS256_SIZES[..]),
+        ] {
+            let keys = key(algorithm);
+            let start = Instant::now();
+            let all = bearer_headers(&keys, *sizes.last().unwrap());
+            println!(
+                "<!-- signed {} {algorithm:?} tokens in {:.1} s -->",
+                all.len(),
+                start.elapsed().as_secs_f64()
+            );
+            let mut small_p50 = None;
+            for &count in sizes {
+                let headers = &all[..count];
+                let orders = [Pattern::Zipf, Pattern::Uniform]
+                    .map(|pattern| (pattern, pattern.order(count, REQUESTS)));
+                let before = resident_bytes();
+                let mut gate = gate(&keys, count + count / 4, count * 1024);
+                let first_sight: Vec<u32> = (0..count as u32).collect();
+                let first = percentile(&sorted(time_each(&mut gate, headers, &first_sight)), 0.5);
+                // Below 100k tokens, page granularity and reused free memory swamp the figure.
+                let per_token = if count >= 100_000 {
+                    let bytes = resident_bytes().saturating_sub(before) as f64 / count as f64;
+                    format!("{bytes:.0}")
+                } else {
+                    "-".to_owned()
+                };
+                for (pattern, order) in &orders {
+                    let measured = measure(&mut gate, headers, order);
+                    let ratio = match small_p50 {
+                        None => {
+                            small_p50 = Some(measured.p50);
+                            String::new()
+                        }
+                        Some(small) => format!(" ({:.2} x 1k)", measured.p50 / small),
+                    };
+                    println!(
+                        "| {algorithm:?} | {count} | {} | {first:.0} | {:.0}{ratio} | {:.0} | {:.1} | {:.1} % | {per_token} |",
+                        pattern.name(),
+                        measured.p50,
+                        measured.p99,
+                        measured.p99 / measured.p50,
+                        measured.hit_rate * 100.0,
+                    );
+                }
+            }
+        }
+
+        println!(
+            "\n## verified-token cache at its default bounds ({} tokens, {} MiB), HS256\n",
+            jwt_gate::DEFAULT_CACHE_CAPACITY,
+            jwt_gate::DEFAULT_CACHE_BYTES >> 20
+        );
+        println!(
+            "After one pass over every token, {REQUESTS} requests; mean includes the misses.\n"
+        );
+        println!("| tokens | pattern | p50 ns | p99 ns | mean ns | hit rate |");
+        println!("| ---: | --- | ---: | ---: | ---: | ---: |");
+        let keys = key(Algorithm::HS256);
+        let all = bearer_headers(&keys, *FULL_SIZES.last().unwrap());
+        for count in FULL_SIZES {
+            let headers = &all[..count];
+            for pattern in [Pattern::Zipf, Pattern::Uniform] {
+                let order = pattern.order(count, REQUESTS);
+                let mut gate = gate(
+                    &keys,
+                    jwt_gate::DEFAULT_CACHE_CAPACITY,
+                    jwt_gate::DEFAULT_CACHE_BYTES,
+                );
+                let first_sight: Vec<u32> = (0..count as u32).collect();
+                time_each(&mut gate, headers, &first_sight);
+                let bare = percentile(
+                    &sorted(time_each(&mut bare_service(), headers, &order)),
+                    0.5,
+                );
+                let checks = SIGNATURE_CHECKS.load(Ordering::Relaxed);
+                let times = time_each(&mut gate, headers, &order);
+                let misses = SIGNATURE_CHECKS.load(Ordering::Relaxed) - checks;
+                let mean = times.iter().map(|&t| f64::from(t)).sum::<f64>() / times.len() as f64;
+                let times = sorted(times);
+                println!(
+                    "| {count} | {} | {:.0} | {:.0} | {:.0} | {:.1} % |",
+                    pattern.name(),
+                    percentile(&times, 0.5) - bare,
+                    percentile(&times, 0.99) - bare,
+                    mean - bare,
+                    100.0 - misses as f64 * 100.0 / REQUESTS as f64,
+                );
+            }
+        }
+        println!();
+    }
+
+    /// The map alone: the old cache's DashMap against quick_cache, same keys, same values,
+    /// same hasher, uniform lookups of present keys (median of rounds of 1M lookups).
+    pub(super) fn maps() {
+        #[derive(Clone, Copy, Default)]
+        struct FoldHasher(u64);
+        impl Hasher for FoldHasher {
+            fn finish(&self) -> u64 {
+                self.0
+            }
+            fn write(&mut self, _: &[u8]) {
+                unreachable!("keys are two u64s")
+            }
+            fn write_u64(&mut self, value: u64) {
+                self.0 = self.0.rotate_left(29) ^ value;
+            }
+        }
+        #[derive(Clone, Copy, Default)]
+        struct Fold;
+        impl BuildHasher for Fold {
+            type Hasher = FoldHasher;
+            fn build_hasher(&self) -> FoldHasher {
+                FoldHasher(0)
+            }
+        }
+        /// About the size of a packed cached token.
+        type Value = Arc<[u64; 11]>;
+
+        println!(
+            "## the map alone: hit cost, ns per lookup (median of {} rounds)\n",
+            super::ROUNDS
+        );
+        println!("| entries | DashMap (old cache) | quick_cache (new) | new / old |");
+        println!("| ---: | ---: | ---: | ---: |");
+        const LOOKUPS: usize = 1_000_000;
+        for count in SIZES {
+            let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ count as u64);
+            let keys: Vec<(u64, u64)> = (0..count).map(|_| (rng.next(), rng.next())).collect();
+            let probes: Vec<(u64, u64)> = (0..LOOKUPS).map(|_| keys[rng.below(count)]).collect();
+            let value: Value = Arc::new([7; 11]);
+            let dash = dashmap::DashMap::with_hasher(Fold);
+            let quick = quick_cache::sync::Cache::with(
+                count,
+                count as u64 * 2,
+                quick_cache::UnitWeighter,
+                Fold,
+                quick_cache::sync::DefaultLifecycle::default(),
+            );
+            for key in &keys {
+                dash.insert(*key, value.clone());
+                quick.insert(*key, value.clone());
+            }
+            let old = super::median_ns(LOOKUPS, || {
+                for key in &probes {
+                    black_box(dash.get(key).map(|entry| entry.value().clone()));
+                }
+            });
+            let new = super::median_ns(LOOKUPS, || {
+                for key in &probes {
+                    black_box(quick.get(key));
+                }
+            });
+            println!("| {count} | {old:.1} | {new:.1} | {:.2} |", new / old);
+        }
+        println!();
+    }
 }

@@ -16,7 +16,7 @@ use tower_service::Service;
 use crate::error::{is_grpc, GateRealm};
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
-use crate::{AuthError, Claims, Keys, TokenVerifier};
+use crate::{AuthError, Keys, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -189,7 +189,7 @@ where
             return Decision::Pass;
         };
         // The claims ride with the request either way; a refused request is dropped whole.
-        request.extensions_mut().insert(Claims::clone(&claims));
+        request.extensions_mut().insert(claims);
         match check {
             RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
             answered => match answered.verdict() {

@@ -119,18 +119,15 @@ impl Validation {
         strip(typ).eq_ignore_ascii_case(strip(required))
     }
 
-    fn check_times<C>(&self, claims: &Claims<C>, now: u64) -> Result<(), AuthError> {
+    fn check_times(&self, exp: u64, iat: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
         let leeway = self.leeway.as_secs();
-        if now > claims.exp.saturating_add(leeway) {
+        if now > exp.saturating_add(leeway) {
             return Err(AuthError::Expired);
         }
-        if claims
-            .nbf
-            .is_some_and(|nbf| nbf > now.saturating_add(leeway))
-        {
+        if nbf.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
             return Err(AuthError::NotYetValid);
         }
-        if claims.iat > now.saturating_add(leeway) {
+        if iat > now.saturating_add(leeway) {
             return Err(AuthError::IssuedInTheFuture);
         }
         Ok(())
@@ -198,8 +195,8 @@ fn algorithm_name(algorithm: Algorithm) -> Option<&'static str> {
 /// revocation list. The gate, the axum extractor and the auth service all use this one.
 ///
 /// Verified tokens are remembered (by a keyed fingerprint, never the token itself), so a
-/// token seen before costs a hash and two map lookups; time limits and revocation are still
-/// checked every time.
+/// token seen before costs a keyed hash and one cache lookup; time limits and revocation are
+/// still checked every time. See [`TokenVerifierBuilder::cache_capacity`] for the bounds.
 ///
 /// ```
 /// use jwt_gate::{Claims, Keys, TokenVerifier};
@@ -255,10 +252,16 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 }
 
 /// A verified token's claims and the revocation store's answer about it (maybe pending).
-pub(crate) type Authenticated<C> = (Arc<Claims<C>>, RevocationCheck);
+pub(crate) type Authenticated<C> = (Claims<C>, RevocationCheck);
 
-/// How many verified tokens a verifier remembers by default.
-const DEFAULT_CACHE_CAPACITY: usize = 16 * 1024;
+/// How many verified tokens a verifier remembers by default: room for 100,000 users each
+/// holding one live token, with headroom for tokens refreshed before the old one expires.
+pub const DEFAULT_CACHE_CAPACITY: usize = 128 * 1024;
+
+/// How many bytes of verified tokens a verifier remembers by default (32 MiB): a cached token
+/// with the default claims takes under 256 bytes, so [`DEFAULT_CACHE_CAPACITY`] binds first
+/// unless tokens carry large claims.
+pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl TokenVerifier<()> {
     /// A verifier for `keys` with the default [`Validation`], an empty in-memory revocation
@@ -275,10 +278,16 @@ impl TokenVerifier<()> {
 
 impl<C> TokenVerifier<C>
 where
-    C: DeserializeOwned + Send + Sync + 'static,
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
 {
     /// Checks signature and claims (not revocation: see [`check_revocation`](Self::check_revocation)).
     pub fn verify(&self, token: &str) -> Result<Arc<Claims<C>>, AuthError> {
+        self.verify_claims(token).map(Arc::new)
+    }
+
+    /// [`verify`](Self::verify), the claims by value (a cache hit rebuilds them from the
+    /// packed entry).
+    pub(crate) fn verify_claims(&self, token: &str) -> Result<Claims<C>, AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -286,26 +295,29 @@ where
         let now = inner.clock.now();
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
-            return self.verify_uncached(token, &keys, now);
+            return self
+                .verify_uncached(token, &keys, now)
+                .map(|(claims, _)| claims);
         }
         let fingerprint = Fingerprint::of(token.as_bytes());
-        if let Some(claims) = inner.cache.get(&fingerprint, keys.generation) {
-            inner.validation.check_times(&claims, now)?;
-            return Ok(claims);
+        let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
+        if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
+            return hit;
         }
-        let claims = self.verify_uncached(token, &keys, now)?;
+        let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
         inner
             .cache
-            .insert(fingerprint, claims.clone(), keys.generation, now);
+            .insert(fingerprint, &claims, payload_len, keys.generation);
         Ok(claims)
     }
 
+    /// The claims and the decoded payload's length (what the cache weighs custom claims by).
     fn verify_uncached(
         &self,
         token: &str,
         keys: &crate::keys::KeySet,
         now: u64,
-    ) -> Result<Arc<Claims<C>>, AuthError> {
+    ) -> Result<(Claims<C>, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
@@ -362,8 +374,8 @@ where
             }
         })?;
         validation.check_fixed(&claims)?;
-        validation.check_times(&claims, now)?;
-        Ok(Arc::new(claims))
+        validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
+        Ok((claims, payload.len()))
     }
 
     /// Asks the revocation store about verified `claims`.
@@ -382,7 +394,8 @@ where
             Credentials::Bearer(token) => token,
             Credentials::None => return Ok(None),
         };
-        let claims = self.verify(token)?;
+        // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
+        let claims = self.verify_claims(token)?;
         let check = self.check_revocation(&claims);
         Ok(Some((claims, check)))
     }
@@ -431,6 +444,7 @@ pub struct TokenVerifierBuilder<C> {
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
     cache_capacity: usize,
+    cache_bytes: usize,
     realm: Arc<str>,
     claims: std::marker::PhantomData<fn() -> C>,
 }
@@ -452,6 +466,7 @@ impl TokenVerifierBuilder<()> {
             revocations: Arc::new(MemoryRevocations::new()),
             clock: Arc::new(SystemClock),
             cache_capacity: DEFAULT_CACHE_CAPACITY,
+            cache_bytes: DEFAULT_CACHE_BYTES,
             realm: Arc::from(DEFAULT_REALM),
             claims: std::marker::PhantomData,
         }
@@ -481,10 +496,37 @@ impl<C> TokenVerifierBuilder<C> {
         self
     }
 
-    /// Remembers up to `capacity` verified tokens (default 16 384; 0 turns the cache off).
+    /// Remembers up to `capacity` verified tokens (default [`DEFAULT_CACHE_CAPACITY`]; 0 turns
+    /// the cache off).
+    ///
+    /// The cache is also bounded in bytes ([`cache_bytes`](Self::cache_bytes)); whichever
+    /// bound is reached first evicts. Eviction favours tokens presented often over tokens
+    /// seen once, costs each insertion a bounded amount of work, and never empties the
+    /// cache. Size it for the live tokens you expect (users × tokens each, about 100,000 by
+    /// default); past it, the tokens presented least often pay a signature check again.
+    ///
+    /// ```
+    /// use jwt_gate::{Keys, TokenVerifier};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // One million live tokens, in at most 256 MiB.
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .cache_capacity(1_000_000)
+    ///     .cache_bytes(256 << 20)
+    ///     .build();
+    /// ```
     #[must_use]
     pub fn cache_capacity(mut self, capacity: usize) -> Self {
         self.cache_capacity = capacity;
+        self
+    }
+
+    /// Remembers verified tokens up to about `bytes` of memory (default
+    /// [`DEFAULT_CACHE_BYTES`]; 0 turns the cache off). An entry is weighed by its claims'
+    /// text plus a fixed overhead; custom claims also by their encoded size.
+    #[must_use]
+    pub fn cache_bytes(mut self, bytes: usize) -> Self {
+        self.cache_bytes = bytes;
         self
     }
 
@@ -516,6 +558,7 @@ impl<C> TokenVerifierBuilder<C> {
             revocations: self.revocations,
             clock: self.clock,
             cache_capacity: self.cache_capacity,
+            cache_bytes: self.cache_bytes,
             realm: self.realm,
             claims: std::marker::PhantomData,
         }
@@ -559,7 +602,7 @@ impl<C> TokenVerifierBuilder<C> {
                 validation: self.validation,
                 revocations: self.revocations,
                 clock: self.clock,
-                cache: VerifiedCache::new(self.cache_capacity),
+                cache: VerifiedCache::new(self.cache_capacity, self.cache_bytes),
                 realm: self.realm,
             }),
         }
@@ -569,6 +612,65 @@ impl<C> TokenVerifierBuilder<C> {
 #[cfg(test)]
 mod tests {
     use super::Validation;
+
+    // Signing and verifying need a crypto backend; without one, keys are refused up front.
+    #[cfg(any(feature = "rust-crypto", feature = "aws-lc-rs"))]
+    mod cached {
+        use super::super::{TokenVerifier, Validation};
+        use crate::clock::ManualClock;
+        use crate::{AuthError, Claims, Key, Keys};
+
+        const NOW: u64 = 1_800_000_000;
+
+        fn key(kid: &str) -> Key {
+            Key::hs256(b"a unit-test secret of 32 bytes!!")
+                .unwrap()
+                .with_kid(kid)
+        }
+
+        #[test]
+        fn a_cached_token_is_refused_once_it_expires() {
+            let clock = ManualClock::new(NOW);
+            let keys = Keys::new(key("a")).unwrap();
+            let verifier = TokenVerifier::builder(keys.clone())
+                .clock(clock.clone())
+                .build();
+            let token = keys.sign(&Claims::new("alice", NOW, NOW + 60)).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+            assert_eq!(verifier.verify(&token).unwrap().sub, "alice");
+            let leeway = Validation::default().leeway.as_secs();
+            clock.advance(60 + leeway + 1);
+            assert_eq!(verifier.verify(&token), Err(AuthError::Expired));
+        }
+
+        #[test]
+        fn a_cached_token_is_refused_once_its_key_is_removed() {
+            let keys = Keys::new(key("a")).unwrap();
+            let verifier = TokenVerifier::builder(keys.clone())
+                .clock(ManualClock::new(NOW))
+                .build();
+            let token = keys.sign(&Claims::new("alice", NOW, NOW + 900)).unwrap();
+            assert!(verifier.verify(&token).is_ok());
+            keys.add(key("b")).unwrap();
+            keys.activate("b").unwrap();
+            // Still served (from the cache, under a newer key set that holds its key).
+            assert!(verifier.verify(&token).is_ok());
+            keys.remove("a").unwrap();
+            assert_eq!(verifier.verify(&token), Err(AuthError::UnknownKey));
+        }
+
+        #[test]
+        fn a_zero_capacity_turns_the_cache_off() {
+            let keys = Keys::new(key("a")).unwrap();
+            let off = TokenVerifier::builder(keys.clone())
+                .cache_capacity(0)
+                .build();
+            assert!(!off.inner.cache.is_enabled());
+            let off = TokenVerifier::builder(keys.clone()).cache_bytes(0).build();
+            assert!(!off.inner.cache.is_enabled());
+            assert!(TokenVerifier::new(keys).inner.cache.is_enabled());
+        }
+    }
 
     #[test]
     fn typ_matches_with_or_without_the_media_type_prefix_in_any_case() {
