@@ -15,14 +15,15 @@
 //! | `JWT_GATE_AUDIENCE` | `jwt-gate-demo` | the `aud` tokens are issued for, and required to name |
 //! | `DATABASE_URL` | unset | users in this PostgreSQL database instead of `JWT_GATE_DB` |
 //! | `JWT_GATE_PG_SCHEMA` | the connection's | the PostgreSQL schema the tables live in |
-//! | `REDIS_URL` | unset | logouts shared through this Redis instead of kept in memory |
+//! | `REDIS_URL` | unset | logouts and login/registration throttling shared through this Redis instead of kept in memory |
 //! | `JWT_GATE_REDIS_PREFIX` | `jwt-gate:` | the Redis key prefix |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
 //! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
 //! or `REDIS_URL` set, `JWT_GATE_SECRET` is required: every server of a fleet must sign and
 //! verify with the same key. Servers given the same secret, `DATABASE_URL` (and schema) and
-//! `REDIS_URL` (and prefix) share users, and a logout at one is refused at all.
+//! `REDIS_URL` (and prefix) share users, a logout at one is refused at all, and failed logins
+//! at one count at all.
 //!
 //! Tokens carry `iss` and `aud` and are refused without the expected ones, so a token that
 //! another service minted with the same secret does not pass here.
@@ -43,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use jwt_gate::revocation::RedisRevocations;
-use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
+use jwt_gate::service::{AuthService, JwksService, RedisThrottle, JWKS_PATH};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{AuthError, Claims, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
@@ -146,6 +147,27 @@ async fn verifier(keys: Keys) -> Result<(TokenVerifier, &'static str), String> {
     Ok((verifier, "Redis"))
 }
 
+/// The auth service, its throttling shared through Redis when `REDIS_URL` is set (failing
+/// closed: while Redis is unreachable, logins and registrations answer 503).
+async fn auth_service(
+    verifier: &TokenVerifier,
+    users: Arc<dyn UserStore>,
+) -> Result<AuthService, String> {
+    // Logins take the CPU time that serving leaves, not the other way round.
+    let auth = AuthService::builder(verifier.clone(), users).hash_at_low_priority();
+    let Some(url) = optional_var("REDIS_URL")? else {
+        return Ok(auth.build());
+    };
+    let mut throttle = RedisThrottle::connect(&url);
+    if let Some(prefix) = optional_var("JWT_GATE_REDIS_PREFIX")? {
+        throttle = throttle.key_prefix(&prefix);
+    }
+    let throttle = throttle
+        .await
+        .map_err(|error| format!("cannot use REDIS_URL: {error}"))?;
+    Ok(auth.shared_throttle(throttle).build())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -181,19 +203,14 @@ async fn run() -> Result<(), String> {
     let keys = Keys::hs256(secret::secret(&db)?).map_err(|error| error.to_string())?;
     let (users, users_in) = users(&db).await?;
     let (verifier, revocations_in) = verifier(keys).await?;
+    let auth = auth_service(&verifier, users.clone()).await?;
 
     let app = Router::new()
         .route_service(JWKS_PATH, JwksService::new(verifier.keys().clone()))
         .route("/auth-test", get(current_user))
         .route("/health", get(health))
         .with_state(users.clone())
-        .nest_service(
-            "/auth",
-            // Logins take the CPU time that serving leaves, not the other way round.
-            AuthService::builder(verifier.clone(), users)
-                .hash_at_low_priority()
-                .build(),
-        )
+        .nest_service("/auth", auth)
         .layer(
             JwtAuthLayer::new(verifier)
                 .open_prefix("/auth")

@@ -56,11 +56,12 @@
 //!
 //! # Client addresses
 //!
-//! Failed logins are throttled per username and per client address ([`LoginThrottle`]). The
-//! address is the connection's peer: insert a [`ClientAddr`](crate::ClientAddr) into each
-//! request's extensions. `X-Forwarded-For`
-//! is believed only from the proxies named in [`AuthServiceBuilder::trusted_proxies`]. Without any
-//! peer address, only the per-username throttle applies.
+//! Logins are throttled per (username, client address), per username and per address
+//! ([`LoginThrottle`]); registrations per address ([`RegistrationThrottle`]). The address is
+//! the connection's peer: insert a [`ClientAddr`](crate::ClientAddr) into each request's
+//! extensions. `X-Forwarded-For` is believed only from the proxies named in
+//! [`AuthServiceBuilder::trusted_proxies`]. Without any peer address, logins are throttled
+//! per username only and registrations not at all.
 //!
 //! # Runtime
 //!
@@ -96,7 +97,9 @@ pub use password::{
 pub use public_keys::{JwksService, JWKS_PATH};
 pub use reply::AuthResponse;
 pub use request::MAX_BODY_BYTES;
-pub use throttle::LoginThrottle;
+pub use throttle::{LoginThrottle, RegistrationThrottle};
+#[cfg(feature = "redis")]
+pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::revocation::BoxFuture;
 use crate::store::UserStore;
@@ -178,7 +181,10 @@ impl AuthService {
             hasher: Arc::new(Argon2Hasher::default()),
             hashing_concurrency: password::default_hashing_concurrency(),
             low_priority: false,
-            throttle: LoginThrottle::default(),
+            login_throttle: LoginThrottle::default(),
+            registration_throttle: RegistrationThrottle::default(),
+            #[cfg(feature = "redis")]
+            shared_throttle: None,
             trusted_proxies: Vec::new(),
         }
     }
@@ -202,6 +208,8 @@ impl AuthService {
 /// | [`hashing_concurrency`](Self::hashing_concurrency) | [`default_hashing_concurrency`]: every core but one |
 /// | [`hash_at_low_priority`](Self::hash_at_low_priority) | off |
 /// | [`login_throttle`](Self::login_throttle) | [`LoginThrottle::default`] |
+/// | [`registration_throttle`](Self::registration_throttle) | [`RegistrationThrottle::default`] |
+/// | `shared_throttle` (feature `redis`) | none: counts kept in this process |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none |
 ///
 /// ```
@@ -228,7 +236,10 @@ pub struct AuthServiceBuilder {
     hasher: Arc<dyn PasswordHasher>,
     hashing_concurrency: usize,
     low_priority: bool,
-    throttle: LoginThrottle,
+    login_throttle: LoginThrottle,
+    registration_throttle: RegistrationThrottle,
+    #[cfg(feature = "redis")]
+    shared_throttle: Option<RedisThrottle>,
     trusted_proxies: Vec<IpAddr>,
 }
 
@@ -242,7 +253,8 @@ impl std::fmt::Debug for AuthServiceBuilder {
             .field("max_refreshes_per_minute", &self.max_refreshes_per_minute)
             .field("hashing_concurrency", &self.hashing_concurrency)
             .field("low_priority", &self.low_priority)
-            .field("login_throttle", &self.throttle)
+            .field("login_throttle", &self.login_throttle)
+            .field("registration_throttle", &self.registration_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
             .finish_non_exhaustive()
     }
@@ -335,8 +347,10 @@ impl AuthServiceBuilder {
     }
 
     /// Runs at most `hashes` password hashes at once (at least 1), each on a thread of its
-    /// own; more wait in a bounded queue. The default, every core but one, keeps a core
-    /// serving other requests however many logins arrive at once.
+    /// own; more wait in a bounded queue, and past it get `503` with `Retry-After`. The
+    /// default, every core but one, keeps a core serving other requests however many logins
+    /// arrive at once. Registrations queue apart from logins and hash on at most `hashes - 1`
+    /// threads (one when `hashes` is 1), so a flood of sign-ups never fills the logins' queue.
     #[must_use]
     pub fn hashing_concurrency(mut self, hashes: usize) -> Self {
         self.hashing_concurrency = hashes;
@@ -354,9 +368,46 @@ impl AuthServiceBuilder {
     }
 
     /// Throttles failed logins by `policy` (default [`LoginThrottle::default`]).
+    ///
+    /// # Panics
+    ///
+    /// If `policy.capacity` is 0: a table with no room would forget every count.
     #[must_use]
     pub fn login_throttle(mut self, policy: LoginThrottle) -> Self {
-        self.throttle = policy;
+        assert!(
+            policy.capacity > 0,
+            "a login throttle needs room for at least one entry (capacity 0)"
+        );
+        self.login_throttle = policy;
+        self
+    }
+
+    /// Throttles registrations per client address by `policy` (default
+    /// [`RegistrationThrottle::default`]).
+    ///
+    /// # Panics
+    ///
+    /// If `policy.capacity` is 0: a table with no room would forget every count.
+    #[must_use]
+    pub fn registration_throttle(mut self, policy: RegistrationThrottle) -> Self {
+        assert!(
+            policy.capacity > 0,
+            "a registration throttle needs room for at least one entry (capacity 0)"
+        );
+        self.registration_throttle = policy;
+        self
+    }
+
+    /// Keeps the login and registration counts in Redis (feature `redis`), shared by every
+    /// service given the same server and prefix, instead of in this process; see
+    /// [`RedisThrottle`] for what happens when Redis cannot be reached. The policies stay
+    /// those of [`login_throttle`](Self::login_throttle) and
+    /// [`registration_throttle`](Self::registration_throttle), which every service of the
+    /// fleet should set alike.
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn shared_throttle(mut self, throttle: RedisThrottle) -> Self {
+        self.shared_throttle = Some(throttle);
         self
     }
 
@@ -367,9 +418,19 @@ impl AuthServiceBuilder {
         self
     }
 
+    fn throttle(&self) -> Throttle {
+        let throttle = Throttle::new(&self.login_throttle, &self.registration_throttle);
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared_throttle {
+            return throttle.shared(shared.clone());
+        }
+        throttle
+    }
+
     /// The service. Starts its password-hashing threads, once, and makes the dummy hash that
     /// unknown users' logins are checked against.
     pub fn build(self) -> AuthService {
+        let throttle = self.throttle();
         AuthService {
             inner: Arc::new(Inner {
                 prefix: self.prefix,
@@ -382,7 +443,7 @@ impl AuthServiceBuilder {
                 },
                 users: self.users,
                 passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),
-                throttle: Throttle::new(self.throttle),
+                throttle,
                 trusted_proxies: self.trusted_proxies,
             }),
         }

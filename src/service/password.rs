@@ -213,7 +213,8 @@ pub(crate) enum PasswordFailure {
 }
 
 /// Runs a [`PasswordHasher`] on its own threads, at most `permits` at a time, with at most
-/// `max_waiting` more queued.
+/// `max_waiting` more logins queued and as many registrations in a queue of their own;
+/// registrations use at most all permits but one.
 #[derive(Clone)]
 pub(crate) struct Passwords {
     inner: Arc<PasswordsInner>,
@@ -223,8 +224,14 @@ struct PasswordsInner {
     hasher: Arc<dyn PasswordHasher>,
     threads: HashThreads,
     permits: Arc<Semaphore>,
+    /// Held by each registration from before it queues for a hashing permit until its hash
+    /// is done: registrations never hold or queue for more permits than this, so logins
+    /// always find a short queue, whatever the flood of sign-ups.
+    registration_permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    registrations_waiting: AtomicUsize,
+    max_registrations_waiting: usize,
     // A hash of a random password, made by the same hasher with the same parameters, that
     // unknown users' logins are verified against: same work, same answer as a wrong password.
     dummy_hash: OnceLock<String>,
@@ -250,13 +257,21 @@ impl Passwords {
         low_priority: bool,
     ) -> Self {
         let permits = concurrency.max(1);
+        let max_waiting = (permits * WAITING_PER_PERMIT).max(MIN_WAITING);
         let passwords = Self {
             inner: Arc::new(PasswordsInner {
                 hasher,
                 threads: HashThreads::start(permits, low_priority),
                 permits: Arc::new(Semaphore::new(permits)),
+                // Every permit but one, so one is always left for logins; with a single
+                // permit, a login waits behind at most one registration's hash.
+                registration_permits: Arc::new(Semaphore::new(permits.saturating_sub(1).max(1))),
                 waiting: AtomicUsize::new(0),
-                max_waiting: (permits * WAITING_PER_PERMIT).max(MIN_WAITING),
+                max_waiting,
+                registrations_waiting: AtomicUsize::new(0),
+                // A queue of their own, as long as the logins': waiting there takes nothing
+                // from logins, who meet at most the registrations holding a lane permit.
+                max_registrations_waiting: max_waiting,
                 dummy_hash: OnceLock::new(),
             }),
         };
@@ -272,18 +287,37 @@ impl Passwords {
 
     async fn run<T: Send + 'static>(
         &self,
+        lane: Lane,
         work: impl FnOnce(&PasswordsInner) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, PasswordFailure> {
-        let permit = {
+        let inner = &self.inner;
+        let closed = |_| PasswordFailure::Failed(HashError::new("semaphore closed"));
+        let (lane_permit, permit) = {
             // Counted while waiting, and uncounted however the wait ends: a client that hangs
             // up mid-queue must not leave a phantom waiter behind.
-            let _waiting = Waiting::enter(&self.inner)?;
-            self.inner
+            let (lane_permit, _waiting) = match lane {
+                Lane::Login => (None, Waiting::enter(&inner.waiting, inner.max_waiting)?),
+                Lane::Registration => {
+                    let waiting = Waiting::enter(
+                        &inner.registrations_waiting,
+                        inner.max_registrations_waiting,
+                    )?;
+                    let lane_permit = inner
+                        .registration_permits
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .map_err(closed)?;
+                    (Some(lane_permit), waiting)
+                }
+            };
+            let permit = inner
                 .permits
                 .clone()
                 .acquire_owned()
                 .await
-                .map_err(|_| PasswordFailure::Failed(HashError::new("semaphore closed")))?
+                .map_err(closed)?;
+            (lane_permit, permit)
         };
         let shared = self.inner.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
@@ -292,6 +326,7 @@ impl Passwords {
         self.inner.threads.run(Box::new(move || {
             let result = work(&shared);
             drop(permit);
+            drop(lane_permit);
             let _ = done.send(result);
         }));
         outcome
@@ -300,9 +335,22 @@ impl Passwords {
             .map_err(PasswordFailure::Failed)
     }
 
-    /// Hashes `password` for storage.
+    /// Hashes `password` for storage, as part of a login (a rehash).
     pub(crate) async fn hash(&self, password: String) -> Result<String, PasswordFailure> {
-        self.run(move |inner| inner.hasher.hash(&password)).await
+        self.run(Lane::Login, move |inner| inner.hasher.hash(&password))
+            .await
+    }
+
+    /// Hashes a new account's `password`, in the registrations' own queue and within their
+    /// share of the hashing threads.
+    pub(crate) async fn hash_for_registration(
+        &self,
+        password: String,
+    ) -> Result<String, PasswordFailure> {
+        self.run(Lane::Registration, move |inner| {
+            inner.hasher.hash(&password)
+        })
+        .await
     }
 
     /// Verifies `password` against `stored`, or, when there is no such user, against the
@@ -312,7 +360,7 @@ impl Passwords {
         password: String,
         stored: Option<String>,
     ) -> Result<Verdict, PasswordFailure> {
-        self.run(move |inner| {
+        self.run(Lane::Login, move |inner| {
             Ok(match stored {
                 Some(hash) => inner.hasher.verify(&password, &hash),
                 None => {
@@ -327,22 +375,31 @@ impl Passwords {
     }
 }
 
-/// One caller queued for a permit, for as long as this guard lives.
-struct Waiting<'a>(&'a PasswordsInner);
+/// Whose hashing capacity an operation uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    /// Logins (and the rehash after one): the whole queue.
+    Login,
+    /// New accounts: a queue of their own and a share of the permits, never all of them.
+    Registration,
+}
+
+/// One caller queued for a permit, counted in `count`, for as long as this guard lives.
+struct Waiting<'a>(&'a AtomicUsize);
 
 impl<'a> Waiting<'a> {
-    fn enter(inner: &'a PasswordsInner) -> Result<Self, PasswordFailure> {
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.max_waiting {
-            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    fn enter(count: &'a AtomicUsize, max: usize) -> Result<Self, PasswordFailure> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
             return Err(PasswordFailure::Busy);
         }
-        Ok(Self(inner))
+        Ok(Self(count))
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -134,7 +134,7 @@ impl Failure {
             ),
             Self::Throttled { retry_after } => too_many(
                 "too_many_attempts",
-                "too many failed logins; wait before trying again",
+                "too many attempts; wait before trying again",
                 retry_after,
             ),
             Self::RefreshThrottled { retry_after } => too_many(

@@ -16,8 +16,7 @@ use super::password::Passwords;
 use super::password::{PasswordFailure, Verdict, MAX_PASSWORD_CHARS};
 use super::reply::{json, AuthResponse, Failure};
 use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
-use super::throttle::client_address;
-use super::throttle::Throttle;
+use super::throttle::{client_address, Attempt, Refusal, Throttle};
 use super::tokens::{hash_refresh_token, TokenIssuer};
 use crate::revocation::{RevocationCheck, RevocationError, TokenId};
 use crate::store::{Registration, Rotation, User, UserStore, UserStoreError};
@@ -132,6 +131,13 @@ fn password_failure(failure: PasswordFailure) -> Failure {
     }
 }
 
+fn throttled(refusal: Refusal) -> Failure {
+    match refusal {
+        Refusal::Wait(retry_after) => Failure::Throttled { retry_after },
+        Refusal::Unavailable => Failure::Unavailable,
+    }
+}
+
 fn invalid(field: &'static str, description: &'static str) -> Failure {
     Failure::Invalid {
         field: Some(field),
@@ -158,6 +164,24 @@ impl Inner {
         if !acceptable_password_length(&password) {
             return Err(invalid("password", "must be 8 to 1024 characters"));
         }
+        let address = client_address(parts, &self.trusted_proxies);
+        let attempt = self
+            .throttle
+            .begin_registration(address, self.issuer.now())
+            .await
+            .map_err(throttled)?;
+        let outcome = self.create_account(key, username, email, password).await;
+        self.settle_unanswered(attempt, &outcome).await;
+        outcome
+    }
+
+    async fn create_account(
+        &self,
+        key: String,
+        username: String,
+        email: String,
+        password: String,
+    ) -> Outcome {
         // Registration says whether a name is taken by design; checking first spares an
         // argon2 run for every attempt on a taken name. The insert below still decides.
         if self
@@ -171,7 +195,7 @@ impl Inner {
         }
         let password_hash = self
             .passwords
-            .hash(password)
+            .hash_for_registration(password)
             .await
             .map_err(password_failure)?;
         let user = User {
@@ -211,34 +235,51 @@ impl Inner {
         // same steps as a real one, so nothing in the answer tells them apart.
         let key = username_key(&username);
         let address = client_address(parts, &self.trusted_proxies);
-        let issuer = &self.issuer;
         let attempt = self
             .throttle
-            .begin(&key, address, issuer.now())
-            .map_err(|retry_after| Failure::Throttled { retry_after })?;
-        // No stored password is longer; hashing a longer one would only burn CPU.
-        if password.chars().count() > MAX_PASSWORD_CHARS {
-            return Err(Failure::InvalidGrant);
-        }
-        let user = self.users.find_user(&key).await.map_err(unavailable)?;
-        let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
-        let verdict = self
-            .passwords
-            .verify(password.clone(), stored_hash)
+            .begin_login(&key, address, self.issuer.now())
             .await
-            .map_err(password_failure)?;
-        let user = match (verdict, user) {
-            (Verdict::Match | Verdict::MatchNeedsRehash, Some(user)) => user,
-            _ => {
-                tracing::info!("login refused: invalid grant");
-                return Err(Failure::InvalidGrant);
-            }
-        };
-        self.throttle.succeeded(attempt);
+            .map_err(throttled)?;
+        let checked = self.check_password(&key, &password).await;
+        match &checked {
+            Ok(_) => self.throttle.login_succeeded(attempt).await,
+            Err(_) => self.settle_unanswered(attempt, &checked).await,
+        }
+        let (user, verdict) = checked?;
         if verdict == Verdict::MatchNeedsRehash {
             self.upgrade_hash(&user.key, password).await;
         }
         self.issue_session(&user.key).await
+    }
+
+    /// The user whose password `password` is, with how their hash verified.
+    async fn check_password(&self, key: &str, password: &str) -> Result<(User, Verdict), Failure> {
+        // No stored password is longer; hashing a longer one would only burn CPU.
+        if password.chars().count() > MAX_PASSWORD_CHARS {
+            return Err(Failure::InvalidGrant);
+        }
+        let user = self.users.find_user(key).await.map_err(unavailable)?;
+        let stored_hash = user.as_ref().map(|user| user.password_hash.clone());
+        let verdict = self
+            .passwords
+            .verify(password.to_owned(), stored_hash)
+            .await
+            .map_err(password_failure)?;
+        match (verdict, user) {
+            (Verdict::Match | Verdict::MatchNeedsRehash, Some(user)) => Ok((user, verdict)),
+            _ => {
+                tracing::info!("login refused: invalid grant");
+                Err(Failure::InvalidGrant)
+            }
+        }
+    }
+
+    /// An attempt answered `503` was never judged on its merits: a saturated hasher or a
+    /// store outage must not use up anyone's allowance.
+    async fn settle_unanswered<T>(&self, attempt: Attempt, outcome: &Result<T, Failure>) {
+        if matches!(outcome, Err(Failure::Busy | Failure::Unavailable)) {
+            self.throttle.not_answered(attempt).await;
+        }
     }
 
     /// Replaces a legacy or weak hash now that the password is known. The login succeeds

@@ -1,36 +1,54 @@
-//! Slowing down password guessing: failed logins are counted per username and per client
-//! address, and past a few free failures each further attempt must wait longer.
+//! Slowing down password guessing and mass registration: attempts are counted per
+//! (username, address), per username and per address, and past a few free ones each further
+//! attempt must wait longer. Counts live in this process, or in Redis for a fleet.
 
-use std::collections::HashMap;
+#[cfg(feature = "redis")]
+mod redis;
+
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::num::NonZeroUsize;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use http::request::Parts;
+use lru::LruCache;
+
+#[cfg(feature = "redis")]
+pub use redis::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 use crate::ClientAddr;
 
 /// How failed logins are throttled. Plain data.
 ///
-/// Every login attempt counts against its username and its client address up front (so a
-/// burst of parallel guesses cannot all slip through before the first one fails); a successful
-/// login clears the username's count and gives the address its attempt back. Once a count
-/// exceeds its free allowance, the next attempt must wait `base_delay`, then twice that, and
-/// so on up to `max_delay`; waiting callers get `429` with `Retry-After`. Counts are forgotten
-/// `forget_after` the last attempt. (So a client firing more logins for one username at once
-/// than its free allowance sees `429` for the excess, even if the password is right.)
+/// Attempts are counted under three keys: the pair of username and client address (the
+/// main limit), the username from anywhere (a higher ceiling against guessing spread over
+/// many addresses), and the address whatever the username (against one client spraying
+/// names). Every attempt counts up front, so a burst of parallel guesses cannot all slip
+/// through before the first one fails. Once a count exceeds its free allowance, the next
+/// attempt on that key must wait `base_delay`, then twice that, and so on up to `max_delay`;
+/// waiting callers get `429` with `Retry-After`. Counts are forgotten `forget_after` the last
+/// attempt.
+///
+/// So a guesser at another address cannot lock a user out: their failures block their own
+/// pair, and the username's own ceiling is far above what one address can spend within
+/// `forget_after`. A successful login clears its pair and gives the username and the address
+/// their attempt back (not more, so an attacker cannot reset a count with an account of their
+/// own). An attempt answered `503` (hashing saturated, a store down) is not counted.
 ///
 /// Memory is bounded: each table keeps at most `capacity` entries (a 128-bit keyed hash and
-/// 24 bytes of counters each; usernames themselves are not kept). When a table is full of
-/// recent entries, new keys share one overflow entry: under such a flood, throttling gets
-/// stricter, never looser.
+/// its counters, about 100 bytes with the bookkeeping; usernames themselves are not kept).
+/// A full table forgets its least recently used entry to make room, so a flood of new names
+/// cannot crowd out anyone else's count; pushing out a key that is being throttled takes
+/// `capacity` fresh keys between two of its attempts, which the per-address limit makes slow.
 ///
-/// IPv6 clients are counted per /64, the block one subscriber typically gets.
+/// IPv6 clients are counted per /64, the block one subscriber typically gets. Without a
+/// client address, the pair is the username alone.
 ///
 /// | field | default |
 /// | --- | --- |
-/// | `free_failures_per_username` | 5 |
+/// | `free_failures_per_username_and_address` | 5 |
+/// | `free_failures_per_username` | 100 |
 /// | `free_failures_per_address` | 20 |
 /// | `base_delay` | 1 s |
 /// | `max_delay` | 15 min |
@@ -41,14 +59,16 @@ use crate::ClientAddr;
 /// use std::time::Duration;
 /// use jwt_gate::service::LoginThrottle;
 ///
-/// let strict = LoginThrottle { free_failures_per_username: 3, ..LoginThrottle::default() };
+/// let strict = LoginThrottle { free_failures_per_username_and_address: 3, ..LoginThrottle::default() };
 /// assert_eq!(strict.base_delay, Duration::from_secs(1));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoginThrottle {
-    /// Failed attempts on one username before delays begin.
+    /// Failed attempts on one username from one address before delays begin.
+    pub free_failures_per_username_and_address: u32,
+    /// Failed attempts on one username from all addresses together before delays begin.
     pub free_failures_per_username: u32,
-    /// Failed attempts from one address before delays begin.
+    /// Failed attempts from one address, on any usernames, before delays begin.
     pub free_failures_per_address: u32,
     /// The first delay; each further failure doubles it.
     pub base_delay: Duration,
@@ -56,14 +76,15 @@ pub struct LoginThrottle {
     pub max_delay: Duration,
     /// How long after its last attempt a count is forgotten.
     pub forget_after: Duration,
-    /// Entries per table (usernames, addresses).
+    /// Entries per table (pairs, usernames, addresses).
     pub capacity: usize,
 }
 
 impl Default for LoginThrottle {
     fn default() -> Self {
         Self {
-            free_failures_per_username: 5,
+            free_failures_per_username_and_address: 5,
+            free_failures_per_username: 100,
             free_failures_per_address: 20,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(15 * 60),
@@ -73,6 +94,143 @@ impl Default for LoginThrottle {
     }
 }
 
+/// How registrations are throttled per client address. Plain data.
+///
+/// Every registration that passes validation counts against its client address, whatever
+/// its outcome (a `409` tells whether a name is taken, so probing names is throttled too);
+/// past `free_per_address` within `forget_after`, the next must wait `base_delay`, then
+/// twice that, up to `max_delay`, answered `429` with `Retry-After`. IPv6 clients are counted
+/// per /64. Without a client address, registrations are not throttled. At most `capacity`
+/// addresses are remembered; the least recently seen one makes room.
+///
+/// | field | default |
+/// | --- | --- |
+/// | `free_per_address` | 10 |
+/// | `base_delay` | 1 s |
+/// | `max_delay` | 15 min |
+/// | `forget_after` | 15 min |
+/// | `capacity` | 65 536 addresses |
+///
+/// ```
+/// use jwt_gate::service::RegistrationThrottle;
+///
+/// let lenient = RegistrationThrottle { free_per_address: 50, ..RegistrationThrottle::default() };
+/// assert_eq!(lenient.capacity, 65_536);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationThrottle {
+    /// Registrations from one address before delays begin.
+    pub free_per_address: u32,
+    /// The first delay; each further registration doubles it.
+    pub base_delay: Duration,
+    /// The longest delay.
+    pub max_delay: Duration,
+    /// How long after its last registration an address's count is forgotten.
+    pub forget_after: Duration,
+    /// Addresses remembered.
+    pub capacity: usize,
+}
+
+impl Default for RegistrationThrottle {
+    fn default() -> Self {
+        Self {
+            free_per_address: 10,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(15 * 60),
+            capacity: 65_536,
+        }
+    }
+}
+
+/// What one count allows, in whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    pub(crate) free: u32,
+    pub(crate) base_delay: u64,
+    pub(crate) max_delay: u64,
+    pub(crate) forget_after: u64,
+}
+
+impl Limit {
+    fn new(free: u32, base_delay: Duration, max_delay: Duration, forget_after: Duration) -> Self {
+        Self {
+            free,
+            base_delay: base_delay.as_secs().max(1),
+            max_delay: max_delay.as_secs().max(1),
+            forget_after: forget_after.as_secs().max(1),
+        }
+    }
+
+    /// How long a key with `failures` counted must wait, if at all.
+    fn delay(&self, failures: u32) -> Option<u64> {
+        let over = failures.checked_sub(self.free)?.checked_sub(1)?;
+        Some(
+            self.base_delay
+                .saturating_mul(1u64 << over.min(32))
+                .min(self.max_delay),
+        )
+    }
+}
+
+/// The counts kept, one table each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A username from one address.
+    Pair = 0,
+    /// A username from anywhere.
+    Username = 1,
+    /// An address, logins on any username.
+    Address = 2,
+    /// An address, registrations.
+    Registration = 3,
+}
+
+impl Kind {
+    /// The name in Redis keys.
+    #[cfg(feature = "redis")]
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pair => "pair",
+            Self::Username => "user",
+            Self::Address => "addr",
+            Self::Registration => "reg",
+        }
+    }
+}
+
+/// What a settled attempt does to one of its counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Forget the key altogether.
+    Forget,
+    /// Take the attempt off the count.
+    GiveBack,
+}
+
+/// One counted key: which table, and the bytes that name it there.
+#[derive(Debug, Clone)]
+pub(crate) struct Counted {
+    pub(crate) kind: Kind,
+    pub(crate) key: Vec<u8>,
+}
+
+/// An admitted attempt: the keys it was counted under, to settle it later.
+#[derive(Debug, Clone)]
+pub(crate) struct Attempt {
+    counted: Vec<Counted>,
+}
+
+/// Why an attempt was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Too many attempts: wait this many seconds.
+    Wait(u64),
+    /// The shared counts could not be reached, and the policy is to refuse then.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Unavailable,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
     failures: u32,
@@ -80,172 +238,264 @@ struct Entry {
     blocked_until: u64,
 }
 
-struct Table {
-    entries: HashMap<Fingerprint, Entry, BuildFingerprintHasher>,
-    overflow: Entry,
-    free_failures: u32,
-    /// A full table is swept at most once a second, so a flood of new keys cannot make every
-    /// attempt pay for a walk over the whole table.
-    next_sweep: u64,
-}
+impl Entry {
+    fn wait(&self, now: u64) -> u64 {
+        self.blocked_until.saturating_sub(now)
+    }
 
-/// Which entries an admitted attempt was counted in, to settle it when it succeeds.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Attempt {
-    username: Slot,
-    address: Option<Slot>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    Keyed(Fingerprint),
-    Overflow,
-}
-
-/// The throttle's state: two bounded tables.
-pub(crate) struct Throttle {
-    policy: LoginThrottle,
-    usernames: Mutex<Table>,
-    addresses: Mutex<Table>,
-}
-
-impl Throttle {
-    pub(crate) fn new(policy: LoginThrottle) -> Self {
-        let table = |free_failures| {
-            Mutex::new(Table {
-                entries: HashMap::with_hasher(BuildFingerprintHasher),
-                overflow: Entry::default(),
-                free_failures,
-                next_sweep: 0,
-            })
-        };
-        Self {
-            usernames: table(policy.free_failures_per_username),
-            addresses: table(policy.free_failures_per_address),
-            policy,
+    fn count(&mut self, limit: &Limit, now: u64) {
+        if now.saturating_sub(self.last_attempt) >= limit.forget_after {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.last_attempt = now;
+        if let Some(delay) = limit.delay(self.failures) {
+            self.blocked_until = now.saturating_add(delay);
         }
     }
 
-    /// Admits an attempt for `username_key` from `address` at `now` and counts it, or says
-    /// how many seconds to wait.
-    pub(crate) fn begin(
+    /// Undoes one count, and the block it may have set: with fewer failures than the free
+    /// allowance nothing blocks, and otherwise the block is no longer than the smaller count
+    /// warrants.
+    fn give_back(&mut self, limit: &Limit) {
+        self.failures = self.failures.saturating_sub(1);
+        self.blocked_until = match limit.delay(self.failures) {
+            None => 0,
+            Some(delay) => self
+                .blocked_until
+                .min(self.last_attempt.saturating_add(delay)),
+        };
+    }
+}
+
+type Table = LruCache<Fingerprint, Entry, BuildFingerprintHasher>;
+
+/// Counts kept in this process: one bounded LRU table per [`Kind`].
+pub(crate) struct LocalCounts {
+    tables: [Mutex<Table>; 4],
+}
+
+impl LocalCounts {
+    fn new(login: &LoginThrottle, registration: &RegistrationThrottle) -> Self {
+        let table = |capacity: usize| {
+            let capacity = NonZeroUsize::new(capacity)
+                .expect("a throttle table needs room for at least one entry (capacity 0)");
+            // Grown as keys arrive rather than allocated whole up front: most services never
+            // see anywhere near `capacity` keys.
+            let mut table = LruCache::unbounded_with_hasher(BuildFingerprintHasher);
+            table.resize(capacity);
+            Mutex::new(table)
+        };
+        Self {
+            tables: [
+                table(login.capacity),
+                table(login.capacity),
+                table(login.capacity),
+                table(registration.capacity),
+            ],
+        }
+    }
+
+    fn lock(&self, kind: Kind) -> MutexGuard<'_, Table> {
+        self.tables[kind as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Admits an attempt counted under every key, or says how long to wait. `counted` is in
+    /// [`Kind`] order, so tables are always locked in one order.
+    pub(crate) fn begin(&self, counted: &[(Kind, Limit, &[u8])], now: u64) -> Result<(), u64> {
+        let mut tables: Vec<_> = counted
+            .iter()
+            .map(|&(kind, limit, key)| (self.lock(kind), limit, Fingerprint::of(key)))
+            .collect();
+        // Looking promotes a key even when it is refused: an entry being throttled is in use.
+        let wait = tables
+            .iter_mut()
+            .map(|(table, _, key)| table.get(key).map_or(0, |entry| entry.wait(now)))
+            .max()
+            .unwrap_or(0);
+        if wait > 0 {
+            return Err(wait);
+        }
+        for (table, limit, key) in &mut tables {
+            table
+                .get_or_insert_mut(*key, Entry::default)
+                .count(limit, now);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn settle(&self, counted: &[(Kind, Limit, &[u8], Settle)]) {
+        for &(kind, limit, key, settle) in counted {
+            let mut table = self.lock(kind);
+            let key = Fingerprint::of(key);
+            match settle {
+                Settle::Forget => {
+                    table.pop(&key);
+                }
+                Settle::GiveBack => {
+                    if let Some(entry) = table.peek_mut(&key) {
+                        entry.give_back(&limit);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where the counts live: in this process, or shared by a fleet.
+enum Counts {
+    Local,
+    #[cfg(feature = "redis")]
+    Shared(RedisThrottle),
+}
+
+/// The throttle's state: the policies and the counts.
+pub(crate) struct Throttle {
+    limits: [Limit; 4],
+    local: LocalCounts,
+    counts: Counts,
+}
+
+impl Throttle {
+    pub(crate) fn new(login: &LoginThrottle, registration: &RegistrationThrottle) -> Self {
+        let login_limit =
+            |free| Limit::new(free, login.base_delay, login.max_delay, login.forget_after);
+        let limits = [
+            login_limit(login.free_failures_per_username_and_address),
+            login_limit(login.free_failures_per_username),
+            login_limit(login.free_failures_per_address),
+            Limit::new(
+                registration.free_per_address,
+                registration.base_delay,
+                registration.max_delay,
+                registration.forget_after,
+            ),
+        ];
+        Self {
+            local: LocalCounts::new(login, registration),
+            limits,
+            counts: Counts::Local,
+        }
+    }
+
+    /// The same policies, with the counts kept in `shared` instead of this process.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(mut self, shared: RedisThrottle) -> Self {
+        self.counts = Counts::Shared(shared);
+        self
+    }
+
+    /// Admits a login attempt on `username_key` from `address` at `now` and counts it.
+    pub(crate) async fn begin_login(
         &self,
         username_key: &str,
         address: Option<IpAddr>,
         now: u64,
-    ) -> Result<Attempt, u64> {
-        let mut usernames = self
-            .usernames
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut addresses = self
-            .addresses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let username = usernames.slot(Fingerprint::of(username_key.as_bytes()), &self.policy, now);
-        let address =
-            address.map(|address| addresses.slot(address_fingerprint(address), &self.policy, now));
-        let wait = usernames
-            .wait(username, now)
-            .max(address.map_or(0, |slot| addresses.wait(slot, now)));
-        if wait > 0 {
-            return Err(wait);
+    ) -> Result<Attempt, Refusal> {
+        let username = username_key.as_bytes().to_vec();
+        let address = address.map(address_key);
+        let mut pair = username.clone();
+        if let Some(address) = &address {
+            // 0xff never occurs in UTF-8, so no username and address can be read two ways.
+            pair.push(0xff);
+            pair.extend_from_slice(address);
         }
-        usernames.count(username, &self.policy, now);
-        if let Some(slot) = address {
-            addresses.count(slot, &self.policy, now);
-        }
-        Ok(Attempt { username, address })
+        let mut counted = vec![
+            Counted {
+                kind: Kind::Pair,
+                key: pair,
+            },
+            Counted {
+                kind: Kind::Username,
+                key: username,
+            },
+        ];
+        counted.extend(address.map(|key| Counted {
+            kind: Kind::Address,
+            key,
+        }));
+        self.begin(Attempt { counted }, now).await
     }
 
-    /// The attempt proved the password: the username starts afresh, and the address gets
-    /// its attempt back (not more, so an attacker cannot reset it with an account of their own).
-    pub(crate) fn succeeded(&self, attempt: Attempt) {
-        let mut usernames = self
-            .usernames
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match attempt.username {
-            Slot::Keyed(key) => {
-                usernames.entries.remove(&key);
-            }
-            Slot::Overflow => {}
-        }
-        drop(usernames);
-        if let Some(slot) = attempt.address {
-            let mut addresses = self
-                .addresses
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = addresses.entry(slot) {
-                entry.failures = entry.failures.saturating_sub(1);
-            }
-        }
-    }
-}
-
-impl Table {
-    /// Where `key`'s count lives, making room (or falling back to the overflow) when new.
-    fn slot(&mut self, key: Fingerprint, policy: &LoginThrottle, now: u64) -> Slot {
-        if self.entries.contains_key(&key) {
-            return Slot::Keyed(key);
-        }
-        if self.entries.len() >= policy.capacity && now >= self.next_sweep {
-            self.next_sweep = now.saturating_add(1);
-            let forget = policy.forget_after.as_secs();
-            self.entries.retain(|_, entry| {
-                entry.blocked_until > now || now.saturating_sub(entry.last_attempt) < forget
-            });
-        }
-        if self.entries.len() >= policy.capacity {
-            return Slot::Overflow;
-        }
-        self.entries.insert(key, Entry::default());
-        Slot::Keyed(key)
+    /// Admits a registration from `address` at `now` and counts it; without an address,
+    /// there is nothing to count by.
+    pub(crate) async fn begin_registration(
+        &self,
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Attempt, Refusal> {
+        let counted = address
+            .map(|address| Counted {
+                kind: Kind::Registration,
+                key: address_key(address),
+            })
+            .into_iter()
+            .collect();
+        self.begin(Attempt { counted }, now).await
     }
 
-    fn entry(&mut self, slot: Slot) -> Option<&mut Entry> {
-        match slot {
-            Slot::Keyed(key) => self.entries.get_mut(&key),
-            Slot::Overflow => Some(&mut self.overflow),
+    async fn begin(&self, attempt: Attempt, now: u64) -> Result<Attempt, Refusal> {
+        if attempt.counted.is_empty() {
+            return Ok(attempt);
         }
+        let counted: Vec<_> = attempt
+            .counted
+            .iter()
+            .map(|c| (c.kind, self.limits[c.kind as usize], c.key.as_slice()))
+            .collect();
+        match &self.counts {
+            Counts::Local => self.local.begin(&counted, now).map_err(Refusal::Wait)?,
+            #[cfg(feature = "redis")]
+            Counts::Shared(shared) => shared.begin(&self.local, &counted, now).await?,
+        }
+        Ok(attempt)
     }
 
-    fn wait(&mut self, slot: Slot, now: u64) -> u64 {
-        self.entry(slot)
-            .map_or(0, |entry| entry.blocked_until.saturating_sub(now))
+    /// The login proved the password: its pair starts afresh, and the username and address
+    /// get their attempt back.
+    pub(crate) async fn login_succeeded(&self, attempt: Attempt) {
+        self.settle(attempt, |kind| match kind {
+            Kind::Pair => Settle::Forget,
+            _ => Settle::GiveBack,
+        })
+        .await;
     }
 
-    fn count(&mut self, slot: Slot, policy: &LoginThrottle, now: u64) {
-        let free = self.free_failures;
-        let Some(entry) = self.entry(slot) else {
-            return;
-        };
-        if now.saturating_sub(entry.last_attempt) >= policy.forget_after.as_secs() {
-            entry.failures = 0;
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        entry.last_attempt = now;
-        if entry.failures > free {
-            let doublings = (entry.failures - free - 1).min(32);
-            let delay = policy
-                .base_delay
-                .as_secs()
-                .max(1)
-                .saturating_mul(1u64 << doublings)
-                .min(policy.max_delay.as_secs().max(1));
-            entry.blocked_until = now.saturating_add(delay);
+    /// The attempt was never answered on its merits (`503`): it does not count.
+    pub(crate) async fn not_answered(&self, attempt: Attempt) {
+        self.settle(attempt, |_| Settle::GiveBack).await;
+    }
+
+    async fn settle(&self, attempt: Attempt, how: impl Fn(Kind) -> Settle) {
+        let counted: Vec<_> = attempt
+            .counted
+            .iter()
+            .map(|c| {
+                (
+                    c.kind,
+                    self.limits[c.kind as usize],
+                    c.key.as_slice(),
+                    how(c.kind),
+                )
+            })
+            .collect();
+        match &self.counts {
+            Counts::Local => self.local.settle(&counted),
+            #[cfg(feature = "redis")]
+            Counts::Shared(shared) => shared.settle(&self.local, &counted).await,
         }
     }
 }
 
 /// IPv4 addresses are counted one by one, IPv6 per /64.
-fn address_fingerprint(address: IpAddr) -> Fingerprint {
+fn address_key(address: IpAddr) -> Vec<u8> {
     match address {
-        IpAddr::V4(v4) => Fingerprint::of(&v4.octets()),
+        IpAddr::V4(v4) => v4.octets().to_vec(),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Fingerprint::of(&v4.octets()),
-            None => Fingerprint::of(&v6.octets()[..8]),
+            Some(v4) => v4.octets().to_vec(),
+            None => v6.octets()[..8].to_vec(),
         },
     }
 }
@@ -290,71 +540,95 @@ mod tests {
 
     fn policy() -> LoginThrottle {
         LoginThrottle {
-            free_failures_per_username: 2,
+            free_failures_per_username_and_address: 2,
+            free_failures_per_username: 4,
             free_failures_per_address: 100,
             capacity: 4,
             ..LoginThrottle::default()
         }
     }
 
-    #[test]
-    fn delays_grow_after_the_free_failures_and_are_forgotten() {
-        let throttle = Throttle::new(policy());
-        assert!(throttle.begin("alice", None, 1000).is_ok());
-        assert!(throttle.begin("alice", None, 1000).is_ok());
-        assert!(throttle.begin("alice", None, 1000).is_ok()); // third: counted, sets 1 s
-        assert_eq!(throttle.begin("alice", None, 1000).unwrap_err(), 1);
-        assert!(throttle.begin("alice", None, 1001).is_ok()); // fourth: sets 2 s
-        assert_eq!(throttle.begin("alice", None, 1001).unwrap_err(), 2);
-        assert!(
-            throttle.begin("bob", None, 1001).is_ok(),
-            "other names are not affected"
-        );
-        assert!(throttle.begin("alice", None, 1001 + 15 * 60).is_ok());
+    fn throttle() -> Throttle {
+        Throttle::new(&policy(), &RegistrationThrottle::default())
     }
 
-    #[test]
-    fn success_clears_the_username() {
-        let throttle = Throttle::new(policy());
+    /// Whether a login on `name` from `from` at `now` is admitted (and so counted).
+    async fn admits(throttle: &Throttle, name: &str, from: Option<&str>, now: u64) -> bool {
+        let from = from.map(|from| from.parse().unwrap());
+        throttle.begin_login(name, from, now).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn delays_grow_after_the_free_failures_and_are_forgotten() {
+        let throttle = throttle();
+        let here = Some("192.0.2.1");
+        for _ in 0..3 {
+            // The third is counted and sets 1 s.
+            assert!(admits(&throttle, "alice", here, 1000).await);
+        }
+        let from = here.and_then(|here| here.parse().ok());
+        let refused = throttle.begin_login("alice", from, 1000).await;
+        assert_eq!(refused.unwrap_err(), Refusal::Wait(1));
+        assert!(admits(&throttle, "alice", here, 1001).await); // sets 2 s
+        let refused = throttle.begin_login("alice", from, 1001).await;
+        assert_eq!(refused.unwrap_err(), Refusal::Wait(2));
+        assert!(admits(&throttle, "bob", here, 1001).await);
+        assert!(admits(&throttle, "alice", here, 1001 + 15 * 60).await);
+    }
+
+    #[tokio::test]
+    async fn other_addresses_keep_their_own_pair_up_to_the_usernames_ceiling() {
+        let throttle = throttle();
+        for _ in 0..3 {
+            assert!(admits(&throttle, "alice", Some("192.0.2.1"), 1000).await);
+        }
+        assert!(!admits(&throttle, "alice", Some("192.0.2.1"), 1000).await);
+        // The username has 3 of its 4 free failures spent: the owner still gets in...
+        assert!(admits(&throttle, "alice", Some("198.51.100.7"), 1000).await);
+        // ...and the fifth failure from anywhere crosses the ceiling.
+        assert!(admits(&throttle, "alice", Some("203.0.113.1"), 1000).await);
+        assert!(!admits(&throttle, "alice", Some("203.0.113.2"), 1000).await);
+    }
+
+    #[tokio::test]
+    async fn success_clears_the_pair_and_unanswered_attempts_do_not_count() {
+        let throttle = throttle();
+        let here = "192.0.2.1".parse().ok();
         for _ in 0..2 {
-            throttle.begin("alice", None, 1000).unwrap();
+            throttle.begin_login("alice", here, 1000).await.unwrap();
         }
-        let attempt = throttle.begin("alice", None, 1000).unwrap();
-        throttle.succeeded(attempt);
-        assert!(throttle.begin("alice", None, 1000).is_ok());
+        let attempt = throttle.begin_login("alice", here, 1000).await.unwrap();
+        throttle.login_succeeded(attempt).await;
+        assert!(throttle.begin_login("alice", here, 1000).await.is_ok());
+        for _ in 0..10 {
+            let attempt = throttle.begin_login("carol", here, 1000).await.unwrap();
+            throttle.not_answered(attempt).await;
+        }
+        assert!(throttle.begin_login("carol", here, 1000).await.is_ok());
     }
 
-    #[test]
-    fn a_full_table_sends_new_names_to_a_shared_overflow_entry() {
-        let throttle = Throttle::new(policy());
-        for name in ["a", "b", "c", "d"] {
-            throttle.begin(name, None, 1000).unwrap();
+    #[tokio::test]
+    async fn a_full_table_forgets_its_least_recently_used_entry() {
+        let throttle = throttle();
+        for _ in 0..3 {
+            assert!(admits(&throttle, "a", None, 1000).await);
         }
-        for name in ["e", "f", "g"] {
-            throttle.begin(name, None, 1000).unwrap();
+        assert!(!admits(&throttle, "a", None, 1000).await);
+        for name in ["b", "c", "d", "e", "f", "g", "h"] {
+            assert!(admits(&throttle, name, None, 1000).await);
+            assert!(admits(&throttle, name, None, 1000).await);
+        }
+        for table in &throttle.local.tables[..2] {
+            assert_eq!(table.lock().unwrap().len(), 4, "the tables stay bounded");
         }
         assert!(
-            throttle.begin("h", None, 1000).is_err(),
-            "overflow entry is throttled"
+            admits(&throttle, "z", None, 1000).await,
+            "a new name has a count of its own"
         );
-        assert_eq!(throttle.usernames.lock().unwrap().entries.len(), 4);
         assert!(
-            throttle.begin("a", None, 1000).is_ok(),
-            "known names keep their own count"
+            admits(&throttle, "a", None, 1000).await,
+            "the oldest name was forgotten"
         );
-    }
-
-    #[test]
-    fn a_full_table_makes_room_once_old_entries_are_forgotten() {
-        let throttle = Throttle::new(policy());
-        for name in ["a", "b", "c", "d"] {
-            throttle.begin(name, None, 1000).unwrap();
-        }
-        let later = 1000 + 15 * 60;
-        throttle.begin("e", None, later).unwrap();
-        let usernames = throttle.usernames.lock().unwrap();
-        assert_eq!(usernames.entries.len(), 1, "the stale four were swept");
-        assert_eq!(usernames.overflow.failures, 0);
     }
 
     #[test]
@@ -362,8 +636,8 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_fingerprint(a), address_fingerprint(b));
-        assert_ne!(address_fingerprint(a), address_fingerprint(c));
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
     }
 
     #[test]

@@ -39,7 +39,7 @@ async fn usernames_equal_after_nfkc_and_case_folding_are_taken() {
 
 #[tokio::test]
 async fn fifty_concurrent_registrations_of_one_name_give_one_201() {
-    let stack = stack().await;
+    let stack = stack_with(unthrottled_registrations).await;
     let attempts = (0..50).map(|i| {
         let addr = stack.addr;
         // Different spellings of one name, racing.

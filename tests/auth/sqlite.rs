@@ -19,7 +19,7 @@ async fn serve_sqlite(path: &PathBuf) -> (std::net::SocketAddr, jwt_gate::TokenV
     let users = SqliteUserStore::open(path).unwrap();
     let addr = serve(app(
         verifier.clone(),
-        AuthService::new(verifier.clone(), users),
+        unthrottled_registrations(AuthService::builder(verifier.clone(), users)).build(),
     ))
     .await;
     (addr, verifier)

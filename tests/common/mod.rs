@@ -306,6 +306,15 @@ pub async fn stack_with(configure: impl FnOnce(AuthServiceBuilder) -> AuthServic
     }
 }
 
+/// Lifts the per-address registration limit, for tests whose many sign-ups all come from
+/// 127.0.0.1 and are about something else.
+pub fn unthrottled_registrations(auth: AuthServiceBuilder) -> AuthServiceBuilder {
+    auth.registration_throttle(jwt_gate::service::RegistrationThrottle {
+        free_per_address: 100_000,
+        ..Default::default()
+    })
+}
+
 pub async fn post_json(addr: SocketAddr, path: &str, body: &str) -> Answer {
     call(
         addr,

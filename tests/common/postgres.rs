@@ -83,22 +83,28 @@ impl Drop for TestSchema {
     }
 }
 
-/// A TCP proxy in front of PostgreSQL that can be cut: every connection through it is
-/// dropped and its port refuses new ones, as when the database host goes away.
+/// A TCP proxy in front of PostgreSQL (or any `host:port`) that can be cut: every connection
+/// through it is dropped and its port refuses new ones, as when the host goes away.
 pub struct CutProxy {
     pub addr: SocketAddr,
+    upstream: String,
     accept: JoinHandle<()>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl CutProxy {
     pub async fn start() -> Self {
-        let upstream = upstream_addr();
+        Self::in_front_of(upstream_addr()).await
+    }
+
+    /// A proxy to `upstream` (`host:port`).
+    pub async fn in_front_of(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let links = Arc::new(Mutex::new(Vec::new()));
         let accept = tokio::spawn({
             let links = links.clone();
+            let upstream = upstream.clone();
             async move {
                 while let Ok((mut client, _)) = listener.accept().await {
                     let upstream = upstream.clone();
@@ -113,6 +119,7 @@ impl CutProxy {
         });
         Self {
             addr,
+            upstream,
             accept,
             links,
         }
@@ -120,8 +127,12 @@ impl CutProxy {
 
     /// `DATABASE_URL`, pointed at the proxy.
     pub fn url(&self) -> String {
-        let upstream = upstream_addr();
-        database_url().replacen(&upstream, &self.addr.to_string(), 1)
+        self.url_through(&database_url())
+    }
+
+    /// `url`, pointed at the proxy instead of the upstream it names.
+    pub fn url_through(&self, url: &str) -> String {
+        url.replacen(&self.upstream, &self.addr.to_string(), 1)
     }
 
     pub fn cut(&self) {

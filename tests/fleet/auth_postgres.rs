@@ -18,7 +18,8 @@ pub const PATIENT: Duration = Duration::from_secs(30);
 
 async fn serve_on(users: PostgresUserStore) -> std::net::SocketAddr {
     let (verifier, _) = verifier();
-    serve(app(verifier.clone(), AuthService::new(verifier, users))).await
+    let auth = unthrottled_registrations(AuthService::builder(verifier.clone(), users)).build();
+    serve(app(verifier, auth)).await
 }
 
 /// Registers `name`, asking again while the service sheds load (`503` from a full hash queue

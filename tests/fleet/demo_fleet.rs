@@ -175,6 +175,38 @@ async fn an_unreachable_database_stops_the_start_without_showing_the_password() 
 }
 
 #[tokio::test]
+async fn failed_logins_at_one_server_count_at_the_other() {
+    let schema = TestSchema::fresh();
+    let prefix = KeyPrefix::fresh();
+    let a = fleet_member(&schema, &prefix);
+    let b = fleet_member(&schema, &prefix);
+    assert_eq!(
+        register(a.addr, "Bob", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    // Alternating between the servers: counted apart, each would answer its own five free
+    // failures and a sixth, twelve in all, before refusing; counted together, the sixth
+    // failure sets the delay. (The demo runs on the real clock, so a slow hash can outlast a
+    // short delay and let one more through: hence a bound, not an exact count.)
+    let mut answered = 0;
+    loop {
+        let at = if answered % 2 == 0 { a.addr } else { b.addr };
+        let reply = login(at, "bob", "wrong password").await;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(reply.header("retry-after").is_some());
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{reply:?}");
+        answered += 1;
+        assert!(answered < 12, "the servers count apart");
+    }
+    assert!(
+        answered >= 6,
+        "five free failures and the sixth: {answered}"
+    );
+}
+
+#[tokio::test]
 async fn an_unreachable_redis_stops_the_start_without_showing_the_password() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -1,4 +1,4 @@
-//! Scaling out: users in PostgreSQL, revocations in Redis, and the demo server run as a
+//! Scaling out: users in PostgreSQL, revocations and throttling in Redis, and the demo server run as a
 //! user runs it, alone and as a fleet. Needs `DATABASE_URL` and `REDIS_URL`.
 
 // A test binary exports nothing: `pub` marks what its sibling modules use.
@@ -13,3 +13,4 @@ mod demo_server;
 mod logs;
 mod postgres_store;
 mod redis_revocations;
+mod throttle_redis;

@@ -592,7 +592,7 @@ async fn the_mounted_auth_service_throttles_by_the_clients_address() {
                 .status,
         );
     }
-    // Every name is new, so only the per-address count, from the gateway's PeerAddr, can bite.
+    // Every name is new, so only the per-address count (the gateway's ClientAddr) can bite.
     assert!(statuses[..20]
         .iter()
         .all(|status| *status == StatusCode::BAD_REQUEST));
