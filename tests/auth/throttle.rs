@@ -523,7 +523,15 @@ async fn a_flood_of_registrations_leaves_hashing_capacity_for_logins() {
     })
     .await;
     // Every registration the service took is still hashing or queued, and the owner logs in.
-    let reply = login(addr, "heidi", PASSWORD).await;
+    // The registrations never finish on their own, so without a thread kept for logins this
+    // login would wait forever: the deadline turns that into a failure (generous for a loaded
+    // machine; a login that reaches a thread answers at once).
+    let reply = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        login(addr, "heidi", PASSWORD),
+    )
+    .await
+    .expect("the login waited behind registrations: no hashing capacity was kept for logins");
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
     hasher.set_open(true);
     pending.join_all().await;
