@@ -660,6 +660,37 @@ mod tests {
         }
 
         #[test]
+        fn adding_a_key_keeps_cached_tokens_cached() {
+            let keys = Keys::new(key("a")).unwrap();
+            let verifier = TokenVerifier::builder(keys.clone())
+                .clock(ManualClock::new(NOW))
+                .build();
+            let token = keys.sign(&Claims::new("alice", NOW, NOW + 900)).unwrap();
+            assert!(verifier.verify(&token).is_ok());
+            let cached = |verifier: &TokenVerifier| {
+                let fingerprint = crate::fingerprint::Fingerprint::of(token.as_bytes());
+                let generation = verifier.inner.keys.snapshot().generation;
+                verifier
+                    .inner
+                    .cache
+                    .get(&fingerprint, generation, |_, _, _| Ok::<_, ()>(()))
+                    .is_some()
+            };
+            assert!(cached(&verifier));
+            // A rotation that only adds (and activates) a key: every earlier verification
+            // still holds, so live tokens must not all pay a signature check again.
+            keys.add(key("b")).unwrap();
+            keys.activate("b").unwrap();
+            assert!(cached(&verifier), "adding a key emptied the cache");
+            keys.remove("a").unwrap();
+            assert!(
+                !cached(&verifier),
+                "a removed key's tokens are still cached"
+            );
+            assert_eq!(verifier.verify(&token), Err(AuthError::UnknownKey));
+        }
+
+        #[test]
         fn a_zero_capacity_turns_the_cache_off() {
             let keys = Keys::new(key("a")).unwrap();
             let off = TokenVerifier::builder(keys.clone())

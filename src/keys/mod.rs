@@ -303,7 +303,9 @@ fn asymmetric_family(algorithm: Algorithm) -> Result<AlgorithmFamily, KeyError> 
 /// One immutable version of the key set; replaced whole on every change.
 #[derive(Debug)]
 pub(crate) struct KeySet {
-    /// Bumped on every change, so cached verifications made with a removed key are redone.
+    /// Bumped when a key leaves the set (removed, or replaced under its `kid`), so cached
+    /// verifications made with it are redone. Adding a key or activating one leaves every
+    /// earlier verification true, so it keeps the generation and the cache stays warm.
     pub(crate) generation: u64,
     keys: Vec<Key>,
     active: Option<usize>,
@@ -324,9 +326,10 @@ impl KeySet {
         }
     }
 
-    fn with_change(&self, keys: Vec<Key>, active: Option<usize>) -> Self {
+    /// The next version of the set; `invalidates` when a key left it.
+    fn with_change(&self, keys: Vec<Key>, active: Option<usize>, invalidates: bool) -> Self {
         Self {
-            generation: self.generation + 1,
+            generation: self.generation + u64::from(invalidates),
             keys,
             active,
         }
@@ -436,7 +439,7 @@ impl Keys {
             }
             let mut keys = set.keys.clone();
             keys.push(key);
-            Ok(set.with_change(keys, set.active))
+            Ok(set.with_change(keys, set.active, false))
         })
     }
 
@@ -457,7 +460,7 @@ impl Keys {
             let active = set
                 .active
                 .map(|active| if active > index { active - 1 } else { active });
-            Ok(set.with_change(keys, active))
+            Ok(set.with_change(keys, active, true))
         })
     }
 
@@ -472,7 +475,7 @@ impl Keys {
             if !set.keys[index].can_sign() {
                 return Err(KeyError::CannotSign);
             }
-            Ok(set.with_change(set.keys.clone(), Some(index)))
+            Ok(set.with_change(set.keys.clone(), Some(index), false))
         })
     }
 
