@@ -51,6 +51,20 @@ pub enum JwksError {
     Parse(String),
     /// The document holds no key this gate can verify with.
     NoUsableKey,
+    /// A plain `http://` URL to a host that is not loopback: tokens' keys would travel
+    /// unauthenticated. Use `https://`, or [`RemoteJwksBuilder::allow_plain_http`].
+    PlainHttp(String),
+    /// Neither `/.well-known/openid-configuration` nor `/.well-known/oauth-authorization-server`
+    /// gave a usable metadata document (the reason says which and why).
+    Discovery(String),
+    /// The metadata document names another issuer than the one asked for (OpenID Connect
+    /// Discovery §4.3, RFC 8414 §3.3): its keys must not be trusted for this one.
+    IssuerMismatch {
+        /// The issuer asked for.
+        expected: String,
+        /// The `issuer` the document states.
+        found: String,
+    },
 }
 
 impl fmt::Display for JwksError {
@@ -66,11 +80,30 @@ impl fmt::Display for JwksError {
             Self::TooLarge => f.write_str("the JWKS document is larger than the limit"),
             Self::Parse(reason) => write!(f, "the JWKS document is not a JWK set: {reason}"),
             Self::NoUsableKey => f.write_str("the JWKS holds no usable verification key"),
+            Self::PlainHttp(url) => write!(
+                f,
+                "refusing plain http:// to a host that is not loopback ({url}): use https://, \
+                 or allow_plain_http() on a network you trust"
+            ),
+            Self::Discovery(reason) => write!(f, "issuer discovery failed: {reason}"),
+            Self::IssuerMismatch { expected, found } => write!(
+                f,
+                "the discovery document is for issuer {found:?}, not {expected:?}"
+            ),
         }
     }
 }
 
 impl std::error::Error for JwksError {}
+
+/// Where the JWKS URL comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Given as is.
+    Jwks(String),
+    /// The `jwks_uri` of this issuer's metadata document.
+    Discover(String),
+}
 
 type Fetcher = Arc<
     dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<'static, Result<Response<Incoming>, String>>
@@ -86,6 +119,8 @@ type Fetcher = Arc<
 ///
 /// # async fn run() -> Result<(), jwt_gate::JwksError> {
 /// let jwks = RemoteJwks::builder("http://auth.internal:3000/.well-known/jwks.json")
+///     // A plain http:// URL off this machine is refused unless allowed.
+///     .allow_plain_http()
 ///     .algorithm(Algorithm::RS256)
 ///     .cooldown(Duration::from_secs(10))
 ///     .refresh_interval(Some(Duration::from_secs(300)))
@@ -95,7 +130,8 @@ type Fetcher = Arc<
 /// # drop(jwks); Ok(()) }
 /// ```
 pub struct RemoteJwksBuilder {
-    url: String,
+    source: Source,
+    allow_plain_http: bool,
     fetcher: Option<Fetcher>,
     algorithm: Option<Algorithm>,
     cooldown: Duration,
@@ -107,7 +143,8 @@ pub struct RemoteJwksBuilder {
 impl fmt::Debug for RemoteJwksBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteJwksBuilder")
-            .field("url", &self.url)
+            .field("source", &self.source)
+            .field("allow_plain_http", &self.allow_plain_http)
             .field("custom_client", &self.fetcher.is_some())
             .field("algorithm", &self.algorithm)
             .field("cooldown", &self.cooldown)
@@ -159,6 +196,16 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// Accepts plain `http://` URLs to hosts other than loopback (`127.0.0.0/8`, `::1`,
+    /// `localhost`), for an issuer on a network you trust. Without it such a URL is refused
+    /// with [`JwksError::PlainHttp`] when the source starts: whoever can tamper with that
+    /// traffic could otherwise hand the gate keys of their own.
+    #[must_use]
+    pub fn allow_plain_http(mut self) -> Self {
+        self.allow_plain_http = true;
+        self
+    }
+
     /// Fetches through `client`: a hyper-util client with a TLS connector (hyper-rustls,
     /// hyper-tls) is how `https://` URLs are reached. The built-in client speaks plain HTTP.
     #[must_use]
@@ -177,27 +224,26 @@ impl RemoteJwksBuilder {
     /// source with its [`Keys`], following the issuer from then on. Must be called within a
     /// Tokio runtime, on which the refresh task runs.
     pub async fn start(self) -> Result<RemoteJwks, JwksError> {
-        let uri: Uri = self
-            .url
-            .parse()
-            .map_err(|error: http::uri::InvalidUri| JwksError::InvalidUrl(error.to_string()))?;
-        let fetcher = match (uri.scheme_str(), self.fetcher) {
-            (Some("http" | "https"), Some(fetcher)) => fetcher,
-            (Some("http"), None) => plain_http_fetcher(),
-            (Some("https"), None) => return Err(JwksError::TlsNeedsClient),
-            _ => {
-                return Err(JwksError::InvalidUrl(
-                    "an absolute http:// or https:// URL is needed".into(),
-                ))
+        let fetcher = self.fetcher.clone().unwrap_or_else(plain_http_fetcher);
+        let http = Http {
+            fetcher,
+            custom_client: self.fetcher.is_some(),
+            allow_plain_http: self.allow_plain_http,
+            timeout: self.timeout,
+            max_document_len: self.max_document_len,
+        };
+        let (issuer, uri) = match &self.source {
+            Source::Jwks(url) => (None, http.checked_uri(url)?),
+            Source::Discover(issuer) => {
+                let jwks_uri = http.discover(issuer).await?;
+                (Some(issuer.clone()), http.checked_uri(&jwks_uri)?)
             }
         };
         let mut follower = Follower {
             uri,
-            fetcher,
+            http,
             algorithm: self.algorithm,
             family: self.algorithm.map(Algorithm::family),
-            timeout: self.timeout,
-            max_document_len: self.max_document_len,
             known: HashMap::new(),
         };
         let fetched = follower.fetch().await?;
@@ -233,6 +279,7 @@ impl RemoteJwksBuilder {
         ));
         Ok(RemoteJwks {
             keys,
+            issuer,
             commands,
             task,
         })
@@ -276,6 +323,7 @@ fn plain_http_fetcher() -> Fetcher {
 #[must_use = "dropping a RemoteJwks stops following the issuer"]
 pub struct RemoteJwks {
     keys: Keys,
+    issuer: Option<String>,
     commands: mpsc::Sender<RefreshReply>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -307,8 +355,36 @@ impl Drop for RemoteJwks {
 impl RemoteJwks {
     /// Starts configuring a source for the JWKS at `url`.
     pub fn builder(url: impl Into<String>) -> RemoteJwksBuilder {
+        Self::with_source(Source::Jwks(url.into()))
+    }
+
+    /// Starts configuring a source for the keys of `issuer`, found through its metadata:
+    /// `start` reads `{issuer}/.well-known/openid-configuration` (OpenID Connect Discovery),
+    /// or, when that is not served, RFC 8414's `/.well-known/oauth-authorization-server`; the
+    /// document's `issuer` must equal `issuer` exactly (else [`JwksError::IssuerMismatch`]),
+    /// and its `jwks_uri` is then followed as [`builder`](Self::builder) would.
+    ///
+    /// `issuer` is what your tokens carry in `iss`, byte for byte (mind a trailing `/`).
+    ///
+    /// ```no_run
+    /// use jwt_gate::{Algorithm, RemoteJwks};
+    ///
+    /// # async fn run() -> Result<(), jwt_gate::JwksError> {
+    /// let idp = RemoteJwks::discover("https://login.example.com/realms/main")
+    ///     .algorithm(Algorithm::RS256)
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(idp.issuer(), Some("https://login.example.com/realms/main"));
+    /// # Ok(()) }
+    /// ```
+    pub fn discover(issuer: impl Into<String>) -> RemoteJwksBuilder {
+        Self::with_source(Source::Discover(issuer.into()))
+    }
+
+    fn with_source(source: Source) -> RemoteJwksBuilder {
         RemoteJwksBuilder {
-            url: url.into(),
+            source,
+            allow_plain_http: false,
             fetcher: None,
             algorithm: None,
             cooldown: Duration::from_secs(30),
@@ -321,6 +397,12 @@ impl RemoteJwks {
     /// The keys, kept current: build gates and verifiers from (clones of) these.
     pub fn keys(&self) -> &Keys {
         &self.keys
+    }
+
+    /// The issuer these keys were discovered for ([`discover`](Self::discover)); `None` for a
+    /// JWKS URL given directly.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
     }
 
     /// Fetches the JWKS now, without waiting for the cooldown, and applies it. Resolves
@@ -338,11 +420,9 @@ impl RemoteJwks {
 /// fetch in flight and no lock is needed, let alone held across I/O.
 struct Follower {
     uri: Uri,
-    fetcher: Fetcher,
+    http: Http,
     algorithm: Option<Algorithm>,
     family: Option<AlgorithmFamily>,
-    timeout: Duration,
-    max_document_len: usize,
     /// The JWK each `kid` in the `Keys` came from, to tell a changed key from an unchanged one.
     known: HashMap<String, Jwk>,
 }
@@ -380,33 +460,8 @@ impl Follower {
     }
 
     async fn fetch(&self) -> Result<JwkSet, JwksError> {
-        let request = Request::get(self.uri.clone())
-            .header(ACCEPT, "application/json")
-            .body(Empty::new())
-            .map_err(|error| JwksError::InvalidUrl(error.to_string()))?;
-        let fetch = async {
-            let response = (self.fetcher)(request)
-                .await
-                .map_err(JwksError::Unreachable)?;
-            if response.status() != StatusCode::OK {
-                return Err(JwksError::Status(response.status().as_u16()));
-            }
-            let body = Limited::new(response.into_body(), self.max_document_len)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<http_body_util::LengthLimitError>() {
-                        JwksError::TooLarge
-                    } else {
-                        JwksError::Unreachable(error.to_string())
-                    }
-                })?
-                .to_bytes();
-            serde_json::from_slice(&body).map_err(|error| JwksError::Parse(error.to_string()))
-        };
-        tokio::time::timeout(self.timeout, fetch)
-            .await
-            .map_err(|_| JwksError::Timeout)?
+        let body = self.http.get(&self.uri).await?;
+        serde_json::from_slice(&body).map_err(|error| JwksError::Parse(error.to_string()))
     }
 
     /// The keys of `document` this gate can use: each with a `kid` (rotation needs them),
@@ -482,5 +537,150 @@ impl Follower {
         }
         self.known = fresh;
         Ok(())
+    }
+}
+
+/// One GET at a time through the configured client, bounded in time and size, and the URL
+/// policy every URL (issuer, metadata, JWKS) goes through.
+struct Http {
+    fetcher: Fetcher,
+    custom_client: bool,
+    allow_plain_http: bool,
+    timeout: Duration,
+    max_document_len: usize,
+}
+
+/// The part of an authorization server's metadata the gate reads.
+#[derive(serde::Deserialize)]
+struct Metadata {
+    issuer: String,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+}
+
+impl Http {
+    /// `url` as a URI this source may fetch, or why not.
+    fn checked_uri(&self, url: &str) -> Result<Uri, JwksError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|error: http::uri::InvalidUri| JwksError::InvalidUrl(error.to_string()))?;
+        let host = uri.host().unwrap_or_default();
+        match uri.scheme_str() {
+            Some("https") if !self.custom_client => Err(JwksError::TlsNeedsClient),
+            Some("http") if !self.allow_plain_http && !is_loopback(host) => {
+                Err(JwksError::PlainHttp(url.to_owned()))
+            }
+            Some("http" | "https") if !host.is_empty() => Ok(uri),
+            _ => Err(JwksError::InvalidUrl(
+                "an absolute http:// or https:// URL is needed".into(),
+            )),
+        }
+    }
+
+    /// The `jwks_uri` of `issuer`'s metadata, from the OpenID Connect location or, when that
+    /// answers with an error status, the RFC 8414 one.
+    async fn discover(&self, issuer: &str) -> Result<String, JwksError> {
+        let issuer_uri = self.checked_uri(issuer)?;
+        if issuer_uri.query().is_some() || issuer.contains('#') {
+            // Both specifications: an issuer has no query or fragment.
+            return Err(JwksError::InvalidUrl(
+                "an issuer URL has no query or fragment".into(),
+            ));
+        }
+        // OpenID Connect Discovery §4: appended to the issuer, trailing slash removed.
+        let openid = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        // RFC 8414 §3.1: inserted between the host and the issuer's path.
+        let path = issuer_uri.path().trim_end_matches('/');
+        let authority = issuer_uri
+            .authority()
+            .map_or("", |authority| authority.as_str());
+        let scheme = issuer_uri.scheme_str().unwrap_or("https");
+        let oauth = format!("{scheme}://{authority}/.well-known/oauth-authorization-server{path}");
+        let body = match self.get(&self.checked_uri(&openid)?).await {
+            Ok(body) => body,
+            Err(JwksError::Status(first)) => match self.get(&self.checked_uri(&oauth)?).await {
+                Ok(body) => body,
+                Err(JwksError::Status(second)) => {
+                    return Err(JwksError::Discovery(format!(
+                        "{openid} answered {first} and {oauth} answered {second}"
+                    )))
+                }
+                Err(error) => return Err(error),
+            },
+            Err(error) => return Err(error),
+        };
+        let metadata: Metadata = serde_json::from_slice(&body).map_err(|error| {
+            JwksError::Discovery(format!("the metadata document is unusable: {error}"))
+        })?;
+        if metadata.issuer != issuer {
+            return Err(JwksError::IssuerMismatch {
+                expected: issuer.to_owned(),
+                found: metadata.issuer,
+            });
+        }
+        metadata
+            .jwks_uri
+            .ok_or_else(|| JwksError::Discovery("the metadata document has no jwks_uri".into()))
+    }
+
+    /// The body of a `200` answer to a GET of `uri`.
+    async fn get(&self, uri: &Uri) -> Result<Bytes, JwksError> {
+        let request = Request::get(uri.clone())
+            .header(ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|error| JwksError::InvalidUrl(error.to_string()))?;
+        let fetch = async {
+            let response = (self.fetcher)(request)
+                .await
+                .map_err(JwksError::Unreachable)?;
+            if response.status() != StatusCode::OK {
+                return Err(JwksError::Status(response.status().as_u16()));
+            }
+            Ok(Limited::new(response.into_body(), self.max_document_len)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        JwksError::TooLarge
+                    } else {
+                        JwksError::Unreachable(error.to_string())
+                    }
+                })?
+                .to_bytes())
+        };
+        tokio::time::timeout(self.timeout, fetch)
+            .await
+            .map_err(|_| JwksError::Timeout)?
+    }
+}
+
+/// Whether `host` (from a URI, so IPv6 in brackets) names this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts_are_recognised_and_nothing_else() {
+        for host in ["127.0.0.1", "127.8.9.10", "[::1]", "localhost", "LOCALHOST"] {
+            assert!(super::is_loopback(host), "{host}");
+        }
+        for host in [
+            "10.0.0.1",
+            "auth.internal",
+            "localhost.evil.example",
+            "[::2]",
+            "",
+        ] {
+            assert!(!super::is_loopback(host), "{host}");
+        }
     }
 }

@@ -12,6 +12,7 @@ mod common;
 
 mod algorithm_confusion;
 mod axum_extractor;
+mod discovery;
 mod gate_contract;
 mod gateway;
 mod gateway_limits;
