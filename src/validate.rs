@@ -215,6 +215,9 @@ pub struct TokenVerifier<C = ()> {
 
 struct VerifierInner<C> {
     keys: Keys,
+    /// Other issuers' keys, by their exact `iss`: a token naming one of them is checked with
+    /// that issuer's keys only. Few, so a linear scan beats hashing.
+    issuers: Box<[(Box<str>, Keys)]>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -299,29 +302,42 @@ where
                 .verify_uncached(token, &keys, now)
                 .map(|(claims, _)| claims);
         }
+        // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
+        let generation = self.key_generation(&keys);
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
-        if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
+        if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
             return hit;
         }
         let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
         inner
             .cache
-            .insert(fingerprint, &claims, payload_len, keys.generation);
+            .insert(fingerprint, &claims, payload_len, generation);
         Ok(claims)
+    }
+
+    /// What cached verifications are checked against: it grows whenever a key leaves any of
+    /// the key sets this verifier trusts (each set's generation only grows).
+    fn key_generation(&self, own: &crate::keys::KeySet) -> u64 {
+        self.inner
+            .issuers
+            .iter()
+            .fold(own.generation, |sum, (_, keys)| {
+                sum.wrapping_add(keys.snapshot().generation)
+            })
     }
 
     /// The claims and the decoded payload's length (what the cache weighs custom claims by).
     fn verify_uncached(
         &self,
         token: &str,
-        keys: &crate::keys::KeySet,
+        own_keys: &crate::keys::KeySet,
         now: u64,
     ) -> Result<(Claims<C>, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
-        let (Some(encoded_header), Some(payload), Some(signature), None) =
+        let (Some(encoded_header), Some(encoded_payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed);
@@ -334,9 +350,26 @@ where
         if header.crit.is_some() {
             return Err(AuthError::CriticalHeader);
         }
+        let decode_payload = || {
+            URL_SAFE_NO_PAD
+                .decode(encoded_payload)
+                .map_err(|_| AuthError::Malformed)
+        };
+        // With other issuers configured, the unverified `iss` only chooses whose keys to try;
+        // the signature then decides, so relabelling a token cannot borrow another's keys.
+        let mut payload = None;
+        let issuer_set;
+        let (source, keys): (&Keys, &crate::keys::KeySet) =
+            match self.issuer_of(&mut payload, decode_payload)? {
+                Some(issuer_keys) => {
+                    issuer_set = issuer_keys.snapshot();
+                    (issuer_keys, &issuer_set)
+                }
+                None => (&self.inner.keys, own_keys),
+            };
         let Some(key) = keys.select(header.kid.as_deref()) else {
             if let Some(kid) = header.kid.as_deref() {
-                self.inner.keys.report_unknown_kid(kid);
+                source.report_unknown_kid(kid);
             }
             return Err(AuthError::UnknownKey);
         };
@@ -353,7 +386,7 @@ where
         if !validation.type_matches(header.typ.as_deref()) {
             return Err(AuthError::WrongType);
         }
-        let message = &token[..encoded_header.len() + 1 + payload.len()];
+        let message = &token[..encoded_header.len() + 1 + encoded_payload.len()];
         match jsonwebtoken::crypto::verify(
             signature,
             message.as_bytes(),
@@ -363,9 +396,10 @@ where
             Ok(true) => {}
             _ => return Err(AuthError::BadSignature),
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| AuthError::Malformed)?;
+        let payload = match payload {
+            Some(payload) => payload,
+            None => decode_payload()?,
+        };
         let claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
             if error.is_data() {
                 AuthError::MissingClaim
@@ -376,6 +410,34 @@ where
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
         Ok((claims, payload.len()))
+    }
+
+    /// The keys of the configured issuer the token's (unverified) `iss` names, if any; the
+    /// decoded payload is kept in `payload` for the claims.
+    fn issuer_of(
+        &self,
+        payload: &mut Option<Vec<u8>>,
+        decode: impl FnOnce() -> Result<Vec<u8>, AuthError>,
+    ) -> Result<Option<&Keys>, AuthError> {
+        if self.inner.issuers.is_empty() {
+            return Ok(None);
+        }
+        /// Duplicate `iss` fields make serde fail, as they make the claims fail later.
+        #[derive(Deserialize)]
+        struct Issuer<'a> {
+            #[serde(default, borrow)]
+            iss: Option<std::borrow::Cow<'a, str>>,
+        }
+        let decoded = payload.insert(decode()?);
+        let issuer: Issuer<'_> =
+            serde_json::from_slice(decoded).map_err(|_| AuthError::Malformed)?;
+        Ok(issuer.iss.and_then(|iss| {
+            self.inner
+                .issuers
+                .iter()
+                .find(|(name, _)| **name == *iss)
+                .map(|(_, keys)| keys)
+        }))
     }
 
     /// Asks the revocation store about verified `claims`.
@@ -440,6 +502,7 @@ where
 /// ```
 pub struct TokenVerifierBuilder<C> {
     keys: Keys,
+    issuers: Vec<(Box<str>, Keys)>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -462,6 +525,7 @@ impl TokenVerifierBuilder<()> {
     fn new(keys: Keys) -> Self {
         Self {
             keys,
+            issuers: Vec::new(),
             validation: Validation::default(),
             revocations: Arc::new(MemoryRevocations::new()),
             clock: Arc::new(SystemClock),
@@ -474,6 +538,39 @@ impl TokenVerifierBuilder<()> {
 }
 
 impl<C> TokenVerifierBuilder<C> {
+    /// Trusts tokens whose `iss` is exactly `issuer`, verified with `keys` and only with them:
+    /// another issuer beside the keys the builder started with (those verify every token
+    /// whose `iss` names no issuer added here). Each issuer has its own key set, and so its
+    /// own algorithm family; `keys` is typically a [`RemoteJwks`](crate::RemoteJwks)'s.
+    ///
+    /// The token's `iss` is read before its signature is checked, only to choose the keys:
+    /// a token relabelled with another issuer's `iss` meets that issuer's keys, and fails.
+    /// The policy ([`validation`](Self::validation)) applies to every issuer alike; the
+    /// issuers added here are accepted `iss` values in it too.
+    ///
+    /// ```
+    /// use jwt_gate::{Algorithm, Key, Keys, TokenVerifier, Validation};
+    ///
+    /// // The crate's own HS256 tokens...
+    /// let own = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // ...beside an identity provider's EdDSA ones (usually `RemoteJwks::keys()`).
+    /// let pem = b"-----BEGIN PRIVATE KEY-----
+    /// MC4CAQAwBQYDK2VwBCIEIHvs2LMA78bxHuCZr8W+qMK7cZ7VU8RxzFCHEUxdYKAJ
+    /// -----END PRIVATE KEY-----";
+    /// let idp = Keys::new(Key::from_private_pem(Algorithm::EdDSA, pem).unwrap().with_kid("k1")).unwrap();
+    ///
+    /// let verifier = TokenVerifier::builder(own)
+    ///     // The own tokens' issuer: required once several issuers are trusted.
+    ///     .validation(Validation::default().issuer("https://api.example"))
+    ///     .issuer_keys("https://login.example.com", idp)
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn issuer_keys(mut self, issuer: impl Into<String>, keys: Keys) -> Self {
+        self.issuers.push((issuer.into().into_boxed_str(), keys));
+        self
+    }
+
     /// Uses this policy.
     #[must_use]
     pub fn validation(mut self, validation: Validation) -> Self {
@@ -554,6 +651,7 @@ impl<C> TokenVerifierBuilder<C> {
     pub fn claims<D>(self) -> TokenVerifierBuilder<D> {
         TokenVerifierBuilder {
             keys: self.keys,
+            issuers: self.issuers,
             validation: self.validation,
             revocations: self.revocations,
             clock: self.clock,
@@ -585,7 +683,30 @@ impl<C> TokenVerifierBuilder<C> {
     ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
     ///     .build();
     /// ```
-    pub fn build(self) -> TokenVerifier<C> {
+    ///
+    /// With [`issuer_keys`](Self::issuer_keys): when an issuer is empty or added twice, and
+    /// when the validation names no issuer of its own (`Validation::issuers` is `None`): the
+    /// starting keys would then accept their tokens under any `iss` not added here, so the
+    /// `iss` would no longer say who issued a token.
+    pub fn build(mut self) -> TokenVerifier<C> {
+        if !self.issuers.is_empty() {
+            let Some(accepted) = self.validation.issuers.as_mut() else {
+                panic!(
+                    "jwt-gate: several issuers are trusted but the validation names none of its \
+                     own; set Validation::issuer(...) for the tokens of the starting keys"
+                );
+            };
+            for (index, (issuer, _)) in self.issuers.iter().enumerate() {
+                assert!(!issuer.is_empty(), "jwt-gate: an issuer must not be empty");
+                assert!(
+                    !self.issuers[..index].iter().any(|(seen, _)| seen == issuer),
+                    "jwt-gate: the issuer {issuer:?} was added twice"
+                );
+                if !accepted.iter().any(|accepted| **accepted == **issuer) {
+                    accepted.push(issuer.to_string());
+                }
+            }
+        }
         if let Some(grace) = self.revocations.grace() {
             let leeway = self.validation.leeway;
             // Both sides count whole seconds.
@@ -599,6 +720,7 @@ impl<C> TokenVerifierBuilder<C> {
         TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,
+                issuers: self.issuers.into_boxed_slice(),
                 validation: self.validation,
                 revocations: self.revocations,
                 clock: self.clock,

@@ -17,6 +17,7 @@ mod gate_contract;
 mod gateway;
 mod gateway_limits;
 mod hyper_example;
+mod issuers;
 mod jwks;
 mod jwks_remote;
 mod key_rotation;
