@@ -16,8 +16,10 @@ use tower_service::Service;
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
+use crate::keys::KeyLookup;
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
+use crate::validate::Authentication;
 use crate::{AuthError, Keys, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
@@ -165,20 +167,32 @@ enum Decision {
     Pass,
     Reject(AuthError),
     AwaitRevocation(BoxFuture<'static, RevocationCheck>),
+    /// The token's `kid` is being fetched (a key rotation): decide again once it is over.
+    AwaitKeys(KeyLookup),
 }
+
+/// Decides again after a key lookup; boxed, and so allocated, only on that rare path.
+type Redecide<ReqBody> = Box<dyn FnOnce(&mut Request<ReqBody>) -> Decision + Send>;
 
 impl<C> Gate<C>
 where
     C: DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    fn decide<B>(&self, request: &mut Request<B>) -> Decision {
+    /// `first`: the first look at this request, which may wait for a key lookup; after
+    /// that wait, a `kid` still unknown is refused.
+    fn decide<B>(&self, request: &mut Request<B>, first: bool) -> Decision {
         let access = self.paths.access(request.uri().path());
         let authenticated = match access {
-            Access::Open => None,
-            _ => match self.verifier.authenticate(request.headers()) {
-                Ok(authenticated) => authenticated,
-                Err(error) => return Decision::Reject(error),
+            Access::Open => Ok(None),
+            _ if first => match self.verifier.authenticate_or_look_up(request.headers()) {
+                Authentication::Ready(outcome) => outcome,
+                Authentication::AwaitKeys(lookup) => return Decision::AwaitKeys(lookup),
             },
+            _ => self.verifier.authenticate_again(request.headers()),
+        };
+        let authenticated = match authenticated {
+            Ok(authenticated) => authenticated,
+            Err(error) => return Decision::Reject(error),
         };
         let Some((claims, check)) = authenticated else {
             if access == Access::Protected {
@@ -233,6 +247,15 @@ fn rejection<B>(
     response
 }
 
+impl<S: Clone, C> JwtAuth<S, C> {
+    /// The inner service was made ready for this request; take that ready instance along to
+    /// the response future and leave a fresh clone behind for the next request.
+    fn take_ready_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -247,37 +270,38 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.gate.decide(&mut request) {
-            Decision::Pass => ResponseFuture {
-                state: State::Inner {
-                    future: self.inner.call(request),
-                },
+        let state = match self.gate.decide(&mut request, true) {
+            Decision::Pass => State::Inner {
+                future: self.inner.call(request),
             },
-            Decision::Reject(error) => ResponseFuture {
-                state: State::Rejected {
-                    response: Some(rejection(error, self.gate.verifier.realm(), &request)),
-                },
+            Decision::Reject(error) => State::Rejected {
+                response: Some(rejection(error, self.gate.verifier.realm(), &request)),
             },
-            Decision::AwaitRevocation(check) => {
-                // The inner service was made ready for this request; take that ready instance
-                // along and leave a fresh clone behind for the next one.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::AwaitingRevocation {
-                        check,
-                        pending: Some((request, inner)),
-                        realm: self.gate.verifier.shared_realm(),
-                    },
+            Decision::AwaitRevocation(check) => State::AwaitingRevocation {
+                check,
+                pending: Some((request, self.take_ready_inner())),
+                realm: self.gate.verifier.shared_realm(),
+            },
+            Decision::AwaitKeys(lookup) => {
+                let gate = self.gate.clone();
+                State::AwaitingKeys {
+                    lookup,
+                    pending: Some((request, self.take_ready_inner())),
+                    redecide: Some(Box::new(move |request: &mut Request<ReqBody>| {
+                        gate.decide(request, false)
+                    })),
+                    realm: self.gate.verifier.shared_realm(),
                 }
             }
-        }
+        };
+        ResponseFuture { state }
     }
 }
 
 pin_project! {
     /// The response future of [`JwtAuth`]. It allocates nothing of its own unless the
-    /// revocation store has to do I/O.
+    /// revocation store has to do I/O, or the token names a `kid` its key source is
+    /// fetching (a key rotation seen for the first time), which it then awaits.
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>>,
@@ -303,6 +327,12 @@ pin_project! {
         AwaitingRevocation {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
+            realm: Arc<str>,
+        },
+        AwaitingKeys {
+            lookup: KeyLookup,
+            pending: Option<(Request<ReqBody>, S)>,
+            redecide: Option<Redecide<ReqBody>>,
             realm: Arc<str>,
         },
     }
@@ -343,6 +373,36 @@ where
                     }
                     let future = inner.call(request);
                     state.set(State::Inner { future });
+                }
+                StateProjection::AwaitingKeys {
+                    lookup,
+                    pending,
+                    redecide,
+                    realm,
+                } => {
+                    ready!(lookup.as_mut().poll(cx));
+                    let ((mut request, mut inner), redecide) = pending
+                        .take()
+                        .zip(redecide.take())
+                        .expect("ResponseFuture polled after completion");
+                    let next = match redecide(&mut request) {
+                        Decision::Pass => State::Inner {
+                            future: inner.call(request),
+                        },
+                        Decision::AwaitRevocation(check) => State::AwaitingRevocation {
+                            check,
+                            pending: Some((request, inner)),
+                            realm: realm.clone(),
+                        },
+                        Decision::Reject(error) => State::Rejected {
+                            response: Some(rejection(error, realm, &request)),
+                        },
+                        // Deciding again never waits a second time.
+                        Decision::AwaitKeys(_) => State::Rejected {
+                            response: Some(rejection(AuthError::UnknownKey, realm, &request)),
+                        },
+                    };
+                    state.set(next);
                 }
             }
         }

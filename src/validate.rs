@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::DEFAULT_REALM;
 use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
-use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
+use crate::keys::{KeyLookup, Keys, ACCESS_TOKEN_TYPE};
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
 use crate::{AuthError, Claims};
 
@@ -257,6 +257,30 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 /// A verified token's claims and the revocation store's answer about it (maybe pending).
 pub(crate) type Authenticated<C> = (Claims<C>, RevocationCheck);
 
+/// What [`TokenVerifier::authenticate_or_look_up`] found.
+pub(crate) enum Authentication<C> {
+    /// As [`TokenVerifier::authenticate`] answers.
+    Ready(Result<Option<Authenticated<C>>, AuthError>),
+    /// The token's `kid` is being looked up: await this, then authenticate again.
+    AwaitKeys(KeyLookup),
+}
+
+enum Verdict<C> {
+    Done(Result<Claims<C>, AuthError>),
+    AwaitKeys(KeyLookup),
+}
+
+/// What to do about a token whose `kid` its issuer's keys lack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UnknownKid {
+    /// Tell the key source (it may look the `kid` up), refuse the token.
+    Report,
+    /// Tell the key source and hand back its lookup, for the caller to await.
+    Wait,
+    /// Refuse: a lookup for this token has just been awaited.
+    Ignore,
+}
+
 /// How many verified tokens a verifier remembers by default: room for 100,000 users each
 /// holding one live token, with headroom for tokens refreshed before the old one expires.
 pub const DEFAULT_CACHE_CAPACITY: usize = 128 * 1024;
@@ -291,6 +315,31 @@ where
     /// [`verify`](Self::verify), the claims by value (a cache hit rebuilds them from the
     /// packed entry).
     pub(crate) fn verify_claims(&self, token: &str) -> Result<Claims<C>, AuthError> {
+        match self.verify_or_look_up(token, UnknownKid::Report) {
+            Verdict::Done(verdict) => verdict,
+            Verdict::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
+    }
+
+    /// [`verify_claims`](Self::verify_claims), or, for a token naming a `kid` its issuer's key
+    /// source is looking up (`mode` [`UnknownKid::Wait`]), the lookup to await first.
+    fn verify_or_look_up(&self, token: &str, mode: UnknownKid) -> Verdict<C> {
+        let mut lookup = None;
+        let verdict = self.verify_cached(token, mode, &mut lookup);
+        match lookup {
+            Some(lookup) if matches!(verdict, Err(AuthError::UnknownKey)) => {
+                Verdict::AwaitKeys(lookup)
+            }
+            _ => Verdict::Done(verdict),
+        }
+    }
+
+    fn verify_cached(
+        &self,
+        token: &str,
+        mode: UnknownKid,
+        lookup: &mut Option<KeyLookup>,
+    ) -> Result<Claims<C>, AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -299,7 +348,7 @@ where
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
             return self
-                .verify_uncached(token, &keys, now)
+                .verify_uncached(token, &keys, now, mode, lookup)
                 .map(|(claims, _)| claims);
         }
         // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
@@ -309,7 +358,7 @@ where
         if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
             return hit;
         }
-        let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
+        let (claims, payload_len) = self.verify_uncached(token, &keys, now, mode, lookup)?;
         inner
             .cache
             .insert(fingerprint, &claims, payload_len, generation);
@@ -333,6 +382,8 @@ where
         token: &str,
         own_keys: &crate::keys::KeySet,
         now: u64,
+        mode: UnknownKid,
+        lookup: &mut Option<KeyLookup>,
     ) -> Result<(Claims<C>, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
@@ -368,8 +419,13 @@ where
                 None => (&self.inner.keys, own_keys),
             };
         let Some(key) = keys.select(header.kid.as_deref()) else {
-            if let Some(kid) = header.kid.as_deref() {
-                source.report_unknown_kid(kid);
+            if let (Some(kid), UnknownKid::Report | UnknownKid::Wait) =
+                (header.kid.as_deref(), mode)
+            {
+                let started = source.report_unknown_kid(kid);
+                if mode == UnknownKid::Wait {
+                    *lookup = started;
+                }
             }
             return Err(AuthError::UnknownKey);
         };
@@ -460,6 +516,42 @@ where
         let claims = self.verify_claims(token)?;
         let check = self.check_revocation(&claims);
         Ok(Some((claims, check)))
+    }
+
+    /// [`authenticate`](Self::authenticate), except that a token naming a `kid` its key
+    /// source is fetching gives back that fetch to await: the caller awaits it, then calls
+    /// [`authenticate_again`](Self::authenticate_again). Only that miss waits; every other
+    /// answer, a cache hit above all, is as immediate as `authenticate`'s.
+    pub(crate) fn authenticate_or_look_up(&self, headers: &http::HeaderMap) -> Authentication<C> {
+        self.authenticate_with(headers, UnknownKid::Wait)
+    }
+
+    /// After a key lookup: judged as [`authenticate`](Self::authenticate) would, but a `kid`
+    /// still unknown is refused without starting another lookup.
+    pub(crate) fn authenticate_again(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Authenticated<C>>, AuthError> {
+        match self.authenticate_with(headers, UnknownKid::Ignore) {
+            Authentication::Ready(outcome) => outcome,
+            Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
+    }
+
+    fn authenticate_with(&self, headers: &http::HeaderMap, mode: UnknownKid) -> Authentication<C> {
+        let token = match bearer_token(headers, self.inner.validation.max_token_len) {
+            Ok(Credentials::Bearer(token)) => token,
+            Ok(Credentials::None) => return Authentication::Ready(Ok(None)),
+            Err(error) => return Authentication::Ready(Err(error)),
+        };
+        match self.verify_or_look_up(token, mode) {
+            Verdict::Done(Ok(claims)) => {
+                let check = self.check_revocation(&claims);
+                Authentication::Ready(Ok(Some((claims, check))))
+            }
+            Verdict::Done(Err(error)) => Authentication::Ready(Err(error)),
+            Verdict::AwaitKeys(lookup) => Authentication::AwaitKeys(lookup),
+        }
     }
 
     /// The revocation store this verifier consults.

@@ -15,9 +15,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::Instant;
 
+use crate::keys::KeyLookup;
 use crate::revocation::BoxFuture;
 use crate::{Key, Keys};
 
@@ -138,6 +139,8 @@ pub struct RemoteJwksBuilder {
     refresh_interval: Option<Duration>,
     timeout: Duration,
     max_document_len: usize,
+    max_age_bounds: (Duration, Duration),
+    max_stale: Option<Duration>,
 }
 
 impl fmt::Debug for RemoteJwksBuilder {
@@ -151,14 +154,17 @@ impl fmt::Debug for RemoteJwksBuilder {
             .field("refresh_interval", &self.refresh_interval)
             .field("timeout", &self.timeout)
             .field("max_document_len", &self.max_document_len)
+            .field("max_age_bounds", &self.max_age_bounds)
+            .field("max_stale", &self.max_stale)
             .finish()
     }
 }
 
 impl RemoteJwksBuilder {
-    /// The least time between two fetches (default 30 s). Unknown `kid`s arriving meanwhile
-    /// are looked for once the cooldown is over, so a flood of made-up `kid`s costs the
-    /// issuer one request per cooldown at most.
+    /// The least time between two fetches that tokens trigger (default 30 s). A token naming
+    /// an unknown `kid` once the cooldown is over starts a fetch and waits for it; meanwhile
+    /// it is refused at once, and one fetch is left for the cooldown's end. So a flood of
+    /// made-up `kid`s costs the issuer one request per cooldown at most.
     #[must_use]
     pub fn cooldown(mut self, cooldown: Duration) -> Self {
         self.cooldown = cooldown;
@@ -173,7 +179,35 @@ impl RemoteJwksBuilder {
         self
     }
 
-    /// How long one fetch may take, connection included (default 5 s).
+    /// When the JWKS answer carries `Cache-Control: max-age`, the next scheduled refetch comes
+    /// after that long, kept within `min..=max` (default 1 min to 1 h), instead of after the
+    /// refresh interval. A refresh interval of `None` turns scheduled refetches off either way.
+    ///
+    /// # Panics
+    ///
+    /// When `min` is greater than `max`.
+    #[must_use]
+    pub fn max_age_bounds(mut self, min: Duration, max: Duration) -> Self {
+        assert!(
+            min <= max,
+            "jwt-gate: max_age_bounds: min {min:?} is over max {max:?}"
+        );
+        self.max_age_bounds = (min, max);
+        self
+    }
+
+    /// How long the last good keys stay trusted while the issuer is unreachable, or answers
+    /// with nothing usable (an error status, a broken document, or a valid JWKS without a key
+    /// this gate can use). Default 24 h; `None` keeps them forever. Past it every key is
+    /// removed, so the issuer's tokens are refused (`401`) until it serves usable keys again.
+    #[must_use]
+    pub fn max_stale(mut self, max_stale: Option<Duration>) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// How long one fetch may take, connection included (default 5 s). A request whose
+    /// token names an unknown `kid` waits for the fetch at most this long.
     #[must_use]
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -245,8 +279,10 @@ impl RemoteJwksBuilder {
             algorithm: self.algorithm,
             family: self.algorithm.map(Algorithm::family),
             known: HashMap::new(),
+            last_good: Instant::now(),
         };
-        let fetched = follower.fetch().await?;
+        let started = Instant::now();
+        let (fetched, max_age) = follower.fetch().await?;
         let usable = follower.usable_keys(&fetched);
         let mut usable = usable.into_iter();
         let Some((first_jwk, first_key)) = usable.next() else {
@@ -262,25 +298,41 @@ impl RemoteJwksBuilder {
             }
         }
 
-        let wake = Arc::new(Notify::new());
+        let lookups = Arc::new(Lookups {
+            state: std::sync::Mutex::new(LookupState {
+                claimed: 0,
+                in_flight: false,
+                last_started: started,
+                stopped: false,
+            }),
+            now: Notify::new(),
+            later: Notify::new(),
+            done: watch::channel(0).0,
+            cooldown: self.cooldown,
+            wait_limit: self.timeout,
+        });
         let (commands, requests) = mpsc::channel(4);
-        let listener = wake.clone();
-        // notify_one keeps one permit: any number of unknown kids before the next fetch
-        // amounts to one wake-up, and the request path never waits.
-        keys.on_unknown_kid(move |_kid| listener.notify_one());
+        let listener = lookups.clone();
+        keys.on_unknown_kid(move |_kid| listener.unknown_kid());
+        let schedule = Schedule {
+            refresh_interval: self.refresh_interval,
+            min_max_age: self.max_age_bounds.0,
+            max_max_age: self.max_age_bounds.1,
+            max_stale: self.max_stale,
+        };
+        let next_refresh = schedule.next_refresh(max_age);
         let task = tokio::spawn(follower.run(
             keys.clone(),
-            Triggers {
-                wake,
-                requests,
-                cooldown: self.cooldown,
-                refresh_interval: self.refresh_interval,
-            },
+            lookups.clone(),
+            requests,
+            schedule,
+            next_refresh,
         ));
         Ok(RemoteJwks {
             keys,
             issuer,
             commands,
+            lookups,
             task,
         })
     }
@@ -296,16 +348,29 @@ fn plain_http_fetcher() -> Fetcher {
 }
 
 /// A [`Keys`] that follows an issuer's JWKS document: fetched at start, refetched when a
-/// token names an unknown `kid` (at most once per cooldown, one fetch at a time) and
-/// periodically. Keys the issuer adds are added; keys it drops are removed, which makes every
-/// gate built from these `Keys` refuse their tokens at once, cached verifications included.
-/// When the issuer cannot be reached, or serves something unusable, the last good keys stay.
+/// token names an unknown `kid` (at most once per cooldown, one fetch at a time), on a
+/// schedule (the refresh interval, or the answer's `Cache-Control: max-age` within bounds) and
+/// on [`refresh`](Self::refresh). Keys the issuer adds are added; keys it drops are removed,
+/// which makes every gate built from these `Keys` refuse their tokens at once, cached
+/// verifications included.
 ///
-/// A token whose `kid` is not known yet is refused (`401 invalid_token`) while the fetch it
-/// triggered runs; the next request with it verifies once the key has arrived. So rotate by
-/// publishing the new key at least one refresh interval before signing with it: gates then
-/// know it before its first token arrives, and the unknown-`kid` fetch only catches up gates
-/// that missed it.
+/// **Rotation without refusals.** The first token signed with a key the gate has not seen
+/// waits (in the gate's response future, up to the fetch [`timeout`](RemoteJwksBuilder::timeout))
+/// for the one fetch in flight, and is then verified; every request with an unknown `kid`
+/// arriving meanwhile joins that same fetch. Within the cooldown after a fetch has started,
+/// a token with an unknown `kid` is refused at once (`401 invalid_token`) and one fetch is
+/// owed for the cooldown's end: that is what bounds the issuer's cost of a flood of made-up
+/// `kid`s. No lock is held while fetching; tokens whose keys are known never wait.
+/// ([`TokenVerifier::verify`](crate::TokenVerifier::verify), being synchronous, does not
+/// wait: it starts the lookup and refuses.)
+///
+/// **When the issuer fails.** Unreachable (or an error status, a timeout, a broken document)
+/// and "reachable, but no usable key" (a valid JWKS whose keys are all of another family,
+/// without `kid`, or unreadable) are told apart: [`refresh`](Self::refresh) answers
+/// [`JwksError::NoUsableKey`] for the latter, and the logs say which. Either way the last good
+/// keys stay trusted, for at most [`max_stale`](RemoteJwksBuilder::max_stale) (default 24 h)
+/// after the last usable answer; past that they are removed and the issuer's tokens refused
+/// until it serves usable keys again.
 ///
 /// Dropping the `RemoteJwks` stops the following; the `Keys` keep the keys they had.
 ///
@@ -325,17 +390,118 @@ pub struct RemoteJwks {
     keys: Keys,
     issuer: Option<String>,
     commands: mpsc::Sender<RefreshReply>,
+    lookups: Arc<Lookups>,
     task: tokio::task::JoinHandle<()>,
 }
 
 type RefreshReply = oneshot::Sender<Result<(), JwksError>>;
 
-/// What makes the refresh task fetch.
-struct Triggers {
-    wake: Arc<Notify>,
-    requests: mpsc::Receiver<RefreshReply>,
-    cooldown: Duration,
+/// When the refresh task fetches, besides lookups and explicit refreshes.
+struct Schedule {
     refresh_interval: Option<Duration>,
+    min_max_age: Duration,
+    max_max_age: Duration,
+    max_stale: Option<Duration>,
+}
+
+impl Schedule {
+    /// The next scheduled refetch after a fetch whose answer said `max_age`.
+    fn next_refresh(&self, max_age: Option<Duration>) -> Option<Instant> {
+        let interval = self.refresh_interval?;
+        let interval = match max_age {
+            Some(max_age) => max_age.clamp(self.min_max_age, self.max_max_age),
+            None => interval,
+        };
+        Some(Instant::now() + interval)
+    }
+}
+
+/// Lookups of unknown `kid`s, shared by the request path and the refresh task. The mutex is
+/// held for a few field updates only, never across I/O; the fetch itself runs in the task.
+struct Lookups {
+    state: std::sync::Mutex<LookupState>,
+    /// A request has claimed a fetch: run it now.
+    now: Notify,
+    /// A request came within the cooldown: fetch once it is over.
+    later: Notify,
+    /// The last fetch round completed.
+    done: watch::Sender<u64>,
+    cooldown: Duration,
+    /// How long a request waits for a fetch: the fetch's own timeout.
+    wait_limit: Duration,
+}
+
+struct LookupState {
+    /// The last fetch round claimed (by a request or the task).
+    claimed: u64,
+    in_flight: bool,
+    last_started: Instant,
+    /// The source was dropped: nobody will fetch again.
+    stopped: bool,
+}
+
+impl Lookups {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LookupState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A token named a `kid` the keys lack. Joins the fetch in flight, or starts one when the
+    /// cooldown is over, and gives back what to await; within the cooldown, refuses at once
+    /// (`None`) and leaves one fetch for its end, so a flood of made-up `kid`s costs the
+    /// issuer one fetch per cooldown at most.
+    fn unknown_kid(&self) -> Option<KeyLookup> {
+        let mut state = self.lock();
+        if state.stopped {
+            return None;
+        }
+        if !state.in_flight {
+            if state.last_started.elapsed() < self.cooldown {
+                drop(state);
+                // One permit however many arrive: one deferred fetch.
+                self.later.notify_one();
+                return None;
+            }
+            state.in_flight = true;
+            state.claimed += 1;
+            state.last_started = Instant::now();
+            self.now.notify_one();
+        }
+        let round = state.claimed;
+        drop(state);
+        let mut done = self.done.subscribe();
+        let limit = self.wait_limit;
+        Some(Box::pin(async move {
+            // Whatever the fetch brought (or not), the caller looks at the keys again.
+            let _ =
+                tokio::time::timeout(limit, done.wait_for(|&completed| completed >= round)).await;
+        }))
+    }
+
+    /// The task is about to fetch: the round a request claimed, or a new one.
+    fn claim(&self) -> u64 {
+        let mut state = self.lock();
+        if !state.in_flight {
+            state.in_flight = true;
+            state.claimed += 1;
+            state.last_started = Instant::now();
+        }
+        state.claimed
+    }
+
+    fn finish(&self, round: u64) {
+        self.lock().in_flight = false;
+        self.done.send_replace(round);
+    }
+
+    fn in_flight(&self) -> bool {
+        self.lock().in_flight
+    }
+
+    fn cooldown_end(&self) -> Instant {
+        self.lock().last_started + self.cooldown
+    }
 }
 
 impl fmt::Debug for RemoteJwks {
@@ -348,6 +514,8 @@ impl fmt::Debug for RemoteJwks {
 
 impl Drop for RemoteJwks {
     fn drop(&mut self) {
+        // The `Keys` outlive us: their listener must stop offering lookups nobody will run.
+        self.lookups.lock().stopped = true;
         self.task.abort();
     }
 }
@@ -391,6 +559,8 @@ impl RemoteJwks {
             refresh_interval: Some(Duration::from_secs(600)),
             timeout: Duration::from_secs(5),
             max_document_len: 256 * 1024,
+            max_age_bounds: (Duration::from_secs(60), Duration::from_secs(60 * 60)),
+            max_stale: Some(Duration::from_secs(24 * 60 * 60)),
         }
     }
 
@@ -407,7 +577,9 @@ impl RemoteJwks {
 
     /// Fetches the JWKS now, without waiting for the cooldown, and applies it. Resolves
     /// when done: `Err` when the issuer could not be reached or served nothing usable, in
-    /// which case the last good keys stay. Still one fetch at a time: this waits its turn.
+    /// which case the last good keys stay (see
+    /// [`max_stale`](RemoteJwksBuilder::max_stale)). Still one fetch at a time: this waits
+    /// for one in flight to end.
     pub async fn refresh(&self) -> Result<(), JwksError> {
         let stopped = || JwksError::Unreachable("the refresh task has stopped".into());
         let (reply, outcome) = oneshot::channel();
@@ -425,33 +597,83 @@ struct Follower {
     family: Option<AlgorithmFamily>,
     /// The JWK each `kid` in the `Keys` came from, to tell a changed key from an unchanged one.
     known: HashMap<String, Jwk>,
+    /// When the issuer last served a usable key set.
+    last_good: Instant,
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Follower {
-    async fn run(mut self, keys: Keys, mut triggers: Triggers) {
-        let mut last_fetch = Instant::now();
+    async fn run(
+        mut self,
+        keys: Keys,
+        lookups: Arc<Lookups>,
+        mut requests: mpsc::Receiver<RefreshReply>,
+        schedule: Schedule,
+        mut next_refresh: Option<Instant>,
+    ) {
+        // A fetch owed once the cooldown is over (for a token that came within it, or the
+        // schedule); any fetch before then settles it.
+        let mut owed: Option<Instant> = None;
         loop {
-            let scheduled = async {
-                match triggers.refresh_interval {
-                    Some(interval) => tokio::time::sleep_until(last_fetch + interval).await,
-                    None => std::future::pending().await,
+            let stale_at = schedule
+                .max_stale
+                .filter(|_| !self.known.is_empty())
+                .map(|max_stale| self.last_good + max_stale);
+            let reply = tokio::select! {
+                () = lookups.now.notified() => {
+                    if !lookups.in_flight() {
+                        // Its fetch already ran, joined by another wake-up.
+                        continue;
+                    }
+                    None
+                }
+                () = lookups.later.notified() => {
+                    owed = Some(lookups.cooldown_end());
+                    continue;
+                }
+                () = sleep_until(next_refresh) => {
+                    next_refresh = None;
+                    owed = Some(lookups.cooldown_end());
+                    continue;
+                }
+                () = sleep_until(owed) => None,
+                () = sleep_until(stale_at) => {
+                    self.retire_all(&keys);
+                    continue;
+                }
+                Some(reply) = requests.recv() => Some(reply),
+            };
+            owed = None;
+            let round = lookups.claim();
+            let outcome = match self.fetch().await {
+                Ok((document, max_age)) => {
+                    next_refresh = schedule.next_refresh(max_age);
+                    self.apply(&keys, &document)
+                }
+                Err(error) => {
+                    next_refresh = schedule.next_refresh(None);
+                    Err(error)
                 }
             };
-            let reply = tokio::select! {
-                () = triggers.wake.notified() => None,
-                () = scheduled => None,
-                Some(reply) = triggers.requests.recv() => Some(reply),
-            };
-            if reply.is_none() {
-                tokio::time::sleep_until(last_fetch + triggers.cooldown).await;
-            }
-            last_fetch = Instant::now();
-            let outcome = match self.fetch().await {
-                Ok(document) => self.apply(&keys, &document),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = &outcome {
-                tracing::warn!(url = %self.uri, %error, "JWKS refresh failed; keeping the last good keys");
+            lookups.finish(round);
+            match &outcome {
+                Ok(()) => self.last_good = Instant::now(),
+                Err(JwksError::NoUsableKey) => tracing::warn!(
+                    url = %self.uri,
+                    "the issuer answered with no usable key; keeping the last good keys until they are stale"
+                ),
+                Err(error) => tracing::warn!(
+                    url = %self.uri,
+                    %error,
+                    "JWKS refresh failed; keeping the last good keys until they are stale"
+                ),
             }
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -459,9 +681,24 @@ impl Follower {
         }
     }
 
-    async fn fetch(&self) -> Result<JwkSet, JwksError> {
-        let body = self.http.get(&self.uri).await?;
-        serde_json::from_slice(&body).map_err(|error| JwksError::Parse(error.to_string()))
+    /// No usable answer for longer than the stale limit: the old keys are no longer trusted.
+    fn retire_all(&mut self, keys: &Keys) {
+        tracing::error!(
+            url = %self.uri,
+            "no usable JWKS for longer than the stale limit; refusing the issuer's tokens until it answers"
+        );
+        for kid in self.known.keys() {
+            let _ = keys.remove(kid);
+        }
+        self.known.clear();
+    }
+
+    /// The JWKS and the `max-age` its answer allows caching it for.
+    async fn fetch(&self) -> Result<(JwkSet, Option<Duration>), JwksError> {
+        let (body, max_age) = self.http.get_cacheable(&self.uri).await?;
+        let document =
+            serde_json::from_slice(&body).map_err(|error| JwksError::Parse(error.to_string()))?;
+        Ok((document, max_age))
     }
 
     /// The keys of `document` this gate can use: each with a `kid` (rotation needs them),
@@ -628,6 +865,11 @@ impl Http {
 
     /// The body of a `200` answer to a GET of `uri`.
     async fn get(&self, uri: &Uri) -> Result<Bytes, JwksError> {
+        self.get_cacheable(uri).await.map(|(body, _)| body)
+    }
+
+    /// The body of a `200` answer to a GET of `uri`, and its `Cache-Control: max-age`.
+    async fn get_cacheable(&self, uri: &Uri) -> Result<(Bytes, Option<Duration>), JwksError> {
         let request = Request::get(uri.clone())
             .header(ACCEPT, "application/json")
             .body(Empty::new())
@@ -639,7 +881,8 @@ impl Http {
             if response.status() != StatusCode::OK {
                 return Err(JwksError::Status(response.status().as_u16()));
             }
-            Ok(Limited::new(response.into_body(), self.max_document_len)
+            let max_age = max_age(response.headers());
+            let body = Limited::new(response.into_body(), self.max_document_len)
                 .collect()
                 .await
                 .map_err(|error| {
@@ -649,12 +892,36 @@ impl Http {
                         JwksError::Unreachable(error.to_string())
                     }
                 })?
-                .to_bytes())
+                .to_bytes();
+            Ok((body, max_age))
         };
         tokio::time::timeout(self.timeout, fetch)
             .await
             .map_err(|_| JwksError::Timeout)?
     }
+}
+
+/// The `max-age` of a `Cache-Control` header (RFC 9111 §5.2.2.1), if one is given once and
+/// well formed; `no-store` and `no-cache` count as zero.
+fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut found = None;
+    for value in headers.get_all(http::header::CACHE_CONTROL) {
+        let value = value.to_str().ok()?;
+        for directive in value.split(',').map(str::trim) {
+            let (name, argument) = directive.split_once('=').unwrap_or((directive, ""));
+            if name.eq_ignore_ascii_case("no-store") || name.eq_ignore_ascii_case("no-cache") {
+                return Some(Duration::ZERO);
+            }
+            if name.eq_ignore_ascii_case("max-age") {
+                let seconds: u64 = argument.trim_matches('"').parse().ok()?;
+                if found.replace(Duration::from_secs(seconds)).is_some() {
+                    // Conflicting directives: trust neither.
+                    return None;
+                }
+            }
+        }
+    }
+    found
 }
 
 /// Whether `host` (from a URI, so IPv6 in brackets) names this machine.
