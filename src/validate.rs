@@ -503,19 +503,18 @@ where
 
     /// The one way a request's credentials are judged, by the gate and by the auth service's
     /// logout alike: the bearer token of `headers` (`Ok(None)` when there is none), verified,
-    /// and then the revocation store's answer, which may still be pending.
+    /// and then the revocation store's answer, which may still be pending. An unknown `kid`
+    /// is refused here without waiting for its lookup (the gate waits: see
+    /// [`authenticate_or_look_up`](Self::authenticate_or_look_up)).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn authenticate(
         &self,
         headers: &http::HeaderMap,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
-            Credentials::Bearer(token) => token,
-            Credentials::None => return Ok(None),
-        };
-        // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
-        let claims = self.verify_claims(token)?;
-        let check = self.check_revocation(&claims);
-        Ok(Some((claims, check)))
+        match self.authenticate_with(headers, UnknownKid::Report) {
+            Authentication::Ready(outcome) => outcome,
+            Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
     }
 
     /// [`authenticate`](Self::authenticate), except that a token naming a `kid` its key
@@ -545,6 +544,7 @@ where
             Err(error) => return Authentication::Ready(Err(error)),
         };
         match self.verify_or_look_up(token, mode) {
+            // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
             Verdict::Done(Ok(claims)) => {
                 let check = self.check_revocation(&claims);
                 Authentication::Ready(Ok(Some((claims, check))))
