@@ -10,9 +10,8 @@ use http::header::ACCEPT;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::client::legacy::connect::Connect;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, AlgorithmFamily};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -28,8 +27,8 @@ use crate::{Key, Keys};
 /// use jwt_gate::{JwksError, RemoteJwks};
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// let error = RemoteJwks::builder("https://issuer.example/jwks.json").start().await.unwrap_err();
-/// assert_eq!(error, JwksError::TlsNeedsClient);
+/// let error = RemoteJwks::builder("ftp://issuer.example/jwks.json").start().await.unwrap_err();
+/// assert!(matches!(error, JwksError::InvalidUrl(_)));
 /// # });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,9 +36,12 @@ use crate::{Key, Keys};
 pub enum JwksError {
     /// The URL is not an absolute `http://` or `https://` URL.
     InvalidUrl(String),
-    /// An `https://` URL with the built-in client, which speaks plain HTTP only: pass a
-    /// TLS-capable client with [`RemoteJwksBuilder::client`].
+    /// An `https://` URL with the built-in client of a build without the `rustls` feature,
+    /// which speaks plain HTTP only: enable `rustls`, or pass a TLS-capable client with
+    /// [`RemoteJwksBuilder::client`].
     TlsNeedsClient,
+    /// The TLS configuration could not be built (the root certificates given are unusable).
+    Tls(String),
     /// The issuer could not be reached, or the connection failed.
     Unreachable(String),
     /// The issuer did not answer within the timeout.
@@ -73,8 +75,10 @@ impl fmt::Display for JwksError {
         match self {
             Self::InvalidUrl(reason) => write!(f, "not a usable JWKS URL: {reason}"),
             Self::TlsNeedsClient => f.write_str(
-                "the built-in client speaks plain HTTP only; pass a TLS-capable client for https:// URLs",
+                "the built-in client speaks plain HTTP only; enable the `rustls` feature or pass a \
+                 TLS-capable client for https:// URLs",
             ),
+            Self::Tls(reason) => write!(f, "the TLS configuration is unusable: {reason}"),
             Self::Unreachable(reason) => write!(f, "the JWKS could not be fetched: {reason}"),
             Self::Timeout => f.write_str("the JWKS issuer did not answer in time"),
             Self::Status(status) => write!(f, "the JWKS issuer answered with status {status}"),
@@ -141,6 +145,8 @@ pub struct RemoteJwksBuilder {
     max_document_len: usize,
     max_age_bounds: (Duration, Duration),
     max_stale: Option<Duration>,
+    #[cfg(feature = "rustls")]
+    root_certificates: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for RemoteJwksBuilder {
@@ -240,6 +246,29 @@ impl RemoteJwksBuilder {
         self
     }
 
+    /// Trusts only the certificate authorities in `pem` (one or more PEM certificates) for
+    /// `https://` URLs, instead of the webpki roots: for an issuer whose certificate comes
+    /// from a private CA. Checked at [`start`](Self::start) ([`JwksError::Tls`]).
+    ///
+    /// ```no_run
+    /// use jwt_gate::RemoteJwks;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read("/etc/ssl/private-ca.pem")?;
+    /// let idp = RemoteJwks::discover("https://login.corp.example")
+    ///     .root_certificates_pem(ca)
+    ///     .start()
+    ///     .await?;
+    /// # drop(idp); Ok(()) }
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    #[must_use]
+    pub fn root_certificates_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
+        self
+    }
+
     /// Fetches through `client`: a hyper-util client with a TLS connector (hyper-rustls,
     /// hyper-tls) is how `https://` URLs are reached. The built-in client speaks plain HTTP.
     #[must_use]
@@ -247,10 +276,7 @@ impl RemoteJwksBuilder {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        self.fetcher = Some(Arc::new(move |request| {
-            let response = client.request(request);
-            Box::pin(async move { response.await.map_err(|error| error.to_string()) })
-        }));
+        self.fetcher = Some(fetcher_of(client));
         self
     }
 
@@ -258,10 +284,17 @@ impl RemoteJwksBuilder {
     /// source with its [`Keys`], following the issuer from then on. Must be called within a
     /// Tokio runtime, on which the refresh task runs.
     pub async fn start(self) -> Result<RemoteJwks, JwksError> {
-        let fetcher = self.fetcher.clone().unwrap_or_else(plain_http_fetcher);
+        let https = self.fetcher.is_some() || cfg!(feature = "rustls");
+        let fetcher = match self.fetcher.clone() {
+            Some(fetcher) => fetcher,
+            #[cfg(feature = "rustls")]
+            None => tls::fetcher(self.root_certificates.as_deref())?,
+            #[cfg(not(feature = "rustls"))]
+            None => plain_http_fetcher(),
+        };
         let http = Http {
             fetcher,
-            custom_client: self.fetcher.is_some(),
+            https,
             allow_plain_http: self.allow_plain_http,
             timeout: self.timeout,
             max_document_len: self.max_document_len,
@@ -338,13 +371,73 @@ impl RemoteJwksBuilder {
     }
 }
 
+#[cfg(not(feature = "rustls"))]
 fn plain_http_fetcher() -> Fetcher {
+    use hyper_util::client::legacy::connect::HttpConnector;
     let client: Client<HttpConnector, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    fetcher_of(client)
+}
+
+fn fetcher_of<C>(client: Client<C, Empty<Bytes>>) -> Fetcher
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     Arc::new(move |request| {
         let response = client.request(request);
         Box::pin(async move { response.await.map_err(|error| error.to_string()) })
     })
+}
+
+/// The built-in HTTPS client (feature `rustls`).
+#[cfg(feature = "rustls")]
+mod tls {
+    use std::sync::Arc;
+
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::CertificateDer;
+
+    use super::{fetcher_of, Fetcher, JwksError};
+
+    /// A client for `https://` (and loopback `http://`) URLs trusting the CAs of `pem`, or the
+    /// webpki roots.
+    pub(super) fn fetcher(pem: Option<&[u8]>) -> Result<Fetcher, JwksError> {
+        let mut roots = rustls::RootCertStore::empty();
+        match pem {
+            Some(pem) => {
+                for certificate in CertificateDer::pem_slice_iter(pem) {
+                    let certificate =
+                        certificate.map_err(|error| JwksError::Tls(error.to_string()))?;
+                    roots
+                        .add(certificate)
+                        .map_err(|error| JwksError::Tls(error.to_string()))?;
+                }
+                if roots.is_empty() {
+                    return Err(JwksError::Tls("no certificate in the PEM given".into()));
+                }
+            }
+            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        }
+        // This provider explicitly, so an application that installed another (or none) as
+        // the process default does not change what the gate trusts.
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|error| JwksError::Tls(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Ok(fetcher_of(
+            Client::builder(TokioExecutor::new()).build(connector),
+        ))
+    }
 }
 
 /// A [`Keys`] that follows an issuer's JWKS document: fetched at start, refetched when a
@@ -561,6 +654,8 @@ impl RemoteJwks {
             max_document_len: 256 * 1024,
             max_age_bounds: (Duration::from_secs(60), Duration::from_secs(60 * 60)),
             max_stale: Some(Duration::from_secs(24 * 60 * 60)),
+            #[cfg(feature = "rustls")]
+            root_certificates: None,
         }
     }
 
@@ -781,7 +876,8 @@ impl Follower {
 /// policy every URL (issuer, metadata, JWKS) goes through.
 struct Http {
     fetcher: Fetcher,
-    custom_client: bool,
+    /// Whether the client speaks TLS.
+    https: bool,
     allow_plain_http: bool,
     timeout: Duration,
     max_document_len: usize,
@@ -803,7 +899,7 @@ impl Http {
             .map_err(|error: http::uri::InvalidUri| JwksError::InvalidUrl(error.to_string()))?;
         let host = uri.host().unwrap_or_default();
         match uri.scheme_str() {
-            Some("https") if !self.custom_client => Err(JwksError::TlsNeedsClient),
+            Some("https") if !self.https => Err(JwksError::TlsNeedsClient),
             Some("http") if !self.allow_plain_http && !is_loopback(host) => {
                 Err(JwksError::PlainHttp(url.to_owned()))
             }

@@ -20,6 +20,7 @@ mod hyper_example;
 mod issuers;
 mod jwks;
 mod jwks_remote;
+mod jwks_tls;
 mod key_rotation;
 mod limits;
 mod open_paths;
