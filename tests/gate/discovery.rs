@@ -6,17 +6,16 @@ use crate::common;
 use std::net::SocketAddr;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use http::StatusCode;
-use jwt_gate::{Algorithm, Claims, JwksError, JwtAuthLayer, Key, Keys, RemoteJwks};
+use jwt_gate::{Claims, JwksError, JwtAuthLayer, Keys, RemoteJwks};
 use serde_json::json;
 
 fn issuer_keys() -> Keys {
-    Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap()
 }
 
@@ -31,15 +30,7 @@ async fn issuer(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let document = metadata(&format!("http://{addr}"));
-    let router = Router::new()
-        .route(metadata_path, get(move || async move { Json(document) }))
-        .route(
-            "/jwks",
-            get({
-                let keys = keys.clone();
-                move || async move { Json(keys.jwks()) }
-            }),
-        );
+    let router = common::provider_routes(metadata_path, document, keys.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     (addr, keys)
 }

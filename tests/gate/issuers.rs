@@ -6,7 +6,7 @@ use crate::common;
 use std::net::SocketAddr;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use http::StatusCode;
 use jwt_gate::{Algorithm, Claims, JwtAuthLayer, Key, Keys, RemoteJwks, TokenVerifier, Validation};
 use serde_json::json;
@@ -20,18 +20,8 @@ async fn provider(key: Key) -> (String, Keys, RemoteJwks) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("http://{}", listener.local_addr().unwrap());
     let metadata = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") });
-    let router = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || async move { Json(metadata) }),
-        )
-        .route(
-            "/jwks",
-            get({
-                let keys = keys.clone();
-                move || async move { Json(keys.jwks()) }
-            }),
-        );
+    let router =
+        common::provider_routes("/.well-known/openid-configuration", metadata, keys.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let source = RemoteJwks::discover(&issuer).start().await.unwrap();
     (issuer, keys, source)

@@ -23,11 +23,10 @@ struct Issuer {
 
 /// Issuer A: publishes its keys' JWKS, or answers 503 while "down".
 async fn issuer() -> Issuer {
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     let down = Arc::new(AtomicBool::new(false));
     let fetches = Arc::new(AtomicUsize::new(0));
@@ -98,11 +97,10 @@ async fn gate_b_follows_issuer_a_through_a_rotation() {
 
     // A rotates: a new key signs from now on.
     a.keys
-        .add(
-            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
-                .unwrap()
-                .with_kid("k2"),
-        )
+        .add(common::eddsa_key(
+            include_bytes!("../keys/ed25519-b.pem"),
+            "k2",
+        ))
         .unwrap();
     a.keys.activate("k2").unwrap();
     let new_token = common::token(&a.keys, "bob");
@@ -223,11 +221,7 @@ async fn an_unreachable_or_empty_jwks_fails_at_start() {
 #[tokio::test]
 async fn new_material_under_an_old_kid_replaces_the_old_key() {
     let a = issuer().await;
-    let second = |pem: &[u8]| {
-        Key::from_private_pem(Algorithm::EdDSA, pem)
-            .unwrap()
-            .with_kid("k2")
-    };
+    let second = |pem: &[u8]| common::eddsa_key(pem, "k2");
     a.keys
         .add(second(include_bytes!("../keys/ed25519-b.pem")))
         .unwrap();
@@ -265,11 +259,10 @@ async fn new_material_under_an_old_kid_replaces_the_old_key() {
 /// Issuer A as an application runs it: the auth service at `/auth`, minting EdDSA tokens,
 /// and its JWKS at the root.
 async fn auth_issuer() -> (std::net::SocketAddr, Keys) {
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     let verifier = jwt_gate::TokenVerifier::new(keys.clone());
     let auth = AuthService::new(verifier.clone(), MemoryUserStore::new());
@@ -326,11 +319,10 @@ async fn gate_b_accepts_what_the_auth_service_issues_across_a_rotation() {
     );
 
     // A rotates: k2 signs from now on, and is published at once.
-    keys.add(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
-            .unwrap()
-            .with_kid("k2"),
-    )
+    keys.add(common::eddsa_key(
+        include_bytes!("../keys/ed25519-b.pem"),
+        "k2",
+    ))
     .unwrap();
     keys.activate("k2").unwrap();
     let new_token = log_in(a, "bob").await;
@@ -368,11 +360,10 @@ async fn the_periodic_refetch_retires_dropped_keys_without_any_trigger() {
     // A rotates and drops k1. No token names an unknown kid and nobody calls refresh():
     // only the schedule can bring the change to B.
     a.keys
-        .add(
-            Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
-                .unwrap()
-                .with_kid("k2"),
-        )
+        .add(common::eddsa_key(
+            include_bytes!("../keys/ed25519-b.pem"),
+            "k2",
+        ))
         .unwrap();
     a.keys.activate("k2").unwrap();
     a.keys.remove("k1").unwrap();
@@ -392,11 +383,10 @@ async fn the_periodic_refetch_retires_dropped_keys_without_any_trigger() {
 #[tokio::test]
 async fn a_burst_of_unknown_kids_makes_one_fetch_at_a_time() {
     // An issuer whose every answer takes a while, counting how many fetches overlap.
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     let (fetches, in_flight, most_in_flight) = (
         Arc::new(AtomicUsize::new(0)),
@@ -511,11 +501,10 @@ struct Switchable {
 }
 
 async fn switchable_issuer() -> Switchable {
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     // A well-formed JWKS whose only key is of another family (ES256): nothing usable here.
     let p256 = Keys::new(
@@ -632,11 +621,10 @@ async fn a_valid_jwks_with_no_usable_key_is_told_apart_and_bounded_the_same_way(
 #[tokio::test]
 async fn the_jwks_max_age_sets_the_next_refetch_within_the_bounds() {
     // The issuer allows caching for a day; the gate's upper bound makes it 100 ms.
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     let router = Router::new().route(
         JWKS_PATH,
@@ -659,11 +647,10 @@ async fn the_jwks_max_age_sets_the_next_refetch_within_the_bounds() {
         .start()
         .await
         .unwrap();
-    keys.add(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
-            .unwrap()
-            .with_kid("k2"),
-    )
+    keys.add(common::eddsa_key(
+        include_bytes!("../keys/ed25519-b.pem"),
+        "k2",
+    ))
     .unwrap();
     keys.activate("k2").unwrap();
     keys.remove("k1").unwrap();
@@ -673,11 +660,10 @@ async fn the_jwks_max_age_sets_the_next_refetch_within_the_bounds() {
 #[tokio::test]
 async fn the_first_token_of_a_new_key_waits_for_a_slow_fetch_instead_of_failing() {
     // Every answer takes a while, so a token that did not wait would be refused.
-    let keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    let keys = Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap();
     let fetches = Arc::new(AtomicUsize::new(0));
     let router = Router::new().route(
@@ -699,11 +685,10 @@ async fn the_first_token_of_a_new_key_waits_for_a_slow_fetch_instead_of_failing(
         .await
         .unwrap();
     let b = gate(&jwks).await;
-    keys.add(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519-b.pem"))
-            .unwrap()
-            .with_kid("k2"),
-    )
+    keys.add(common::eddsa_key(
+        include_bytes!("../keys/ed25519-b.pem"),
+        "k2",
+    ))
     .unwrap();
     keys.activate("k2").unwrap();
 

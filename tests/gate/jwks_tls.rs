@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use http::StatusCode;
-use jwt_gate::{Algorithm, Claims, JwksError, JwtAuthLayer, Key, Keys, RemoteJwks};
+use jwt_gate::{Claims, JwksError, JwtAuthLayer, Keys, RemoteJwks};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::json;
 use tokio_rustls::rustls;
@@ -47,12 +47,7 @@ async fn tls_issuer(ca: &Issuer<'static, KeyPair>, keys: Keys) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     let issuer = format!("https://{addr}");
     let metadata = json!({ "issuer": issuer, "jwks_uri": format!("{issuer}/jwks") });
-    let router = Router::new()
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || async move { Json(metadata) }),
-        )
-        .route("/jwks", get(move || async move { Json(keys.jwks()) }));
+    let router = common::provider_routes("/.well-known/openid-configuration", metadata, keys);
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
@@ -75,11 +70,10 @@ async fn tls_issuer(ca: &Issuer<'static, KeyPair>, keys: Keys) -> SocketAddr {
 }
 
 fn issuer_keys() -> Keys {
-    Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, include_bytes!("../keys/ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
+    Keys::new(common::eddsa_key(
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
     .unwrap()
 }
 
