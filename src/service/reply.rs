@@ -174,3 +174,67 @@ impl Failure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Status, headers (in order) and body of a failure's answer to a plain HTTP/1.1 request.
+    fn answer(failure: Failure) -> String {
+        let response = failure.into_response("shop", http::Version::HTTP_11, &HeaderMap::new());
+        let headers: Vec<String> = response
+            .headers()
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        let body = body_text(response.body().clone());
+        format!(
+            "{} | {} | {body}",
+            response.status().as_u16(),
+            headers.join("; ")
+        )
+    }
+
+    /// A `Full` body is one frame, ready at once.
+    fn body_text(body: Full<Bytes>) -> String {
+        use http_body::Body as _;
+        let mut body = std::pin::pin!(body);
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        match body.as_mut().poll_frame(&mut context) {
+            std::task::Poll::Ready(Some(Ok(frame))) => {
+                String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Every failure's answer, pinned: the table in this module must say exactly this.
+    #[test]
+    fn every_failure_answers_as_documented() {
+        const JSON: &str =
+            "content-type: application/json; cache-control: no-store; pragma: no-cache";
+        let cases = [
+            (Failure::NotFound, format!(r#"404 | {JSON} | {{"error":"not_found","error_description":"no such route"}}"#)),
+            (Failure::MethodNotAllowed, format!(r#"405 | {JSON}; allow: POST | {{"error":"method_not_allowed","error_description":"this route only accepts POST"}}"#)),
+            (Failure::PayloadTooLarge, format!(r#"413 | {JSON} | {{"error":"payload_too_large","error_description":"the body is larger than 16 KiB"}}"#)),
+            (Failure::UnsupportedMediaType, format!(r#"415 | {JSON} | {{"error":"unsupported_media_type","error_description":"wrong Content-Type for this route"}}"#)),
+            (Failure::UnreadableBody, format!(r#"400 | {JSON} | {{"error":"invalid_request","error_description":"the body could not be read"}}"#)),
+            (Failure::Invalid { field: Some("email"), description: "not an email address" }, format!(r#"422 | {JSON} | {{"error":"invalid_request","error_description":"not an email address","field":"email"}}"#)),
+            (Failure::Invalid { field: None, description: "not JSON" }, format!(r#"422 | {JSON} | {{"error":"invalid_request","error_description":"not JSON","field":null}}"#)),
+            (Failure::UsernameTaken, format!(r#"409 | {JSON} | {{"error":"username_taken","error_description":"this username is already registered"}}"#)),
+            (Failure::InvalidGrant, format!(r#"400 | {JSON} | {{"error":"invalid_grant"}}"#)),
+            (Failure::UnsupportedGrantType, format!(r#"400 | {JSON} | {{"error":"unsupported_grant_type","error_description":"grant_type must be password or refresh_token"}}"#)),
+            (Failure::Throttled { retry_after: 7 }, format!(r#"429 | {JSON}; retry-after: 7 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
+            (Failure::Throttled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
+            (Failure::RefreshThrottled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_requests","error_description":"this session was refreshed too often; wait before trying again"}}"#)),
+            (Failure::Busy, format!(r#"503 | {JSON}; retry-after: 1 | {{"error":"temporarily_unavailable","error_description":"too many logins at once; try again shortly"}}"#)),
+            (Failure::Unavailable, format!(r#"503 | {JSON} | {{"error":"temporarily_unavailable","error_description":"a store is unavailable; nothing was changed"}}"#)),
+            (Failure::ServerError, format!(r#"500 | {JSON} | {{"error":"server_error","error_description":"the service is misconfigured"}}"#)),
+            (Failure::Token(AuthError::MissingCredentials), r#"401 | www-authenticate: Bearer realm="shop"; content-type: application/json; cache-control: no-store | {"error":"unauthorized","error_description":"a bearer token is required"}"#.to_owned()),
+        ];
+        for (failure, expected) in cases {
+            assert_eq!(answer(failure.clone()), expected, "{failure:?}");
+        }
+    }
+}
