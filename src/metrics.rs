@@ -489,6 +489,7 @@ pub(crate) struct Stopwatch {
 }
 
 #[cfg(feature = "auth")]
+#[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
 impl Stopwatch {
     #[inline]
     pub(crate) fn start() -> Self {
