@@ -91,6 +91,8 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Ok(_) => "success",
         Err(Failure::InvalidGrant) => "invalid_grant",
         Err(Failure::UsernameTaken) => "username_taken",
+        // A logout whose revocation store cannot be asked is a store outage, not a bad token.
+        Err(Failure::Token(AuthError::RevocationStoreUnavailable)) => "unavailable",
         Err(Failure::Token(_)) => "invalid_token",
         Err(Failure::Throttled { .. } | Failure::RefreshThrottled { .. }) => "throttled",
         Err(Failure::Busy) => "busy",
