@@ -17,6 +17,7 @@ use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
 use crate::keys::KeyLookup;
+use crate::metrics::GateMetrics;
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::validate::Authentication;
@@ -210,10 +211,13 @@ where
         request.extensions_mut().insert(claims);
         match check {
             RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
-            answered => match answered.verdict() {
-                Ok(()) => Decision::Pass,
-                Err(error) => Decision::Reject(error),
-            },
+            answered => {
+                self.verifier.metrics().revocation_checked(&answered);
+                match answered.verdict() {
+                    Ok(()) => Decision::Pass,
+                    Err(error) => Decision::Reject(error),
+                }
+            }
         }
     }
 }
@@ -236,8 +240,10 @@ fn log_rejection(error: AuthError, path: &str) {
 fn rejection<B>(
     error: AuthError,
     realm: &str,
+    metrics: &GateMetrics,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
+    metrics.refused(error);
     log_rejection(error, request.uri().path());
     let (status, headers, body) =
         error.render(realm, is_grpc(request.version(), request.headers()));
@@ -247,13 +253,11 @@ fn rejection<B>(
     response
 }
 
-impl<S: Clone, C> JwtAuth<S, C> {
-    /// The inner service was made ready for this request; take that ready instance along to
-    /// the response future and leave a fresh clone behind for the next request.
-    fn take_ready_inner(&mut self) -> S {
-        let clone = self.inner.clone();
-        std::mem::replace(&mut self.inner, clone)
-    }
+/// The inner service was made ready for this request; take that ready instance along to the
+/// response future and leave a fresh clone behind for the next request.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
 }
 
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
@@ -270,27 +274,38 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let verifier = &self.gate.verifier;
         let state = match self.gate.decide(&mut request, true) {
-            Decision::Pass => State::Inner {
-                future: self.inner.call(request),
-            },
+            Decision::Pass => {
+                verifier.metrics().passed();
+                State::Inner {
+                    future: self.inner.call(request),
+                }
+            }
             Decision::Reject(error) => State::Rejected {
-                response: Some(rejection(error, self.gate.verifier.realm(), &request)),
+                response: Some(rejection(
+                    error,
+                    verifier.realm(),
+                    verifier.metrics(),
+                    &request,
+                )),
             },
             Decision::AwaitRevocation(check) => State::AwaitingRevocation {
                 check,
-                pending: Some((request, self.take_ready_inner())),
-                realm: self.gate.verifier.shared_realm(),
+                pending: Some((request, take_ready(&mut self.inner))),
+                realm: verifier.shared_realm(),
+                metrics: verifier.metrics().clone(),
             },
             Decision::AwaitKeys(lookup) => {
                 let gate = self.gate.clone();
                 State::AwaitingKeys {
                     lookup,
-                    pending: Some((request, self.take_ready_inner())),
+                    pending: Some((request, take_ready(&mut self.inner))),
                     redecide: Some(Box::new(move |request: &mut Request<ReqBody>| {
                         gate.decide(request, false)
                     })),
-                    realm: self.gate.verifier.shared_realm(),
+                    realm: verifier.shared_realm(),
+                    metrics: verifier.metrics().clone(),
                 }
             }
         };
@@ -328,12 +343,14 @@ pin_project! {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
+            metrics: GateMetrics,
         },
         AwaitingKeys {
             lookup: KeyLookup,
             pending: Option<(Request<ReqBody>, S)>,
             redecide: Option<Redecide<ReqBody>>,
             realm: Arc<str>,
+            metrics: GateMetrics,
         },
     }
 }
@@ -361,16 +378,19 @@ where
                     check,
                     pending,
                     realm,
+                    metrics,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    metrics.revocation_checked(&verdict);
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, metrics, &request)));
                     }
+                    metrics.passed();
                     let future = inner.call(request);
                     state.set(State::Inner { future });
                 }
@@ -379,6 +399,7 @@ where
                     pending,
                     redecide,
                     realm,
+                    metrics,
                 } => {
                     ready!(lookup.as_mut().poll(cx));
                     let ((mut request, mut inner), redecide) = pending
@@ -386,20 +407,29 @@ where
                         .zip(redecide.take())
                         .expect("ResponseFuture polled after completion");
                     let next = match redecide(&mut request) {
-                        Decision::Pass => State::Inner {
-                            future: inner.call(request),
-                        },
+                        Decision::Pass => {
+                            metrics.passed();
+                            State::Inner {
+                                future: inner.call(request),
+                            }
+                        }
                         Decision::AwaitRevocation(check) => State::AwaitingRevocation {
                             check,
                             pending: Some((request, inner)),
                             realm: realm.clone(),
+                            metrics: metrics.clone(),
                         },
                         Decision::Reject(error) => State::Rejected {
-                            response: Some(rejection(error, realm, &request)),
+                            response: Some(rejection(error, realm, metrics, &request)),
                         },
                         // Deciding again never waits a second time.
                         Decision::AwaitKeys(_) => State::Rejected {
-                            response: Some(rejection(AuthError::UnknownKey, realm, &request)),
+                            response: Some(rejection(
+                                AuthError::UnknownKey,
+                                realm,
+                                metrics,
+                                &request,
+                            )),
                         },
                     };
                     state.set(next);

@@ -315,12 +315,16 @@ impl RemoteJwksBuilder {
             last_good: Instant::now(),
         };
         let started = Instant::now();
-        let (fetched, max_age) = follower.fetch().await?;
+        let (fetched, max_age) = follower.fetch().await.inspect_err(|error| {
+            crate::metrics::jwks_fetched(&follower.uri, Err(error));
+        })?;
         let usable = follower.usable_keys(&fetched);
         let mut usable = usable.into_iter();
         let Some((first_jwk, first_key)) = usable.next() else {
+            crate::metrics::jwks_fetched(&follower.uri, Err(&JwksError::NoUsableKey));
             return Err(JwksError::NoUsableKey);
         };
+        crate::metrics::jwks_fetched(&follower.uri, Ok(()));
         let kid = first_key.kid().unwrap_or_default().to_owned();
         let keys = Keys::new(first_key).map_err(|error| JwksError::Parse(error.to_string()))?;
         follower.known.insert(kid, first_jwk);
@@ -757,6 +761,7 @@ impl Follower {
                     Err(error)
                 }
             };
+            crate::metrics::jwks_fetched(&self.uri, outcome.as_ref().map(|_| ()));
             lookups.finish(round);
             match &outcome {
                 Ok(()) => self.last_good = Instant::now(),
