@@ -425,6 +425,8 @@ pub(crate) fn jwks_fetched(uri: &http::Uri, outcome: Result<(), &crate::JwksErro
                 | JwksError::PlainHttp(_)
                 | JwksError::Tls(_),
             ) => "invalid_url",
+            // Discovery fails before any JWKS fetch, so this is never counted; named for the
+            // match to stay exhaustive.
             Err(JwksError::Discovery(_) | JwksError::IssuerMismatch { .. }) => "discovery",
             Err(JwksError::Unreachable(_)) => "unreachable",
             Err(JwksError::Timeout) => "timeout",
