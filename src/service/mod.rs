@@ -358,7 +358,8 @@ impl AuthServiceBuilder {
     }
 
     /// Hashes passwords on threads the operating system schedules after everything else
-    /// (about nice 10 on Linux), so that during a burst of logins the gate and the other
+    /// (`SCHED_IDLE` on Linux, preempted whenever other work wakes; about nice 10 elsewhere),
+    /// so that during a burst of logins the gate and the other
     /// routes keep their latency while logins take longer. Off by default; the demo server
     /// turns it on. Where the OS refuses, hashing runs at normal priority.
     #[must_use]
