@@ -71,7 +71,8 @@ CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 /// The `user_version` of a database in the current layout.
 const SCHEMA_VERSION: i64 = 2;
 
-/// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connection.
+/// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connections
+/// and the users kept in memory.
 ///
 /// The database runs in WAL mode with `synchronous = FULL`: every acknowledged write has been
 /// synced to disk before the call returns, so it survives not only a killed process but a
