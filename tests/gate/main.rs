@@ -21,6 +21,7 @@ mod jwks_remote;
 mod key_rotation;
 mod limits;
 mod open_paths;
+mod presets;
 mod readme;
 mod revocation;
 mod revocation_order;
