@@ -6,19 +6,20 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
-use crate::paths::{Access, PathRules};
+use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
-use crate::{AuthError, Keys, TokenVerifier};
+use crate::{AuthError, Keys, Require, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -44,6 +45,7 @@ pub struct JwtAuthLayer<C = ()> {
 struct Gate<C> {
     verifier: TokenVerifier<C>,
     paths: PathRules,
+    requirements: Requirements<C>,
 }
 
 impl<C> Clone for Gate<C> {
@@ -51,6 +53,7 @@ impl<C> Clone for Gate<C> {
         Self {
             verifier: self.verifier.clone(),
             paths: self.paths.clone(),
+            requirements: self.requirements.clone(),
         }
     }
 }
@@ -68,6 +71,7 @@ impl<C> std::fmt::Debug for JwtAuthLayer<C> {
         f.debug_struct("JwtAuthLayer")
             .field("verifier", &self.gate.verifier)
             .field("paths", &self.gate.paths)
+            .field("requirements", &self.gate.requirements)
             .finish()
     }
 }
@@ -88,6 +92,7 @@ impl<C> JwtAuthLayer<C> {
             gate: Arc::new(Gate {
                 verifier,
                 paths: PathRules::default(),
+                requirements: Requirements::default(),
             }),
         }
     }
@@ -122,6 +127,60 @@ impl<C> JwtAuthLayer<C> {
     #[must_use]
     pub fn optional_prefix(self, prefix: &str) -> Self {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
+    }
+
+    /// Every request with a token must also meet `require` (checked after verification and
+    /// revocation); one that does not is refused `403` (`grpc-status: 7` over gRPC). Open
+    /// paths are never checked, and a request without a token on an optional path passes as
+    /// before. Several calls add up.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .open_path("/health")
+    ///     .require(Require::scope("orders:read"));
+    /// ```
+    #[must_use]
+    pub fn require(self, require: Require<C>) -> Self {
+        self.configure(|gate| gate.requirements.everywhere(require))
+    }
+
+    /// Requests for exactly `path`, by `method` (any method when `None`), must also meet
+    /// `require`. A route rule needs a token even on an optional path; every rule matching a
+    /// request applies, beside those of [`require`](Self::require). Paths match as for open
+    /// paths, and a path not in canonical form (dot segments, encoded slashes, `;`) must meet
+    /// every route rule of the gate, since a router could normalise it into any route.
+    ///
+    /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .require_route(Some(Method::POST), "/orders", Require::scope("orders:write"))
+    ///     .require_route(None, "/orders.v1.Orders/Cancel", Require::role("support"))
+    ///     .require_prefix(None, "/admin", Require::role("admin"));
+    /// ```
+    #[must_use]
+    pub fn require_route(self, method: Option<Method>, path: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::exact(path), require)
+        })
+    }
+
+    /// As [`require_route`](Self::require_route), for `prefix` and every path below it
+    /// (segment-wise: `/admin` holds `/admin/users`, not `/administrator`).
+    #[must_use]
+    pub fn require_prefix(self, method: Option<Method>, prefix: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::prefix(prefix), require)
+        })
     }
 }
 
@@ -163,8 +222,10 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
 
 enum Decision {
     Pass,
-    Reject(AuthError),
-    AwaitRevocation(BoxFuture<'static, RevocationCheck>),
+    Reject(AuthError, Option<Box<Forbidden>>),
+    /// The revocation answer is pending; a `403` found meanwhile is said only if the token
+    /// turns out not revoked (a revoked token is a `401` whatever it holds).
+    AwaitRevocation(BoxFuture<'static, RevocationCheck>, Option<Box<Forbidden>>),
 }
 
 impl<C> Gate<C>
@@ -177,12 +238,16 @@ where
             Access::Open => None,
             _ => match self.verifier.authenticate(request.headers()) {
                 Ok(authenticated) => authenticated,
-                Err(error) => return Decision::Reject(error),
+                Err(error) => return Decision::Reject(error, None),
             },
         };
-        let Some((claims, check)) = authenticated else {
-            if access == Access::Protected {
-                return Decision::Reject(AuthError::MissingCredentials);
+        let Some((claims, grants, check)) = authenticated else {
+            if access == Access::Protected
+                || self
+                    .requirements
+                    .has_route_rule(request.method(), request.uri().path())
+            {
+                return Decision::Reject(AuthError::MissingCredentials, None);
             }
             // Passed without claims: an extractor that refuses the request later names
             // this gate's realm.
@@ -192,13 +257,23 @@ where
                 .insert(GateRealm(self.verifier.shared_realm()));
             return Decision::Pass;
         };
+        let forbidden = self
+            .requirements
+            .check(request.method(), request.uri().path(), &claims, &grants)
+            .err();
         // The claims ride with the request either way; a refused request is dropped whole.
         request.extensions_mut().insert(claims);
+        if !grants.is_empty() {
+            request.extensions_mut().insert(grants);
+        }
         match check {
-            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
-            answered => match answered.verdict() {
-                Ok(()) => Decision::Pass,
-                Err(error) => Decision::Reject(error),
+            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden),
+            answered => match (answered.verdict(), forbidden) {
+                (Err(error), _) => Decision::Reject(error, None),
+                (Ok(()), None) => Decision::Pass,
+                (Ok(()), Some(forbidden)) => {
+                    Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
+                }
             },
         }
     }
@@ -212,6 +287,9 @@ fn log_rejection(error: AuthError, path: &str) {
         AuthError::RevocationStoreUnavailable => {
             tracing::warn!(%path, reason = %error, "request refused: failing closed")
         }
+        AuthError::InsufficientScope => {
+            tracing::info!(%path, reason = %error, "request without the required scope or role refused")
+        }
         _ => {
             tracing::info!(%path, reason = %error, code = error.error_code(), "request with bad credentials refused")
         }
@@ -219,14 +297,18 @@ fn log_rejection(error: AuthError, path: &str) {
 }
 
 /// A rejection, answered in the request's own protocol (gRPC or plain HTTP).
-fn rejection<B>(
+pub(crate) fn rejection<B>(
     error: AuthError,
     realm: &str,
+    forbidden: Option<&Forbidden>,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
     log_rejection(error, request.uri().path());
-    let (status, headers, body) =
-        error.render(realm, is_grpc(request.version(), request.headers()));
+    let (status, headers, body) = error.render_with(
+        realm,
+        is_grpc(request.version(), request.headers()),
+        forbidden,
+    );
     let mut response = Response::new(ResponseBody::rejection(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -253,12 +335,17 @@ where
                     future: self.inner.call(request),
                 },
             },
-            Decision::Reject(error) => ResponseFuture {
+            Decision::Reject(error, forbidden) => ResponseFuture {
                 state: State::Rejected {
-                    response: Some(rejection(error, self.gate.verifier.realm(), &request)),
+                    response: Some(rejection(
+                        error,
+                        self.gate.verifier.realm(),
+                        forbidden.as_deref(),
+                        &request,
+                    )),
                 },
             },
-            Decision::AwaitRevocation(check) => {
+            Decision::AwaitRevocation(check, forbidden) => {
                 // The inner service was made ready for this request; take that ready instance
                 // along and leave a fresh clone behind for the next one.
                 let clone = self.inner.clone();
@@ -268,6 +355,7 @@ where
                         check,
                         pending: Some((request, inner)),
                         realm: self.gate.verifier.shared_realm(),
+                        forbidden,
                     },
                 }
             }
@@ -304,6 +392,7 @@ pin_project! {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
+            forbidden: Option<Box<Forbidden>>,
         },
     }
 }
@@ -331,6 +420,7 @@ where
                     check,
                     pending,
                     realm,
+                    forbidden,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
@@ -339,7 +429,15 @@ where
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, None, &request)));
+                    }
+                    if let Some(forbidden) = forbidden.take() {
+                        return Poll::Ready(Ok(rejection(
+                            AuthError::InsufficientScope,
+                            realm,
+                            Some(&forbidden),
+                            &request,
+                        )));
                     }
                     let future = inner.call(request);
                     state.set(State::Inner { future });
@@ -367,7 +465,7 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    fn inner(body: B) -> Self {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: BodyKind::Inner { body },
         }

@@ -9,6 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
+use crate::authorize::{ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -308,6 +309,7 @@ struct VerifierInner<C> {
     clock: Arc<dyn Clock>,
     cache: VerifiedCache<C>,
     realm: Arc<str>,
+    roles: ClaimPath,
 }
 
 impl<C> Clone for TokenVerifier<C> {
@@ -339,8 +341,9 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
     }
 }
 
-/// A verified token's claims and the revocation store's answer about it (maybe pending).
-pub(crate) type Authenticated<C> = (Claims<C>, RevocationCheck);
+/// A verified token's claims and grants, and the revocation store's answer about it (maybe
+/// pending).
+pub(crate) type Authenticated<C> = (Claims<C>, Grants, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default: room for 100,000 users each
 /// holding one live token, with headroom for tokens refreshed before the old one expires.
@@ -370,12 +373,21 @@ where
 {
     /// Checks signature and claims (not revocation: see [`check_revocation`](Self::check_revocation)).
     pub fn verify(&self, token: &str) -> Result<Arc<Claims<C>>, AuthError> {
-        self.verify_claims(token).map(Arc::new)
+        self.verify_claims(token)
+            .map(|(claims, _)| Arc::new(claims))
+    }
+
+    /// Checks signature and claims like [`verify`](Self::verify), and also returns the
+    /// token's [`Grants`]: its scopes, and its roles at the
+    /// [roles claim path](TokenVerifierBuilder::roles_claim).
+    pub fn verify_granted(&self, token: &str) -> Result<(Arc<Claims<C>>, Grants), AuthError> {
+        self.verify_claims(token)
+            .map(|(claims, grants)| (Arc::new(claims), grants))
     }
 
     /// [`verify`](Self::verify), the claims by value (a cache hit rebuilds them from the
-    /// packed entry).
-    pub(crate) fn verify_claims(&self, token: &str) -> Result<Claims<C>, AuthError> {
+    /// packed entry), with the token's grants.
+    pub(crate) fn verify_claims(&self, token: &str) -> Result<(Claims<C>, Grants), AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -385,27 +397,28 @@ where
         if !inner.cache.is_enabled() {
             return self
                 .verify_uncached(token, &keys, now)
-                .map(|(claims, _)| claims);
+                .map(|(claims, grants, _)| (claims, grants));
         }
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
         if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
             return hit;
         }
-        let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
+        let (claims, grants, payload_len) = self.verify_uncached(token, &keys, now)?;
         inner
             .cache
-            .insert(fingerprint, &claims, payload_len, keys.generation);
-        Ok(claims)
+            .insert(fingerprint, &claims, &grants, payload_len, keys.generation);
+        Ok((claims, grants))
     }
 
-    /// The claims and the decoded payload's length (what the cache weighs custom claims by).
+    /// The claims, the grants, and the decoded payload's length (what the cache weighs
+    /// custom claims by).
     fn verify_uncached(
         &self,
         token: &str,
         keys: &crate::keys::KeySet,
         now: u64,
-    ) -> Result<(Claims<C>, usize), AuthError> {
+    ) -> Result<(Claims<C>, Grants, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
@@ -468,7 +481,8 @@ where
             // the claims, so revocation works as for any other token.
             claims.jti = Claims::derive_jti(token);
         }
-        Ok((claims, payload.len()))
+        let grants = Grants::read(&payload, &self.inner.roles);
+        Ok((claims, grants, payload.len()))
     }
 
     /// Asks the revocation store about verified `claims`.
@@ -488,9 +502,9 @@ where
             Credentials::None => return Ok(None),
         };
         // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
-        let claims = self.verify_claims(token)?;
+        let (claims, grants) = self.verify_claims(token)?;
         let check = self.check_revocation(&claims);
-        Ok(Some((claims, check)))
+        Ok(Some((claims, grants, check)))
     }
 
     /// The revocation store this verifier consults.
@@ -539,6 +553,7 @@ pub struct TokenVerifierBuilder<C> {
     cache_capacity: usize,
     cache_bytes: usize,
     realm: Arc<str>,
+    roles: ClaimPath,
     claims: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -561,6 +576,7 @@ impl TokenVerifierBuilder<()> {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_bytes: DEFAULT_CACHE_BYTES,
             realm: Arc::from(DEFAULT_REALM),
+            roles: ClaimPath::default(),
             claims: std::marker::PhantomData,
         }
     }
@@ -633,13 +649,30 @@ impl<C> TokenVerifierBuilder<C> {
     /// character, `"` or `\`): realms are configuration, and a bad one is a programming error.
     #[must_use]
     pub fn realm(mut self, realm: &str) -> Self {
-        assert!(
-            realm
-                .bytes()
-                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
-            "a realm must be printable ASCII without '\"' or '\\\\'"
-        );
+        assert_realm(realm);
         self.realm = Arc::from(realm);
+        self
+    }
+
+    /// Reads roles at `path` (default `roles`), for [`Require::role`](crate::Require::role).
+    /// Scopes are always read from `scope` and `scp`. A path that cannot hold roles is
+    /// refused by [`ClaimPath::new`], before any verifier is built.
+    ///
+    /// ```
+    /// use jwt_gate::{ClaimPath, Keys, TokenVerifier};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!")?;
+    /// // Keycloak: the roles of the client `orders-api`.
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .roles_claim(ClaimPath::new("resource_access.orders-api.roles")?)
+    ///     .build();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn roles_claim(mut self, path: ClaimPath) -> Self {
+        self.roles = path;
         self
     }
 
@@ -653,6 +686,7 @@ impl<C> TokenVerifierBuilder<C> {
             cache_capacity: self.cache_capacity,
             cache_bytes: self.cache_bytes,
             realm: self.realm,
+            roles: self.roles,
             claims: std::marker::PhantomData,
         }
     }
@@ -697,9 +731,20 @@ impl<C> TokenVerifierBuilder<C> {
                 clock: self.clock,
                 cache: VerifiedCache::new(self.cache_capacity, self.cache_bytes),
                 realm: self.realm,
+                roles: self.roles,
             }),
         }
     }
+}
+
+/// Refuses a realm that cannot stand in a quoted string unescaped.
+pub(crate) fn assert_realm(realm: &str) {
+    assert!(
+        realm
+            .bytes()
+            .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
+        "a realm must be printable ASCII without '\"' or '\\\\'"
+    );
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 mod common;
 
 mod algorithm_confusion;
+mod authorize;
 mod axum_extractor;
 mod gate_contract;
 mod gateway;
