@@ -211,12 +211,8 @@ impl AuthError {
     /// Renders the whole rejection: every refusal the crate answers (the gate's, the axum
     /// extractor's, the requirement layer's, the auth service's logout) goes through here.
     /// gRPC when the request was gRPC (see [`is_grpc`]), RFC 6750 with `realm` otherwise.
-    pub(crate) fn render(self, realm: &str, grpc: bool) -> (StatusCode, HeaderMap, Bytes) {
-        self.render_with(realm, grpc, None)
-    }
-
-    /// [`render`](Self::render), with what a `403`'s token lacked.
-    pub(crate) fn render_with(
+    /// `forbidden` says what a `403`'s token lacked.
+    pub(crate) fn render(
         self,
         realm: &str,
         grpc: bool,

@@ -304,7 +304,7 @@ pub(crate) fn rejection<B>(
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
     log_rejection(error, request.uri().path());
-    let (status, headers, body) = error.render_with(
+    let (status, headers, body) = error.render(
         realm,
         is_grpc(request.version(), request.headers()),
         forbidden,
