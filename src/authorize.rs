@@ -22,6 +22,7 @@ use tower_service::Service;
 
 use crate::error::DEFAULT_REALM;
 use crate::layer::ResponseBody;
+use crate::metrics::GateMetrics;
 use crate::paths::{is_canonical, Pattern};
 use crate::{AuthError, Claims};
 
@@ -632,6 +633,7 @@ impl<C> Requirements<C> {
 pub struct RequireLayer<C = ()> {
     require: Arc<Require<C>>,
     realm: Arc<str>,
+    metrics: GateMetrics,
 }
 
 impl<C> Clone for RequireLayer<C> {
@@ -639,6 +641,7 @@ impl<C> Clone for RequireLayer<C> {
         Self {
             require: self.require.clone(),
             realm: self.realm.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -658,6 +661,8 @@ impl<C> RequireLayer<C> {
         Self {
             require: Arc::new(require),
             realm: Arc::from(DEFAULT_REALM),
+            // Its refusals count with the gate's, by reason.
+            metrics: GateMetrics::register(),
         }
     }
 
@@ -749,6 +754,7 @@ where
                     response: Some(crate::layer::rejection(
                         error,
                         &self.layer.realm,
+                        &self.layer.metrics,
                         forbidden.as_deref(),
                         &request,
                     )),

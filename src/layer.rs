@@ -17,6 +17,7 @@ use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
+use crate::metrics::GateMetrics;
 use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::{AuthError, Keys, Require, TokenVerifier};
@@ -268,13 +269,16 @@ where
         }
         match check {
             RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden),
-            answered => match (answered.verdict(), forbidden) {
-                (Err(error), _) => Decision::Reject(error, None),
-                (Ok(()), None) => Decision::Pass,
-                (Ok(()), Some(forbidden)) => {
-                    Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
+            answered => {
+                self.verifier.metrics().revocation_checked(&answered);
+                match (answered.verdict(), forbidden) {
+                    (Err(error), _) => Decision::Reject(error, None),
+                    (Ok(()), None) => Decision::Pass,
+                    (Ok(()), Some(forbidden)) => {
+                        Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -300,9 +304,11 @@ fn log_rejection(error: AuthError, path: &str) {
 pub(crate) fn rejection<B>(
     error: AuthError,
     realm: &str,
+    metrics: &GateMetrics,
     forbidden: Option<&Forbidden>,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
+    metrics.refused(error);
     log_rejection(error, request.uri().path());
     let (status, headers, body) = error.render(
         realm,
@@ -329,17 +335,22 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let verifier = &self.gate.verifier;
         match self.gate.decide(&mut request) {
-            Decision::Pass => ResponseFuture {
-                state: State::Inner {
-                    future: self.inner.call(request),
-                },
-            },
+            Decision::Pass => {
+                verifier.metrics().passed();
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(request),
+                    },
+                }
+            }
             Decision::Reject(error, forbidden) => ResponseFuture {
                 state: State::Rejected {
                     response: Some(rejection(
                         error,
-                        self.gate.verifier.realm(),
+                        verifier.realm(),
+                        verifier.metrics(),
                         forbidden.as_deref(),
                         &request,
                     )),
@@ -354,7 +365,8 @@ where
                     state: State::AwaitingRevocation {
                         check,
                         pending: Some((request, inner)),
-                        realm: self.gate.verifier.shared_realm(),
+                        realm: verifier.shared_realm(),
+                        metrics: verifier.metrics().clone(),
                         forbidden,
                     },
                 }
@@ -392,6 +404,7 @@ pin_project! {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
+            metrics: GateMetrics,
             forbidden: Option<Box<Forbidden>>,
         },
     }
@@ -420,25 +433,29 @@ where
                     check,
                     pending,
                     realm,
+                    metrics,
                     forbidden,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    metrics.revocation_checked(&verdict);
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, None, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, metrics, None, &request)));
                     }
                     if let Some(forbidden) = forbidden.take() {
                         return Poll::Ready(Ok(rejection(
                             AuthError::InsufficientScope,
                             realm,
+                            metrics,
                             Some(&forbidden),
                             &request,
                         )));
                     }
+                    metrics.passed();
                     let future = inner.call(request);
                     state.set(State::Inner { future });
                 }

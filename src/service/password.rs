@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
+
+use crate::metrics::Stopwatch;
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization as _};
 
 /// The fewest characters a password may have.
@@ -275,6 +277,8 @@ impl Passwords {
                 dummy_hash: OnceLock::new(),
             }),
         };
+        crate::metrics::hash_queue_capacity(Lane::Login.label(), max_waiting);
+        crate::metrics::hash_queue_capacity(Lane::Registration.label(), max_waiting);
         // Make the dummy hash now, on the hashing threads, so that not even the first unknown
         // user's login does extra work.
         let inner = passwords.inner.clone();
@@ -292,15 +296,20 @@ impl Passwords {
     ) -> Result<T, PasswordFailure> {
         let inner = &self.inner;
         let closed = |_| PasswordFailure::Failed(HashError::new("semaphore closed"));
+        let queued = Stopwatch::start();
         let (lane_permit, permit) = {
             // Counted while waiting, and uncounted however the wait ends: a client that hangs
             // up mid-queue must not leave a phantom waiter behind.
             let (lane_permit, _waiting) = match lane {
-                Lane::Login => (None, Waiting::enter(&inner.waiting, inner.max_waiting)?),
+                Lane::Login => (
+                    None,
+                    Waiting::enter(&inner.waiting, inner.max_waiting, lane)?,
+                ),
                 Lane::Registration => {
                     let waiting = Waiting::enter(
                         &inner.registrations_waiting,
                         inner.max_registrations_waiting,
+                        lane,
                     )?;
                     let lane_permit = inner
                         .registration_permits
@@ -319,12 +328,15 @@ impl Passwords {
                 .map_err(closed)?;
             (lane_permit, permit)
         };
+        queued.hash_waited(lane.label());
         let shared = self.inner.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
         // The permit travels with the work: if the caller goes away, the hash still runs to
         // its end on its thread, and the permit is released only then.
         self.inner.threads.run(Box::new(move || {
+            let started = Stopwatch::start();
             let result = work(&shared);
+            started.hash_ran(lane.label());
             drop(permit);
             drop(lane_permit);
             let _ = done.send(result);
@@ -384,22 +396,35 @@ enum Lane {
     Registration,
 }
 
-/// One caller queued for a permit, counted in `count`, for as long as this guard lives.
-struct Waiting<'a>(&'a AtomicUsize);
+impl Lane {
+    /// The lane as a metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Registration => "registration",
+        }
+    }
+}
+
+/// One caller queued for a permit, counted in `count` (and in `lane`'s queue gauge), for as
+/// long as this guard lives.
+struct Waiting<'a>(&'a AtomicUsize, Lane);
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize, max: usize) -> Result<Self, PasswordFailure> {
+    fn enter(count: &'a AtomicUsize, max: usize, lane: Lane) -> Result<Self, PasswordFailure> {
         if count.fetch_add(1, Ordering::AcqRel) >= max {
             count.fetch_sub(1, Ordering::AcqRel);
             return Err(PasswordFailure::Busy);
         }
-        Ok(Self(count))
+        crate::metrics::hash_queue(lane.label(), true);
+        Ok(Self(count, lane))
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::hash_queue(self.1.label(), false);
     }
 }
 
