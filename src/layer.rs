@@ -6,22 +6,23 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
 use crate::keys::KeyLookup;
 use crate::metrics::GateMetrics;
-use crate::paths::{Access, PathRules};
+use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::validate::Authentication;
-use crate::{AuthError, Keys, TokenVerifier};
+use crate::{AuthError, Keys, Require, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -47,6 +48,7 @@ pub struct JwtAuthLayer<C = ()> {
 struct Gate<C> {
     verifier: TokenVerifier<C>,
     paths: PathRules,
+    requirements: Requirements<C>,
 }
 
 impl<C> Clone for Gate<C> {
@@ -54,6 +56,7 @@ impl<C> Clone for Gate<C> {
         Self {
             verifier: self.verifier.clone(),
             paths: self.paths.clone(),
+            requirements: self.requirements.clone(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl<C> std::fmt::Debug for JwtAuthLayer<C> {
         f.debug_struct("JwtAuthLayer")
             .field("verifier", &self.gate.verifier)
             .field("paths", &self.gate.paths)
+            .field("requirements", &self.gate.requirements)
             .finish()
     }
 }
@@ -91,6 +95,7 @@ impl<C> JwtAuthLayer<C> {
             gate: Arc::new(Gate {
                 verifier,
                 paths: PathRules::default(),
+                requirements: Requirements::default(),
             }),
         }
     }
@@ -125,6 +130,60 @@ impl<C> JwtAuthLayer<C> {
     #[must_use]
     pub fn optional_prefix(self, prefix: &str) -> Self {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
+    }
+
+    /// Every request with a token must also meet `require` (checked after verification and
+    /// revocation); one that does not is refused `403` (`grpc-status: 7` over gRPC). Open
+    /// paths are never checked, and a request without a token on an optional path passes as
+    /// before. Several calls add up.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .open_path("/health")
+    ///     .require(Require::scope("orders:read"));
+    /// ```
+    #[must_use]
+    pub fn require(self, require: Require<C>) -> Self {
+        self.configure(|gate| gate.requirements.everywhere(require))
+    }
+
+    /// Requests for exactly `path`, by `method` (any method when `None`), must also meet
+    /// `require`. A route rule needs a token even on an optional path; every rule matching a
+    /// request applies, beside those of [`require`](Self::require). Paths match as for open
+    /// paths, and a path not in canonical form (dot segments, encoded slashes, `;`) must meet
+    /// every route rule of the gate, since a router could normalise it into any route.
+    ///
+    /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .require_route(Some(Method::POST), "/orders", Require::scope("orders:write"))
+    ///     .require_route(None, "/orders.v1.Orders/Cancel", Require::role("support"))
+    ///     .require_prefix(None, "/admin", Require::role("admin"));
+    /// ```
+    #[must_use]
+    pub fn require_route(self, method: Option<Method>, path: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::exact(path), require)
+        })
+    }
+
+    /// As [`require_route`](Self::require_route), for `prefix` and every path below it
+    /// (segment-wise: `/admin` holds `/admin/users`, not `/administrator`).
+    #[must_use]
+    pub fn require_prefix(self, method: Option<Method>, prefix: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::prefix(prefix), require)
+        })
     }
 }
 
@@ -166,8 +225,10 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
 
 enum Decision {
     Pass,
-    Reject(AuthError),
-    AwaitRevocation(BoxFuture<'static, RevocationCheck>),
+    Reject(AuthError, Option<Box<Forbidden>>),
+    /// The revocation answer is pending; a `403` found meanwhile is said only if the token
+    /// turns out not revoked (a revoked token is a `401` whatever it holds).
+    AwaitRevocation(BoxFuture<'static, RevocationCheck>, Option<Box<Forbidden>>),
     /// The token's `kid` is being fetched (a key rotation): decide again once it is over.
     AwaitKeys(KeyLookup),
 }
@@ -193,11 +254,15 @@ where
         };
         let authenticated = match authenticated {
             Ok(authenticated) => authenticated,
-            Err(error) => return Decision::Reject(error),
+            Err(error) => return Decision::Reject(error, None),
         };
-        let Some((claims, check)) = authenticated else {
-            if access == Access::Protected {
-                return Decision::Reject(AuthError::MissingCredentials);
+        let Some((claims, grants, check)) = authenticated else {
+            if access == Access::Protected
+                || self
+                    .requirements
+                    .has_route_rule(request.method(), request.uri().path())
+            {
+                return Decision::Reject(AuthError::MissingCredentials, None);
             }
             // Passed without claims: an extractor that refuses the request later names
             // this gate's realm.
@@ -207,15 +272,25 @@ where
                 .insert(GateRealm(self.verifier.shared_realm()));
             return Decision::Pass;
         };
+        let forbidden = self
+            .requirements
+            .check(request.method(), request.uri().path(), &claims, &grants)
+            .err();
         // The claims ride with the request either way; a refused request is dropped whole.
         request.extensions_mut().insert(claims);
+        if !grants.is_empty() {
+            request.extensions_mut().insert(grants);
+        }
         match check {
-            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
+            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden),
             answered => {
                 self.verifier.metrics().revocation_checked(&answered);
-                match answered.verdict() {
-                    Ok(()) => Decision::Pass,
-                    Err(error) => Decision::Reject(error),
+                match (answered.verdict(), forbidden) {
+                    (Err(error), _) => Decision::Reject(error, None),
+                    (Ok(()), None) => Decision::Pass,
+                    (Ok(()), Some(forbidden)) => {
+                        Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
+                    }
                 }
             }
         }
@@ -230,6 +305,9 @@ fn log_rejection(error: AuthError, path: &str) {
         AuthError::RevocationStoreUnavailable => {
             tracing::warn!(%path, reason = %error, "request refused: failing closed")
         }
+        AuthError::InsufficientScope => {
+            tracing::info!(%path, reason = %error, "request without the required scope or role refused")
+        }
         _ => {
             tracing::info!(%path, reason = %error, code = error.error_code(), "request with bad credentials refused")
         }
@@ -237,16 +315,20 @@ fn log_rejection(error: AuthError, path: &str) {
 }
 
 /// A rejection, answered in the request's own protocol (gRPC or plain HTTP).
-fn rejection<B>(
+pub(crate) fn rejection<B>(
     error: AuthError,
     realm: &str,
     metrics: &GateMetrics,
+    forbidden: Option<&Forbidden>,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
     metrics.refused(error);
     log_rejection(error, request.uri().path());
-    let (status, headers, body) =
-        error.render(realm, is_grpc(request.version(), request.headers()));
+    let (status, headers, body) = error.render(
+        realm,
+        is_grpc(request.version(), request.headers()),
+        forbidden,
+    );
     let mut response = Response::new(ResponseBody::rejection(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -282,19 +364,21 @@ where
                     future: self.inner.call(request),
                 }
             }
-            Decision::Reject(error) => State::Rejected {
+            Decision::Reject(error, forbidden) => State::Rejected {
                 response: Some(rejection(
                     error,
                     verifier.realm(),
                     verifier.metrics(),
+                    forbidden.as_deref(),
                     &request,
                 )),
             },
-            Decision::AwaitRevocation(check) => State::AwaitingRevocation {
+            Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
                 check,
                 pending: Some((request, take_ready(&mut self.inner))),
                 realm: verifier.shared_realm(),
                 metrics: verifier.metrics().clone(),
+                forbidden,
             },
             Decision::AwaitKeys(lookup) => {
                 let gate = self.gate.clone();
@@ -344,6 +428,7 @@ pin_project! {
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
             metrics: GateMetrics,
+            forbidden: Option<Box<Forbidden>>,
         },
         AwaitingKeys {
             lookup: KeyLookup,
@@ -379,6 +464,7 @@ where
                     pending,
                     realm,
                     metrics,
+                    forbidden,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
@@ -388,7 +474,16 @@ where
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, metrics, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, metrics, None, &request)));
+                    }
+                    if let Some(forbidden) = forbidden.take() {
+                        return Poll::Ready(Ok(rejection(
+                            AuthError::InsufficientScope,
+                            realm,
+                            metrics,
+                            Some(&forbidden),
+                            &request,
+                        )));
                     }
                     metrics.passed();
                     let future = inner.call(request);
@@ -413,14 +508,21 @@ where
                                 future: inner.call(request),
                             }
                         }
-                        Decision::AwaitRevocation(check) => State::AwaitingRevocation {
+                        Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
                             check,
                             pending: Some((request, inner)),
                             realm: realm.clone(),
                             metrics: metrics.clone(),
+                            forbidden,
                         },
-                        Decision::Reject(error) => State::Rejected {
-                            response: Some(rejection(error, realm, metrics, &request)),
+                        Decision::Reject(error, forbidden) => State::Rejected {
+                            response: Some(rejection(
+                                error,
+                                realm,
+                                metrics,
+                                forbidden.as_deref(),
+                                &request,
+                            )),
                         },
                         // Deciding again never waits a second time.
                         Decision::AwaitKeys(_) => State::Rejected {
@@ -428,6 +530,7 @@ where
                                 AuthError::UnknownKey,
                                 realm,
                                 metrics,
+                                None,
                                 &request,
                             )),
                         },
@@ -457,7 +560,7 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    fn inner(body: B) -> Self {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: BodyKind::Inner { body },
         }

@@ -24,6 +24,7 @@
 //! | keys, rotation by `kid`, JWKS | [`Key`], [`Keys`] |
 //! | the claims handed to your service | [`Claims`] |
 //! | the verification policy | [`Validation`], [`TokenVerifier`] |
+//! | authorization: scopes, roles, predicates, per route | [`Require`], [`JwtAuthLayer::require_route`], [`RequireLayer`], [`Grants`] |
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
 //! | rejections | [`AuthError`] |
@@ -51,6 +52,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authorize;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -80,6 +82,9 @@ pub mod service;
 pub mod store;
 mod validate;
 
+pub use authorize::{
+    ClaimPath, ClaimPathError, Grants, Require, RequireFuture, RequireLayer, RequireService,
+};
 pub use claims::{Claims, MAX_JTI_LEN};
 
 /// The error type of boxed errors: a request body's, a mounted service's body's.

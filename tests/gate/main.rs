@@ -11,6 +11,7 @@
 mod common;
 
 mod algorithm_confusion;
+mod authorize;
 mod axum_extractor;
 mod discovery;
 mod gate_contract;
@@ -24,6 +25,7 @@ mod jwks_tls;
 mod key_rotation;
 mod limits;
 mod open_paths;
+mod presets;
 mod readme;
 mod revocation;
 mod revocation_order;
