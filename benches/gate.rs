@@ -321,7 +321,7 @@ mod curves {
 
     const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
     /// Signing RS256 is 1-3 ms a token: a million would take the whole budget, so RS256 gets
-    /// the sizes a few seconds of signing buy (see `README.md`, Performance).
+    /// the sizes a few seconds of signing buy (see `docs/performance.md`).
     const RS256_SIZES: [usize; 2] = [1_000, 10_000];
     /// Sizes around the default capacity (131,072), for the curve with the cache full.
     const FULL_SIZES: [usize; 4] = [10_000, 100_000, 200_000, 1_000_000];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo server against the FastAPI tutorial app, then the demo's protected route under a
-# login flood (see README.md). Both servers listen on 127.0.0.1 only and are stopped on exit.
+# login flood (see docs/performance.md). Both servers listen on 127.0.0.1 only and are stopped on exit.
 #
 #   compare/run.sh [--seconds S] [--rounds R]      # defaults: 5 s runs, 3 rounds
 #

@@ -1,5 +1,5 @@
-//! The README's bound on sessions, over HTTP: a user keeps at most 64, and the 65th login
-//! ends the oldest, so logging in over and over cannot grow the store.
+//! The bound on sessions in `docs/auth-service.md`, over HTTP: a user keeps at most 64, and
+//! the 65th login ends the oldest, so logging in over and over cannot grow the store.
 
 use crate::common;
 

@@ -1,7 +1,7 @@
 //! Secrets stay out of the logs: everything the gate and the auth service emit through
 //! `tracing` while refusing requests, logging in, catching a reused refresh token and losing
 //! their database is captured, and searched for every secret the test handled. Each event
-//! must also carry the level the README documents.
+//! must also carry the level `docs/operating.md` documents.
 
 use crate::common;
 
@@ -174,7 +174,7 @@ async fn no_secret_reaches_the_logs_and_each_event_has_its_documented_level() {
         .map(|secret| format!("{secret:?} was logged"))
         .collect();
 
-    // The levels the README documents.
+    // The levels `docs/operating.md` documents.
     for (message, level) in [
         ("request without credentials refused", "DEBUG"),
         ("request with bad credentials refused", "INFO"),

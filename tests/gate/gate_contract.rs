@@ -1,4 +1,4 @@
-//! The gate's contract (RFC 6750 and RFC 8725, as the README's "Rejections" section
+//! The gate's contract (RFC 6750 and RFC 8725, as the "Rejections" section of `docs/gate.md`
 //! states it), row by row, over real HTTP: once through an axum `Router`, once through a
 //! plain hyper server, with the same gate.
 
