@@ -336,6 +336,22 @@ mod tests {
     }
 
     #[test]
+    fn a_long_subject_weighs_more() {
+        // Text too long to live inline is counted by its length, so the byte bound holds for
+        // tokens with long subjects or issuers too.
+        let cache = VerifiedCache::new(10_000, 20_000);
+        for index in 0..1_000usize {
+            let long = Claims::new(format!("{index:>1000}"), 1_000, 2_000);
+            cache.insert(Fingerprint::of(&index.to_le_bytes()), &long, 0, 0);
+        }
+        assert!(
+            cache.len() < 20,
+            "{} entries of 1,000-byte subjects in 20,000 bytes",
+            cache.len()
+        );
+    }
+
+    #[test]
     fn a_token_with_the_default_claims_weighs_under_256_bytes() {
         let packed = CachedToken::pack(&claims(123_456), 0, 0).unwrap();
         assert!(matches!(packed.text, Text::Inline { .. }));
