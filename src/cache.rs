@@ -359,6 +359,36 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_costs_about_its_own_bytes() {
+        // Its text and one pointer, so a token with an audience is weighed like one.
+        let without = CachedToken::pack(&claims(1), 0, 0).unwrap().bytes;
+        let with = CachedToken::pack(&claims(1).with_audience("orders-api"), 0, 0)
+            .unwrap()
+            .bytes;
+        let added = with - without;
+        assert!(
+            (10..64).contains(&added),
+            "{added} bytes for a 10-byte audience"
+        );
+    }
+
+    #[test]
+    fn the_payload_length_counts_only_for_custom_claims() {
+        // The verifier passes the decoded payload's length as the estimate of the
+        // application's own claims; `()` holds nothing, so its entries stay small whatever
+        // the token carried, and custom claims are counted in full.
+        let plain = claims(1);
+        assert_eq!(
+            CachedToken::pack(&plain, 1_000, 0).unwrap().bytes,
+            CachedToken::pack(&plain, 0, 0).unwrap().bytes
+        );
+        let custom = claims(1).with_extra(vec!["admin".to_owned()]);
+        let heavy = CachedToken::pack(&custom, 1_000, 0).unwrap().bytes;
+        let light = CachedToken::pack(&custom, 0, 0).unwrap().bytes;
+        assert_eq!(heavy - light, 1_000);
+    }
+
+    #[test]
     fn another_key_generation_is_a_miss() {
         let cache = VerifiedCache::new(1_000, 1 << 20);
         let fingerprint = Fingerprint::of(b"token");
