@@ -373,6 +373,31 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_never_weighs_less_than_the_memory_it_holds() {
+        // The byte bound is a bound only if no entry is counted below what it takes: the
+        // cache's own slot, the Arc (two counts and the entry), and the text and audiences
+        // kept outside the entry.
+        let long = Claims::new("s".repeat(100), 1_000, 2_000).with_issuer("https://auth.example");
+        for claims in [claims(1), claims(1).with_audience("orders-api"), long] {
+            let packed = CachedToken::pack(&claims, 0, 0).unwrap();
+            let text =
+                claims.sub.len() + claims.jti.len() + claims.iss.as_ref().map_or(0, String::len);
+            let outside_text = if text > INLINE_TEXT { text } else { 0 };
+            let audiences: usize = claims
+                .aud
+                .iter()
+                .map(|aud| aud.len() + size_of::<Box<str>>())
+                .sum();
+            let held = ENTRY_OVERHEAD
+                + 2 * size_of::<usize>()
+                + size_of::<CachedToken<()>>()
+                + outside_text
+                + audiences;
+            assert!(packed.bytes as usize >= held, "{} < {held}", packed.bytes);
+        }
+    }
+
+    #[test]
     fn the_payload_length_counts_only_for_custom_claims() {
         // The verifier passes the decoded payload's length as the estimate of the
         // application's own claims; `()` holds nothing, so its entries stay small whatever
