@@ -104,6 +104,11 @@ mod tests {
             build.hash_one(Fingerprint(1, 0)),
             build.hash_one(Fingerprint(0, 1))
         );
+        // No bit of either half is lost, whatever the other half holds.
+        assert_ne!(
+            build.hash_one(Fingerprint(u64::MAX, 0)),
+            build.hash_one(Fingerprint(u64::MAX, 1))
+        );
         assert_eq!(std::mem::size_of::<(Fingerprint, u64)>(), 24);
     }
 }
