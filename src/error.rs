@@ -83,6 +83,62 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// Every reason, in declaration order: `ALL[error as usize] == error`.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [Self; 22] = [
+        Self::MissingCredentials,
+        Self::MultipleAuthorizationHeaders,
+        Self::EmptyToken,
+        Self::MultipleTokens,
+        Self::TokenTooLong,
+        Self::InvalidCharacters,
+        Self::Malformed,
+        Self::WrongAlgorithm,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::CriticalHeader,
+        Self::WrongType,
+        Self::MissingClaim,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInTheFuture,
+        Self::LifetimeTooLong,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::Revoked,
+        Self::UnknownSubject,
+        Self::RevocationStoreUnavailable,
+    ];
+
+    /// The reason as a metric label: fixed, short, snake case.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::MultipleAuthorizationHeaders => "multiple_authorization_headers",
+            Self::EmptyToken => "empty_token",
+            Self::MultipleTokens => "multiple_tokens",
+            Self::TokenTooLong => "token_too_long",
+            Self::InvalidCharacters => "invalid_characters",
+            Self::Malformed => "malformed",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::CriticalHeader => "critical_header",
+            Self::WrongType => "wrong_type",
+            Self::MissingClaim => "missing_claim",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInTheFuture => "issued_in_the_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Revoked => "revoked",
+            Self::UnknownSubject => "unknown_subject",
+            Self::RevocationStoreUnavailable => "revocation_store_unavailable",
+        }
+    }
+
     /// The HTTP status: `401`, `400` for malformed requests (RFC 6750 §3.1), `503` when the
     /// revocation store is down.
     pub fn status(self) -> StatusCode {

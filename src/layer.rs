@@ -16,6 +16,7 @@ use tower_service::Service;
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
+use crate::metrics::GateMetrics;
 use crate::paths::{Access, PathRules};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::{AuthError, Keys, TokenVerifier};
@@ -196,10 +197,13 @@ where
         request.extensions_mut().insert(claims);
         match check {
             RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
-            answered => match answered.verdict() {
-                Ok(()) => Decision::Pass,
-                Err(error) => Decision::Reject(error),
-            },
+            answered => {
+                self.verifier.metrics().revocation_checked(&answered);
+                match answered.verdict() {
+                    Ok(()) => Decision::Pass,
+                    Err(error) => Decision::Reject(error),
+                }
+            }
         }
     }
 }
@@ -222,8 +226,10 @@ fn log_rejection(error: AuthError, path: &str) {
 fn rejection<B>(
     error: AuthError,
     realm: &str,
+    metrics: &GateMetrics,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
+    metrics.refused(error);
     log_rejection(error, request.uri().path());
     let (status, headers, body) =
         error.render(realm, is_grpc(request.version(), request.headers()));
@@ -247,15 +253,24 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let verifier = &self.gate.verifier;
         match self.gate.decide(&mut request) {
-            Decision::Pass => ResponseFuture {
-                state: State::Inner {
-                    future: self.inner.call(request),
-                },
-            },
+            Decision::Pass => {
+                verifier.metrics().passed();
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(request),
+                    },
+                }
+            }
             Decision::Reject(error) => ResponseFuture {
                 state: State::Rejected {
-                    response: Some(rejection(error, self.gate.verifier.realm(), &request)),
+                    response: Some(rejection(
+                        error,
+                        verifier.realm(),
+                        verifier.metrics(),
+                        &request,
+                    )),
                 },
             },
             Decision::AwaitRevocation(check) => {
@@ -267,7 +282,8 @@ where
                     state: State::AwaitingRevocation {
                         check,
                         pending: Some((request, inner)),
-                        realm: self.gate.verifier.shared_realm(),
+                        realm: verifier.shared_realm(),
+                        metrics: verifier.metrics().clone(),
                     },
                 }
             }
@@ -304,6 +320,7 @@ pin_project! {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
+            metrics: GateMetrics,
         },
     }
 }
@@ -331,16 +348,19 @@ where
                     check,
                     pending,
                     realm,
+                    metrics,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    metrics.revocation_checked(&verdict);
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, metrics, &request)));
                     }
+                    metrics.passed();
                     let future = inner.call(request);
                     state.set(State::Inner { future });
                 }

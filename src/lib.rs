@@ -28,6 +28,7 @@
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
 //! | rejections | [`AuthError`] |
 //! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
+//! | metrics, and a Prometheus `/metrics` endpoint | `metrics` (features `metrics`, `prometheus`) |
 //! | time, for tests | [`clock`] |
 //!
 //! # Feature flags
@@ -43,6 +44,8 @@
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 //! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |
+//! | `metrics` | no | what the gate, revocation stores, JWKS source and auth service do, recorded through the `metrics` facade |
+//! | `prometheus` | no | `metrics::Prometheus`: a Prometheus recorder and its `/metrics` endpoint on a listener of its own |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -61,6 +64,11 @@ mod fingerprint;
 pub mod gateway;
 mod keys;
 mod layer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod paths;
 pub mod revocation;
 #[cfg(feature = "auth")]

@@ -16,6 +16,7 @@ use crate::error::DEFAULT_REALM;
 use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
 use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
+use crate::metrics::GateMetrics;
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
 use crate::{AuthError, Claims};
 
@@ -220,6 +221,7 @@ struct VerifierInner<C> {
     clock: Arc<dyn Clock>,
     cache: VerifiedCache<C>,
     realm: Arc<str>,
+    metrics: GateMetrics,
 }
 
 impl<C> Clone for TokenVerifier<C> {
@@ -238,6 +240,11 @@ impl<C> TokenVerifier<C> {
 
     pub(crate) fn shared_realm(&self) -> Arc<str> {
         self.inner.realm.clone()
+    }
+
+    /// The gate's counters, registered when this verifier was built.
+    pub(crate) fn metrics(&self) -> &GateMetrics {
+        &self.inner.metrics
     }
 }
 
@@ -302,8 +309,10 @@ where
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
         if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
+            inner.metrics.cache(true);
             return hit;
         }
+        inner.metrics.cache(false);
         let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
         inner
             .cache
@@ -604,6 +613,7 @@ impl<C> TokenVerifierBuilder<C> {
                 clock: self.clock,
                 cache: VerifiedCache::new(self.cache_capacity, self.cache_bytes),
                 realm: self.realm,
+                metrics: GateMetrics::register(),
             }),
         }
     }
