@@ -383,7 +383,13 @@ mod tests {
         let cache = VerifiedCache::new(10_000, 20_000);
         for index in 0..1_000usize {
             let long = Claims::new(format!("{index:>1000}"), 1_000, 2_000);
-            cache.insert(Fingerprint::of(&index.to_le_bytes()), &long, 0, 0);
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &long,
+                &Grants::default(),
+                0,
+                0,
+            );
         }
         assert!(
             cache.len() < 20,
@@ -402,10 +408,17 @@ mod tests {
     #[test]
     fn an_audience_costs_about_its_own_bytes() {
         // Its text and one pointer, so a token with an audience is weighed like one.
-        let without = CachedToken::pack(&claims(1), 0, 0).unwrap().bytes;
-        let with = CachedToken::pack(&claims(1).with_audience("orders-api"), 0, 0)
+        let without = CachedToken::pack(&claims(1), &Grants::default(), 0, 0)
             .unwrap()
             .bytes;
+        let with = CachedToken::pack(
+            &claims(1).with_audience("orders-api"),
+            &Grants::default(),
+            0,
+            0,
+        )
+        .unwrap()
+        .bytes;
         let added = with - without;
         assert!(
             (10..64).contains(&added),
@@ -420,7 +433,7 @@ mod tests {
         // kept outside the entry.
         let long = Claims::new("s".repeat(100), 1_000, 2_000).with_issuer("https://auth.example");
         for claims in [claims(1), claims(1).with_audience("orders-api"), long] {
-            let packed = CachedToken::pack(&claims, 0, 0).unwrap();
+            let packed = CachedToken::pack(&claims, &Grants::default(), 0, 0).unwrap();
             let text =
                 claims.sub.len() + claims.jti.len() + claims.iss.as_ref().map_or(0, String::len);
             let outside_text = if text > INLINE_TEXT { text } else { 0 };
@@ -445,12 +458,20 @@ mod tests {
         // the token carried, and custom claims are counted in full.
         let plain = claims(1);
         assert_eq!(
-            CachedToken::pack(&plain, 1_000, 0).unwrap().bytes,
-            CachedToken::pack(&plain, 0, 0).unwrap().bytes
+            CachedToken::pack(&plain, &Grants::default(), 1_000, 0)
+                .unwrap()
+                .bytes,
+            CachedToken::pack(&plain, &Grants::default(), 0, 0)
+                .unwrap()
+                .bytes
         );
         let custom = claims(1).with_extra(vec!["admin".to_owned()]);
-        let heavy = CachedToken::pack(&custom, 1_000, 0).unwrap().bytes;
-        let light = CachedToken::pack(&custom, 0, 0).unwrap().bytes;
+        let heavy = CachedToken::pack(&custom, &Grants::default(), 1_000, 0)
+            .unwrap()
+            .bytes;
+        let light = CachedToken::pack(&custom, &Grants::default(), 0, 0)
+            .unwrap()
+            .bytes;
         assert_eq!(heavy - light, 1_000);
     }
 
