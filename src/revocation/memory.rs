@@ -398,6 +398,10 @@ mod tests {
         clock.advance(10 + 300);
         store.purge_expired();
         assert_eq!(store.len(), 1, "still within grace");
+        assert!(
+            store.is_revoked(&token("x", "alice", 999)),
+            "the cut-off is kept through grace too"
+        );
         clock.advance(60);
         store.revoke_now("new", 5_000);
         assert_eq!(store.len(), 1, "the write swept the expired entry");
@@ -469,5 +473,96 @@ mod tests {
         clock.set(500);
         store.purge_expired();
         assert!(store.is_revoked(&token("a", "s", 0)));
+    }
+
+    #[test]
+    fn every_kind_of_entry_is_kept_to_the_last_second_of_its_grace() {
+        // A token still accepted within the gate's leeway must still be known as revoked: the
+        // grace period is inclusive, for jti entries, subject cut-offs and sessions alike.
+        let clock = ManualClock::new(1_000);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        store.revoke_now("j", 1_010);
+        store.revoke_subject_now("alice", 1_000, 1_010);
+        store.revoke_session_now("s1", 1_010);
+        let in_session = TokenId {
+            sid: Some("s1"),
+            ..token("other", "bob", 1)
+        };
+        clock.set(1_010 + 300);
+        store.purge_expired();
+        assert!(store.is_revoked(&token("j", "bob", 1)), "jti");
+        assert!(store.is_revoked(&token("x", "alice", 999)), "subject");
+        assert!(store.is_revoked(&in_session), "session");
+        clock.set(1_010 + 300 + 1);
+        store.purge_expired();
+        assert!(!store.is_revoked(&token("j", "bob", 1)), "jti");
+        assert!(!store.is_revoked(&token("x", "alice", 999)), "subject");
+        assert!(!store.is_revoked(&in_session), "session");
+    }
+
+    #[test]
+    fn len_counts_each_revoked_token_once_and_only_tokens() {
+        let store = MemoryRevocations::new();
+        assert_eq!((store.len(), store.is_empty()), (0, true));
+        store.revoke_subject_now("alice", 1_000, u64::MAX);
+        store.revoke_session_now("s1", u64::MAX);
+        assert_eq!((store.len(), store.is_empty()), (0, true));
+        store.revoke_now("a", u64::MAX);
+        assert_eq!((store.len(), store.is_empty()), (1, false));
+        store.revoke_now("b", u64::MAX);
+        store.revoke_now("a", u64::MAX);
+        assert_eq!((store.len(), store.is_empty()), (2, false));
+    }
+
+    #[test]
+    fn debug_shows_how_many_entries_and_never_what_was_revoked() {
+        let store = MemoryRevocations::new();
+        store.revoke_now("secret-jti", u64::MAX);
+        store.revoke_subject_now("alice", 1_000, u64::MAX);
+        store.revoke_session_now("secret-sid", u64::MAX);
+        store.revoke_session_now("other-sid", u64::MAX);
+        assert_eq!(
+            format!("{store:?}"),
+            "MemoryRevocations { tokens: 1, subjects: 1, sessions: 2 }"
+        );
+    }
+
+    /// With feature `metrics`, the entry gauges follow writes, repeats, purges and rebuilds.
+    #[cfg(feature = "metrics")]
+    #[test]
+    fn the_entry_gauges_count_what_the_list_holds() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exposition = recorder.handle();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let gauges = || {
+            let text = exposition.render();
+            ["token", "subject", "session"].map(|kind| {
+                let series = format!("jwt_gate_revocation_entries{{kind=\"{kind}\"}} ");
+                text.lines()
+                    .find_map(|line| line.strip_prefix(series.as_str()))
+                    .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+                    .parse::<f64>()
+                    .unwrap()
+            })
+        };
+        let clock = ManualClock::new(1_000);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        for jti in ["a", "b", "a"] {
+            store.revoke_now(jti, 1_100);
+        }
+        store.revoke_now("late", 5_000);
+        store.revoke_subject_now("alice", 1_000, 1_100);
+        store.revoke_subject_now("alice", 1_050, 1_100);
+        store.revoke_session_now("s1", 1_100);
+        store.revoke_session_now("s1", 1_100);
+        assert_eq!(gauges(), [3.0, 1.0, 1.0]);
+
+        let store = store.with_grace(Duration::from_secs(10));
+        assert_eq!(gauges(), [3.0, 1.0, 1.0], "a rebuild counts what it copied");
+
+        clock.set(1_111);
+        store.purge_expired();
+        assert_eq!(gauges(), [1.0, 0.0, 0.0]);
+        assert_eq!(store.len(), 1);
     }
 }
