@@ -476,6 +476,18 @@ mod tests {
     }
 
     #[test]
+    fn shards_are_the_largest_power_of_two_not_above_the_share() {
+        // quick_cache rounds a shard count up to a power of two, and the per-shard budgets are
+        // the bounds divided by this count: rounding down keeps their sum within the bounds
+        // and every shard at 32 entries or more.
+        let cases = [(1, 1), (2, 2), (3, 2), (4, 4), (31, 16), (32, 32), (33, 32)];
+        for (share, shards) in cases {
+            assert_eq!(prev_power_of_two(share), shards, "{share}");
+        }
+        assert_eq!(prev_power_of_two(usize::MAX), 1 << (usize::BITS - 1));
+    }
+
+    #[test]
     fn another_key_generation_is_a_miss() {
         let cache = VerifiedCache::new(1_000, 1 << 20);
         let fingerprint = Fingerprint::of(b"token");

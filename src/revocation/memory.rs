@@ -565,4 +565,23 @@ mod tests {
         assert_eq!(gauges(), [1.0, 0.0, 0.0]);
         assert_eq!(store.len(), 1);
     }
+
+    #[test]
+    fn writes_sweep_once_per_interval_and_keep_sweeping() {
+        // Each write sweeps at most once a minute, so a write stays O(1) under a flood of
+        // revocations, and keeps sweeping, so memory stays bounded by the live tokens.
+        let clock = ManualClock::new(1_000);
+        let store = MemoryRevocations::new().with_clock(clock.clone());
+        store.revoke_now("a", 1_000); // kept until 1_300
+        store.revoke_now("b", 1_050); // kept until 1_350
+        clock.set(1_301); // the first sweep was due at 1_060
+        store.revoke_now("c", 5_000);
+        assert_eq!(store.len(), 2, "a swept; the next sweep is due at 1_361");
+        clock.set(1_351);
+        store.revoke_now("d", 5_000);
+        assert_eq!(store.len(), 3, "b expired, but no sweep before 1_361");
+        clock.set(1_361);
+        store.revoke_now("e", 5_000);
+        assert_eq!(store.len(), 3, "b swept by the second sweep");
+    }
 }
