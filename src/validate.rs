@@ -388,6 +388,12 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 128 * 1024;
 /// unless tokens carry large claims.
 pub const DEFAULT_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
+// What the two docs above promise, held by the compiler: room for 100,000 tokens, and the
+// count binding before the bytes for tokens under 256 bytes.
+const _: () = assert!(
+    DEFAULT_CACHE_CAPACITY >= 100_000 && DEFAULT_CACHE_BYTES >= DEFAULT_CACHE_CAPACITY * 256
+);
+
 impl TokenVerifier<()> {
     /// A verifier for `keys` with the default [`Validation`], an empty in-memory revocation
     /// list and the system clock.
@@ -1046,6 +1052,20 @@ mod tests {
             let off = TokenVerifier::builder(keys.clone()).cache_bytes(0).build();
             assert!(!off.inner.cache.is_enabled());
             assert!(TokenVerifier::new(keys).inner.cache.is_enabled());
+        }
+
+        #[test]
+        fn debug_shows_the_keys_and_realm_but_never_the_secret() {
+            let verifier = TokenVerifier::builder(Keys::new(key("a")).unwrap())
+                .realm("orders")
+                .build();
+            let shown = format!("{verifier:?}");
+            assert!(shown.starts_with("TokenVerifier {"), "{shown}");
+            assert!(
+                shown.contains("\"orders\"") && shown.contains("keys"),
+                "{shown}"
+            );
+            assert!(!shown.contains("unit-test secret"), "{shown}");
         }
     }
 
