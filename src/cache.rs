@@ -476,6 +476,21 @@ mod tests {
     }
 
     #[test]
+    fn scopes_and_roles_weigh_what_they_hold() {
+        // A token's grants live beside its claims in the entry, so they count towards the
+        // byte bound like its text does.
+        let roles = crate::authorize::ClaimPath::new("roles").unwrap();
+        let granted = Grants::read(
+            br#"{"scope":"orders:read orders:write","roles":["admin"]}"#,
+            &roles,
+        );
+        assert!(granted.heap_bytes() > 0);
+        let plain = CachedToken::pack(&claims(1), &Grants::default(), 0, 0).unwrap();
+        let with = CachedToken::pack(&claims(1), &granted, 0, 0).unwrap();
+        assert_eq!((with.bytes - plain.bytes) as usize, granted.heap_bytes());
+    }
+
+    #[test]
     fn shards_are_the_largest_power_of_two_not_above_the_share() {
         // quick_cache rounds a shard count up to a power of two, and the per-shard budgets are
         // the bounds divided by this count: rounding down keeps their sum within the bounds
