@@ -1066,6 +1066,23 @@ mod tests {
                 "{shown}"
             );
             assert!(!shown.contains("unit-test secret"), "{shown}");
+            let builder = TokenVerifier::builder(Keys::new(key("a")).unwrap());
+            let shown = format!("{builder:?}");
+            assert!(shown.starts_with("TokenVerifierBuilder {"), "{shown}");
+            assert!(shown.contains("keys"), "{shown}");
+            assert!(!shown.contains("unit-test secret"), "{shown}");
+        }
+
+        #[test]
+        fn a_verifier_hands_back_the_validation_it_was_built_with() {
+            // The auth service issues tokens from it: its issuer, audience and lifetime.
+            let validation = Validation::default()
+                .issuer("https://auth.example")
+                .audience("orders");
+            let verifier = TokenVerifier::builder(Keys::new(key("a")).unwrap())
+                .validation(validation.clone())
+                .build();
+            assert_eq!(verifier.validation(), &validation);
         }
     }
 
