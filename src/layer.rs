@@ -628,3 +628,37 @@ where
         }
     }
 }
+
+#[cfg(all(
+    test,
+    feature = "metrics",
+    any(feature = "rust-crypto", feature = "aws-lc-rs")
+))]
+mod tests {
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::Key;
+
+    /// With feature `metrics`: the gate counts on the counters its verifier registered, in
+    /// whatever recorder was installed when the verifier was built.
+    #[test]
+    fn a_refusal_is_counted_on_the_verifiers_counters() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exposition = recorder.handle();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let keys = Keys::new(Key::hs256(b"a unit-test secret of 32 bytes!!").unwrap()).unwrap();
+        let gate = JwtAuthLayer::new(TokenVerifier::new(keys)).layer(tower::service_fn(
+            |_: Request<String>| async { Ok::<_, std::convert::Infallible>(Response::new(())) },
+        ));
+        let response = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(gate.oneshot(Request::new(String::new())))
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
+        let text = exposition.render();
+        let series = "jwt_gate_requests_refused_total{reason=\"missing_credentials\"} 1";
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+}
