@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use serde::de::DeserializeOwned;
@@ -123,6 +123,54 @@ impl<C> JwtAuthLayer<C> {
     pub fn optional_prefix(self, prefix: &str) -> Self {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
     }
+
+    /// Requires a valid token on exactly `path`, even below an open or optional prefix
+    /// (an exact rule beats a prefix, a longer prefix a shorter one).
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .open_prefix("/docs")
+    ///     .require_prefix("/docs/internal")
+    ///     .require_path("/docs/drafts.html");
+    /// ```
+    #[must_use]
+    pub fn require_path(self, path: &str) -> Self {
+        self.configure(|gate| gate.paths.exact(path, Access::Protected))
+    }
+
+    /// As [`require_path`](Self::require_path), for `prefix` and every path below it.
+    #[must_use]
+    pub fn require_prefix(self, prefix: &str) -> Self {
+        self.configure(|gate| gate.paths.prefix(prefix, Access::Protected))
+    }
+
+    /// What requests with `method` for exactly `path` ask: at the same path, a rule for the
+    /// method beats one for every method (a more specific path still beats both).
+    ///
+    /// ```
+    /// use http::Method;
+    /// use jwt_gate::{Access, JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // Anyone may read the catalogue; changing it needs a token.
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .method_prefix(Method::GET, "/catalogue", Access::Open)
+    ///     .method_prefix(Method::HEAD, "/catalogue", Access::Open)
+    ///     .method_path(Method::GET, "/me", Access::Optional);
+    /// ```
+    #[must_use]
+    pub fn method_path(self, method: Method, path: &str, access: Access) -> Self {
+        self.configure(|gate| gate.paths.exact_for(Some(method), path, access))
+    }
+
+    /// As [`method_path`](Self::method_path), for `prefix` and every path below it.
+    #[must_use]
+    pub fn method_prefix(self, method: Method, prefix: &str, access: Access) -> Self {
+        self.configure(|gate| gate.paths.prefix_for(Some(method), prefix, access))
+    }
 }
 
 impl<S, C> Layer<S> for JwtAuthLayer<C> {
@@ -172,7 +220,9 @@ where
     C: DeserializeOwned + Clone + Send + Sync + 'static,
 {
     fn decide<B>(&self, request: &mut Request<B>) -> Decision {
-        let access = self.paths.access(request.uri().path());
+        let access = self
+            .paths
+            .access_for(request.method(), request.uri().path());
         let authenticated = match access {
             Access::Open => None,
             _ => match self.verifier.authenticate(request.headers()) {
