@@ -54,8 +54,15 @@ ensure_postgres() {
     fi
 }
 
+# The forward-auth tests run a real nginx (as the current user, on 127.0.0.1, with its own
+# configuration and temporary files): only the binary is needed.
+ensure_nginx() {
+    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || apt_install nginx
+}
+
 ensure_redis
 ensure_postgres
+ensure_nginx
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
