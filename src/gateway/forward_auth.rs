@@ -400,7 +400,8 @@ mod tests {
         }
         assert!(original(&headers(&[
             ("x-original-uri", "/a"),
-            ("x-forwarded-uri", "/a")
+            ("x-forwarded-uri", "/a"),
+            ("x-forwarded-method", "GET")
         ]))
         .is_ok());
     }
