@@ -1,28 +1,4 @@
-//! Forward-auth: the gate as a yes/no service for a web server that proxies by itself
-//! (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz` in
-//! HTTP mode).
-//!
-//! The front server asks, for each client request, with a request of its own that carries
-//! the client's headers and says what the original request was:
-//!
-//! | header | sent by |
-//! | --- | --- |
-//! | `X-Original-URI`, `X-Original-Method` | nginx (set with `proxy_set_header`) |
-//! | `X-Forwarded-Uri`, `X-Forwarded-Method` | Traefik, Caddy |
-//!
-//! The original request is judged exactly as [`JwtAuthLayer`] judges a request it sees
-//! itself: the same path rules on the same canonical paths, the same
-//! `TokenVerifier` (cache, revocation), the same rejections. The answer:
-//!
-//! - `200` with `x-auth-sub` (and each [`ForwardedClaim`]) when the token is valid, for the
-//!   front server to copy upstream (`auth_request_set $sub $upstream_http_x_auth_sub;`); `200`
-//!   without them on an open path, or on an optional one without a token;
-//! - the gate's own `401`/`403` with `WWW-Authenticate` otherwise, which the front server
-//!   passes to the client;
-//! - `400` (`{"error":"invalid_request"}`) when the original method or URI is missing or
-//!   sent twice, the URI is not an origin-form path, or not in canonical form (`/public/../admin`): such a path is
-//!   refused, never judged open, since the front server may read it otherwise. nginx turns a
-//!   `400` from `auth_request` into a `500` for the client: refused either way.
+//! Forward-auth: see [`ForwardAuth`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,7 +26,31 @@ const URI_HEADERS: [&str; 2] = ["x-original-uri", "x-forwarded-uri"];
 /// The headers that name the original request's method.
 const METHOD_HEADERS: [&str; 2] = ["x-original-method", "x-forwarded-method"];
 
-/// Answers a front server's "may this request pass?"; see the [module docs](self).
+/// Forward-auth: the gate as a yes/no service for a web server that proxies by itself
+/// (nginx `auth_request`, Traefik `ForwardAuth`, Caddy `forward_auth`, Envoy `ext_authz` in
+/// HTTP mode).
+///
+/// The front server asks, for each client request, with a request of its own that carries
+/// the client's headers and says what the original request was:
+///
+/// | header | sent by |
+/// | --- | --- |
+/// | `X-Original-URI`, `X-Original-Method` | nginx (set with `proxy_set_header`) |
+/// | `X-Forwarded-Uri`, `X-Forwarded-Method` | Traefik, Caddy |
+///
+/// The original request is judged exactly as [`JwtAuthLayer`] judges a request it sees
+/// itself: the same path rules on the same canonical paths, the same
+/// `TokenVerifier` (cache, revocation), the same rejections. The answer:
+///
+/// - `200` with `x-auth-sub` (and each [`ForwardedClaim`]) when the token is valid, for the
+///   front server to copy upstream (`auth_request_set $sub $upstream_http_x_auth_sub;`); `200`
+///   without them on an open path, or on an optional one without a token;
+/// - the gate's own `401`/`403` with `WWW-Authenticate` otherwise, which the front server
+///   passes to the client;
+/// - `400` (`{"error":"invalid_request"}`) when the original method or URI is missing or
+///   sent twice, the URI is not an origin-form path, or not in canonical form (`/public/../admin`): such a path is
+///   refused, never judged open, since the front server may read it otherwise. nginx turns a
+///   `400` from `auth_request` into a `500` for the client: refused either way.
 ///
 /// ```
 /// use jwt_gate::gateway::{ClaimMap, ForwardAuth};

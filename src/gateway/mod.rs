@@ -30,6 +30,12 @@
 //!   up its address); [`GatewayBuilder::trust_forwarded_headers`] appends instead, for a
 //!   gateway that itself sits behind a trusted proxy.
 //!
+//! # Forward-auth
+//!
+//! [`ForwardAuth`] is the same gate for a web server that proxies by itself (nginx
+//! `auth_request`, Traefik, Caddy): it judges the request the server names and answers `200`
+//! with the `x-auth-*` headers, or the gate's rejection.
+//!
 //! # Services mounted in-process
 //!
 //! [`GatewayBuilder::mount`] serves a path prefix with a Tower service of this process instead

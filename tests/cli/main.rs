@@ -9,6 +9,7 @@ mod common;
 
 mod commands;
 mod config;
+mod forward_auth;
 mod nginx;
 mod proxy;
 
