@@ -19,7 +19,14 @@ fn token_refuses_unless_the_config_or_dev_allows_it() {
     assert!(minted.status.success(), "{}", stderr(&minted));
     let token = String::from_utf8(minted.stdout).unwrap();
     let keys = jwt_gate::Keys::hs256(crate::SECRET).unwrap();
-    let verifier = jwt_gate::TokenVerifier::new(keys);
+    // Issued for the program's default issuer and audience, which it requires.
+    let verifier = jwt_gate::TokenVerifier::builder(keys)
+        .validation(
+            jwt_gate::Validation::default()
+                .issuer("jwt-gate")
+                .audience("jwt-gate"),
+        )
+        .build();
     assert_eq!(verifier.verify(token.trim()).unwrap().sub, "alice");
 }
 

@@ -28,7 +28,12 @@ async fn traefik_style_checks_answer_with_nested_claims_as_chosen_headers() {
         unreachable!()
     };
     let token = keys
-        .sign(&Claims::new("alice", now, now + 600).with_extra(extra))
+        .sign(
+            &Claims::new("alice", now, now + 600)
+                .with_issuer("jwt-gate")
+                .with_audience("jwt-gate")
+                .with_extra(extra),
+        )
         .unwrap();
     let bearer = format!("Bearer {token}");
     let original = [

@@ -57,4 +57,10 @@ header = "x-auth-issuer"
     assert_eq!(allowed.status, StatusCode::OK, "{}", allowed.text);
     assert_eq!(allowed.json()["x-auth-sub"], "alice");
     assert_eq!(allowed.json()["x-auth-issuer"], "cli-test");
+
+    // The same secret, but no `iss`/`aud`: the program always requires them.
+    let keys = jwt_gate::Keys::hs256(crate::SECRET).unwrap();
+    let foreign = crate::common::token(&keys, "alice");
+    let refused = get(gate.addr, "/orders", Some(&foreign)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }

@@ -145,10 +145,26 @@ pub(crate) struct LimitsConfig {
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_SECRET_ENV: &str = "JWT_GATE_SECRET";
 pub(crate) const DEFAULT_AUTH_PREFIX: &str = "/auth";
+/// The `iss` and `aud` tokens are issued with and must carry when the file names none: as the
+/// design says, the program always sets and requires both.
+pub(crate) const DEFAULT_ISSUER: &str = "jwt-gate";
+pub(crate) const DEFAULT_AUDIENCE: &str = "jwt-gate";
 
 /// A configuration that cannot be used: one line, for the user to act on.
 #[derive(Debug)]
 pub(crate) struct ConfigError(pub(crate) String);
+
+impl ValidationConfig {
+    /// The issuer tokens carry: the configured one, or [`DEFAULT_ISSUER`].
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or(DEFAULT_ISSUER)
+    }
+
+    /// The audience tokens carry: the configured one, or [`DEFAULT_AUDIENCE`].
+    pub(crate) fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(DEFAULT_AUDIENCE)
+    }
+}
 
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -474,6 +490,12 @@ pub(crate) fn effective(config: &Config) -> String {
         .get_or_insert_with(|| Spanned::new(0..0, DEFAULT_AUTH_PREFIX.to_owned()));
     let defaults = jwt_gate::Validation::default();
     let policy = &mut shown.validation;
+    policy
+        .issuer
+        .get_or_insert_with(|| DEFAULT_ISSUER.to_owned());
+    policy
+        .audience
+        .get_or_insert_with(|| DEFAULT_AUDIENCE.to_owned());
     policy
         .leeway_seconds
         .get_or_insert(defaults.leeway.as_secs());

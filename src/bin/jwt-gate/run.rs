@@ -82,13 +82,9 @@ fn token(config: &Config, keys: &Keys, sub: &str, dev: bool, ttl: u64) -> Result
         );
     }
     let now = jwt_gate::clock::Clock::now(&jwt_gate::clock::SystemClock);
-    let mut claims = Claims::new(sub, now, now + ttl);
-    if let Some(issuer) = &config.validation.issuer {
-        claims = claims.with_issuer(issuer.clone());
-    }
-    if let Some(audience) = &config.validation.audience {
-        claims = claims.with_audience(audience.clone());
-    }
+    let claims = Claims::new(sub, now, now + ttl)
+        .with_issuer(config.validation.issuer())
+        .with_audience(config.validation.audience());
     let token = keys.sign(&claims).map_err(|error| error.to_string())?;
     println!("{token}");
     Ok(())
@@ -96,13 +92,9 @@ fn token(config: &Config, keys: &Keys, sub: &str, dev: bool, ttl: u64) -> Result
 
 fn validation(config: &Config) -> Validation {
     let policy = &config.validation;
-    let mut validation = Validation::default();
-    if let Some(issuer) = &policy.issuer {
-        validation = validation.issuer(issuer.clone());
-    }
-    if let Some(audience) = &policy.audience {
-        validation = validation.audience(audience.clone());
-    }
+    let mut validation = Validation::default()
+        .issuer(policy.issuer())
+        .audience(policy.audience());
     if let Some(leeway) = policy.leeway_seconds {
         validation.leeway = Duration::from_secs(leeway);
     }
