@@ -67,6 +67,8 @@ pub fn jwt_gate() -> Command {
         }
     }
     command.env("JWT_GATE_SECRET", SECRET);
+    // Refusals are logged at info; the tests make many on purpose.
+    command.env("JWT_GATE_LOG", "warn");
     command.stdin(Stdio::null());
     command
 }

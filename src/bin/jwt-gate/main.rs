@@ -76,6 +76,19 @@ enum Command {
     },
 }
 
+/// Log lines on stderr, at the level `JWT_GATE_LOG` names (`error`, `warn`, `info` by
+/// default, `debug`, `trace`). Tokens and passwords are never logged by the library.
+fn init_logs() {
+    let level = std::env::var("JWT_GATE_LOG")
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
     /// Prints a new HS256 secret (for JWT_GATE_SECRET), or an Ed25519 private key PEM.
@@ -90,6 +103,7 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logs();
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
