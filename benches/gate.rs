@@ -3,7 +3,7 @@
 //! Prints tables. Compare ratios, not absolute times: the machines are shared.
 //! The crypto backend is chosen when the crate is built, so each backend is its own run:
 //! `cargo bench --bench gate` (rust-crypto) and `cargo bench --bench gate --features aws-lc-rs`.
-//! Sections can be picked by name: `cargo bench --bench gate -- reference curves maps`.
+//! Sections can be picked by name: `cargo bench --bench gate -- reference authorize curves maps metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,7 +15,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use jsonwebtoken::{DecodingKey, Validation as JwtValidation};
 use jwt_gate::revocation::{MemoryRevocations, RevocationStore, TokenId};
-use jwt_gate::{Algorithm, Claims, JwtAuthLayer, Key, Keys, TokenVerifier};
+use jwt_gate::{Algorithm, Claims, JwtAuth, JwtAuthLayer, Key, Keys, Require, TokenVerifier};
 use tower::{Layer, Service};
 
 const ROUNDS: usize = 7;
@@ -134,12 +134,105 @@ fn main() {
     if run("reference") {
         reference();
     }
+    if run("authorize") {
+        authorize();
+    }
     if run("maps") {
         curves::maps();
     }
     if run("curves") {
         curves::curves();
     }
+    if run("metrics") {
+        metrics_cost();
+    }
+}
+
+/// The gate's hot path with its counters recording into a Prometheus recorder, against the
+/// same gate whose counters were registered with no recorder installed (the facade's no-op
+/// handles: what the `metrics` feature costs when nobody listens). The two are timed in
+/// pairs, back to back and in alternating order, so that both see the same machine; the
+/// ratio is the median of the pairs' ratios.
+fn metrics_cost() {
+    const PAIRS: usize = 41;
+    println!("## metrics: the gate with counters recording vs no-op, HS256, {PAIRS} pairs\n");
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    println!("| tokens | path | no-op ns/request | recording ns/request | recording / no-op (median of pairs) |\n| --- | --- | ---: | ---: | ---: |");
+    for count in [1_000usize, 10_000] {
+        let keys = Keys::new(Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap()).unwrap();
+        let tokens = sign_many(&keys, count);
+        let requests = requests(&tokens);
+        let build = |recording: bool| {
+            let build = || {
+                TokenVerifier::builder(keys.clone())
+                    .cache_capacity(count * 2)
+                    .build()
+            };
+            let verifier = if recording {
+                metrics::with_local_recorder(&recorder, build)
+            } else {
+                build()
+            };
+            JwtAuthLayer::new(verifier).layer(bare_service())
+        };
+        let time = |service: &mut dyn FnMut(Request<()>)| {
+            let batch: Vec<Request<()>> = requests.iter().map(clone_request).collect();
+            let start = Instant::now();
+            for request in batch {
+                service(request);
+            }
+            start.elapsed().as_nanos() as f64 / count as f64
+        };
+        let through = |mut gate: JwtAuth<_, ()>| {
+            move |request: Request<()>| {
+                ready(std::future::poll_fn(|cx| gate.poll_ready(cx))).unwrap();
+                black_box(ready(gate.call(request)).ok());
+            }
+        };
+        for path in ["cache hit", "first sight"] {
+            let (quiet, loud) = (build(false), build(true));
+            let (mut offs, mut ons, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+            for pair in 0..=PAIRS {
+                let measure = |recording: bool| match path {
+                    "cache hit" => time(&mut through(if recording {
+                        loud.clone()
+                    } else {
+                        quiet.clone()
+                    })),
+                    _ => time(&mut through(build(recording))),
+                };
+                let (off, on) = if pair % 2 == 0 {
+                    let off = measure(false);
+                    (off, measure(true))
+                } else {
+                    let on = measure(true);
+                    (measure(false), on)
+                };
+                if pair > 0 {
+                    // The first pair warms the caches up.
+                    offs.push(off);
+                    ons.push(on);
+                    ratios.push(on / off);
+                }
+            }
+            let median = |samples: &mut Vec<f64>| {
+                samples.sort_by(f64::total_cmp);
+                samples[samples.len() / 2]
+            };
+            println!(
+                "| {count} | {path} | {:.0} | {:.0} | {:.3} |",
+                median(&mut offs),
+                median(&mut ons),
+                median(&mut ratios)
+            );
+        }
+    }
+    // The recording gates did record.
+    assert!(handle
+        .render()
+        .contains("jwt_gate_verified_cache_hits_total"));
+    println!();
 }
 
 /// The gate against `jsonwebtoken::decode` alone, per algorithm; revocation lookups.
@@ -287,6 +380,65 @@ fn reference() {
         "\nrevocation lookup, 1,000,000 vs 1,000 revoked: {:.2} x\n",
         large / small
     );
+}
+
+/// Requirements (scopes, roles, a route rule) on a verified-token cache hit, beside the same
+/// gate without them, same tokens, same run: the target is under 10% added.
+fn authorize() {
+    println!("## authorize: requirements on a cache hit, medians of {ROUNDS} rounds\n");
+    let keys = Keys::new(Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap()).unwrap();
+    #[derive(serde::Serialize)]
+    struct Granted {
+        scope: &'static str,
+        roles: [&'static str; 2],
+    }
+    println!("| tokens | gate, no requirements (ns) | gate with requirements (ns) | added | first sight, no req. (ns) | first sight, with (ns) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for count in [1_000usize, 10_000] {
+        let tokens: Vec<String> = (0..count)
+            .map(|index| {
+                let claims =
+                    Claims::new(format!("user{index}"), now(), now() + 900).with_extra(Granted {
+                        scope: "openid profile orders:read orders:write",
+                        roles: ["user", "auditor"],
+                    });
+                keys.sign(&claims).unwrap()
+            })
+            .collect();
+        let requests = requests(&tokens);
+        let bare = per_request(&requests, bare_service);
+        let layer = |with: bool| {
+            let verifier = TokenVerifier::builder(keys.clone())
+                .cache_capacity(count * 2)
+                .build();
+            let layer = JwtAuthLayer::new(verifier);
+            if with {
+                layer
+                    .require(Require::scope("orders:read").and_role("user"))
+                    .require_route(None, "/orders", Require::scope("orders:write"))
+            } else {
+                layer
+            }
+        };
+        let plain = layer(false).layer(bare_service());
+        let required = layer(true).layer(bare_service());
+        // Interleaved, so drift in the machine's speed falls on both alike.
+        let (mut plain_ns, mut required_ns) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            plain_ns.push(per_request(&requests, || plain.clone()) - bare);
+            required_ns.push(per_request(&requests, || required.clone()) - bare);
+        }
+        plain_ns.sort_by(f64::total_cmp);
+        required_ns.sort_by(f64::total_cmp);
+        let (plain_ns, required_ns) = (plain_ns[1], required_ns[1]);
+        let first_plain = per_request(&requests, || layer(false).layer(bare_service())) - bare;
+        let first_required = per_request(&requests, || layer(true).layer(bare_service())) - bare;
+        println!(
+            "| {count} | {plain_ns:.0} | {required_ns:.0} | {:+.1}% | {first_plain:.0} | {first_required:.0} |",
+            (required_ns / plain_ns - 1.0) * 100.0
+        );
+    }
+    println!();
 }
 
 /// Resident set size from /proc (Linux); 0 elsewhere.

@@ -60,6 +60,9 @@ echo
 "$load" versus "127.0.0.1:$demo_port" "127.0.0.1:$fastapi_port" "$@"
 echo
 "$load" flood "127.0.0.1:$demo_port" "$@"
+echo
+# The server's pid (its parent is `timeout`), so the bodies run can report its CPU.
+SERVER_PID=$(pgrep -P "${pids[0]}" || echo "${pids[0]}") "$load" bodies "127.0.0.1:$demo_port" "$@"
 if [ "${FLOOD_ONE_ADDRESS:-0}" = 1 ]; then
     echo
     "$load" flood "127.0.0.1:$demo_port" --rounds 1 --one-address "$@"

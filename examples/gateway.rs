@@ -21,6 +21,7 @@
 //! | `--forward-claim NAME` (repeatable) | `JWT_GATE_FORWARD_CLAIMS` (comma-separated) | none |
 //! | `--db PATH` | `JWT_GATE_DB` (the SQLite file users live in) | `./jwt-gate.db` |
 //! | | `JWT_GATE_SECRET` (the HS256 key, ≥ 32 bytes) | required |
+//! | `--metrics ADDR` | `JWT_GATE_METRICS_ADDR` | off: Prometheus metrics at `http://ADDR/metrics`, a listener of its own |
 //!
 //! Command-line options win over the environment. `/auth` is always open to the gate (its
 //! routes check their own credentials) and cannot be reached upstream through the gateway.
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use jwt_gate::gateway::{self, ClaimMap, Gateway};
+use jwt_gate::metrics::Prometheus;
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{SqliteUserStore, UserStore};
 use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
@@ -48,6 +50,8 @@ pub struct Options {
     pub open: Vec<String>,
     pub forward_claims: Vec<String>,
     pub db: PathBuf,
+    /// Where `/metrics` is served, apart from `listen`; `None`: not at all.
+    pub metrics: Option<String>,
 }
 
 /// Reads options from `args` (without the program name), falling back to `env`.
@@ -71,6 +75,7 @@ pub fn options(
     let mut listen = env("JWT_GATE_LISTEN");
     let mut timeout = env("JWT_GATE_TIMEOUT");
     let mut db = env("JWT_GATE_DB");
+    let mut metrics = env("JWT_GATE_METRICS_ADDR");
     let mut open = list(env("JWT_GATE_OPEN"));
     let mut open_from_args = false;
     let mut forward_claims = list(env("JWT_GATE_FORWARD_CLAIMS"));
@@ -83,6 +88,7 @@ pub fn options(
             "--listen" => listen = Some(value()?),
             "--timeout" => timeout = Some(value()?),
             "--db" => db = Some(value()?),
+            "--metrics" => metrics = Some(value()?),
             "--open" => {
                 let path = value()?;
                 if !open_from_args {
@@ -122,6 +128,7 @@ pub fn options(
         open,
         forward_claims,
         db: PathBuf::from(db.unwrap_or_else(|| "./jwt-gate.db".to_owned())),
+        metrics,
     })
 }
 
@@ -184,6 +191,16 @@ async fn run() -> Result<(), String> {
         return printed;
     }
     let options = options(args, |name| std::env::var(name).ok())?;
+    // Before the gate is built, so that its counters register with the recorder.
+    if let Some(addr) = &options.metrics {
+        let prometheus = Prometheus::install().map_err(|error| error.to_string())?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+        let local = listener.local_addr().map_err(|error| error.to_string())?;
+        println!("jwt-gate gateway metrics on http://{local}/metrics");
+        tokio::spawn(prometheus.serve(listener));
+    }
     let users = SqliteUserStore::open(&options.db)
         .map_err(|error| format!("cannot open {}: {error}", options.db.display()))?;
     let (layer, gateway) = build(&options, keys, users)?;

@@ -17,6 +17,7 @@
 //! | `JWT_GATE_PG_SCHEMA` | the connection's | the PostgreSQL schema the tables live in |
 //! | `REDIS_URL` | unset | logouts and login/registration throttling shared through this Redis instead of kept in memory |
 //! | `JWT_GATE_REDIS_PREFIX` | `jwt-gate:` | the Redis key prefix |
+//! | `JWT_GATE_METRICS_ADDR` | unset: no metrics | serve Prometheus metrics at `http://<this>/metrics`, a listener of its own (e.g. `127.0.0.1:9300`) |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
 //! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
@@ -24,6 +25,9 @@
 //! verify with the same key. Servers given the same secret, `DATABASE_URL` (and schema) and
 //! `REDIS_URL` (and prefix) share users, a logout at one is refused at all, and failed logins
 //! at one count at all.
+//!
+//! Metrics are never served on `JWT_GATE_ADDR`: only on the address `JWT_GATE_METRICS_ADDR`
+//! names, which should be one that only the scraper reaches (see `docs/operating.md`).
 //!
 //! Tokens carry `iss` and `aud` and are refused without the expected ones, so a token that
 //! another service minted with the same secret does not pass here.
@@ -43,6 +47,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use jwt_gate::metrics::Prometheus;
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::{AuthService, JwksService, RedisThrottle, JWKS_PATH};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
@@ -184,11 +189,31 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The metrics endpoint on its own listener, when `JWT_GATE_METRICS_ADDR` asks for one, and
+/// how the startup line names it. Installed before anything records, so that every counter
+/// registers with it.
+async fn metrics() -> Result<String, String> {
+    let Some(addr) = optional_var("JWT_GATE_METRICS_ADDR")? else {
+        return Ok("off".to_owned());
+    };
+    let addr: SocketAddr = addr.parse().map_err(|error| {
+        format!("JWT_GATE_METRICS_ADDR is not an address like 127.0.0.1:9300: {error}")
+    })?;
+    let prometheus = Prometheus::install().map_err(|error| error.to_string())?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| format!("cannot listen on {addr} for metrics: {error}"))?;
+    let local = listener.local_addr().map_err(|error| error.to_string())?;
+    tokio::spawn(prometheus.serve(listener));
+    Ok(format!("http://{local}/metrics"))
+}
+
 async fn run() -> Result<(), String> {
     let addr: SocketAddr = std::env::var("JWT_GATE_ADDR")
         .unwrap_or_else(|_| DEFAULT_ADDR.to_owned())
         .parse()
         .map_err(|error| format!("JWT_GATE_ADDR is not an address like {DEFAULT_ADDR}: {error}"))?;
+    let metrics_at = metrics().await?;
     let db = PathBuf::from(std::env::var_os("JWT_GATE_DB").unwrap_or_else(|| DEFAULT_DB.into()));
 
     let fleet =
@@ -225,7 +250,7 @@ async fn run() -> Result<(), String> {
         .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
     let local = listener.local_addr().map_err(|error| error.to_string())?;
     println!(
-        "jwt-gate demo listening on http://{local} (users: {users_in}; revocations: {revocations_in})"
+        "jwt-gate demo listening on http://{local} (users: {users_in}; revocations: {revocations_in}; metrics: {metrics_at})"
     );
     axum::serve(
         listener,

@@ -60,9 +60,36 @@ ensure_nginx() {
     [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || apt_install nginx
 }
 
+# promtool, Prometheus' own linter, checks the demo's /metrics. Only that one binary is taken
+# from Debian's `prometheus` package (no server installed or started): seconds, not minutes.
+ensure_promtool() {
+    local tools=target/tools
+    if command -v promtool >/dev/null 2>&1; then
+        PROMTOOL=$(command -v promtool)
+    elif [ -x "$tools/promtool" ]; then
+        PROMTOOL=$PWD/$tools/promtool
+    else
+        local start=$SECONDS scratch
+        log "extracting promtool from Debian's prometheus package"
+        scratch=$(mktemp -d)
+        if ! (cd "$scratch" && apt-get download prometheus >/dev/null 2>&1); then
+            if [ "$(id -u)" -eq 0 ]; then apt-get update -qq; else sudo apt-get update -qq; fi
+            (cd "$scratch" && apt-get download prometheus >/dev/null)
+        fi
+        mkdir -p "$tools"
+        dpkg-deb --fsys-tarfile "$scratch"/prometheus_*.deb | tar -x -C "$scratch" ./usr/bin/promtool
+        mv "$scratch/usr/bin/promtool" "$tools/promtool"
+        rm -rf "$scratch"
+        PROMTOOL=$PWD/$tools/promtool
+        log "promtool ready in $((SECONDS - start))s"
+    fi
+    export PROMTOOL
+}
+
 ensure_redis
 ensure_postgres
 ensure_nginx
+ensure_promtool
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}

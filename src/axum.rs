@@ -39,7 +39,7 @@ impl IntoResponse for Rejection {
 }
 
 fn response(error: AuthError, realm: &str, grpc: bool) -> Response {
-    let (status, headers, body) = error.render(realm, grpc);
+    let (status, headers, body) = error.render(realm, grpc, None);
     let mut response = Response::new(axum_core::body::Body::from(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;

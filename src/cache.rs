@@ -15,6 +15,7 @@ use std::sync::Arc;
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{OptionsBuilder, Weighter};
 
+use crate::authorize::Grants;
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 use crate::Claims;
 
@@ -40,6 +41,8 @@ struct CachedToken<C> {
     /// `sub`, then `jti`, then `sid` if any, then `iss` if any.
     text: Text,
     aud: Box<[Box<str>]>,
+    /// Scopes and roles, read once on the miss: a hit checks requirements without parsing.
+    grants: Grants,
     sub_len: u32,
     jti_len: u32,
     sid_len: u32,
@@ -159,12 +162,15 @@ impl<C: Clone> VerifiedCache<C> {
         fingerprint: &Fingerprint,
         key_generation: u64,
         times: impl FnOnce(u64, u64, Option<u64>) -> Result<(), E>,
-    ) -> Option<Result<Claims<C>, E>> {
+    ) -> Option<Result<(Claims<C>, Grants), E>> {
         let token = self.entries.as_ref()?.get(fingerprint)?;
         if token.key_generation != key_generation {
             return None;
         }
-        Some(times(token.exp, token.iat, token.nbf()).map(|()| token.claims()))
+        Some(
+            times(token.exp, token.iat, token.nbf())
+                .map(|()| (token.claims(), token.grants.clone())),
+        )
     }
 
     /// Remembers verified `claims`. `extra_bytes` estimates the heap the application's own
@@ -173,12 +179,13 @@ impl<C: Clone> VerifiedCache<C> {
         &self,
         fingerprint: Fingerprint,
         claims: &Claims<C>,
+        grants: &Grants,
         extra_bytes: usize,
         key_generation: u64,
     ) {
         let Some(entries) = &self.entries else { return };
         // Only tokens of absurd sizes fail to pack; they are simply not remembered.
-        if let Some(token) = CachedToken::pack(claims, extra_bytes, key_generation) {
+        if let Some(token) = CachedToken::pack(claims, grants, extra_bytes, key_generation) {
             entries.insert(fingerprint, Arc::new(token));
         }
     }
@@ -195,7 +202,12 @@ impl<C: Clone> VerifiedCache<C> {
 }
 
 impl<C: Clone> CachedToken<C> {
-    fn pack(claims: &Claims<C>, extra_bytes: usize, key_generation: u64) -> Option<Self> {
+    fn pack(
+        claims: &Claims<C>,
+        grants: &Grants,
+        extra_bytes: usize,
+        key_generation: u64,
+    ) -> Option<Self> {
         let issuer = claims.iss.as_deref().unwrap_or("");
         let session = claims.sid.as_deref().unwrap_or("");
         let text = Text::new([&claims.sub, &claims.jti, session, issuer]);
@@ -210,6 +222,7 @@ impl<C: Clone> CachedToken<C> {
             + 2 * size_of::<usize>() // the Arc's counts
             + text.heap_bytes()
             + aud_bytes
+            + grants.heap_bytes()
             + extra_bytes;
         let mut flags = 0;
         if claims.nbf.is_some() {
@@ -228,6 +241,7 @@ impl<C: Clone> CachedToken<C> {
             nbf: claims.nbf.unwrap_or(0),
             text,
             aud,
+            grants: grants.clone(),
             sub_len: u32::try_from(claims.sub.len()).ok()?,
             jti_len: u32::try_from(claims.jti.len()).ok()?,
             sid_len: u32::try_from(session.len()).ok()?,
@@ -285,19 +299,28 @@ mod tests {
             .with_not_before(1_100)
             .with_session("session-1");
         let fingerprint = Fingerprint::of(b"token");
-        cache.insert(fingerprint, &original, 0, 7);
-        assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(original)));
+        cache.insert(fingerprint, &original, &Grants::default(), 0, 7);
+        assert_eq!(
+            cache.get(&fingerprint, 7, ok),
+            Some(Ok((original, Grants::default())))
+        );
         let long = Claims::new(
             "a subject too long to live inline in the entry",
             1_000,
             2_000,
         )
         .with_issuer("https://auth.example");
-        cache.insert(fingerprint, &long, 0, 7);
-        assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(long)));
+        cache.insert(fingerprint, &long, &Grants::default(), 0, 7);
+        assert_eq!(
+            cache.get(&fingerprint, 7, ok),
+            Some(Ok((long, Grants::default())))
+        );
         let no_issuer = claims(2);
-        cache.insert(fingerprint, &no_issuer, 0, 7);
-        assert_eq!(cache.get(&fingerprint, 7, ok), Some(Ok(no_issuer)));
+        cache.insert(fingerprint, &no_issuer, &Grants::default(), 0, 7);
+        assert_eq!(
+            cache.get(&fingerprint, 7, ok),
+            Some(Ok((no_issuer, Grants::default())))
+        );
     }
 
     #[test]
@@ -305,14 +328,26 @@ mod tests {
         // Entries bind: plenty of bytes.
         let cache = VerifiedCache::new(256, 1 << 20);
         for index in 0..10_000usize {
-            cache.insert(Fingerprint::of(&index.to_le_bytes()), &claims(index), 0, 0);
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &claims(index),
+                &Grants::default(),
+                0,
+                0,
+            );
             assert!(cache.len() <= 256, "{} entries after {index}", cache.len());
         }
         assert!(cache.len() > 128, "evicted far too much: {}", cache.len());
         // Bytes bind: room for about 100 entries of ~200 bytes, while 10,000 are allowed.
         let cache = VerifiedCache::new(10_000, 20_000);
         for index in 0..10_000usize {
-            cache.insert(Fingerprint::of(&index.to_le_bytes()), &claims(index), 0, 0);
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &claims(index),
+                &Grants::default(),
+                0,
+                0,
+            );
             assert!(cache.weight() <= 20_000, "{} bytes", cache.weight());
         }
         assert!(cache.len() < 110, "{} entries in 20,000 bytes", cache.len());
@@ -326,7 +361,13 @@ mod tests {
             .map(|index| format!("audience number {index}"))
             .collect();
         for index in 0..1_000usize {
-            cache.insert(Fingerprint::of(&index.to_le_bytes()), &large, 0, 0);
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &large,
+                &Grants::default(),
+                0,
+                0,
+            );
         }
         assert!(
             cache.len() < 15,
@@ -337,7 +378,7 @@ mod tests {
 
     #[test]
     fn a_token_with_the_default_claims_weighs_under_256_bytes() {
-        let packed = CachedToken::pack(&claims(123_456), 0, 0).unwrap();
+        let packed = CachedToken::pack(&claims(123_456), &Grants::default(), 0, 0).unwrap();
         assert!(matches!(packed.text, Text::Inline { .. }));
         assert!(packed.bytes < 256, "{} bytes", packed.bytes);
     }
@@ -346,7 +387,7 @@ mod tests {
     fn another_key_generation_is_a_miss() {
         let cache = VerifiedCache::new(1_000, 1 << 20);
         let fingerprint = Fingerprint::of(b"token");
-        cache.insert(fingerprint, &claims(1), 0, 3);
+        cache.insert(fingerprint, &claims(1), &Grants::default(), 0, 3);
         assert!(cache.get(&fingerprint, 3, ok).is_some());
         assert_eq!(cache.get(&fingerprint, 4, ok), None);
     }
@@ -355,7 +396,13 @@ mod tests {
     fn the_time_check_sees_the_entry_and_can_refuse_it() {
         let cache = VerifiedCache::new(1_000, 1 << 20);
         let fingerprint = Fingerprint::of(b"token");
-        cache.insert(fingerprint, &claims(1).with_not_before(1_500), 0, 0);
+        cache.insert(
+            fingerprint,
+            &claims(1).with_not_before(1_500),
+            &Grants::default(),
+            0,
+            0,
+        );
         let seen = cache.get(&fingerprint, 0, |exp, iat, nbf| {
             Err::<(), _>((exp, iat, nbf))
         });
@@ -368,7 +415,7 @@ mod tests {
             let cache = VerifiedCache::new(entries, bytes);
             assert!(!cache.is_enabled());
             let fingerprint = Fingerprint::of(b"token");
-            cache.insert(fingerprint, &claims(1), 0, 0);
+            cache.insert(fingerprint, &claims(1), &Grants::default(), 0, 0);
             assert_eq!(cache.get(&fingerprint, 0, ok), None);
         }
     }

@@ -12,10 +12,13 @@ use serde::{Deserialize, Serialize};
 /// application's own claims `C`, flattened in beside them.
 ///
 /// The gate puts a `Claims<C>` into the request extensions of every request it lets through
-/// with a token. `sub`, `exp`, `iat` and `jti` are required: a token lacking one is refused,
-/// because without them it could be neither attributed, expired nor revoked. An empty `jti`
-/// counts as missing, and one over [`MAX_JTI_LEN`] bytes is refused too: it could name no
-/// revocation, or make every revocation entry as large as the attacker liked.
+/// with a token. `sub`, `exp` and `iat` are required: a token lacking one is refused, because
+/// without them it could be neither attributed nor expired. `jti` is required by default too
+/// (without it a token could not be revoked by name): an empty `jti` counts as missing, and
+/// one over [`MAX_JTI_LEN`] bytes is always refused, since it would make every revocation
+/// entry as large as the issuer liked. A [`Validation`](crate::Validation) with
+/// `require_jti: false` accepts a token without one and fills `jti` with
+/// [`Claims::derive_jti`] of the token, so the claims always name the token.
 ///
 /// ```
 /// use jwt_gate::Claims;
@@ -50,7 +53,10 @@ pub struct Claims<C = ()> {
         deserialize_with = "optional_numeric_date"
     )]
     pub nbf: Option<u64>,
-    /// The token's unique id: what a revocation names.
+    /// The token's unique id: what a revocation names. Empty when deserialized from a token
+    /// without one; the verifier then refuses it, or (when `jti` is optional) fills in
+    /// [`Claims::derive_jti`] of the token.
+    #[serde(default)]
     pub jti: String,
     /// Session id: the login (refresh-token family) the auth service issued this token in.
     /// Logging out revokes every token carrying it, however many were minted.
@@ -88,6 +94,37 @@ impl Claims<()> {
         }
     }
 }
+
+impl Claims<()> {
+    /// The id a verifier gives a token that carries no `jti` (when the
+    /// [`Validation`](crate::Validation) lets `jti` be optional): `sha256:` followed by the
+    /// unpadded base64url SHA-256 digest of the whole compact token.
+    ///
+    /// Unkeyed on purpose: every gate of a fleet, and any other program holding the token,
+    /// derives the same id, so a revocation recorded by one is seen by all. The digest does
+    /// not reveal the token, and only a revoked token's digest is ever stored.
+    ///
+    /// ```
+    /// use jwt_gate::Claims;
+    ///
+    /// let id = Claims::derive_jti("eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
+    /// assert!(id.starts_with("sha256:"));
+    /// assert_eq!(id.len(), 7 + 43);
+    /// assert_eq!(id, Claims::derive_jti("eyJhbGciOiJIUzI1NiJ9.e30.c2ln"));
+    /// ```
+    pub fn derive_jti(token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(token.as_bytes());
+        let mut id = String::with_capacity(DERIVED_JTI_PREFIX.len() + 43);
+        id.push_str(DERIVED_JTI_PREFIX);
+        URL_SAFE_NO_PAD.encode_string(digest, &mut id);
+        id
+    }
+}
+
+/// What a derived `jti` starts with: names the derivation, so such an id is recognisable in a
+/// revocation list and cannot be mistaken for an issuer's own.
+const DERIVED_JTI_PREFIX: &str = "sha256:";
 
 impl<C> Claims<C> {
     /// Adds the application's own claims.
@@ -252,8 +289,20 @@ mod tests {
     }
 
     #[test]
-    fn missing_jti_is_an_error() {
-        assert!(serde_json::from_str::<Claims>(r#"{"sub":"a","exp":2,"iat":1}"#).is_err());
+    fn a_missing_jti_reads_as_empty_for_the_verifier_to_judge() {
+        let claims: Claims = serde_json::from_str(r#"{"sub":"a","exp":2,"iat":1}"#).unwrap();
+        assert_eq!(claims.jti, "");
+    }
+
+    #[test]
+    fn derived_jtis_are_the_tagged_sha256_of_the_token() {
+        // SHA-256("abc"), a FIPS 180-2 test vector, in base64url.
+        assert_eq!(
+            Claims::derive_jti("abc"),
+            "sha256:ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        assert_ne!(Claims::derive_jti("abc"), Claims::derive_jti("abd"));
+        assert!(Claims::derive_jti("abc").len() <= MAX_JTI_LEN);
     }
 
     #[test]

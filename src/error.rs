@@ -6,6 +6,8 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, TE, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode, Version};
 
+use crate::authorize::Forbidden;
+
 /// The realm named in `WWW-Authenticate` challenges unless
 /// [`TokenVerifierBuilder::realm`](crate::TokenVerifierBuilder::realm) sets another.
 pub const DEFAULT_REALM: &str = "jwt-gate";
@@ -80,14 +82,77 @@ pub enum AuthError {
     UnknownSubject,
     /// The revocation store could not be asked, and the gate fails closed.
     RevocationStoreUnavailable,
+    /// The token is valid but lacks a scope, role or predicate the resource requires
+    /// ([`Require`](crate::Require)): `403`, `error="insufficient_scope"` (RFC 6750 §3.1),
+    /// `grpc-status: 7` (PERMISSION_DENIED).
+    InsufficientScope,
 }
 
 impl AuthError {
-    /// The HTTP status: `401`, `400` for malformed requests (RFC 6750 §3.1), `503` when the
-    /// revocation store is down.
+    /// Every reason, in declaration order: `ALL[error as usize] == error`.
+    #[cfg(feature = "metrics")]
+    pub(crate) const ALL: [Self; 23] = [
+        Self::MissingCredentials,
+        Self::MultipleAuthorizationHeaders,
+        Self::EmptyToken,
+        Self::MultipleTokens,
+        Self::TokenTooLong,
+        Self::InvalidCharacters,
+        Self::Malformed,
+        Self::WrongAlgorithm,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::CriticalHeader,
+        Self::WrongType,
+        Self::MissingClaim,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::IssuedInTheFuture,
+        Self::LifetimeTooLong,
+        Self::WrongIssuer,
+        Self::WrongAudience,
+        Self::Revoked,
+        Self::UnknownSubject,
+        Self::RevocationStoreUnavailable,
+        Self::InsufficientScope,
+    ];
+
+    /// The reason as a metric label: fixed, short, snake case.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Self::MissingCredentials => "missing_credentials",
+            Self::MultipleAuthorizationHeaders => "multiple_authorization_headers",
+            Self::EmptyToken => "empty_token",
+            Self::MultipleTokens => "multiple_tokens",
+            Self::TokenTooLong => "token_too_long",
+            Self::InvalidCharacters => "invalid_characters",
+            Self::Malformed => "malformed",
+            Self::WrongAlgorithm => "wrong_algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::CriticalHeader => "critical_header",
+            Self::WrongType => "wrong_type",
+            Self::MissingClaim => "missing_claim",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInTheFuture => "issued_in_the_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::Revoked => "revoked",
+            Self::UnknownSubject => "unknown_subject",
+            Self::RevocationStoreUnavailable => "revocation_store_unavailable",
+            Self::InsufficientScope => "insufficient_scope",
+        }
+    }
+
+    /// The HTTP status: `401`, `400` for malformed requests (RFC 6750 §3.1), `403` for a
+    /// valid token lacking what the resource requires, `503` when the revocation store is down.
     pub fn status(self) -> StatusCode {
         match self.error_code() {
             Some("invalid_request") => StatusCode::BAD_REQUEST,
+            Some("insufficient_scope") => StatusCode::FORBIDDEN,
             _ if self == Self::RevocationStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -102,6 +167,7 @@ impl AuthError {
             | Self::MultipleTokens
             | Self::TokenTooLong
             | Self::InvalidCharacters => Some("invalid_request"),
+            Self::InsufficientScope => Some("insufficient_scope"),
             _ => Some("invalid_token"),
         }
     }
@@ -131,31 +197,44 @@ impl AuthError {
             Self::Revoked => "the token has been revoked",
             Self::UnknownSubject => "the token's subject is not a known user",
             Self::RevocationStoreUnavailable => "the revocation list is unavailable",
+            Self::InsufficientScope => "the token lacks a scope or role this resource requires",
         }
     }
 
-    /// The gRPC status code: `16` (UNAUTHENTICATED), or `14` (UNAVAILABLE) when the
-    /// revocation store is down.
+    /// The gRPC status code: `16` (UNAUTHENTICATED), `7` (PERMISSION_DENIED) for a token
+    /// lacking what the method requires, or `14` (UNAVAILABLE) when the revocation store is
+    /// down.
     pub fn grpc_code(self) -> u16 {
-        if self == Self::RevocationStoreUnavailable {
-            14
-        } else {
-            16
+        match self {
+            Self::RevocationStoreUnavailable => 14,
+            Self::InsufficientScope => 7,
+            _ => 16,
         }
     }
 
     /// The headers and body of the HTTP rejection, for a given `realm`.
     ///
     /// `headers` gets `WWW-Authenticate` (RFC 6750 §3), `Content-Type` and `Cache-Control`;
-    /// the returned body is `{"error": …, "error_description": …}`.
-    fn http_parts(self, realm: &str, headers: &mut HeaderMap) -> Bytes {
-        let challenge = match self.error_code() {
+    /// the returned body is `{"error": …, "error_description": …}`, and for a `403` also
+    /// `"missing"`: what the token lacked. The challenge of a `403` names the required scopes
+    /// in `scope` (RFC 6750 §3).
+    fn http_parts(
+        self,
+        realm: &str,
+        forbidden: Option<&Forbidden>,
+        headers: &mut HeaderMap,
+    ) -> Bytes {
+        let mut challenge = match self.error_code() {
             Some(code) => format!(
                 "Bearer realm=\"{realm}\", error=\"{code}\", error_description=\"{}\"",
                 self.description()
             ),
             None => format!("Bearer realm=\"{realm}\""),
         };
+        // Scope names were checked to be quoted-string safe when the requirement was made.
+        if let Some(scope) = forbidden.and_then(|forbidden| forbidden.scope_attribute.as_deref()) {
+            challenge.push_str(&format!(", scope=\"{scope}\""));
+        }
         // The realm was checked to be a valid quoted-string when it was configured, and the
         // rest is our own fixed text.
         if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -163,7 +242,7 @@ impl AuthError {
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": self.error_code().unwrap_or(if self == Self::RevocationStoreUnavailable {
                 "temporarily_unavailable"
             } else {
@@ -171,6 +250,9 @@ impl AuthError {
             }),
             "error_description": self.description(),
         });
+        if let Some(forbidden) = forbidden {
+            body["missing"] = forbidden.missing_json();
+        }
         Bytes::from(body.to_string())
     }
 
@@ -185,15 +267,21 @@ impl AuthError {
     }
 
     /// Renders the whole rejection: every refusal the crate answers (the gate's, the axum
-    /// extractor's, the auth service's logout) goes through here. gRPC when the request was
-    /// gRPC (see [`is_grpc`]), RFC 6750 with `realm` otherwise.
-    pub(crate) fn render(self, realm: &str, grpc: bool) -> (StatusCode, HeaderMap, Bytes) {
+    /// extractor's, the requirement layer's, the auth service's logout) goes through here.
+    /// gRPC when the request was gRPC (see [`is_grpc`]), RFC 6750 with `realm` otherwise.
+    /// `forbidden` says what a `403`'s token lacked.
+    pub(crate) fn render(
+        self,
+        realm: &str,
+        grpc: bool,
+        forbidden: Option<&Forbidden>,
+    ) -> (StatusCode, HeaderMap, Bytes) {
         let mut headers = HeaderMap::new();
         if grpc {
             self.grpc_parts(&mut headers);
             (StatusCode::OK, headers, Bytes::new())
         } else {
-            let body = self.http_parts(realm, &mut headers);
+            let body = self.http_parts(realm, forbidden, &mut headers);
             (self.status(), headers, body)
         }
     }

@@ -13,12 +13,14 @@ use serde::de::DeserializeOwned;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
-use crate::paths::{Access, PathRules};
+use crate::metrics::GateMetrics;
+use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
-use crate::{AuthError, Keys, TokenVerifier};
+use crate::{AuthError, Keys, Require, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -44,6 +46,7 @@ pub struct JwtAuthLayer<C = ()> {
 struct Gate<C> {
     verifier: TokenVerifier<C>,
     paths: PathRules,
+    requirements: Requirements<C>,
 }
 
 impl<C> Clone for Gate<C> {
@@ -51,6 +54,7 @@ impl<C> Clone for Gate<C> {
         Self {
             verifier: self.verifier.clone(),
             paths: self.paths.clone(),
+            requirements: self.requirements.clone(),
         }
     }
 }
@@ -68,6 +72,7 @@ impl<C> std::fmt::Debug for JwtAuthLayer<C> {
         f.debug_struct("JwtAuthLayer")
             .field("verifier", &self.gate.verifier)
             .field("paths", &self.gate.paths)
+            .field("requirements", &self.gate.requirements)
             .finish()
     }
 }
@@ -88,6 +93,7 @@ impl<C> JwtAuthLayer<C> {
             gate: Arc::new(Gate {
                 verifier,
                 paths: PathRules::default(),
+                requirements: Requirements::default(),
             }),
         }
     }
@@ -133,17 +139,17 @@ impl<C> JwtAuthLayer<C> {
     /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
     /// let layer = JwtAuthLayer::from_keys(keys)
     ///     .open_prefix("/docs")
-    ///     .require_prefix("/docs/internal")
-    ///     .require_path("/docs/drafts.html");
+    ///     .protect_prefix("/docs/internal")
+    ///     .protect_path("/docs/drafts.html");
     /// ```
     #[must_use]
-    pub fn require_path(self, path: &str) -> Self {
+    pub fn protect_path(self, path: &str) -> Self {
         self.configure(|gate| gate.paths.exact(path, Access::Protected))
     }
 
-    /// As [`require_path`](Self::require_path), for `prefix` and every path below it.
+    /// As [`protect_path`](Self::protect_path), for `prefix` and every path below it.
     #[must_use]
-    pub fn require_prefix(self, prefix: &str) -> Self {
+    pub fn protect_prefix(self, prefix: &str) -> Self {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Protected))
     }
 
@@ -170,6 +176,60 @@ impl<C> JwtAuthLayer<C> {
     #[must_use]
     pub fn method_prefix(self, method: Method, prefix: &str, access: Access) -> Self {
         self.configure(|gate| gate.paths.prefix_for(Some(method), prefix, access))
+    }
+
+    /// Every request with a token must also meet `require` (checked after verification and
+    /// revocation); one that does not is refused `403` (`grpc-status: 7` over gRPC). Open
+    /// paths are never checked, and a request without a token on an optional path passes as
+    /// before. Several calls add up.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .open_path("/health")
+    ///     .require(Require::scope("orders:read"));
+    /// ```
+    #[must_use]
+    pub fn require(self, require: Require<C>) -> Self {
+        self.configure(|gate| gate.requirements.everywhere(require))
+    }
+
+    /// Requests for exactly `path`, by `method` (any method when `None`), must also meet
+    /// `require`. A route rule needs a token even on an optional path; every rule matching a
+    /// request applies, beside those of [`require`](Self::require). Paths match as for open
+    /// paths, and a path not in canonical form (dot segments, encoded slashes, `;`) must meet
+    /// every route rule of the gate, since a router could normalise it into any route.
+    ///
+    /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
+    ///
+    /// ```
+    /// use http::Method;
+    /// use jwt_gate::{JwtAuthLayer, Keys, Require};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .require_route(Some(Method::POST), "/orders", Require::scope("orders:write"))
+    ///     .require_route(None, "/orders.v1.Orders/Cancel", Require::role("support"))
+    ///     .require_prefix(None, "/admin", Require::role("admin"));
+    /// ```
+    #[must_use]
+    pub fn require_route(self, method: Option<Method>, path: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::exact(path), require)
+        })
+    }
+
+    /// As [`require_route`](Self::require_route), for `prefix` and every path below it
+    /// (segment-wise: `/admin` holds `/admin/users`, not `/administrator`).
+    #[must_use]
+    pub fn require_prefix(self, method: Option<Method>, prefix: &str, require: Require<C>) -> Self {
+        self.configure(|gate| {
+            gate.requirements
+                .route(method, Pattern::prefix(prefix), require)
+        })
     }
 }
 
@@ -211,8 +271,10 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
 
 enum Decision {
     Pass,
-    Reject(AuthError),
-    AwaitRevocation(BoxFuture<'static, RevocationCheck>),
+    Reject(AuthError, Option<Box<Forbidden>>),
+    /// The revocation answer is pending; a `403` found meanwhile is said only if the token
+    /// turns out not revoked (a revoked token is a `401` whatever it holds).
+    AwaitRevocation(BoxFuture<'static, RevocationCheck>, Option<Box<Forbidden>>),
 }
 
 impl<C> Gate<C>
@@ -227,12 +289,16 @@ where
             Access::Open => None,
             _ => match self.verifier.authenticate(request.headers()) {
                 Ok(authenticated) => authenticated,
-                Err(error) => return Decision::Reject(error),
+                Err(error) => return Decision::Reject(error, None),
             },
         };
-        let Some((claims, check)) = authenticated else {
-            if access == Access::Protected {
-                return Decision::Reject(AuthError::MissingCredentials);
+        let Some((claims, grants, check)) = authenticated else {
+            if access == Access::Protected
+                || self
+                    .requirements
+                    .has_route_rule(request.method(), request.uri().path())
+            {
+                return Decision::Reject(AuthError::MissingCredentials, None);
             }
             // Passed without claims: an extractor that refuses the request later names
             // this gate's realm.
@@ -242,14 +308,27 @@ where
                 .insert(GateRealm(self.verifier.shared_realm()));
             return Decision::Pass;
         };
+        let forbidden = self
+            .requirements
+            .check(request.method(), request.uri().path(), &claims, &grants)
+            .err();
         // The claims ride with the request either way; a refused request is dropped whole.
         request.extensions_mut().insert(claims);
+        if !grants.is_empty() {
+            request.extensions_mut().insert(grants);
+        }
         match check {
-            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check),
-            answered => match answered.verdict() {
-                Ok(()) => Decision::Pass,
-                Err(error) => Decision::Reject(error),
-            },
+            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden),
+            answered => {
+                self.verifier.metrics().revocation_checked(&answered);
+                match (answered.verdict(), forbidden) {
+                    (Err(error), _) => Decision::Reject(error, None),
+                    (Ok(()), None) => Decision::Pass,
+                    (Ok(()), Some(forbidden)) => {
+                        Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
+                    }
+                }
+            }
         }
     }
 }
@@ -262,6 +341,9 @@ fn log_rejection(error: AuthError, path: &str) {
         AuthError::RevocationStoreUnavailable => {
             tracing::warn!(%path, reason = %error, "request refused: failing closed")
         }
+        AuthError::InsufficientScope => {
+            tracing::info!(%path, reason = %error, "request without the required scope or role refused")
+        }
         _ => {
             tracing::info!(%path, reason = %error, code = error.error_code(), "request with bad credentials refused")
         }
@@ -269,14 +351,20 @@ fn log_rejection(error: AuthError, path: &str) {
 }
 
 /// A rejection, answered in the request's own protocol (gRPC or plain HTTP).
-fn rejection<B>(
+pub(crate) fn rejection<B>(
     error: AuthError,
     realm: &str,
+    metrics: &GateMetrics,
+    forbidden: Option<&Forbidden>,
     request: &Request<impl Sized>,
 ) -> Response<ResponseBody<B>> {
+    metrics.refused(error);
     log_rejection(error, request.uri().path());
-    let (status, headers, body) =
-        error.render(realm, is_grpc(request.version(), request.headers()));
+    let (status, headers, body) = error.render(
+        realm,
+        is_grpc(request.version(), request.headers()),
+        forbidden,
+    );
     let mut response = Response::new(ResponseBody::rejection(body));
     *response.status_mut() = status;
     *response.headers_mut() = headers;
@@ -297,18 +385,28 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let verifier = &self.gate.verifier;
         match self.gate.decide(&mut request) {
-            Decision::Pass => ResponseFuture {
-                state: State::Inner {
-                    future: self.inner.call(request),
-                },
-            },
-            Decision::Reject(error) => ResponseFuture {
+            Decision::Pass => {
+                verifier.metrics().passed();
+                ResponseFuture {
+                    state: State::Inner {
+                        future: self.inner.call(request),
+                    },
+                }
+            }
+            Decision::Reject(error, forbidden) => ResponseFuture {
                 state: State::Rejected {
-                    response: Some(rejection(error, self.gate.verifier.realm(), &request)),
+                    response: Some(rejection(
+                        error,
+                        verifier.realm(),
+                        verifier.metrics(),
+                        forbidden.as_deref(),
+                        &request,
+                    )),
                 },
             },
-            Decision::AwaitRevocation(check) => {
+            Decision::AwaitRevocation(check, forbidden) => {
                 // The inner service was made ready for this request; take that ready instance
                 // along and leave a fresh clone behind for the next one.
                 let clone = self.inner.clone();
@@ -317,7 +415,9 @@ where
                     state: State::AwaitingRevocation {
                         check,
                         pending: Some((request, inner)),
-                        realm: self.gate.verifier.shared_realm(),
+                        realm: verifier.shared_realm(),
+                        metrics: verifier.metrics().clone(),
+                        forbidden,
                     },
                 }
             }
@@ -354,6 +454,8 @@ pin_project! {
             check: BoxFuture<'static, RevocationCheck>,
             pending: Option<(Request<ReqBody>, S)>,
             realm: Arc<str>,
+            metrics: GateMetrics,
+            forbidden: Option<Box<Forbidden>>,
         },
     }
 }
@@ -381,16 +483,29 @@ where
                     check,
                     pending,
                     realm,
+                    metrics,
+                    forbidden,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
+                    metrics.revocation_checked(&verdict);
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
-                        return Poll::Ready(Ok(rejection(error, realm, &request)));
+                        return Poll::Ready(Ok(rejection(error, realm, metrics, None, &request)));
                     }
+                    if let Some(forbidden) = forbidden.take() {
+                        return Poll::Ready(Ok(rejection(
+                            AuthError::InsufficientScope,
+                            realm,
+                            metrics,
+                            Some(&forbidden),
+                            &request,
+                        )));
+                    }
+                    metrics.passed();
                     let future = inner.call(request);
                     state.set(State::Inner { future });
                 }
@@ -417,7 +532,7 @@ pin_project! {
 }
 
 impl<B> ResponseBody<B> {
-    fn inner(body: B) -> Self {
+    pub(crate) fn inner(body: B) -> Self {
         Self {
             kind: BodyKind::Inner { body },
         }

@@ -24,10 +24,12 @@
 //! | keys, rotation by `kid`, JWKS | [`Key`], [`Keys`] |
 //! | the claims handed to your service | [`Claims`] |
 //! | the verification policy | [`Validation`], [`TokenVerifier`] |
+//! | authorization: scopes, roles, predicates, per route | [`Require`], [`JwtAuthLayer::require_route`], [`RequireLayer`], [`Grants`] |
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
 //! | rejections | [`AuthError`] |
 //! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
+//! | metrics, and a Prometheus `/metrics` endpoint | `metrics` (features `metrics`, `prometheus`) |
 //! | time, for tests | [`clock`] |
 //!
 //! # Feature flags
@@ -43,10 +45,13 @@
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 //! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |
+//! | `metrics` | no | what the gate, revocation stores, JWKS source and auth service do, recorded through the `metrics` facade |
+//! | `prometheus` | no | `metrics::Prometheus`: a Prometheus recorder and its `/metrics` endpoint on a listener of its own |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod authorize;
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
@@ -61,6 +66,11 @@ mod fingerprint;
 pub mod gateway;
 mod keys;
 mod layer;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+mod metrics;
 mod paths;
 pub mod revocation;
 #[cfg(feature = "auth")]
@@ -71,6 +81,9 @@ pub mod service;
 pub mod store;
 mod validate;
 
+pub use authorize::{
+    ClaimPath, ClaimPathError, Grants, Require, RequireFuture, RequireLayer, RequireService,
+};
 pub use claims::{Claims, MAX_JTI_LEN};
 
 /// The error type of boxed errors: a request body's, a mounted service's body's.

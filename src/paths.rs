@@ -15,7 +15,7 @@ pub enum Access {
 }
 
 #[derive(Debug, Clone)]
-enum Pattern {
+pub(crate) enum Pattern {
     Exact(String),
     /// Matches the prefix itself and anything below it, segment-wise: `/auth` matches
     /// `/auth` and `/auth/token`, never `/authz`.
@@ -23,12 +23,16 @@ enum Pattern {
 }
 
 impl Pattern {
-    fn prefix(prefix: &str) -> Self {
+    pub(crate) fn exact(path: &str) -> Self {
+        Self::Exact(path.to_owned())
+    }
+
+    pub(crate) fn prefix(prefix: &str) -> Self {
         Self::Prefix(prefix.trim_end_matches('/').to_owned())
     }
 
     /// Returns how specific the match is, if it matches.
-    fn matches(&self, path: &str) -> Option<usize> {
+    pub(crate) fn matches(&self, path: &str) -> Option<usize> {
         match self {
             Self::Exact(exact) => (path == exact).then_some(usize::MAX),
             Self::Prefix(prefix) => is_under(path, prefix).then_some(prefix.len()),
@@ -60,8 +64,7 @@ impl PathRules {
     }
 
     pub(crate) fn exact_for(&mut self, method: Option<Method>, path: &str, access: Access) {
-        self.rules
-            .push((method, Pattern::Exact(path.to_owned()), access));
+        self.rules.push((method, Pattern::exact(path), access));
     }
 
     pub(crate) fn prefix_for(&mut self, method: Option<Method>, prefix: &str, access: Access) {

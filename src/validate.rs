@@ -9,6 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
+use crate::authorize::{ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -16,6 +17,7 @@ use crate::error::DEFAULT_REALM;
 use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
 use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
+use crate::metrics::GateMetrics;
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
 use crate::{AuthError, Claims};
 
@@ -24,19 +26,37 @@ use crate::{AuthError, Claims};
 /// The algorithm is never taken from the token: each [`Key`](crate::Key) pins its own, and
 /// `algorithms`, when set, narrows the accepted ones further.
 ///
+/// Start from the preset that names where your tokens come from, then change fields:
+///
+/// | preset | for | `iss`, `aud` | `typ` | `jti` |
+/// | --- | --- | --- | --- | --- |
+/// | [`own_tokens()`](Self::own_tokens) (= `default()`) | this crate's auth service, or any RFC 9068 issuer you check `iss`/`aud` of yourself | not checked | `at+jwt` | required |
+/// | [`rfc9068(issuer, audience)`](Self::rfc9068) | an identity provider issuing RFC 9068 access tokens (Auth0's "RFC 9068" profile) | required, must match | `at+jwt` | required |
+/// | [`third_party(issuer, audience)`](Self::third_party) | an identity provider's usual access tokens (Keycloak, Auth0, Entra ID, Okta) | required, must match | `JWT`, `at+jwt` or none | optional |
+///
 /// | field | default |
 /// | --- | --- |
 /// | `algorithms` | `None`: whatever the keys are for |
 /// | `issuers` | `None`: `iss` not checked; when set, `iss` is **required** and must be one of them |
 /// | `audiences` | `None`: `aud` not checked; when set, `aud` is **required** and must name one of them |
 /// | `leeway` | 30 s, applied to `exp`, `nbf` and `iat` for clock skew |
-/// | `required_type` | `Some("at+jwt")` (RFC 9068; `application/at+jwt` also matches, any case) |
+/// | `accepted_types` | `Some(["at+jwt"])` (RFC 9068; `application/at+jwt` also matches, any case) |
+/// | `allow_untyped` | `false`: a token without `typ` is refused while `accepted_types` is set |
+/// | `require_jti` | `true` |
 /// | `max_lifetime` | `Some(24 h)`: `exp - iat` may not exceed it |
 /// | `max_token_len` | 8 KiB, checked before any decoding |
 ///
-/// `exp`, `iat`, `sub` and `jti` are always required (an empty `jti`, or one over
-/// [`MAX_JTI_LEN`](crate::MAX_JTI_LEN) bytes, is refused as missing); `nbf` is checked when
-/// present; a `crit` header is always refused.
+/// `exp`, `iat` and `sub` are always required; `nbf` is checked when present; a `crit` header
+/// is always refused. `jti` is required unless `require_jti` is `false`; an empty `jti`
+/// counts as missing, and one over [`MAX_JTI_LEN`](crate::MAX_JTI_LEN) bytes is always
+/// refused.
+///
+/// **Tokens without `jti`.** Revocation names tokens by `jti`. When `require_jti` is `false`
+/// and a token has none, the verifier gives it one derived from the token itself,
+/// [`Claims::derive_jti`](crate::Claims::derive_jti): `sha256:` and the unpadded base64url
+/// SHA-256 digest of the whole compact token. Every gate of a fleet derives the same id, so
+/// logout and shared (Redis) revocation work unchanged, and the raw token is never stored: only
+/// its digest is, and only when it is revoked.
 ///
 /// ```
 /// use std::time::Duration;
@@ -60,8 +80,14 @@ pub struct Validation {
     pub audiences: Option<Vec<String>>,
     /// Tolerance for clock skew.
     pub leeway: Duration,
-    /// The `typ` header every token must carry; `None` accepts any or none.
-    pub required_type: Option<String>,
+    /// The accepted `typ` headers, compared as media types (`application/` optional, any
+    /// case); `None` accepts any `typ`, or none.
+    pub accepted_types: Option<Vec<String>>,
+    /// Whether a token without a `typ` header passes while `accepted_types` is set.
+    pub allow_untyped: bool,
+    /// Whether `jti` is required. When `false`, a token without one gets an id derived from
+    /// the token (see above), so it can still be revoked.
+    pub require_jti: bool,
     /// The longest `exp - iat` accepted.
     pub max_lifetime: Option<Duration>,
     /// The longest token accepted, in bytes.
@@ -75,7 +101,9 @@ impl Default for Validation {
             issuers: None,
             audiences: None,
             leeway: Duration::from_secs(30),
-            required_type: Some(ACCESS_TOKEN_TYPE.to_owned()),
+            accepted_types: Some(vec![ACCESS_TOKEN_TYPE.to_owned()]),
+            allow_untyped: false,
+            require_jti: true,
             max_lifetime: Some(Duration::from_secs(24 * 60 * 60)),
             max_token_len: 8 * 1024,
         }
@@ -83,6 +111,64 @@ impl Default for Validation {
 }
 
 impl Validation {
+    /// For this crate's own tokens (its auth service's, or any RFC 9068 access token): the
+    /// same as `Validation::default()`.
+    ///
+    /// Accepts `typ: at+jwt` (RFC 9068 §2.1) only, requires `jti`, and checks `iss` and
+    /// `aud` only once you add them with [`issuer`](Self::issuer) and
+    /// [`audience`](Self::audience) (the demo server and the binary always do).
+    ///
+    /// ```
+    /// use jwt_gate::Validation;
+    ///
+    /// let validation = Validation::own_tokens().issuer("https://auth.example").audience("api");
+    /// assert!(validation.require_jti);
+    /// assert_eq!(validation.accepted_types, Some(vec!["at+jwt".to_string()]));
+    /// ```
+    pub fn own_tokens() -> Self {
+        Self::default()
+    }
+
+    /// For RFC 9068 access tokens from an identity provider: `iss` must be `issuer` and `aud`
+    /// must name `audience` (both required), `typ` must be `at+jwt`, `jti` is required.
+    ///
+    /// ```
+    /// use jwt_gate::Validation;
+    ///
+    /// let validation = Validation::rfc9068("https://example.eu.auth0.com/", "https://orders.example");
+    /// assert_eq!(validation.audiences, Some(vec!["https://orders.example".to_string()]));
+    /// ```
+    pub fn rfc9068(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self::own_tokens().issuer(issuer).audience(audience)
+    }
+
+    /// For the access tokens identity providers issue by default (Keycloak, Auth0, Entra ID,
+    /// Okta; see the provider table in `docs/providers.md`): `iss` must be `issuer` and `aud`
+    /// must name `audience` (both required), `typ` may be `JWT`, `at+jwt` or absent, and
+    /// `jti` is optional (a token without one is revocable by its derived id).
+    ///
+    /// Still refused: any other `typ` (an ID token typed `id+jwt`, a logout token), a `crit`
+    /// header, a missing `sub`, `exp` or `iat`, a lifetime over 24 hours. Audience is what
+    /// keeps another API's tokens from the same provider out: use your API's own identifier.
+    ///
+    /// ```
+    /// use jwt_gate::Validation;
+    ///
+    /// let validation = Validation::third_party("https://sso.example/realms/acme", "orders-api");
+    /// assert!(!validation.require_jti);
+    /// assert!(validation.allow_untyped);
+    /// ```
+    pub fn third_party(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            accepted_types: Some(vec!["JWT".to_owned(), ACCESS_TOKEN_TYPE.to_owned()]),
+            allow_untyped: true,
+            require_jti: false,
+            ..Self::default()
+        }
+        .issuer(issuer)
+        .audience(audience)
+    }
+
     /// Accepts tokens from `issuer` too (and from then on requires `iss`).
     #[must_use]
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
@@ -102,11 +188,11 @@ impl Validation {
     }
 
     fn type_matches(&self, typ: Option<&str>) -> bool {
-        let Some(required) = &self.required_type else {
+        let Some(accepted) = &self.accepted_types else {
             return true;
         };
         let Some(typ) = typ else {
-            return false;
+            return self.allow_untyped;
         };
         // RFC 7515 §4.1.9: "application/" may be omitted, and media types are case-insensitive.
         fn strip(value: &str) -> &str {
@@ -116,7 +202,9 @@ impl Validation {
                 _ => value,
             }
         }
-        strip(typ).eq_ignore_ascii_case(strip(required))
+        accepted
+            .iter()
+            .any(|accepted| strip(typ).eq_ignore_ascii_case(strip(accepted)))
     }
 
     fn check_times(&self, exp: u64, iat: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthError> {
@@ -134,8 +222,10 @@ impl Validation {
     }
 
     fn check_fixed<C>(&self, claims: &Claims<C>) -> Result<(), AuthError> {
-        // A token that cannot be named cannot be revoked by name.
-        if claims.jti.is_empty() || claims.jti.len() > MAX_JTI_LEN {
+        // A token that cannot be named cannot be revoked by name: unless the policy lets the
+        // verifier name it (by its digest), an absent or empty `jti` is refused. An over-long
+        // one always is: every revocation entry would be as large as the issuer liked.
+        if (claims.jti.is_empty() && self.require_jti) || claims.jti.len() > MAX_JTI_LEN {
             return Err(AuthError::MissingClaim);
         }
         if let Some(max) = self.max_lifetime {
@@ -220,6 +310,8 @@ struct VerifierInner<C> {
     clock: Arc<dyn Clock>,
     cache: VerifiedCache<C>,
     realm: Arc<str>,
+    roles: ClaimPath,
+    metrics: GateMetrics,
 }
 
 impl<C> Clone for TokenVerifier<C> {
@@ -239,6 +331,11 @@ impl<C> TokenVerifier<C> {
     pub(crate) fn shared_realm(&self) -> Arc<str> {
         self.inner.realm.clone()
     }
+
+    /// The gate's counters, registered when this verifier was built.
+    pub(crate) fn metrics(&self) -> &GateMetrics {
+        &self.inner.metrics
+    }
 }
 
 impl<C> std::fmt::Debug for TokenVerifier<C> {
@@ -251,8 +348,9 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
     }
 }
 
-/// A verified token's claims and the revocation store's answer about it (maybe pending).
-pub(crate) type Authenticated<C> = (Claims<C>, RevocationCheck);
+/// A verified token's claims and grants, and the revocation store's answer about it (maybe
+/// pending).
+pub(crate) type Authenticated<C> = (Claims<C>, Grants, RevocationCheck);
 
 /// How many verified tokens a verifier remembers by default: room for 100,000 users each
 /// holding one live token, with headroom for tokens refreshed before the old one expires.
@@ -282,12 +380,21 @@ where
 {
     /// Checks signature and claims (not revocation: see [`check_revocation`](Self::check_revocation)).
     pub fn verify(&self, token: &str) -> Result<Arc<Claims<C>>, AuthError> {
-        self.verify_claims(token).map(Arc::new)
+        self.verify_claims(token)
+            .map(|(claims, _)| Arc::new(claims))
+    }
+
+    /// Checks signature and claims like [`verify`](Self::verify), and also returns the
+    /// token's [`Grants`]: its scopes, and its roles at the
+    /// [roles claim path](TokenVerifierBuilder::roles_claim).
+    pub fn verify_granted(&self, token: &str) -> Result<(Arc<Claims<C>>, Grants), AuthError> {
+        self.verify_claims(token)
+            .map(|(claims, grants)| (Arc::new(claims), grants))
     }
 
     /// [`verify`](Self::verify), the claims by value (a cache hit rebuilds them from the
-    /// packed entry).
-    pub(crate) fn verify_claims(&self, token: &str) -> Result<Claims<C>, AuthError> {
+    /// packed entry), with the token's grants.
+    pub(crate) fn verify_claims(&self, token: &str) -> Result<(Claims<C>, Grants), AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -297,27 +404,30 @@ where
         if !inner.cache.is_enabled() {
             return self
                 .verify_uncached(token, &keys, now)
-                .map(|(claims, _)| claims);
+                .map(|(claims, grants, _)| (claims, grants));
         }
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
         if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
+            inner.metrics.cache(true);
             return hit;
         }
-        let (claims, payload_len) = self.verify_uncached(token, &keys, now)?;
+        inner.metrics.cache(false);
+        let (claims, grants, payload_len) = self.verify_uncached(token, &keys, now)?;
         inner
             .cache
-            .insert(fingerprint, &claims, payload_len, keys.generation);
-        Ok(claims)
+            .insert(fingerprint, &claims, &grants, payload_len, keys.generation);
+        Ok((claims, grants))
     }
 
-    /// The claims and the decoded payload's length (what the cache weighs custom claims by).
+    /// The claims, the grants, and the decoded payload's length (what the cache weighs
+    /// custom claims by).
     fn verify_uncached(
         &self,
         token: &str,
         keys: &crate::keys::KeySet,
         now: u64,
-    ) -> Result<(Claims<C>, usize), AuthError> {
+    ) -> Result<(Claims<C>, Grants, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
@@ -366,7 +476,7 @@ where
         let payload = URL_SAFE_NO_PAD
             .decode(payload)
             .map_err(|_| AuthError::Malformed)?;
-        let claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
+        let mut claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
             if error.is_data() {
                 AuthError::MissingClaim
             } else {
@@ -375,7 +485,13 @@ where
         })?;
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
-        Ok((claims, payload.len()))
+        if claims.jti.is_empty() {
+            // Allowed by the policy (check_fixed): name the token by its digest, cached with
+            // the claims, so revocation works as for any other token.
+            claims.jti = Claims::derive_jti(token);
+        }
+        let grants = Grants::read(&payload, &self.inner.roles);
+        Ok((claims, grants, payload.len()))
     }
 
     /// Asks the revocation store about verified `claims`.
@@ -395,9 +511,9 @@ where
             Credentials::None => return Ok(None),
         };
         // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
-        let claims = self.verify_claims(token)?;
+        let (claims, grants) = self.verify_claims(token)?;
         let check = self.check_revocation(&claims);
-        Ok(Some((claims, check)))
+        Ok(Some((claims, grants, check)))
     }
 
     /// The revocation store this verifier consults.
@@ -446,6 +562,7 @@ pub struct TokenVerifierBuilder<C> {
     cache_capacity: usize,
     cache_bytes: usize,
     realm: Arc<str>,
+    roles: ClaimPath,
     claims: std::marker::PhantomData<fn() -> C>,
 }
 
@@ -468,6 +585,7 @@ impl TokenVerifierBuilder<()> {
             cache_capacity: DEFAULT_CACHE_CAPACITY,
             cache_bytes: DEFAULT_CACHE_BYTES,
             realm: Arc::from(DEFAULT_REALM),
+            roles: ClaimPath::default(),
             claims: std::marker::PhantomData,
         }
     }
@@ -540,13 +658,30 @@ impl<C> TokenVerifierBuilder<C> {
     /// character, `"` or `\`): realms are configuration, and a bad one is a programming error.
     #[must_use]
     pub fn realm(mut self, realm: &str) -> Self {
-        assert!(
-            realm
-                .bytes()
-                .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
-            "a realm must be printable ASCII without '\"' or '\\\\'"
-        );
+        assert_realm(realm);
         self.realm = Arc::from(realm);
+        self
+    }
+
+    /// Reads roles at `path` (default `roles`), for [`Require::role`](crate::Require::role).
+    /// Scopes are always read from `scope` and `scp`. A path that cannot hold roles is
+    /// refused by [`ClaimPath::new`], before any verifier is built.
+    ///
+    /// ```
+    /// use jwt_gate::{ClaimPath, Keys, TokenVerifier};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!")?;
+    /// // Keycloak: the roles of the client `orders-api`.
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .roles_claim(ClaimPath::new("resource_access.orders-api.roles")?)
+    ///     .build();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn roles_claim(mut self, path: ClaimPath) -> Self {
+        self.roles = path;
         self
     }
 
@@ -560,6 +695,7 @@ impl<C> TokenVerifierBuilder<C> {
             cache_capacity: self.cache_capacity,
             cache_bytes: self.cache_bytes,
             realm: self.realm,
+            roles: self.roles,
             claims: std::marker::PhantomData,
         }
     }
@@ -604,9 +740,21 @@ impl<C> TokenVerifierBuilder<C> {
                 clock: self.clock,
                 cache: VerifiedCache::new(self.cache_capacity, self.cache_bytes),
                 realm: self.realm,
+                roles: self.roles,
+                metrics: GateMetrics::register(),
             }),
         }
     }
+}
+
+/// Refuses a realm that cannot stand in a quoted string unescaped.
+pub(crate) fn assert_realm(realm: &str) {
+    assert!(
+        realm
+            .bytes()
+            .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\'),
+        "a realm must be printable ASCII without '\"' or '\\\\'"
+    );
 }
 
 #[cfg(test)]
@@ -687,6 +835,27 @@ mod tests {
             assert!(!validation.type_matches(Some(typ)), "{typ}");
         }
         assert!(!validation.type_matches(None));
+    }
+
+    #[test]
+    fn the_third_party_preset_takes_jwt_at_jwt_or_no_typ_and_nothing_else() {
+        let validation = Validation::third_party("https://idp.example", "api");
+        for typ in [
+            Some("JWT"),
+            Some("jwt"),
+            Some("at+jwt"),
+            Some("application/jwt"),
+            None,
+        ] {
+            assert!(validation.type_matches(typ), "{typ:?}");
+        }
+        for typ in ["id+jwt", "logout+jwt", "secevent+jwt", "JWS", ""] {
+            assert!(!validation.type_matches(Some(typ)), "{typ}");
+        }
+        let rfc9068 = Validation::rfc9068("https://idp.example", "api");
+        assert!(!rfc9068.type_matches(Some("JWT")));
+        assert!(!rfc9068.type_matches(None));
+        assert_eq!(Validation::own_tokens(), Validation::default());
     }
 
     #[test]

@@ -200,12 +200,16 @@ impl RemoteJwksBuilder {
             max_document_len: self.max_document_len,
             known: HashMap::new(),
         };
-        let fetched = follower.fetch().await?;
+        let fetched = follower.fetch().await.inspect_err(|error| {
+            crate::metrics::jwks_fetched(&follower.uri, Err(error));
+        })?;
         let usable = follower.usable_keys(&fetched);
         let mut usable = usable.into_iter();
         let Some((first_jwk, first_key)) = usable.next() else {
+            crate::metrics::jwks_fetched(&follower.uri, Err(&JwksError::NoUsableKey));
             return Err(JwksError::NoUsableKey);
         };
+        crate::metrics::jwks_fetched(&follower.uri, Ok(()));
         let kid = first_key.kid().unwrap_or_default().to_owned();
         let keys = Keys::new(first_key).map_err(|error| JwksError::Parse(error.to_string()))?;
         follower.known.insert(kid, first_jwk);
@@ -370,6 +374,7 @@ impl Follower {
                 Ok(document) => self.apply(&keys, &document),
                 Err(error) => Err(error),
             };
+            crate::metrics::jwks_fetched(&self.uri, outcome.as_ref().map(|_| ()));
             if let Err(error) = &outcome {
                 tracing::warn!(url = %self.uri, %error, "JWKS refresh failed; keeping the last good keys");
             }

@@ -2,11 +2,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use super::{BoxFuture, RevocationCheck, RevocationError, RevocationStore, TokenId};
 use crate::clock::{Clock, SystemClock};
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
+use crate::metrics::{RevocationKind, RevocationSizes};
 
 /// How long an entry outlives its token by default: more than any sane leeway, so a token the
 /// gate would still accept within its leeway is still known to be revoked.
@@ -58,6 +60,7 @@ struct Inner {
     grace: u64,
     purge_interval: u64,
     next_purge: AtomicU64,
+    sizes: RevocationSizes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,7 @@ impl MemoryRevocations {
                 grace: grace.as_secs(),
                 purge_interval: purge_interval.as_secs(),
                 next_purge: AtomicU64::new(next_purge),
+                sizes: RevocationSizes::default(),
             }),
         }
     }
@@ -119,6 +123,10 @@ impl MemoryRevocations {
         for entry in self.inner.sessions.iter() {
             fresh.inner.sessions.insert(*entry.key(), *entry.value());
         }
+        let sizes = &fresh.inner.sizes;
+        sizes.changed(RevocationKind::Token, count(fresh.inner.tokens.len()));
+        sizes.changed(RevocationKind::Subject, count(fresh.inner.subjects.len()));
+        sizes.changed(RevocationKind::Session, count(fresh.inner.sessions.len()));
         fresh
             .inner
             .any_session
@@ -173,15 +181,28 @@ impl MemoryRevocations {
     pub fn purge_expired(&self) {
         let now = self.inner.clock.now();
         let grace = self.inner.grace;
+        // Counted as they go, for the size gauges: `len` would lock every shard again.
+        let kept = |removed: &mut i64, keep: bool| {
+            *removed -= i64::from(!keep);
+            keep
+        };
+        let (mut tokens, mut subjects, mut sessions) = (0, 0, 0);
         self.inner
             .tokens
-            .retain(|_, expires_at| expires_at.saturating_add(grace) >= now);
-        self.inner
-            .subjects
-            .retain(|_, cutoff| cutoff.keep_until.saturating_add(grace) >= now);
+            .retain(|_, expires_at| kept(&mut tokens, expires_at.saturating_add(grace) >= now));
+        self.inner.subjects.retain(|_, cutoff| {
+            kept(
+                &mut subjects,
+                cutoff.keep_until.saturating_add(grace) >= now,
+            )
+        });
         self.inner
             .sessions
-            .retain(|_, keep_until| keep_until.saturating_add(grace) >= now);
+            .retain(|_, keep_until| kept(&mut sessions, keep_until.saturating_add(grace) >= now));
+        let sizes = &self.inner.sizes;
+        sizes.changed(RevocationKind::Token, tokens);
+        sizes.changed(RevocationKind::Subject, subjects);
+        sizes.changed(RevocationKind::Session, sessions);
     }
 
     /// Sweeps if the purge interval has passed, in one thread only.
@@ -207,11 +228,10 @@ impl MemoryRevocations {
     /// Records a revocation at once (the memory store cannot fail).
     pub fn revoke_now(&self, jti: &str, expires_at: u64) {
         self.purge_if_due();
+        let entry = self.inner.tokens.entry(Fingerprint::of(jti.as_bytes()));
         self.inner
-            .tokens
-            .entry(Fingerprint::of(jti.as_bytes()))
-            .and_modify(|existing| *existing = (*existing).max(expires_at))
-            .or_insert(expires_at);
+            .sizes
+            .changed(RevocationKind::Token, keep_later(entry, expires_at));
     }
 
     /// Records a subject cut-off at once: see [`RevocationStore::revoke_subject`].
@@ -222,25 +242,29 @@ impl MemoryRevocations {
             keep_until,
         };
         self.inner.any_subject_cutoff.store(true, Ordering::Release);
-        self.inner
-            .subjects
-            .entry(sub.to_owned())
-            .and_modify(|existing| {
+        let added = match self.inner.subjects.entry(sub.to_owned()) {
+            Entry::Occupied(mut existing) => {
+                let existing = existing.get_mut();
                 existing.issued_before = existing.issued_before.max(issued_before);
                 existing.keep_until = existing.keep_until.max(keep_until);
-            })
-            .or_insert(cutoff);
+                0
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(cutoff);
+                1
+            }
+        };
+        self.inner.sizes.changed(RevocationKind::Subject, added);
     }
 
     /// Records a session revocation at once: see [`RevocationStore::revoke_sessions`].
     pub fn revoke_session_now(&self, sid: &str, keep_until: u64) {
         self.purge_if_due();
         self.inner.any_session.store(true, Ordering::Release);
+        let entry = self.inner.sessions.entry(Fingerprint::of(sid.as_bytes()));
         self.inner
-            .sessions
-            .entry(Fingerprint::of(sid.as_bytes()))
-            .and_modify(|existing| *existing = (*existing).max(keep_until))
-            .or_insert(keep_until);
+            .sizes
+            .changed(RevocationKind::Session, keep_later(entry, keep_until));
     }
 
     /// Whether a token is revoked, answered from memory.
@@ -270,6 +294,27 @@ impl MemoryRevocations {
                 .get(token.sub)
                 .is_some_and(|cutoff| token.iat < cutoff.issued_before)
     }
+}
+
+/// Records `until` in `entry`, keeping the later instant if it was there already; `1` when
+/// the entry is new, for the size gauges.
+fn keep_later(entry: Entry<'_, Fingerprint, u64>, until: u64) -> i64 {
+    match entry {
+        Entry::Occupied(mut existing) => {
+            let existing = existing.get_mut();
+            *existing = (*existing).max(until);
+            0
+        }
+        Entry::Vacant(vacant) => {
+            vacant.insert(until);
+            1
+        }
+    }
+}
+
+/// A map's length as a gauge change.
+fn count(len: usize) -> i64 {
+    i64::try_from(len).unwrap_or(i64::MAX)
 }
 
 impl RevocationStore for MemoryRevocations {

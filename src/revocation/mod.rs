@@ -26,7 +26,8 @@ pub use crate::BoxFuture;
 /// What the gate knows of a verified token when it asks about revocation.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenId<'a> {
-    /// The token's `jti`.
+    /// The token's `jti` (for a token without one, accepted by a policy that makes `jti`
+    /// optional: its derived id, [`Claims::derive_jti`](crate::Claims::derive_jti)).
     pub jti: &'a str,
     /// The token's `sub`.
     pub sub: &'a str,

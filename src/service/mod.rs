@@ -358,9 +358,15 @@ impl AuthServiceBuilder {
     }
 
     /// Hashes passwords on threads the operating system schedules after everything else
-    /// (about nice 10 on Linux), so that during a burst of logins the gate and the other
+    /// (`SCHED_IDLE` on Linux, preempted whenever other work wakes; about nice 10 elsewhere),
+    /// so that during a burst of logins the gate and the other
     /// routes keep their latency while logins take longer. Off by default; the demo server
     /// turns it on. Where the OS refuses, hashing runs at normal priority.
+    ///
+    /// The price: a `SCHED_IDLE` thread gets almost no CPU while other processes keep every
+    /// core busy, so on a host shared with CPU-bound work logins slow down by as much as that
+    /// work takes, and once the hashing queue is full they are answered `503` with
+    /// `Retry-After`. Leave it off on such a host.
     #[must_use]
     pub fn hash_at_low_priority(mut self) -> Self {
         self.low_priority = true;

@@ -10,6 +10,8 @@ use std::sync::{Arc, OnceLock};
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
+
+use crate::metrics::Stopwatch;
 use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization as _};
 
 /// The fewest characters a password may have.
@@ -275,6 +277,8 @@ impl Passwords {
                 dummy_hash: OnceLock::new(),
             }),
         };
+        crate::metrics::hash_queue_capacity(Lane::Login.label(), max_waiting);
+        crate::metrics::hash_queue_capacity(Lane::Registration.label(), max_waiting);
         // Make the dummy hash now, on the hashing threads, so that not even the first unknown
         // user's login does extra work.
         let inner = passwords.inner.clone();
@@ -292,15 +296,20 @@ impl Passwords {
     ) -> Result<T, PasswordFailure> {
         let inner = &self.inner;
         let closed = |_| PasswordFailure::Failed(HashError::new("semaphore closed"));
+        let queued = Stopwatch::start();
         let (lane_permit, permit) = {
             // Counted while waiting, and uncounted however the wait ends: a client that hangs
             // up mid-queue must not leave a phantom waiter behind.
             let (lane_permit, _waiting) = match lane {
-                Lane::Login => (None, Waiting::enter(&inner.waiting, inner.max_waiting)?),
+                Lane::Login => (
+                    None,
+                    Waiting::enter(&inner.waiting, inner.max_waiting, lane)?,
+                ),
                 Lane::Registration => {
                     let waiting = Waiting::enter(
                         &inner.registrations_waiting,
                         inner.max_registrations_waiting,
+                        lane,
                     )?;
                     let lane_permit = inner
                         .registration_permits
@@ -319,12 +328,15 @@ impl Passwords {
                 .map_err(closed)?;
             (lane_permit, permit)
         };
+        queued.hash_waited(lane.label());
         let shared = self.inner.clone();
         let (done, outcome) = tokio::sync::oneshot::channel();
         // The permit travels with the work: if the caller goes away, the hash still runs to
         // its end on its thread, and the permit is released only then.
         self.inner.threads.run(Box::new(move || {
+            let started = Stopwatch::start();
             let result = work(&shared);
+            started.hash_ran(lane.label());
             drop(permit);
             drop(lane_permit);
             let _ = done.send(result);
@@ -384,22 +396,35 @@ enum Lane {
     Registration,
 }
 
-/// One caller queued for a permit, counted in `count`, for as long as this guard lives.
-struct Waiting<'a>(&'a AtomicUsize);
+impl Lane {
+    /// The lane as a metric label.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Registration => "registration",
+        }
+    }
+}
+
+/// One caller queued for a permit, counted in `count` (and in `lane`'s queue gauge), for as
+/// long as this guard lives.
+struct Waiting<'a>(&'a AtomicUsize, Lane);
 
 impl<'a> Waiting<'a> {
-    fn enter(count: &'a AtomicUsize, max: usize) -> Result<Self, PasswordFailure> {
+    fn enter(count: &'a AtomicUsize, max: usize, lane: Lane) -> Result<Self, PasswordFailure> {
         if count.fetch_add(1, Ordering::AcqRel) >= max {
             count.fetch_sub(1, Ordering::AcqRel);
             return Err(PasswordFailure::Busy);
         }
-        Ok(Self(count))
+        crate::metrics::hash_queue(lane.label(), true);
+        Ok(Self(count, lane))
     }
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::hash_queue(self.1.label(), false);
     }
 }
 
@@ -461,9 +486,28 @@ impl HashThreads {
     }
 }
 
-/// Asks the scheduler to run this thread after others (about nice 10 on Linux): hashing then
-/// takes the CPU time that serving leaves. Where the OS refuses, hashing runs as before.
+/// Asks the scheduler to run this thread after others: hashing then takes the CPU time that
+/// serving leaves. On Linux that is `SCHED_IDLE`, which the scheduler preempts as soon as an
+/// ordinary thread wakes: at nice 10 alone, a hash ran on to the end of its time slice first,
+/// and the protected route's p99 went up 7 × under a login flood (issue 12). Elsewhere, or
+/// where the OS refuses, about nice 10; failing that, hashing runs as before.
 fn lower_this_threads_priority() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        // The crate then also resets the thread's nice value to 0, which fails (harmlessly:
+        // nice means nothing under SCHED_IDLE) in a process started at a higher one; so the
+        // policy itself is what is checked.
+        let _ = thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            idle,
+        );
+        if thread_priority::thread_schedule_policy().is_ok_and(|policy| policy == idle) {
+            return;
+        }
+    }
     let lower = thread_priority::ThreadPriorityValue::try_from(25u8)
         .map(thread_priority::ThreadPriority::Crossplatform);
     if let Err(error) = lower
@@ -480,6 +524,25 @@ fn lower_this_threads_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The demo's logins must not stall its protected route: a hash in progress gives way
+    /// to any ordinary thread the moment it wakes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn low_priority_hashing_threads_run_under_sched_idle() {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let policy_of_a_hashing_thread = |low_priority| {
+            let threads = HashThreads::start(1, low_priority);
+            let (answer, policy) = std::sync::mpsc::channel();
+            threads.run(Box::new(move || {
+                let _ = answer.send(thread_priority::thread_schedule_policy().unwrap());
+            }));
+            policy.recv().unwrap()
+        };
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        assert_eq!(policy_of_a_hashing_thread(true), idle);
+        assert_ne!(policy_of_a_hashing_thread(false), idle);
+    }
 
     #[test]
     fn parameters_below_the_minimum_are_refused() {

@@ -73,7 +73,7 @@ macro_rules! define_failures {
                     )*
                     Self::$gate(error) => {
                         let (status, headers, body) =
-                            error.render(realm, is_grpc(version, request_headers));
+                            error.render(realm, is_grpc(version, request_headers), None);
                         let mut response = Response::new(Full::new(body));
                         *response.status_mut() = status;
                         *response.headers_mut() = headers;

@@ -66,10 +66,16 @@ impl Inner {
         let outcome = match self.route(parts.uri.path()) {
             None => Err(Failure::NotFound),
             Some(_) if parts.method != Method::POST => Err(Failure::MethodNotAllowed),
-            Some(Route::Register) => self.register(&parts, body).await,
-            Some(Route::Token) => self.token(&parts, body).await,
-            Some(Route::Logout) => self.logout(&parts, false).await,
-            Some(Route::LogoutAll) => self.logout(&parts, true).await,
+            Some(route) => {
+                let (operation, outcome) = match route {
+                    Route::Register => ("register", self.register(&parts, body).await),
+                    Route::Token => self.token(&parts, body).await,
+                    Route::Logout => ("logout", self.logout(&parts, false).await),
+                    Route::LogoutAll => ("logout_all", self.logout(&parts, true).await),
+                };
+                crate::metrics::auth_operation(operation, outcome_label(&outcome));
+                outcome
+            }
         };
         let realm = self.issuer.verifier.realm();
         outcome
@@ -78,6 +84,31 @@ impl Inner {
 }
 
 type Outcome = Result<AuthResponse, Failure>;
+
+/// An outcome as a metric label: one of a few fixed words, never request data.
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Ok(_) => "success",
+        Err(Failure::InvalidGrant) => "invalid_grant",
+        Err(Failure::UsernameTaken) => "username_taken",
+        // A logout whose revocation store cannot be asked is a store outage, not a bad token.
+        Err(Failure::Token(AuthError::RevocationStoreUnavailable)) => "unavailable",
+        Err(Failure::Token(_)) => "invalid_token",
+        Err(Failure::Throttled { .. } | Failure::RefreshThrottled { .. }) => "throttled",
+        Err(Failure::Busy) => "busy",
+        Err(Failure::Unavailable) => "unavailable",
+        Err(Failure::ServerError) => "server_error",
+        Err(
+            Failure::NotFound
+            | Failure::MethodNotAllowed
+            | Failure::PayloadTooLarge
+            | Failure::UnsupportedMediaType
+            | Failure::UnreadableBody
+            | Failure::Invalid { .. }
+            | Failure::UnsupportedGrantType,
+        ) => "invalid_request",
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,18 +244,26 @@ impl Inner {
         }
     }
 
-    pub(super) async fn token<B>(&self, parts: &Parts, body: B) -> Outcome
+    /// The token endpoint, and which operation the request was: `login`, `refresh`, or
+    /// `token` when its grant could not be read.
+    pub(super) async fn token<B>(&self, parts: &Parts, body: B) -> (&'static str, Outcome)
     where
         B: Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
-        require_content_type(&parts.headers, FORM)?;
-        let body = read_body(&parts.headers, body).await?;
-        let form: TokenForm = parse_form(&body, TOKEN_FIELDS)?;
+        let form = async {
+            require_content_type(&parts.headers, FORM)?;
+            let body = read_body(&parts.headers, body).await?;
+            parse_form::<TokenForm>(&body, TOKEN_FIELDS)
+        };
+        let form = match form.await {
+            Ok(form) => form,
+            Err(failure) => return ("token", Err(failure)),
+        };
         match form.grant_type.as_deref() {
-            None | Some("password") => self.password_grant(parts, form).await,
-            Some("refresh_token") => self.refresh_grant(form).await,
-            Some(_) => Err(Failure::UnsupportedGrantType),
+            None | Some("password") => ("login", self.password_grant(parts, form).await),
+            Some("refresh_token") => ("refresh", self.refresh_grant(form).await),
+            Some(_) => ("token", Err(Failure::UnsupportedGrantType)),
         }
     }
 
@@ -425,7 +464,7 @@ impl Inner {
         let verifier = &self.issuer.verifier;
         // The gate's own answer is set aside for one that ignores the token's session: a
         // token refused only because its session was logged out may repeat the logout.
-        let (claims, _) = verifier
+        let (claims, _, _) = verifier
             .authenticate(&parts.headers)
             .map_err(Failure::Token)?
             .ok_or(Failure::Token(AuthError::MissingCredentials))?;

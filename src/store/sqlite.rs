@@ -1,9 +1,11 @@
 //! Users and sessions in one SQLite file (feature `sqlite`).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Transaction};
+use quick_cache::sync::Cache;
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 
 use super::{
     BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
@@ -69,14 +71,27 @@ CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 /// The `user_version` of a database in the current layout.
 const SCHEMA_VERSION: i64 = 2;
 
-/// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connection.
+/// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connections
+/// and the users kept in memory.
 ///
 /// The database runs in WAL mode with `synchronous = FULL`: every acknowledged write has been
 /// synced to disk before the call returns, so it survives not only a killed process but a
 /// power cut. (`NORMAL` would survive `kill -9` too, but may lose the last commits on power
 /// loss; a registration the client was told succeeded must not vanish.)
 ///
-/// Each call runs on Tokio's blocking pool, never on an async worker thread.
+/// Writes go through one connection, one at a time (SQLite has one writer). Reads of a file
+/// database (`find_user`, which a protected route may run on every request, and
+/// `sessions_of`) run on a few read-only connections of their own, in parallel with each
+/// other and with a write: WAL lets readers see the last committed state without waiting for
+/// the writer. Each call runs on Tokio's blocking pool, never on an async worker thread.
+///
+/// Users found are kept in memory (up to 16,384 of them, least recently used first out), so
+/// that `find_user` for a user seen before answers without a thread hop or a query. Every
+/// write to a user through this store (clones included) drops its copy before the write
+/// returns, and a read that raced a write never puts what it read back: a `find_user` that
+/// starts after a write has returned sees that write. Open a file once and clone the store:
+/// a second store opened on the same file keeps its own copies, and would see the first's
+/// password-hash upgrades only for users it has not read yet.
 ///
 /// ```no_run
 /// use jwt_gate::store::SqliteUserStore;
@@ -85,7 +100,56 @@ const SCHEMA_VERSION: i64 = 2;
 /// ```
 #[derive(Clone)]
 pub struct SqliteUserStore {
-    connection: Arc<Mutex<Connection>>,
+    writer: Arc<Mutex<Connection>>,
+    /// Empty for a database in memory, whose only connection is the writer.
+    readers: Arc<Readers>,
+    users: Arc<UserCache>,
+}
+
+/// How many users a store keeps in memory: a few MiB at most (a user is its key, name,
+/// email and password hash, about 200 bytes).
+const CACHED_USERS: usize = 16_384;
+
+/// Users as last read, invalidated by every write to users.
+struct UserCache {
+    entries: Cache<String, User>,
+    /// Counts writes to users. A read fills the cache only if no write started since the
+    /// read began; the lock makes "check the count, then insert" and "count a write, then
+    /// drop its entry" exclusive, so no read can put back a user a write has just dropped.
+    writes: Mutex<u64>,
+}
+
+impl UserCache {
+    fn writes(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// After a write to `key` has committed (or failed: dropping a copy is always safe).
+    fn wrote(&self, key: &str) {
+        let mut writes = self.writes();
+        *writes += 1;
+        self.entries.remove(key);
+    }
+
+    /// After reading `user`, if no write to users started since the count was `before`.
+    fn fill(&self, user: &User, before: u64) {
+        let writes = self.writes();
+        if *writes == before {
+            self.entries.insert(user.key.clone(), user.clone());
+        }
+    }
+}
+
+/// The read-only connections, handed out round-robin, a busy one skipped.
+struct Readers {
+    connections: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+/// How many read-only connections a store keeps: one per core, up to four (more cannot run
+/// at once, and each holds a page cache).
+fn reader_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get().clamp(2, 4))
 }
 
 impl std::fmt::Debug for SqliteUserStore {
@@ -128,16 +192,44 @@ impl SqliteUserStore {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, UserStoreError> {
         let path = path.as_ref();
         create_private(path).map_err(|error| UserStoreError::new(error.to_string()))?;
-        let connection = Connection::open(path).map_err(store_error)?;
-        Self::prepare(connection)
+        let writer = Self::prepare(Connection::open(path).map_err(store_error)?)?;
+        // Opened after the writer has set WAL mode and migrated, so they read the current
+        // layout. Read-only: a bug in a read path cannot write.
+        let connections = (0..reader_count())
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                Ok(Mutex::new(reader))
+            })
+            .collect::<rusqlite::Result<_>>()
+            .map_err(store_error)?;
+        Ok(Self::with(writer, connections))
     }
 
-    /// A private database in memory: for tests.
+    /// A private database in memory: for tests. Reads share its one connection.
     pub fn open_in_memory() -> Result<Self, UserStoreError> {
-        Self::prepare(Connection::open_in_memory().map_err(store_error)?)
+        let writer = Self::prepare(Connection::open_in_memory().map_err(store_error)?)?;
+        Ok(Self::with(writer, Vec::new()))
     }
 
-    fn prepare(mut connection: Connection) -> Result<Self, UserStoreError> {
+    fn with(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
+        Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Readers {
+                connections: readers,
+                next: AtomicUsize::new(0),
+            }),
+            users: Arc::new(UserCache {
+                entries: Cache::new(CACHED_USERS),
+                writes: Mutex::new(0),
+            }),
+        }
+    }
+
+    fn prepare(mut connection: Connection) -> Result<Connection, UserStoreError> {
         connection
             .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(store_error)?;
@@ -149,26 +241,57 @@ impl SqliteUserStore {
             .map_err(store_error)?;
         migrate(&mut connection)?;
         migrate_lookalikes(&mut connection).map_err(store_error)?;
-        Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
-        })
+        Ok(connection)
     }
 
-    /// Runs `work` with the connection on the blocking pool.
+    /// Runs `work` with the writer on the blocking pool.
     fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> BoxFuture<'static, StoreResult<T>> {
-        let connection = self.connection.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-                work(&mut connection).map_err(store_error)
-            })
-            .await
-            .map_err(|error| UserStoreError::new(error.to_string()))?
+        let writer = self.writer.clone();
+        blocking(move || {
+            let mut connection = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut connection)
         })
     }
+
+    /// Runs `work` with a free read-only connection (the writer for a database in memory)
+    /// on the blocking pool.
+    fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> BoxFuture<'static, StoreResult<T>> {
+        let (writer, readers) = (self.writer.clone(), self.readers.clone());
+        blocking(move || {
+            let count = readers.connections.len();
+            if count == 0 {
+                return work(&writer.lock().unwrap_or_else(PoisonError::into_inner));
+            }
+            let first = readers.next.fetch_add(1, Ordering::Relaxed);
+            let free = (0..count)
+                .find_map(|step| readers.connections[(first + step) % count].try_lock().ok());
+            // All busy: wait for the one whose turn it is.
+            let connection = match free {
+                Some(connection) => connection,
+                None => readers.connections[first % count]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+            work(&connection)
+        })
+    }
+}
+
+/// Runs `work` on Tokio's blocking pool: SQLite calls block.
+fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> BoxFuture<'static, StoreResult<T>> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || work().map_err(store_error))
+            .await
+            .map_err(|error| UserStoreError::new(error.to_string()))?
+    })
 }
 
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction: a crash midway leaves
@@ -360,6 +483,7 @@ fn insert_token(
 
 impl UserStore for SqliteUserStore {
     fn create_user(&self, user: User) -> BoxFuture<'_, StoreResult<Registration>> {
+        let users = self.users.clone();
         self.run(move |connection| {
             let lookalike = user.lookalike_key();
             let inserted = connection.execute(
@@ -373,6 +497,9 @@ impl UserStore for SqliteUserStore {
                     lookalike
                 ],
             );
+            // Only absent users can be created, and absences are not cached; counted all the
+            // same, so that every write to users invalidates.
+            users.wrote(&user.key);
             match inserted {
                 Ok(_) => Ok(Registration::Created),
                 // The primary key and the look-alike index decide between concurrent
@@ -388,22 +515,30 @@ impl UserStore for SqliteUserStore {
     }
 
     fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        if let Some(user) = self.users.entries.get(key) {
+            return Box::pin(std::future::ready(Ok(Some(user))));
+        }
+        let users = self.users.clone();
+        let before = *users.writes();
         let key = key.to_owned();
-        self.run(move |connection| {
-            connection
-                .query_row(
+        self.read(move |connection| {
+            let user = connection
+                .prepare_cached(
                     "SELECT key, username, email, password_hash FROM users WHERE key = ?1",
-                    params![key],
-                    |row| {
-                        Ok(User {
-                            key: row.get(0)?,
-                            username: row.get(1)?,
-                            email: row.get(2)?,
-                            password_hash: row.get(3)?,
-                        })
-                    },
-                )
-                .optional()
+                )?
+                .query_row(params![key], |row| {
+                    Ok(User {
+                        key: row.get(0)?,
+                        username: row.get(1)?,
+                        email: row.get(2)?,
+                        password_hash: row.get(3)?,
+                    })
+                })
+                .optional()?;
+            if let Some(user) = &user {
+                users.fill(user, before);
+            }
+            Ok(user)
         })
     }
 
@@ -412,13 +547,14 @@ impl UserStore for SqliteUserStore {
         key: &'a str,
         password_hash: String,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        let key = key.to_owned();
+        let (key, users) = (key.to_owned(), self.users.clone());
         self.run(move |connection| {
-            connection.execute(
+            let updated = connection.execute(
                 "UPDATE users SET password_hash = ?1 WHERE key = ?2",
                 params![password_hash, key],
-            )?;
-            Ok(())
+            );
+            users.wrote(&key);
+            updated.map(drop)
         })
     }
 
@@ -483,8 +619,8 @@ impl UserStore for SqliteUserStore {
         now: u64,
     ) -> BoxFuture<'a, StoreResult<Vec<String>>> {
         let user_key = user_key.to_owned();
-        self.run(move |connection| {
-            let mut statement = connection.prepare(
+        self.read(move |connection| {
+            let mut statement = connection.prepare_cached(
                 "SELECT family FROM refresh_families WHERE user_key = ?1 AND expires_at > ?2",
             )?;
             let rows =
@@ -505,5 +641,60 @@ impl UserStore for SqliteUserStore {
             }
             transaction.commit()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_db(name: &str) -> std::path::PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "jwt-gate-sqlite-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("users.db")
+    }
+
+    /// A protected route reads its user on every request; a login's write (synced to disk)
+    /// must not hold those reads up.
+    #[tokio::test]
+    async fn reads_do_not_wait_for_a_write_in_progress() {
+        let store = SqliteUserStore::open(temp_db("readers")).unwrap();
+        let bob = User {
+            key: "bob".into(),
+            username: "Bob".into(),
+            email: "bob@example.com".into(),
+            password_hash: "$argon2id$x".into(),
+        };
+        store.create_user(bob.clone()).await.unwrap();
+
+        // A write in progress: the writer connection taken until the reads are done.
+        let (taken, release) = (
+            std::sync::mpsc::channel::<()>(),
+            std::sync::mpsc::channel::<()>(),
+        );
+        let writer = store.writer.clone();
+        let holder = std::thread::spawn(move || {
+            let _writing = writer.lock().unwrap();
+            taken.0.send(()).unwrap();
+            let _ = release.1.recv();
+        });
+        taken.1.recv().unwrap();
+        // Not a timing check: without read connections the reads would wait forever.
+        let reads = async {
+            (
+                store.find_user("bob").await.unwrap(),
+                store.sessions_of("bob", 0).await.unwrap(),
+            )
+        };
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(60), reads).await;
+        release.0.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(answered.expect("reads answered"), (Some(bob), Vec::new()));
     }
 }

@@ -266,3 +266,63 @@ async fn a_database_from_before_look_alike_keys_is_upgraded_and_its_look_alikes_
     );
     assert_eq!(unkeyed(), [CYRILLIC_SCOPE]);
 }
+
+/// `find_user` answers users it has read before from memory: a read racing password-hash
+/// updates never sees a hash older than the newest update that had returned when it started,
+/// and once the writes stop every read sees the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_racing_writes_never_see_an_older_user() {
+    use jwt_gate::store::{User, UserStore};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    const UPDATES: u64 = 300;
+    let store = SqliteUserStore::open(temp_db("read-write-race")).unwrap();
+    let user = User {
+        key: "gina".into(),
+        username: "Gina".into(),
+        email: "gina@example.com".into(),
+        password_hash: "0".into(),
+    };
+    store.create_user(user).await.unwrap();
+    let returned = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, returned) = (store.clone(), returned.clone());
+            tokio::spawn(async move {
+                let mut last_seen = 0;
+                loop {
+                    let floor = returned.load(Ordering::SeqCst);
+                    let found = store.find_user("gina").await.unwrap().unwrap();
+                    let seen: u64 = found.password_hash.parse().unwrap();
+                    assert!(
+                        seen >= floor,
+                        "read {seen} after update {floor} had returned"
+                    );
+                    assert!(seen >= last_seen, "read {seen} after reading {last_seen}");
+                    assert_eq!(
+                        (found.username.as_str(), found.email.as_str()),
+                        ("Gina", "gina@example.com")
+                    );
+                    last_seen = seen;
+                    if floor == UPDATES {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for update in 1..=UPDATES {
+        store
+            .update_password_hash("gina", update.to_string())
+            .await
+            .unwrap();
+        returned.store(update, Ordering::SeqCst);
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let last = store.find_user("gina").await.unwrap().unwrap();
+    assert_eq!(last.password_hash, UPDATES.to_string());
+}

@@ -60,6 +60,7 @@ pub fn demo_command() -> Command {
         "JWT_GATE_PG_SCHEMA",
         "REDIS_URL",
         "JWT_GATE_REDIS_PREFIX",
+        "JWT_GATE_METRICS_ADDR",
     ] {
         command.env_remove(name);
     }

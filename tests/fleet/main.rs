@@ -11,6 +11,7 @@ mod auth_postgres;
 mod demo_fleet;
 mod demo_server;
 mod logs;
+mod metrics;
 mod postgres_store;
 mod redis_revocations;
 mod throttle_redis;

@@ -803,3 +803,34 @@ async fn a_server_that_stops_answering_without_closing_is_noticed_and_recovered_
         "revoked"
     );
 }
+
+/// With feature `metrics`: the mirror says it is current and when it last re-read Redis, and
+/// the entries it holds are counted. The test's runtime has one thread, on which its own
+/// recorder stands in for the process's: the subscription task runs there too.
+#[tokio::test]
+async fn the_mirror_reports_its_state_and_its_entries() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let exposition = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let prefix = Prefix::fresh();
+    let store = prefix.connect().await.unwrap();
+    store.revoke("a-revoked-jti", now() + 600).await.unwrap();
+    store.revoke("a-revoked-jti", now() + 600).await.unwrap();
+
+    let text = exposition.render();
+    for series in [
+        "jwt_gate_revocation_mirror_current 1",
+        "jwt_gate_revocation_entries{kind=\"token\"} 1",
+    ] {
+        assert!(text.contains(series), "no {series} in\n{text}");
+    }
+    let resynced: f64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("jwt_gate_revocation_mirror_last_resync_timestamp_seconds ")
+        })
+        .unwrap_or_else(|| panic!("no resync time in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!((resynced - now() as f64).abs() < 600.0, "{resynced}");
+}

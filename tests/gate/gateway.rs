@@ -373,6 +373,7 @@ fn options_come_from_the_command_line_then_the_environment() {
         "JWT_GATE_OPEN" => Some("/health, /docs/*".to_owned()),
         "JWT_GATE_TIMEOUT" => Some("5".to_owned()),
         "JWT_GATE_DB" => Some("/var/lib/jwt-gate/users.db".to_owned()),
+        "JWT_GATE_METRICS_ADDR" => Some("127.0.0.1:9300".to_owned()),
         _ => None,
     };
     let from_env = example::options(Vec::new(), env).unwrap();
@@ -388,17 +389,24 @@ fn options_come_from_the_command_line_then_the_environment() {
         ["--upstream".to_owned(), "http://[::1]:1".to_owned()],
         |_| None,
     );
-    assert_eq!(defaults.unwrap().db, std::path::Path::new("./jwt-gate.db"));
+    let defaults = defaults.unwrap();
+    assert_eq!(defaults.db, std::path::Path::new("./jwt-gate.db"));
+    // Metrics are served only when asked for, and then apart from the public listener.
+    assert_eq!(defaults.metrics, None);
+    assert_eq!(from_env.metrics.as_deref(), Some("127.0.0.1:9300"));
 
     let args = [
         "--upstream",
         "http://127.0.0.1:8000",
         "--listen",
         "127.0.0.1:8080",
+        "--metrics",
+        "127.0.0.1:9301",
     ];
     let from_args = example::options(args.map(str::to_owned), env).unwrap();
     assert_eq!(from_args.upstream, "http://127.0.0.1:8000");
     assert_eq!(from_args.listen, "127.0.0.1:8080");
+    assert_eq!(from_args.metrics.as_deref(), Some("127.0.0.1:9301"));
 
     assert!(example::options(Vec::new(), |_| None).is_err());
     assert!(example::options(["--bogus".to_owned()], env).is_err());

@@ -516,3 +516,35 @@ async fn a_jwk_without_kid_is_skipped() {
         .unwrap_err();
     assert_eq!(error, JwksError::NoUsableKey);
 }
+
+/// With feature `metrics`: each fetch is counted by outcome under the issuer's URL, and the
+/// last good one is timestamped (the key set's age). The test's runtime has one thread, on
+/// which its own recorder stands in for the process's: the refresh task runs there too.
+#[tokio::test]
+async fn fetches_are_counted_by_outcome_and_the_last_good_one_is_timestamped() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let exposition = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
+    let a = issuer().await;
+    let jwks = RemoteJwks::builder(&a.url).start().await.unwrap();
+    a.down.store(true, Ordering::SeqCst);
+    assert_eq!(jwks.refresh().await, Err(JwksError::Status(503)));
+    a.down.store(false, Ordering::SeqCst);
+    jwks.refresh().await.unwrap();
+
+    let text = exposition.render();
+    let url = &a.url;
+    for (outcome, count) in [("ok", 2), ("status", 1)] {
+        let series =
+            format!("jwt_gate_jwks_fetches_total{{url=\"{url}\",outcome=\"{outcome}\"}} {count}");
+        assert!(text.contains(&series), "no {series} in\n{text}");
+    }
+    let stamp = format!("jwt_gate_jwks_last_success_timestamp_seconds{{url=\"{url}\"}} ");
+    let stamped: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&stamp))
+        .unwrap_or_else(|| panic!("no {stamp} in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!((stamped - common::now() as f64).abs() < 600.0, "{stamped}");
+}

@@ -11,6 +11,7 @@
 mod common;
 
 mod algorithm_confusion;
+mod authorize;
 mod axum_extractor;
 mod gate_contract;
 mod gateway;
@@ -21,6 +22,7 @@ mod jwks_remote;
 mod key_rotation;
 mod limits;
 mod open_paths;
+mod presets;
 mod readme;
 mod revocation;
 mod revocation_order;

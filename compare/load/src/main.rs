@@ -3,6 +3,7 @@
 //! ```text
 //! compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]
 //! compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]
+//! compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N]
 //! ```
 //!
 //! `versus`: `GET /auth-test` of both servers under the same load (N keep-alive connections
@@ -12,7 +13,13 @@
 //! `flood`: `GET /auth-test` latency of one server alone, then while N clients (default 50),
 //! each its own user, log in continuously, alternating, at two connection counts.
 //!
-//! Both register the users they need (an existing user is fine) through `POST
+//! `bodies`: `GET /auth-test` latency of one server alone, then while N clients (default 20)
+//! send `POST /auth/register` bodies back to back, each on a fresh connection: 2-byte bodies
+//! (the control: the same connections and requests, answered `422`), 1 MB bodies with their
+//! `Content-Length` declared, and 1 MB chunked bodies; the four phases alternate within every
+//! round.
+//!
+//! All register the users they need (an existing user is fine) through `POST
 //! /auth/register` and log in through `POST /auth/token` (an OAuth2 password form). Only
 //! loopback addresses are accepted.
 
@@ -28,6 +35,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -40,6 +48,7 @@ struct Options {
     rounds: usize,
     logins: usize,
     one_address: bool,
+    flooders: usize,
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -499,6 +508,223 @@ async fn flood(addr: SocketAddr, options: &Options) {
     }
 }
 
+/// What the `bodies` flooders send to `POST /auth/register`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bodies {
+    /// The control: `{}` with `Content-Length: 2` (answered `422`).
+    Small,
+    /// 1 MB of spaces, the length declared up front.
+    Declared,
+    /// 1 MB of spaces in 64 KiB chunks, no length declared.
+    Chunked,
+}
+
+const FLOOD_BODY_BYTES: usize = 1 << 20;
+const FLOOD_PIECE: usize = 64 * 1024;
+const BODY_GET_CONNECTIONS: usize = 8;
+
+/// Sends one registration body on a fresh connection and reads the status line; the status
+/// (0: the connection failed or closed without one).
+async fn send_body(addr: SocketAddr, bodies: Bodies) -> u16 {
+    let Ok(mut stream) = TcpStream::connect(addr).await else {
+        return 0;
+    };
+    let (framing, body_bytes) = match bodies {
+        Bodies::Small => ("content-length: 2".to_owned(), 0),
+        Bodies::Declared => (
+            format!("content-length: {FLOOD_BODY_BYTES}"),
+            FLOOD_BODY_BYTES,
+        ),
+        Bodies::Chunked => ("transfer-encoding: chunked".to_owned(), FLOOD_BODY_BYTES),
+    };
+    let head = format!(
+        "POST /auth/register HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         {framing}\r\n\r\n"
+    );
+    let piece = vec![b' '; FLOOD_PIECE];
+    let chunk_head = format!("{FLOOD_PIECE:x}\r\n");
+    let mut sent = stream.write_all(head.as_bytes()).await.is_ok();
+    if bodies == Bodies::Small {
+        sent = sent && stream.write_all(b"{}").await.is_ok();
+    }
+    // The server may answer and close before the body is through: the writes then fail,
+    // which is what a refusal from the declared length looks like.
+    let mut written = 0;
+    while sent && written < body_bytes {
+        sent = match bodies {
+            Bodies::Chunked => {
+                stream.write_all(chunk_head.as_bytes()).await.is_ok()
+                    && stream.write_all(&piece).await.is_ok()
+                    && stream.write_all(b"\r\n").await.is_ok()
+            }
+            _ => stream.write_all(&piece).await.is_ok(),
+        };
+        written += FLOOD_PIECE;
+    }
+    if sent && bodies == Bodies::Chunked {
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+    }
+    let mut status_line = [0u8; 12];
+    let answer = tokio::time::timeout(ANSWER_WITHIN, stream.read_exact(&mut status_line)).await;
+    match answer {
+        Ok(Ok(_)) => std::str::from_utf8(&status_line[9..12])
+            .ok()
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// `clients` flooders sending `bodies` back to back until `stop`, tallying the answers.
+fn start_body_flood(
+    addr: SocketAddr,
+    clients: usize,
+    bodies: Bodies,
+    stop: Arc<AtomicBool>,
+    tally: Tally,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (stop, tally) = (stop.clone(), tally.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let status = send_body(addr, bodies).await;
+                    *tally.lock().unwrap().entry(status).or_default() += 1;
+                }
+            })
+        })
+        .collect()
+}
+
+/// CPU seconds (user, system) that process `pid` has used, from `/proc` (Linux); zeros
+/// elsewhere.
+fn cpu_seconds(pid: &str) -> (f64, f64) {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    // Fields after the command name (which may hold spaces, hence the last ')'): utime and
+    // stime are the 12th and 13th of them, in clock ticks (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<f64>().ok())
+    };
+    (
+        ticks(11).unwrap_or(0.0) / 100.0,
+        ticks(12).unwrap_or(0.0) / 100.0,
+    )
+}
+
+async fn bodies(addr: SocketAddr, options: &Options) {
+    // The server's CPU time per phase, when its pid is given (`compare/run.sh` does).
+    let server_pid = std::env::var("SERVER_PID").ok();
+    let token = token_for(addr, "bench").await;
+    let duration = Duration::from_secs(options.seconds);
+    get_load(addr, &token, BODY_GET_CONNECTIONS, Duration::from_secs(1)).await;
+    let phases: [(Option<Bodies>, &str); 4] = [
+        (None, "alone"),
+        (Some(Bodies::Small), "2-byte bodies (control)"),
+        (Some(Bodies::Declared), "1 MB bodies, Content-Length"),
+        (Some(Bodies::Chunked), "1 MB bodies, chunked"),
+    ];
+    println!(
+        "## GET /auth-test latency alone and while {} clients POST bodies to /auth/register \
+         ({addr})\n\n\
+         {BODY_GET_CONNECTIONS} GET connections; each body on a fresh connection; the phases \
+         alternate within each of {} rounds of {}s (the order rotates every round); medians, \
+         then every round's p99\n",
+        options.flooders, options.rounds, options.seconds
+    );
+    let mut samples: [Vec<Stats>; 4] = Default::default();
+    let mut answered: [Vec<f64>; 4] = Default::default();
+    let tallies: [Tally; 4] = Default::default();
+    // Per phase and round: server user, server system, load generator user, system (cores).
+    let mut cpu: [Vec<[f64; 4]>; 4] = Default::default();
+    for round in 0..options.rounds {
+        for step in 0..phases.len() {
+            let index = (round + step) % phases.len();
+            let stop = Arc::new(AtomicBool::new(false));
+            let clients = match phases[index].0 {
+                None => Vec::new(),
+                Some(bodies) => start_body_flood(
+                    addr,
+                    options.flooders,
+                    bodies,
+                    stop.clone(),
+                    tallies[index].clone(),
+                ),
+            };
+            // Let the flood get going before the protected route is measured.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let counted = || tallies[index].lock().unwrap().values().sum::<u64>();
+            let counted_from = counted();
+            let cpu_from = (server_pid.as_deref().map(cpu_seconds), cpu_seconds("self"));
+            let start = Instant::now();
+            samples[index].push(get_load(addr, &token, BODY_GET_CONNECTIONS, duration).await);
+            let elapsed = start.elapsed().as_secs_f64();
+            answered[index].push((counted() - counted_from) as f64 / elapsed);
+            let share = |(user, system): (f64, f64), (user_from, system_from): (f64, f64)| {
+                [
+                    (user - user_from) / elapsed,
+                    (system - system_from) / elapsed,
+                ]
+            };
+            let load = share(cpu_seconds("self"), cpu_from.1);
+            let server = match (server_pid.as_deref(), cpu_from.0) {
+                (Some(pid), Some(from)) => share(cpu_seconds(pid), from),
+                _ => [f64::NAN; 2],
+            };
+            cpu[index].push([server[0], server[1], load[0], load[1]]);
+            stop.store(true, Ordering::Relaxed);
+            for client in clients {
+                client.await.unwrap();
+            }
+        }
+    }
+    println!(
+        "| phase | requests/s | p50 ms | p99 ms | p99 ÷ alone | failures | bodies answered/s | \
+         server CPU user + sys | load CPU user + sys | p99 per round |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    let alone = median_stats(&samples[0]);
+    for (index, (_, name)) in phases.iter().enumerate() {
+        let stats = median_stats(&samples[index]);
+        let core = |field: usize| median(cpu[index].iter().map(|c| c[field]).collect());
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} × | {} | {:.0} | {:.2} + {:.2} | {:.2} + {:.2} | {} |",
+            stats.requests_per_second,
+            stats.p50_ms,
+            stats.p99_ms,
+            stats.p99_ms / alone.p99_ms,
+            stats.failures,
+            median(answered[index].clone()),
+            core(0),
+            core(1),
+            core(2),
+            core(3),
+            spread_ms(samples[index].iter().map(|s| s.p99_ms)),
+        );
+    }
+    for (index, (bodies, name)) in phases.iter().enumerate() {
+        if bodies.is_some() {
+            let tally = tallies[index].lock().unwrap();
+            let parts: Vec<String> = tally
+                .iter()
+                .map(|(status, count)| match status {
+                    0 => format!("no status line (reset, closed or none in time): {count}"),
+                    _ => format!("{status}: {count}"),
+                })
+                .collect();
+            println!("\n{name}, answers (all rounds): {}", parts.join(", "));
+        }
+    }
+}
+
 /// A loopback socket address from `127.0.0.1:PORT` or `http://127.0.0.1:PORT`.
 fn loopback(argument: &str) -> SocketAddr {
     let addr: SocketAddr = argument
@@ -515,7 +741,8 @@ fn loopback(argument: &str) -> SocketAddr {
 fn usage() -> ! {
     eprintln!(
         "usage: compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]\n       \
-         compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]"
+         compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]\n       \
+         compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N]"
     );
     std::process::exit(2)
 }
@@ -529,6 +756,7 @@ async fn main() {
         rounds: 3,
         logins: 50,
         one_address: false,
+        flooders: 20,
     };
     let mut iter = arguments.iter();
     while let Some(argument) = iter.next() {
@@ -542,12 +770,14 @@ async fn main() {
             "--rounds" => options.rounds = value() as usize,
             "--logins" => options.logins = value() as usize,
             "--one-address" => options.one_address = true,
+            "--flooders" => options.flooders = value() as usize,
             _ => positional.push(argument.as_str()),
         }
     }
     match positional.as_slice() {
         ["versus", demo, fastapi] => versus(loopback(demo), loopback(fastapi), &options).await,
         ["flood", addr] => flood(loopback(addr), &options).await,
+        ["bodies", addr] => bodies(loopback(addr), &options).await,
         _ => usage(),
     }
 }

@@ -174,10 +174,10 @@ fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtA
             layer = match (path.strip_suffix("/*"), route.access) {
                 (Some(prefix), Access::Open) => layer.open_prefix(prefix),
                 (Some(prefix), Access::Optional) => layer.optional_prefix(prefix),
-                (Some(prefix), Access::Required) => layer.require_prefix(prefix),
+                (Some(prefix), Access::Required) => layer.protect_prefix(prefix),
                 (None, Access::Open) => layer.open_path(path),
                 (None, Access::Optional) => layer.optional_path(path),
-                (None, Access::Required) => layer.require_path(path),
+                (None, Access::Required) => layer.protect_path(path),
             };
             continue;
         };

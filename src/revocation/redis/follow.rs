@@ -40,6 +40,7 @@ impl Follower {
     pub(super) async fn start(self) -> Result<AbortOnDrop, RevocationError> {
         let subscription = self.subscribe_and_reload().await?;
         self.current.store(true, Ordering::Release);
+        crate::metrics::mirror_current(true);
         let task = tokio::spawn(self.follow(subscription));
         Ok(AbortOnDrop(task.abort_handle()))
     }
@@ -48,12 +49,14 @@ impl Follower {
         loop {
             self.listen(subscription).await;
             self.current.store(false, Ordering::Release);
+            crate::metrics::mirror_current(false);
             tracing::warn!(
                 prefix = self.keys.prefix(),
                 "revocation subscription lost; reconnecting"
             );
             subscription = self.reconnect().await;
             self.current.store(true, Ordering::Release);
+            crate::metrics::mirror_current(true);
             tracing::info!(
                 prefix = self.keys.prefix(),
                 "revocation subscription restored and mirror re-synchronised"

@@ -1,0 +1,874 @@
+//! Authorization: what a verified, unrevoked token must also hold. Scopes (`scope` or `scp`),
+//! roles at a configurable claim path, and predicates over [`Claims<C>`], per gate
+//! ([`JwtAuthLayer::require`](crate::JwtAuthLayer::require)), per route
+//! ([`JwtAuthLayer::require_route`](crate::JwtAuthLayer::require_route)), or on a nested
+//! service of its own ([`RequireLayer`]). A request that falls short is answered `403` with
+//! `error="insufficient_scope"` (RFC 6750 §3.1), or `grpc-status: 7` over gRPC.
+//!
+//! Scopes and roles are read from the token once, when it is first verified, and kept with it
+//! in the verified-token cache, so a cached token is checked without parsing its claims again.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use pin_project_lite::pin_project;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::error::DEFAULT_REALM;
+use crate::layer::ResponseBody;
+use crate::metrics::GateMetrics;
+use crate::paths::{is_canonical, Pattern};
+use crate::{AuthError, Claims};
+
+/// Where in a token's claims its roles are: a dot-separated path to an array of strings (or
+/// one string), such as `roles` (Entra ID), `realm_access.roles` or
+/// `resource_access.<client>.roles` (Keycloak), `permissions` (Auth0), `groups` (Okta).
+///
+/// A path that can never hold roles is refused here, when the configuration is made, not at
+/// the first request: an empty path or segment, more than 8 segments, or a path into one of
+/// the registered claims the verifier reads itself (`sub`, `exp`, `iat`, `nbf`, `jti`, `sid`,
+/// `iss`, `aud`) or the scope claims (`scope`, `scp`).
+///
+/// ```
+/// use jwt_gate::ClaimPath;
+///
+/// assert!(ClaimPath::new("resource_access.orders-api.roles").is_ok());
+/// let error = ClaimPath::new("realm_access..roles").unwrap_err();
+/// assert!(error.to_string().contains("realm_access..roles"));
+/// assert!(ClaimPath::new("sub.roles").is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPath {
+    segments: Box<[Box<str>]>,
+}
+
+/// Why a [`ClaimPath`] cannot hold roles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimPathError {
+    path: String,
+    reason: &'static str,
+}
+
+impl fmt::Display for ClaimPathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the roles claim path {:?} {}", self.path, self.reason)
+    }
+}
+
+impl std::error::Error for ClaimPathError {}
+
+/// Claims the verifier reads itself: none can hold roles.
+const RESERVED: [&str; 10] = [
+    "sub", "exp", "iat", "nbf", "jti", "sid", "iss", "aud", "scope", "scp",
+];
+
+impl ClaimPath {
+    /// Parses a dot-separated path, refusing one that can never hold roles.
+    pub fn new(path: &str) -> Result<Self, ClaimPathError> {
+        let refuse = |reason| {
+            Err(ClaimPathError {
+                path: path.to_owned(),
+                reason,
+            })
+        };
+        let segments: Vec<&str> = path.split('.').collect();
+        if segments.iter().any(|segment| segment.is_empty()) {
+            return refuse("has an empty segment");
+        }
+        if segments.len() > 8 {
+            return refuse("is deeper than 8 segments");
+        }
+        if RESERVED.contains(&segments[0]) {
+            return refuse("starts at a registered or scope claim, which never holds roles");
+        }
+        Ok(Self {
+            segments: segments.into_iter().map(Box::from).collect(),
+        })
+    }
+
+    fn first(&self) -> &str {
+        &self.segments[0]
+    }
+}
+
+impl Default for ClaimPath {
+    /// `roles`.
+    fn default() -> Self {
+        Self {
+            segments: Box::new([Box::from("roles")]),
+        }
+    }
+}
+
+impl fmt::Display for ClaimPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.segments.join("."))
+    }
+}
+
+/// The scopes and roles a verified token grants. The gate puts it into the request
+/// extensions beside the [`Claims`] when the token grants any; absent means none.
+///
+/// ```
+/// use jwt_gate::Grants;
+///
+/// let none = Grants::default();
+/// assert!(!none.has_scope("orders:read"));
+/// assert_eq!(none.scopes().count(), 0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants(Option<Arc<GrantSet>>);
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct GrantSet {
+    scopes: Box<[Box<str>]>,
+    roles: Box<[Box<str>]>,
+}
+
+impl Grants {
+    /// Whether the token was granted `scope` (by `scope` or `scp`).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|granted| granted == scope)
+    }
+
+    /// Whether the token holds `role` at the verifier's roles claim path.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles().any(|held| held == role)
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .flat_map(|set| set.scopes.iter().map(|scope| &**scope))
+    }
+
+    /// The roles held.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .iter()
+            .flat_map(|set| set.roles.iter().map(|role| &**role))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Bytes held beyond the handle, for the cache's weight.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| {
+            size_of::<GrantSet>()
+                + 2 * size_of::<usize>()
+                + set
+                    .scopes
+                    .iter()
+                    .chain(set.roles.iter())
+                    .map(|name| name.len() + size_of::<Box<str>>())
+                    .sum::<usize>()
+        })
+    }
+
+    /// Reads the grants of a verified token's payload: `scope` (space-separated), `scp`
+    /// (space-separated string, or array) and the roles at `roles`. A token whose grant
+    /// claims are of another shape, or repeated, grants nothing: it stays valid, and every
+    /// requirement refuses it.
+    pub(crate) fn read(payload: &[u8], roles: &ClaimPath) -> Self {
+        let mut deserializer = serde_json::Deserializer::from_slice(payload);
+        match (TopLevel { roles }).deserialize(&mut deserializer) {
+            Ok(set) if set.scopes.is_empty() && set.roles.is_empty() => Self(None),
+            Ok(set) => Self(Some(Arc::new(set))),
+            Err(_) => Self(None),
+        }
+    }
+}
+
+struct TopLevel<'a> {
+    roles: &'a ClaimPath,
+}
+
+impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
+    type Value = GrantSet;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<GrantSet, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = GrantSet;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a claims object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GrantSet, A::Error> {
+        let (mut scope, mut scp, mut roles) = (None, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let slot = match &*key {
+                "scope" => &mut scope,
+                "scp" => &mut scp,
+                name if name == self.roles.first() => {
+                    if roles.is_some() {
+                        return Err(de::Error::custom("repeated roles claim"));
+                    }
+                    let value: serde_json::Value = map.next_value()?;
+                    roles = Some(roles_at(&value, &self.roles.segments[1..]));
+                    continue;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                return Err(de::Error::custom("repeated scope claim"));
+            }
+            *slot = Some(map.next_value::<Names>()?.0);
+        }
+        let mut scopes: Vec<Box<str>> = scope.into_iter().chain(scp).flatten().collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        Ok(GrantSet {
+            scopes: scopes.into_boxed_slice(),
+            roles: roles.unwrap_or_default().into_boxed_slice(),
+        })
+    }
+}
+
+/// The strings at `path` below `value`: an array's strings (other items skipped), or one
+/// string; nothing for any other shape.
+fn roles_at(value: &serde_json::Value, path: &[Box<str>]) -> Vec<Box<str>> {
+    let mut value = value;
+    for segment in path {
+        match value.get(&**segment) {
+            Some(inner) => value = inner,
+            None => return Vec::new(),
+        }
+    }
+    match value {
+        serde_json::Value::String(role) => vec![Box::from(role.as_str())],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|item| item.as_str().map(Box::from))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Scope names from a space-separated string or an array of strings.
+struct Names(Vec<Box<str>>);
+
+impl<'de> serde::Deserialize<'de> for Names {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NamesVisitor;
+
+        impl<'de> Visitor<'de> for NamesVisitor {
+            type Value = Names;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a space-separated string or an array of strings")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Names, E> {
+                Ok(Names(
+                    value.split_ascii_whitespace().map(Box::from).collect(),
+                ))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Names, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+                    names.push(Box::from(&*name));
+                }
+                Ok(Names(names))
+            }
+        }
+
+        deserializer.deserialize_any(NamesVisitor)
+    }
+}
+
+type Predicate<C> = Arc<dyn Fn(&Claims<C>) -> bool + Send + Sync>;
+
+/// What a request's token must hold: every scope, every role and every predicate listed.
+///
+/// Scope and role names are configuration: a name that is empty or has a character RFC 6749
+/// does not allow in a scope (a space, `"`, `\`, a control or non-ASCII character) panics
+/// when the requirement is made, never at a request.
+///
+/// ```
+/// use jwt_gate::{Claims, Require};
+///
+/// #[derive(Clone, serde::Deserialize)]
+/// struct Tenant { tenant: String }
+///
+/// let write = Require::scope("orders:write");
+/// let admin = Require::role("admin").and_scope("orders:read");
+/// // With your own claims type:
+/// let acme = Require::predicate("tenant acme", |claims: &Claims<Tenant>| claims.extra.tenant == "acme")
+///     .and_scope("orders:read");
+/// ```
+///
+/// A gate for a Keycloak realm's tokens, roles of the client `orders-api`
+/// (`docs/providers.md` has the other providers):
+///
+/// ```
+/// use http::Method;
+/// use jwt_gate::{ClaimPath, JwtAuthLayer, Keys, Require, TokenVerifier, Validation};
+///
+/// fn gate(keys: Keys) -> Result<JwtAuthLayer, Box<dyn std::error::Error>> {
+///     let verifier = TokenVerifier::builder(keys)
+///         .validation(Validation::third_party("https://sso.example/realms/acme", "orders-api"))
+///         .roles_claim(ClaimPath::new("resource_access.orders-api.roles")?)
+///         .build();
+///     Ok(JwtAuthLayer::new(verifier)
+///         .open_path("/health")
+///         .require(Require::scope("orders:read"))
+///         .require_route(Some(Method::POST), "/orders", Require::role("writer")))
+/// }
+/// # gate(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap()).unwrap();
+/// ```
+pub struct Require<C = ()> {
+    scopes: Vec<Box<str>>,
+    roles: Vec<Box<str>>,
+    predicates: Vec<(&'static str, Predicate<C>)>,
+    /// The required scopes, space-separated, for the `scope` attribute of the challenge.
+    scope_attribute: Option<Arc<str>>,
+}
+
+impl<C> Clone for Require<C> {
+    fn clone(&self) -> Self {
+        Self {
+            scopes: self.scopes.clone(),
+            roles: self.roles.clone(),
+            predicates: self.predicates.clone(),
+            scope_attribute: self.scope_attribute.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for Require<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Require")
+            .field("scopes", &self.scopes)
+            .field("roles", &self.roles)
+            .field(
+                "predicates",
+                &self
+                    .predicates
+                    .iter()
+                    .map(|(name, _)| name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<C> Default for Require<C> {
+    /// Requires nothing beyond a valid token.
+    fn default() -> Self {
+        Self {
+            scopes: Vec::new(),
+            roles: Vec::new(),
+            predicates: Vec::new(),
+            scope_attribute: None,
+        }
+    }
+}
+
+fn checked_name(kind: &str, name: &str) -> Box<str> {
+    assert!(
+        !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte > 0x20 && byte < 0x7f && byte != b'"' && byte != b'\\'),
+        "jwt-gate: the {kind} {name:?} cannot be required: names are non-empty printable ASCII \
+         without spaces, '\"' or '\\\\' (RFC 6749 §3.3)"
+    );
+    Box::from(name)
+}
+
+impl Require {
+    /// Requires the scope `scope` (for a gate whose claims type is `Claims<()>`; with your own
+    /// claims type, start from `Require::default().and_scope(..)`).
+    pub fn scope(scope: &str) -> Self {
+        Self::default().and_scope(scope)
+    }
+
+    /// Requires the role `role`, at the verifier's
+    /// [roles claim path](crate::TokenVerifierBuilder::roles_claim) (for `Claims<()>`; with your
+    /// own claims type, start from `Require::default().and_role(..)`).
+    pub fn role(role: &str) -> Self {
+        Self::default().and_role(role)
+    }
+}
+
+impl<C> Require<C> {
+    /// Requires `check` to hold for the token's claims; `name` is what a refusal says is
+    /// missing (fixed text, so it never echoes the token).
+    pub fn predicate(
+        name: &'static str,
+        check: impl Fn(&Claims<C>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        Self::default().and_predicate(name, check)
+    }
+
+    /// Requires the scope `scope` too.
+    #[must_use]
+    pub fn and_scope(mut self, scope: &str) -> Self {
+        self.scopes.push(checked_name("scope", scope));
+        self.scope_attribute = Some(Arc::from(self.scopes.join(" ")));
+        self
+    }
+
+    /// Requires the role `role` too.
+    #[must_use]
+    pub fn and_role(mut self, role: &str) -> Self {
+        self.roles.push(checked_name("role", role));
+        self
+    }
+
+    /// Requires `check` to hold too.
+    #[must_use]
+    pub fn and_predicate(
+        mut self,
+        name: &'static str,
+        check: impl Fn(&Claims<C>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.predicates.push((name, Arc::new(check)));
+        self
+    }
+
+    /// `Ok` when `claims` and `grants` meet every part of the requirement; otherwise what is
+    /// missing. Allocates only to describe a refusal.
+    pub(crate) fn check(&self, claims: &Claims<C>, grants: &Grants) -> Result<(), Box<Forbidden>> {
+        let scopes_met = self.scopes.iter().all(|scope| grants.has_scope(scope));
+        let roles_met = self.roles.iter().all(|role| grants.has_role(role));
+        let failed = self.predicates.iter().position(|(_, check)| !check(claims));
+        if scopes_met && roles_met && failed.is_none() {
+            return Ok(());
+        }
+        Err(Box::new(Forbidden {
+            scope_attribute: self.scope_attribute.clone(),
+            missing_scopes: missing(&self.scopes, |scope| grants.has_scope(scope)),
+            missing_roles: missing(&self.roles, |role| grants.has_role(role)),
+            failed_predicates: self
+                .predicates
+                .iter()
+                .filter(|(_, check)| !check(claims))
+                .map(|(name, _)| *name)
+                .collect(),
+        }))
+    }
+}
+
+fn missing(names: &[Box<str>], held: impl Fn(&str) -> bool) -> Vec<Box<str>> {
+    names.iter().filter(|name| !held(name)).cloned().collect()
+}
+
+/// What a refused request lacked, for the `403`: the `scope` attribute of the challenge and
+/// the body's `missing` object. Holds configuration names only, never request data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Forbidden {
+    pub(crate) scope_attribute: Option<Arc<str>>,
+    pub(crate) missing_scopes: Vec<Box<str>>,
+    pub(crate) missing_roles: Vec<Box<str>>,
+    pub(crate) failed_predicates: Vec<&'static str>,
+}
+
+impl Forbidden {
+    pub(crate) fn missing_json(&self) -> serde_json::Value {
+        let mut missing = serde_json::Map::new();
+        if !self.missing_scopes.is_empty() {
+            missing.insert("scopes".into(), serde_json::json!(self.missing_scopes));
+        }
+        if !self.missing_roles.is_empty() {
+            missing.insert("roles".into(), serde_json::json!(self.missing_roles));
+        }
+        if !self.failed_predicates.is_empty() {
+            missing.insert(
+                "predicates".into(),
+                serde_json::json!(self.failed_predicates),
+            );
+        }
+        serde_json::Value::Object(missing)
+    }
+}
+
+/// A requirement for one route: a method (any when `None`) and a path pattern.
+struct RouteRule<C> {
+    method: Option<Method>,
+    pattern: Pattern,
+    require: Require<C>,
+}
+
+impl<C> Clone for RouteRule<C> {
+    fn clone(&self) -> Self {
+        Self {
+            method: self.method.clone(),
+            pattern: self.pattern.clone(),
+            require: self.require.clone(),
+        }
+    }
+}
+
+/// A gate's requirements: on every request with a token, and per route.
+pub(crate) struct Requirements<C> {
+    everywhere: Vec<Require<C>>,
+    routes: Vec<RouteRule<C>>,
+}
+
+impl<C> Default for Requirements<C> {
+    fn default() -> Self {
+        Self {
+            everywhere: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl<C> Clone for Requirements<C> {
+    fn clone(&self) -> Self {
+        Self {
+            everywhere: self.everywhere.clone(),
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for Requirements<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Requirements")
+            .field("everywhere", &self.everywhere)
+            .field(
+                "routes",
+                &self
+                    .routes
+                    .iter()
+                    .map(|rule| (&rule.method, &rule.pattern, &rule.require))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<C> Requirements<C> {
+    pub(crate) fn everywhere(&mut self, require: Require<C>) {
+        self.everywhere.push(require);
+    }
+
+    pub(crate) fn route(&mut self, method: Option<Method>, pattern: Pattern, require: Require<C>) {
+        self.routes.push(RouteRule {
+            method,
+            pattern,
+            require,
+        });
+    }
+
+    /// The route rules that apply to a request. Every rule whose method and pattern match
+    /// applies (they add up). A path not in canonical form matches every rule: a router that
+    /// normalises it later could route it anywhere, so it must meet them all.
+    fn on_route<'a>(
+        &'a self,
+        method: &'a Method,
+        path: &'a str,
+    ) -> impl Iterator<Item = &'a Require<C>> + 'a {
+        let canonical = self.routes.is_empty() || is_canonical(path);
+        self.routes
+            .iter()
+            .filter(move |rule| {
+                !canonical
+                    || (rule.method.as_ref().is_none_or(|wanted| wanted == method)
+                        && rule.pattern.matches(path).is_some())
+            })
+            .map(|rule| &rule.require)
+    }
+
+    /// Whether a route rule applies to this request (it then needs a token, even on an
+    /// optional path).
+    pub(crate) fn has_route_rule(&self, method: &Method, path: &str) -> bool {
+        self.on_route(method, path).next().is_some()
+    }
+
+    /// Checks a request's claims against every requirement that applies to it.
+    pub(crate) fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        claims: &Claims<C>,
+        grants: &Grants,
+    ) -> Result<(), Box<Forbidden>> {
+        self.everywhere
+            .iter()
+            .chain(self.on_route(method, path))
+            .try_for_each(|require| require.check(claims, grants))
+    }
+}
+
+/// Applies a [`Require`] to a service of its own: a nested axum router, one tonic service.
+/// It reads the [`Claims<C>`] and [`Grants`] a [`JwtAuthLayer`](crate::JwtAuthLayer) put in
+/// the request extensions, so it goes *inside* the gate. Without claims (no gate in front, or
+/// an optional path without a token) the request is refused `401`; without what the
+/// requirement names, `403` (`grpc-status: 7` over gRPC), rendered as the gate renders.
+///
+/// ```
+/// use axum::{routing::get, Router};
+/// use jwt_gate::{JwtAuthLayer, Keys, Require, RequireLayer};
+///
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+/// let admin: Router = Router::new()
+///     .route("/users", get(|| async { "every user" }))
+///     .layer(RequireLayer::new(Require::role("admin")));
+/// let app: Router = Router::new()
+///     .route("/me", get(|| async { "me" }))
+///     .nest("/admin", admin)
+///     .layer(JwtAuthLayer::from_keys(keys));
+/// ```
+pub struct RequireLayer<C = ()> {
+    require: Arc<Require<C>>,
+    realm: Arc<str>,
+    metrics: GateMetrics,
+}
+
+impl<C> Clone for RequireLayer<C> {
+    fn clone(&self) -> Self {
+        Self {
+            require: self.require.clone(),
+            realm: self.realm.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+impl<C> fmt::Debug for RequireLayer<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireLayer")
+            .field("require", &self.require)
+            .field("realm", &self.realm)
+            .finish()
+    }
+}
+
+impl<C> RequireLayer<C> {
+    /// A layer requiring `require`, answering in the default realm.
+    pub fn new(require: Require<C>) -> Self {
+        Self {
+            require: Arc::new(require),
+            realm: Arc::from(DEFAULT_REALM),
+            // Its refusals count with the gate's, by reason.
+            metrics: GateMetrics::register(),
+        }
+    }
+
+    /// Names `realm` in the challenges (use the verifier's,
+    /// [`TokenVerifier::realm`](crate::TokenVerifier::realm)).
+    ///
+    /// # Panics
+    ///
+    /// As [`TokenVerifierBuilder::realm`](crate::TokenVerifierBuilder::realm).
+    #[must_use]
+    pub fn realm(mut self, realm: &str) -> Self {
+        crate::validate::assert_realm(realm);
+        self.realm = Arc::from(realm);
+        self
+    }
+}
+
+impl<S, C> Layer<S> for RequireLayer<C> {
+    type Service = RequireService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequireService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireLayer`].
+pub struct RequireService<S, C = ()> {
+    inner: S,
+    layer: RequireLayer<C>,
+}
+
+impl<S: Clone, C> Clone for RequireService<S, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            layer: self.layer.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, C> fmt::Debug for RequireService<S, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireService")
+            .field("inner", &self.inner)
+            .field("layer", &self.layer)
+            .finish()
+    }
+}
+
+impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for RequireService<S, C>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    C: Send + Sync + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = RequireFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let verdict = match request.extensions().get::<Claims<C>>() {
+            None => Err((AuthError::MissingCredentials, None)),
+            Some(claims) => {
+                let grants = request
+                    .extensions()
+                    .get::<Grants>()
+                    .cloned()
+                    .unwrap_or_default();
+                self.layer
+                    .require
+                    .check(claims, &grants)
+                    .map_err(|forbidden| (AuthError::InsufficientScope, Some(forbidden)))
+            }
+        };
+        match verdict {
+            Ok(()) => RequireFuture {
+                state: RequireState::Inner {
+                    future: self.inner.call(request),
+                },
+            },
+            Err((error, forbidden)) => RequireFuture {
+                state: RequireState::Rejected {
+                    response: Some(crate::layer::rejection(
+                        error,
+                        &self.layer.realm,
+                        &self.layer.metrics,
+                        forbidden.as_deref(),
+                        &request,
+                    )),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RequireService`]: the inner service's, or the refusal.
+    pub struct RequireFuture<F, B> {
+        #[pin]
+        state: RequireState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = RequireStateProjection]
+    enum RequireState<F, B> {
+        Inner { #[pin] future: F },
+        Rejected { response: Option<Response<ResponseBody<B>>> },
+    }
+}
+
+impl<F, B> fmt::Debug for RequireFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RequireFuture")
+    }
+}
+
+impl<F, B, E> Future for RequireFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RequireStateProjection::Inner { future } => future
+                .poll(cx)
+                .map_ok(|response| response.map(ResponseBody::inner)),
+            RequireStateProjection::Rejected { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RequireFuture polled after completion"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(payload: &str, roles: &str) -> Grants {
+        Grants::read(payload.as_bytes(), &ClaimPath::new(roles).unwrap())
+    }
+
+    #[test]
+    fn scope_and_scp_in_every_form_are_read() {
+        let both = grants(r#"{"scope":"a b","scp":["c"],"sub":"x"}"#, "roles");
+        assert_eq!(both.scopes().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let entra = grants(r#"{"scp":"read write"}"#, "roles");
+        assert!(entra.has_scope("write"));
+        assert!(grants("{}", "roles").is_empty());
+    }
+
+    #[test]
+    fn roles_are_read_at_nested_paths_and_other_shapes_grant_nothing() {
+        let keycloak = r#"{"realm_access":{"roles":["admin"]},"resource_access":{"orders":{"roles":["writer"]}}}"#;
+        assert!(grants(keycloak, "realm_access.roles").has_role("admin"));
+        assert!(grants(keycloak, "resource_access.orders.roles").has_role("writer"));
+        assert!(!grants(keycloak, "resource_access.billing.roles").has_role("writer"));
+        assert!(grants(r#"{"roles":"admin"}"#, "roles").has_role("admin"));
+        assert!(grants(r#"{"roles":{"admin":true}}"#, "roles").is_empty());
+        assert!(grants(r#"{"roles":[1,"ops"]}"#, "roles").has_role("ops"));
+    }
+
+    #[test]
+    fn a_repeated_grant_claim_grants_nothing() {
+        assert!(grants(r#"{"scope":"a","scope":"b"}"#, "roles").is_empty());
+        assert!(grants(r#"{"roles":["a"],"roles":["b"]}"#, "roles").is_empty());
+        assert!(grants(r#"{"scope":7}"#, "roles").is_empty());
+    }
+
+    #[test]
+    fn paths_that_cannot_hold_roles_are_refused() {
+        for path in [
+            "",
+            ".",
+            "a.",
+            ".a",
+            "a..b",
+            "sub",
+            "aud.x",
+            "scope",
+            "scp",
+            "1.2.3.4.5.6.7.8.9",
+        ] {
+            assert!(ClaimPath::new(path).is_err(), "{path:?}");
+        }
+        for path in [
+            "roles",
+            "groups",
+            "permissions",
+            "realm_access.roles",
+            "resource_access.my-api.roles",
+        ] {
+            assert_eq!(ClaimPath::new(path).unwrap().to_string(), path);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot be required")]
+    fn a_scope_with_a_quote_is_refused_when_configured() {
+        let _ = Require::<()>::scope("a\"b");
+    }
+}

@@ -1,0 +1,363 @@
+//! Authorization over real HTTP and gRPC: scope (`scope`, `scp`) and role requirements per gate,
+//! per route beside open and optional paths, on a nested router, and per gRPC method; each
+//! refusal the RFC 6750 §3.1 `403` (or `grpc-status: 7`), after verification and revocation.
+
+use crate::common;
+
+use std::net::SocketAddr;
+
+use axum::routing;
+use axum::Router;
+use common::*;
+use http::Method;
+use jsonwebtoken::{EncodingKey, Header};
+use jwt_gate::revocation::{MemoryRevocations, RevocationStore};
+use jwt_gate::{Algorithm, ClaimPath, Claims, JwtAuthLayer, Require, RequireLayer, TokenVerifier};
+use serde_json::{json, Value};
+
+/// A token with the crate's header and these claims beside `sub`, `iat`, `exp` and `jti`.
+fn token_with(extra: Value) -> String {
+    let mut header = Header::new(Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    let mut claims = json!({
+        "sub": "alice",
+        "iat": now(),
+        "exp": now() + 600,
+        "jti": format!("jti-{}", extra),
+    });
+    claims
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+}
+
+fn verifier_with_roles(path: &str) -> TokenVerifier {
+    TokenVerifier::builder(keys())
+        .roles_claim(ClaimPath::new(path).unwrap())
+        .build()
+}
+
+async fn ok(_claims: Claims) -> &'static str {
+    "ok"
+}
+
+fn routes() -> Router {
+    Router::new()
+        .route("/orders", routing::get(ok).post(ok))
+        .route("/health", routing::get(|| async { "ok" }))
+        // No claims needed by the handler: whatever refuses here is the gate.
+        .route(
+            "/catalog/items",
+            routing::get(|| async { "items" }).post(|| async { "created" }),
+        )
+}
+
+const DESCRIPTION: &str = "the token lacks a scope or role this resource requires";
+
+fn assert_forbidden(reply: &Answer, scope: Option<&str>, missing: Value) {
+    assert_eq!(reply.status, 403, "{reply:?}");
+    let mut challenge = format!(
+        "Bearer realm=\"jwt-gate\", error=\"insufficient_scope\", error_description=\"{DESCRIPTION}\""
+    );
+    if let Some(scope) = scope {
+        challenge.push_str(&format!(", scope=\"{scope}\""));
+    }
+    assert_eq!(reply.header("www-authenticate"), Some(challenge.as_str()));
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_eq!(
+        reply.json(),
+        json!({
+            "error": "insufficient_scope",
+            "error_description": DESCRIPTION,
+            "missing": missing,
+        })
+    );
+}
+
+async fn post_bearer(addr: SocketAddr, path: &str, token: &str) -> Answer {
+    with_bearer(addr, Method::POST, path, token).await
+}
+
+#[tokio::test]
+async fn a_scope_requirement_serves_the_scope_and_refuses_403_without_it_even_from_the_cache() {
+    let layer = JwtAuthLayer::new(TokenVerifier::new(keys()))
+        .require(Require::scope("orders:read").and_scope("orders:list"));
+    let addr = serve(routes().layer(layer)).await;
+    let granted = token_with(json!({ "scope": "openid orders:list orders:read" }));
+    let lacking = token_with(json!({ "scope": "openid orders:read" }));
+    // Twice each: the second answer comes from the verified-token cache.
+    for _ in 0..2 {
+        assert_eq!(get_bearer(addr, "/orders", &granted).await.status, 200);
+        assert_forbidden(
+            &get_bearer(addr, "/orders", &lacking).await,
+            Some("orders:read orders:list"),
+            json!({ "scopes": ["orders:list"] }),
+        );
+    }
+    // No token at all is still the 401 without an error code.
+    let anonymous = get(addr, "/orders", None).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(
+        anonymous.header("www-authenticate"),
+        Some("Bearer realm=\"jwt-gate\"")
+    );
+}
+
+#[tokio::test]
+async fn scp_grants_scopes_as_an_array_or_a_space_separated_string() {
+    let layer =
+        JwtAuthLayer::new(TokenVerifier::new(keys())).require(Require::scope("orders:read"));
+    let addr = serve(routes().layer(layer)).await;
+    for granted in [
+        json!({ "scp": ["openid", "orders:read"] }),  // Okta
+        json!({ "scp": "orders:read orders:write" }), // Entra ID
+    ] {
+        let token = token_with(granted.clone());
+        assert_eq!(
+            get_bearer(addr, "/orders", &token).await.status,
+            200,
+            "{granted}"
+        );
+    }
+    for lacking in [
+        json!({ "scp": ["openid", "orders:readonly"] }),
+        json!({ "scp": "orders:write" }),
+        json!({ "roles": ["orders:read"] }), // a role is not a scope
+    ] {
+        let token = token_with(lacking.clone());
+        assert_forbidden(
+            &get_bearer(addr, "/orders", &token).await,
+            Some("orders:read"),
+            json!({ "scopes": ["orders:read"] }),
+        );
+    }
+}
+
+#[tokio::test]
+async fn roles_are_read_at_the_configured_nested_claim_path() {
+    let keycloak = json!({
+        "realm_access": { "roles": ["offline_access", "admin"] },
+        "resource_access": {
+            "orders-api": { "roles": ["writer"] },
+            "billing": { "roles": ["auditor"] },
+        },
+    });
+    let realm = serve(
+        routes().layer(
+            JwtAuthLayer::new(verifier_with_roles("realm_access.roles"))
+                .require(Require::role("admin")),
+        ),
+    )
+    .await;
+    let client = serve(
+        routes().layer(
+            JwtAuthLayer::new(verifier_with_roles("resource_access.orders-api.roles"))
+                .require(Require::role("writer")),
+        ),
+    )
+    .await;
+    let token = token_with(keycloak);
+    assert_eq!(get_bearer(realm, "/orders", &token).await.status, 200);
+    assert_eq!(get_bearer(client, "/orders", &token).await.status, 200);
+
+    // The same role names in the wrong place grant nothing.
+    let elsewhere = token_with(json!({
+        "roles": ["admin", "writer"],
+        "resource_access": { "billing": { "roles": ["admin", "writer"] } },
+    }));
+    assert_forbidden(
+        &get_bearer(realm, "/orders", &elsewhere).await,
+        None,
+        json!({ "roles": ["admin"] }),
+    );
+    assert_forbidden(
+        &get_bearer(client, "/orders", &elsewhere).await,
+        None,
+        json!({ "roles": ["writer"] }),
+    );
+}
+
+#[tokio::test]
+async fn per_route_rules_apply_by_method_and_path_beside_open_and_optional_paths() {
+    let layer = JwtAuthLayer::new(TokenVerifier::new(keys()))
+        .open_path("/health")
+        .optional_prefix("/catalog")
+        .require_route(
+            Some(Method::POST),
+            "/orders",
+            Require::scope("orders:write"),
+        )
+        .require_route(
+            Some(Method::POST),
+            "/catalog/items",
+            Require::scope("catalog:write"),
+        );
+    let addr = serve(routes().layer(layer)).await;
+    let reader = token_with(json!({ "scope": "orders:read" }));
+    let writer = token_with(json!({ "scope": "orders:write catalog:write" }));
+
+    assert_eq!(
+        get_bearer(addr, "/orders", &reader).await.status,
+        200,
+        "GET needs no scope"
+    );
+    assert_forbidden(
+        &post_bearer(addr, "/orders", &reader).await,
+        Some("orders:write"),
+        json!({ "scopes": ["orders:write"] }),
+    );
+    assert_eq!(post_bearer(addr, "/orders", &writer).await.status, 200);
+    assert_eq!(
+        get(addr, "/health", None).await.status,
+        200,
+        "open stays open"
+    );
+
+    // Optional paths stay optional, except where a route rule asks for a scope.
+    assert_eq!(get(addr, "/catalog/items", None).await.status, 200);
+    let anonymous_write = call(addr, Method::POST, "/catalog/items", &[], "").await;
+    assert_eq!(anonymous_write.status, 401, "{anonymous_write:?}");
+    assert_forbidden(
+        &post_bearer(addr, "/catalog/items", &reader).await,
+        Some("catalog:write"),
+        json!({ "scopes": ["catalog:write"] }),
+    );
+    assert_eq!(
+        post_bearer(addr, "/catalog/items", &writer).await.status,
+        200
+    );
+
+    // A path a router could normalise into /orders must meet every route rule.
+    for sneaky in ["/catalog/../orders", "/orders;x", "/catalog/%2e%2e/orders"] {
+        let reply = post_bearer(addr, sneaky, &reader).await;
+        assert_eq!(reply.status, 403, "{sneaky}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_nested_router_carries_its_own_requirement_inside_the_gate() {
+    let admin = Router::new()
+        .route("/users", routing::get(ok))
+        .layer(RequireLayer::new(Require::role("admin")));
+    let app = Router::new()
+        .route("/me", routing::get(ok))
+        .route("/reports", routing::post(ok))
+        .nest("/admin", admin)
+        .layer(JwtAuthLayer::new(TokenVerifier::new(keys())));
+    let addr = serve(app).await;
+    let user = token_with(json!({ "roles": ["user"] }));
+    let admin = token_with(json!({ "roles": ["admin"] }));
+
+    assert_forbidden(
+        &get_bearer(addr, "/admin/users", &user).await,
+        None,
+        json!({ "roles": ["admin"] }),
+    );
+    assert_eq!(get_bearer(addr, "/admin/users", &admin).await.status, 200);
+    assert_eq!(
+        get_bearer(addr, "/me", &user).await.status,
+        200,
+        "only the nested router"
+    );
+}
+
+#[tokio::test]
+async fn a_predicate_over_the_claims_refuses_naming_what_failed() {
+    #[derive(Clone, serde::Deserialize)]
+    struct Tenant {
+        tenant: String,
+    }
+    let verifier = TokenVerifier::builder(keys()).claims::<Tenant>().build();
+    let layer = JwtAuthLayer::new(verifier).require(Require::predicate(
+        "tenant acme",
+        |claims: &Claims<Tenant>| claims.extra.tenant == "acme",
+    ));
+    let app = Router::new()
+        .route("/orders", routing::get(|| async { "ok" }))
+        .layer(layer);
+    let addr = serve(app).await;
+    let acme = token_with(json!({ "tenant": "acme" }));
+    let other = token_with(json!({ "tenant": "globex" }));
+    assert_eq!(get_bearer(addr, "/orders", &acme).await.status, 200);
+    assert_forbidden(
+        &get_bearer(addr, "/orders", &other).await,
+        None,
+        json!({ "predicates": ["tenant acme"] }),
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_401_before_any_requirement_is_judged() {
+    let revocations = MemoryRevocations::new();
+    let verifier = TokenVerifier::builder(keys())
+        .revocations(revocations.clone())
+        .build();
+    let layer = JwtAuthLayer::new(verifier).require(Require::scope("orders:read"));
+    let addr = serve(routes().layer(layer)).await;
+    let lacking = token_with(json!({ "scope": "openid" }));
+    assert_eq!(get_bearer(addr, "/orders", &lacking).await.status, 403);
+    let jti = peek_claims(&lacking)["jti"].as_str().unwrap().to_owned();
+    revocations.revoke(&jti, now() + 600).await.unwrap();
+    let reply = get_bearer(addr, "/orders", &lacking).await;
+    assert_eq!(reply.status, 401, "{reply:?}");
+    assert_eq!(reply.json()["error"], "invalid_token");
+}
+
+/// A tonic service requiring a scope per method: the rule is a path rule on
+/// `/grpc.health.v1.Health/Check`, and the refusal is `PERMISSION_DENIED` over HTTP/2.
+mod grpc {
+    use super::*;
+    use tonic::Code;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    async fn serve_health(layer: JwtAuthLayer) -> HealthClient<tonic::transport::Channel> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        HealthClient::new(channel)
+    }
+
+    fn check(token: &str) -> tonic::Request<HealthCheckRequest> {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_grpc_method_rule_answers_permission_denied_without_the_scope() {
+        let layer = JwtAuthLayer::new(TokenVerifier::new(keys())).require_route(
+            Some(Method::POST),
+            "/grpc.health.v1.Health/Check",
+            Require::scope("health:read"),
+        );
+        let mut client = serve_health(layer).await;
+        let lacking = token_with(json!({ "scope": "orders:read" }));
+        let status = client.check(check(&lacking)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(status.message(), DESCRIPTION);
+        assert_eq!(status.metadata().get("cache-control").unwrap(), "no-store");
+
+        let granted = token_with(json!({ "scope": "health:read" }));
+        let served = client.check(check(&granted)).await.unwrap();
+        assert_eq!(served.into_inner().status(), ServingStatus::Serving);
+    }
+}
