@@ -377,10 +377,102 @@ mod tests {
     }
 
     #[test]
+    fn a_long_subject_weighs_more() {
+        // Text too long to live inline is counted by its length, so the byte bound holds for
+        // tokens with long subjects or issuers too.
+        let cache = VerifiedCache::new(10_000, 20_000);
+        for index in 0..1_000usize {
+            let long = Claims::new(format!("{index:>1000}"), 1_000, 2_000);
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &long,
+                &Grants::default(),
+                0,
+                0,
+            );
+        }
+        assert!(
+            cache.len() < 20,
+            "{} entries of 1,000-byte subjects in 20,000 bytes",
+            cache.len()
+        );
+    }
+
+    #[test]
     fn a_token_with_the_default_claims_weighs_under_256_bytes() {
         let packed = CachedToken::pack(&claims(123_456), &Grants::default(), 0, 0).unwrap();
         assert!(matches!(packed.text, Text::Inline { .. }));
         assert!(packed.bytes < 256, "{} bytes", packed.bytes);
+    }
+
+    #[test]
+    fn an_audience_costs_about_its_own_bytes() {
+        // Its text and one pointer, so a token with an audience is weighed like one.
+        let without = CachedToken::pack(&claims(1), &Grants::default(), 0, 0)
+            .unwrap()
+            .bytes;
+        let with = CachedToken::pack(
+            &claims(1).with_audience("orders-api"),
+            &Grants::default(),
+            0,
+            0,
+        )
+        .unwrap()
+        .bytes;
+        let added = with - without;
+        assert!(
+            (10..64).contains(&added),
+            "{added} bytes for a 10-byte audience"
+        );
+    }
+
+    #[test]
+    fn an_entry_never_weighs_less_than_the_memory_it_holds() {
+        // The byte bound is a bound only if no entry is counted below what it takes: the
+        // cache's own slot, the Arc (two counts and the entry), and the text and audiences
+        // kept outside the entry.
+        let long = Claims::new("s".repeat(100), 1_000, 2_000).with_issuer("https://auth.example");
+        for claims in [claims(1), claims(1).with_audience("orders-api"), long] {
+            let packed = CachedToken::pack(&claims, &Grants::default(), 0, 0).unwrap();
+            let text =
+                claims.sub.len() + claims.jti.len() + claims.iss.as_ref().map_or(0, String::len);
+            let outside_text = if text > INLINE_TEXT { text } else { 0 };
+            let audiences: usize = claims
+                .aud
+                .iter()
+                .map(|aud| aud.len() + size_of::<Box<str>>())
+                .sum();
+            let held = ENTRY_OVERHEAD
+                + 2 * size_of::<usize>()
+                + size_of::<CachedToken<()>>()
+                + outside_text
+                + audiences;
+            assert!(packed.bytes as usize >= held, "{} < {held}", packed.bytes);
+        }
+    }
+
+    #[test]
+    fn the_payload_length_counts_only_for_custom_claims() {
+        // The verifier passes the decoded payload's length as the estimate of the
+        // application's own claims; `()` holds nothing, so its entries stay small whatever
+        // the token carried, and custom claims are counted in full.
+        let plain = claims(1);
+        assert_eq!(
+            CachedToken::pack(&plain, &Grants::default(), 1_000, 0)
+                .unwrap()
+                .bytes,
+            CachedToken::pack(&plain, &Grants::default(), 0, 0)
+                .unwrap()
+                .bytes
+        );
+        let custom = claims(1).with_extra(vec!["admin".to_owned()]);
+        let heavy = CachedToken::pack(&custom, &Grants::default(), 1_000, 0)
+            .unwrap()
+            .bytes;
+        let light = CachedToken::pack(&custom, &Grants::default(), 0, 0)
+            .unwrap()
+            .bytes;
+        assert_eq!(heavy - light, 1_000);
     }
 
     #[test]

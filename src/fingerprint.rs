@@ -86,11 +86,28 @@ mod tests {
     }
 
     #[test]
+    fn the_key_is_drawn_at_random() {
+        // A fixed key would let anyone compute fingerprints offline and aim a collision at
+        // another token's entry. 64 random bits have 8 to 56 of them set but for odds under
+        // one in ten billion.
+        let (k0, k1) = *process_key();
+        assert_ne!(k0, k1);
+        for half in [k0, k1] {
+            assert!((8..=56).contains(&half.count_ones()), "{half:#x}");
+        }
+    }
+
+    #[test]
     fn map_hash_uses_both_halves() {
         let build = BuildFingerprintHasher;
         assert_ne!(
             build.hash_one(Fingerprint(1, 0)),
             build.hash_one(Fingerprint(0, 1))
+        );
+        // No bit of either half is lost, whatever the other half holds.
+        assert_ne!(
+            build.hash_one(Fingerprint(u64::MAX, 0)),
+            build.hash_one(Fingerprint(u64::MAX, 1))
         );
         assert_eq!(std::mem::size_of::<(Fingerprint, u64)>(), 24);
     }

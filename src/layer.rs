@@ -17,9 +17,11 @@ use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
+use crate::keys::KeyLookup;
 use crate::metrics::GateMetrics;
 use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
+use crate::validate::Authentication;
 use crate::{AuthError, Keys, Require, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
@@ -275,22 +277,34 @@ enum Decision {
     /// The revocation answer is pending; a `403` found meanwhile is said only if the token
     /// turns out not revoked (a revoked token is a `401` whatever it holds).
     AwaitRevocation(BoxFuture<'static, RevocationCheck>, Option<Box<Forbidden>>),
+    /// The token's `kid` is being fetched (a key rotation): decide again once it is over.
+    AwaitKeys(KeyLookup),
 }
+
+/// Decides again after a key lookup; boxed, and so allocated, only on that rare path.
+type Redecide<ReqBody> = Box<dyn FnOnce(&mut Request<ReqBody>) -> Decision + Send>;
 
 impl<C> Gate<C>
 where
     C: DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    fn decide<B>(&self, request: &mut Request<B>) -> Decision {
+    /// `first`: the first look at this request, which may wait for a key lookup; after
+    /// that wait, a `kid` still unknown is refused.
+    fn decide<B>(&self, request: &mut Request<B>, first: bool) -> Decision {
         let access = self
             .paths
             .access_for(request.method(), request.uri().path());
         let authenticated = match access {
-            Access::Open => None,
-            _ => match self.verifier.authenticate(request.headers()) {
-                Ok(authenticated) => authenticated,
-                Err(error) => return Decision::Reject(error, None),
+            Access::Open => Ok(None),
+            _ if first => match self.verifier.authenticate_or_look_up(request.headers()) {
+                Authentication::Ready(outcome) => outcome,
+                Authentication::AwaitKeys(lookup) => return Decision::AwaitKeys(lookup),
             },
+            _ => self.verifier.authenticate_again(request.headers()),
+        };
+        let authenticated = match authenticated {
+            Ok(authenticated) => authenticated,
+            Err(error) => return Decision::Reject(error, None),
         };
         let Some((claims, grants, check)) = authenticated else {
             if access == Access::Protected
@@ -371,6 +385,13 @@ pub(crate) fn rejection<B>(
     response
 }
 
+/// The inner service was made ready for this request; take that ready instance along to the
+/// response future and leave a fresh clone behind for the next request.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}
+
 impl<S, C, ReqBody, ResBody> Service<Request<ReqBody>> for JwtAuth<S, C>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
@@ -386,48 +407,50 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let verifier = &self.gate.verifier;
-        match self.gate.decide(&mut request) {
+        let state = match self.gate.decide(&mut request, true) {
             Decision::Pass => {
                 verifier.metrics().passed();
-                ResponseFuture {
-                    state: State::Inner {
-                        future: self.inner.call(request),
-                    },
+                State::Inner {
+                    future: self.inner.call(request),
                 }
             }
-            Decision::Reject(error, forbidden) => ResponseFuture {
-                state: State::Rejected {
-                    response: Some(rejection(
-                        error,
-                        verifier.realm(),
-                        verifier.metrics(),
-                        forbidden.as_deref(),
-                        &request,
-                    )),
-                },
+            Decision::Reject(error, forbidden) => State::Rejected {
+                response: Some(rejection(
+                    error,
+                    verifier.realm(),
+                    verifier.metrics(),
+                    forbidden.as_deref(),
+                    &request,
+                )),
             },
-            Decision::AwaitRevocation(check, forbidden) => {
-                // The inner service was made ready for this request; take that ready instance
-                // along and leave a fresh clone behind for the next one.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture {
-                    state: State::AwaitingRevocation {
-                        check,
-                        pending: Some((request, inner)),
-                        realm: verifier.shared_realm(),
-                        metrics: verifier.metrics().clone(),
-                        forbidden,
-                    },
+            Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
+                check,
+                pending: Some((request, take_ready(&mut self.inner))),
+                realm: verifier.shared_realm(),
+                metrics: verifier.metrics().clone(),
+                forbidden,
+            },
+            Decision::AwaitKeys(lookup) => {
+                let gate = self.gate.clone();
+                State::AwaitingKeys {
+                    lookup,
+                    pending: Some((request, take_ready(&mut self.inner))),
+                    redecide: Some(Box::new(move |request: &mut Request<ReqBody>| {
+                        gate.decide(request, false)
+                    })),
+                    realm: verifier.shared_realm(),
+                    metrics: verifier.metrics().clone(),
                 }
             }
-        }
+        };
+        ResponseFuture { state }
     }
 }
 
 pin_project! {
     /// The response future of [`JwtAuth`]. It allocates nothing of its own unless the
-    /// revocation store has to do I/O.
+    /// revocation store has to do I/O, or the token names a `kid` its key source is
+    /// fetching (a key rotation seen for the first time), which it then awaits.
     pub struct ResponseFuture<S, ReqBody, ResBody>
     where
         S: Service<Request<ReqBody>>,
@@ -456,6 +479,13 @@ pin_project! {
             realm: Arc<str>,
             metrics: GateMetrics,
             forbidden: Option<Box<Forbidden>>,
+        },
+        AwaitingKeys {
+            lookup: KeyLookup,
+            pending: Option<(Request<ReqBody>, S)>,
+            redecide: Option<Redecide<ReqBody>>,
+            realm: Arc<str>,
+            metrics: GateMetrics,
         },
     }
 }
@@ -508,6 +538,54 @@ where
                     metrics.passed();
                     let future = inner.call(request);
                     state.set(State::Inner { future });
+                }
+                StateProjection::AwaitingKeys {
+                    lookup,
+                    pending,
+                    redecide,
+                    realm,
+                    metrics,
+                } => {
+                    ready!(lookup.as_mut().poll(cx));
+                    let ((mut request, mut inner), redecide) = pending
+                        .take()
+                        .zip(redecide.take())
+                        .expect("ResponseFuture polled after completion");
+                    let next = match redecide(&mut request) {
+                        Decision::Pass => {
+                            metrics.passed();
+                            State::Inner {
+                                future: inner.call(request),
+                            }
+                        }
+                        Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
+                            check,
+                            pending: Some((request, inner)),
+                            realm: realm.clone(),
+                            metrics: metrics.clone(),
+                            forbidden,
+                        },
+                        Decision::Reject(error, forbidden) => State::Rejected {
+                            response: Some(rejection(
+                                error,
+                                realm,
+                                metrics,
+                                forbidden.as_deref(),
+                                &request,
+                            )),
+                        },
+                        // Deciding again never waits a second time.
+                        Decision::AwaitKeys(_) => State::Rejected {
+                            response: Some(rejection(
+                                AuthError::UnknownKey,
+                                realm,
+                                metrics,
+                                None,
+                                &request,
+                            )),
+                        },
+                    };
+                    state.set(next);
                 }
             }
         }

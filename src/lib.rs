@@ -40,7 +40,8 @@
 //! | `aws-lc-rs` | no | jsonwebtoken's aws-lc-rs backend, 5 to 8 times faster for RS*/ES*; preferred when both are on |
 //! | `axum` | no | `Claims<C>` / `Option<Claims<C>>` extractors, `AuthError` as a response |
 //! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
-//! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL |
+//! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL or an issuer's discovery document |
+//! | `rustls` | no | `https://` for `RemoteJwks` built in (hyper-rustls, ring, webpki roots) |
 //! | `gateway` | no | `gateway`: a reverse proxy behind the gate, with in-process services mounted at prefixes |
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |

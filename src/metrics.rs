@@ -419,7 +419,15 @@ pub(crate) fn jwks_fetched(uri: &http::Uri, outcome: Result<(), &crate::JwksErro
         url.push_str(uri.path());
         let label = match outcome {
             Ok(()) => "ok",
-            Err(JwksError::InvalidUrl(_) | JwksError::TlsNeedsClient) => "invalid_url",
+            Err(
+                JwksError::InvalidUrl(_)
+                | JwksError::TlsNeedsClient
+                | JwksError::PlainHttp(_)
+                | JwksError::Tls(_),
+            ) => "invalid_url",
+            // Discovery fails before any JWKS fetch, so this is never counted; named for the
+            // match to stay exhaustive.
+            Err(JwksError::Discovery(_) | JwksError::IssuerMismatch { .. }) => "discovery",
             Err(JwksError::Unreachable(_)) => "unreachable",
             Err(JwksError::Timeout) => "timeout",
             Err(JwksError::Status(_)) => "status",

@@ -254,6 +254,20 @@ mod tests {
     }
 
     #[test]
+    fn a_harmless_escape_does_not_hide_what_follows_it() {
+        // Each escape is skipped by exactly its three bytes: the escaped dots and backslashes
+        // after an escaped letter or space are still seen.
+        let rules = rules();
+        for path in [
+            "/auth/%41%2e%2e/admin",
+            "/auth/a%20b%5c..%5cadmin",
+            "/auth/%7e%3b/token",
+        ] {
+            assert_eq!(rules.access(path), Access::Protected, "{path:?}");
+        }
+    }
+
+    #[test]
     fn harmless_escapes_and_characters_stay_open() {
         let rules = rules();
         for path in [
@@ -378,6 +392,13 @@ mod properties {
         prop_oneof![
             prop::collection::vec(segment(), 0..7)
                 .prop_map(|segments| format!("/{}", segments.join("/"))),
+            // Under an open or optional prefix, where a stretched path would do harm: without
+            // this, a random path starts there too rarely to catch a missing check.
+            (
+                prop_oneof![Just("static"), Just("public")],
+                prop::collection::vec(segment(), 1..5)
+            )
+                .prop_map(|(prefix, segments)| format!("/{prefix}/{}", segments.join("/"))),
             "/(static|public|health)[a-z0-9./;%\\\\uUcC~ -]{0,16}",
         ]
     }

@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::DEFAULT_REALM;
 use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
-use crate::keys::{Keys, ACCESS_TOKEN_TYPE};
+use crate::keys::{KeyLookup, Keys, ACCESS_TOKEN_TYPE};
 use crate::metrics::GateMetrics;
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
 use crate::{AuthError, Claims};
@@ -305,6 +305,9 @@ pub struct TokenVerifier<C = ()> {
 
 struct VerifierInner<C> {
     keys: Keys,
+    /// Other issuers' keys, by their exact `iss`: a token naming one of them is checked with
+    /// that issuer's keys only. Few, so a linear scan beats hashing.
+    issuers: Box<[(Box<str>, Keys)]>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -352,6 +355,30 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
 /// pending).
 pub(crate) type Authenticated<C> = (Claims<C>, Grants, RevocationCheck);
 
+/// What [`TokenVerifier::authenticate_or_look_up`] found.
+pub(crate) enum Authentication<C> {
+    /// As [`TokenVerifier::authenticate`] answers.
+    Ready(Result<Option<Authenticated<C>>, AuthError>),
+    /// The token's `kid` is being looked up: await this, then authenticate again.
+    AwaitKeys(KeyLookup),
+}
+
+enum Verdict<C> {
+    Done(Result<(Claims<C>, Grants), AuthError>),
+    AwaitKeys(KeyLookup),
+}
+
+/// What to do about a token whose `kid` its issuer's keys lack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UnknownKid {
+    /// Tell the key source (it may look the `kid` up), refuse the token.
+    Report,
+    /// Tell the key source and hand back its lookup, for the caller to await.
+    Wait,
+    /// Refuse: a lookup for this token has just been awaited.
+    Ignore,
+}
+
 /// How many verified tokens a verifier remembers by default: room for 100,000 users each
 /// holding one live token, with headroom for tokens refreshed before the old one expires.
 pub const DEFAULT_CACHE_CAPACITY: usize = 128 * 1024;
@@ -395,6 +422,31 @@ where
     /// [`verify`](Self::verify), the claims by value (a cache hit rebuilds them from the
     /// packed entry), with the token's grants.
     pub(crate) fn verify_claims(&self, token: &str) -> Result<(Claims<C>, Grants), AuthError> {
+        match self.verify_or_look_up(token, UnknownKid::Report) {
+            Verdict::Done(verdict) => verdict,
+            Verdict::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
+    }
+
+    /// [`verify_claims`](Self::verify_claims), or, for a token naming a `kid` its issuer's key
+    /// source is looking up (`mode` [`UnknownKid::Wait`]), the lookup to await first.
+    fn verify_or_look_up(&self, token: &str, mode: UnknownKid) -> Verdict<C> {
+        let mut lookup = None;
+        let verdict = self.verify_cached(token, mode, &mut lookup);
+        match lookup {
+            Some(lookup) if matches!(verdict, Err(AuthError::UnknownKey)) => {
+                Verdict::AwaitKeys(lookup)
+            }
+            _ => Verdict::Done(verdict),
+        }
+    }
+
+    fn verify_cached(
+        &self,
+        token: &str,
+        mode: UnknownKid,
+        lookup: &mut Option<KeyLookup>,
+    ) -> Result<(Claims<C>, Grants), AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -403,21 +455,35 @@ where
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
             return self
-                .verify_uncached(token, &keys, now)
+                .verify_uncached(token, &keys, now, mode, lookup)
                 .map(|(claims, grants, _)| (claims, grants));
         }
+        // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
+        let generation = self.key_generation(&keys);
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
-        if let Some(hit) = inner.cache.get(&fingerprint, keys.generation, check_times) {
+        if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
             inner.metrics.cache(true);
             return hit;
         }
         inner.metrics.cache(false);
-        let (claims, grants, payload_len) = self.verify_uncached(token, &keys, now)?;
+        let (claims, grants, payload_len) =
+            self.verify_uncached(token, &keys, now, mode, lookup)?;
         inner
             .cache
-            .insert(fingerprint, &claims, &grants, payload_len, keys.generation);
+            .insert(fingerprint, &claims, &grants, payload_len, generation);
         Ok((claims, grants))
+    }
+
+    /// What cached verifications are checked against: it grows whenever a key leaves any of
+    /// the key sets this verifier trusts (each set's generation only grows).
+    fn key_generation(&self, own: &crate::keys::KeySet) -> u64 {
+        self.inner
+            .issuers
+            .iter()
+            .fold(own.generation, |sum, (_, keys)| {
+                sum.wrapping_add(keys.snapshot().generation)
+            })
     }
 
     /// The claims, the grants, and the decoded payload's length (what the cache weighs
@@ -425,13 +491,15 @@ where
     fn verify_uncached(
         &self,
         token: &str,
-        keys: &crate::keys::KeySet,
+        own_keys: &crate::keys::KeySet,
         now: u64,
+        mode: UnknownKid,
+        lookup: &mut Option<KeyLookup>,
     ) -> Result<(Claims<C>, Grants, usize), AuthError> {
         let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
-        let (Some(encoded_header), Some(payload), Some(signature), None) =
+        let (Some(encoded_header), Some(encoded_payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(AuthError::Malformed);
@@ -444,9 +512,31 @@ where
         if header.crit.is_some() {
             return Err(AuthError::CriticalHeader);
         }
+        let decode_payload = || {
+            URL_SAFE_NO_PAD
+                .decode(encoded_payload)
+                .map_err(|_| AuthError::Malformed)
+        };
+        // With other issuers configured, the unverified `iss` only chooses whose keys to try;
+        // the signature then decides, so relabelling a token cannot borrow another's keys.
+        let mut payload = None;
+        let issuer_set;
+        let (source, keys): (&Keys, &crate::keys::KeySet) =
+            match self.issuer_of(&mut payload, decode_payload)? {
+                Some(issuer_keys) => {
+                    issuer_set = issuer_keys.snapshot();
+                    (issuer_keys, &issuer_set)
+                }
+                None => (&self.inner.keys, own_keys),
+            };
         let Some(key) = keys.select(header.kid.as_deref()) else {
-            if let Some(kid) = header.kid.as_deref() {
-                self.inner.keys.report_unknown_kid(kid);
+            if let (Some(kid), UnknownKid::Report | UnknownKid::Wait) =
+                (header.kid.as_deref(), mode)
+            {
+                let started = source.report_unknown_kid(kid);
+                if mode == UnknownKid::Wait {
+                    *lookup = started;
+                }
             }
             return Err(AuthError::UnknownKey);
         };
@@ -463,7 +553,7 @@ where
         if !validation.type_matches(header.typ.as_deref()) {
             return Err(AuthError::WrongType);
         }
-        let message = &token[..encoded_header.len() + 1 + payload.len()];
+        let message = &token[..encoded_header.len() + 1 + encoded_payload.len()];
         match jsonwebtoken::crypto::verify(
             signature,
             message.as_bytes(),
@@ -473,9 +563,10 @@ where
             Ok(true) => {}
             _ => return Err(AuthError::BadSignature),
         }
-        let payload = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| AuthError::Malformed)?;
+        let payload = match payload {
+            Some(payload) => payload,
+            None => decode_payload()?,
+        };
         let mut claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
             if error.is_data() {
                 AuthError::MissingClaim
@@ -494,6 +585,34 @@ where
         Ok((claims, grants, payload.len()))
     }
 
+    /// The keys of the configured issuer the token's (unverified) `iss` names, if any; the
+    /// decoded payload is kept in `payload` for the claims.
+    fn issuer_of(
+        &self,
+        payload: &mut Option<Vec<u8>>,
+        decode: impl FnOnce() -> Result<Vec<u8>, AuthError>,
+    ) -> Result<Option<&Keys>, AuthError> {
+        if self.inner.issuers.is_empty() {
+            return Ok(None);
+        }
+        /// Duplicate `iss` fields make serde fail, as they make the claims fail later.
+        #[derive(Deserialize)]
+        struct Issuer<'a> {
+            #[serde(default, borrow)]
+            iss: Option<std::borrow::Cow<'a, str>>,
+        }
+        let decoded = payload.insert(decode()?);
+        let issuer: Issuer<'_> =
+            serde_json::from_slice(decoded).map_err(|_| AuthError::Malformed)?;
+        Ok(issuer.iss.and_then(|iss| {
+            self.inner
+                .issuers
+                .iter()
+                .find(|(name, _)| **name == *iss)
+                .map(|(_, keys)| keys)
+        }))
+    }
+
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
         self.inner.revocations.check(&TokenId::of(claims))
@@ -501,19 +620,55 @@ where
 
     /// The one way a request's credentials are judged, by the gate and by the auth service's
     /// logout alike: the bearer token of `headers` (`Ok(None)` when there is none), verified,
-    /// and then the revocation store's answer, which may still be pending.
+    /// and then the revocation store's answer, which may still be pending. An unknown `kid`
+    /// is refused here without waiting for its lookup (the gate waits: see
+    /// [`authenticate_or_look_up`](Self::authenticate_or_look_up)).
+    #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn authenticate(
         &self,
         headers: &http::HeaderMap,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
-            Credentials::Bearer(token) => token,
-            Credentials::None => return Ok(None),
+        match self.authenticate_with(headers, UnknownKid::Report) {
+            Authentication::Ready(outcome) => outcome,
+            Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
+    }
+
+    /// [`authenticate`](Self::authenticate), except that a token naming a `kid` its key
+    /// source is fetching gives back that fetch to await: the caller awaits it, then calls
+    /// [`authenticate_again`](Self::authenticate_again). Only that miss waits; every other
+    /// answer, a cache hit above all, is as immediate as `authenticate`'s.
+    pub(crate) fn authenticate_or_look_up(&self, headers: &http::HeaderMap) -> Authentication<C> {
+        self.authenticate_with(headers, UnknownKid::Wait)
+    }
+
+    /// After a key lookup: judged as [`authenticate`](Self::authenticate) would, but a `kid`
+    /// still unknown is refused without starting another lookup.
+    pub(crate) fn authenticate_again(
+        &self,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<Authenticated<C>>, AuthError> {
+        match self.authenticate_with(headers, UnknownKid::Ignore) {
+            Authentication::Ready(outcome) => outcome,
+            Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
+        }
+    }
+
+    fn authenticate_with(&self, headers: &http::HeaderMap, mode: UnknownKid) -> Authentication<C> {
+        let token = match bearer_token(headers, self.inner.validation.max_token_len) {
+            Ok(Credentials::Bearer(token)) => token,
+            Ok(Credentials::None) => return Authentication::Ready(Ok(None)),
+            Err(error) => return Authentication::Ready(Err(error)),
         };
-        // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
-        let (claims, grants) = self.verify_claims(token)?;
-        let check = self.check_revocation(&claims);
-        Ok(Some((claims, grants, check)))
+        match self.verify_or_look_up(token, mode) {
+            // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
+            Verdict::Done(Ok((claims, grants))) => {
+                let check = self.check_revocation(&claims);
+                Authentication::Ready(Ok(Some((claims, grants, check))))
+            }
+            Verdict::Done(Err(error)) => Authentication::Ready(Err(error)),
+            Verdict::AwaitKeys(lookup) => Authentication::AwaitKeys(lookup),
+        }
     }
 
     /// The revocation store this verifier consults.
@@ -556,6 +711,7 @@ where
 /// ```
 pub struct TokenVerifierBuilder<C> {
     keys: Keys,
+    issuers: Vec<(Box<str>, Keys)>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -579,6 +735,7 @@ impl TokenVerifierBuilder<()> {
     fn new(keys: Keys) -> Self {
         Self {
             keys,
+            issuers: Vec::new(),
             validation: Validation::default(),
             revocations: Arc::new(MemoryRevocations::new()),
             clock: Arc::new(SystemClock),
@@ -592,6 +749,39 @@ impl TokenVerifierBuilder<()> {
 }
 
 impl<C> TokenVerifierBuilder<C> {
+    /// Trusts tokens whose `iss` is exactly `issuer`, verified with `keys` and only with them:
+    /// another issuer beside the keys the builder started with (those verify every token
+    /// whose `iss` names no issuer added here). Each issuer has its own key set, and so its
+    /// own algorithm family; `keys` is typically a [`RemoteJwks`](crate::RemoteJwks)'s.
+    ///
+    /// The token's `iss` is read before its signature is checked, only to choose the keys:
+    /// a token relabelled with another issuer's `iss` meets that issuer's keys, and fails.
+    /// The policy ([`validation`](Self::validation)) applies to every issuer alike; the
+    /// issuers added here are accepted `iss` values in it too.
+    ///
+    /// ```
+    /// use jwt_gate::{Algorithm, Key, Keys, TokenVerifier, Validation};
+    ///
+    /// // The crate's own HS256 tokens...
+    /// let own = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // ...beside an identity provider's EdDSA ones (usually `RemoteJwks::keys()`).
+    /// let pem = b"-----BEGIN PRIVATE KEY-----
+    /// MC4CAQAwBQYDK2VwBCIEIHvs2LMA78bxHuCZr8W+qMK7cZ7VU8RxzFCHEUxdYKAJ
+    /// -----END PRIVATE KEY-----";
+    /// let idp = Keys::new(Key::from_private_pem(Algorithm::EdDSA, pem).unwrap().with_kid("k1")).unwrap();
+    ///
+    /// let verifier = TokenVerifier::builder(own)
+    ///     // The own tokens' issuer: required once several issuers are trusted.
+    ///     .validation(Validation::default().issuer("https://api.example"))
+    ///     .issuer_keys("https://login.example.com", idp)
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn issuer_keys(mut self, issuer: impl Into<String>, keys: Keys) -> Self {
+        self.issuers.push((issuer.into().into_boxed_str(), keys));
+        self
+    }
+
     /// Uses this policy.
     #[must_use]
     pub fn validation(mut self, validation: Validation) -> Self {
@@ -689,6 +879,7 @@ impl<C> TokenVerifierBuilder<C> {
     pub fn claims<D>(self) -> TokenVerifierBuilder<D> {
         TokenVerifierBuilder {
             keys: self.keys,
+            issuers: self.issuers,
             validation: self.validation,
             revocations: self.revocations,
             clock: self.clock,
@@ -721,7 +912,30 @@ impl<C> TokenVerifierBuilder<C> {
     ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
     ///     .build();
     /// ```
-    pub fn build(self) -> TokenVerifier<C> {
+    ///
+    /// With [`issuer_keys`](Self::issuer_keys): when an issuer is empty or added twice, and
+    /// when the validation names no issuer of its own (`Validation::issuers` is `None`): the
+    /// starting keys would then accept their tokens under any `iss` not added here, so the
+    /// `iss` would no longer say who issued a token.
+    pub fn build(mut self) -> TokenVerifier<C> {
+        if !self.issuers.is_empty() {
+            let Some(accepted) = self.validation.issuers.as_mut() else {
+                panic!(
+                    "jwt-gate: several issuers are trusted but the validation names none of its \
+                     own; set Validation::issuer(...) for the tokens of the starting keys"
+                );
+            };
+            for (index, (issuer, _)) in self.issuers.iter().enumerate() {
+                assert!(!issuer.is_empty(), "jwt-gate: an issuer must not be empty");
+                assert!(
+                    !self.issuers[..index].iter().any(|(seen, _)| seen == issuer),
+                    "jwt-gate: the issuer {issuer:?} was added twice"
+                );
+                if !accepted.iter().any(|accepted| **accepted == **issuer) {
+                    accepted.push(issuer.to_string());
+                }
+            }
+        }
         if let Some(grace) = self.revocations.grace() {
             let leeway = self.validation.leeway;
             // Both sides count whole seconds.
@@ -735,6 +949,7 @@ impl<C> TokenVerifierBuilder<C> {
         TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,
+                issuers: self.issuers.into_boxed_slice(),
                 validation: self.validation,
                 revocations: self.revocations,
                 clock: self.clock,
@@ -792,18 +1007,32 @@ mod tests {
         }
 
         #[test]
-        fn a_cached_token_is_refused_once_its_key_is_removed() {
+        fn a_cached_token_stays_cached_when_a_key_is_added_and_is_refused_once_its_key_is_removed()
+        {
             let keys = Keys::new(key("a")).unwrap();
             let verifier = TokenVerifier::builder(keys.clone())
                 .clock(ManualClock::new(NOW))
                 .build();
             let token = keys.sign(&Claims::new("alice", NOW, NOW + 900)).unwrap();
             assert!(verifier.verify(&token).is_ok());
+            let cached = || {
+                let fingerprint = crate::fingerprint::Fingerprint::of(token.as_bytes());
+                let generation = verifier.inner.keys.snapshot().generation;
+                verifier
+                    .inner
+                    .cache
+                    .get(&fingerprint, generation, |_, _, _| Ok::<_, ()>(()))
+                    .is_some()
+            };
+            assert!(cached());
+            // A rotation that only adds (and activates) a key: every earlier verification
+            // still holds, so live tokens must not all pay a signature check again.
             keys.add(key("b")).unwrap();
             keys.activate("b").unwrap();
-            // Still served (from the cache, under a newer key set that holds its key).
+            assert!(cached(), "adding a key emptied the cache");
             assert!(verifier.verify(&token).is_ok());
             keys.remove("a").unwrap();
+            assert!(!cached(), "a removed key's tokens are still cached");
             assert_eq!(verifier.verify(&token), Err(AuthError::UnknownKey));
         }
 
@@ -831,7 +1060,15 @@ mod tests {
         ] {
             assert!(validation.type_matches(Some(typ)), "{typ}");
         }
-        for typ in ["JWT", "at+jwt2", "application/jwt", "application/"] {
+        // Only "application/" itself may be left out: another 12-byte head is not stripped.
+        for typ in [
+            "JWT",
+            "at+jwt2",
+            "application/jwt",
+            "application/",
+            "applicationXat+jwt",
+            "other/media/at+jwt",
+        ] {
             assert!(!validation.type_matches(Some(typ)), "{typ}");
         }
         assert!(!validation.type_matches(None));

@@ -303,7 +303,9 @@ fn asymmetric_family(algorithm: Algorithm) -> Result<AlgorithmFamily, KeyError> 
 /// One immutable version of the key set; replaced whole on every change.
 #[derive(Debug)]
 pub(crate) struct KeySet {
-    /// Bumped on every change, so cached verifications made with a removed key are redone.
+    /// Bumped when a key leaves the set (removed, or replaced under its `kid`), so cached
+    /// verifications made with it are redone. Adding a key or activating one leaves every
+    /// earlier verification true, so it keeps the generation and the cache stays warm.
     pub(crate) generation: u64,
     keys: Vec<Key>,
     active: Option<usize>,
@@ -324,9 +326,10 @@ impl KeySet {
         }
     }
 
-    fn with_change(&self, keys: Vec<Key>, active: Option<usize>) -> Self {
+    /// The next version of the set; `invalidates` when a key left it.
+    fn with_change(&self, keys: Vec<Key>, active: Option<usize>, invalidates: bool) -> Self {
         Self {
-            generation: self.generation + 1,
+            generation: self.generation + u64::from(invalidates),
             keys,
             active,
         }
@@ -364,11 +367,17 @@ struct KeysInner {
     // Serialises writers; readers never wait (they load the current set).
     write_lock: std::sync::Mutex<()>,
     // Told when a token names a `kid` the set lacks, so a key source (a remote JWKS) can
-    // look for it. Set once; called on the request path, so it must only signal, never block.
+    // look for it. Set once; called on the request path, so it must only signal, never block:
+    // it may hand back a future that resolves once the lookup is over, for the request to
+    // await before trying again.
     unknown_kid: std::sync::OnceLock<UnknownKidListener>,
 }
 
-type UnknownKidListener = Box<dyn Fn(&str) + Send + Sync>;
+/// A lookup the request may await: resolves when the key source has looked (successfully or
+/// not, bounded by its timeout).
+pub(crate) type KeyLookup = crate::BoxFuture<'static, ()>;
+
+type UnknownKidListener = Box<dyn Fn(&str) -> Option<KeyLookup> + Send + Sync>;
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -436,7 +445,7 @@ impl Keys {
             }
             let mut keys = set.keys.clone();
             keys.push(key);
-            Ok(set.with_change(keys, set.active))
+            Ok(set.with_change(keys, set.active, false))
         })
     }
 
@@ -457,7 +466,7 @@ impl Keys {
             let active = set
                 .active
                 .map(|active| if active > index { active - 1 } else { active });
-            Ok(set.with_change(keys, active))
+            Ok(set.with_change(keys, active, true))
         })
     }
 
@@ -472,7 +481,7 @@ impl Keys {
             if !set.keys[index].can_sign() {
                 return Err(KeyError::CannotSign);
             }
-            Ok(set.with_change(set.keys.clone(), Some(index)))
+            Ok(set.with_change(set.keys.clone(), Some(index), false))
         })
     }
 
@@ -509,15 +518,20 @@ impl Keys {
 
     /// Installs the one listener for unknown `kid`s; `false` if one was installed already.
     #[cfg_attr(not(feature = "jwks"), allow(dead_code))]
-    pub(crate) fn on_unknown_kid(&self, listener: impl Fn(&str) + Send + Sync + 'static) -> bool {
+    pub(crate) fn on_unknown_kid(
+        &self,
+        listener: impl Fn(&str) -> Option<KeyLookup> + Send + Sync + 'static,
+    ) -> bool {
         self.inner.unknown_kid.set(Box::new(listener)).is_ok()
     }
 
-    /// Tells the listener, if any, that a token named `kid` (attacker-controlled text).
-    pub(crate) fn report_unknown_kid(&self, kid: &str) {
-        if let Some(listener) = self.inner.unknown_kid.get() {
-            listener(kid);
-        }
+    /// Tells the listener, if any, that a token named `kid` (attacker-controlled text); the
+    /// lookup it started or joined, if the request may wait for it.
+    pub(crate) fn report_unknown_kid(&self, kid: &str) -> Option<KeyLookup> {
+        self.inner
+            .unknown_kid
+            .get()
+            .and_then(|listener| listener(kid))
     }
 
     fn update(

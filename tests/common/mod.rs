@@ -48,6 +48,26 @@ pub fn token(keys: &Keys, sub: &str) -> String {
     keys.sign(&Claims::new(sub, now(), now() + 600)).unwrap()
 }
 
+/// An EdDSA key from a PEM of `tests/keys/`, named `kid`.
+pub fn eddsa_key(pem: &[u8], kid: &str) -> jwt_gate::Key {
+    jwt_gate::Key::from_private_pem(jwt_gate::Algorithm::EdDSA, pem)
+        .unwrap()
+        .with_kid(kid)
+}
+
+/// An identity provider's routes: `metadata` at `metadata_path`, the JWKS of `keys` at `/jwks`.
+pub fn provider_routes(metadata_path: &str, metadata: Value, keys: Keys) -> Router {
+    Router::new()
+        .route(
+            metadata_path,
+            routing::get(move || async move { axum::Json(metadata) }),
+        )
+        .route(
+            "/jwks",
+            routing::get(move || async move { axum::Json(keys.jwks()) }),
+        )
+}
+
 pub fn pem(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/keys/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
