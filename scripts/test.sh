@@ -54,6 +54,12 @@ ensure_postgres() {
     fi
 }
 
+# The forward-auth tests run a real nginx (as the current user, on 127.0.0.1, with its own
+# configuration and temporary files): only the binary is needed.
+ensure_nginx() {
+    [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || apt_install nginx
+}
+
 # promtool, Prometheus' own linter, checks the demo's /metrics. Only that one binary is taken
 # from Debian's `prometheus` package (no server installed or started): seconds, not minutes.
 ensure_promtool() {
@@ -82,6 +88,7 @@ ensure_promtool() {
 
 ensure_redis
 ensure_postgres
+ensure_nginx
 ensure_promtool
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}

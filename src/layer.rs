@@ -132,6 +132,54 @@ impl<C> JwtAuthLayer<C> {
         self.configure(|gate| gate.paths.prefix(prefix, Access::Optional))
     }
 
+    /// Requires a valid token on exactly `path`, even below an open or optional prefix
+    /// (an exact rule beats a prefix, a longer prefix a shorter one).
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .open_prefix("/docs")
+    ///     .protect_prefix("/docs/internal")
+    ///     .protect_path("/docs/drafts.html");
+    /// ```
+    #[must_use]
+    pub fn protect_path(self, path: &str) -> Self {
+        self.configure(|gate| gate.paths.exact(path, Access::Protected))
+    }
+
+    /// As [`protect_path`](Self::protect_path), for `prefix` and every path below it.
+    #[must_use]
+    pub fn protect_prefix(self, prefix: &str) -> Self {
+        self.configure(|gate| gate.paths.prefix(prefix, Access::Protected))
+    }
+
+    /// What requests with `method` for exactly `path` ask: at the same path, a rule for the
+    /// method beats one for every method (a more specific path still beats both).
+    ///
+    /// ```
+    /// use http::Method;
+    /// use jwt_gate::{Access, JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// // Anyone may read the catalogue; changing it needs a token.
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .method_prefix(Method::GET, "/catalogue", Access::Open)
+    ///     .method_prefix(Method::HEAD, "/catalogue", Access::Open)
+    ///     .method_path(Method::GET, "/me", Access::Optional);
+    /// ```
+    #[must_use]
+    pub fn method_path(self, method: Method, path: &str, access: Access) -> Self {
+        self.configure(|gate| gate.paths.exact_for(Some(method), path, access))
+    }
+
+    /// As [`method_path`](Self::method_path), for `prefix` and every path below it.
+    #[must_use]
+    pub fn method_prefix(self, method: Method, prefix: &str, access: Access) -> Self {
+        self.configure(|gate| gate.paths.prefix_for(Some(method), prefix, access))
+    }
+
     /// Every request with a token must also meet `require` (checked after verification and
     /// revocation); one that does not is refused `403` (`grpc-status: 7` over gRPC). Open
     /// paths are never checked, and a request without a token on an optional path passes as
@@ -243,7 +291,9 @@ where
     /// `first`: the first look at this request, which may wait for a key lookup; after
     /// that wait, a `kid` still unknown is refused.
     fn decide<B>(&self, request: &mut Request<B>, first: bool) -> Decision {
-        let access = self.paths.access(request.uri().path());
+        let access = self
+            .paths
+            .access_for(request.method(), request.uri().path());
         let authenticated = match access {
             Access::Open => Ok(None),
             _ if first => match self.verifier.authenticate_or_look_up(request.headers()) {

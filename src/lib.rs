@@ -114,6 +114,7 @@ pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 pub use keys::{JwksError, RemoteJwks, RemoteJwksBuilder};
 pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture};
+pub use paths::Access;
 pub use validate::{
     TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_CAPACITY,
 };

@@ -1,8 +1,11 @@
 //! Which paths the gate leaves open or makes optional.
 
-/// What the gate asks of a request on a given path.
+use http::Method;
+
+/// What the gate asks of a request on a given path (and method): see
+/// [`JwtAuthLayer::method_path`](crate::JwtAuthLayer::method_path).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
+pub enum Access {
     /// A valid token is required (the default).
     Protected,
     /// A valid token is used when present; none is fine; an invalid one is still refused.
@@ -47,36 +50,53 @@ pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
 /// The configured exceptions to "every path needs a token".
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PathRules {
-    rules: Vec<(Pattern, Access)>,
+    /// Each rule, for one method or (`None`) for all.
+    rules: Vec<(Option<Method>, Pattern, Access)>,
 }
 
 impl PathRules {
     pub(crate) fn exact(&mut self, path: &str, access: Access) {
-        self.rules.push((Pattern::exact(path), access));
+        self.exact_for(None, path, access);
     }
 
     pub(crate) fn prefix(&mut self, prefix: &str, access: Access) {
-        self.rules.push((Pattern::prefix(prefix), access));
+        self.prefix_for(None, prefix, access);
     }
 
-    /// The access rule for `path`: an exact rule beats a prefix, a longer prefix a shorter.
+    pub(crate) fn exact_for(&mut self, method: Option<Method>, path: &str, access: Access) {
+        self.rules.push((method, Pattern::exact(path), access));
+    }
+
+    pub(crate) fn prefix_for(&mut self, method: Option<Method>, prefix: &str, access: Access) {
+        self.rules.push((method, Pattern::prefix(prefix), access));
+    }
+
+    /// The access rule for a request to `path` with `method`: an exact rule beats a prefix, a
+    /// longer prefix a shorter, and at the same path a rule for the method beats one for all.
     ///
     /// A path that is not in canonical form is always protected: a router or upstream that
     /// normalises `/health/../admin` or `/auth%2F..%2Fadmin` after the gate must never
     /// receive it as "open".
-    pub(crate) fn access(&self, path: &str) -> Access {
+    pub(crate) fn access_for(&self, method: &Method, path: &str) -> Access {
         if self.rules.is_empty() || !is_canonical(path) {
             return Access::Protected;
         }
         self.rules
             .iter()
-            .filter_map(|(pattern, access)| {
+            .filter(|(only, _, _)| only.as_ref().is_none_or(|only| only == method))
+            .filter_map(|(only, pattern, access)| {
                 pattern
                     .matches(path)
-                    .map(|specificity| (specificity, *access))
+                    .map(|specificity| ((specificity, only.is_some()), *access))
             })
             .max_by_key(|(specificity, _)| *specificity)
             .map_or(Access::Protected, |(_, access)| access)
+    }
+
+    /// As [`access_for`](Self::access_for), for a `GET`.
+    #[cfg(test)]
+    pub(crate) fn access(&self, path: &str) -> Access {
+        self.access_for(&Method::GET, path)
     }
 }
 
@@ -160,6 +180,29 @@ mod tests {
         rules.prefix("/auth/logout", Access::Protected);
         rules.prefix("/public", Access::Optional);
         rules
+    }
+
+    #[test]
+    fn a_rule_for_the_method_beats_one_for_all_at_the_same_path() {
+        let mut rules = rules();
+        rules.prefix_for(Some(Method::GET), "/public", Access::Open);
+        rules.exact_for(Some(Method::DELETE), "/health", Access::Protected);
+        assert_eq!(rules.access_for(&Method::GET, "/public/page"), Access::Open);
+        assert_eq!(
+            rules.access_for(&Method::POST, "/public/page"),
+            Access::Optional
+        );
+        assert_eq!(rules.access_for(&Method::GET, "/health"), Access::Open);
+        assert_eq!(
+            rules.access_for(&Method::DELETE, "/health"),
+            Access::Protected
+        );
+        // A more specific path still beats a method: `/auth/logout` stays protected.
+        rules.prefix_for(Some(Method::POST), "/auth", Access::Open);
+        assert_eq!(
+            rules.access_for(&Method::POST, "/auth/logout"),
+            Access::Protected
+        );
     }
 
     #[test]

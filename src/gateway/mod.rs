@@ -30,6 +30,12 @@
 //!   up its address); [`GatewayBuilder::trust_forwarded_headers`] appends instead, for a
 //!   gateway that itself sits behind a trusted proxy.
 //!
+//! # Forward-auth
+//!
+//! [`ForwardAuth`] is the same gate for a web server that proxies by itself (nginx
+//! `auth_request`, Traefik, Caddy): it judges the request the server names and answers `200`
+//! with the `x-auth-*` headers, or the gate's rejection.
+//!
 //! # Services mounted in-process
 //!
 //! [`GatewayBuilder::mount`] serves a path prefix with a Tower service of this process instead
@@ -63,6 +69,8 @@
 //!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle ones, each
 //!   for at most [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s).
 
+mod forward_auth;
+mod identity;
 mod limits;
 mod proxy;
 mod router;
@@ -73,7 +81,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{Request, Response, Uri};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -84,6 +92,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
+pub use self::forward_auth::{ForwardAuth, ForwardAuthBuilder};
+pub use self::identity::{ArrayStyle, ForwardedClaim, InvalidForwardedClaim};
 use self::limits::Limits;
 use self::proxy::Upstream;
 use self::router::Mount;
@@ -155,7 +165,7 @@ const IDENTITY_PREFIX: &str = "x-auth-";
 pub struct GatewayBuilder {
     upstream: String,
     timeout: Duration,
-    forwarded_claims: Vec<String>,
+    forwarded_claims: Vec<ForwardedClaim>,
     preserve_host: bool,
     trust_forwarded_headers: bool,
     mounts: Vec<Mount>,
@@ -245,13 +255,27 @@ impl GatewayBuilder {
     ///
     /// If `x-auth-<name>` is not a valid header name: claim names are configuration.
     #[must_use]
-    pub fn forward_claim(mut self, name: &str) -> Self {
-        let header = format!("{IDENTITY_PREFIX}{}", name.to_ascii_lowercase());
-        assert!(
-            HeaderName::try_from(header.as_str()).is_ok(),
-            "{header:?} is not a valid header name"
-        );
-        self.forwarded_claims.push(name.to_owned());
+    pub fn forward_claim(self, name: &str) -> Self {
+        match ForwardedClaim::new(name) {
+            Ok(claim) => self.forward(claim),
+            Err(error) => panic!("{error}"),
+        }
+    }
+
+    /// Also forwards `claim`: a nested claim, a header of your choosing, arrays joined. See
+    /// [`ForwardedClaim`].
+    ///
+    /// ```
+    /// use jwt_gate::gateway::{ArrayStyle, ForwardedClaim, Gateway};
+    ///
+    /// let roles = ForwardedClaim::with_header("/realm_access/roles", "x-auth-roles")?
+    ///     .arrays(ArrayStyle::Join);
+    /// let gateway = Gateway::builder("http://127.0.0.1:8000").forward(roles).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn forward(mut self, claim: ForwardedClaim) -> Self {
+        self.forwarded_claims.push(claim);
         self
     }
 
@@ -336,16 +360,7 @@ impl GatewayBuilder {
             return Err(InvalidUpstream("the URL may not have a query".into()));
         }
         let base_path = upstream.path().trim_end_matches('/').to_owned();
-        let forwarded_claims = self
-            .forwarded_claims
-            .into_iter()
-            .map(|name| {
-                let header =
-                    HeaderName::try_from(format!("{IDENTITY_PREFIX}{}", name.to_ascii_lowercase()))
-                        .expect("checked by forward_claim");
-                (name, header)
-            })
-            .collect();
+        let forwarded_claims = self.forwarded_claims;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
@@ -486,7 +501,25 @@ where
 {
     use tower_layer::Layer as _;
     let limits = gateway.inner.limits;
-    let service = layer.layer(gateway);
+    serve_with_limits(listener, layer.layer(gateway), limits).await
+}
+
+/// Serves `service` on `listener`, HTTP/1.1, within `limits` (the connection cap and the
+/// header read timeout), each request with its [`ClientAddr`]: the proxy and forward-auth
+/// alike.
+async fn serve_with_limits<S, B>(
+    listener: tokio::net::TcpListener,
+    service: S,
+    limits: Limits,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         // A permit before accepting: past the cap, new connections wait in the kernel's

@@ -12,11 +12,11 @@ use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::identity::{write_identity, ForwardedClaim};
 use super::limits::TimedBody;
-use super::{ClaimMap, GatewayBody, IDENTITY_PREFIX};
-use crate::{Claims, ClientAddr};
+use super::{GatewayBody, IDENTITY_PREFIX};
+use crate::ClientAddr;
 
 /// The upstream every request not served in-process goes to, and how to talk to it.
 pub(super) struct Upstream {
@@ -26,7 +26,7 @@ pub(super) struct Upstream {
     pub(super) client: Client<HttpConnector, TimedBody>,
     pub(super) timeout: Duration,
     pub(super) body_read_timeout: Duration,
-    pub(super) forwarded_claims: Vec<(String, HeaderName)>,
+    pub(super) forwarded_claims: Vec<ForwardedClaim>,
     pub(super) preserve_host: bool,
     pub(super) trust_forwarded_headers: bool,
 }
@@ -49,7 +49,11 @@ impl Upstream {
         let original_host = parts.headers.get(header::HOST).cloned();
         remove_hop_by_hop(&mut parts.headers);
         remove_identity(&mut parts.headers);
-        self.forward_identity(&parts.extensions, &mut parts.headers);
+        write_identity(
+            &self.forwarded_claims,
+            &parts.extensions,
+            &mut parts.headers,
+        );
         self.set_forwarded(
             &parts.extensions,
             original_host.as_ref(),
@@ -82,33 +86,6 @@ impl Upstream {
             Err(_) => {
                 tracing::warn!(upstream = %self.authority, timeout = ?self.timeout, "upstream timed out");
                 error_response(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout")
-            }
-        }
-    }
-
-    /// Adds `x-auth-*` from the verified claims, if any, each value made safe by
-    /// [`identity_value`].
-    fn forward_identity(&self, extensions: &http::Extensions, headers: &mut HeaderMap) {
-        let with_extra = extensions.get::<Claims<ClaimMap>>();
-        let plain = extensions.get::<Claims>();
-        let sub = match (with_extra, plain) {
-            (Some(claims), _) => &claims.sub,
-            (None, Some(claims)) => &claims.sub,
-            (None, None) => return,
-        };
-        let lookup = |name: &str| match with_extra {
-            Some(claims) => registered_claim(claims, name).or_else(|| {
-                claims
-                    .extra
-                    .get(name)
-                    .map(|value| identity_value(&text(value)))
-            }),
-            None => plain.and_then(|claims| registered_claim(claims, name)),
-        };
-        headers.insert(HeaderName::from_static("x-auth-sub"), identity_value(sub));
-        for (name, header) in &self.forwarded_claims {
-            if let Some(value) = lookup(name) {
-                headers.insert(header.clone(), value);
             }
         }
     }
@@ -146,52 +123,6 @@ impl Upstream {
             }
         }
     }
-}
-
-/// A registered claim as a header value; `aud` as a list, each audience encoded apart.
-fn registered_claim<C>(claims: &Claims<C>, name: &str) -> Option<HeaderValue> {
-    let text = match name {
-        "iss" => claims.iss.clone()?,
-        "aud" if claims.aud.is_empty() => return None,
-        "aud" => {
-            let audiences: Vec<String> = claims
-                .aud
-                .iter()
-                .map(|audience| encode_identity(audience))
-                .collect();
-            return HeaderValue::try_from(audiences.join(",")).ok();
-        }
-        "jti" => claims.jti.clone(),
-        "exp" => claims.exp.to_string(),
-        "iat" => claims.iat.to_string(),
-        "nbf" => claims.nbf?.to_string(),
-        _ => return None,
-    };
-    Some(identity_value(&text))
-}
-
-/// A claim as text: a string as it is, anything else as JSON.
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The bytes of an identity value that an upstream could trim (spaces, controls), split on
-/// (`,`), mis-decode (non-ASCII) or decode once too often (`%`).
-const UNSAFE_IN_IDENTITY: &AsciiSet = &CONTROLS.add(b' ').add(b'%').add(b',');
-
-/// `text` percent-encoded (UTF-8, RFC 3986) wherever [`UNSAFE_IN_IDENTITY`] says: `alice`
-/// stays `alice`, `alice ` becomes `alice%20`, `a,b` becomes `a%2Cb`. The encoding is one to
-/// one, so distinct identities stay distinct even for an upstream that never decodes.
-fn encode_identity(text: &str) -> String {
-    utf8_percent_encode(text, UNSAFE_IN_IDENTITY).to_string()
-}
-
-fn identity_value(text: &str) -> HeaderValue {
-    HeaderValue::try_from(encode_identity(text))
-        .expect("percent-encoded text is visible ASCII, a valid header value")
 }
 
 /// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).

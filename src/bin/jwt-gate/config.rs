@@ -1,0 +1,551 @@
+//! The one configuration file, read strictly: unknown keys are refused, and every error names
+//! the file, the line and the key. Environment variables (`JWT_GATE_*`) and flags override it.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use jwt_gate::gateway::{ArrayStyle, ForwardedClaim};
+use jwt_gate::Algorithm;
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole file. Every table and key is optional except what a command needs (`upstream`
+/// for `proxy`); the defaults are in `docs/binary.md`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Where `proxy`, `forward-auth` and `serve` listen.
+    pub(crate) listen: Option<SocketAddr>,
+    /// Where `proxy` forwards to: an `http://` URL.
+    pub(crate) upstream: Option<Spanned<String>>,
+    /// Whether `jwt-gate token` may mint tokens with these keys without `--dev`.
+    #[serde(default)]
+    pub(crate) allow_dev_tokens: bool,
+    #[serde(default)]
+    pub(crate) keys: KeysConfig,
+    #[serde(default)]
+    pub(crate) validation: ValidationConfig,
+    #[serde(default)]
+    pub(crate) routes: Vec<Route>,
+    #[serde(default)]
+    pub(crate) forward_claims: Vec<ForwardClaim>,
+    #[serde(default)]
+    pub(crate) revocation: RevocationConfig,
+    pub(crate) users: Option<UsersConfig>,
+    #[serde(default)]
+    pub(crate) auth: AuthConfig,
+    #[serde(default)]
+    pub(crate) limits: LimitsConfig,
+}
+
+/// The crate's own keys: an HS256 secret (from an environment variable or a file, never
+/// written in the configuration), or PEM files.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeysConfig {
+    /// The variable holding the HS256 secret (default `JWT_GATE_SECRET`).
+    pub(crate) secret_env: Option<String>,
+    /// A file holding the HS256 secret (its bytes, less one trailing newline).
+    pub(crate) secret_file: Option<Spanned<PathBuf>>,
+    /// The algorithm of the PEM keys (`EdDSA`, `RS256`, `ES256`, ...).
+    pub(crate) algorithm: Option<Algorithm>,
+    /// The signing key (PKCS#8 PEM); tokens are signed with it and verified with its public half.
+    pub(crate) private_pem: Option<Spanned<PathBuf>>,
+    /// Further public keys that verify (keys being retired, or another signer's).
+    #[serde(default)]
+    pub(crate) public_pems: Vec<Spanned<PathBuf>>,
+}
+
+/// What a token must satisfy beyond its signature.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValidationConfig {
+    pub(crate) issuer: Option<String>,
+    pub(crate) audience: Option<String>,
+    pub(crate) leeway_seconds: Option<u64>,
+    pub(crate) max_lifetime_seconds: Option<u64>,
+}
+
+/// A path rule: `/health` is that path, `/static/*` that prefix and everything below it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Route {
+    /// Only for these methods (`["GET", "HEAD"]`); every method when absent.
+    pub(crate) methods: Option<Spanned<Vec<String>>>,
+    pub(crate) path: Spanned<String>,
+    pub(crate) access: Access,
+}
+
+/// What a route asks of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Access {
+    /// No token is looked at.
+    Open,
+    /// A valid token is used when present; an invalid one is refused.
+    Optional,
+    /// A valid token is required (every path not named is this).
+    Required,
+}
+
+/// A claim sent on as a header.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ForwardClaim {
+    /// A claim name, or a JSON Pointer (`/realm_access/roles`).
+    pub(crate) claim: Spanned<String>,
+    /// The header (must start with `x-auth-`; default `x-auth-<claim>`).
+    pub(crate) header: Option<Spanned<String>>,
+    /// `json` (default) or `join`.
+    #[serde(default)]
+    pub(crate) arrays: Arrays,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Arrays {
+    #[default]
+    Json,
+    Join,
+}
+
+/// Where revocations (logouts) live: this process's memory, or Redis for a fleet.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevocationConfig {
+    pub(crate) redis_url: Option<Spanned<String>>,
+}
+
+/// Where the auth service's users live: one SQLite file, or PostgreSQL for a fleet.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsersConfig {
+    pub(crate) sqlite: Option<PathBuf>,
+    pub(crate) postgres_url: Option<Spanned<String>>,
+}
+
+/// The auth service's mount.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuthConfig {
+    /// Where the auth service is mounted (default `/auth`).
+    pub(crate) prefix: Option<Spanned<String>>,
+}
+
+/// Bounds on slow and numerous clients, and on the upstream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LimitsConfig {
+    pub(crate) upstream_timeout_seconds: Option<u64>,
+    pub(crate) header_read_timeout_seconds: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+}
+
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub(crate) const DEFAULT_SECRET_ENV: &str = "JWT_GATE_SECRET";
+pub(crate) const DEFAULT_AUTH_PREFIX: &str = "/auth";
+/// The `iss` and `aud` tokens are issued with and must carry when the file names none: as the
+/// design says, the program always sets and requires both.
+pub(crate) const DEFAULT_ISSUER: &str = "jwt-gate";
+pub(crate) const DEFAULT_AUDIENCE: &str = "jwt-gate";
+
+/// A configuration that cannot be used: one line, for the user to act on.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) String);
+
+impl ValidationConfig {
+    /// The issuer tokens carry: the configured one, or [`DEFAULT_ISSUER`].
+    pub(crate) fn issuer(&self) -> &str {
+        self.issuer.as_deref().unwrap_or(DEFAULT_ISSUER)
+    }
+
+    /// The audience tokens carry: the configured one, or [`DEFAULT_AUDIENCE`].
+    pub(crate) fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(DEFAULT_AUDIENCE)
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The file as read, kept so that later checks can point into it.
+#[derive(Debug)]
+pub(crate) struct Source {
+    pub(crate) path: PathBuf,
+    pub(crate) text: String,
+}
+
+impl Source {
+    /// `file:line:column: key `k`: message`, for the place `span` covers.
+    pub(crate) fn error_at(&self, span: Option<Range<usize>>, message: &str) -> ConfigError {
+        let Some(span) = span else {
+            return ConfigError(format!("{}: {message}", self.path.display()));
+        };
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+        let key = key_at(&self.text, start);
+        let key = key.map_or(String::new(), |key| format!("key `{key}`: "));
+        ConfigError(format!(
+            "{}:{line}:{column}: {key}{message}",
+            self.path.display()
+        ))
+    }
+}
+
+/// The dotted key whose line holds `offset`: the nearest table header above it, and the key
+/// left of `=` on the line (or the key itself, for an unknown key's span).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |at| at + 1);
+    let line_end = text[offset..]
+        .find('\n')
+        .map_or(text.len(), |at| offset + at);
+    let line = text[line_start..line_end].trim();
+    let key = match line.split_once('=') {
+        Some((key, _)) => key.trim().trim_matches('"').to_owned(),
+        None if line.starts_with('[') => {
+            return Some(
+                line.trim_matches(|c| c == '[' || c == ']')
+                    .trim()
+                    .to_owned(),
+            )
+        }
+        None => line.to_owned(),
+    };
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| line.starts_with('['))
+        .map(|line| {
+            line.trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_owned()
+        });
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key,
+    })
+}
+
+/// Reads and checks `path`.
+pub(crate) fn load(path: &Path) -> Result<(Config, Source), ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| ConfigError(format!("cannot read {}: {error}", path.display())))?;
+    let source = Source {
+        path: path.to_owned(),
+        text,
+    };
+    let config: Config = toml::from_str(&source.text)
+        .map_err(|error| source.error_at(error.span(), error.message().trim()))?;
+    check(&config, &source)?;
+    Ok((config, source))
+}
+
+/// The checks serde cannot make: each names its place in the file.
+fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
+    if let Some(upstream) = &config.upstream {
+        check_upstream(upstream.get_ref())
+            .map_err(|why| source.error_at(Some(upstream.span()), &why))?;
+    }
+    for route in &config.routes {
+        check_route_path(route.path.get_ref())
+            .map_err(|why| source.error_at(Some(route.path.span()), &why))?;
+        if let Some(methods) = &route.methods {
+            for method in methods.get_ref() {
+                if method.is_empty() || !method.bytes().all(|byte| byte.is_ascii_uppercase()) {
+                    return Err(source.error_at(
+                        Some(methods.span()),
+                        &format!("{method:?} is not a method like \"GET\""),
+                    ));
+                }
+            }
+        }
+    }
+    for claim in &config.forward_claims {
+        forwarded_claim(claim).map_err(|why| {
+            let span = claim
+                .header
+                .as_ref()
+                .map_or(claim.claim.span(), Spanned::span);
+            source.error_at(Some(span), &why)
+        })?;
+    }
+    if let Some(prefix) = &config.auth.prefix {
+        let value = prefix.get_ref();
+        if !value.starts_with('/') || value.trim_end_matches('/').is_empty() || value.contains('*')
+        {
+            return Err(source.error_at(
+                Some(prefix.span()),
+                "the auth prefix is a path like \"/auth\", not the root",
+            ));
+        }
+    }
+    let keys = &config.keys;
+    let secret = keys.secret_env.is_some() || keys.secret_file.is_some();
+    let pem = keys.private_pem.is_some() || !keys.public_pems.is_empty();
+    if keys.secret_env.is_some() && keys.secret_file.is_some() {
+        return Err(source.error_at(
+            keys.secret_file.as_ref().map(Spanned::span),
+            "give the secret once: secret_env or secret_file",
+        ));
+    }
+    if secret && pem {
+        return Err(source.error_at(
+            keys.private_pem
+                .as_ref()
+                .map(Spanned::span)
+                .or(keys.public_pems.first().map(Spanned::span)),
+            "an HS256 secret and PEM keys cannot be mixed: one key family per gate",
+        ));
+    }
+    if pem && keys.algorithm.is_none() {
+        return Err(source.error_at(
+            keys.private_pem
+                .as_ref()
+                .map(Spanned::span)
+                .or(keys.public_pems.first().map(Spanned::span)),
+            "PEM keys need keys.algorithm (EdDSA, RS256, ES256, ...)",
+        ));
+    }
+    if let Some(users) = &config.users {
+        if users.sqlite.is_some() == users.postgres_url.is_some() {
+            return Err(source.error_at(
+                users.postgres_url.as_ref().map(Spanned::span),
+                "users: give exactly one of sqlite (a file) or postgres_url",
+            ));
+        }
+    }
+    for (value, name) in [
+        (
+            config.limits.upstream_timeout_seconds,
+            "upstream_timeout_seconds",
+        ),
+        (
+            config.limits.header_read_timeout_seconds,
+            "header_read_timeout_seconds",
+        ),
+        (
+            config.limits.max_connections.map(|n| n as u64),
+            "max_connections",
+        ),
+    ] {
+        if value == Some(0) {
+            return Err(ConfigError(format!(
+                "{}: limits.{name} must be positive",
+                source.path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_upstream(upstream: &str) -> Result<(), String> {
+    // The gateway's own check, so the binary refuses exactly what the library would.
+    jwt_gate::gateway::Gateway::builder(upstream)
+        .build()
+        .map(drop)
+        .map_err(|error| error.to_string())
+}
+
+fn check_route_path(path: &str) -> Result<(), String> {
+    let bare = path.strip_suffix("/*").unwrap_or(path);
+    if !path.starts_with('/')
+        || bare.contains('*')
+        || bare.contains("//")
+        || bare.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(format!(
+            "{path:?} is not a route path: \"/exact/path\", or \"/prefix/*\" for a prefix and everything below it"
+        ));
+    }
+    Ok(())
+}
+
+/// The library's forwarded claim for `claim`, or why not.
+pub(crate) fn forwarded_claim(claim: &ForwardClaim) -> Result<ForwardedClaim, String> {
+    let forwarded = match &claim.header {
+        Some(header) => ForwardedClaim::with_header(claim.claim.get_ref(), header.get_ref()),
+        None => ForwardedClaim::new(claim.claim.get_ref()),
+    }
+    .map_err(|error| error.to_string())?;
+    Ok(forwarded.arrays(match claim.arrays {
+        Arrays::Json => ArrayStyle::Json,
+        Arrays::Join => ArrayStyle::Join,
+    }))
+}
+
+/// The command line's overrides, which win over the environment, which wins over the file.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    pub(crate) listen: Option<String>,
+    pub(crate) upstream: Option<String>,
+}
+
+/// Applies `JWT_GATE_LISTEN`, `JWT_GATE_UPSTREAM`, `JWT_GATE_REDIS_URL`, `JWT_GATE_SQLITE`,
+/// `JWT_GATE_POSTGRES_URL`, then the flags.
+pub(crate) fn apply_overrides(
+    config: &mut Config,
+    env: impl Fn(&str) -> Option<String>,
+    flags: &Overrides,
+) -> Result<(), ConfigError> {
+    let listen = flags
+        .listen
+        .clone()
+        .map(|value| ("--listen", value))
+        .or_else(|| env("JWT_GATE_LISTEN").map(|value| ("JWT_GATE_LISTEN", value)));
+    if let Some((from, value)) = listen {
+        config.listen = Some(value.parse().map_err(|_| {
+            ConfigError(format!(
+                "{from}: {value:?} is not an address like {DEFAULT_LISTEN}"
+            ))
+        })?);
+    }
+    let upstream = flags
+        .upstream
+        .clone()
+        .map(|value| ("--upstream", value))
+        .or_else(|| env("JWT_GATE_UPSTREAM").map(|value| ("JWT_GATE_UPSTREAM", value)));
+    if let Some((from, value)) = upstream {
+        check_upstream(&value).map_err(|why| ConfigError(format!("{from}: {why}")))?;
+        config.upstream = Some(Spanned::new(0..0, value));
+    }
+    if let Some(url) = env("JWT_GATE_REDIS_URL") {
+        config.revocation.redis_url = Some(Spanned::new(0..0, url));
+    }
+    match (env("JWT_GATE_SQLITE"), env("JWT_GATE_POSTGRES_URL")) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError(
+                "JWT_GATE_SQLITE and JWT_GATE_POSTGRES_URL are both set: choose one".into(),
+            ))
+        }
+        (Some(file), None) => {
+            config.users = Some(UsersConfig {
+                sqlite: Some(file.into()),
+                postgres_url: None,
+            })
+        }
+        (None, Some(url)) => {
+            config.users = Some(UsersConfig {
+                sqlite: None,
+                postgres_url: Some(Spanned::new(0..0, url)),
+            })
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// `url` with any password replaced by `***`: URLs of databases carry credentials.
+pub(crate) fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            let redacted = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            // A password can also sit in the query (`?password=`): drop the query whole.
+            let tail = tail.split_once('?').map_or(tail, |(path, _)| path);
+            format!("{scheme}://{redacted}@{host}{tail}")
+        }
+        None => {
+            let tail = tail.split_once('?').map_or(tail, |(path, _)| path);
+            format!("{scheme}://{authority}{tail}")
+        }
+    }
+}
+
+/// The effective configuration as TOML, every default spelled out, no secret in it.
+pub(crate) fn effective(config: &Config) -> String {
+    let mut shown = config.clone();
+    shown.listen = Some(
+        config
+            .listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default")),
+    );
+    if shown.keys.secret_file.is_none()
+        && shown.keys.private_pem.is_none()
+        && shown.keys.public_pems.is_empty()
+    {
+        shown
+            .keys
+            .secret_env
+            .get_or_insert_with(|| DEFAULT_SECRET_ENV.to_owned());
+    }
+    shown
+        .auth
+        .prefix
+        .get_or_insert_with(|| Spanned::new(0..0, DEFAULT_AUTH_PREFIX.to_owned()));
+    let defaults = jwt_gate::Validation::default();
+    let policy = &mut shown.validation;
+    policy
+        .issuer
+        .get_or_insert_with(|| DEFAULT_ISSUER.to_owned());
+    policy
+        .audience
+        .get_or_insert_with(|| DEFAULT_AUDIENCE.to_owned());
+    policy
+        .leeway_seconds
+        .get_or_insert(defaults.leeway.as_secs());
+    if let Some(lifetime) = defaults.max_lifetime {
+        policy
+            .max_lifetime_seconds
+            .get_or_insert(lifetime.as_secs());
+    }
+    let limits = &mut shown.limits;
+    limits.upstream_timeout_seconds.get_or_insert(30);
+    limits.header_read_timeout_seconds.get_or_insert(10);
+    limits.max_connections.get_or_insert(1024);
+    if let Some(url) = &mut shown.revocation.redis_url {
+        *url = Spanned::new(0..0, redact_url(url.get_ref()));
+    }
+    if let Some(users) = &mut shown.users {
+        if let Some(url) = &mut users.postgres_url {
+            *url = Spanned::new(0..0, redact_url(url.get_ref()));
+        }
+    }
+    toml::to_string(&shown).unwrap_or_else(|error| format!("# cannot show: {error}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/users?sslmode=require&password=x"),
+            "postgres://app:***@db:5432/users"
+        );
+        assert_eq!(
+            redact_url("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn keys_are_named_with_their_table() {
+        let text = "listen = \"x\"\n[validation]\nleeway = 3\n";
+        assert_eq!(
+            key_at(text, text.find("leeway").unwrap()).as_deref(),
+            Some("validation.leeway")
+        );
+        assert_eq!(key_at(text, 2).as_deref(), Some("listen"));
+    }
+}

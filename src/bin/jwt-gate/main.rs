@@ -1,0 +1,114 @@
+//! `jwt-gate`: JWT authentication in front of a service, as a program with one TOML file.
+//!
+//! ```text
+//! jwt-gate --config gate.toml proxy          # the reverse proxy in front of `upstream`
+//! jwt-gate --config gate.toml forward-auth   # for nginx auth_request, Traefik, Caddy
+//! jwt-gate --config gate.toml serve          # the auth service alone
+//! jwt-gate --config gate.toml token alice    # a development token (needs allow_dev_tokens or --dev)
+//! jwt-gate keys generate [--ed25519]         # a new HS256 secret or Ed25519 PEM
+//! jwt-gate --config gate.toml keys jwks      # the public JWKS of the configured keys
+//! jwt-gate check-config gate.toml            # the effective configuration, without secrets
+//! ```
+//!
+//! Every configuration error exits with status 2 and one line naming the file, line and key.
+//! The reference is `docs/binary.md`.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod keys;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// JWT authentication in front of a service: a reverse proxy, forward-auth for the web
+/// server you have, and the auth service, from one TOML file.
+#[derive(Debug, Parser)]
+#[command(name = "jwt-gate", version)]
+struct Cli {
+    /// The configuration file.
+    #[arg(long, short, global = true, env = "JWT_GATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to listen (overrides `listen` and JWT_GATE_LISTEN).
+    #[arg(long, global = true)]
+    listen: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The reverse proxy: every request verified, then forwarded to the upstream with the
+    /// identity in x-auth-* headers; the auth service mounted when users are configured.
+    Proxy {
+        /// The upstream URL (overrides `upstream` and JWT_GATE_UPSTREAM).
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+    /// Answers a front server's auth subrequest: 200 with x-auth-* headers, or the gate's
+    /// 401/403.
+    ForwardAuth,
+    /// The auth service alone (register, token, refresh, logout).
+    Serve,
+    /// Prints a development token for SUB, signed with the configured keys.
+    Token {
+        /// The subject.
+        sub: String,
+        /// Mint even though the configuration does not set allow_dev_tokens.
+        #[arg(long)]
+        dev: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 900)]
+        ttl: u64,
+    },
+    /// Makes keys, or prints the public ones.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Checks FILE and prints the effective configuration, secrets redacted.
+    CheckConfig {
+        /// The configuration file.
+        file: PathBuf,
+    },
+}
+
+/// Log lines on stderr, at the level `JWT_GATE_LOG` names (`error`, `warn`, `info` by
+/// default, `debug`, `trace`). Tokens and passwords are never logged by the library.
+fn init_logs() {
+    let level = std::env::var("JWT_GATE_LOG")
+        .ok()
+        .and_then(|level| level.parse().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Prints a new HS256 secret (for JWT_GATE_SECRET), or an Ed25519 private key PEM.
+    Generate {
+        /// An Ed25519 key (PKCS#8 PEM) instead of an HS256 secret.
+        #[arg(long)]
+        ed25519: bool,
+    },
+    /// Prints the JWKS of the configured keys' public halves (empty for an HS256 secret).
+    Jwks,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs();
+    match run::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("jwt-gate: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

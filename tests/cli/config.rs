@@ -1,0 +1,191 @@
+//! The configuration file: the examples load, and every error names the file, the line and
+//! the key, and exits with status 2.
+
+use std::path::Path;
+
+use crate::{jwt_gate, run, stderr, TempDir};
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/config/{name}")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn every_example_config_loads_and_prints_without_secrets() {
+    let dir = TempDir::new("examples");
+    // fleet.toml names a PEM key beside itself: make one, as its comment says.
+    let pem = run(jwt_gate(), &["keys", "generate", "--ed25519"]);
+    assert!(pem.status.success(), "{}", stderr(&pem));
+    std::fs::write(dir.0.join("signing.pem"), &pem.stdout).unwrap();
+    let entries =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/config")).unwrap();
+    let mut loaded = 0;
+    for entry in entries {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if !name.ends_with(".toml") {
+            continue;
+        }
+        let file = dir.write(&name, &example(&name));
+        let output = run(jwt_gate(), &["check-config", file.to_str().unwrap()]);
+        assert!(output.status.success(), "{name}: {}", stderr(&output));
+        let shown = String::from_utf8(output.stdout).unwrap();
+        assert!(!shown.contains(crate::SECRET), "{name} shows the secret");
+        assert!(
+            shown.contains("listen = "),
+            "{name}: every default spelled out:\n{shown}"
+        );
+        loaded += 1;
+    }
+    assert!(loaded >= 3, "the examples were found");
+}
+
+#[test]
+fn check_config_redacts_database_passwords_and_applies_the_environment() {
+    let dir = TempDir::new("redact");
+    let file = dir.write(
+        "gate.toml",
+        "[users]\npostgres_url = \"postgres://app:hunter22@db.internal:5432/users\"\n\n\
+         [revocation]\nredis_url = \"redis://:redispass@127.0.0.1:6379/0\"\n",
+    );
+    let output = run(
+        {
+            let mut command = jwt_gate();
+            command.env("JWT_GATE_LISTEN", "127.0.0.1:9999");
+            command
+        },
+        &["check-config", file.to_str().unwrap()],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        !shown.contains("hunter22") && !shown.contains("redispass"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("postgres://app:***@db.internal:5432/users"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("listen = \"127.0.0.1:9999\""),
+        "the environment wins: {shown}"
+    );
+    // A flag wins over the environment.
+    let mut command = jwt_gate();
+    command.env("JWT_GATE_LISTEN", "127.0.0.1:9999");
+    let output = run(
+        command,
+        &[
+            "--listen",
+            "127.0.0.1:7777",
+            "check-config",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8(output.stdout)
+        .unwrap()
+        .contains("listen = \"127.0.0.1:7777\""));
+}
+
+/// `jwt-gate check-config` on `text`: its status and its one line of error.
+fn refused(text: &str) -> (Option<i32>, String, String) {
+    let dir = TempDir::new("refused");
+    let file = dir.write("gate.toml", text);
+    let output = run(jwt_gate(), &["check-config", file.to_str().unwrap()]);
+    (
+        output.status.code(),
+        stderr(&output),
+        file.to_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn an_unknown_key_is_refused_naming_file_line_and_key() {
+    let (status, error, file) = refused(
+        "listen = \"127.0.0.1:8080\"\n\n[validation]\nissuer = \"me\"\nleway_seconds = 5\n",
+    );
+    assert_eq!(status, Some(2), "{error}");
+    assert!(
+        error.starts_with(&format!(
+            "jwt-gate: {file}:5:1: key `validation.leway_seconds`: unknown field `leway_seconds`"
+        )),
+        "{error}"
+    );
+    assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
+}
+
+#[test]
+fn bad_values_are_refused_with_status_2_and_their_place() {
+    for (text, expected) in [
+        (
+            "[[routes]]\npath = \"/x\"\naccess = \"opn\"\n",
+            ":3:10: key `routes.access`: unknown variant `opn`",
+        ),
+        ("listen = \"localhost:eighty\"\n", ":1:10: key `listen`:"),
+        (
+            "upstream = \"ftp://127.0.0.1\"\n",
+            ":1:12: key `upstream`: not a usable upstream URL",
+        ),
+        (
+            "[[routes]]\npath = \"admin\"\naccess = \"open\"\n",
+            ":2:8: key `routes.path`:",
+        ),
+        (
+            "[[routes]]\npath = \"/a/../b\"\naccess = \"open\"\n",
+            ":2:8: key `routes.path`:",
+        ),
+        (
+            "[[forward_claims]]\nclaim = \"email\"\nheader = \"x-email\"\n",
+            ":3:10: key `forward_claims.header`: \"x-email\" must start with \"x-auth-\"",
+        ),
+        (
+            "[keys]\nalgorithm = \"HS999\"\n",
+            ":2:13: key `keys.algorithm`:",
+        ),
+        (
+            "[users]\nsqlite = \"a.db\"\npostgres_url = \"postgres://x\"\n",
+            ":3:16: key `users.postgres_url`: users: give exactly one",
+        ),
+    ] {
+        let (status, error, file) = refused(text);
+        assert_eq!(status, Some(2), "{text}: {error}");
+        assert!(error.starts_with(&format!("jwt-gate: {file}")), "{error}");
+        assert!(
+            error.contains(expected),
+            "{text}: expected {expected:?} in {error}"
+        );
+        assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
+    }
+    // A plain-http upstream on another host is fine.
+    let (status, error, _) = refused("upstream = \"http://10.1.2.3:8000\"\n");
+    assert_eq!(status, Some(0), "{error}");
+}
+
+#[test]
+fn a_short_or_missing_secret_is_refused_without_echoing_it() {
+    let dir = TempDir::new("secret");
+    let file = dir.write("gate.toml", "");
+    let mut command = jwt_gate();
+    command.env("JWT_GATE_SECRET", "too short a secret");
+    let output = run(command, &["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("JWT_GATE_SECRET"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains("too short a secret"),
+        "never echoed"
+    );
+    let mut command = jwt_gate();
+    command.env_remove("JWT_GATE_SECRET");
+    let output = run(command, &["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("JWT_GATE_SECRET is not set"),
+        "{}",
+        stderr(&output)
+    );
+}
