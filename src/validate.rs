@@ -1112,6 +1112,24 @@ mod tests {
     }
 
     #[test]
+    fn the_rfc9068_preset_requires_its_issuer_and_audience() {
+        let validation = Validation::rfc9068("https://idp.example", "api");
+        assert_eq!(
+            validation.issuers,
+            Some(vec!["https://idp.example".to_owned()])
+        );
+        assert_eq!(validation.audiences, Some(vec!["api".to_owned()]));
+    }
+
+    #[test]
+    #[should_panic(expected = "a realm must be printable ASCII")]
+    fn a_realm_that_would_break_the_challenge_is_refused() {
+        // Quoted unescaped in `WWW-Authenticate`: a `"` would end it and let the rest be read
+        // as further parameters.
+        super::assert_realm("shop\", error=\"none");
+    }
+
+    #[test]
     fn the_third_party_preset_takes_jwt_at_jwt_or_no_typ_and_nothing_else() {
         let validation = Validation::third_party("https://idp.example", "api");
         for typ in [
