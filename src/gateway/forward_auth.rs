@@ -201,11 +201,6 @@ impl ForwardAuthBuilder {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<crate::BoxError>,
     {
-        let prefix = prefix.trim_end_matches('/');
-        assert!(
-            prefix.starts_with('/'),
-            "a mount prefix starts with '/' and is not the root"
-        );
         self.mounts.push(Mount::new(prefix, service));
         self
     }

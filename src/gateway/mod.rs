@@ -331,11 +331,6 @@ impl GatewayBuilder {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let prefix = prefix.trim_end_matches('/');
-        assert!(
-            prefix.starts_with('/'),
-            "a mount prefix starts with '/' and is not the root"
-        );
         self.mounts.push(Mount::new(prefix, service));
         self
     }

@@ -26,7 +26,12 @@ pub(super) struct Mount {
 }
 
 impl Mount {
-    /// `service` at `prefix`, which the caller has checked and stripped of a trailing `/`.
+    /// `service` at `prefix`, stripped of a trailing `/`.
+    ///
+    /// # Panics
+    ///
+    /// If `prefix` does not start with `/` or is the root: prefixes are configuration, and
+    /// every builder that mounts states them through here.
     pub(super) fn new<S, B>(prefix: &str, service: S) -> Self
     where
         S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -38,6 +43,11 @@ impl Mount {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let prefix = prefix.trim_end_matches('/');
+        assert!(
+            prefix.starts_with('/'),
+            "a mount prefix starts with '/' and is not the root"
+        );
         let call: MountedCall = Arc::new(move |request| {
             let mut service = service.clone();
             Box::pin(async move {
