@@ -10,7 +10,9 @@ mod common;
 mod commands;
 mod config;
 mod forward_auth;
+mod issuers;
 mod nginx;
+mod ops;
 mod proxy;
 
 use std::io::{BufRead as _, BufReader};
@@ -20,7 +22,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::any;
 use axum::{Json, Router};
 
 /// The HS256 secret the tests' configurations read from `JWT_GATE_SECRET`.
@@ -132,7 +134,7 @@ pub async fn upstream() -> SocketAddr {
             .collect();
         Json(seen.into())
     }
-    common::serve(Router::new().fallback(get(identity))).await
+    common::serve(Router::new().fallback(any(identity))).await
 }
 
 /// The stderr of a finished run, as text.

@@ -18,6 +18,7 @@
 mod config;
 mod keys;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,17 +77,21 @@ enum Command {
     },
 }
 
-/// Log lines on stderr, at the level `JWT_GATE_LOG` names (`error`, `warn`, `info` by
-/// default, `debug`, `trace`). Tokens and passwords are never logged by the library.
-fn init_logs() {
+/// Log lines on stderr, as text or one JSON object a line, at the level `JWT_GATE_LOG` names
+/// (`error`, `warn`, `info` by default, `debug`, `trace`). Tokens and passwords are never
+/// logged, by the library or the program.
+fn init_logs(format: config::LogFormat) {
     let level = std::env::var("JWT_GATE_LOG")
         .ok()
         .and_then(|level| level.parse().ok())
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => logs.init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +108,6 @@ enum KeysCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
