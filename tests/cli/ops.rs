@@ -242,3 +242,58 @@ async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token
     assert_eq!(bad["status"], 401);
     assert_eq!(bad["sub"], "");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_served_on_their_own_listener_and_count_the_requests() {
+    use crate::common::prometheus::{lint, parse, value};
+    let (upstream, _) = slow_upstream(0).await;
+    let dir = TempDir::new("metrics");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    );
+    let gate = start(&config, "proxy");
+    let metrics: SocketAddr = gate
+        .line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", gate.line))
+        .parse()
+        .unwrap();
+    assert_ne!(metrics, gate.addr, "never on the public listener");
+    // On the public listener, /metrics is just another protected path.
+    assert_eq!(
+        get(gate.addr, "/metrics", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let token = token(&config, "alice");
+    for _ in 0..3 {
+        assert_eq!(
+            get(gate.addr, "/x", Some(&token)).await.status,
+            StatusCode::OK
+        );
+    }
+    for _ in 0..2 {
+        get(gate.addr, "/x", None).await;
+    }
+    let scrape = get(metrics, "/metrics", None).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    lint(&scrape.text);
+    let samples = parse(&scrape.text);
+    assert_eq!(
+        value(&samples, "jwt_gate_requests_passed_total", &[]),
+        3.0,
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "jwt_gate_requests_refused_total",
+            &[("reason", "missing_credentials")]
+        ),
+        3.0,
+        "the public /metrics and the two requests without a token"
+    );
+}
