@@ -714,6 +714,11 @@ pub(crate) fn effective(config: &Config) -> String {
             .max_lifetime_seconds
             .get_or_insert(lifetime.as_secs());
     }
+    for route in &mut shown.routes {
+        if route.access.is_none() && route.requires() {
+            route.access = Some(Spanned::new(0..0, Access::Required));
+        }
+    }
     let limits = &mut shown.limits;
     limits.upstream_timeout_seconds.get_or_insert(30);
     limits.header_read_timeout_seconds.get_or_insert(10);
