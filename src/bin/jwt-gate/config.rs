@@ -128,9 +128,15 @@ pub(crate) struct KeysConfig {
     pub(crate) algorithm: Option<Algorithm>,
     /// The signing key (PKCS#8 PEM); tokens are signed with it and verified with its public half.
     pub(crate) private_pem: Option<Spanned<PathBuf>>,
-    /// Further public keys that verify (keys being retired, or another signer's).
-    #[serde(default)]
-    pub(crate) public_pems: Vec<Spanned<PathBuf>>,
+    /// Further public keys that verify (keys staged or being retired, or another signer's).
+    pub(crate) public_pems: Option<Spanned<Vec<Spanned<PathBuf>>>>,
+}
+
+impl KeysConfig {
+    /// The verifying-only PEM files.
+    pub(crate) fn public_pems(&self) -> &[Spanned<PathBuf>] {
+        self.public_pems.as_ref().map_or(&[], |pems| pems.get_ref())
+    }
 }
 
 /// What a token must satisfy beyond its signature.
@@ -415,7 +421,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     }
     let keys = &config.keys;
     let secret = keys.secret_env.is_some() || keys.secret_file.is_some();
-    let pem = keys.private_pem.is_some() || !keys.public_pems.is_empty();
+    let pem = keys.private_pem.is_some() || !keys.public_pems().is_empty();
     if keys.secret_env.is_some() && keys.secret_file.is_some() {
         return Err(source.error_at(
             keys.secret_file.as_ref().map(Spanned::span),
@@ -427,7 +433,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             keys.private_pem
                 .as_ref()
                 .map(Spanned::span)
-                .or(keys.public_pems.first().map(Spanned::span)),
+                .or(keys.public_pems().first().map(Spanned::span)),
             "an HS256 secret and PEM keys cannot be mixed: one key family per gate",
         ));
     }
@@ -436,7 +442,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             keys.private_pem
                 .as_ref()
                 .map(Spanned::span)
-                .or(keys.public_pems.first().map(Spanned::span)),
+                .or(keys.public_pems().first().map(Spanned::span)),
             "PEM keys need keys.algorithm (EdDSA, RS256, ES256, ...)",
         ));
     }
@@ -687,7 +693,7 @@ pub(crate) fn effective(config: &Config) -> String {
     );
     if shown.keys.secret_file.is_none()
         && shown.keys.private_pem.is_none()
-        && shown.keys.public_pems.is_empty()
+        && shown.keys.public_pems().is_empty()
     {
         shown
             .keys

@@ -7,6 +7,7 @@
 //! jwt-gate --config gate.toml token alice    # a development token (needs allow_dev_tokens or --dev)
 //! jwt-gate keys generate [--ed25519]         # a new HS256 secret or Ed25519 PEM
 //! jwt-gate --config gate.toml keys jwks      # the public JWKS of the configured keys
+//! jwt-gate --config gate.toml keys add       # rotation: add, activate KID, retire KID
 //! jwt-gate check-config gate.toml            # the effective configuration, without secrets
 //! ```
 //!
@@ -17,6 +18,7 @@
 
 mod config;
 mod keys;
+mod rotate;
 mod run;
 mod server;
 
@@ -104,6 +106,23 @@ enum KeysCommand {
     },
     /// Prints the JWKS of the configured keys' public halves (empty for an HS256 secret).
     Jwks,
+    /// Makes a new Ed25519 key in keys/ beside the configuration and lists it in
+    /// public_pems (it verifies; `activate` makes it sign). Prints its kid.
+    Add {
+        /// Make it the signing key at once (one instance; a fleet stages it first).
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Makes the staged key KID sign; the signing key so far moves to public_pems.
+    Activate {
+        /// The key's kid, as `keys add` printed it (or `keys jwks` shows it).
+        kid: String,
+    },
+    /// Removes the key KID from public_pems: its tokens stop verifying.
+    Retire {
+        /// The key's kid.
+        kid: String,
+    },
 }
 
 fn main() -> ExitCode {

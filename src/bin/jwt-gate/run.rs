@@ -62,6 +62,19 @@ pub(crate) fn run(cli: Cli) -> Result<(), String> {
             println!("{jwks}");
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::Add { activate },
+        } => {
+            let kid = crate::rotate::add(&config, &source, activate)?;
+            println!("{kid}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Activate { kid },
+        } => crate::rotate::activate(&config, &source, &kid),
+        Command::Keys {
+            command: KeysCommand::Retire { kid },
+        } => crate::rotate::retire(&config, &source, &kid),
         Command::Token { sub, dev, ttl } => token(&config, &keys, &sub, dev, ttl),
         command => runtime()?.block_on(serve(command, config, source, keys)),
     }
