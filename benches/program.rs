@@ -121,7 +121,13 @@ http {{
     let file = dir.join("nginx.conf");
     std::fs::write(&file, config).unwrap();
     let child = Command::new(binary)
-        .args(["-p", &root.to_string(), "-e", &format!("{root}/error.log"), "-c"])
+        .args([
+            "-p",
+            &root.to_string(),
+            "-e",
+            &format!("{root}/error.log"),
+            "-c",
+        ])
         .arg(&file)
         .stdin(Stdio::null())
         .spawn()
@@ -161,7 +167,13 @@ async fn jwt_gate(config: &Path, command: &str) -> (Running, SocketAddr) {
 
 fn token(config: &Path) -> String {
     let minted = Command::new(env!("CARGO_BIN_EXE_jwt-gate"))
-        .args(["--config", config.to_str().unwrap(), "token", "alice", "--dev"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "alice",
+            "--dev",
+        ])
         .args(["--ttl", "3600"])
         .env("JWT_GATE_SECRET", SECRET)
         .output()
@@ -193,20 +205,7 @@ async fn load(addr: SocketAddr, headers: Arc<Vec<(&'static str, String)>>) -> Ru
             tokio::spawn(connection);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                let mut request = Request::builder()
-                    .uri("/api/orders")
-                    .header("host", "bench");
-                for (name, value) in headers.iter() {
-                    request = request.header(*name, value);
-                }
-                let started = Instant::now();
-                let response = sender
-                    .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-                    .await
-                    .unwrap();
-                assert!(response.status().is_success(), "{}", response.status());
-                response.into_body().collect().await.unwrap();
-                latencies.push(started.elapsed());
+                latencies.push(timed(&mut sender, "/api/orders", &headers).await);
             }
             latencies
         }));
@@ -231,20 +230,29 @@ async fn sequential(addr: SocketAddr, headers: &[(&'static str, String)]) -> Vec
     tokio::spawn(connection);
     let mut latencies = Vec::with_capacity(CHECKS);
     for _ in 0..CHECKS {
-        let mut request = Request::builder().uri("/check").header("host", "bench");
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let started = Instant::now();
-        let response = sender
-            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
-            .await
-            .unwrap();
-        assert!(response.status().is_success(), "{}", response.status());
-        response.into_body().collect().await.unwrap();
-        latencies.push(started.elapsed());
+        latencies.push(timed(&mut sender, "/check", headers).await);
     }
     latencies
+}
+
+/// One `GET uri` with `headers` on `sender`, answered with success and read whole: how long.
+async fn timed(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    uri: &str,
+    headers: &[(&'static str, String)],
+) -> Duration {
+    let mut request = Request::builder().uri(uri).header("host", "bench");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let started = Instant::now();
+    let response = sender
+        .send_request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.into_body().collect().await.unwrap();
+    started.elapsed()
 }
 
 fn percentile(latencies: &mut [Duration], fraction: f64) -> Duration {

@@ -51,19 +51,13 @@ async fn status(gate: std::net::SocketAddr, method: Method, path: &str, token: &
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_of_every_configured_issuer_pass_and_route_requirements_refuse_with_403() {
     let upstream = upstream().await;
-    let discovered_keys = Keys::new(
-        Key::from_private_pem(Algorithm::EdDSA, &common::pem("ed25519.pem"))
-            .unwrap()
-            .with_kid("k1"),
-    )
-    .unwrap();
+    let keys = |algorithm, pem, kid| {
+        let key = Key::from_private_pem(algorithm, &common::pem(pem)).unwrap();
+        Keys::new(key.with_kid(kid)).unwrap()
+    };
+    let discovered_keys = keys(Algorithm::EdDSA, "ed25519.pem", "k1");
     let discovered = provider(discovered_keys.clone()).await;
-    let rsa_keys = Keys::new(
-        Key::from_private_pem(Algorithm::RS256, &common::pem("rsa.pem"))
-            .unwrap()
-            .with_kid("r1"),
-    )
-    .unwrap();
+    let rsa_keys = keys(Algorithm::RS256, "rsa.pem", "r1");
     let rsa_server = provider(rsa_keys.clone()).await;
     let rsa_issuer = "https://login.rsa.test/";
     let dir = TempDir::new("issuers");

@@ -98,7 +98,14 @@ impl Drop for Server {
 /// Starts `jwt-gate --config <config> <command> --listen 127.0.0.1:0` and reads the line
 /// saying where it listens.
 pub fn start(config: &Path, command: &str) -> Server {
-    let mut child = jwt_gate()
+    let mut program = jwt_gate();
+    program.stderr(Stdio::inherit());
+    start_with(program, config, command)
+}
+
+/// As [`start`], from `program` as the test prepared it (its environment, its stderr).
+pub fn start_with(mut program: Command, config: &Path, command: &str) -> Server {
+    let mut child = program
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -107,7 +114,6 @@ pub fn start(config: &Path, command: &str) -> Server {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("jwt-gate starts");
     let mut line = String::new();

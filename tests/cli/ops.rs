@@ -12,7 +12,7 @@ use http::StatusCode;
 
 use crate::common::postgres::CutProxy;
 use crate::common::{self, get, get_with};
-use crate::{jwt_gate, run, start, stderr, TempDir};
+use crate::{jwt_gate, run, start, start_with, stderr, TempDir};
 
 /// A dev token for `sub` from the configuration `config`.
 fn token(config: &std::path::Path, sub: &str) -> String {
@@ -160,33 +160,10 @@ async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token
         ),
     );
     let token = token(&config, "alice");
-    let mut command = jwt_gate();
-    command.env("JWT_GATE_LOG", "info");
-    let mut child = command
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split([',', ' ']).next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let mut program = jwt_gate();
+    program.env("JWT_GATE_LOG", "info").stderr(Stdio::piped());
+    let mut gate = start_with(program, &config, "proxy");
+    let addr = gate.addr;
 
     let passed = get_with(
         addr,
@@ -206,15 +183,11 @@ async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token
     let made = refused.header("x-request-id").unwrap().to_owned();
     assert!(!made.is_empty(), "an id is made when none came");
 
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = gate.child.kill();
+    let _ = gate.child.wait();
     let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let mut stderr_pipe = gate.child.stderr.take().unwrap();
+    stderr_pipe.read_to_string(&mut logs).unwrap();
     let signature = token.rsplit('.').next().unwrap();
     assert!(
         !logs.contains(signature),

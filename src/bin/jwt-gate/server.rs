@@ -384,7 +384,8 @@ where
                 Some(Ok(response)) => response.map(Either::Left),
                 Some(Err(never)) => match never {},
                 None => {
-                    tracing::warn!(route = %label, ?timeout, "upstream timed out");
+                    let seconds = timeout.map_or(0, |timeout| timeout.as_secs());
+                    tracing::warn!(route = %label, timeout_seconds = seconds, "upstream timed out");
                     local(
                         StatusCode::GATEWAY_TIMEOUT,
                         r#"{"error":"gateway_timeout"}"#.to_owned(),
