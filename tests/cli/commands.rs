@@ -113,7 +113,7 @@ fn keys_roll_through_add_activate_and_retire_keeping_tokens_valid_until_retired(
     let config = file.to_str().unwrap();
     let before = mint(config);
     let first = kid_of(&before);
-    assert_eq!(kids(config), [first.clone()]);
+    assert_eq!(kids(config), [first.as_str()]);
 
     // Staged: every instance verifies the new key; the old one still signs.
     let added = run(jwt_gate(), &["--config", config, "keys", "add"]);
@@ -158,7 +158,7 @@ fn keys_roll_through_add_activate_and_retire_keeping_tokens_valid_until_retired(
     );
     let retired = run(jwt_gate(), &["--config", config, "keys", "retire", &first]);
     assert!(retired.status.success(), "{}", stderr(&retired));
-    assert_eq!(kids(config), [second.clone()]);
+    assert_eq!(kids(config), [second.as_str()]);
     let verifier = verifier_of(config);
     assert!(verifier.verify(&before).is_err());
     assert!(verifier.verify(&after).is_ok());

@@ -15,7 +15,7 @@ use jwt_gate::{
 use tower_layer::Layer as _;
 
 use crate::config::{self, Access, Config, IssuerConfig, Overrides, Preset, Source};
-use crate::server::{self, CaptureSub, Health, Ops};
+use crate::server::{self, CaptureSub, Health, Kind, Ops};
 use crate::{keys, Cli, Command, KeysCommand};
 
 fn env(name: &str) -> Option<String> {
@@ -383,7 +383,12 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             println!(
                 "jwt-gate proxy listening on http://{local}, forwarding to {upstream}{mounted}{metrics}"
             );
-            let service = Ops::new(layer.layer(CaptureSub(gateway)), &config, health, true);
+            let service = Ops::new(
+                layer.layer(CaptureSub(gateway)),
+                &config,
+                health,
+                Kind::Proxy,
+            );
             server::serve(listener, service, bounds, shutdown).await;
         }
         Command::ForwardAuth => {
@@ -397,7 +402,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 forward_auth = forward_auth.mount(&prefix, auth);
             }
             println!("jwt-gate forward-auth listening on http://{local}{mounted}{metrics}");
-            let service = Ops::new(forward_auth.build(), &config, health, false);
+            let service = Ops::new(forward_auth.build(), &config, health, Kind::ForwardAuth);
             server::serve(listener, service, bounds, shutdown).await;
         }
         Command::Serve => {
@@ -405,7 +410,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 "serve needs users: [users] sqlite or postgres_url in the configuration, JWT_GATE_SQLITE or JWT_GATE_POSTGRES_URL",
             )?;
             println!("jwt-gate auth service listening on http://{local}{mounted}{metrics}");
-            let service = Ops::new(auth, &config, health, false);
+            let service = Ops::new(auth, &config, health, Kind::Serve);
             server::serve(listener, service, bounds, shutdown).await;
         }
         _ => unreachable!("answered without a runtime"),

@@ -224,6 +224,8 @@ struct OpsShared {
     routes: Vec<RouteRule>,
     /// The upstream timeout of requests whose route sets none (`proxy` only).
     default_timeout: Option<Duration>,
+    /// Log the request the front server asks about (forward-auth), not its check.
+    original: bool,
     /// Request ids made here: a random prefix for this process, and a counter.
     id_prefix: u64,
     next_id: AtomicU64,
@@ -239,9 +241,11 @@ pub(crate) struct Ops<S> {
 }
 
 impl<S> Ops<S> {
-    /// `inner` with the probes of `config`; `timeouts` applies the routes' (and the
-    /// default) upstream timeouts, for `proxy`.
-    pub(crate) fn new(inner: S, config: &Config, health: Health, timeouts: bool) -> Self {
+    /// `inner` with the probes of `config`, for `command`: `proxy` applies the routes' (and
+    /// the default) upstream timeouts; `forward-auth` logs the original request's method and
+    /// path (from `X-Original-*` or `X-Forwarded-*`) rather than those of the check.
+    pub(crate) fn new(inner: S, config: &Config, health: Health, command: Kind) -> Self {
+        let timeouts = command == Kind::Proxy;
         let path = |path: &Option<toml::Spanned<String>>, default: &str| {
             path.as_ref()
                 .map_or(default, |path| path.get_ref())
@@ -270,11 +274,33 @@ impl<S> Ops<S> {
                 health,
                 routes,
                 default_timeout,
+                original: command == Kind::ForwardAuth,
                 id_prefix: u64::from_le_bytes(random),
                 next_id: AtomicU64::new(0),
             }),
         }
     }
+}
+
+/// Which command an [`Ops`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Proxy,
+    ForwardAuth,
+    Serve,
+}
+
+/// The method and path of the request forward-auth is asked about, when named.
+fn original(request: &Request<Incoming>) -> Option<(Method, String)> {
+    let header = |names: [&str; 2]| names.iter().find_map(|name| request.headers().get(*name));
+    let uri = header(["x-original-uri", "x-forwarded-uri"])?
+        .to_str()
+        .ok()?;
+    let method = header(["x-original-method", "x-forwarded-method"])?;
+    let method = Method::from_bytes(method.as_bytes()).ok()?;
+    // Never the query: it may carry a token.
+    let path = uri.split_once('?').map_or(uri, |(path, _)| path);
+    Some((method, path.to_owned()))
 }
 
 /// The longest upstream timeout `config` asks for: the gateway's own must not cut a route's
@@ -356,7 +382,10 @@ where
             }
         };
         request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-        let method = request.method().clone();
+        let (method, path) = match shared.original.then(|| original(&request)).flatten() {
+            Some(original) => original,
+            None => (request.method().clone(), path),
+        };
         let route = shared
             .routes
             .iter()
