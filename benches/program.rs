@@ -29,12 +29,15 @@ const RUN: Duration = Duration::from_secs(3);
 const ROUNDS: usize = 5;
 const CHECKS: usize = 20_000;
 
-/// A child process, killed when dropped.
+/// A child process, stopped with SIGTERM when dropped (nginx's master then stops its
+/// workers; SIGKILL would leave them behind).
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -45,8 +48,10 @@ async fn upstream() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|_request| async {
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
@@ -54,6 +59,7 @@ async fn upstream() -> SocketAddr {
                     )))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -98,6 +104,9 @@ error_log {root}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    # nginx closes a keep-alive connection after 1,000 requests by default; the clients here
+    # (and the gateway) keep theirs for the whole run.
+    keepalive_requests 1000000;
     client_body_temp_path {root}/client_body;
     proxy_temp_path {root}/proxy;
     fastcgi_temp_path {root}/fastcgi;
@@ -106,6 +115,7 @@ http {{
     upstream app {{
         server {upstream};
         keepalive 32;
+        keepalive_requests 1000000;
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -229,7 +239,10 @@ async fn sequential(addr: SocketAddr, headers: &[(&'static str, String)]) -> Vec
         .unwrap();
     tokio::spawn(connection);
     let mut latencies = Vec::with_capacity(CHECKS);
-    for _ in 0..CHECKS {
+    for done in 0..CHECKS {
+        if sender.ready().await.is_err() {
+            panic!("{addr} closed the connection after {done} requests");
+        }
         latencies.push(timed(&mut sender, "/check", headers).await);
     }
     latencies
