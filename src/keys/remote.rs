@@ -387,10 +387,36 @@ fn fetcher_of<C>(client: Client<C, Empty<Bytes>>) -> Fetcher
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    Arc::new(move |request| {
-        let response = client.request(request);
-        Box::pin(async move { response.await.map_err(|error| error.to_string()) })
+    Arc::new(move |request: Request<Empty<Bytes>>| {
+        let client = client.clone();
+        let mut again = Request::new(Empty::new());
+        *again.uri_mut() = request.uri().clone();
+        *again.headers_mut() = request.headers().clone();
+        Box::pin(async move {
+            match client.request(request).await {
+                // The GET went out on a kept-alive connection and no answer came: the issuer
+                // had closed it (it restarted, or its idle timeout raced this request; hyper
+                // retries by itself only requests not yet written). A GET is idempotent
+                // (RFC 9110 §9.2.2): sent once more, it gets a fresh connection.
+                Err(error) if !error.is_connect() => client.request(again).await,
+                outcome => outcome,
+            }
+            .map_err(|error| with_sources(&error))
+        })
     })
+}
+
+/// `error` and its sources: hyper's own message alone ("client error (SendRequest)") does not
+/// say what went wrong.
+fn with_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The built-in HTTPS client (feature `rustls`).
