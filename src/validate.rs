@@ -9,7 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::authorize::{ClaimPath, Grants};
+use crate::authorize::{read_claims, ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -573,13 +573,15 @@ where
             Some(payload) => payload,
             None => decode_payload()?,
         };
-        let mut claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
-            if error.is_data() {
-                AuthError::MissingClaim
-            } else {
-                AuthError::Malformed
-            }
-        })?;
+        // The claims and the grants in one pass over the payload.
+        let (mut claims, grants): (Claims<C>, Grants) = read_claims(&payload, &self.inner.roles)
+            .map_err(|error| {
+                if error.is_data() {
+                    AuthError::MissingClaim
+                } else {
+                    AuthError::Malformed
+                }
+            })?;
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
         if claims.jti.is_empty() {
@@ -587,7 +589,6 @@ where
             // the claims, so revocation works as for any other token.
             claims.jti = Claims::derive_jti(token);
         }
-        let grants = Grants::read(&payload, &self.inner.roles);
         Ok((claims, grants, payload.len()))
     }
 
