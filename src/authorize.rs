@@ -196,8 +196,10 @@ pub(crate) fn read_claims<'de, T: serde::Deserialize<'de>>(
     let mut found = Found::default();
     let claims = T::deserialize(Spy {
         inner: &mut deserializer,
-        roles,
-        found: &mut found,
+        notes: Notes {
+            roles,
+            found: &mut found,
+        },
     })?;
     deserializer.end()?;
     Ok((claims, found.into_grants()))
@@ -278,12 +280,17 @@ fn scope_names(value: &serde_json::Value) -> Option<Vec<Box<str>>> {
     }
 }
 
-/// The payload's deserializer, seen through: the top-level object's grant claims are noted in
-/// `found` on their way to the claims type. Everything else passes straight through.
-struct Spy<'a, D> {
-    inner: D,
+/// Where the grant claims are noted, and at which path roles are.
+struct Notes<'a> {
     roles: &'a ClaimPath,
     found: &'a mut Found,
+}
+
+/// The payload's deserializer, seen through: the top-level object's grant claims are noted on
+/// their way to the claims type. Everything else passes straight through.
+struct Spy<'a, D> {
+    inner: D,
+    notes: Notes<'a>,
 }
 
 impl<'de, D: Deserializer<'de>> Deserializer<'de> for Spy<'_, D> {
@@ -318,19 +325,14 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Spy<'_, D> {
 
 impl<'a, D> Spy<'a, D> {
     fn split<V>(self, visitor: V) -> (D, SpyVisitor<'a, V>) {
-        let visitor = SpyVisitor {
-            visitor,
-            roles: self.roles,
-            found: self.found,
-        };
-        (self.inner, visitor)
+        let notes = self.notes;
+        (self.inner, SpyVisitor { visitor, notes })
     }
 }
 
 struct SpyVisitor<'a, V> {
     visitor: V,
-    roles: &'a ClaimPath,
-    found: &'a mut Found,
+    notes: Notes<'a>,
 }
 
 impl<'de, V: Visitor<'de>> Visitor<'de> for SpyVisitor<'_, V> {
@@ -343,8 +345,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SpyVisitor<'_, V> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
         self.visitor.visit_map(SpyMap {
             map,
-            roles: self.roles,
-            found: self.found,
+            notes: self.notes,
             pending: None,
         })
     }
@@ -352,8 +353,7 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for SpyVisitor<'_, V> {
 
 struct SpyMap<'a, A> {
     map: A,
-    roles: &'a ClaimPath,
-    found: &'a mut Found,
+    notes: Notes<'a>,
     /// The grant claim whose key was just read: its value is to be noted.
     pending: Option<GrantClaim>,
 }
@@ -367,7 +367,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for SpyMap<'_, A> {
     ) -> Result<Option<K::Value>, A::Error> {
         self.map.next_key_seed(KeySpy {
             seed,
-            roles: self.roles,
+            roles: self.notes.roles,
             pending: &mut self.pending,
         })
     }
@@ -377,7 +377,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for SpyMap<'_, A> {
             return self.map.next_value_seed(seed);
         };
         let value: serde_json::Value = self.map.next_value()?;
-        self.found.record(claim, &value, self.roles);
+        self.notes.found.record(claim, &value, self.notes.roles);
         seed.deserialize(value).map_err(de::Error::custom)
     }
 

@@ -44,6 +44,21 @@ async fn a_plain_http_issuer_off_this_machine_is_refused_at_start() {
     assert!(error.to_string().contains("allow_plain_http"), "{error}");
 }
 
+#[tokio::test]
+async fn contradicting_jwks_settings_are_refused_at_start_naming_the_setting() {
+    let provider = Provider::start("ES256", &["k1"]);
+    let error = RemoteJwks::discover(&provider.issuer)
+        .max_age_bounds(Duration::from_secs(600), Duration::from_secs(60))
+        .start()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, JwksError::Config(_)), "{error:?}");
+    assert_eq!(
+        error.to_string(),
+        "RemoteJwksBuilder::max_age_bounds: min 600s is over max 60s"
+    );
+}
+
 #[test]
 fn a_role_path_that_cannot_match_is_refused_where_it_is_written() {
     for path in ["realm_access..roles", "scope", "aud.roles", ""] {

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 
 use axum::routing::get;
 use axum::Router;
-use http::Method;
+use http::{Method, StatusCode};
 use jwt_gate::{Claims, JwtAuthLayer, Require, TokenVerifier};
 
 /// Serves the orders API behind `verifier`: `GET /orders` needs the scope `orders:read`,
@@ -42,4 +42,16 @@ pub async fn orders_api(verifier: TokenVerifier) -> SocketAddr {
             .layer(layer),
     )
     .await
+}
+
+/// Asserts a `401 invalid_token` saying `description`.
+pub fn assert_refused(answer: &common::Answer, description: &str) {
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{answer:?}");
+    let challenge = answer.header("www-authenticate").unwrap();
+    assert!(
+        challenge.contains(&format!(
+            r#"error="invalid_token", error_description="{description}""#
+        )),
+        "{challenge}"
+    );
 }
