@@ -108,6 +108,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 pub use error::{AuthError, DEFAULT_REALM};
+pub use extract::{SourcesError, TokenSources};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]
