@@ -27,6 +27,7 @@
 //! | authorization: scopes, roles, predicates, per route | [`Require`], [`JwtAuthLayer::require_route`], [`RequireLayer`], [`Grants`] |
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
+//! | tokens from a cookie or another header, cross-site check, CORS preflights | [`TokenSources`], [`JwtAuthLayer::token_cookie`], [`JwtAuthLayer::pass_cors_preflight`] |
 //! | rejections | [`AuthError`] |
 //! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
 //! | metrics, and a Prometheus `/metrics` endpoint | `metrics` (features `metrics`, `prometheus`) |
