@@ -934,6 +934,34 @@ mod source_tests {
     }
 
     #[test]
+    fn a_cross_site_refusal_is_a_403_without_a_challenge_over_http_and_7_over_grpc() {
+        let (status, headers, body) = AuthError::CrossSiteRequest.render("shop", false, None);
+        assert_eq!(status, http::StatusCode::FORBIDDEN);
+        assert!(!headers.contains_key(http::header::WWW_AUTHENTICATE));
+        assert_eq!(headers["cache-control"], "no-store");
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "cross_site_request");
+        let (status, headers, _) = AuthError::CrossSiteRequest.render("shop", true, None);
+        assert_eq!(status, http::StatusCode::OK);
+        assert_eq!(headers["grpc-status"], "7");
+        for error in [
+            AuthError::ConflictingTokens,
+            AuthError::DuplicateCookie,
+            AuthError::MalformedCookie,
+            AuthError::DuplicateTokenHeader,
+        ] {
+            let (status, headers, _) = error.render("shop", false, None);
+            assert_eq!(status, http::StatusCode::BAD_REQUEST, "{error:?}");
+            let challenge = headers[http::header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(
+                challenge.starts_with("Bearer realm=\"shop\", error=\"invalid_request\""),
+                "{challenge}"
+            );
+            assert_eq!(error.render("shop", true, None).1["grpc-status"], "16");
+        }
+    }
+
+    #[test]
     fn a_preflight_names_an_origin_and_a_method() {
         let both = headers(&[
             ("origin", "https://a.example"),

@@ -48,6 +48,9 @@ async fn call(addr: SocketAddr, method: Method, headers: &[(&str, &str)]) -> Ans
     common::call(addr, method, "/orders", headers, Bytes::new()).await
 }
 
+/// The description of a request whose sources carry different tokens.
+const CONFLICT: &str = "the request carries different tokens in different places";
+
 fn assert_invalid_request(answer: &Answer, description: &str) {
     assert_eq!(answer.status, 400, "{}", answer.text);
     let challenge = answer.header("www-authenticate").unwrap();
@@ -102,10 +105,7 @@ async fn two_different_tokens_or_a_repeated_cookie_are_refused() {
         &[("authorization", &bearer), ("cookie", &cookie)],
     )
     .await;
-    assert_invalid_request(
-        &answer,
-        "the request carries different tokens in different places",
-    );
+    assert_invalid_request(&answer, CONFLICT);
     // A cookie tossed in beside the real one, in one header or two, is never first-wins.
     let tossed = format!("__Host-token={alice}; __Host-token={mallory}");
     let answer = call(addr, Method::GET, &[("cookie", &tossed)]).await;
@@ -228,10 +228,7 @@ async fn a_custom_header_carries_the_bare_token() {
         &[("x-access-token", &token), ("authorization", &bearer)],
     )
     .await;
-    assert_invalid_request(
-        &answer,
-        "the request carries different tokens in different places",
-    );
+    assert_invalid_request(&answer, CONFLICT);
     let answer = call(
         addr,
         Method::GET,
