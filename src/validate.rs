@@ -696,6 +696,12 @@ where
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
+
+    /// Where this verifier reads roles (see [`TokenVerifierBuilder::roles_claim`]): where the
+    /// auth service puts the roles of the tokens it issues.
+    pub fn roles_claim(&self) -> &ClaimPath {
+        &self.inner.roles
+    }
 }
 
 /// Builds a [`TokenVerifier`]: the policy, the revocation store, the clock, the claims type.

@@ -102,12 +102,12 @@ pub use throttle::{LoginThrottle, RegistrationThrottle};
 pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::revocation::BoxFuture;
-use crate::store::UserStore;
+use crate::store::{User, UserStore};
 use crate::{BoxError, TokenVerifier};
 use password::Passwords;
 use routes::Inner;
 use throttle::Throttle;
-use tokens::TokenIssuer;
+use tokens::{ClaimsHook, TokenIssuer};
 
 /// The prefix the routes live under unless told otherwise.
 const DEFAULT_PREFIX: &str = "/auth";
@@ -186,6 +186,7 @@ impl AuthService {
             #[cfg(feature = "redis")]
             shared_throttle: None,
             trusted_proxies: Vec::new(),
+            claims_hook: None,
         }
     }
 
@@ -241,6 +242,7 @@ pub struct AuthServiceBuilder {
     #[cfg(feature = "redis")]
     shared_throttle: Option<RedisThrottle>,
     trusted_proxies: Vec<IpAddr>,
+    claims_hook: Option<ClaimsHook>,
 }
 
 impl std::fmt::Debug for AuthServiceBuilder {
@@ -256,6 +258,7 @@ impl std::fmt::Debug for AuthServiceBuilder {
             .field("login_throttle", &self.login_throttle)
             .field("registration_throttle", &self.registration_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("extra_claims", &self.claims_hook.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -424,6 +427,53 @@ impl AuthServiceBuilder {
         self
     }
 
+    /// Adds the claims `hook` returns for a user to every access token issued to them, at
+    /// login and at each refresh (default: none). With it, `AuthService` mints tokens for a
+    /// gate whose own claims type has required fields: return that type (or any value that
+    /// serializes as a JSON object; `()` adds nothing) and its fields sit beside the
+    /// registered claims, where `Claims<C>` reads them.
+    ///
+    /// The claims the service sets itself cannot be replaced: `sub`, `exp`, `iat`, `nbf`,
+    /// `jti`, `sid`, `iss`, `aud`, `scope`, `scp` and the first segment of the verifier's
+    /// roles claim. A hook returning one of them, or a value that is not an object, is a
+    /// configuration error: the login or refresh is answered `500 server_error` (and logged),
+    /// and nothing is issued.
+    ///
+    /// ```
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{Keys, TokenVerifier};
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize)]
+    /// struct Tenant {
+    ///     tenant: String,
+    /// }
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::builder(verifier, MemoryUserStore::new())
+    ///     .extra_claims(|user| Tenant {
+    ///         tenant: user.email.rsplit('@').next().unwrap_or_default().to_owned(),
+    ///     })
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn extra_claims<T, F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&User) -> T + Send + Sync + 'static,
+        T: serde::Serialize,
+    {
+        self.claims_hook = Some(Arc::new(move |user: &User| {
+            match serde_json::to_value(hook(user)) {
+                Ok(serde_json::Value::Object(claims)) => Ok(claims),
+                Ok(serde_json::Value::Null) => Ok(serde_json::Map::new()),
+                Ok(_) => Err("returned a value that is not a JSON object".to_owned()),
+                Err(error) => Err(format!("returned claims that do not serialize: {error}")),
+            }
+        }));
+        self
+    }
+
     fn throttle(&self) -> Throttle {
         let throttle = Throttle::new(&self.login_throttle, &self.registration_throttle);
         #[cfg(feature = "redis")]
@@ -446,6 +496,7 @@ impl AuthServiceBuilder {
                     refresh_ttl: self.refresh_ttl,
                     session_lifetime: self.session_lifetime,
                     max_rotations_per_minute: self.max_refreshes_per_minute,
+                    claims_hook: self.claims_hook,
                 },
                 users: self.users,
                 passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),

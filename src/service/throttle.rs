@@ -436,6 +436,29 @@ impl Throttle {
         self.begin(Attempt { counted }, now).await
     }
 
+    /// Admits a revocation request from `address` at `now` and counts it against the
+    /// address's login failures, so that trying tokens at the revocation route is throttled
+    /// as guessing passwords is; without an address, there is nothing to count by.
+    pub(crate) async fn begin_revocation(
+        &self,
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Attempt, Refusal> {
+        let counted = address
+            .map(|address| Counted {
+                kind: Kind::Address,
+                key: address_key(address),
+            })
+            .into_iter()
+            .collect();
+        self.begin(Attempt { counted }, now).await
+    }
+
+    /// The revoked token was a real one: the attempt does not count.
+    pub(crate) async fn revocation_found(&self, attempt: Attempt) {
+        self.settle(attempt, |_| Settle::GiveBack).await;
+    }
+
     async fn begin(&self, attempt: Attempt, now: u64) -> Result<Attempt, Refusal> {
         if attempt.counted.is_empty() {
             return Ok(attempt);

@@ -12,8 +12,8 @@ use jwt_gate::revocation::{
 };
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{
-    IssuedRefresh, MemoryUserStore, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, UserStoreError,
+    GrantChange, IssuedRefresh, MemoryUserStore, RefreshSession, Registration, Rotation,
+    StoreResult, TokenHash, User, UserStore, UserStoreError,
 };
 use jwt_gate::TokenVerifier;
 
@@ -86,17 +86,32 @@ impl UserStore for FlakyUsers {
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.unless_down(|| self.inner.update_password_hash(key, hash))
     }
+    fn change_grants<'a>(
+        &'a self,
+        key: &'a str,
+        change: &'a GrantChange,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.unless_down(|| self.inner.change_grants(key, change))
+    }
     fn insert_refresh_token<'a>(
         &'a self,
         user: &'a str,
         session: &'a str,
         expires_at: u64,
+        scopes: &'a [String],
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.unless_down(|| {
             self.inner
-                .insert_refresh_token(user, session, expires_at, token)
+                .insert_refresh_token(user, session, expires_at, scopes, token)
         })
+    }
+    fn refresh_session<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<RefreshSession>>> {
+        self.unless_down(|| self.inner.refresh_session(presented, now))
     }
     fn rotate_refresh_token<'a>(
         &'a self,
