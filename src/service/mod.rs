@@ -1,4 +1,4 @@
-//! The companion auth service (feature `auth`): register, log in, refresh, log out.
+//! The companion auth service (feature `auth`): register, log in, refresh, log out, revoke.
 //!
 //! [`AuthService`] is a Tower [`Service`] for any `http::Request<B>` whose body yields
 //! [`Bytes`], answering [`AuthResponse`]s (`Response<Full<Bytes>>`), so it runs under plain
@@ -10,9 +10,10 @@
 //! | route | request | success | failures |
 //! | --- | --- | --- | --- |
 //! | `POST /auth/register` | JSON `{username, email, password}` | `201 {username, email}` | `409` taken, `422` naming the field, `413`, `415` |
-//! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token` | `200 {access_token, token_type: "bearer", expires_in, refresh_token}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `429` + `Retry-After` |
+//! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token`; optional `scope` | `200 {access_token, token_type: "bearer", expires_in, refresh_token, scope?}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `400 invalid_scope`, `429` + `Retry-After` |
 //! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: every access token of its session (`sid`) and the session's refresh tokens revoked | `401` as the gate |
 //! | `POST /auth/logout-all` | `Authorization: Bearer …` | `200`: every token of the user issued until now revoked, every session ended | `401` as the gate |
+//! | `POST /auth/revoke` | form: `token`, optional `token_type_hint` (RFC 7009) | `200 {}`: the token's session ended as by logout; the same for an unknown or invalid token, which changes nothing | `422` without `token`, `429` + `Retry-After` |
 //!
 //! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
 //! that fails gives `503` and nothing is acknowledged.
@@ -32,6 +33,17 @@
 //! alone: [`AuthService::jwks`] publishes them as a JWKS document, which belongs at the root
 //! of the site, [`JWKS_PATH`] (`/.well-known/jwks.json`), rather than under the prefix; see
 //! [`JwksService`].
+//!
+//! # Roles and scopes
+//!
+//! Users hold roles and scopes in the [user store](crate::store) (granted with
+//! [`UserStore::change_grants`](crate::store::UserStore::change_grants)). Access tokens carry
+//! the user's roles at the verifier's [roles claim](crate::TokenVerifier::roles_claim) and
+//! the granted scopes as `scope`: those the client asked for with the OAuth2 `scope`
+//! parameter that the user holds (all of them when it asked for none; one not held is left
+//! out, and the response's `scope` says what was granted). A refresh keeps or narrows its
+//! session's scopes, never widens them. [`AuthServiceBuilder::extra_claims`] adds claims of
+//! the application's own.
 //!
 //! # Paths
 //!
@@ -122,7 +134,8 @@ const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60
 /// refreshes once per access token lifetime (15 minutes by default); a loop is refused.
 const DEFAULT_MAX_REFRESHES_PER_MINUTE: u32 = 10;
 
-/// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
+/// The auth service: a Tower [`Service`] serving register, token, logout, logout-all and
+/// revoke.
 /// See the [module documentation](self) for the routes.
 ///
 /// ```
@@ -212,6 +225,7 @@ impl AuthService {
 /// | [`registration_throttle`](Self::registration_throttle) | [`RegistrationThrottle::default`] |
 /// | `shared_throttle` (feature `redis`) | none: counts kept in this process |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none |
+/// | [`extra_claims`](Self::extra_claims) | none: tokens carry only the service's claims |
 ///
 /// ```
 /// use std::time::Duration;
