@@ -426,14 +426,8 @@ impl Throttle {
         address: Option<IpAddr>,
         now: u64,
     ) -> Result<Attempt, Refusal> {
-        let counted = address
-            .map(|address| Counted {
-                kind: Kind::Registration,
-                key: address_key(address),
-            })
-            .into_iter()
-            .collect();
-        self.begin(Attempt { counted }, now).await
+        self.begin_per_address(Kind::Registration, address, now)
+            .await
     }
 
     /// Admits a revocation request from `address` at `now` and counts it against the
@@ -444,9 +438,18 @@ impl Throttle {
         address: Option<IpAddr>,
         now: u64,
     ) -> Result<Attempt, Refusal> {
+        self.begin_per_address(Kind::Address, address, now).await
+    }
+
+    async fn begin_per_address(
+        &self,
+        kind: Kind,
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Attempt, Refusal> {
         let counted = address
             .map(|address| Counted {
-                kind: Kind::Address,
+                kind,
                 key: address_key(address),
             })
             .into_iter()

@@ -410,69 +410,31 @@ async fn sessions_keep_their_scopes_and_are_found_by_token(store: &dyn UserStore
         .insert_refresh_token("jack", "jack-family", now() + 3600, &scopes, token(70_000))
         .await
         .unwrap();
-    let found = RefreshSession {
+    let found = Some(RefreshSession {
         user_key: "jack".into(),
         session: "jack-family".into(),
-    };
-    assert_eq!(
-        store
-            .refresh_session(&token(70_000).hash, now())
-            .await
-            .unwrap(),
-        Some(found.clone())
-    );
+    });
+    let session_of =
+        |n: u32, at: u64| async move { store.refresh_session(&token(n).hash, at).await.unwrap() };
+    assert_eq!(session_of(70_000, now()).await, found);
+    // The lookup spent nothing: the token rotates, and the session keeps its scopes.
     let expected = Rotation::Rotated {
         user_key: "jack".into(),
         session: "jack-family".into(),
         scopes: scopes.clone(),
     };
     assert_eq!(rotate(store, 70_000, 70_001).await, expected);
-    assert_eq!(
-        rotate(store, 70_001, 70_002).await,
-        expected,
-        "the next rotation keeps them"
-    );
-    // Looking up changed nothing: the live token still rotates; the spent one is still
-    // recognised, and still names its session.
-    assert_eq!(
-        store
-            .refresh_session(&token(70_000).hash, now())
-            .await
-            .unwrap(),
-        Some(found.clone())
-    );
-    assert_eq!(
-        store
-            .refresh_session(&token(70_002).hash, now())
-            .await
-            .unwrap(),
-        Some(found.clone())
-    );
+    assert_eq!(rotate(store, 70_001, 70_002).await, expected);
+    // A spent token still names its session, as the live one does.
+    assert_eq!(session_of(70_000, now()).await, found);
+    assert_eq!(session_of(70_002, now()).await, found);
     // Unknown, or past the session's end: nothing.
-    assert_eq!(
-        store
-            .refresh_session(&token(79_999).hash, now())
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .refresh_session(&token(70_002).hash, now() + 3600)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(session_of(79_999, now()).await, None);
+    assert_eq!(session_of(70_002, now() + 3600).await, None);
     // A revoked session is still named, so that revoking it again completes what a failed
     // revocation left undone.
     store.end_sessions(&["jack-family"]).await.unwrap();
-    assert_eq!(
-        store
-            .refresh_session(&token(70_002).hash, now())
-            .await
-            .unwrap(),
-        Some(found)
-    );
+    assert_eq!(session_of(70_002, now()).await, found);
 }
 
 async fn keeps_the_contract<S: UserStore + Clone>(store: S, rows: RowCount) {
