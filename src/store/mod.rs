@@ -255,20 +255,6 @@ impl GrantChange {
     }
 }
 
-/// Names as a store keeps them in one text column: space-separated (no name holds a space).
-pub(crate) fn join_names(names: &[String]) -> String {
-    names.join(" ")
-}
-
-/// The names of a text column written by [`join_names`].
-pub(crate) fn split_names(joined: &str) -> Vec<String> {
-    joined
-        .split(' ')
-        .filter(|name| !name.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// How many spent refresh tokens a family remembers besides its live one: a replay of any
 /// of them is recognised as reuse and ends the family. An older one has been forgotten and
 /// is refused as unknown, leaving the family alone. This bounds a family's storage however

@@ -8,9 +8,9 @@ use quick_cache::sync::Cache;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 
 use super::{
-    join_names, split_names, BoxFuture, GrantChange, IssuedRefresh, RefreshSession, Registration,
-    Rotation, StoreResult, TokenHash, User, UserStore, UserStoreError, MAX_SESSIONS_PER_USER,
-    ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
+    BoxFuture, GrantChange, IssuedRefresh, RefreshSession, Registration, Rotation, StoreResult,
+    TokenHash, User, UserStore, UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS,
+    SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -189,6 +189,20 @@ fn create_private(_path: &Path) -> std::io::Result<()> {
 
 fn store_error(error: rusqlite::Error) -> UserStoreError {
     UserStoreError::new(error.to_string())
+}
+
+/// Role and scope names as one text column: space-separated (no name holds a space).
+fn join_names(names: &[String]) -> String {
+    names.join(" ")
+}
+
+/// The names of a text column written by [`join_names`].
+fn split_names(joined: &str) -> Vec<String> {
+    joined
+        .split(' ')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn to_sql_time(seconds: u64) -> i64 {
