@@ -62,8 +62,9 @@ async fn a_fleet_starting_at_once_migrates_once() {
         .await
         .unwrap()
         .get(0);
-    // Each embedded migration (the tables, the look-alike key, bounded sessions) recorded once.
-    assert_eq!(versions, 3);
+    // Each embedded migration (the tables, the look-alike key, bounded sessions, grants)
+    // recorded once.
+    assert_eq!(versions, 4);
 }
 
 #[tokio::test]
