@@ -568,7 +568,7 @@ impl Inner {
     /// RFC 7009 revocation: the presented token, refresh or access, ends its session as a
     /// logout would. An unknown, expired, forged or already revoked token is answered `200`
     /// as well (§2.2) and changes nothing; each such request counts against the client
-    /// address like a failed login, so guessing is throttled.
+    /// address, with the login throttle's per-address allowance, so guessing is throttled.
     pub(super) async fn revoke<B>(&self, parts: &Parts, body: B) -> Outcome
     where
         B: Body<Data = Bytes>,
