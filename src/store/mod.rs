@@ -195,45 +195,45 @@ impl GrantChange {
         Self::default()
     }
 
-    fn with(
-        mut self,
+    /// Records `name` as granted or revoked in `names`, once it is checked.
+    fn set(
+        names: &mut std::collections::BTreeMap<String, bool>,
         kind: &'static str,
         name: &str,
         granted: bool,
-    ) -> Result<Self, InvalidGrantName> {
+    ) -> Result<(), InvalidGrantName> {
         if !is_grant_name(name) {
             return Err(InvalidGrantName {
                 kind,
                 name: name.to_owned(),
             });
         }
-        let names = if kind == "role" {
-            &mut self.roles
-        } else {
-            &mut self.scopes
-        };
         names.insert(name.to_owned(), granted);
-        Ok(self)
+        Ok(())
     }
 
     /// Grants the role `role` too.
-    pub fn grant_role(self, role: &str) -> Result<Self, InvalidGrantName> {
-        self.with("role", role, true)
+    pub fn grant_role(mut self, role: &str) -> Result<Self, InvalidGrantName> {
+        Self::set(&mut self.roles, "role", role, true)?;
+        Ok(self)
     }
 
     /// Revokes the role `role` too (not holding it is fine).
-    pub fn revoke_role(self, role: &str) -> Result<Self, InvalidGrantName> {
-        self.with("role", role, false)
+    pub fn revoke_role(mut self, role: &str) -> Result<Self, InvalidGrantName> {
+        Self::set(&mut self.roles, "role", role, false)?;
+        Ok(self)
     }
 
     /// Grants the scope `scope` too.
-    pub fn grant_scope(self, scope: &str) -> Result<Self, InvalidGrantName> {
-        self.with("scope", scope, true)
+    pub fn grant_scope(mut self, scope: &str) -> Result<Self, InvalidGrantName> {
+        Self::set(&mut self.scopes, "scope", scope, true)?;
+        Ok(self)
     }
 
     /// Revokes the scope `scope` too (not holding it is fine).
-    pub fn revoke_scope(self, scope: &str) -> Result<Self, InvalidGrantName> {
-        self.with("scope", scope, false)
+    pub fn revoke_scope(mut self, scope: &str) -> Result<Self, InvalidGrantName> {
+        Self::set(&mut self.scopes, "scope", scope, false)?;
+        Ok(self)
     }
 
     /// Applies the change to a user's `roles` and `scopes`, leaving each sorted and free of
