@@ -699,6 +699,22 @@ where
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
     }
+
+    /// Where this verifier reads roles (see [`TokenVerifierBuilder::roles_claim`]): where the
+    /// auth service puts the roles of the tokens it issues.
+    ///
+    /// ```
+    /// use jwt_gate::{ClaimPath, Keys, TokenVerifier};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .roles_claim(ClaimPath::new("realm_access.roles").unwrap())
+    ///     .build();
+    /// assert_eq!(verifier.roles_claim().to_string(), "realm_access.roles");
+    /// ```
+    pub fn roles_claim(&self) -> &ClaimPath {
+        &self.inner.roles
+    }
 }
 
 /// Builds a [`TokenVerifier`]: the policy, the revocation store, the clock, the claims type.
