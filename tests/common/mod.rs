@@ -7,6 +7,7 @@ mod client_addr;
 pub mod demo;
 pub mod lookalike;
 pub mod postgres;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

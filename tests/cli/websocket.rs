@@ -1,0 +1,103 @@
+//! WebSocket upgrades through `jwt-gate proxy`: a real client (tokio-tungstenite) against a
+//! real WebSocket upstream that greets with the identity it was given and echoes messages.
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+use tokio_tungstenite::tungstenite::{Error, Message};
+
+use crate::{mint, start, TempDir};
+
+/// A WebSocket server: says `hello <x-auth-sub>` (or `hello nobody`), then echoes.
+async fn echo_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut sub = String::from("nobody");
+                let handshake = tokio_tungstenite::accept_hdr_async(
+                    stream,
+                    |request: &Request, response: Response| {
+                        if let Some(value) = request.headers().get("x-auth-sub") {
+                            sub = value.to_str().unwrap().to_owned();
+                        }
+                        Ok(response)
+                    },
+                )
+                .await;
+                let Ok(mut socket) = handshake else {
+                    return;
+                };
+                let hello = Message::text(format!("hello {sub}"));
+                if socket.send(hello).await.is_err() {
+                    return;
+                }
+                while let Some(Ok(message)) = socket.next().await {
+                    if (message.is_text() || message.is_binary())
+                        && socket.send(message).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_through_the_proxy_needs_a_token_then_echoes_both_ways() {
+    let upstream = echo_upstream().await;
+    let dir = TempDir::new("websocket");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\nallow_dev_tokens = true\n"),
+    );
+    let gate = start(&config, "proxy");
+    let url = format!("ws://{}/chat", gate.addr);
+
+    // Without a token the handshake is the gate's 401, never a 101.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(Error::Http(response)) => {
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+            assert!(response.headers().contains_key("www-authenticate"));
+        }
+        other => panic!("an upgrade without a token was not refused: {other:?}"),
+    }
+
+    let token = mint(&config, "alice");
+    let mut request = url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    // A client's own identity header never reaches the upstream, upgrade or not.
+    request
+        .headers_mut()
+        .insert("x-auth-sub", "admin".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("the upgrade with a valid token is relayed");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+    let hello = socket.next().await.unwrap().unwrap();
+    assert_eq!(hello, Message::text("hello alice"));
+    for text in ["ping", "a second message", &"x".repeat(100_000)] {
+        socket.send(Message::text(text)).await.unwrap();
+        assert_eq!(socket.next().await.unwrap().unwrap(), Message::text(text));
+    }
+    socket
+        .send(Message::binary(vec![0, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::binary(vec![0, 1, 2, 255])
+    );
+    socket.close(None).await.unwrap();
+}
