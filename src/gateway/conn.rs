@@ -27,7 +27,8 @@ use crate::{BoxError, ClientAddr};
 pub(super) type Acceptor = tokio_rustls::TlsAcceptor;
 /// Without the `rustls` feature there is no TLS termination: never made.
 #[cfg(not(feature = "rustls"))]
-pub(super) type Acceptor = std::convert::Infallible;
+#[derive(Clone)]
+pub(super) enum Acceptor {}
 
 /// The connection's slot under [`Limits::max_connections`], put into the extensions of
 /// requests asking for a protocol upgrade: a relayed WebSocket keeps it until it closes, so

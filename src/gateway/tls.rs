@@ -1,6 +1,7 @@
 //! TLS on both sides of the proxy (feature `rustls`): the certificate it serves, and the
 //! connector that reaches `https://` upstreams.
 
+#[cfg(feature = "rustls")]
 use std::sync::Arc;
 
 use hyper_util::client::legacy::connect::HttpConnector;

@@ -13,6 +13,8 @@ use tokio_tungstenite::tungstenite::{Error, Message};
 use crate::{mint, start, TempDir};
 
 /// A WebSocket server: says `hello <x-auth-sub>` (or `hello nobody`), then echoes.
+// The handshake callback's error type is tungstenite's, an HTTP response.
+#[allow(clippy::result_large_err)]
 async fn echo_upstream() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
