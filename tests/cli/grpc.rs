@@ -7,7 +7,6 @@ use tonic::transport::server::TcpIncoming;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 use crate::{mint, start, TempDir};
 
@@ -37,17 +36,7 @@ async fn grpc_upstream() -> SocketAddr {
     addr
 }
 
-fn check(token: Option<&str>) -> tonic::Request<HealthCheckRequest> {
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
-}
+use crate::common::health_check as check;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_through_the_proxy_is_unauthenticated_without_a_token_and_served_with_one() {

@@ -144,26 +144,29 @@ async fn the_proxy_terminates_tls_with_h2_and_http1_by_alpn() {
     assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
 }
 
+/// `jwt-gate proxy` with `[tls]` naming `key_file`, beside a `cert.pem` that is none:
+/// its exit status and error line.
+fn refused_with_key_file(dir: &TempDir, key_file: &str) -> (Option<i32>, String) {
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://127.0.0.1:1\"\n\n[tls]\ncert_file = \"cert.pem\"\nkey_file = \"{key_file}\"\n"
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let output = run(
+        jwt_gate(),
+        &["--config", config, "proxy", "--listen", "127.0.0.1:0"],
+    );
+    (output.status.code(), stderr(&output))
+}
+
 #[test]
 fn unusable_tls_files_are_refused_at_start_naming_the_key() {
     let dir = TempDir::new("tls-bad");
     dir.write("cert.pem", "not a certificate\n");
-    let config = dir.write(
-        "gate.toml",
-        "upstream = \"http://127.0.0.1:1\"\n\n[tls]\ncert_file = \"cert.pem\"\nkey_file = \"missing.pem\"\n",
-    );
-    let output = run(
-        jwt_gate(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    assert_eq!(output.status.code(), Some(2));
-    let error = stderr(&output);
+    let (status, error) = refused_with_key_file(&dir, "missing.pem");
+    assert_eq!(status, Some(2), "{error}");
     assert!(error.contains("gate.toml:5:"), "{error}");
     assert!(error.contains("key `tls.key_file`"), "{error}");
     assert!(error.contains("missing.pem"), "{error}");
@@ -172,23 +175,8 @@ fn unusable_tls_files_are_refused_at_start_naming_the_key() {
         "key.pem",
         "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
     );
-    std::fs::write(
-        &config,
-        "upstream = \"http://127.0.0.1:1\"\n\n[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
-    )
-    .unwrap();
-    let output = run(
-        jwt_gate(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "proxy",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    assert_eq!(output.status.code(), Some(2));
-    let error = stderr(&output);
+    let (status, error) = refused_with_key_file(&dir, "key.pem");
+    assert_eq!(status, Some(2), "{error}");
     assert!(error.contains("key `tls.cert_file`"), "{error}");
     assert!(error.contains("certificate"), "{error}");
 }

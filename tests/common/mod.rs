@@ -564,3 +564,17 @@ pub async fn assert_first_layout_sessions_upgraded(
         Vec::<String>::new()
     );
 }
+
+/// A gRPC health check of the whole server (service `""`), with `token` in its
+/// `authorization` metadata when given.
+pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
