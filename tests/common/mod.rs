@@ -8,6 +8,7 @@ pub mod demo;
 pub mod lookalike;
 pub mod postgres;
 pub mod tls;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -349,3 +349,37 @@ async fn an_http2_connection_with_a_request_open_is_kept_past_the_idle_bound() {
     assert_eq!(h2c_get(&mut sender, addr, "/open/hold").await, 200);
     assert_eq!(within("the first request", first).await.unwrap(), 200);
 }
+
+#[tokio::test]
+async fn a_relayed_websocket_holds_its_connection_slot_until_it_closes() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let upstream = common::websocket::echo_upstream().await;
+    let addr = gateway(upstream, |builder| builder.max_connections(1)).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/open/chat"))
+        .await
+        .expect("the upgrade on an open path is relayed");
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("hello nobody")
+    );
+    let request = b"GET /open HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let other = tokio::spawn(common::raw_status(addr, request));
+    // The relay holds the only slot. A bounded look, as in the test of the cap above.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !other.is_finished(),
+        "a second connection was served while a WebSocket held the only slot"
+    );
+    socket.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let status = within("the waiting connection being served", other).await;
+    assert!(status.is_ok(), "{status:?}");
+}
