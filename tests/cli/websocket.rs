@@ -1,13 +1,8 @@
 //! WebSocket upgrades through `jwt-gate proxy`: a real client (tokio-tungstenite) against a
 //! real WebSocket upstream that greets with the identity it was given and echoes messages.
-
-use std::net::SocketAddr;
-
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::StatusCode;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 use tokio_tungstenite::tungstenite::{Error, Message};
 
 use crate::common::websocket::echo_upstream;
