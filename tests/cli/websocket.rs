@@ -1,5 +1,6 @@
 //! WebSocket upgrades through `jwt-gate proxy`: a real client (tokio-tungstenite) against a
 //! real WebSocket upstream that greets with the identity it was given and echoes messages.
+
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
