@@ -15,15 +15,22 @@ use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::tls::{self, TestCa};
-use crate::{jwt_gate, mint, run, start, stderr, upstream, TempDir};
+use crate::{jwt_gate, mint, run, start, stderr, TempDir};
 
-/// An HTTPS upstream whose certificate `ca` signed, offering h2 and http/1.1: answers with
-/// the `x-auth-sub` it received and the HTTP version the proxy spoke.
+/// What an upstream saw: the `x-auth-sub` and `x-forwarded-proto` it received, and the HTTP
+/// version the proxy spoke.
+async fn seen(version: Version, headers: HeaderMap) -> Json<serde_json::Value> {
+    let header = |name| headers.get(name).map(|value| value.to_str().unwrap());
+    Json(serde_json::json!({
+        "sub": header("x-auth-sub"),
+        "proto": header("x-forwarded-proto"),
+        "version": format!("{version:?}"),
+    }))
+}
+
+/// An HTTPS upstream whose certificate `ca` signed, offering h2 and http/1.1, answering
+/// with what it [`seen`].
 async fn https_upstream(ca: &TestCa) -> SocketAddr {
-    async fn seen(version: Version, headers: HeaderMap) -> Json<serde_json::Value> {
-        let sub = headers.get("x-auth-sub").map(|sub| sub.to_str().unwrap());
-        Json(serde_json::json!({ "sub": sub, "version": format!("{version:?}") }))
-    }
     let (listener, addr) = tls::bind().await;
     let config = ca.server_certificate().server_config(&[b"h2", b"http/1.1"]);
     tls::serve_tls(listener, Router::new().fallback(get(seen)), config);
@@ -97,7 +104,7 @@ async fn an_https_upstream_is_reached_when_its_ca_is_trusted_and_refused_otherwi
 async fn the_proxy_terminates_tls_with_h2_and_http1_by_alpn() {
     let ca = TestCa::new();
     let certificate = ca.server_certificate();
-    let upstream = upstream().await;
+    let upstream = crate::common::serve(Router::new().fallback(get(seen))).await;
     let dir = TempDir::new("tls");
     dir.write("cert.pem", &certificate.certificate_pem);
     dir.write("key.pem", &certificate.key_pem);
@@ -116,8 +123,12 @@ async fn the_proxy_terminates_tls_with_h2_and_http1_by_alpn() {
             .await
             .unwrap();
         assert_eq!((status, seen), (StatusCode::OK, version));
-        let identity: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(identity["x-auth-sub"], "alice");
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["sub"], "alice");
+        assert_eq!(
+            seen["proto"], "https",
+            "the client's scheme, not the upstream's"
+        );
         let (status, _, _) = https_get(gate.addr, "/orders", &ca.pem, http2, None)
             .await
             .unwrap();
