@@ -10,8 +10,8 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -91,11 +91,13 @@ where
     }
 }
 
-/// One builder per protocol, so that a connection whose protocol is known (by ALPN or by its
-/// first bytes) never waits for the auto builder's own guess, which has no time limit.
+/// One builder per protocol. The protocol is chosen here (by ALPN, or by the first bytes
+/// within the header read timeout) rather than by hyper-util's auto builder, whose guess has
+/// no time limit and which makes it again, whatever it is told, on connections with
+/// upgrades.
 struct Builders {
-    http1: auto::Builder<TokioExecutor>,
-    http2: auto::Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     /// How long a connection may take to say which protocol it speaks (TLS handshake
     /// included), and an HTTP/2 connection may have no request open before it is closed:
     /// the header read timeout, which bounds an idle HTTP/1.1 connection the same way.
@@ -104,21 +106,20 @@ struct Builders {
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             // Pings find peers that vanished without closing; idle ones are closed below.
             .keep_alive_interval(limits.header_read_timeout)
             .keep_alive_timeout(limits.header_read_timeout)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
         Self {
-            http1: builder.clone().http1_only(),
-            http2: builder.http2_only(),
+            http1,
+            http2,
             header_read_timeout: limits.header_read_timeout,
         }
     }
@@ -195,10 +196,11 @@ where
     let io = TokioIo::new(io);
     if !http2 {
         let service = hyper_util::service::TowerToHyperService::new(service);
-        return builders
+        return Ok(builders
             .http1
-            .serve_connection_with_upgrades(io, service)
-            .await;
+            .serve_connection(io, service)
+            .with_upgrades()
+            .await?);
     }
     let streams = service.streams.get_or_insert_with(Streams::default).clone();
     let connection = builders
@@ -208,10 +210,10 @@ where
     let idle = streams.idle_for(builders.header_read_timeout);
     tokio::pin!(idle);
     tokio::select! {
-        served = connection.as_mut() => return served,
+        served = connection.as_mut() => return Ok(served?),
         () = idle => connection.as_mut().graceful_shutdown(),
     }
-    connection.await
+    Ok(connection.await?)
 }
 
 /// The requests open on one HTTP/2 connection, and when the last one ended.
