@@ -27,6 +27,7 @@
 //! | authorization: scopes, roles, predicates, per route | [`Require`], [`JwtAuthLayer::require_route`], [`RequireLayer`], [`Grants`] |
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
+//! | tokens from a cookie or another header, cross-site check, CORS preflights | [`TokenSources`], [`JwtAuthLayer::token_cookie`], [`JwtAuthLayer::pass_cors_preflight`] |
 //! | rejections | [`AuthError`] |
 //! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
 //! | metrics, and a Prometheus `/metrics` endpoint | `metrics` (features `metrics`, `prometheus`) |
@@ -108,6 +109,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 pub use error::{AuthError, DEFAULT_REALM};
+pub use extract::{SourcesError, TokenSources};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]

@@ -542,7 +542,8 @@ pub async fn assert_first_layout_sessions_upgraded(
         rotate(2, 4).await,
         Rotation::Rotated {
             user_key: user.into(),
-            session: "f1".into()
+            session: "f1".into(),
+            scopes: Vec::new(),
         }
     );
     assert_eq!(
