@@ -42,8 +42,8 @@
 //! | `axum` | no | `Claims<C>` / `Option<Claims<C>>` extractors, `AuthError` as a response |
 //! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
 //! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL or an issuer's discovery document |
-//! | `rustls` | no | `https://` for `RemoteJwks` built in (hyper-rustls, ring, webpki roots) |
-//! | `gateway` | no | `gateway`: a reverse proxy behind the gate, with in-process services mounted at prefixes |
+//! | `rustls` | no | `https://` for `RemoteJwks` built in (hyper-rustls, ring, webpki roots); with `gateway`, `https://` upstreams and TLS termination |
+//! | `gateway` | no | `gateway`: a reverse proxy behind the gate (HTTP/1.1 and HTTP/2, gRPC, WebSocket), with in-process services mounted at prefixes |
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 //! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |

@@ -37,7 +37,7 @@
 //! # Roles and scopes
 //!
 //! Users hold roles and scopes in the [user store](crate::store) (granted with
-//! [`UserStore::change_grants`](crate::store::UserStore::change_grants)). Access tokens carry
+//! [`UserStore::change_grants`]). Access tokens carry
 //! the user's roles at the verifier's [roles claim](crate::TokenVerifier::roles_claim) and
 //! the granted scopes as `scope`: those the client asked for with the OAuth2 `scope`
 //! parameter that the user holds (all of them when it asked for none; one not held is left

@@ -7,6 +7,8 @@ mod client_addr;
 pub mod demo;
 pub mod lookalike;
 pub mod postgres;
+pub mod tls;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -563,4 +565,18 @@ pub async fn assert_first_layout_sessions_upgraded(
         store.sessions_of(user, far).await.unwrap(),
         Vec::<String>::new()
     );
+}
+
+/// A gRPC health check of the whole server (service `""`), with `token` in its
+/// `authorization` metadata when given.
+pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
 }
