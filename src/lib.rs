@@ -118,5 +118,6 @@ pub use keys::{Key, KeyError, Keys, ACCESS_TOKEN_TYPE};
 pub use layer::{JwtAuth, JwtAuthLayer, ResponseBody, ResponseFuture};
 pub use paths::Access;
 pub use validate::{
-    TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_CAPACITY,
+    BuildError, TokenVerifier, TokenVerifierBuilder, Validation, DEFAULT_CACHE_BYTES,
+    DEFAULT_CACHE_CAPACITY,
 };

@@ -9,7 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::authorize::{ClaimPath, Grants};
+use crate::authorize::{read_claims, ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -573,13 +573,15 @@ where
             Some(payload) => payload,
             None => decode_payload()?,
         };
-        let mut claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
-            if error.is_data() {
-                AuthError::MissingClaim
-            } else {
-                AuthError::Malformed
-            }
-        })?;
+        // The claims and the grants in one pass over the payload.
+        let (mut claims, grants): (Claims<C>, Grants) = read_claims(&payload, &self.inner.roles)
+            .map_err(|error| {
+                if error.is_data() {
+                    AuthError::MissingClaim
+                } else {
+                    AuthError::Malformed
+                }
+            })?;
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
         if claims.jti.is_empty() {
@@ -587,7 +589,6 @@ where
             // the claims, so revocation works as for any other token.
             claims.jti = Claims::derive_jti(token);
         }
-        let grants = Grants::read(&payload, &self.inner.roles);
         Ok((claims, grants, payload.len()))
     }
 
@@ -920,12 +921,10 @@ impl<C> TokenVerifierBuilder<C> {
     ///
     /// # Panics
     ///
-    /// When the validation's leeway is longer than the revocation store's
-    /// [grace period](RevocationStore::grace): the store would forget a revoked token while the
-    /// gate still accepted it, so revoked tokens would come back for the difference. Shorten
-    /// the leeway or lengthen the grace (`MemoryRevocations::with_grace`); this is a
-    /// configuration mistake, caught where the verifier is built rather than at the first
-    /// revoked request.
+    /// When the configuration is inconsistent, with the message of the [`BuildError`]
+    /// [`try_build`](Self::try_build) would return: a configuration mistake, caught where the
+    /// verifier is built rather than at the first request. Use `try_build` to report it
+    /// yourself (a program reading its configuration from a file does).
     ///
     /// ```should_panic
     /// use std::time::Duration;
@@ -937,25 +936,46 @@ impl<C> TokenVerifierBuilder<C> {
     ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
     ///     .build();
     /// ```
+    pub fn build(self) -> TokenVerifier<C> {
+        self.try_build()
+            .unwrap_or_else(|error| panic!("jwt-gate: {error}"))
+    }
+
+    /// The verifier, or what is wrong with the configuration:
     ///
-    /// With [`issuer_keys`](Self::issuer_keys): when an issuer is empty or added twice, and
-    /// when the validation names no issuer of its own (`Validation::issuers` is `None`): the
-    /// starting keys would then accept their tokens under any `iss` not added here, so the
-    /// `iss` would no longer say who issued a token.
-    pub fn build(mut self) -> TokenVerifier<C> {
+    /// - the validation's leeway is longer than the revocation store's
+    ///   [grace period](RevocationStore::grace): the store would forget a revoked token while
+    ///   the gate still accepted it, so revoked tokens would come back for the difference
+    ///   ([`BuildError::LeewayOverGrace`]);
+    /// - with [`issuer_keys`](Self::issuer_keys): an issuer is empty or added twice, or the
+    ///   validation names no issuer of its own (`Validation::issuers` is `None`): the starting
+    ///   keys would then accept their tokens under any `iss` not added here, so the `iss` would
+    ///   no longer say who issued a token.
+    ///
+    /// ```
+    /// use jwt_gate::{BuildError, Keys, TokenVerifier};
+    ///
+    /// let own = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let idp = Keys::hs256(b"another secret, also 32 bytes!!!").unwrap();
+    /// let error = TokenVerifier::builder(own)
+    ///     .issuer_keys("https://login.example.com", idp)
+    ///     .try_build()
+    ///     .unwrap_err();
+    /// assert_eq!(error, BuildError::NoOwnIssuer);
+    /// assert!(error.to_string().contains("Validation::issuer"));
+    /// ```
+    pub fn try_build(mut self) -> Result<TokenVerifier<C>, BuildError> {
         if !self.issuers.is_empty() {
             let Some(accepted) = self.validation.issuers.as_mut() else {
-                panic!(
-                    "jwt-gate: several issuers are trusted but the validation names none of its \
-                     own; set Validation::issuer(...) for the tokens of the starting keys"
-                );
+                return Err(BuildError::NoOwnIssuer);
             };
             for (index, (issuer, _)) in self.issuers.iter().enumerate() {
-                assert!(!issuer.is_empty(), "jwt-gate: an issuer must not be empty");
-                assert!(
-                    !self.issuers[..index].iter().any(|(seen, _)| seen == issuer),
-                    "jwt-gate: the issuer {issuer:?} was added twice"
-                );
+                if issuer.is_empty() {
+                    return Err(BuildError::EmptyIssuer);
+                }
+                if self.issuers[..index].iter().any(|(seen, _)| seen == issuer) {
+                    return Err(BuildError::DuplicateIssuer(issuer.to_string()));
+                }
                 if !accepted.iter().any(|accepted| **accepted == **issuer) {
                     accepted.push(issuer.to_string());
                 }
@@ -964,14 +984,11 @@ impl<C> TokenVerifierBuilder<C> {
         if let Some(grace) = self.revocations.grace() {
             let leeway = self.validation.leeway;
             // Both sides count whole seconds.
-            assert!(
-                leeway.as_secs() <= grace.as_secs(),
-                "jwt-gate: the leeway ({leeway:?}) is longer than the revocation store's grace \
-                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
-                 shorten Validation::leeway or lengthen the store's grace"
-            );
+            if leeway.as_secs() > grace.as_secs() {
+                return Err(BuildError::LeewayOverGrace { leeway, grace });
+            }
         }
-        TokenVerifier {
+        Ok(TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,
                 issuers: self.issuers.into_boxed_slice(),
@@ -983,9 +1000,58 @@ impl<C> TokenVerifierBuilder<C> {
                 roles: self.roles,
                 metrics: GateMetrics::register(),
             }),
+        })
+    }
+}
+
+/// Why a [`TokenVerifierBuilder`] could not build a verifier
+/// ([`try_build`](TokenVerifierBuilder::try_build)). Each message names the setting to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Other issuers were added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys), but
+    /// [`Validation::issuers`] names none for the starting keys.
+    NoOwnIssuer,
+    /// An issuer added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys) is empty.
+    EmptyIssuer,
+    /// This issuer was added twice with [`issuer_keys`](TokenVerifierBuilder::issuer_keys).
+    DuplicateIssuer(String),
+    /// [`Validation::leeway`] is longer than the revocation store's
+    /// [grace period](RevocationStore::grace).
+    LeewayOverGrace {
+        /// The validation's leeway.
+        leeway: Duration,
+        /// The store's grace period.
+        grace: Duration,
+    },
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoOwnIssuer => f.write_str(
+                "TokenVerifierBuilder::issuer_keys: several issuers are trusted but the \
+                 validation names none of its own; set Validation::issuer(...) for the tokens \
+                 of the starting keys",
+            ),
+            Self::EmptyIssuer => {
+                f.write_str("TokenVerifierBuilder::issuer_keys: an issuer must not be empty")
+            }
+            Self::DuplicateIssuer(issuer) => write!(
+                f,
+                "TokenVerifierBuilder::issuer_keys: the issuer {issuer:?} was added twice"
+            ),
+            Self::LeewayOverGrace { leeway, grace } => write!(
+                f,
+                "Validation::leeway ({leeway:?}) is longer than the revocation store's grace \
+                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
+                 shorten the leeway or lengthen the store's grace"
+            ),
         }
     }
 }
+
+impl std::error::Error for BuildError {}
 
 /// Refuses a realm that cannot stand in a quoted string unescaped.
 pub(crate) fn assert_realm(realm: &str) {
