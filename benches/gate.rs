@@ -3,7 +3,7 @@
 //! Prints tables. Compare ratios, not absolute times: the machines are shared.
 //! The crypto backend is chosen when the crate is built, so each backend is its own run:
 //! `cargo bench --bench gate` (rust-crypto) and `cargo bench --bench gate --features aws-lc-rs`.
-//! Sections can be picked by name: `cargo bench --bench gate -- reference authorize curves maps metrics`.
+//! Sections can be picked by name: `cargo bench --bench gate -- reference authorize sources curves maps metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -36,6 +36,31 @@ fn median_ns(items: usize, mut run: impl FnMut()) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     samples[ROUNDS / 2]
+}
+
+/// Times `a` and `b` in `pairs` back-to-back pairs, alternating which goes first, after one
+/// pair of warm-up: the samples of each, pair by pair. Both of a pair see the same machine, so
+/// ratios taken pair by pair hold while the machine's speed drifts (it is shared).
+fn paired(pairs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Vec<(f64, f64)> {
+    (0..=pairs)
+        .map(|pair| {
+            if pair % 2 == 0 {
+                let first = a();
+                (first, b())
+            } else {
+                let second = b();
+                (a(), second)
+            }
+        })
+        .skip(1)
+        .collect()
+}
+
+/// The median of `values` (of the pairs' `pick`).
+fn median_of<T>(values: &[T], pick: impl Fn(&T) -> f64) -> f64 {
+    let mut picked: Vec<f64> = values.iter().map(pick).collect();
+    picked.sort_by(f64::total_cmp);
+    picked[picked.len() / 2]
 }
 
 /// Polls a future that is ready at once (no I/O anywhere in these services).
@@ -137,6 +162,9 @@ fn main() {
     if run("authorize") {
         authorize();
     }
+    if run("sources") {
+        sources();
+    }
     if run("maps") {
         curves::maps();
     }
@@ -192,39 +220,20 @@ fn metrics_cost() {
         };
         for path in ["cache hit", "first sight"] {
             let (quiet, loud) = (build(false), build(true));
-            let (mut offs, mut ons, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-            for pair in 0..=PAIRS {
-                let measure = |recording: bool| match path {
-                    "cache hit" => time(&mut through(if recording {
-                        loud.clone()
-                    } else {
-                        quiet.clone()
-                    })),
-                    _ => time(&mut through(build(recording))),
-                };
-                let (off, on) = if pair % 2 == 0 {
-                    let off = measure(false);
-                    (off, measure(true))
+            let measure = |recording: bool| match path {
+                "cache hit" => time(&mut through(if recording {
+                    loud.clone()
                 } else {
-                    let on = measure(true);
-                    (measure(false), on)
-                };
-                if pair > 0 {
-                    // The first pair warms the caches up.
-                    offs.push(off);
-                    ons.push(on);
-                    ratios.push(on / off);
-                }
-            }
-            let median = |samples: &mut Vec<f64>| {
-                samples.sort_by(f64::total_cmp);
-                samples[samples.len() / 2]
+                    quiet.clone()
+                })),
+                _ => time(&mut through(build(recording))),
             };
+            let pairs = paired(PAIRS, || measure(false), || measure(true));
             println!(
                 "| {count} | {path} | {:.0} | {:.0} | {:.3} |",
-                median(&mut offs),
-                median(&mut ons),
-                median(&mut ratios)
+                median_of(&pairs, |(off, _)| *off),
+                median_of(&pairs, |(_, on)| *on),
+                median_of(&pairs, |(off, on)| on / off)
             );
         }
     }
@@ -383,17 +392,30 @@ fn reference() {
 }
 
 /// Requirements (scopes, roles, a route rule) on a verified-token cache hit, beside the same
-/// gate without them, same tokens, same run: the target is under 10% added.
+/// gate without them, same tokens, timed in pairs: the target is under 10% added. And
+/// a first sight of the same tokens (with the grants read from them) beside
+/// `jsonwebtoken::decode` of them, also in pairs: the target is at most 1.0 ×.
 fn authorize() {
-    println!("## authorize: requirements on a cache hit, medians of {ROUNDS} rounds\n");
+    const PAIRS: usize = 21;
+    println!("## authorize: requirements on a cache hit, HS256, medians of {PAIRS} pairs\n");
     let keys = Keys::new(Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap()).unwrap();
     #[derive(serde::Serialize)]
     struct Granted {
         scope: &'static str,
         roles: [&'static str; 2],
     }
-    println!("| tokens | gate, no requirements (ns) | gate with requirements (ns) | added | first sight, no req. (ns) | first sight, with (ns) |");
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
+    // What a service using jsonwebtoken alone decodes to check the same scopes and roles.
+    #[derive(serde::Deserialize)]
+    struct Decoded {
+        #[allow(dead_code)]
+        scope: String,
+        #[allow(dead_code)]
+        roles: Vec<String>,
+    }
+    let decoding = DecodingKey::from_secret(b"a benchmark secret of 32 bytes!!");
+    let validation = JwtValidation::new(Algorithm::HS256);
+    println!("| tokens | cache hit, no requirements (ns) | cache hit, with requirements (ns) | added (median of pairs) | `decode` (ns) | first sight with requirements (ns) | first sight ÷ decode (median of pairs) |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for count in [1_000usize, 10_000] {
         let tokens: Vec<String> = (0..count)
             .map(|index| {
@@ -412,31 +434,126 @@ fn authorize() {
                 .cache_capacity(count * 2)
                 .build();
             let layer = JwtAuthLayer::new(verifier);
-            if with {
+            let layer = if with {
                 layer
                     .require(Require::scope("orders:read").and_role("user"))
                     .require_route(None, "/orders", Require::scope("orders:write"))
             } else {
                 layer
-            }
+            };
+            layer.layer(bare_service())
         };
-        let plain = layer(false).layer(bare_service());
-        let required = layer(true).layer(bare_service());
-        // Interleaved, so drift in the machine's speed falls on both alike.
-        let (mut plain_ns, mut required_ns) = (Vec::new(), Vec::new());
-        for _ in 0..3 {
-            plain_ns.push(per_request(&requests, || plain.clone()) - bare);
-            required_ns.push(per_request(&requests, || required.clone()) - bare);
-        }
-        plain_ns.sort_by(f64::total_cmp);
-        required_ns.sort_by(f64::total_cmp);
-        let (plain_ns, required_ns) = (plain_ns[1], required_ns[1]);
-        let first_plain = per_request(&requests, || layer(false).layer(bare_service())) - bare;
-        let first_required = per_request(&requests, || layer(true).layer(bare_service())) - bare;
+        // One pass of every request through `gate`: ns per request, the bare service's taken off.
+        let pass = |mut gate: JwtAuth<_, ()>| {
+            let batch: Vec<Request<()>> = requests.iter().map(clone_request).collect();
+            let start = Instant::now();
+            for request in batch {
+                ready(std::future::poll_fn(|cx| gate.poll_ready(cx))).unwrap();
+                black_box(ready(gate.call(request)).ok());
+            }
+            start.elapsed().as_nanos() as f64 / count as f64 - bare
+        };
+        let (plain, required) = (layer(false), layer(true));
+        let hits = paired(PAIRS, || pass(plain.clone()), || pass(required.clone()));
+        let decode = || {
+            let start = Instant::now();
+            for token in &tokens {
+                black_box(
+                    jsonwebtoken::decode::<Claims<Decoded>>(token, &decoding, &validation).unwrap(),
+                );
+            }
+            start.elapsed().as_nanos() as f64 / count as f64
+        };
+        let first = paired(PAIRS, decode, || pass(layer(true)));
         println!(
-            "| {count} | {plain_ns:.0} | {required_ns:.0} | {:+.1}% | {first_plain:.0} | {first_required:.0} |",
-            (required_ns / plain_ns - 1.0) * 100.0
+            "| {count} | {:.0} | {:.0} | {:+.1}% | {:.0} | {:.0} | {:.2} |",
+            median_of(&hits, |(plain, _)| *plain),
+            median_of(&hits, |(_, required)| *required),
+            (median_of(&hits, |(plain, required)| required / plain) - 1.0) * 100.0,
+            median_of(&first, |(decode, _)| *decode),
+            median_of(&first, |(_, first)| *first),
+            median_of(&first, |(decode, first)| first / decode),
         );
+    }
+    println!();
+}
+
+/// Token sources on a cache hit: the default gate (the `Authorization` header only) against a
+/// gate that also reads a cookie and a header, with the token in each place a browser puts it.
+fn sources() {
+    println!(
+        "## sources: token sources on a cache hit, 1,000 tokens, medians of {ROUNDS} rounds\n"
+    );
+    let keys = Keys::new(Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap()).unwrap();
+    let tokens = sign_many(&keys, 1_000);
+    let bearer = requests(&tokens);
+    let with_cookie = |method: http::Method, extra: &[(&'static str, &'static str)]| {
+        tokens
+            .iter()
+            .map(|token| {
+                let mut request = Request::builder().method(method.clone()).uri("/orders");
+                for &(name, value) in extra {
+                    request = request.header(name, value);
+                }
+                request
+                    .header(
+                        "cookie",
+                        format!("theme=dark; __Host-token={token}; lang=en"),
+                    )
+                    .body(())
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let cookie_get = with_cookie(http::Method::GET, &[]);
+    let cookie_post = with_cookie(http::Method::POST, &[("sec-fetch-site", "same-origin")]);
+    let layer = |browser: bool| {
+        let layer = JwtAuthLayer::new(TokenVerifier::builder(keys.clone()).build());
+        if browser {
+            layer
+                .token_cookie("__Host-token")
+                .token_header("x-access-token")
+                .pass_cors_preflight(true)
+        } else {
+            layer
+        }
+    };
+    let plain = layer(false).layer(bare_service());
+    let browser = layer(true).layer(bare_service());
+    let cases: [(&str, &_, &[Request<()>]); 4] = [
+        ("default gate, `Authorization`", &plain, &bearer),
+        (
+            "cookie and header sources too, `Authorization`",
+            &browser,
+            &bearer,
+        ),
+        (
+            "cookie and header sources too, cookie, `GET`",
+            &browser,
+            &cookie_get,
+        ),
+        (
+            "cookie and header sources too, cookie, `POST` same-origin",
+            &browser,
+            &cookie_post,
+        ),
+    ];
+    // Interleaved, so drift in the machine's speed falls on every case alike.
+    let mut samples = vec![Vec::new(); cases.len()];
+    for _ in 0..3 {
+        for ((_, gate, requests), samples) in cases.iter().zip(&mut samples) {
+            let bare = per_request(requests, bare_service);
+            samples.push(per_request(requests, || (*gate).clone()) - bare);
+        }
+    }
+    println!("| requests | added cost (ns) | ratio |");
+    println!("| --- | ---: | ---: |");
+    let mut reference = None;
+    for ((what, _, _), mut samples) in cases.iter().zip(samples) {
+        samples.sort_by(f64::total_cmp);
+        let ns = samples[1];
+        let reference = *reference.get_or_insert(ns);
+        println!("| {what} | {ns:.0} | {:.2} × |", ns / reference);
     }
     println!();
 }

@@ -86,10 +86,27 @@ ensure_promtool() {
     export PROMTOOL
 }
 
+# The tests in tests/oidc run panva's oidc-provider, a certified OpenID provider, under node on
+# 127.0.0.1. It is installed from npm, exactly as tests/oidc/package-lock.json pins it, into
+# target/oidc (node_modules there); reinstalled only when the lock file changes.
+ensure_oidc_provider() {
+    command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+    local dir=target/oidc
+    if [ -f "$dir/node_modules/oidc-provider/package.json" ] \
+        && cmp -s tests/oidc/package-lock.json "$dir/package-lock.json"; then
+        return 0
+    fi
+    log "installing oidc-provider (npm ci into $dir)"
+    mkdir -p "$dir"
+    cp tests/oidc/package.json tests/oidc/package-lock.json "$dir/"
+    npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund >/dev/null
+}
+
 ensure_redis
 ensure_postgres
 ensure_nginx
 ensure_promtool
+ensure_oidc_provider
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}

@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
 use pin_project_lite::pin_project;
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -178,66 +178,265 @@ impl Grants {
     /// (space-separated string, or array) and the roles at `roles`. A token whose grant
     /// claims are of another shape, or repeated, grants nothing: it stays valid, and every
     /// requirement refuses it.
+    #[cfg(test)]
     pub(crate) fn read(payload: &[u8], roles: &ClaimPath) -> Self {
-        let mut deserializer = serde_json::Deserializer::from_slice(payload);
-        match (TopLevel { roles }).deserialize(&mut deserializer) {
-            Ok(set) if set.scopes.is_empty() && set.roles.is_empty() => Self(None),
-            Ok(set) => Self(Some(Arc::new(set))),
-            Err(_) => Self(None),
+        read_claims::<de::IgnoredAny>(payload, roles)
+            .map_or_else(|_| Self(None), |(_, grants)| grants)
+    }
+}
+
+/// Deserializes a token's payload as `T` (its claims) and reads its [`Grants`] as
+/// `Grants::read` does, in the same pass: each grant claim's value is parsed once, looked at,
+/// and handed on to `T`, so a token's first verification does not parse its payload twice.
+pub(crate) fn read_claims<'de, T: serde::Deserialize<'de>>(
+    payload: &'de [u8],
+    roles: &ClaimPath,
+) -> serde_json::Result<(T, Grants)> {
+    let mut deserializer = serde_json::Deserializer::from_slice(payload);
+    let mut found = Found::default();
+    let claims = T::deserialize(Spy {
+        inner: &mut deserializer,
+        notes: Notes {
+            roles,
+            found: &mut found,
+        },
+    })?;
+    deserializer.end()?;
+    Ok((claims, found.into_grants()))
+}
+
+/// Which grant claim a top-level key names.
+#[derive(Clone, Copy)]
+enum GrantClaim {
+    Scope,
+    Scp,
+    Roles,
+}
+
+impl GrantClaim {
+    fn of(key: &str, roles: &ClaimPath) -> Option<Self> {
+        match key {
+            "scope" => Some(Self::Scope),
+            "scp" => Some(Self::Scp),
+            key if key == roles.first() => Some(Self::Roles),
+            _ => None,
         }
     }
 }
 
-struct TopLevel<'a> {
-    roles: &'a ClaimPath,
+/// The grant claims met so far.
+#[derive(Default)]
+struct Found {
+    scope: Option<Vec<Box<str>>>,
+    scp: Option<Vec<Box<str>>>,
+    roles: Option<Vec<Box<str>>>,
+    /// A grant claim was repeated, or a scope claim was of another shape: nothing is granted.
+    spoilt: bool,
 }
 
-impl<'de> DeserializeSeed<'de> for TopLevel<'_> {
-    type Value = GrantSet;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<GrantSet, D::Error> {
-        deserializer.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for TopLevel<'_> {
-    type Value = GrantSet;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a claims object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GrantSet, A::Error> {
-        let (mut scope, mut scp, mut roles) = (None, None, None);
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let slot = match &*key {
-                "scope" => &mut scope,
-                "scp" => &mut scp,
-                name if name == self.roles.first() => {
-                    if roles.is_some() {
-                        return Err(de::Error::custom("repeated roles claim"));
-                    }
-                    let value: serde_json::Value = map.next_value()?;
-                    roles = Some(roles_at(&value, &self.roles.segments[1..]));
-                    continue;
-                }
-                _ => {
-                    map.next_value::<IgnoredAny>()?;
-                    continue;
-                }
-            };
-            if slot.is_some() {
-                return Err(de::Error::custom("repeated scope claim"));
-            }
-            *slot = Some(map.next_value::<Names>()?.0);
+impl Found {
+    fn record(&mut self, claim: GrantClaim, value: &serde_json::Value, roles: &ClaimPath) {
+        let (slot, names) = match claim {
+            GrantClaim::Scope => (&mut self.scope, scope_names(value)),
+            GrantClaim::Scp => (&mut self.scp, scope_names(value)),
+            GrantClaim::Roles => (&mut self.roles, Some(roles_at(value, &roles.segments[1..]))),
+        };
+        match names {
+            Some(names) if slot.is_none() => *slot = Some(names),
+            _ => self.spoilt = true,
         }
-        let mut scopes: Vec<Box<str>> = scope.into_iter().chain(scp).flatten().collect();
+    }
+
+    fn into_grants(self) -> Grants {
+        if self.spoilt {
+            return Grants(None);
+        }
+        let mut scopes: Vec<Box<str>> = self.scope.into_iter().chain(self.scp).flatten().collect();
         scopes.sort_unstable();
         scopes.dedup();
-        Ok(GrantSet {
+        let roles = self.roles.unwrap_or_default();
+        if scopes.is_empty() && roles.is_empty() {
+            return Grants(None);
+        }
+        Grants(Some(Arc::new(GrantSet {
             scopes: scopes.into_boxed_slice(),
-            roles: roles.unwrap_or_default().into_boxed_slice(),
+            roles: roles.into_boxed_slice(),
+        })))
+    }
+}
+
+/// Scope names from a space-separated string or an array of strings; `None` for any other
+/// shape.
+fn scope_names(value: &serde_json::Value) -> Option<Vec<Box<str>>> {
+    match value {
+        serde_json::Value::String(names) => {
+            Some(names.split_ascii_whitespace().map(Box::from).collect())
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(Box::from))
+            .collect(),
+        _ => None,
+    }
+}
+
+/// Where the grant claims are noted, and at which path roles are.
+struct Notes<'a> {
+    roles: &'a ClaimPath,
+    found: &'a mut Found,
+}
+
+/// The payload's deserializer, seen through: the top-level object's grant claims are noted on
+/// their way to the claims type. Everything else passes straight through.
+struct Spy<'a, D> {
+    inner: D,
+    notes: Notes<'a>,
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for Spy<'_, D> {
+    type Error = D::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_any(visitor)
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_map(visitor)
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        let (inner, visitor) = self.split(visitor);
+        inner.deserialize_struct(name, fields, visitor)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct enum identifier
+        ignored_any
+    }
+}
+
+impl<'a, D> Spy<'a, D> {
+    fn split<V>(self, visitor: V) -> (D, SpyVisitor<'a, V>) {
+        let notes = self.notes;
+        (self.inner, SpyVisitor { visitor, notes })
+    }
+}
+
+struct SpyVisitor<'a, V> {
+    visitor: V,
+    notes: Notes<'a>,
+}
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for SpyVisitor<'_, V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.visitor.expecting(f)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.visitor.visit_map(SpyMap {
+            map,
+            notes: self.notes,
+            pending: None,
         })
+    }
+}
+
+struct SpyMap<'a, A> {
+    map: A,
+    notes: Notes<'a>,
+    /// The grant claim whose key was just read: its value is to be noted.
+    pending: Option<GrantClaim>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for SpyMap<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        self.map.next_key_seed(KeySpy {
+            seed,
+            roles: self.notes.roles,
+            pending: &mut self.pending,
+        })
+    }
+
+    fn next_value_seed<S: DeserializeSeed<'de>>(&mut self, seed: S) -> Result<S::Value, A::Error> {
+        let Some(claim) = self.pending.take() else {
+            return self.map.next_value_seed(seed);
+        };
+        let value: serde_json::Value = self.map.next_value()?;
+        self.notes.found.record(claim, &value, self.notes.roles);
+        seed.deserialize(value).map_err(de::Error::custom)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.map.size_hint()
+    }
+}
+
+/// Reads a key, notes whether it names a grant claim, and hands it on as it came (borrowed
+/// from the payload when it has no escapes).
+struct KeySpy<'a, K> {
+    seed: K,
+    roles: &'a ClaimPath,
+    pending: &'a mut Option<GrantClaim>,
+}
+
+impl<'de, K: DeserializeSeed<'de>> DeserializeSeed<'de> for KeySpy<'_, K> {
+    type Value = K::Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<K::Value, D::Error> {
+        use serde::de::value::{BorrowedStrDeserializer, StringDeserializer};
+
+        enum Key<'de> {
+            Borrowed(&'de str),
+            Owned(String),
+        }
+
+        struct KeyVisitor;
+
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a claim name")
+            }
+
+            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::Borrowed(key))
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key.to_owned()))
+            }
+
+            fn visit_string<E: de::Error>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key::Owned(key))
+            }
+        }
+
+        match deserializer.deserialize_str(KeyVisitor)? {
+            Key::Borrowed(key) => {
+                *self.pending = GrantClaim::of(key, self.roles);
+                self.seed.deserialize(BorrowedStrDeserializer::new(key))
+            }
+            Key::Owned(key) => {
+                *self.pending = GrantClaim::of(&key, self.roles);
+                self.seed.deserialize(StringDeserializer::new(key))
+            }
+        }
     }
 }
 
@@ -258,39 +457,6 @@ fn roles_at(value: &serde_json::Value, path: &[Box<str>]) -> Vec<Box<str>> {
             .filter_map(|item| item.as_str().map(Box::from))
             .collect(),
         _ => Vec::new(),
-    }
-}
-
-/// Scope names from a space-separated string or an array of strings.
-struct Names(Vec<Box<str>>);
-
-impl<'de> serde::Deserialize<'de> for Names {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NamesVisitor;
-
-        impl<'de> Visitor<'de> for NamesVisitor {
-            type Value = Names;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a space-separated string or an array of strings")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Names, E> {
-                Ok(Names(
-                    value.split_ascii_whitespace().map(Box::from).collect(),
-                ))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Names, A::Error> {
-                let mut names = Vec::new();
-                while let Some(name) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                    names.push(Box::from(&*name));
-                }
-                Ok(Names(names))
-            }
-        }
-
-        deserializer.deserialize_any(NamesVisitor)
     }
 }
 
@@ -830,6 +996,47 @@ mod tests {
         assert!(grants(r#"{"roles":"admin"}"#, "roles").has_role("admin"));
         assert!(grants(r#"{"roles":{"admin":true}}"#, "roles").is_empty());
         assert!(grants(r#"{"roles":[1,"ops"]}"#, "roles").has_role("ops"));
+    }
+
+    #[test]
+    fn claims_and_grants_come_from_one_pass_and_the_claims_type_still_sees_the_grant_claims() {
+        #[derive(serde::Deserialize)]
+        struct Own {
+            scope: String,
+            realm_access: serde_json::Value,
+            tenant: String,
+        }
+        let payload = br#"{"sub":"alice","exp":2,"iat":1,"scope":"a b","tenant":"acme",
+            "realm_access":{"roles":["admin"]},"scp":["c"]}"#;
+        let roles = ClaimPath::new("realm_access.roles").unwrap();
+        let (claims, grants): (Claims<Own>, Grants) = read_claims(payload, &roles).unwrap();
+        assert_eq!(claims.sub, "alice");
+        assert_eq!(claims.extra.scope, "a b");
+        assert_eq!(claims.extra.realm_access["roles"][0], "admin");
+        assert_eq!(claims.extra.tenant, "acme");
+        assert_eq!(grants.scopes().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert!(grants.has_role("admin"));
+        assert_eq!(grants, Grants::read(payload, &roles));
+        // A key written with escapes is the same claim name.
+        let escaped = br#"{"sub":"bob","exp":2,"iat":1,"sc\u006fpe":"x"}"#;
+        let (claims, grants): (Claims, Grants) = read_claims(escaped, &roles).unwrap();
+        assert_eq!((claims.sub.as_str(), grants.has_scope("x")), ("bob", true));
+    }
+
+    #[test]
+    fn a_payload_that_is_not_one_claims_object_is_an_error() {
+        let roles = ClaimPath::default();
+        for payload in [
+            &br#"["sub","exp"]"#[..],
+            br#"{"sub":"a","exp":2,"iat":1} {}"#,
+            br#"{"sub":"a","exp":2,"iat":1,"scope":"#,
+        ] {
+            assert!(read_claims::<Claims>(payload, &roles).is_err());
+        }
+        // A grant claim of another shape spoils the grants, not the claims.
+        let (_, grants): (Claims, Grants) =
+            read_claims(br#"{"sub":"a","exp":2,"iat":1,"scope":7}"#, &roles).unwrap();
+        assert!(grants.is_empty());
     }
 
     #[test]

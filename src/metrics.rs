@@ -423,7 +423,8 @@ pub(crate) fn jwks_fetched(uri: &http::Uri, outcome: Result<(), &crate::JwksErro
                 JwksError::InvalidUrl(_)
                 | JwksError::TlsNeedsClient
                 | JwksError::PlainHttp(_)
-                | JwksError::Tls(_),
+                | JwksError::Tls(_)
+                | JwksError::Config(_),
             ) => "invalid_url",
             // Discovery fails before any JWKS fetch, so this is never counted; named for the
             // match to stay exhaustive.

@@ -9,7 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::authorize::{ClaimPath, Grants};
+use crate::authorize::{read_claims, ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -574,13 +574,15 @@ where
             Some(payload) => payload,
             None => decode_payload()?,
         };
-        let mut claims: Claims<C> = serde_json::from_slice(&payload).map_err(|error| {
-            if error.is_data() {
-                AuthError::MissingClaim
-            } else {
-                AuthError::Malformed
-            }
-        })?;
+        // The claims and the grants in one pass over the payload.
+        let (mut claims, grants): (Claims<C>, Grants) = read_claims(&payload, &self.inner.roles)
+            .map_err(|error| {
+                if error.is_data() {
+                    AuthError::MissingClaim
+                } else {
+                    AuthError::Malformed
+                }
+            })?;
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
         if claims.jti.is_empty() {
@@ -588,7 +590,6 @@ where
             // the claims, so revocation works as for any other token.
             claims.jti = Claims::derive_jti(token);
         }
-        let grants = Grants::read(&payload, &self.inner.roles);
         Ok((claims, grants, payload.len()))
     }
 
@@ -625,47 +626,50 @@ where
         self.inner.revocations.check(&TokenId::of(claims))
     }
 
-    /// The one way a request's credentials are judged, by the gate and by the auth service's
-    /// logout alike: the bearer token of `headers` (`Ok(None)` when there is none), verified,
-    /// and then the revocation store's answer, which may still be pending. An unknown `kid`
-    /// is refused here without waiting for its lookup (the gate waits: see
+    /// How the auth service's logout judges a request's credentials: the bearer token of
+    /// `headers` (`Ok(None)` when there is none), verified, and then the revocation store's
+    /// answer, which may still be pending. An unknown `kid` is refused here without waiting
+    /// for its lookup (the gate waits: see
     /// [`authenticate_or_look_up`](Self::authenticate_or_look_up)).
     #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn authenticate(
         &self,
         headers: &http::HeaderMap,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(headers, UnknownKid::Report) {
+        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
+            Credentials::Bearer(token) => Some(token),
+            Credentials::None => None,
+        };
+        match self.authenticate_with(token, UnknownKid::Report) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }
     }
 
-    /// [`authenticate`](Self::authenticate), except that a token naming a `kid` its key
+    /// The gate's judgement of the `token` its sources found (`Ok(None)` without one), as
+    /// [`authenticate`](Self::authenticate) judges, except that a token naming a `kid` its key
     /// source is fetching gives back that fetch to await: the caller awaits it, then calls
     /// [`authenticate_again`](Self::authenticate_again). Only that miss waits; every other
     /// answer, a cache hit above all, is as immediate as `authenticate`'s.
-    pub(crate) fn authenticate_or_look_up(&self, headers: &http::HeaderMap) -> Authentication<C> {
-        self.authenticate_with(headers, UnknownKid::Wait)
+    pub(crate) fn authenticate_or_look_up(&self, token: Option<&str>) -> Authentication<C> {
+        self.authenticate_with(token, UnknownKid::Wait)
     }
 
     /// After a key lookup: judged as [`authenticate`](Self::authenticate) would, but a `kid`
     /// still unknown is refused without starting another lookup.
     pub(crate) fn authenticate_again(
         &self,
-        headers: &http::HeaderMap,
+        token: Option<&str>,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(headers, UnknownKid::Ignore) {
+        match self.authenticate_with(token, UnknownKid::Ignore) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }
     }
 
-    fn authenticate_with(&self, headers: &http::HeaderMap, mode: UnknownKid) -> Authentication<C> {
-        let token = match bearer_token(headers, self.inner.validation.max_token_len) {
-            Ok(Credentials::Bearer(token)) => token,
-            Ok(Credentials::None) => return Authentication::Ready(Ok(None)),
-            Err(error) => return Authentication::Ready(Err(error)),
+    fn authenticate_with(&self, token: Option<&str>, mode: UnknownKid) -> Authentication<C> {
+        let Some(token) = token else {
+            return Authentication::Ready(Ok(None));
         };
         match self.verify_or_look_up(token, mode) {
             // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
@@ -696,6 +700,22 @@ where
     /// The clock this verifier reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// Where this verifier reads roles (see [`TokenVerifierBuilder::roles_claim`]): where the
+    /// auth service puts the roles of the tokens it issues.
+    ///
+    /// ```
+    /// use jwt_gate::{ClaimPath, Keys, TokenVerifier};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .roles_claim(ClaimPath::new("realm_access.roles").unwrap())
+    ///     .build();
+    /// assert_eq!(verifier.roles_claim().to_string(), "realm_access.roles");
+    /// ```
+    pub fn roles_claim(&self) -> &ClaimPath {
+        &self.inner.roles
     }
 }
 
@@ -948,12 +968,10 @@ impl<C> TokenVerifierBuilder<C> {
     ///
     /// # Panics
     ///
-    /// When the validation's leeway is longer than the revocation store's
-    /// [grace period](RevocationStore::grace): the store would forget a revoked token while the
-    /// gate still accepted it, so revoked tokens would come back for the difference. Shorten
-    /// the leeway or lengthen the grace (`MemoryRevocations::with_grace`); this is a
-    /// configuration mistake, caught where the verifier is built rather than at the first
-    /// revoked request.
+    /// When the configuration is inconsistent, with the message of the [`BuildError`]
+    /// [`try_build`](Self::try_build) would return: a configuration mistake, caught where the
+    /// verifier is built rather than at the first request. Use `try_build` to report it
+    /// yourself (a program reading its configuration from a file does).
     ///
     /// ```should_panic
     /// use std::time::Duration;
@@ -965,27 +983,49 @@ impl<C> TokenVerifierBuilder<C> {
     ///     .validation(Validation { leeway: Duration::from_secs(600), ..Validation::default() })
     ///     .build();
     /// ```
+    pub fn build(self) -> TokenVerifier<C> {
+        self.try_build()
+            .unwrap_or_else(|error| panic!("jwt-gate: {error}"))
+    }
+
+    /// The verifier, or what is wrong with the configuration:
     ///
-    /// With [`issuer_keys`](Self::issuer_keys): when an issuer is empty or added twice, and
-    /// when the validation names no issuer of its own (`Validation::issuers` is `None`): the
-    /// starting keys would then accept their tokens under any `iss` not added here, so the
-    /// `iss` would no longer say who issued a token.
-    pub fn build(mut self) -> TokenVerifier<C> {
+    /// - the validation's leeway is longer than the revocation store's
+    ///   [grace period](RevocationStore::grace): the store would forget a revoked token while
+    ///   the gate still accepted it, so revoked tokens would come back for the difference
+    ///   ([`BuildError::LeewayOverGrace`]);
+    /// - with [`issuer_keys`](Self::issuer_keys): an issuer is empty or added twice, or the
+    ///   validation names no issuer of its own (`Validation::issuers` is `None`): the starting
+    ///   keys would then accept their tokens under any `iss` not added here, so the `iss` would
+    ///   no longer say who issued a token.
+    ///
+    /// ```
+    /// use jwt_gate::{BuildError, Keys, TokenVerifier};
+    ///
+    /// let own = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let idp = Keys::hs256(b"another secret, also 32 bytes!!!").unwrap();
+    /// let error = TokenVerifier::builder(own)
+    ///     .issuer_keys("https://login.example.com", idp)
+    ///     .try_build()
+    ///     .unwrap_err();
+    /// assert_eq!(error, BuildError::NoOwnIssuer);
+    /// assert!(error.to_string().contains("Validation::issuer"));
+    /// ```
+    pub fn try_build(mut self) -> Result<TokenVerifier<C>, BuildError> {
         if !self.issuers.is_empty() {
             let Some(accepted) = self.validation.issuers.as_mut() else {
-                panic!(
-                    "jwt-gate: several issuers are trusted but the validation names none of its \
-                     own; set Validation::issuer(...) for the tokens of the starting keys"
-                );
+                return Err(BuildError::NoOwnIssuer);
             };
             for (index, (issuer, _, _)) in self.issuers.iter().enumerate() {
-                assert!(!issuer.is_empty(), "jwt-gate: an issuer must not be empty");
-                assert!(
-                    !self.issuers[..index]
-                        .iter()
-                        .any(|(seen, _, _)| seen == issuer),
-                    "jwt-gate: the issuer {issuer:?} was added twice"
-                );
+                if issuer.is_empty() {
+                    return Err(BuildError::EmptyIssuer);
+                }
+                if self.issuers[..index]
+                    .iter()
+                    .any(|(seen, _, _)| seen == issuer)
+                {
+                    return Err(BuildError::DuplicateIssuer(issuer.to_string()));
+                }
                 if !accepted.iter().any(|accepted| **accepted == **issuer) {
                     accepted.push(issuer.to_string());
                 }
@@ -1003,14 +1043,11 @@ impl<C> TokenVerifierBuilder<C> {
         if let Some(grace) = self.revocations.grace() {
             let leeway = self.validation.leeway;
             // Both sides count whole seconds.
-            assert!(
-                leeway.as_secs() <= grace.as_secs(),
-                "jwt-gate: the leeway ({leeway:?}) is longer than the revocation store's grace \
-                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
-                 shorten Validation::leeway or lengthen the store's grace"
-            );
+            if leeway.as_secs() > grace.as_secs() {
+                return Err(BuildError::LeewayOverGrace { leeway, grace });
+            }
         }
-        TokenVerifier {
+        Ok(TokenVerifier {
             inner: Arc::new(VerifierInner {
                 keys: self.keys,
                 issuers: self.issuers.into_boxed_slice(),
@@ -1022,9 +1059,58 @@ impl<C> TokenVerifierBuilder<C> {
                 roles: self.roles,
                 metrics: GateMetrics::register(),
             }),
+        })
+    }
+}
+
+/// Why a [`TokenVerifierBuilder`] could not build a verifier
+/// ([`try_build`](TokenVerifierBuilder::try_build)). Each message names the setting to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Other issuers were added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys), but
+    /// [`Validation::issuers`] names none for the starting keys.
+    NoOwnIssuer,
+    /// An issuer added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys) is empty.
+    EmptyIssuer,
+    /// This issuer was added twice with [`issuer_keys`](TokenVerifierBuilder::issuer_keys).
+    DuplicateIssuer(String),
+    /// [`Validation::leeway`] is longer than the revocation store's
+    /// [grace period](RevocationStore::grace).
+    LeewayOverGrace {
+        /// The validation's leeway.
+        leeway: Duration,
+        /// The store's grace period.
+        grace: Duration,
+    },
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoOwnIssuer => f.write_str(
+                "TokenVerifierBuilder::issuer_keys: several issuers are trusted but the \
+                 validation names none of its own; set Validation::issuer(...) for the tokens \
+                 of the starting keys",
+            ),
+            Self::EmptyIssuer => {
+                f.write_str("TokenVerifierBuilder::issuer_keys: an issuer must not be empty")
+            }
+            Self::DuplicateIssuer(issuer) => write!(
+                f,
+                "TokenVerifierBuilder::issuer_keys: the issuer {issuer:?} was added twice"
+            ),
+            Self::LeewayOverGrace { leeway, grace } => write!(
+                f,
+                "Validation::leeway ({leeway:?}) is longer than the revocation store's grace \
+                 period ({grace:?}): revoked tokens would be accepted again after they expire; \
+                 shorten the leeway or lengthen the store's grace"
+            ),
         }
     }
 }
+
+impl std::error::Error for BuildError {}
 
 /// Refuses a realm that cannot stand in a quoted string unescaped.
 pub(crate) fn assert_realm(realm: &str) {

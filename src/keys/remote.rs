@@ -60,6 +60,9 @@ pub enum JwksError {
     /// Neither `/.well-known/openid-configuration` nor `/.well-known/oauth-authorization-server`
     /// gave a usable metadata document (the reason says which and why).
     Discovery(String),
+    /// The builder's settings contradict each other (the message names the setting); nothing
+    /// was fetched.
+    Config(String),
     /// The metadata document names another issuer than the one asked for (OpenID Connect
     /// Discovery §4.3, RFC 8414 §3.3): its keys must not be trusted for this one.
     IssuerMismatch {
@@ -91,6 +94,7 @@ impl fmt::Display for JwksError {
                  or allow_plain_http() on a network you trust"
             ),
             Self::Discovery(reason) => write!(f, "issuer discovery failed: {reason}"),
+            Self::Config(reason) => write!(f, "RemoteJwksBuilder::{reason}"),
             Self::IssuerMismatch { expected, found } => write!(
                 f,
                 "the discovery document is for issuer {found:?}, not {expected:?}"
@@ -189,15 +193,9 @@ impl RemoteJwksBuilder {
     /// after that long, kept within `min..=max` (default 1 min to 1 h), instead of after the
     /// refresh interval. A refresh interval of `None` turns scheduled refetches off either way.
     ///
-    /// # Panics
-    ///
-    /// When `min` is greater than `max`.
+    /// `min` greater than `max` is refused by [`start`](Self::start) ([`JwksError::Config`]).
     #[must_use]
     pub fn max_age_bounds(mut self, min: Duration, max: Duration) -> Self {
-        assert!(
-            min <= max,
-            "jwt-gate: max_age_bounds: min {min:?} is over max {max:?}"
-        );
         self.max_age_bounds = (min, max);
         self
     }
@@ -284,6 +282,12 @@ impl RemoteJwksBuilder {
     /// source with its [`Keys`], following the issuer from then on. Must be called within a
     /// Tokio runtime, on which the refresh task runs.
     pub async fn start(self) -> Result<RemoteJwks, JwksError> {
+        let (min, max) = self.max_age_bounds;
+        if min > max {
+            return Err(JwksError::Config(format!(
+                "max_age_bounds: min {min:?} is over max {max:?}"
+            )));
+        }
         let https = self.fetcher.is_some() || cfg!(feature = "rustls");
         let fetcher = match self.fetcher.clone() {
             Some(fetcher) => fetcher,
@@ -387,10 +391,36 @@ fn fetcher_of<C>(client: Client<C, Empty<Bytes>>) -> Fetcher
 where
     C: Connect + Clone + Send + Sync + 'static,
 {
-    Arc::new(move |request| {
-        let response = client.request(request);
-        Box::pin(async move { response.await.map_err(|error| error.to_string()) })
+    Arc::new(move |request: Request<Empty<Bytes>>| {
+        let client = client.clone();
+        let mut again = Request::new(Empty::new());
+        *again.uri_mut() = request.uri().clone();
+        *again.headers_mut() = request.headers().clone();
+        Box::pin(async move {
+            match client.request(request).await {
+                // The GET went out on a kept-alive connection and no answer came: the issuer
+                // had closed it (it restarted, or its idle timeout raced this request; hyper
+                // retries by itself only requests not yet written). A GET is idempotent
+                // (RFC 9110 §9.2.2): sent once more, it gets a fresh connection.
+                Err(error) if !error.is_connect() => client.request(again).await,
+                outcome => outcome,
+            }
+            .map_err(|error| with_sources(&error))
+        })
     })
+}
+
+/// `error` and its sources: hyper's own message alone ("client error (SendRequest)") does not
+/// say what went wrong.
+fn with_sources(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The built-in HTTPS client (feature `rustls`).

@@ -133,6 +133,10 @@ define_failures! {
     InvalidGrant => BAD_REQUEST, "invalid_grant", None;
     UnsupportedGrantType => BAD_REQUEST, "unsupported_grant_type",
         "grant_type must be password or refresh_token";
+    /// A requested scope is not a scope name at all (RFC 6749 §3.3). A well-formed scope the
+    /// user does not hold is no error: the token grants fewer, and says so.
+    InvalidScope => BAD_REQUEST, "invalid_scope",
+        "scope must be space-separated names of printable ASCII";
     /// `Retry-After` is at least a second: `0` would invite an immediate retry.
     Throttled { retry_after: u64 } => TOO_MANY_REQUESTS, "too_many_attempts",
         "too many attempts; wait before trying again", [RETRY_AFTER: retry_after.max(1)];
@@ -234,6 +238,7 @@ mod tests {
             (Failure::UsernameTaken, format!(r#"409 | {JSON} | {{"error":"username_taken","error_description":"this username is already registered"}}"#)),
             (Failure::InvalidGrant, format!(r#"400 | {JSON} | {{"error":"invalid_grant"}}"#)),
             (Failure::UnsupportedGrantType, format!(r#"400 | {JSON} | {{"error":"unsupported_grant_type","error_description":"grant_type must be password or refresh_token"}}"#)),
+            (Failure::InvalidScope, format!(r#"400 | {JSON} | {{"error":"invalid_scope","error_description":"scope must be space-separated names of printable ASCII"}}"#)),
             (Failure::Throttled { retry_after: 7 }, format!(r#"429 | {JSON}; retry-after: 7 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
             (Failure::Throttled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
             (Failure::RefreshThrottled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_requests","error_description":"this session was refreshed too often; wait before trying again"}}"#)),

@@ -10,10 +10,13 @@ mod common;
 mod commands;
 mod config;
 mod forward_auth;
+mod grpc;
 mod issuers;
 mod nginx;
 mod ops;
 mod proxy;
+mod tls;
+mod websocket;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -96,7 +99,7 @@ impl Drop for Server {
 }
 
 /// Starts `jwt-gate --config <config> <command> --listen 127.0.0.1:0` and reads the line
-/// saying where it listens.
+/// saying where it listens (`http://` or `https://`).
 pub fn start(config: &Path, command: &str) -> Server {
     let mut program = jwt_gate();
     program.stderr(Stdio::inherit());
@@ -121,7 +124,7 @@ pub fn start_with(mut program: Command, config: &Path, command: &str) -> Server 
         .read_line(&mut line)
         .unwrap();
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split([',', ';', ' ', '\n']).next())
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
@@ -141,6 +144,16 @@ pub async fn upstream() -> SocketAddr {
         Json(seen.into())
     }
     common::serve(Router::new().fallback(any(identity))).await
+}
+
+/// A token for `sub` from `jwt-gate token` with `config` (which allows dev tokens).
+pub fn mint(config: &Path, sub: &str) -> String {
+    let minted = run(
+        jwt_gate(),
+        &["--config", config.to_str().unwrap(), "token", sub],
+    );
+    assert!(minted.status.success(), "{}", stderr(&minted));
+    String::from_utf8(minted.stdout).unwrap().trim().to_owned()
 }
 
 /// The stderr of a finished run, as text.

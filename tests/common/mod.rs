@@ -8,6 +8,8 @@ pub mod demo;
 pub mod lookalike;
 pub mod postgres;
 pub mod prometheus;
+pub mod tls;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -541,7 +543,8 @@ pub async fn assert_first_layout_sessions_upgraded(
         rotate(2, 4).await,
         Rotation::Rotated {
             user_key: user.into(),
-            session: "f1".into()
+            session: "f1".into(),
+            scopes: Vec::new(),
         }
     );
     assert_eq!(
@@ -563,4 +566,18 @@ pub async fn assert_first_layout_sessions_upgraded(
         store.sessions_of(user, far).await.unwrap(),
         Vec::<String>::new()
     );
+}
+
+/// A gRPC health check of the whole server (service `""`), with `token` in its
+/// `authorization` metadata when given.
+pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
 }

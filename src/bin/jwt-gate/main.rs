@@ -18,6 +18,7 @@
 
 mod config;
 mod keys;
+mod protocols;
 mod rotate;
 mod run;
 mod server;

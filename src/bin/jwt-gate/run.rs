@@ -16,7 +16,7 @@ use tower_layer::Layer as _;
 
 use crate::config::{self, Access, Config, IssuerConfig, Overrides, Preset, Source};
 use crate::server::{self, CaptureSub, Health, Kind, Ops};
-use crate::{keys, Cli, Command, KeysCommand};
+use crate::{keys, protocols, Cli, Command, KeysCommand};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
@@ -379,19 +379,32 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             if let Some(auth) = auth {
                 gateway = gateway.mount(&prefix, auth);
             }
+            gateway = protocols::apply(gateway, &config, &source)?;
             let gateway = gateway.build().map_err(|error| error.to_string())?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "jwt-gate proxy listening on http://{local}, forwarding to {upstream}{mounted}{metrics}"
+                "jwt-gate proxy listening on {scheme}://{local}, forwarding to {upstream}{mounted}{metrics}"
             );
             let service = Ops::new(
-                layer.layer(CaptureSub(gateway)),
+                layer.layer(CaptureSub(gateway.clone())),
                 &config,
                 health,
                 Kind::Proxy,
             );
-            server::serve(listener, service, bounds, shutdown).await;
+            let in_flight = service.in_flight();
+            // The gateway's own loop, for its protocols (HTTP/2, upgrades, TLS); the
+            // program's, once it stops accepting, waits for the requests in flight.
+            jwt_gate::gateway::serve_until(listener, &gateway, service, shutdown)
+                .await
+                .map_err(|error| error.to_string())?;
+            server::drain(&in_flight, bounds.drain).await;
         }
         Command::ForwardAuth => {
+            protocols::refuse_tls(&config, &source, "forward-auth")?;
             let mut forward_auth = ForwardAuth::builder(layer)
                 .header_read_timeout(bounds.header_read_timeout)
                 .max_connections(bounds.max_connections);
@@ -406,6 +419,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             server::serve(listener, service, bounds, shutdown).await;
         }
         Command::Serve => {
+            protocols::refuse_tls(&config, &source, "serve")?;
             let auth = auth.ok_or(
                 "serve needs users: [users] sqlite or postgres_url in the configuration, JWT_GATE_SQLITE or JWT_GATE_POSTGRES_URL",
             )?;

@@ -226,6 +226,8 @@ struct OpsShared {
     default_timeout: Option<Duration>,
     /// Log the request the front server asks about (forward-auth), not its check.
     original: bool,
+    /// Requests whose response head has not been sent yet.
+    in_flight: Arc<InFlight>,
     /// Request ids made here: a random prefix for this process, and a counter.
     id_prefix: u64,
     next_id: AtomicU64,
@@ -275,10 +277,68 @@ impl<S> Ops<S> {
                 routes,
                 default_timeout,
                 original: command == Kind::ForwardAuth,
+                in_flight: Arc::default(),
                 id_prefix: u64::from_le_bytes(random),
                 next_id: AtomicU64::new(0),
             }),
         }
+    }
+}
+
+impl<S> Ops<S> {
+    /// What [`drain`] waits on.
+    pub(crate) fn in_flight(&self) -> Arc<InFlight> {
+        self.shared.in_flight.clone()
+    }
+}
+
+/// The requests in flight, counted until their response heads.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    count: AtomicU64,
+    idle: tokio::sync::Notify,
+}
+
+/// One request in flight, until dropped.
+struct Flying(Arc<InFlight>);
+
+impl Flying {
+    fn new(in_flight: &Arc<InFlight>) -> Self {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// After the listener closed: waits until no request is in flight, for at most `deadline`.
+pub(crate) async fn drain(in_flight: &InFlight, deadline: Duration) {
+    let count = in_flight.count.load(Ordering::Acquire);
+    tracing::info!(
+        requests = count,
+        "shutting down: new connections refused, draining requests in flight"
+    );
+    let idle = async {
+        loop {
+            let notified = in_flight.idle.notified();
+            if in_flight.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    match tokio::time::timeout(deadline, idle).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!(
+            drain = ?deadline,
+            "requests still in flight at the drain deadline; exiting without them"
+        ),
     }
 }
 
@@ -403,8 +463,10 @@ where
         let label = route
             .map_or("default", |rule| rule.label.as_str())
             .to_owned();
+        let flying = Flying::new(&shared.in_flight);
         let future = self.inner.call(request);
         Box::pin(async move {
+            let _flying = flying;
             let answered = match timeout {
                 Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
                 None => Some(future.await),
