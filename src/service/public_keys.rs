@@ -98,16 +98,28 @@ impl JwksService {
         self
     }
 
+    /// The OpenAPI document of this one route, at `path` (feature `openapi`): merge it into
+    /// the auth service's where you route [`JWKS_PATH`] to a `JwksService`.
+    ///
+    /// ```
+    /// use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{Keys, TokenVerifier};
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::new(verifier, MemoryUserStore::new());
+    /// let mut document = auth.openapi();
+    /// document.merge(JwksService::openapi(JWKS_PATH));
+    /// assert!(document.paths.paths.contains_key(JWKS_PATH));
+    /// ```
+    #[cfg(feature = "openapi")]
+    pub fn openapi(path: &str) -> utoipa::openapi::OpenApi {
+        super::openapi::jwks_document(path)
+    }
+
     fn respond(&self, method: &Method) -> AuthResponse {
-        if method != Method::GET && method != Method::HEAD {
-            let mut response = Response::new(Full::new(Bytes::from_static(
-                br#"{"error":"method_not_allowed"}"#,
-            )));
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            let headers = response.headers_mut();
-            headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return response;
+        if let Some(refused) = refuse_unless_get(method) {
+            return refused;
         }
         let document = match serde_json::to_vec(&self.keys.jwks()) {
             Ok(document) => document,
@@ -124,6 +136,22 @@ impl JwksService {
         headers.insert(CACHE_CONTROL, self.cache_control.clone());
         response
     }
+}
+
+/// `405` with `Allow: GET, HEAD` for any other method: the answer of every service here
+/// that only publishes a document.
+pub(super) fn refuse_unless_get(method: &Method) -> Option<AuthResponse> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        br#"{"error":"method_not_allowed"}"#,
+    )));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let headers = response.headers_mut();
+    headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Some(response)
 }
 
 fn cache_control(max_age: Duration) -> HeaderValue {
