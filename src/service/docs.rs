@@ -26,8 +26,9 @@ use super::reply::AuthResponse;
 ///
 /// Give it the path it is served at (`/docs`) and the URL of the document
 /// ([`OpenApiService`](super::OpenApiService)); route that path and everything below it to
-/// it, open on the gate. The page is answered at `/docs` and `/docs/` alike, and its files
-/// below (`/docs/swagger-ui.css`…).
+/// it (axum: `nest_service`), open on the gate. The page is answered at `/docs` and `/docs/`
+/// alike, and its files below (`/docs/swagger-ui.css`…). It takes whole paths as well as
+/// paths with `/docs` already removed.
 ///
 /// ```
 /// use axum::Router;
@@ -40,8 +41,7 @@ use super::reply::AuthResponse;
 /// let docs = SwaggerUi::new("/docs", "/openapi.json");
 /// let app: Router = Router::new()
 ///     .route_service("/openapi.json", OpenApiService::new(&auth.openapi()))
-///     .route_service("/docs", docs.clone())
-///     .route_service("/docs/{*file}", docs)
+///     .nest_service("/docs", docs)
 ///     .nest_service("/auth", auth)
 ///     .layer(
 ///         JwtAuthLayer::new(verifier)
