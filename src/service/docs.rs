@@ -147,3 +147,59 @@ impl<B> Service<Request<B>> for SwaggerUi {
         ready(Ok(response))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future as _;
+
+    use super::*;
+    use crate::service::reply::body_bytes;
+
+    /// Status, content type and body of the answer to `GET path`.
+    fn get(docs: &SwaggerUi, path: &str) -> (StatusCode, String, String) {
+        let mut docs = docs.clone();
+        let request = Request::get(path).body(()).unwrap();
+        let waker = std::task::Waker::noop();
+        let Poll::Ready(Ok(response)) =
+            std::pin::pin!(docs.call(request)).poll(&mut Context::from_waker(waker))
+        else {
+            unreachable!("the answer is ready at once")
+        };
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body_bytes(response.into_body())).into_owned();
+        (status, content_type, body)
+    }
+
+    #[test]
+    fn the_page_names_its_files_below_its_path_with_or_without_the_slash() {
+        let docs = SwaggerUi::new("/docs", "/openapi.json");
+        // Whole paths, and the path axum's `nest_service` passes on.
+        for path in ["/docs", "/docs/", "/"] {
+            let (status, content_type, page) = get(&docs, path);
+            assert_eq!(status, StatusCode::OK, "{path}");
+            assert!(content_type.starts_with("text/html"), "{path}");
+            assert!(page.contains("<base href=\"/docs/\">"), "{path}: {page}");
+        }
+        let (status, content_type, _) = get(&docs, "/docs/swagger-ui.css");
+        assert_eq!(
+            (status, content_type.as_str()),
+            (StatusCode::OK, "text/css")
+        );
+        let (_, _, initializer) = get(&docs, "/docs/swagger-initializer.js");
+        assert!(
+            initializer.contains(r#""url": "/openapi.json""#),
+            "{initializer}"
+        );
+        // Swagger UI's validator badge would send the document's URL to swagger.io.
+        assert!(
+            initializer.contains(r#""validatorUrl": "none""#),
+            "{initializer}"
+        );
+        assert_eq!(get(&docs, "/docs/nothing.js").0, StatusCode::NOT_FOUND);
+    }
+}

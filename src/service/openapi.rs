@@ -493,3 +493,64 @@ impl<B> Service<Request<B>> for OpenApiService {
         ready(Ok(response))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn document() -> serde_json::Value {
+        serde_json::to_value(auth_document("/auth")).unwrap()
+    }
+
+    #[test]
+    fn each_failure_a_route_names_is_documented_as_it_is_answered() {
+        let document = document();
+        assert_eq!(document["openapi"], "3.1.0");
+        let register = &document["paths"]["/auth/register"]["post"]["responses"];
+        let taken = &register["409"]["content"]["application/json"];
+        assert_eq!(
+            taken["schema"]["properties"]["error"]["enum"],
+            json!(["username_taken"])
+        );
+        assert_eq!(
+            taken["examples"]["UsernameTaken"]["value"],
+            json!({"error": "username_taken", "error_description": "this username is already registered"})
+        );
+        let token = &document["paths"]["/auth/token"]["post"]["responses"];
+        assert_eq!(
+            token["400"]["content"]["application/json"]["schema"]["properties"]["error"]["enum"],
+            json!(["invalid_grant", "invalid_request", "unsupported_grant_type"])
+        );
+        assert_eq!(
+            token["429"]["headers"]["retry-after"]["schema"]["type"],
+            "integer"
+        );
+        assert!(
+            token["200"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap()
+                .ends_with("/TokenResponse")
+        );
+    }
+
+    #[test]
+    fn logouts_need_the_bearer_scheme_and_answer_as_the_gate() {
+        let document = document();
+        assert_eq!(
+            document["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        for path in ["/auth/logout", "/auth/logout-all"] {
+            let logout = &document["paths"][path]["post"];
+            assert_eq!(logout["security"], json!([{"bearer": []}]), "{path}");
+            let responses = logout["responses"].as_object().unwrap();
+            let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
+            // Authentication alone never asks for a scope: no 403.
+            assert_eq!(statuses, ["200", "400", "401", "503"], "{path}");
+            assert!(responses["401"]["headers"]["www-authenticate"].is_object());
+        }
+        // Registration and login need no token.
+        assert!(document["paths"]["/auth/token"]["post"]["security"].is_null());
+    }
+}
