@@ -172,17 +172,10 @@ fn register() {}
                         "refresh_token": "$response.body#/refresh_token",
                     }),
                     description = "Exchange the refresh token for new tokens."
-                )),
-                ("logout" = (
-                    operation_id = "logout",
-                    parameters(("header.Authorization" = "Bearer {$response.body#/access_token}")),
-                    description = "End the session the access token belongs to."
-                )),
-                ("logout_all" = (
-                    operation_id = "logout_all",
-                    parameters(("header.Authorization" = "Bearer {$response.body#/access_token}")),
-                    description = "End every session of the token's user."
                 ))
+                // No link hands the access token to the logouts: a credential is the
+                // security scheme's to carry, and tools that follow links take a header
+                // set by one for made-up credentials.
             )
         ),
         TokenFailures

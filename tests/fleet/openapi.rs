@@ -96,10 +96,25 @@ async fn schemathesis_finds_no_answer_the_document_does_not_allow() {
         StatusCode::OK
     );
 
+    // A genuine token for the secured operations: with it, schemathesis checks that each
+    // refuses the request once the token is taken away or replaced by a made-up one.
+    assert_eq!(
+        register(demo.addr, "schemathesis", PASSWORD).await.status,
+        StatusCode::CREATED
+    );
+    let logged_in = login(demo.addr, "schemathesis", PASSWORD).await;
+    let access = logged_in.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authorization = format!("Authorization: Bearer {access}");
+
     let mut command = Command::new(schemathesis);
     command.current_dir(&dir).args([
         "run",
         &document,
+        "--header",
+        &authorization,
         // Every check but one: the service refuses some requests the schema allows, on
         // purpose and with documented answers (a taken or reserved username, one that mixes
         // scripts, an email address it does not take), by rules no JSON schema can state.
