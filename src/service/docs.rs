@@ -1,19 +1,15 @@
 //! The documentation page (feature `swagger-ui`): Swagger UI, whose files are compiled into
 //! the crate, pointed at the OpenAPI document.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body_util::Full;
-use tower_service::Service;
 use utoipa_swagger_ui::Config;
 
-use super::public_keys::refuse_unless_get;
+use super::public_keys::publishing_service;
 use super::reply::AuthResponse;
 
 /// A documentation page for an OpenAPI document: Swagger UI, where each operation can be read
@@ -132,25 +128,15 @@ fn status(status: StatusCode) -> AuthResponse {
     response
 }
 
-impl<B> Service<Request<B>> for SwaggerUi {
-    type Response = AuthResponse;
-    type Error = Infallible;
-    type Future = Ready<Result<AuthResponse, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = refuse_unless_get(request.method())
-            .unwrap_or_else(|| self.respond(request.uri().path()));
-        ready(Ok(response))
-    }
-}
+publishing_service!(SwaggerUi, |docs, path| docs.respond(path));
 
 #[cfg(test)]
 mod tests {
     use std::future::Future as _;
+    use std::task::{Context, Poll};
+
+    use http::Request;
+    use tower_service::Service as _;
 
     use super::*;
     use crate::service::reply::body_bytes;

@@ -7,16 +7,12 @@
 //! one [`failures!`] line naming the rows of the table it can answer with.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Request, StatusCode, Version};
+use http::{HeaderMap, StatusCode, Version};
 use http_body_util::Full;
 use serde::Deserialize;
-use tower_service::Service;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::{Response, ResponseBuilder};
@@ -25,8 +21,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use super::public_keys::refuse_unless_get;
-use super::reply::{body_bytes, AuthResponse, Failure};
+use super::public_keys::publishing_service;
+use super::reply::{body_bytes, Failure};
 #[allow(unused_imports)] // named by the annotations below
 use super::routes::{LoggedOut, RegisterBody, Registered, TokenResponse};
 
@@ -466,26 +462,13 @@ impl OpenApiService {
     }
 }
 
-impl<B> Service<Request<B>> for OpenApiService {
-    type Response = AuthResponse;
-    type Error = Infallible;
-    type Future = Ready<Result<AuthResponse, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let response = refuse_unless_get(request.method()).unwrap_or_else(|| {
-            let mut response = http::Response::new(Full::new(self.document.clone()));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        });
-        ready(Ok(response))
-    }
-}
+publishing_service!(OpenApiService, |service, _path| {
+    let mut response = http::Response::new(Full::new(service.document.clone()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+});
 
 #[cfg(test)]
 mod tests {

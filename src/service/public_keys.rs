@@ -1,15 +1,11 @@
 //! Publishing the public keys as a JWKS document, for gates elsewhere to verify with.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use tower_service::Service;
 
 use super::AuthResponse;
 use crate::Keys;
@@ -117,10 +113,7 @@ impl JwksService {
         super::openapi::jwks_document(path)
     }
 
-    fn respond(&self, method: &Method) -> AuthResponse {
-        if let Some(refused) = refuse_unless_get(method) {
-            return refused;
-        }
+    fn respond(&self) -> AuthResponse {
         let document = match serde_json::to_vec(&self.keys.jwks()) {
             Ok(document) => document,
             Err(error) => {
@@ -138,8 +131,36 @@ impl JwksService {
     }
 }
 
-/// `405` with `Allow: GET, HEAD` for any other method: the answer of every service here
-/// that only publishes a document.
+/// Implements `Service` for a type whose answer to `GET` and `HEAD` is ready at once, made
+/// by `$answer` from the service and the request's path; any other method is `405` with
+/// `Allow: GET, HEAD`. The services here that publish a document.
+macro_rules! publishing_service {
+    ($type:ty, |$service:ident, $path:ident| $answer:expr) => {
+        impl<B> tower_service::Service<http::Request<B>> for $type {
+            type Response = $crate::service::AuthResponse;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Self::Response, std::convert::Infallible>>;
+
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                let $service = &*self;
+                let $path = request.uri().path();
+                let response = $crate::service::public_keys::refuse_unless_get(request.method())
+                    .unwrap_or_else(|| $answer);
+                std::future::ready(Ok(response))
+            }
+        }
+    };
+}
+pub(super) use publishing_service;
+
+/// `405` with `Allow: GET, HEAD` for any other method than those two.
 pub(super) fn refuse_unless_get(method: &Method) -> Option<AuthResponse> {
     if method == Method::GET || method == Method::HEAD {
         return None;
@@ -159,16 +180,4 @@ fn cache_control(max_age: Duration) -> HeaderValue {
         .expect("digits are a valid header value")
 }
 
-impl<B> Service<Request<B>> for JwksService {
-    type Response = AuthResponse;
-    type Error = Infallible;
-    type Future = Ready<Result<AuthResponse, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(request.method())))
-    }
-}
+publishing_service!(JwksService, |jwks, _path| jwks.respond());

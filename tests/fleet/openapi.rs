@@ -18,23 +18,6 @@ use http::StatusCode;
 const SCHEMATHESIS_BUDGET_SECONDS: u64 = 60;
 const SCHEMATHESIS_DEADLINE: Duration = Duration::from_secs(240);
 
-/// `$NAME`, or `fallback` on the `PATH`, if it runs with `--version`; otherwise a failure
-/// saying how to get it (`scripts/test.sh` installs both tools and exports their paths).
-fn tool(variable: &str, fallback: &str, install: &str) -> String {
-    let program = std::env::var(variable).unwrap_or_else(|_| fallback.to_owned());
-    let found = Command::new(&program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        found,
-        "{fallback} is missing: run scripts/test.sh (it installs it), or {install} and set {variable}"
-    );
-    program
-}
-
 /// Runs `command` to its end, its standard output to `stdout` and its errors to `stdout` +
 /// `.err`; kills it past `deadline`. The exit status, or `None` when it was killed.
 fn run_bounded(
@@ -83,7 +66,7 @@ fn demo_for_generated_requests(dir: &Path) -> Demo {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_answer_the_document_does_not_allow() {
-    let schemathesis = tool(
+    let schemathesis = external_tool(
         "SCHEMATHESIS",
         "schemathesis",
         "`pip install schemathesis==4.32.5`",
@@ -189,7 +172,7 @@ fn elsewhere(link: &str, addr: std::net::SocketAddr) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docs_page_shows_every_operation_offline_in_headless_chromium() {
-    let chromium = tool("CHROMIUM", "chromium", "`apt-get install chromium`");
+    let chromium = external_tool("CHROMIUM", "chromium", "`apt-get install chromium`");
     let dir = temp_dir("openapi-chromium");
     let mut command = demo_command();
     command.env("JWT_GATE_DB", dir.join("demo.db"));
