@@ -3,7 +3,7 @@
 //! Prints tables. Compare ratios, not absolute times: the machines are shared.
 //! The crypto backend is chosen when the crate is built, so each backend is its own run:
 //! `cargo bench --bench gate` (rust-crypto) and `cargo bench --bench gate --features aws-lc-rs`.
-//! Sections can be picked by name: `cargo bench --bench gate -- reference authorize curves maps metrics`.
+//! Sections can be picked by name: `cargo bench --bench gate -- reference authorize sources curves maps metrics`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -136,6 +136,9 @@ fn main() {
     }
     if run("authorize") {
         authorize();
+    }
+    if run("sources") {
+        sources();
     }
     if run("maps") {
         curves::maps();
@@ -457,6 +460,86 @@ fn authorize() {
             "| {count} | {plain_ns:.0} | {required_ns:.0} | {:+.1}% | {first_plain:.0} | {first_required:.0} |",
             (required_ns / plain_ns - 1.0) * 100.0
         );
+    }
+    println!();
+}
+
+/// Token sources on a cache hit: the default gate (the `Authorization` header only) against a
+/// gate that also reads a cookie and a header, with the token in each place a browser puts it.
+fn sources() {
+    println!(
+        "## sources: token sources on a cache hit, 1,000 tokens, medians of {ROUNDS} rounds\n"
+    );
+    let keys = Keys::new(Key::hs256(b"a benchmark secret of 32 bytes!!").unwrap()).unwrap();
+    let tokens = sign_many(&keys, 1_000);
+    let bearer = requests(&tokens);
+    let with_cookie = |method: http::Method, extra: &[(&'static str, &'static str)]| {
+        tokens
+            .iter()
+            .map(|token| {
+                let mut request = Request::builder().method(method.clone()).uri("/orders");
+                for &(name, value) in extra {
+                    request = request.header(name, value);
+                }
+                request
+                    .header(
+                        "cookie",
+                        format!("theme=dark; __Host-token={token}; lang=en"),
+                    )
+                    .body(())
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let cookie_get = with_cookie(http::Method::GET, &[]);
+    let cookie_post = with_cookie(http::Method::POST, &[("sec-fetch-site", "same-origin")]);
+    let layer = |browser: bool| {
+        let layer = JwtAuthLayer::new(TokenVerifier::builder(keys.clone()).build());
+        if browser {
+            layer
+                .token_cookie("__Host-token")
+                .token_header("x-access-token")
+                .pass_cors_preflight(true)
+        } else {
+            layer
+        }
+    };
+    let plain = layer(false).layer(bare_service());
+    let browser = layer(true).layer(bare_service());
+    let cases: [(&str, &_, &[Request<()>]); 4] = [
+        ("default gate, `Authorization`", &plain, &bearer),
+        (
+            "cookie and header sources too, `Authorization`",
+            &browser,
+            &bearer,
+        ),
+        (
+            "cookie and header sources too, cookie, `GET`",
+            &browser,
+            &cookie_get,
+        ),
+        (
+            "cookie and header sources too, cookie, `POST` same-origin",
+            &browser,
+            &cookie_post,
+        ),
+    ];
+    // Interleaved, so drift in the machine's speed falls on every case alike.
+    let mut samples = vec![Vec::new(); cases.len()];
+    for _ in 0..3 {
+        for ((_, gate, requests), samples) in cases.iter().zip(&mut samples) {
+            let bare = per_request(requests, bare_service);
+            samples.push(per_request(requests, || (*gate).clone()) - bare);
+        }
+    }
+    println!("| requests | added cost (ns) | ratio |");
+    println!("| --- | ---: | ---: |");
+    let mut reference = None;
+    for ((what, _, _), mut samples) in cases.iter().zip(samples) {
+        samples.sort_by(f64::total_cmp);
+        let ns = samples[1];
+        let reference = *reference.get_or_insert(ns);
+        println!("| {what} | {ns:.0} | {:.2} × |", ns / reference);
     }
     println!();
 }

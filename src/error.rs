@@ -86,12 +86,29 @@ pub enum AuthError {
     /// ([`Require`](crate::Require)): `403`, `error="insufficient_scope"` (RFC 6750 §3.1),
     /// `grpc-status: 7` (PERMISSION_DENIED).
     InsufficientScope,
+    /// Two token sources of the gate (the `Authorization` header, its token cookie, its token
+    /// header) carry different tokens: which one was meant cannot be told.
+    ConflictingTokens,
+    /// The gate's token cookie is sent more than once (also under a name that differs only
+    /// in case or surrounding whitespace): never first-wins, since a sibling site can add a
+    /// cookie of the same name.
+    DuplicateCookie,
+    /// The gate's token cookie is not in RFC 6265 form: a name that differs from the
+    /// configured one in case or whitespace, or a value with characters outside
+    /// `cookie-octet` (quotes included).
+    MalformedCookie,
+    /// The gate's token header is sent more than once.
+    DuplicateTokenHeader,
+    /// An unsafe request (not `GET`, `HEAD` or `OPTIONS`) authenticated only by the token
+    /// cookie came from another site: `403`, never passed on (see
+    /// [`TokenSources`](crate::TokenSources)). Not an RFC 6750 error: the token is not at fault.
+    CrossSiteRequest,
 }
 
 impl AuthError {
     /// Every reason, in declaration order: `ALL[error as usize] == error`.
     #[cfg(any(feature = "metrics", feature = "openapi"))]
-    pub(crate) const ALL: [Self; 23] = [
+    pub(crate) const ALL: [Self; 28] = [
         Self::MissingCredentials,
         Self::MultipleAuthorizationHeaders,
         Self::EmptyToken,
@@ -115,6 +132,11 @@ impl AuthError {
         Self::UnknownSubject,
         Self::RevocationStoreUnavailable,
         Self::InsufficientScope,
+        Self::ConflictingTokens,
+        Self::DuplicateCookie,
+        Self::MalformedCookie,
+        Self::DuplicateTokenHeader,
+        Self::CrossSiteRequest,
     ];
 
     /// The reason as a metric label: fixed, short, snake case.
@@ -144,29 +166,43 @@ impl AuthError {
             Self::UnknownSubject => "unknown_subject",
             Self::RevocationStoreUnavailable => "revocation_store_unavailable",
             Self::InsufficientScope => "insufficient_scope",
+            Self::ConflictingTokens => "conflicting_tokens",
+            Self::DuplicateCookie => "duplicate_cookie",
+            Self::MalformedCookie => "malformed_cookie",
+            Self::DuplicateTokenHeader => "duplicate_token_header",
+            Self::CrossSiteRequest => "cross_site_request",
         }
     }
 
     /// The HTTP status: `401`, `400` for malformed requests (RFC 6750 §3.1), `403` for a
-    /// valid token lacking what the resource requires, `503` when the revocation store is down.
+    /// valid token lacking what the resource requires and for a cross-site request carrying
+    /// only the token cookie, `503` when the revocation store is down.
     pub fn status(self) -> StatusCode {
         match self.error_code() {
             Some("invalid_request") => StatusCode::BAD_REQUEST,
             Some("insufficient_scope") => StatusCode::FORBIDDEN,
             _ if self == Self::RevocationStoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ if self == Self::CrossSiteRequest => StatusCode::FORBIDDEN,
             _ => StatusCode::UNAUTHORIZED,
         }
     }
 
-    /// The RFC 6750 `error` code; `None` when the request simply carried no credentials.
+    /// The RFC 6750 `error` code; `None` when the refusal is not about a token: the request
+    /// carried none, the revocation store is down, or a cross-site request used the cookie.
     pub fn error_code(self) -> Option<&'static str> {
         match self {
-            Self::MissingCredentials | Self::RevocationStoreUnavailable => None,
+            Self::MissingCredentials
+            | Self::RevocationStoreUnavailable
+            | Self::CrossSiteRequest => None,
             Self::MultipleAuthorizationHeaders
             | Self::EmptyToken
             | Self::MultipleTokens
             | Self::TokenTooLong
-            | Self::InvalidCharacters => Some("invalid_request"),
+            | Self::InvalidCharacters
+            | Self::ConflictingTokens
+            | Self::DuplicateCookie
+            | Self::MalformedCookie
+            | Self::DuplicateTokenHeader => Some("invalid_request"),
             Self::InsufficientScope => Some("insufficient_scope"),
             _ => Some("invalid_token"),
         }
@@ -198,16 +234,23 @@ impl AuthError {
             Self::UnknownSubject => "the token's subject is not a known user",
             Self::RevocationStoreUnavailable => "the revocation list is unavailable",
             Self::InsufficientScope => "the token lacks a scope or role this resource requires",
+            Self::ConflictingTokens => "the request carries different tokens in different places",
+            Self::DuplicateCookie => "the token cookie is sent more than once",
+            Self::MalformedCookie => "the token cookie is malformed",
+            Self::DuplicateTokenHeader => "the token header is sent more than once",
+            Self::CrossSiteRequest => {
+                "a cross-site request cannot be authenticated by the token cookie"
+            }
         }
     }
 
     /// The gRPC status code: `16` (UNAUTHENTICATED), `7` (PERMISSION_DENIED) for a token
-    /// lacking what the method requires, or `14` (UNAVAILABLE) when the revocation store is
-    /// down.
+    /// lacking what the method requires or a cross-site cookie request, or `14`
+    /// (UNAVAILABLE) when the revocation store is down.
     pub fn grpc_code(self) -> u16 {
         match self {
             Self::RevocationStoreUnavailable => 14,
-            Self::InsufficientScope => 7,
+            Self::InsufficientScope | Self::CrossSiteRequest => 7,
             _ => 16,
         }
     }
@@ -236,17 +279,21 @@ impl AuthError {
             challenge.push_str(&format!(", scope=\"{scope}\""));
         }
         // The realm was checked to be a valid quoted-string when it was configured, and the
-        // rest is our own fixed text.
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
+        // rest is our own fixed text. A cross-site refusal gets no challenge: its token may
+        // be fine, and no other credentials would be accepted from that site either.
+        if let (Ok(value), false) = (
+            HeaderValue::from_str(&challenge),
+            self == Self::CrossSiteRequest,
+        ) {
             headers.insert(WWW_AUTHENTICATE, value);
         }
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         let mut body = serde_json::json!({
-            "error": self.error_code().unwrap_or(if self == Self::RevocationStoreUnavailable {
-                "temporarily_unavailable"
-            } else {
-                "unauthorized"
+            "error": self.error_code().unwrap_or(match self {
+                Self::RevocationStoreUnavailable => "temporarily_unavailable",
+                Self::CrossSiteRequest => "cross_site_request",
+                _ => "unauthorized",
             }),
             "error_description": self.description(),
         });

@@ -17,12 +17,13 @@ use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
+use crate::extract::{is_preflight, Found, Sources};
 use crate::keys::KeyLookup;
 use crate::metrics::GateMetrics;
 use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::validate::Authentication;
-use crate::{AuthError, Keys, Require, TokenVerifier};
+use crate::{AuthError, Keys, Require, TokenSources, TokenVerifier};
 
 /// Applies [`JwtAuth`] to a service: every request must carry a valid, unrevoked bearer
 /// token, except on the paths left open or optional.
@@ -49,6 +50,11 @@ struct Gate<C> {
     verifier: TokenVerifier<C>,
     paths: PathRules,
     requirements: Requirements<C>,
+    /// As configured, for `Debug` and for the shortcuts that change one field.
+    declared: TokenSources,
+    sources: Sources,
+    /// Whether CORS preflights pass without a token.
+    preflight: bool,
 }
 
 impl<C> Clone for Gate<C> {
@@ -57,6 +63,9 @@ impl<C> Clone for Gate<C> {
             verifier: self.verifier.clone(),
             paths: self.paths.clone(),
             requirements: self.requirements.clone(),
+            declared: self.declared.clone(),
+            sources: self.sources.clone(),
+            preflight: self.preflight,
         }
     }
 }
@@ -75,6 +84,8 @@ impl<C> std::fmt::Debug for JwtAuthLayer<C> {
             .field("verifier", &self.gate.verifier)
             .field("paths", &self.gate.paths)
             .field("requirements", &self.gate.requirements)
+            .field("token_sources", &self.gate.declared)
+            .field("cors_preflight", &self.gate.preflight)
             .finish()
     }
 }
@@ -96,6 +107,9 @@ impl<C> JwtAuthLayer<C> {
                 verifier,
                 paths: PathRules::default(),
                 requirements: Requirements::default(),
+                declared: TokenSources::default(),
+                sources: Sources::default(),
+                preflight: false,
             }),
         }
     }
@@ -235,6 +249,100 @@ impl<C> JwtAuthLayer<C> {
     }
 }
 
+impl<C> JwtAuthLayer<C> {
+    /// Where the gate looks for the token: see [`TokenSources`] for what is read, how
+    /// strictly, and the cross-site check a cookie-borne token passes on unsafe methods.
+    /// Replaces what the shortcuts below set.
+    ///
+    /// # Panics
+    ///
+    /// When [`TokenSources::check`] refuses `sources`, with its message: configuration is
+    /// checked when the gate is built, never at a request.
+    #[must_use]
+    pub fn token_sources(self, sources: TokenSources) -> Self {
+        let compiled = Sources::compile(&sources).unwrap_or_else(|error| panic!("{error}"));
+        self.configure(|gate| {
+            gate.declared = sources;
+            gate.sources = compiled;
+        })
+    }
+
+    fn change_sources(self, change: impl FnOnce(&mut TokenSources)) -> Self {
+        let mut sources = self.gate.declared.clone();
+        change(&mut sources);
+        self.token_sources(sources)
+    }
+
+    /// Reads the token also from the cookie `name` (the `Authorization` header stays a
+    /// source): for a browser application whose login sets the access token as an
+    /// `HttpOnly` cookie. Unsafe requests carrying only the cookie must come from the gate's
+    /// own origin or a [trusted](Self::trust_origin) one. A `__Host-` name keeps sibling
+    /// sites from setting the cookie.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys)
+    ///     .token_cookie("__Host-access_token")
+    ///     .trust_origin("https://admin.example");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not an RFC 6265 cookie name.
+    #[must_use]
+    pub fn token_cookie(self, name: &str) -> Self {
+        self.change_sources(|sources| sources.cookie = Some(name.to_owned()))
+    }
+
+    /// Reads the bare token (no `Bearer `) also from the header `name`.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys).token_header("x-access-token");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When `name` is not a header name, or one the gate reads for something else
+    /// (`Authorization`, `Cookie`, `Origin`, `Host`, `Sec-Fetch-Site`, `Proxy-Authorization`).
+    #[must_use]
+    pub fn token_header(self, name: &str) -> Self {
+        self.change_sources(|sources| sources.header = Some(name.to_owned()))
+    }
+
+    /// Lets pages of `origin` (`https://admin.example`) send unsafe requests authenticated
+    /// by the [token cookie](Self::token_cookie), besides the gate's own origin.
+    ///
+    /// # Panics
+    ///
+    /// When `origin` is not `http://` or `https://` with a host and an optional port, or no
+    /// token cookie is configured yet.
+    #[must_use]
+    pub fn trust_origin(self, origin: &str) -> Self {
+        self.change_sources(|sources| sources.trusted_origins.push(origin.to_owned()))
+    }
+
+    /// With `pass` true, a CORS preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`, which browsers send without any credentials) reaches
+    /// the inner service without a token, for a CORS layer or an upstream inside the gate to
+    /// answer. Off by default. Another `OPTIONS` is judged as any request.
+    ///
+    /// ```
+    /// use jwt_gate::{JwtAuthLayer, Keys};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let layer = JwtAuthLayer::from_keys(keys).pass_cors_preflight(true);
+    /// ```
+    #[must_use]
+    pub fn pass_cors_preflight(self, pass: bool) -> Self {
+        self.configure(|gate| gate.preflight = pass)
+    }
+}
+
 impl<S, C> Layer<S> for JwtAuthLayer<C> {
     type Service = JwtAuth<S, C>;
 
@@ -291,16 +399,22 @@ where
     /// `first`: the first look at this request, which may wait for a key lookup; after
     /// that wait, a `kid` still unknown is refused.
     fn decide<B>(&self, request: &mut Request<B>, first: bool) -> Decision {
+        if self.preflight && is_preflight(request.method(), request.headers()) {
+            return self.pass_without_claims(request);
+        }
         let access = self
             .paths
             .access_for(request.method(), request.uri().path());
         let authenticated = match access {
             Access::Open => Ok(None),
-            _ if first => match self.verifier.authenticate_or_look_up(request.headers()) {
-                Authentication::Ready(outcome) => outcome,
-                Authentication::AwaitKeys(lookup) => return Decision::AwaitKeys(lookup),
+            _ => match self.token(request) {
+                Err(error) => Err(error),
+                Ok(token) if first => match self.verifier.authenticate_or_look_up(token) {
+                    Authentication::Ready(outcome) => outcome,
+                    Authentication::AwaitKeys(lookup) => return Decision::AwaitKeys(lookup),
+                },
+                Ok(token) => self.verifier.authenticate_again(token),
             },
-            _ => self.verifier.authenticate_again(request.headers()),
         };
         let authenticated = match authenticated {
             Ok(authenticated) => authenticated,
@@ -314,13 +428,7 @@ where
             {
                 return Decision::Reject(AuthError::MissingCredentials, None);
             }
-            // Passed without claims: an extractor that refuses the request later names
-            // this gate's realm.
-            #[cfg(feature = "axum")]
-            request
-                .extensions_mut()
-                .insert(GateRealm(self.verifier.shared_realm()));
-            return Decision::Pass;
+            return self.pass_without_claims(request);
         };
         let forbidden = self
             .requirements
@@ -347,6 +455,39 @@ where
     }
 }
 
+impl<C> Gate<C>
+where
+    C: DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    /// The request's one token from the gate's sources; a token only the cookie carried must
+    /// also pass the cross-site check.
+    fn token<'a, B>(&self, request: &'a Request<B>) -> Result<Option<&'a str>, AuthError> {
+        let max_len = self.verifier.validation().max_token_len;
+        match self.sources.find(request.headers(), max_len)? {
+            Found::Cookie(_)
+                if !self.sources.cookie_allowed(
+                    request.method(),
+                    request.uri(),
+                    request.headers(),
+                ) =>
+            {
+                Err(AuthError::CrossSiteRequest)
+            }
+            found => Ok(found.token()),
+        }
+    }
+
+    #[cfg_attr(not(feature = "axum"), allow(clippy::unused_self, unused_variables))]
+    fn pass_without_claims<B>(&self, request: &mut Request<B>) -> Decision {
+        // An extractor that refuses the request later names this gate's realm.
+        #[cfg(feature = "axum")]
+        request
+            .extensions_mut()
+            .insert(GateRealm(self.verifier.shared_realm()));
+        Decision::Pass
+    }
+}
+
 fn log_rejection(error: AuthError, path: &str) {
     match error {
         AuthError::MissingCredentials => {
@@ -357,6 +498,9 @@ fn log_rejection(error: AuthError, path: &str) {
         }
         AuthError::InsufficientScope => {
             tracing::info!(%path, reason = %error, "request without the required scope or role refused")
+        }
+        AuthError::CrossSiteRequest => {
+            tracing::info!(%path, reason = %error, "cross-site request with the token cookie refused")
         }
         _ => {
             tracing::info!(%path, reason = %error, code = error.error_code(), "request with bad credentials refused")

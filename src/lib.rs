@@ -27,6 +27,7 @@
 //! | authorization: scopes, roles, predicates, per route | [`Require`], [`JwtAuthLayer::require_route`], [`RequireLayer`], [`Grants`] |
 //! | revocation | [`revocation`] |
 //! | the layer | [`JwtAuthLayer`], [`JwtAuth`] |
+//! | tokens from a cookie or another header, cross-site check, CORS preflights | [`TokenSources`], [`JwtAuthLayer::token_cookie`], [`JwtAuthLayer::pass_cors_preflight`] |
 //! | rejections | [`AuthError`] |
 //! | the companion auth service and its user stores | `service`, `store` (feature `auth`) |
 //! | metrics, and a Prometheus `/metrics` endpoint | `metrics` (features `metrics`, `prometheus`) |
@@ -41,8 +42,8 @@
 //! | `axum` | no | `Claims<C>` / `Option<Claims<C>>` extractors, `AuthError` as a response |
 //! | `redis` | no | `revocation::RedisRevocations`: one revocation list for a fleet |
 //! | `jwks` | no | `RemoteJwks`: verification keys that follow a JWKS URL or an issuer's discovery document |
-//! | `rustls` | no | `https://` for `RemoteJwks` built in (hyper-rustls, ring, webpki roots) |
-//! | `gateway` | no | `gateway`: a reverse proxy behind the gate, with in-process services mounted at prefixes |
+//! | `rustls` | no | `https://` for `RemoteJwks` built in (hyper-rustls, ring, webpki roots); with `gateway`, `https://` upstreams and TLS termination |
+//! | `gateway` | no | `gateway`: a reverse proxy behind the gate (HTTP/1.1 and HTTP/2, gRPC, WebSocket), with in-process services mounted at prefixes |
 //! | `auth` | no | `service::AuthService` (register, token, refresh, logout), `service::JwksService` (the public keys at `/.well-known/jwks.json`) and `store::MemoryUserStore` |
 //! | `sqlite` | no | `store::SqliteUserStore`: users in one SQLite file |
 //! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |
@@ -110,6 +111,7 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientAddr(pub std::net::SocketAddr);
 pub use error::{AuthError, DEFAULT_REALM};
+pub use extract::{SourcesError, TokenSources};
 pub use jsonwebtoken::{Algorithm, AlgorithmFamily};
 #[cfg(feature = "jwks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwks")))]

@@ -624,47 +624,50 @@ where
         self.inner.revocations.check(&TokenId::of(claims))
     }
 
-    /// The one way a request's credentials are judged, by the gate and by the auth service's
-    /// logout alike: the bearer token of `headers` (`Ok(None)` when there is none), verified,
-    /// and then the revocation store's answer, which may still be pending. An unknown `kid`
-    /// is refused here without waiting for its lookup (the gate waits: see
+    /// How the auth service's logout judges a request's credentials: the bearer token of
+    /// `headers` (`Ok(None)` when there is none), verified, and then the revocation store's
+    /// answer, which may still be pending. An unknown `kid` is refused here without waiting
+    /// for its lookup (the gate waits: see
     /// [`authenticate_or_look_up`](Self::authenticate_or_look_up)).
     #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn authenticate(
         &self,
         headers: &http::HeaderMap,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(headers, UnknownKid::Report) {
+        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
+            Credentials::Bearer(token) => Some(token),
+            Credentials::None => None,
+        };
+        match self.authenticate_with(token, UnknownKid::Report) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }
     }
 
-    /// [`authenticate`](Self::authenticate), except that a token naming a `kid` its key
+    /// The gate's judgement of the `token` its sources found (`Ok(None)` without one), as
+    /// [`authenticate`](Self::authenticate) judges, except that a token naming a `kid` its key
     /// source is fetching gives back that fetch to await: the caller awaits it, then calls
     /// [`authenticate_again`](Self::authenticate_again). Only that miss waits; every other
     /// answer, a cache hit above all, is as immediate as `authenticate`'s.
-    pub(crate) fn authenticate_or_look_up(&self, headers: &http::HeaderMap) -> Authentication<C> {
-        self.authenticate_with(headers, UnknownKid::Wait)
+    pub(crate) fn authenticate_or_look_up(&self, token: Option<&str>) -> Authentication<C> {
+        self.authenticate_with(token, UnknownKid::Wait)
     }
 
     /// After a key lookup: judged as [`authenticate`](Self::authenticate) would, but a `kid`
     /// still unknown is refused without starting another lookup.
     pub(crate) fn authenticate_again(
         &self,
-        headers: &http::HeaderMap,
+        token: Option<&str>,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(headers, UnknownKid::Ignore) {
+        match self.authenticate_with(token, UnknownKid::Ignore) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }
     }
 
-    fn authenticate_with(&self, headers: &http::HeaderMap, mode: UnknownKid) -> Authentication<C> {
-        let token = match bearer_token(headers, self.inner.validation.max_token_len) {
-            Ok(Credentials::Bearer(token)) => token,
-            Ok(Credentials::None) => return Authentication::Ready(Ok(None)),
-            Err(error) => return Authentication::Ready(Err(error)),
+    fn authenticate_with(&self, token: Option<&str>, mode: UnknownKid) -> Authentication<C> {
+        let Some(token) = token else {
+            return Authentication::Ready(Ok(None));
         };
         match self.verify_or_look_up(token, mode) {
             // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
@@ -695,6 +698,22 @@ where
     /// The clock this verifier reads.
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    /// Where this verifier reads roles (see [`TokenVerifierBuilder::roles_claim`]): where the
+    /// auth service puts the roles of the tokens it issues.
+    ///
+    /// ```
+    /// use jwt_gate::{ClaimPath, Keys, TokenVerifier};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let verifier = TokenVerifier::builder(keys)
+    ///     .roles_claim(ClaimPath::new("realm_access.roles").unwrap())
+    ///     .build();
+    /// assert_eq!(verifier.roles_claim().to_string(), "realm_access.roles");
+    /// ```
+    pub fn roles_claim(&self) -> &ClaimPath {
+        &self.inner.roles
     }
 }
 

@@ -12,7 +12,9 @@
 //!   it, never normalised, since a path the gate left open is canonical already;
 //! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
-//!   to one connection, not to the request; so protocol upgrades (WebSocket) are not proxied;
+//!   to one connection, not to the request; two exceptions: `TE: trailers` is kept (gRPC
+//!   requires it), and a WebSocket handshake keeps `Connection: upgrade` and its `Upgrade`
+//!   (see [Protocols](#protocols));
 //! - the client's `Authorization` header too, for upstreams that want to check the token again;
 //! - **never an `x-auth-*` header the client sent** (nor `x_auth_*`, which CGI-style servers
 //!   read as the same thing): all are removed, on open paths too, so these headers always come
@@ -30,6 +32,29 @@
 //!   up its address); [`GatewayBuilder::trust_forwarded_headers`] appends instead, for a
 //!   gateway that itself sits behind a trusted proxy.
 //!
+//! # Protocols
+//!
+//! - **HTTP/2 from clients**: [`serve`] speaks HTTP/1.1 and HTTP/2 on the same port, h2c by
+//!   prior knowledge on plain TCP (as gRPC clients do), `h2` or `http/1.1` by ALPN when it
+//!   terminates TLS ([`GatewayBuilder::tls`], feature `rustls`).
+//! - **HTTP/2 to the upstream**: over `https://` (feature `rustls`) the upstream picks by
+//!   ALPN; [`GatewayBuilder::upstream_http2`] speaks h2c by prior knowledge to an `http://`
+//!   upstream (a gRPC server) and offers only `h2` over `https://`. Either side may be
+//!   HTTP/1.1 while the other is HTTP/2. Trailers pass both ways (`grpc-status` reaches
+//!   gRPC clients); a gRPC request the gate refuses is answered `grpc-status: 16` or `7` by
+//!   the gate itself.
+//! - **`https://` upstreams** (feature `rustls`): certificates checked against the webpki
+//!   roots, or only the CAs given to [`GatewayBuilder::upstream_ca_pem`].
+//! - **WebSocket**: a `GET` over HTTP/1.1 with `Connection: upgrade` and
+//!   `Upgrade: websocket` is judged by the gate like any request (a refused handshake is the
+//!   gate's `401`/`403`, never a `101`), then sent upstream over HTTP/1.1 with its upgrade
+//!   headers and identity headers; when the upstream answers `101`, bytes are relayed both
+//!   ways until either side closes. Frames are not parsed: message sizes, pings and idle
+//!   closes are the client's and the upstream's to enforce; the proxy adds no idle timeout to
+//!   a relayed connection, which counts towards
+//!   [`max_connections`](GatewayBuilder::max_connections) until it closes. No other upgrade
+//!   (h2c, TLS) is ever relayed, and WebSocket over HTTP/2 (RFC 8441) is not offered.
+//!
 //! # Forward-auth
 //!
 //! [`ForwardAuth`] is the same gate for a web server that proxies by itself (nginx
@@ -42,7 +67,7 @@
 //! of the upstream: typically the companion auth service at `/auth`, so that the gateway is the
 //! only thing a client talks to. A request under a mounted prefix never reaches the upstream.
 //! The mounted service receives the request as the gate passed it (whole path, verified
-//! [`Claims`](crate::Claims) and [`ClientAddr`] in the extensions), less any `x-auth-*` header the client sent.
+//! [`Claims`](crate::Claims) and [`ClientAddr`](crate::ClientAddr) in the extensions), less any `x-auth-*` header the client sent.
 //! Whether the gate lets such requests through without a token is the gate's own
 //! configuration (`open_prefix("/auth")` for the auth service).
 //!
@@ -60,7 +85,11 @@
 //! - a request head must arrive whole within
 //!   [`header_read_timeout`](GatewayBuilder::header_read_timeout) (10 s) of the connection
 //!   starting to wait for it, so a connection kept alive and idle is closed after the same
-//!   time, and one sending its head a byte at a time (slowloris) too;
+//!   time, and one sending its head a byte at a time (slowloris) too. The same time bounds a
+//!   new connection's first bytes (the TLS handshake, when TLS is terminated), and an
+//!   HTTP/2 connection with no request open (then it is closed gracefully); HTTP/2
+//!   connections are also pinged at that interval and closed when a ping goes unanswered as
+//!   long, and carry at most 200 requests at once;
 //! - a request body forwarded upstream may pause at most
 //!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks;
 //! - at most [`max_connections`](GatewayBuilder::max_connections) (1024) connections are
@@ -69,11 +98,13 @@
 //!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle ones, each
 //!   for at most [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s).
 
+mod conn;
 mod forward_auth;
 mod identity;
 mod limits;
 mod proxy;
 mod router;
+mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -87,9 +118,8 @@ use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 pub use self::forward_auth::{ForwardAuth, ForwardAuthBuilder};
@@ -97,8 +127,10 @@ pub use self::identity::{ArrayStyle, ForwardedClaim, InvalidForwardedClaim};
 use self::limits::Limits;
 use self::proxy::Upstream;
 use self::router::Mount;
+#[cfg(feature = "rustls")]
+pub use self::tls::{InvalidTls, ServerTls};
 use crate::revocation::BoxFuture;
-use crate::{BoxError, ClientAddr, JwtAuthLayer};
+use crate::{BoxError, JwtAuthLayer};
 
 /// The claims type a gateway's verifier should use: every claim the token carries beyond the
 /// registered ones, so any of them can be forwarded.
@@ -126,7 +158,8 @@ pub type LocalBody = UnsyncBoxBody<Bytes, BoxError>;
 /// ```
 /// use jwt_gate::gateway::Gateway;
 ///
-/// assert!(Gateway::builder("https://example.com").build().is_err(), "no TLS upstreams");
+/// assert!(Gateway::builder("ftp://example.com").build().is_err(), "not HTTP");
+/// assert!(Gateway::builder("http://127.0.0.1:8000?q=1").build().is_err(), "a query");
 /// assert!(Gateway::builder("http://127.0.0.1:8000/api").build().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,9 +203,72 @@ pub struct GatewayBuilder {
     trust_forwarded_headers: bool,
     mounts: Vec<Mount>,
     limits: Limits,
+    upstream_http2: bool,
+    #[cfg(feature = "rustls")]
+    upstream_ca_pem: Option<Vec<u8>>,
+    #[cfg(feature = "rustls")]
+    tls: Option<ServerTls>,
 }
 
 impl GatewayBuilder {
+    /// Speaks HTTP/2 to the upstream (default: HTTP/1.1 to an `http://` upstream, and
+    /// whichever an `https://` upstream picks by ALPN): h2c by prior knowledge over
+    /// `http://`, only `h2` offered over `https://`. For gRPC upstreams that serve HTTP/2
+    /// alone. Protocol upgrades (WebSocket) always go upstream over HTTP/1.1.
+    ///
+    /// ```
+    /// use jwt_gate::gateway::Gateway;
+    ///
+    /// let grpc = Gateway::builder("http://127.0.0.1:50051").upstream_http2(true).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn upstream_http2(mut self, http2: bool) -> Self {
+        self.upstream_http2 = http2;
+        self
+    }
+
+    /// Trusts the CA certificates of `pem` (one or more PEM blocks), instead of the webpki
+    /// roots, for an `https://` upstream: a private CA (feature `rustls`). Checked by
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// use jwt_gate::gateway::Gateway;
+    ///
+    /// let refused = Gateway::builder("https://backend.internal")
+    ///     .upstream_ca_pem(b"no certificate here".to_vec())
+    ///     .build();
+    /// assert!(refused.is_err());
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    #[must_use]
+    pub fn upstream_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.upstream_ca_pem = Some(pem.into());
+        self
+    }
+
+    /// Terminates TLS on every connection [`serve`] accepts, with `tls`'s certificate; ALPN
+    /// chooses HTTP/2 or HTTP/1.1 (feature `rustls`). The handshake must end within the
+    /// [`header_read_timeout`](Self::header_read_timeout). Upstreams then see
+    /// `X-Forwarded-Proto: https`.
+    ///
+    /// ```no_run
+    /// use jwt_gate::gateway::{Gateway, ServerTls};
+    ///
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = ServerTls::from_pem(&std::fs::read("cert.pem")?, &std::fs::read("key.pem")?)?;
+    /// let gateway = Gateway::builder("http://127.0.0.1:8000").tls(tls).build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rustls")))]
+    #[must_use]
+    pub fn tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// How long the upstream may take to send its response head (default 30 s); then `504`.
     /// Bodies are streamed afterwards without a time limit.
     #[must_use]
@@ -335,18 +431,27 @@ impl GatewayBuilder {
         self
     }
 
-    /// The gateway. The upstream must be an absolute `http://` URL; a path in it is put
-    /// before every request's path.
+    /// The gateway. The upstream must be an absolute `http://` URL, or `https://` with the
+    /// `rustls` feature; a path in it is put before every request's path.
     pub fn build(self) -> Result<Gateway, InvalidUpstream> {
         let upstream: Uri = self
             .upstream
             .parse()
             .map_err(|error: http::uri::InvalidUri| InvalidUpstream(error.to_string()))?;
-        if upstream.scheme_str() != Some("http") {
-            return Err(InvalidUpstream(
-                "only http:// upstreams are supported".into(),
-            ));
-        }
+        let scheme = match upstream.scheme_str() {
+            Some("http") => http::uri::Scheme::HTTP,
+            Some("https") if cfg!(feature = "rustls") => http::uri::Scheme::HTTPS,
+            Some("https") => {
+                return Err(InvalidUpstream(
+                    "https:// upstreams need the `rustls` feature".into(),
+                ))
+            }
+            _ => {
+                return Err(InvalidUpstream(
+                    "the URL must start with http:// or https://".into(),
+                ))
+            }
+        };
         let authority = upstream
             .authority()
             .ok_or_else(|| InvalidUpstream("the URL has no host".into()))?
@@ -356,21 +461,41 @@ impl GatewayBuilder {
         }
         let base_path = upstream.path().trim_end_matches('/').to_owned();
         let forwarded_claims = self.forwarded_claims;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(self.limits.pool_max_idle_per_host)
-            .pool_idle_timeout(self.limits.pool_idle_timeout)
-            .build(connector);
+        #[cfg(feature = "rustls")]
+        let roots = self.upstream_ca_pem.as_deref();
+        #[cfg(not(feature = "rustls"))]
+        let roots = None;
+        let client = |versions| -> Result<_, InvalidUpstream> {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_timer(TokioTimer::new())
+                .pool_max_idle_per_host(self.limits.pool_max_idle_per_host)
+                .pool_idle_timeout(self.limits.pool_idle_timeout)
+                .http2_only(versions == tls::Versions::Http2);
+            Ok(builder.build(tls::connector(roots, versions)?))
+        };
+        let versions = if self.upstream_http2 {
+            tls::Versions::Http2
+        } else {
+            tls::Versions::Negotiated
+        };
+        #[cfg(feature = "rustls")]
+        let acceptor = self
+            .tls
+            .map(|tls| tokio_rustls::TlsAcceptor::from(tls.config));
+        #[cfg(not(feature = "rustls"))]
+        let acceptor = None;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 upstream: Upstream {
+                    scheme,
                     authority,
                     base_path,
                     host: HeaderValue::from_str(upstream.authority().map_or("", |a| a.as_str()))
                         .map_err(|error| InvalidUpstream(error.to_string()))?,
-                    client,
+                    client: client(versions)?,
+                    upgrade_client: client(tls::Versions::Http1)?,
+                    forwarded_proto: if acceptor.is_some() { "https" } else { "http" },
                     timeout: self.timeout,
                     body_read_timeout: self.limits.body_read_timeout,
                     forwarded_claims,
@@ -379,6 +504,7 @@ impl GatewayBuilder {
                 },
                 mounts: self.mounts,
                 limits: self.limits,
+                acceptor,
             }),
         })
     }
@@ -410,6 +536,7 @@ struct Inner {
     upstream: Upstream,
     mounts: Vec<Mount>,
     limits: Limits,
+    acceptor: Option<conn::Acceptor>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -420,6 +547,7 @@ impl std::fmt::Debug for Gateway {
             .field("timeout", &self.inner.upstream.timeout)
             .field("mounts", &self.inner.mounts)
             .field("limits", &self.inner.limits)
+            .field("tls", &self.inner.acceptor.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -435,6 +563,11 @@ impl Gateway {
             trust_forwarded_headers: false,
             mounts: Vec::new(),
             limits: Limits::default(),
+            upstream_http2: false,
+            #[cfg(feature = "rustls")]
+            upstream_ca_pem: None,
+            #[cfg(feature = "rustls")]
+            tls: None,
         }
     }
 }
@@ -469,10 +602,12 @@ impl Inner {
     }
 }
 
-/// Serves `gateway` behind `layer` on `listener`, HTTP/1.1, until the listener fails. Each
-/// request carries its client's [`ClientAddr`]. Connections that fail are logged and dropped.
-/// Slow and numerous clients are bounded as the [module docs](self#slow-and-numerous-clients)
-/// say.
+/// Serves `gateway` behind `layer` on `listener` until the listener fails: HTTP/1.1 and
+/// HTTP/2 (h2c by prior knowledge on plain TCP; by ALPN when [`GatewayBuilder::tls`]
+/// terminates TLS), WebSocket upgrades relayed as the [module docs](self#protocols) say.
+/// Each request carries its client's [`ClientAddr`](crate::ClientAddr). Connections that
+/// fail are logged and dropped. Slow and numerous clients are bounded as the
+/// [module docs](self#slow-and-numerous-clients) say.
 ///
 /// ```no_run
 /// use jwt_gate::gateway::{self, ClaimMap, Gateway};
@@ -496,80 +631,6 @@ where
 {
     use tower_layer::Layer as _;
     let limits = gateway.inner.limits;
-    serve_with_limits(listener, layer.layer(gateway), limits).await
-}
-
-/// Serves `service` on `listener`, HTTP/1.1, within `limits` (the connection cap and the
-/// header read timeout), each request with its [`ClientAddr`]: the proxy and forward-auth
-/// alike.
-async fn serve_with_limits<S, B>(
-    listener: tokio::net::TcpListener,
-    service: S,
-    limits: Limits,
-) -> std::io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    loop {
-        // A permit before accepting: past the cap, new connections wait in the kernel's
-        // backlog instead of taking memory and file descriptors here.
-        let Ok(permit) = connections.clone().acquire_owned().await else {
-            unreachable!("the semaphore is never closed");
-        };
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Running out of file descriptors passes; a busy loop would not help it.
-                tracing::warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let service = hyper_util::service::TowerToHyperService::new(WithPeer {
-            peer: ClientAddr(peer),
-            inner: service.clone(),
-        });
-        tokio::spawn(async move {
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-            drop(permit);
-        });
-    }
-}
-
-/// Puts the connection's [`ClientAddr`] into each of its requests.
-#[derive(Clone)]
-struct WithPeer<S> {
-    peer: ClientAddr,
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for WithPeer<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
-        self.inner.call(request)
-    }
+    let tls = gateway.inner.acceptor.clone();
+    conn::serve(listener, layer.layer(gateway), limits, tls).await
 }

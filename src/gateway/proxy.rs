@@ -1,5 +1,6 @@
 //! Forwarding to the upstream: the request's headers cleaned of hop-by-hop and identity
-//! headers, the verified identity and `X-Forwarded-*` added, the response streamed back.
+//! headers, the verified identity and `X-Forwarded-*` added, the response streamed back
+//! (trailers too); a WebSocket upgrade relayed both ways once the upstream accepts it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,20 +11,27 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
 
+use super::conn::ConnectionSlot;
 use super::identity::{write_identity, ForwardedClaim};
 use super::limits::TimedBody;
+use super::tls::Connector;
 use super::{GatewayBody, IDENTITY_PREFIX};
 use crate::ClientAddr;
 
 /// The upstream every request not served in-process goes to, and how to talk to it.
 pub(super) struct Upstream {
+    pub(super) scheme: http::uri::Scheme,
     pub(super) authority: http::uri::Authority,
     pub(super) base_path: String,
     pub(super) host: HeaderValue,
-    pub(super) client: Client<HttpConnector, TimedBody>,
+    pub(super) client: Client<Connector, TimedBody>,
+    /// HTTP/1.1 only, whatever `client` speaks: upgrades are an HTTP/1.1 mechanism.
+    pub(super) upgrade_client: Client<Connector, TimedBody>,
+    /// `X-Forwarded-Proto`: `https` when the gateway terminates TLS.
+    pub(super) forwarded_proto: &'static str,
     pub(super) timeout: Duration,
     pub(super) body_read_timeout: Duration,
     pub(super) forwarded_claims: Vec<ForwardedClaim>,
@@ -33,21 +41,45 @@ pub(super) struct Upstream {
 
 impl Upstream {
     /// Sends `request` upstream and streams the answer back, or answers `502`/`504` itself.
-    pub(super) async fn forward(&self, request: Request<Incoming>) -> Response<GatewayBody> {
+    pub(super) async fn forward(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
+        let upgrade = websocket_upgrade(&request).map(|protocol| Upgrade {
+            protocol,
+            client: hyper::upgrade::on(&mut request),
+            slot: request.extensions_mut().remove::<ConnectionSlot>(),
+        });
         let (mut parts, body) = request.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Only the path is the client's: the scheme and authority are always the upstream's,
         // whatever form the request line took.
         let uri = Uri::builder()
-            .scheme("http")
+            .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(format!("{}{path_and_query}", self.base_path))
             .build();
         let Ok(uri) = uri else {
             return error_response(StatusCode::BAD_REQUEST, "invalid_request");
         };
-        let original_host = parts.headers.get(header::HOST).cloned();
+        // HTTP/2 requests name their host in the URI (`:authority`), not in `Host`.
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        let trailers = accepts_trailers(&parts.headers);
         remove_hop_by_hop(&mut parts.headers);
+        if trailers {
+            // gRPC requires it; it says nothing about the connection, only about the response.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+        if let Some(upgrade) = &upgrade {
+            parts
+                .headers
+                .insert(header::UPGRADE, upgrade.protocol.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         remove_identity(&mut parts.headers);
         write_identity(
             &self.forwarded_claims,
@@ -68,11 +100,27 @@ impl Upstream {
 
         let client_stalled = Arc::new(AtomicBool::new(false));
         let body = TimedBody::new(body, self.body_read_timeout, client_stalled.clone());
-        let upstream = self.client.request(Request::from_parts(parts, body));
+        let client = match upgrade {
+            Some(_) => &self.upgrade_client,
+            None => &self.client,
+        };
+        let upstream = client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(self.timeout, upstream).await {
-            Ok(Ok(response)) => {
+            Ok(Ok(mut response)) => {
+                let switched = upgrade
+                    .filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .map(|upgrade| (upgrade, hyper::upgrade::on(&mut response)));
                 let (mut parts, body) = response.into_parts();
+                let accepted = parts.headers.get(header::UPGRADE).cloned();
                 remove_hop_by_hop(&mut parts.headers);
+                if let Some((upgrade, upstream)) = switched {
+                    let protocol = accepted.unwrap_or(upgrade.protocol.clone());
+                    parts.headers.insert(header::UPGRADE, protocol);
+                    parts
+                        .headers
+                        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    tokio::spawn(relay(upgrade, upstream));
+                }
                 Response::from_parts(parts, Either::Left(body))
             }
             Ok(Err(_)) if client_stalled.load(Ordering::Relaxed) => {
@@ -115,7 +163,10 @@ impl Upstream {
             }
         }
         if !headers.contains_key(&x_forwarded_proto) {
-            headers.insert(x_forwarded_proto, HeaderValue::from_static("http"));
+            headers.insert(
+                x_forwarded_proto,
+                HeaderValue::from_static(self.forwarded_proto),
+            );
         }
         if let Some(host) = original_host {
             if !headers.contains_key(&x_forwarded_host) {
@@ -123,6 +174,66 @@ impl Upstream {
             }
         }
     }
+}
+
+/// A WebSocket upgrade the proxy relays once the upstream switches protocols.
+struct Upgrade {
+    /// The client's `Upgrade` value, sent on as it came.
+    protocol: HeaderValue,
+    /// The client's connection, handed over once its `101` is sent.
+    client: hyper::upgrade::OnUpgrade,
+    /// The client connection's slot under the connection cap, held until the relay ends.
+    slot: Option<ConnectionSlot>,
+}
+
+/// The `Upgrade` value of an HTTP/1.1 WebSocket handshake (`GET`, `Connection: upgrade`,
+/// `Upgrade: websocket`); `None` for any other request, whose upgrade headers are dropped
+/// as hop-by-hop, so no other protocol (h2c, TLS) is ever switched to through the proxy.
+fn websocket_upgrade(request: &Request<Incoming>) -> Option<HeaderValue> {
+    if request.method() != http::Method::GET || request.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let headers = request.headers();
+    let upgrade = headers.get(header::UPGRADE)?;
+    let named = |value: &HeaderValue, token: &str| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    let connection = headers.get_all(header::CONNECTION).iter();
+    let asked = connection.into_iter().any(|value| named(value, "upgrade"));
+    (asked && headers.get_all(header::UPGRADE).iter().count() == 1 && named(upgrade, "websocket"))
+        .then(|| upgrade.clone())
+}
+
+/// Whether the client said it accepts trailers (`TE: trailers`), as gRPC clients must.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|value| {
+        value.to_str().is_ok_and(|value| {
+            value
+                .split(',')
+                .any(|item| item.split(';').next().unwrap_or("").trim() == "trailers")
+        })
+    })
+}
+
+/// Relays bytes both ways between the client and the upstream once both have switched,
+/// until either side closes. Frames are not parsed: their sizes and pings are the two ends'.
+async fn relay(upgrade: Upgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(upgrade.client, upstream) {
+        Ok(both) => both,
+        Err(error) => {
+            tracing::debug!(%error, "an upgraded connection failed before the relay");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "an upgraded connection ended with an error");
+    }
+    drop(upgrade.slot);
 }
 
 /// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).

@@ -1,4 +1,4 @@
-//! The companion auth service (feature `auth`): register, log in, refresh, log out.
+//! The companion auth service (feature `auth`): register, log in, refresh, log out, revoke.
 //!
 //! [`AuthService`] is a Tower [`Service`] for any `http::Request<B>` whose body yields
 //! [`Bytes`], answering [`AuthResponse`]s (`Response<Full<Bytes>>`), so it runs under plain
@@ -10,9 +10,10 @@
 //! | route | request | success | failures |
 //! | --- | --- | --- | --- |
 //! | `POST /auth/register` | JSON `{username, email, password}` | `201 {username, email}` | `409` taken, `422` naming the field, `413`, `415` |
-//! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token` | `200 {access_token, token_type: "bearer", expires_in, refresh_token}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `429` + `Retry-After` |
+//! | `POST /auth/token` | form: `username`, `password` (`grant_type=password` optional), or `grant_type=refresh_token`, `refresh_token`; optional `scope` | `200 {access_token, token_type: "bearer", expires_in, refresh_token, scope?}`, `Cache-Control: no-store` | `400 {"error":"invalid_grant"}`, `400 invalid_scope`, `429` + `Retry-After` |
 //! | `POST /auth/logout` | `Authorization: Bearer …` | `200`: every access token of its session (`sid`) and the session's refresh tokens revoked | `401` as the gate |
 //! | `POST /auth/logout-all` | `Authorization: Bearer …` | `200`: every token of the user issued until now revoked, every session ended | `401` as the gate |
+//! | `POST /auth/revoke` | form: `token`, optional `token_type_hint` (RFC 7009) | `200 {}`: the token's session ended as by logout; the same for an unknown or invalid token, which changes nothing | `422` without `token`, `429` + `Retry-After` |
 //!
 //! Any other method on these paths is `405` with `Allow: POST`; any other path `404`. A store
 //! that fails gives `503` and nothing is acknowledged.
@@ -32,6 +33,17 @@
 //! alone: [`AuthService::jwks`] publishes them as a JWKS document, which belongs at the root
 //! of the site, [`JWKS_PATH`] (`/.well-known/jwks.json`), rather than under the prefix; see
 //! [`JwksService`].
+//!
+//! # Roles and scopes
+//!
+//! Users hold roles and scopes in the [user store](crate::store) (granted with
+//! [`UserStore::change_grants`]). Access tokens carry
+//! the user's roles at the verifier's [roles claim](crate::TokenVerifier::roles_claim) and
+//! the granted scopes as `scope`: those the client asked for with the OAuth2 `scope`
+//! parameter that the user holds (all of them when it asked for none; one not held is left
+//! out, and the response's `scope` says what was granted). A refresh keeps or narrows its
+//! session's scopes, never widens them. [`AuthServiceBuilder::extra_claims`] adds claims of
+//! the application's own.
 //!
 //! # Paths
 //!
@@ -110,12 +122,12 @@ pub use throttle::{LoginThrottle, RegistrationThrottle};
 pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
 use crate::revocation::BoxFuture;
-use crate::store::UserStore;
+use crate::store::{User, UserStore};
 use crate::{BoxError, TokenVerifier};
 use password::Passwords;
 use routes::Inner;
 use throttle::Throttle;
-use tokens::TokenIssuer;
+use tokens::{ClaimsHook, TokenIssuer};
 
 /// The prefix the routes live under unless told otherwise.
 const DEFAULT_PREFIX: &str = "/auth";
@@ -130,7 +142,8 @@ const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 60 * 60
 /// refreshes once per access token lifetime (15 minutes by default); a loop is refused.
 const DEFAULT_MAX_REFRESHES_PER_MINUTE: u32 = 10;
 
-/// The auth service: a Tower [`Service`] serving register, token, logout and logout-all.
+/// The auth service: a Tower [`Service`] serving register, token, logout, logout-all and
+/// revoke.
 /// See the [module documentation](self) for the routes.
 ///
 /// ```
@@ -194,6 +207,7 @@ impl AuthService {
             #[cfg(feature = "redis")]
             shared_throttle: None,
             trusted_proxies: Vec::new(),
+            claims_hook: None,
         }
     }
 
@@ -240,6 +254,7 @@ impl AuthService {
 /// | [`registration_throttle`](Self::registration_throttle) | [`RegistrationThrottle::default`] |
 /// | `shared_throttle` (feature `redis`) | none: counts kept in this process |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none |
+/// | [`extra_claims`](Self::extra_claims) | none: tokens carry only the service's claims |
 ///
 /// ```
 /// use std::time::Duration;
@@ -270,6 +285,7 @@ pub struct AuthServiceBuilder {
     #[cfg(feature = "redis")]
     shared_throttle: Option<RedisThrottle>,
     trusted_proxies: Vec<IpAddr>,
+    claims_hook: Option<ClaimsHook>,
 }
 
 impl std::fmt::Debug for AuthServiceBuilder {
@@ -285,6 +301,7 @@ impl std::fmt::Debug for AuthServiceBuilder {
             .field("login_throttle", &self.login_throttle)
             .field("registration_throttle", &self.registration_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("extra_claims", &self.claims_hook.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -453,6 +470,53 @@ impl AuthServiceBuilder {
         self
     }
 
+    /// Adds the claims `hook` returns for a user to every access token issued to them, at
+    /// login and at each refresh (default: none). With it, `AuthService` mints tokens for a
+    /// gate whose own claims type has required fields: return that type (or any value that
+    /// serializes as a JSON object; `()` adds nothing) and its fields sit beside the
+    /// registered claims, where `Claims<C>` reads them.
+    ///
+    /// The claims the service sets itself cannot be replaced: `sub`, `exp`, `iat`, `nbf`,
+    /// `jti`, `sid`, `iss`, `aud`, `scope`, `scp` and the first segment of the verifier's
+    /// roles claim. A hook returning one of them, or a value that is not an object, is a
+    /// configuration error: the login or refresh is answered `500 server_error` (and logged),
+    /// and nothing is issued.
+    ///
+    /// ```
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{Keys, TokenVerifier};
+    /// use serde::Serialize;
+    ///
+    /// #[derive(Serialize)]
+    /// struct Tenant {
+    ///     tenant: String,
+    /// }
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::builder(verifier, MemoryUserStore::new())
+    ///     .extra_claims(|user| Tenant {
+    ///         tenant: user.email.rsplit('@').next().unwrap_or_default().to_owned(),
+    ///     })
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn extra_claims<T, F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&User) -> T + Send + Sync + 'static,
+        T: serde::Serialize,
+    {
+        self.claims_hook = Some(Arc::new(move |user: &User| {
+            match serde_json::to_value(hook(user)) {
+                Ok(serde_json::Value::Object(claims)) => Ok(claims),
+                Ok(serde_json::Value::Null) => Ok(serde_json::Map::new()),
+                Ok(_) => Err("returned a value that is not a JSON object".to_owned()),
+                Err(error) => Err(format!("returned claims that do not serialize: {error}")),
+            }
+        }));
+        self
+    }
+
     fn throttle(&self) -> Throttle {
         let throttle = Throttle::new(&self.login_throttle, &self.registration_throttle);
         #[cfg(feature = "redis")]
@@ -475,6 +539,7 @@ impl AuthServiceBuilder {
                     refresh_ttl: self.refresh_ttl,
                     session_lifetime: self.session_lifetime,
                     max_rotations_per_minute: self.max_refreshes_per_minute,
+                    claims_hook: self.claims_hook,
                 },
                 users: self.users,
                 passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),

@@ -35,7 +35,7 @@ use super::routes::{LoggedOut, RegisterBody, Registered, TokenResponse};
         description = "Register, log in, refresh and log out: the companion auth service of \
             jwt-gate. Every failure is small JSON, `{\"error\", \"error_description\"?}`, never cached."
     ),
-    paths(register, token, logout, logout_all),
+    paths(register, token, logout, logout_all, revoke),
     modifiers(&BearerScheme),
     tags((name = "auth", description = "Accounts and tokens"), (name = "keys", description = "Public keys"))
 )]
@@ -103,6 +103,7 @@ failures!(
         | Failure::Invalid { .. }
         | Failure::InvalidGrant
         | Failure::UnsupportedGrantType
+        | Failure::InvalidScope
         | Failure::Throttled { .. }
         | Failure::RefreshThrottled { .. }
         | Failure::Busy
@@ -113,6 +114,17 @@ failures!(
 failures!(
     /// A refused bearer token, or a store that could not record the logout.
     LogoutFailures: Failure::Token(_) | Failure::Unavailable
+);
+
+failures!(
+    /// Reading a form, throttling guesses, recording the revocation. Never whether the token
+    /// was known.
+    RevokeFailures: Failure::PayloadTooLarge
+        | Failure::UnsupportedMediaType
+        | Failure::UnreadableBody
+        | Failure::Invalid { .. }
+        | Failure::Throttled { .. }
+        | Failure::Unavailable
 );
 
 /// Register an account.
@@ -168,6 +180,11 @@ fn register() {}
                         "refresh_token": "$response.body#/refresh_token",
                     }),
                     description = "Exchange the refresh token for new tokens."
+                )),
+                ("revoke" = (
+                    operation_id = "revoke",
+                    request_body = json!({ "token": "$response.body#/refresh_token" }),
+                    description = "End the session the tokens belong to."
                 ))
                 // No link hands the access token to the logouts: a credential is the
                 // security scheme's to carry, and tools that follow links take a header
@@ -215,6 +232,43 @@ fn logout() {}
 )]
 #[allow(dead_code)]
 fn logout_all() {}
+
+/// Revoke a token (RFC 7009).
+///
+/// A refresh token or an access token of this service ends its session, as a logout would. The
+/// answer is the same `200` whether or not the token was known, valid or already revoked
+/// (§2.2); requests are throttled per client address, so guessing is slow.
+#[utoipa::path(
+    post,
+    path = "/revoke",
+    tag = "auth",
+    operation_id = "revoke",
+    request_body(content = RevokeRequest, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Nothing of the token is valid any more, if it ever was.",
+            body = RevocationReply),
+        RevokeFailures
+    )
+)]
+#[allow(dead_code)]
+fn revoke() {}
+
+/// The revocation endpoint's form (RFC 7009 §2.1).
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+struct RevokeRequest {
+    /// A refresh token or an access token.
+    token: String,
+    /// Ignored: a token's shape tells which kind it is. Sent twice, it is refused like any
+    /// repeated field.
+    #[schema(nullable = false)]
+    token_type_hint: Option<String>,
+}
+
+/// Always empty: the answer never tells whether the token was known.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct RevocationReply {}
 
 /// Get the public keys tokens are signed with.
 ///
@@ -264,6 +318,10 @@ struct PasswordGrant {
     username: String,
     #[schema(example = "correct horse battery")]
     password: String,
+    /// Optional: space-separated scopes to narrow the token to; only those the user holds
+    /// are granted.
+    #[schema(nullable = false)]
+    scope: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -279,6 +337,10 @@ enum PasswordGrantType {
 struct RefreshTokenGrant {
     grant_type: RefreshTokenGrantType,
     refresh_token: String,
+    /// Optional: space-separated scopes to narrow the token to; a refresh never widens
+    /// its session's.
+    #[schema(nullable = false)]
+    scope: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -83,9 +83,10 @@ macro_rules! define_failures {
             }
 
             /// Every row once, its bindings at their defaults, and the gate's row once per
-            /// refusal that authenticating a token can give (a logout never asks for scopes
-            /// nor looks its subject up): what the OpenAPI document renders its responses
-            /// from, so that it states each answer exactly as the client receives it.
+            /// refusal that authenticating an `Authorization` header can give (the service
+            /// never asks for scopes, looks a subject up, or reads the gate's other token
+            /// sources): what the OpenAPI document renders its responses from, so that it
+            /// states each answer exactly as the client receives it.
             #[cfg(feature = "openapi")]
             pub(crate) fn rows() -> Vec<Self> {
                 let mut rows = vec![
@@ -97,7 +98,13 @@ macro_rules! define_failures {
                         .filter(|error| {
                             !matches!(
                                 error,
-                                AuthError::InsufficientScope | AuthError::UnknownSubject
+                                AuthError::InsufficientScope
+                                    | AuthError::UnknownSubject
+                                    | AuthError::ConflictingTokens
+                                    | AuthError::DuplicateCookie
+                                    | AuthError::MalformedCookie
+                                    | AuthError::DuplicateTokenHeader
+                                    | AuthError::CrossSiteRequest
                             )
                         })
                         .map(Self::$gate),
@@ -156,6 +163,10 @@ define_failures! {
     InvalidGrant => BAD_REQUEST, "invalid_grant", None;
     UnsupportedGrantType => BAD_REQUEST, "unsupported_grant_type",
         "grant_type must be password or refresh_token";
+    /// A requested scope is not a scope name at all (RFC 6749 §3.3). A well-formed scope the
+    /// user does not hold is no error: the token grants fewer, and says so.
+    InvalidScope => BAD_REQUEST, "invalid_scope",
+        "scope must be space-separated names of printable ASCII";
     /// `Retry-After` is at least a second: `0` would invite an immediate retry.
     Throttled { retry_after: u64 } => TOO_MANY_REQUESTS, "too_many_attempts",
         "too many attempts; wait before trying again", [RETRY_AFTER: retry_after.max(1)];
@@ -257,6 +268,7 @@ mod tests {
             (Failure::UsernameTaken, format!(r#"409 | {JSON} | {{"error":"username_taken","error_description":"this username is already registered"}}"#)),
             (Failure::InvalidGrant, format!(r#"400 | {JSON} | {{"error":"invalid_grant"}}"#)),
             (Failure::UnsupportedGrantType, format!(r#"400 | {JSON} | {{"error":"unsupported_grant_type","error_description":"grant_type must be password or refresh_token"}}"#)),
+            (Failure::InvalidScope, format!(r#"400 | {JSON} | {{"error":"invalid_scope","error_description":"scope must be space-separated names of printable ASCII"}}"#)),
             (Failure::Throttled { retry_after: 7 }, format!(r#"429 | {JSON}; retry-after: 7 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
             (Failure::Throttled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_attempts","error_description":"too many attempts; wait before trying again"}}"#)),
             (Failure::RefreshThrottled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_requests","error_description":"this session was refreshed too often; wait before trying again"}}"#)),

@@ -17,9 +17,9 @@ use super::password::{PasswordFailure, Verdict, MAX_PASSWORD_CHARS};
 use super::reply::{json, AuthResponse, Failure};
 use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
 use super::throttle::{client_address, Attempt, Refusal, Throttle};
-use super::tokens::{hash_refresh_token, TokenIssuer};
+use super::tokens::{hash_refresh_token, Granted, SigningError, TokenIssuer};
 use crate::revocation::{RevocationCheck, RevocationError, TokenId};
-use crate::store::{Registration, Rotation, User, UserStore, UserStoreError};
+use crate::store::{is_grant_name, Registration, Rotation, User, UserStore, UserStoreError};
 use crate::{AuthError, BoxError};
 
 /// Everything a request may need, shared by the clones of one [`AuthService`](super::AuthService).
@@ -39,6 +39,7 @@ enum Route {
     Token,
     Logout,
     LogoutAll,
+    Revoke,
 }
 
 impl Inner {
@@ -52,6 +53,7 @@ impl Inner {
             "/token" => Some(Route::Token),
             "/logout" => Some(Route::Logout),
             "/logout-all" => Some(Route::LogoutAll),
+            "/revoke" => Some(Route::Revoke),
             _ => None,
         }
     }
@@ -72,6 +74,7 @@ impl Inner {
                     Route::Token => self.token(&parts, body).await,
                     Route::Logout => ("logout", self.logout(&parts, false).await),
                     Route::LogoutAll => ("logout_all", self.logout(&parts, true).await),
+                    Route::Revoke => ("revoke", self.revoke(&parts, body).await),
                 };
                 crate::metrics::auth_operation(operation, outcome_label(&outcome));
                 outcome
@@ -90,6 +93,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
         Ok(_) => "success",
         Err(Failure::InvalidGrant) => "invalid_grant",
+        Err(Failure::InvalidScope) => "invalid_scope",
         Err(Failure::UsernameTaken) => "username_taken",
         // A logout whose revocation store cannot be asked is a store outage, not a bad token.
         Err(Failure::Token(AuthError::RevocationStoreUnavailable)) => "unavailable",
@@ -149,6 +153,10 @@ pub(super) struct TokenResponse {
     expires_in: u64,
     /// Opaque; exchange it with `grant_type=refresh_token` for new tokens. Each is good once.
     refresh_token: String,
+    /// The scopes granted, space-separated, when they are not exactly those asked for
+    /// (RFC 6749 §5.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -184,9 +192,67 @@ struct TokenForm {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    scope: Option<String>,
 }
 
-const TOKEN_FIELDS: &[&str] = &["grant_type", "username", "password", "refresh_token"];
+const TOKEN_FIELDS: &[&str] = &[
+    "grant_type",
+    "username",
+    "password",
+    "refresh_token",
+    "scope",
+];
+
+/// The revocation endpoint's form (RFC 7009 §2.1).
+#[derive(Deserialize)]
+struct RevokeForm {
+    token: Option<String>,
+    /// Read only so that a repeated hint is refused like any repeated field: a token's shape
+    /// tells which kind it is, so the hint changes nothing.
+    #[serde(rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
+}
+
+const REVOKE_FIELDS: &[&str] = &["token", "token_type_hint"];
+
+/// The scopes a client asked for with `scope` (RFC 6749 §3.3: space-separated names),
+/// sorted, each once; `None` when it named none. A name that could never be granted is
+/// `invalid_scope`.
+fn requested_scopes(scope: Option<&str>) -> Result<Option<Vec<String>>, Failure> {
+    let mut names = Vec::new();
+    for name in scope.unwrap_or_default().split(' ') {
+        if name.is_empty() {
+            continue;
+        }
+        if !is_grant_name(name) {
+            return Err(Failure::InvalidScope);
+        }
+        names.push(name.to_owned());
+    }
+    names.sort_unstable();
+    names.dedup();
+    Ok((!names.is_empty()).then_some(names))
+}
+
+/// The scopes of `held` the client asked for, or all of them when it asked for none: a scope
+/// asked for but not held is left out, never an error (RFC 6749 §3.3 lets the server issue
+/// fewer; the response then says which).
+fn narrowed(requested: Option<&[String]>, held: &[String]) -> Vec<String> {
+    held.iter()
+        .filter(|scope| requested.is_none_or(|requested| requested.contains(scope)))
+        .cloned()
+        .collect()
+}
+
+/// The `scope` member of a token response: the granted scopes unless they are exactly what
+/// was asked for (RFC 6749 §5.1); nothing when none were asked for and none are granted.
+fn scope_reply(requested: Option<&[String]>, granted: &[String]) -> Option<String> {
+    match requested {
+        Some(requested) if requested == granted => None,
+        None if granted.is_empty() => None,
+        _ => Some(granted.join(" ")),
+    }
+}
 
 /// The longest refresh token worth hashing: ours are 43 characters.
 const MAX_REFRESH_TOKEN_LEN: usize = 256;
@@ -290,6 +356,8 @@ impl Inner {
             username: username.clone(),
             email: email.clone(),
             password_hash,
+            roles: Vec::new(),
+            scopes: Vec::new(),
         };
         match self.users.create_user(user).await.map_err(unavailable)? {
             Registration::Created => Ok(json(StatusCode::CREATED, &Registered { username, email })),
@@ -323,6 +391,7 @@ impl Inner {
     async fn password_grant(&self, parts: &Parts, form: TokenForm) -> Outcome {
         let username = form.username.ok_or(invalid("username", "is required"))?;
         let password = form.password.ok_or(invalid("password", "is required"))?;
+        let requested = requested_scopes(form.scope.as_deref())?;
         // Whatever the name is, even one that could never be registered, it goes through the
         // same steps as a real one, so nothing in the answer tells them apart.
         let key = username_key(&username);
@@ -341,7 +410,7 @@ impl Inner {
         if verdict == Verdict::MatchNeedsRehash {
             self.upgrade_hash(&user.key, password).await;
         }
-        self.issue_session(&user.key).await
+        self.issue_session(&user, requested.as_deref()).await
     }
 
     /// The user whose password `password` is, with how their hash verified.
@@ -389,46 +458,76 @@ impl Inner {
         }
     }
 
-    /// A new session: an access token and the first refresh token of a new family.
-    async fn issue_session(&self, user_key: &str) -> Outcome {
+    /// A new session granted the scopes of `user` that were asked for: an access token and
+    /// the first refresh token of a new family.
+    async fn issue_session(&self, user: &User, requested: Option<&[String]>) -> Outcome {
         let issuer = &self.issuer;
         let now = issuer.now();
         let grant = issuer.grant(now);
         let session = TokenIssuer::new_family();
+        let scopes = narrowed(requested, &user.scopes);
+        let granted = Granted {
+            scopes: &scopes,
+            user,
+        };
         let access_token = issuer
-            .sign(user_key, &session, &grant)
+            .sign(&session, &grant, &granted)
             .map_err(signing_failed)?;
         let (refresh_token, issued) = issuer.refresh_token(now);
         self.users
-            .insert_refresh_token(user_key, &session, issuer.session_end(now), issued)
+            .insert_refresh_token(
+                &user.key,
+                &session,
+                issuer.session_end(now),
+                &scopes,
+                issued,
+            )
             .await
             .map_err(unavailable)?;
-        Ok(token_response(issuer, access_token, refresh_token))
+        let scope = scope_reply(requested, &scopes);
+        Ok(token_response(issuer, access_token, refresh_token, scope))
     }
 
+    /// Rotates a refresh token. Its user is read before anything is spent, so that a store
+    /// failing to answer leaves the presented token working; the access token then carries
+    /// the user's current roles and the session's scopes that the user still holds, narrowed
+    /// to those asked for: a refresh never widens a session's scopes.
     async fn refresh_grant(&self, form: TokenForm) -> Outcome {
         let presented = form
             .refresh_token
             .ok_or(invalid("refresh_token", "is required"))?;
+        let requested = requested_scopes(form.scope.as_deref())?;
         if presented.len() > MAX_REFRESH_TOKEN_LEN {
             return Err(Failure::InvalidGrant);
         }
+        let presented = hash_refresh_token(&presented);
         let issuer = &self.issuer;
         let now = issuer.now();
+        let found = self
+            .users
+            .refresh_session(&presented, now)
+            .await
+            .map_err(unavailable)?
+            .ok_or(Failure::InvalidGrant)?;
+        let user = self
+            .users
+            .find_user(&found.user_key)
+            .await
+            .map_err(unavailable)?
+            .ok_or(Failure::InvalidGrant)?;
         let grant = issuer.grant(now);
         let (refresh_token, issued) = issuer.refresh_token(now);
         let rotation = self
             .users
-            .rotate_refresh_token(
-                &hash_refresh_token(&presented),
-                now,
-                issued,
-                issuer.max_rotations_per_minute,
-            )
+            .rotate_refresh_token(&presented, now, issued, issuer.max_rotations_per_minute)
             .await
             .map_err(unavailable)?;
         match rotation {
-            Rotation::Rotated { user_key, session } => {
+            Rotation::Rotated {
+                user_key,
+                session,
+                scopes,
+            } => {
                 if self.session_revoked(&user_key, &session, &grant).await {
                     // A logout revoked the session but did not get to end it in the store:
                     // finish its work. Whether that succeeds or not, the session is over.
@@ -437,10 +536,17 @@ impl Inner {
                     }
                     return Err(Failure::InvalidGrant);
                 }
+                let held: Vec<String> = narrowed(Some(&user.scopes), &scopes);
+                let scopes = narrowed(requested.as_deref(), &held);
+                let granted = Granted {
+                    scopes: &scopes,
+                    user: &user,
+                };
                 let access_token = issuer
-                    .sign(&user_key, &session, &grant)
+                    .sign(&session, &grant, &granted)
                     .map_err(signing_failed)?;
-                Ok(token_response(issuer, access_token, refresh_token))
+                let scope = scope_reply(requested.as_deref(), &scopes);
+                Ok(token_response(issuer, access_token, refresh_token, scope))
             }
             Rotation::Reused { session } => {
                 tracing::warn!("a spent refresh token was presented again; its family is revoked");
@@ -502,6 +608,94 @@ impl Inner {
         }
     }
 
+    /// Ends `sessions` as a logout does: every access token of them is refused first (in the
+    /// revocation store), then their refresh tokens stop working (in the user store). A `503`
+    /// from the first step changed nothing; one from the second left every access token
+    /// refused, and repeating the request completes it.
+    async fn end_sessions(&self, sessions: &[&str], now: u64) -> Result<(), Failure> {
+        self.issuer
+            .verifier
+            .revocations()
+            .revoke_sessions(sessions, self.issuer.cutoff_keep_until(now))
+            .await
+            .map_err(revocation_failed)?;
+        self.users.end_sessions(sessions).await.map_err(unavailable)
+    }
+
+    /// RFC 7009 revocation: the presented token, refresh or access, ends its session as a
+    /// logout would. An unknown, expired, forged or already revoked token is answered `200`
+    /// as well (§2.2) and changes nothing; each such request counts against the client
+    /// address, with the login throttle's per-address allowance, so guessing is throttled.
+    pub(super) async fn revoke<B>(&self, parts: &Parts, body: B) -> Outcome
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        require_content_type(&parts.headers, FORM)?;
+        let body = read_body(&parts.headers, body).await?;
+        let form: RevokeForm = parse_form(&body, REVOKE_FIELDS)?;
+        let token = form.token.ok_or(invalid("token", "is required"))?;
+        let address = client_address(parts, &self.trusted_proxies);
+        let attempt = self
+            .throttle
+            .begin_revocation(address, self.issuer.now())
+            .await
+            .map_err(throttled)?;
+        // Our access tokens are JWTs, our refresh tokens plain base64url: the shape decides.
+        let revoked = if token.contains('.') {
+            self.revoke_access_token(&token).await
+        } else {
+            self.revoke_refresh_token(&token).await
+        };
+        match revoked {
+            Ok(true) => self.throttle.revocation_found(attempt).await,
+            Ok(false) => tracing::info!("revocation of an unknown or invalid token"),
+            Err(_) => self.settle_unanswered(attempt, &revoked).await,
+        }
+        revoked?;
+        Ok(json(StatusCode::OK, &serde_json::json!({})))
+    }
+
+    /// Ends the session of a refresh token, live or already rotated away (presenting one of
+    /// those at the token endpoint would end it too). `false` for a token not known.
+    async fn revoke_refresh_token(&self, token: &str) -> Result<bool, Failure> {
+        if token.len() > MAX_REFRESH_TOKEN_LEN {
+            return Ok(false);
+        }
+        let now = self.issuer.now();
+        let found = self
+            .users
+            .refresh_session(&hash_refresh_token(token), now)
+            .await
+            .map_err(unavailable)?;
+        let Some(found) = found else {
+            return Ok(false);
+        };
+        self.end_sessions(&[found.session.as_str()], now).await?;
+        Ok(true)
+    }
+
+    /// Ends the session of a genuine access token, or revokes the token itself when it has
+    /// none. `false` for a token that does not verify: nothing is recorded for it.
+    async fn revoke_access_token(&self, token: &str) -> Result<bool, Failure> {
+        let verifier = &self.issuer.verifier;
+        let Ok(claims) = verifier.verify(token) else {
+            return Ok(false);
+        };
+        match &claims.sid {
+            Some(sid) => {
+                self.end_sessions(&[sid.as_str()], self.issuer.now())
+                    .await?
+            }
+            None => verifier
+                .revocations()
+                .revoke(&claims.jti, claims.exp)
+                .await
+                .map_err(revocation_failed)?,
+        }
+        Ok(true)
+    }
+
     /// Logs out the presented token's session, or (`everywhere`) all of its user's.
     ///
     /// The token is verified in full first: a forged, expired or revoked token is refused as
@@ -548,14 +742,7 @@ impl Inner {
         }
         let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
         if !sessions.is_empty() {
-            revocations
-                .revoke_sessions(&sessions, keep_until)
-                .await
-                .map_err(revocation_failed)?;
-            self.users
-                .end_sessions(&sessions)
-                .await
-                .map_err(unavailable)?;
+            self.end_sessions(&sessions, now).await?;
         }
         if everywhere {
             revocations
@@ -579,7 +766,7 @@ impl Inner {
     }
 }
 
-fn signing_failed(error: crate::KeyError) -> Failure {
+fn signing_failed(error: SigningError) -> Failure {
     tracing::error!(%error, "cannot sign access tokens");
     Failure::ServerError
 }
@@ -588,6 +775,7 @@ fn token_response(
     issuer: &TokenIssuer,
     access_token: String,
     refresh_token: String,
+    scope: Option<String>,
 ) -> AuthResponse {
     json(
         StatusCode::OK,
@@ -596,6 +784,7 @@ fn token_response(
             token_type: TokenType::Bearer,
             expires_in: issuer.access_ttl.as_secs(),
             refresh_token,
+            scope,
         },
     )
 }

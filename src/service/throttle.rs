@@ -184,6 +184,9 @@ pub(crate) enum Kind {
     Address = 2,
     /// An address, registrations.
     Registration = 3,
+    /// An address, revocations of tokens that were not found: kept apart from logins, so a
+    /// client revoking its expired tokens never locks its address out of logging in.
+    Revocation = 4,
 }
 
 impl Kind {
@@ -195,6 +198,7 @@ impl Kind {
             Self::Username => "user",
             Self::Address => "addr",
             Self::Registration => "reg",
+            Self::Revocation => "revoke",
         }
     }
 }
@@ -272,7 +276,7 @@ type Table = LruCache<Fingerprint, Entry, BuildFingerprintHasher>;
 
 /// Counts kept in this process: one bounded LRU table per [`Kind`].
 pub(crate) struct LocalCounts {
-    tables: [Mutex<Table>; 4],
+    tables: [Mutex<Table>; 5],
 }
 
 impl LocalCounts {
@@ -292,6 +296,7 @@ impl LocalCounts {
                 table(login.capacity),
                 table(login.capacity),
                 table(registration.capacity),
+                table(login.capacity),
             ],
         }
     }
@@ -353,7 +358,7 @@ enum Counts {
 
 /// The throttle's state: the policies and the counts.
 pub(crate) struct Throttle {
-    limits: [Limit; 4],
+    limits: [Limit; 5],
     local: LocalCounts,
     counts: Counts,
 }
@@ -372,6 +377,7 @@ impl Throttle {
                 registration.max_delay,
                 registration.forget_after,
             ),
+            login_limit(login.free_failures_per_address),
         ];
         Self {
             local: LocalCounts::new(login, registration),
@@ -426,14 +432,41 @@ impl Throttle {
         address: Option<IpAddr>,
         now: u64,
     ) -> Result<Attempt, Refusal> {
+        self.begin_per_address(Kind::Registration, address, now)
+            .await
+    }
+
+    /// Admits a revocation request from `address` at `now` and counts it, with the login
+    /// policy's allowance per address but a count of its own, so that trying tokens at the
+    /// revocation route is throttled as guessing passwords is, and revoking tokens never
+    /// holds up logins; without an address, there is nothing to count by.
+    pub(crate) async fn begin_revocation(
+        &self,
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Attempt, Refusal> {
+        self.begin_per_address(Kind::Revocation, address, now).await
+    }
+
+    async fn begin_per_address(
+        &self,
+        kind: Kind,
+        address: Option<IpAddr>,
+        now: u64,
+    ) -> Result<Attempt, Refusal> {
         let counted = address
             .map(|address| Counted {
-                kind: Kind::Registration,
+                kind,
                 key: address_key(address),
             })
             .into_iter()
             .collect();
         self.begin(Attempt { counted }, now).await
+    }
+
+    /// The revoked token was a real one: the attempt does not count.
+    pub(crate) async fn revocation_found(&self, attempt: Attempt) {
+        self.settle(attempt, |_| Settle::GiveBack).await;
     }
 
     async fn begin(&self, attempt: Attempt, now: u64) -> Result<Attempt, Refusal> {

@@ -1,6 +1,7 @@
 //! Minting tokens: signed access tokens the gate accepts, and opaque refresh tokens that
 //! exist in storage only as hashes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -8,8 +9,43 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 use crate::claims::new_jti;
-use crate::store::{IssuedRefresh, TokenHash};
+use crate::store::{IssuedRefresh, TokenHash, User};
 use crate::{Claims, KeyError, TokenVerifier};
+
+/// The builder's claims hook, its output already made a JSON object.
+pub(crate) type ClaimsHook =
+    Arc<dyn Fn(&User) -> Result<serde_json::Map<String, serde_json::Value>, String> + Send + Sync>;
+
+/// Claims only the service sets: a hook adding one would change what the gate checks.
+const SERVICE_CLAIMS: [&str; 10] = [
+    "sub", "exp", "iat", "nbf", "jti", "sid", "iss", "aud", "scope", "scp",
+];
+
+/// What an access token grants beyond its subject and session.
+pub(crate) struct Granted<'a> {
+    /// Sorted, each once; carried as one space-separated `scope` claim when not empty.
+    pub(crate) scopes: &'a [String],
+    /// The user, whose roles the token carries and whom the claims hook is given.
+    pub(crate) user: &'a User,
+}
+
+/// Why an access token could not be signed: configuration, never the client's doing.
+#[derive(Debug)]
+pub(crate) enum SigningError {
+    Key(KeyError),
+    /// The claims hook failed, returned something other than a map, or set a claim the
+    /// service sets itself.
+    Hook(String),
+}
+
+impl std::fmt::Display for SigningError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key(error) => error.fmt(f),
+            Self::Hook(why) => write!(f, "the extra_claims hook {why}"),
+        }
+    }
+}
 
 /// A refresh token as the client receives it: 256 random bits, base64url (43 characters).
 pub(crate) struct RefreshSecret {
@@ -52,6 +88,8 @@ pub(crate) struct TokenIssuer {
     pub(crate) session_lifetime: Duration,
     /// How many rotations a family may make per rotation window.
     pub(crate) max_rotations_per_minute: u32,
+    /// Adds the application's own claims to every access token.
+    pub(crate) claims_hook: Option<ClaimsHook>,
 }
 
 impl TokenIssuer {
@@ -67,15 +105,18 @@ impl TokenIssuer {
         }
     }
 
-    /// The signed access token for `sub` in `session`: `typ: at+jwt` and `kid` come from
-    /// [`Keys::sign`](crate::Keys::sign).
+    /// The signed access token for `granted.user` in `session`: `typ: at+jwt` and `kid`
+    /// come from [`Keys::sign`](crate::Keys::sign). It carries the granted scopes as `scope`,
+    /// the user's roles at the verifier's roles claim (where the gate reads them), and
+    /// whatever the claims hook adds beside them.
     pub(crate) fn sign(
         &self,
-        sub: &str,
         session: &str,
         grant: &AccessGrant,
-    ) -> Result<String, KeyError> {
-        let mut claims = Claims::new(sub, grant.iat, grant.exp).with_session(session);
+        granted: &Granted<'_>,
+    ) -> Result<String, SigningError> {
+        let user = granted.user;
+        let mut claims = Claims::new(user.key.as_str(), grant.iat, grant.exp).with_session(session);
         claims.jti.clone_from(&grant.jti);
         let validation = self.verifier.validation();
         if let Some(issuer) = validation.issuers.as_ref().and_then(|all| all.first()) {
@@ -84,7 +125,42 @@ impl TokenIssuer {
         for audience in validation.audiences.iter().flatten() {
             claims = claims.with_audience(audience.clone());
         }
-        self.verifier.keys().sign(&claims)
+        let mut payload = match serde_json::to_value(&claims) {
+            Ok(serde_json::Value::Object(payload)) => payload,
+            _ => {
+                let why = "the claims did not serialize as a JSON object".to_owned();
+                return Err(SigningError::Key(KeyError::Signing(why)));
+            }
+        };
+        let roles_claim = self.verifier.roles_claim().to_string();
+        if let Some(hook) = &self.claims_hook {
+            for (name, value) in hook(user).map_err(SigningError::Hook)? {
+                let first_segment = roles_claim.split('.').next() == Some(name.as_str());
+                if SERVICE_CLAIMS.contains(&name.as_str()) || first_segment {
+                    return Err(SigningError::Hook(format!(
+                        "returned the claim {name:?}, which the service sets itself"
+                    )));
+                }
+                payload.insert(name, value);
+            }
+        }
+        if !granted.scopes.is_empty() {
+            payload.insert("scope".to_owned(), granted.scopes.join(" ").into());
+        }
+        if !user.roles.is_empty() {
+            // `realm_access.roles` becomes {"realm_access": {"roles": [...]}}.
+            let mut value = serde_json::Value::from(user.roles.clone());
+            let mut segments: Vec<&str> = roles_claim.split('.').collect();
+            let first = segments.remove(0);
+            for segment in segments.into_iter().rev() {
+                value = serde_json::json!({ segment: value });
+            }
+            payload.insert(first.to_owned(), value);
+        }
+        self.verifier
+            .keys()
+            .sign(&payload)
+            .map_err(SigningError::Key)
     }
 
     /// A refresh token to issue at `now`, and what the store keeps of it.

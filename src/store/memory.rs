@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
-    MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
+    BoxFuture, GrantChange, IssuedRefresh, RefreshSession, Registration, Rotation, StoreResult,
+    TokenHash, User, UserStore, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -61,6 +61,8 @@ struct RefreshRow {
 
 struct Family {
     user_key: String,
+    /// The scopes granted at login.
+    scopes: Vec<String>,
     revoked: bool,
     /// The family's absolute end.
     expires_at: u64,
@@ -150,6 +152,7 @@ impl Sessions {
         user_key: &str,
         family: &str,
         expires_at: u64,
+        scopes: &[String],
         token: IssuedRefresh,
     ) {
         let owned = self.by_user.entry(user_key.to_owned()).or_default();
@@ -167,6 +170,7 @@ impl Sessions {
             family.to_owned(),
             Family {
                 user_key: user_key.to_owned(),
+                scopes: scopes.to_vec(),
                 revoked: false,
                 expires_at,
                 members: VecDeque::new(),
@@ -231,17 +235,49 @@ impl UserStore for MemoryUserStore {
         Box::pin(async { Ok(()) })
     }
 
+    fn change_grants<'a>(
+        &'a self,
+        key: &'a str,
+        change: &'a GrantChange,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let found = match lock(&self.inner.users).by_key.get_mut(key) {
+            Some(user) => {
+                change.apply(&mut user.roles, &mut user.scopes);
+                true
+            }
+            None => false,
+        };
+        Box::pin(async move { Ok(found) })
+    }
+
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
         session: &'a str,
         expires_at: u64,
+        scopes: &'a [String],
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         let mut sessions = lock(&self.inner.sessions);
         sessions.purge_expired(self.inner.clock.now());
-        sessions.start_family(user_key, session, expires_at, token);
+        sessions.start_family(user_key, session, expires_at, scopes, token);
         Box::pin(async { Ok(()) })
+    }
+
+    fn refresh_session<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<RefreshSession>>> {
+        let sessions = lock(&self.inner.sessions);
+        let found = sessions.tokens.get(presented).and_then(|row| {
+            let family = sessions.families.get(&row.family)?;
+            (row.expires_at > now && family.expires_at > now).then(|| RefreshSession {
+                user_key: family.user_key.clone(),
+                session: row.family.clone(),
+            })
+        });
+        Box::pin(async move { Ok(found) })
     }
 
     fn rotate_refresh_token<'a>(
@@ -324,7 +360,11 @@ fn rotate(
     }
     family.window_count += 1;
     row.spent = true;
-    let user_key = family.user_key.clone();
+    let (user_key, scopes) = (family.user_key.clone(), family.scopes.clone());
     sessions.add(&session, next);
-    Rotation::Rotated { user_key, session }
+    Rotation::Rotated {
+        user_key,
+        session,
+        scopes,
+    }
 }

@@ -8,8 +8,9 @@ use quick_cache::sync::Cache;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 
 use super::{
-    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
-    UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
+    BoxFuture, GrantChange, IssuedRefresh, RefreshSession, Registration, Rotation, StoreResult,
+    TokenHash, User, UserStore, UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS,
+    SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -68,8 +69,17 @@ CREATE INDEX refresh_tokens_family ON refresh_tokens (family, generation);
 CREATE INDEX refresh_tokens_expiry ON refresh_tokens (expires_at);
 ";
 
+/// Version 3: the roles and scopes each user holds, and the scopes each session was granted
+/// at its login, as space-separated names (no name holds a space). Existing users hold none,
+/// and existing sessions were granted none.
+const MIGRATION_V3: &str = "
+ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+ALTER TABLE refresh_families ADD COLUMN scopes TEXT NOT NULL DEFAULT '';
+";
+
 /// The `user_version` of a database in the current layout.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// A [`UserStore`] in an SQLite file: durable, for one process. Clones share the connections
 /// and the users kept in memory.
@@ -179,6 +189,20 @@ fn create_private(_path: &Path) -> std::io::Result<()> {
 
 fn store_error(error: rusqlite::Error) -> UserStoreError {
     UserStoreError::new(error.to_string())
+}
+
+/// Role and scope names as one text column: space-separated (no name holds a space).
+fn join_names(names: &[String]) -> String {
+    names.join(" ")
+}
+
+/// The names of a text column written by [`join_names`].
+fn split_names(joined: &str) -> Vec<String> {
+    joined
+        .split(' ')
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn to_sql_time(seconds: u64) -> i64 {
@@ -309,10 +333,15 @@ fn migrate(connection: &mut Connection) -> Result<(), UserStoreError> {
             "the database is at schema version {version}, newer than this build knows ({SCHEMA_VERSION})"
         )));
     }
-    if version < SCHEMA_VERSION {
+    if version < 2 {
         transaction
             .execute_batch(SCHEMA_V1)
             .and_then(|()| transaction.execute_batch(MIGRATION_V2))
+            .map_err(store_error)?;
+    }
+    if version < SCHEMA_VERSION {
+        transaction
+            .execute_batch(MIGRATION_V3)
             .and_then(|()| transaction.pragma_update(None, "user_version", SCHEMA_VERSION))
             .map_err(store_error)?;
     }
@@ -369,6 +398,7 @@ fn migrate_lookalikes(connection: &mut Connection) -> rusqlite::Result<()> {
 struct FamilyState {
     family: String,
     user_key: String,
+    scopes: String,
     token_expires_at: i64,
     spent: bool,
     family_expires_at: i64,
@@ -391,7 +421,7 @@ fn rotate(
     let state = transaction
         .query_row(
             "SELECT t.family, f.user_key, t.expires_at, t.spent, f.expires_at, f.revoked,
-                    f.generation, f.window_start, f.window_count
+                    f.generation, f.window_start, f.window_count, f.scopes
              FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family
              WHERE t.hash = ?1",
             params![&presented[..]],
@@ -406,6 +436,7 @@ fn rotate(
                     generation: row.get(6)?,
                     window_start: row.get(7)?,
                     window_count: row.get(8)?,
+                    scopes: row.get(9)?,
                 })
             },
         )
@@ -463,7 +494,36 @@ fn rotate(
     Ok(Rotation::Rotated {
         user_key: state.user_key,
         session,
+        scopes: split_names(&state.scopes),
     })
+}
+
+/// Reads, changes and writes back one user's grants in one write transaction.
+fn change_grants(
+    connection: &mut Connection,
+    key: &str,
+    change: &GrantChange,
+) -> rusqlite::Result<bool> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let held = transaction
+        .query_row(
+            "SELECT roles, scopes FROM users WHERE key = ?1",
+            params![key],
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    let Some((roles, scopes)) = held else {
+        return Ok(false);
+    };
+    let (mut roles, mut scopes) = (split_names(&roles), split_names(&scopes));
+    change.apply(&mut roles, &mut scopes);
+    transaction.execute(
+        "UPDATE users SET roles = ?2, scopes = ?3 WHERE key = ?1",
+        params![key, join_names(&roles), join_names(&scopes)],
+    )?;
+    transaction.commit()?;
+    Ok(true)
 }
 
 fn insert_token(
@@ -487,14 +547,16 @@ impl UserStore for SqliteUserStore {
         self.run(move |connection| {
             let lookalike = user.lookalike_key();
             let inserted = connection.execute(
-                "INSERT INTO users (key, username, email, password_hash, lookalike)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO users (key, username, email, password_hash, lookalike, roles, scopes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     user.key,
                     user.username,
                     user.email,
                     user.password_hash,
-                    lookalike
+                    lookalike,
+                    join_names(&user.roles),
+                    join_names(&user.scopes),
                 ],
             );
             // Only absent users can be created, and absences are not cached; counted all the
@@ -524,7 +586,8 @@ impl UserStore for SqliteUserStore {
         self.read(move |connection| {
             let user = connection
                 .prepare_cached(
-                    "SELECT key, username, email, password_hash FROM users WHERE key = ?1",
+                    "SELECT key, username, email, password_hash, roles, scopes
+                     FROM users WHERE key = ?1",
                 )?
                 .query_row(params![key], |row| {
                     Ok(User {
@@ -532,6 +595,8 @@ impl UserStore for SqliteUserStore {
                         username: row.get(1)?,
                         email: row.get(2)?,
                         password_hash: row.get(3)?,
+                        roles: split_names(&row.get::<_, String>(4)?),
+                        scopes: split_names(&row.get::<_, String>(5)?),
                     })
                 })
                 .optional()?;
@@ -558,14 +623,29 @@ impl UserStore for SqliteUserStore {
         })
     }
 
+    fn change_grants<'a>(
+        &'a self,
+        key: &'a str,
+        change: &'a GrantChange,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        let (key, change, users) = (key.to_owned(), change.clone(), self.users.clone());
+        self.run(move |connection| {
+            let changed = change_grants(connection, &key, &change);
+            users.wrote(&key);
+            changed
+        })
+    }
+
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
         session: &'a str,
         expires_at: u64,
+        scopes: &'a [String],
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         let (user_key, session) = (user_key.to_owned(), session.to_owned());
+        let scopes = join_names(scopes);
         self.run(move |connection| {
             let transaction = connection.transaction()?;
             // Spent tokens are kept until they expire (to catch replays), then swept here,
@@ -593,12 +673,36 @@ impl UserStore for SqliteUserStore {
                 params![user_key, keep],
             )?;
             transaction.execute(
-                "INSERT INTO refresh_families (family, user_key, expires_at) VALUES (?1, ?2, ?3)",
-                params![session, user_key, to_sql_time(expires_at)],
+                "INSERT INTO refresh_families (family, user_key, expires_at, scopes)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![session, user_key, to_sql_time(expires_at), scopes],
             )?;
             let token_expires_at = to_sql_time(token.expires_at.min(expires_at));
             insert_token(&transaction, &session, 0, token_expires_at, &token.hash)?;
             transaction.commit()
+        })
+    }
+
+    fn refresh_session<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<RefreshSession>>> {
+        let presented = *presented;
+        self.read(move |connection| {
+            connection
+                .prepare_cached(
+                    "SELECT f.user_key, f.family
+                     FROM refresh_tokens t JOIN refresh_families f ON f.family = t.family
+                     WHERE t.hash = ?1 AND t.expires_at > ?2 AND f.expires_at > ?2",
+                )?
+                .query_row(params![&presented[..], to_sql_time(now)], |row| {
+                    Ok(RefreshSession {
+                        user_key: row.get(0)?,
+                        session: row.get(1)?,
+                    })
+                })
+                .optional()
         })
     }
 
@@ -670,6 +774,8 @@ mod tests {
             username: "Bob".into(),
             email: "bob@example.com".into(),
             password_hash: "$argon2id$x".into(),
+            roles: vec!["admin".into()],
+            scopes: Vec::new(),
         };
         store.create_user(bob.clone()).await.unwrap();
 

@@ -8,10 +8,13 @@
 mod common;
 
 mod async_store;
+mod grants;
+mod grants_upgrade;
 mod logout;
 mod passwords;
 mod refresh;
 mod register;
+mod revoke;
 mod session_cap;
 mod sqlite;
 mod store_contract;

@@ -77,6 +77,8 @@ fn legacy_user(hash: String) -> User {
         username: "Legacy".into(),
         email: "legacy@example.com".into(),
         password_hash: hash,
+        roles: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 

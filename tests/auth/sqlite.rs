@@ -283,6 +283,8 @@ async fn reads_racing_writes_never_see_an_older_user() {
         username: "Gina".into(),
         email: "gina@example.com".into(),
         password_hash: "0".into(),
+        roles: Vec::new(),
+        scopes: Vec::new(),
     };
     store.create_user(user).await.unwrap();
     let returned = Arc::new(AtomicU64::new(0));

@@ -8,8 +8,9 @@ use common::temp_dir;
 use jwt_gate::clock::{Clock, SystemClock};
 use jwt_gate::revocation::BoxFuture;
 use jwt_gate::store::{
-    IssuedRefresh, MemoryUserStore, Registration, Rotation, SqliteUserStore, User, UserStore,
-    MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
+    GrantChange, IssuedRefresh, MemoryUserStore, RefreshSession, Registration, Rotation,
+    SqliteUserStore, User, UserStore, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS,
+    SPENT_TOKENS_KEPT,
 };
 
 /// No rate limit worth the name: for steps that are not about it.
@@ -28,6 +29,8 @@ fn user(key: &str, username: &str) -> User {
         username: username.into(),
         email: format!("{key}@example.com"),
         password_hash: format!("$argon2id$hash-of-{username}"),
+        roles: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 
@@ -54,7 +57,7 @@ async fn rotate(store: &dyn UserStore, n: u32, next: u32) -> Rotation {
 
 async fn start(store: &dyn UserStore, user: &str, session: &str, n: u32) {
     store
-        .insert_refresh_token(user, session, now() + 3600, token(n))
+        .insert_refresh_token(user, session, now() + 3600, &[], token(n))
         .await
         .unwrap();
 }
@@ -63,6 +66,7 @@ fn rotated(user: &str, session: &str) -> Rotation {
     Rotation::Rotated {
         user_key: user.into(),
         session: session.into(),
+        scopes: Vec::new(),
     }
 }
 
@@ -196,7 +200,7 @@ async fn a_family_stays_bounded_however_often_it_rotates(store: &dyn UserStore, 
 async fn a_family_ends_at_its_absolute_end(store: &dyn UserStore) {
     let start_at = now();
     store
-        .insert_refresh_token("frank", "frank-family", start_at + 100, token(40_000))
+        .insert_refresh_token("frank", "frank-family", start_at + 100, &[], token(40_000))
         .await
         .unwrap();
     assert_eq!(
@@ -308,8 +312,136 @@ async fn concurrent_uses_of_one_token_rotate_once<S: UserStore + Clone>(store: &
     );
 }
 
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&name| name.to_owned()).collect()
+}
+
+/// Roles and scopes are kept with the user, sorted and each once, changed only by
+/// `change_grants`, and a password change leaves them alone.
+async fn grants_are_kept_and_changed(store: &dyn UserStore) {
+    let mut hana = user("hana", "Hana");
+    hana.roles = names(&["editor"]);
+    hana.scopes = names(&["a:read"]);
+    store.create_user(hana).await.unwrap();
+    let found = store.find_user("hana").await.unwrap().unwrap();
+    assert_eq!(
+        (found.roles, found.scopes),
+        (names(&["editor"]), names(&["a:read"]))
+    );
+
+    let change = GrantChange::new()
+        .grant_role("admin")
+        .unwrap()
+        .grant_scope("orders:write")
+        .unwrap()
+        .grant_scope("orders:read")
+        .unwrap()
+        .grant_scope("a:read")
+        .unwrap()
+        .revoke_role("editor")
+        .unwrap();
+    assert!(store.change_grants("hana", &change).await.unwrap());
+    let found = store.find_user("hana").await.unwrap().unwrap();
+    assert_eq!(found.roles, names(&["admin"]));
+    assert_eq!(
+        found.scopes,
+        names(&["a:read", "orders:read", "orders:write"])
+    );
+
+    // Revoking what is not held is fine; the last word on a name wins.
+    let change = GrantChange::new()
+        .revoke_scope("orders:write")
+        .unwrap()
+        .revoke_role("never-held")
+        .unwrap()
+        .grant_role("auditor")
+        .unwrap()
+        .revoke_role("auditor")
+        .unwrap();
+    assert!(store.change_grants("hana", &change).await.unwrap());
+    store
+        .update_password_hash("hana", "$argon2id$other".into())
+        .await
+        .unwrap();
+    let found = store.find_user("hana").await.unwrap().unwrap();
+    assert_eq!(found.roles, names(&["admin"]));
+    assert_eq!(found.scopes, names(&["a:read", "orders:read"]));
+    assert_eq!(found.password_hash, "$argon2id$other");
+
+    // Nobody by that name: false, and nobody is created.
+    assert!(!store.change_grants("nobody", &change).await.unwrap());
+    assert_eq!(store.find_user("nobody").await.unwrap(), None);
+    // Another user is untouched, and a new user holds nothing.
+    let bob = store.find_user("bob").await.unwrap().unwrap();
+    assert!(bob.roles.is_empty() && bob.scopes.is_empty());
+}
+
+/// Concurrent changes to one user's grants are each applied: none is lost.
+async fn concurrent_grants_are_all_kept<S: UserStore + Clone>(store: &S) {
+    store.create_user(user("ivan", "Ivan")).await.unwrap();
+    let grants: Vec<_> = (0..16)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let change = GrantChange::new()
+                    .grant_scope(&format!("s{n:02}"))
+                    .unwrap()
+                    .grant_role(&format!("r{n:02}"))
+                    .unwrap();
+                assert!(store.change_grants("ivan", &change).await.unwrap());
+            })
+        })
+        .collect();
+    for grant in grants {
+        grant.await.unwrap();
+    }
+    let ivan = store.find_user("ivan").await.unwrap().unwrap();
+    let expected =
+        |prefix: &str| -> Vec<String> { (0..16).map(|n| format!("{prefix}{n:02}")).collect() };
+    assert_eq!(ivan.scopes, expected("s"));
+    assert_eq!(ivan.roles, expected("r"));
+}
+
+/// A session keeps the scopes granted at its login through its rotations, and its refresh
+/// tokens, live or spent, name it without changing anything until it ends.
+async fn sessions_keep_their_scopes_and_are_found_by_token(store: &dyn UserStore) {
+    let scopes = names(&["orders:read", "profile"]);
+    store
+        .insert_refresh_token("jack", "jack-family", now() + 3600, &scopes, token(70_000))
+        .await
+        .unwrap();
+    let found = Some(RefreshSession {
+        user_key: "jack".into(),
+        session: "jack-family".into(),
+    });
+    let session_of =
+        |n: u32, at: u64| async move { store.refresh_session(&token(n).hash, at).await.unwrap() };
+    assert_eq!(session_of(70_000, now()).await, found);
+    // The lookup spent nothing: the token rotates, and the session keeps its scopes.
+    let expected = Rotation::Rotated {
+        user_key: "jack".into(),
+        session: "jack-family".into(),
+        scopes: scopes.clone(),
+    };
+    assert_eq!(rotate(store, 70_000, 70_001).await, expected);
+    assert_eq!(rotate(store, 70_001, 70_002).await, expected);
+    // A spent token still names its session, as the live one does.
+    assert_eq!(session_of(70_000, now()).await, found);
+    assert_eq!(session_of(70_002, now()).await, found);
+    // Unknown, or past the session's end: nothing.
+    assert_eq!(session_of(79_999, now()).await, None);
+    assert_eq!(session_of(70_002, now() + 3600).await, None);
+    // A revoked session is still named, so that revoking it again completes what a failed
+    // revocation left undone.
+    store.end_sessions(&["jack-family"]).await.unwrap();
+    assert_eq!(session_of(70_002, now()).await, found);
+}
+
 async fn keeps_the_contract<S: UserStore + Clone>(store: S, rows: RowCount) {
     users_are_unique_and_updatable(&store).await;
+    grants_are_kept_and_changed(&store).await;
+    concurrent_grants_are_all_kept(&store).await;
+    sessions_keep_their_scopes_and_are_found_by_token(&store).await;
     sessions_are_capped_rotated_and_revoked(&store).await;
     a_family_stays_bounded_however_often_it_rotates(&store, &rows).await;
     a_family_ends_at_its_absolute_end(&store).await;

@@ -12,8 +12,8 @@ use jwt_gate::revocation::{
 };
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{
-    IssuedRefresh, MemoryUserStore, Registration, Rotation, StoreResult, TokenHash, User,
-    UserStore, UserStoreError,
+    GrantChange, IssuedRefresh, MemoryUserStore, RefreshSession, Registration, Rotation,
+    StoreResult, TokenHash, User, UserStore, UserStoreError,
 };
 use jwt_gate::TokenVerifier;
 
@@ -55,6 +55,8 @@ struct FlakyUsers {
     outage: Outage,
     /// Fails ending sessions only: a logout that gets half-way.
     end_outage: Outage,
+    /// Fails finding users only: a refresh that has found its session but not its user.
+    find_outage: Outage,
     inner: MemoryUserStore,
 }
 
@@ -77,6 +79,9 @@ impl UserStore for FlakyUsers {
         self.unless_down(|| self.inner.create_user(user))
     }
     fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        if let Err(error) = self.find_outage.check() {
+            return Box::pin(async { Err(error) });
+        }
         self.unless_down(|| self.inner.find_user(key))
     }
     fn update_password_hash<'a>(
@@ -86,17 +91,32 @@ impl UserStore for FlakyUsers {
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.unless_down(|| self.inner.update_password_hash(key, hash))
     }
+    fn change_grants<'a>(
+        &'a self,
+        key: &'a str,
+        change: &'a GrantChange,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.unless_down(|| self.inner.change_grants(key, change))
+    }
     fn insert_refresh_token<'a>(
         &'a self,
         user: &'a str,
         session: &'a str,
         expires_at: u64,
+        scopes: &'a [String],
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.unless_down(|| {
             self.inner
-                .insert_refresh_token(user, session, expires_at, token)
+                .insert_refresh_token(user, session, expires_at, scopes, token)
         })
+    }
+    fn refresh_session<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<RefreshSession>>> {
+        self.unless_down(|| self.inner.refresh_session(presented, now))
     }
     fn rotate_refresh_token<'a>(
         &'a self,
@@ -169,12 +189,13 @@ struct Flaky {
     users: MemoryUserStore,
     user_outage: Outage,
     end_outage: Outage,
+    find_outage: Outage,
     revocation_outage: Outage,
 }
 
 async fn flaky() -> Flaky {
     let (user_outage, revocation_outage) = (Outage::default(), Outage::default());
-    let end_outage = Outage::default();
+    let (end_outage, find_outage) = (Outage::default(), Outage::default());
     let verifier = TokenVerifier::builder(keys())
         .revocations(FlakyRevocations {
             outage: revocation_outage.clone(),
@@ -187,6 +208,7 @@ async fn flaky() -> Flaky {
         FlakyUsers {
             outage: user_outage.clone(),
             end_outage: end_outage.clone(),
+            find_outage: find_outage.clone(),
             inner: users.clone(),
         },
     );
@@ -195,6 +217,7 @@ async fn flaky() -> Flaky {
         users,
         user_outage,
         end_outage,
+        find_outage,
         revocation_outage,
     }
 }
@@ -320,4 +343,51 @@ async fn a_replay_is_revoked_even_when_the_revocation_store_fails_at_that_moment
         me(flaky.addr, &live_access).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn a_revocation_that_fails_is_503_and_the_same_request_again_completes_it() {
+    let flaky = flaky().await;
+    let json = session(flaky.addr, "fay").await;
+    let (access, refresh_token) = (field(&json, "access_token"), field(&json, "refresh_token"));
+    let form = [("token", refresh_token.as_str())];
+    let revoke = || post_form(flaky.addr, "/auth/revoke", &form);
+
+    // Neither store can answer: 503, never the 200 an unknown token gets, and nothing changed.
+    for outage in [&flaky.user_outage, &flaky.revocation_outage] {
+        outage.set(true);
+        assert_eq!(revoke().await.status, StatusCode::SERVICE_UNAVAILABLE);
+        outage.set(false);
+        assert_eq!(me(flaky.addr, &access).await.status, StatusCode::OK);
+    }
+
+    // Half-way: the access tokens are refused, but the session could not be ended.
+    flaky.end_outage.set(true);
+    assert_eq!(revoke().await.status, StatusCode::SERVICE_UNAVAILABLE);
+    flaky.end_outage.set(false);
+    assert_eq!(
+        me(flaky.addr, &access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // The client repeats its request, which completes it.
+    assert_eq!(revoke().await.status, StatusCode::OK);
+    assert_eq!(
+        refresh(flaky.addr, &refresh_token).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_spends_nothing_when_the_store_cannot_read_the_user() {
+    let flaky = flaky().await;
+    let json = session(flaky.addr, "gus").await;
+    let refresh_token = field(&json, "refresh_token");
+    // The session is found, its user is not: the refresh token is left as it was.
+    flaky.find_outage.fail_next(1);
+    assert_eq!(
+        refresh(flaky.addr, &refresh_token).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let retried = refresh(flaky.addr, &refresh_token).await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.text);
 }

@@ -10,8 +10,11 @@ mod common;
 mod commands;
 mod config;
 mod forward_auth;
+mod grpc;
 mod nginx;
 mod proxy;
+mod tls;
+mod websocket;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -94,7 +97,7 @@ impl Drop for Server {
 }
 
 /// Starts `jwt-gate --config <config> <command> --listen 127.0.0.1:0` and reads the line
-/// saying where it listens.
+/// saying where it listens (`http://` or `https://`).
 pub fn start(config: &Path, command: &str) -> Server {
     let mut child = jwt_gate()
         .args([
@@ -113,7 +116,7 @@ pub fn start(config: &Path, command: &str) -> Server {
         .read_line(&mut line)
         .unwrap();
     let addr = line
-        .split("http://")
+        .split("://")
         .nth(1)
         .and_then(|rest| rest.split([',', ';', ' ', '\n']).next())
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
@@ -133,6 +136,16 @@ pub async fn upstream() -> SocketAddr {
         Json(seen.into())
     }
     common::serve(Router::new().fallback(get(identity))).await
+}
+
+/// A token for `sub` from `jwt-gate token` with `config` (which allows dev tokens).
+pub fn mint(config: &Path, sub: &str) -> String {
+    let minted = run(
+        jwt_gate(),
+        &["--config", config.to_str().unwrap(), "token", sub],
+    );
+    assert!(minted.status.success(), "{}", stderr(&minted));
+    String::from_utf8(minted.stdout).unwrap().trim().to_owned()
 }
 
 /// The stderr of a finished run, as text.

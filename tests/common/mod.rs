@@ -7,6 +7,8 @@ mod client_addr;
 pub mod demo;
 pub mod lookalike;
 pub mod postgres;
+pub mod tls;
+pub mod websocket;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -540,7 +542,8 @@ pub async fn assert_first_layout_sessions_upgraded(
         rotate(2, 4).await,
         Rotation::Rotated {
             user_key: user.into(),
-            session: "f1".into()
+            session: "f1".into(),
+            scopes: Vec::new(),
         }
     );
     assert_eq!(
@@ -580,4 +583,18 @@ pub fn external_tool(variable: &str, name: &str, install: &str) -> String {
         "{name} is missing: run scripts/test.sh (it installs it), or {install} and set {variable}"
     );
     program
+}
+
+/// A gRPC health check of the whole server (service `""`), with `token` in its
+/// `authorization` metadata when given.
+pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {
+    let mut request = tonic::Request::new(tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    });
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
 }

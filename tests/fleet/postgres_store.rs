@@ -12,6 +12,8 @@ fn alice() -> User {
         username: "Alice".into(),
         email: "alice@example.com".into(),
         password_hash: "$argon2id$x".into(),
+        roles: Vec::new(),
+        scopes: Vec::new(),
     }
 }
 
@@ -60,8 +62,9 @@ async fn a_fleet_starting_at_once_migrates_once() {
         .await
         .unwrap()
         .get(0);
-    // Each embedded migration (the tables, the look-alike key, bounded sessions) recorded once.
-    assert_eq!(versions, 3);
+    // Each embedded migration (the tables, the look-alike key, bounded sessions, grants)
+    // recorded once.
+    assert_eq!(versions, 4);
 }
 
 #[tokio::test]
@@ -98,6 +101,7 @@ async fn refresh_tokens_are_stored_as_hashes_only() {
             "alice",
             "family",
             u64::MAX,
+            &[],
             jwt_gate::store::IssuedRefresh {
                 hash,
                 expires_at: u64::MAX,
@@ -193,13 +197,13 @@ async fn expired_sessions_are_swept_as_new_ones_start() {
     let long_ago = 1_000_000;
     let first = schema.open().await;
     first
-        .insert_refresh_token("alice", "old", long_ago, issued(1, long_ago))
+        .insert_refresh_token("alice", "old", long_ago, &[], issued(1, long_ago))
         .await
         .unwrap();
     // A store sweeps at most once a minute; a freshly opened one sweeps on its first login.
     let second = schema.open().await;
     second
-        .insert_refresh_token("alice", "new", u64::MAX, issued(2, u64::MAX))
+        .insert_refresh_token("alice", "new", u64::MAX, &[], issued(2, u64::MAX))
         .await
         .unwrap();
     let client = schema.client().await;

@@ -262,3 +262,124 @@ async fn idle_upstream_connections_are_closed_in_time() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_read_timeout() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder.header_read_timeout(Duration::from_millis(500))
+    })
+    .await;
+    // Neither an HTTP/1.1 head nor the HTTP/2 preface: the protocol is never known.
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut rest = Vec::new();
+    within(
+        "the silent connection being closed",
+        stream.read_to_end(&mut rest),
+    )
+    .await
+    .unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+/// An HTTP/2 (h2c, prior knowledge) connection to `addr`: the sender, and the task driving
+/// the connection, which ends when the server closes it.
+async fn h2c(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+async fn h2c_get(
+    sender: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> http::StatusCode {
+    let request = Request::get(format!("http://{addr}{path}"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    response.status()
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder.header_read_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let (mut sender, connection) = h2c(addr).await;
+    assert_eq!(h2c_get(&mut sender, addr, "/open/page").await, 200);
+    // The client answers the server's pings, so only the idle bound can end it.
+    within("the idle HTTP/2 connection being closed", connection)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_http2_connection_with_a_request_open_is_kept_past_the_idle_bound() {
+    let upstream = upstream(2).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder.header_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let (sender, connection) = h2c(addr).await;
+    // Held by the upstream until a second request comes.
+    let first = tokio::spawn({
+        let mut sender = sender.clone();
+        async move { h2c_get(&mut sender, addr, "/open/hold").await }
+    });
+    // Several idle bounds pass while the first request is open; the connection stays.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!connection.is_finished(), "closed with a request open");
+    let mut sender = sender;
+    assert_eq!(h2c_get(&mut sender, addr, "/open/hold").await, 200);
+    assert_eq!(within("the first request", first).await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn a_relayed_websocket_holds_its_connection_slot_until_it_closes() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let upstream = common::websocket::echo_upstream().await;
+    let addr = gateway(upstream, |builder| builder.max_connections(1)).await;
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/open/chat"))
+        .await
+        .expect("the upgrade on an open path is relayed");
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("hello nobody")
+    );
+    let request = b"GET /open HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+    let other = tokio::spawn(common::raw_status(addr, request));
+    // The relay holds the only slot. A bounded look, as in the test of the cap above.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !other.is_finished(),
+        "a second connection was served while a WebSocket held the only slot"
+    );
+    socket.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+
+    socket.close(None).await.unwrap();
+    drop(socket);
+    let status = within("the waiting connection being served", other).await;
+    assert!(status.is_ok(), "{status:?}");
+}

@@ -29,4 +29,5 @@ mod presets;
 mod readme;
 mod revocation;
 mod revocation_order;
+mod sources;
 mod tonic_example;

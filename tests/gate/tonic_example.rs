@@ -15,7 +15,6 @@ use jwt_gate::{Claims, Keys, TokenVerifier};
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 const SECRET: &[u8] = b"the tonic example secret, 32 b..";
 
@@ -43,17 +42,7 @@ async fn client(addr: SocketAddr) -> HealthClient<tonic::transport::Channel> {
     HealthClient::new(channel)
 }
 
-fn check(token: Option<&str>) -> tonic::Request<HealthCheckRequest> {
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    request
-}
+use crate::common::health_check as check;
 
 #[tokio::test]
 async fn no_token_is_unauthenticated() {

@@ -17,8 +17,13 @@ use toml::Spanned;
 pub(crate) struct Config {
     /// Where `proxy`, `forward-auth` and `serve` listen.
     pub(crate) listen: Option<SocketAddr>,
-    /// Where `proxy` forwards to: an `http://` URL.
+    /// Where `proxy` forwards to: an `http://` or `https://` URL.
     pub(crate) upstream: Option<Spanned<String>>,
+    /// How `proxy` speaks to the upstream: HTTP/2, a private CA.
+    #[serde(default)]
+    pub(crate) upstream_options: UpstreamOptions,
+    /// TLS termination for `proxy`: a certificate and key from PEM files.
+    pub(crate) tls: Option<TlsConfig>,
     /// Whether `jwt-gate token` may mint tokens with these keys without `--dev`.
     #[serde(default)]
     pub(crate) allow_dev_tokens: bool,
@@ -131,6 +136,29 @@ pub(crate) struct UsersConfig {
 pub(crate) struct AuthConfig {
     /// Where the auth service is mounted (default `/auth`).
     pub(crate) prefix: Option<Spanned<String>>,
+}
+
+/// How `proxy` speaks to its upstream.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamOptions {
+    /// HTTP/2 only: h2c by prior knowledge to an `http://` upstream (gRPC servers), only
+    /// `h2` offered to an `https://` one. Otherwise HTTP/1.1, or what ALPN picks over TLS.
+    #[serde(default)]
+    pub(crate) http2: bool,
+    /// The CA certificates (PEM) an `https://` upstream's certificate must chain to,
+    /// instead of the webpki roots; relative to the file.
+    pub(crate) ca_file: Option<Spanned<PathBuf>>,
+}
+
+/// TLS termination: `proxy` serves HTTPS (HTTP/2 or HTTP/1.1 by ALPN) with these.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsConfig {
+    /// The certificate chain (PEM, the server's first); relative to the file.
+    pub(crate) cert_file: Spanned<PathBuf>,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1); relative to the file.
+    pub(crate) key_file: Spanned<PathBuf>,
 }
 
 /// Bounds on slow and numerous clients, and on the upstream.

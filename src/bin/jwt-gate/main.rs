@@ -17,6 +17,7 @@
 
 mod config;
 mod keys;
+mod protocols;
 mod run;
 
 use std::path::PathBuf;

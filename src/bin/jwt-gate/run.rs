@@ -12,7 +12,7 @@ use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{Claims, ClientAddr, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
 use crate::config::{self, Access, Config, Overrides, Source};
-use crate::{keys, Cli, Command, KeysCommand};
+use crate::{keys, protocols, Cli, Command, KeysCommand};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
@@ -252,15 +252,22 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             if let Some(auth) = auth {
                 gateway = gateway.mount(&prefix, auth);
             }
+            gateway = protocols::apply(gateway, &config, &source)?;
             let gateway = gateway.build().map_err(|error| error.to_string())?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             println!(
-                "jwt-gate proxy listening on http://{local}, forwarding to {upstream}{mounted}"
+                "jwt-gate proxy listening on {scheme}://{local}, forwarding to {upstream}{mounted}"
             );
             gateway::serve(listener, layer, gateway)
                 .await
                 .map_err(|error| error.to_string())
         }
         Command::ForwardAuth => {
+            protocols::refuse_tls(&config, &source, "forward-auth")?;
             let mut forward_auth = ForwardAuth::builder(layer);
             if let Some(timeout) = seconds(limits.header_read_timeout_seconds) {
                 forward_auth = forward_auth.header_read_timeout(timeout);
@@ -282,6 +289,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 .map_err(|error| error.to_string())
         }
         Command::Serve => {
+            protocols::refuse_tls(&config, &source, "serve")?;
             let auth = auth.ok_or(
                 "serve needs users: [users] sqlite or postgres_url in the configuration, JWT_GATE_SQLITE or JWT_GATE_POSTGRES_URL",
             )?;

@@ -16,8 +16,9 @@ pub use builder::PostgresUserStoreBuilder;
 use schema::{Schema, Sql};
 
 use super::{
-    BoxFuture, IssuedRefresh, Registration, Rotation, StoreResult, TokenHash, User, UserStore,
-    UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS, SPENT_TOKENS_KEPT,
+    BoxFuture, GrantChange, IssuedRefresh, RefreshSession, Registration, Rotation, StoreResult,
+    TokenHash, User, UserStore, UserStoreError, MAX_SESSIONS_PER_USER, ROTATION_WINDOW_SECS,
+    SPENT_TOKENS_KEPT,
 };
 use crate::clock::{Clock, SystemClock};
 
@@ -231,6 +232,7 @@ async fn rotate(
     let generation: i64 = family.try_get(3)?;
     let window_start: i64 = family.try_get(4)?;
     let window_count: i32 = family.try_get(5)?;
+    let scopes: Vec<String> = family.try_get(6)?;
     let Some(token) = query(&transaction, &sql.token_state, &[&hash])
         .await?
         .into_iter()
@@ -283,7 +285,11 @@ async fn rotate(
     let oldest_kept = generation - i64::try_from(SPENT_TOKENS_KEPT).unwrap_or(i64::MAX);
     execute(&transaction, &sql.prune_tokens, &[&session, &oldest_kept]).await?;
     transaction.commit().await?;
-    Ok(Rotation::Rotated { user_key, session })
+    Ok(Rotation::Rotated {
+        user_key,
+        session,
+        scopes,
+    })
 }
 
 async fn start_session(
@@ -292,6 +298,7 @@ async fn start_session(
     user_key: &str,
     session: &str,
     expires_at: u64,
+    scopes: &[String],
     token: &IssuedRefresh,
 ) -> Result<(), PgError> {
     let sql = &inner.sql;
@@ -319,7 +326,7 @@ async fn start_session(
     execute(
         &transaction,
         &sql.insert_session,
-        &[&session, &user_key, &expires_at],
+        &[&session, &user_key, &expires_at, &scopes],
     )
     .await?;
     let cap = i64::try_from(MAX_SESSIONS_PER_USER).unwrap_or(i64::MAX);
@@ -335,7 +342,33 @@ fn user_from(row: &Row) -> Result<User, PgError> {
         username: row.try_get(1)?,
         email: row.try_get(2)?,
         password_hash: row.try_get(3)?,
+        roles: row.try_get(4)?,
+        scopes: row.try_get(5)?,
     })
+}
+
+/// Locks the user's row, changes its grants, writes them back: concurrent changes queue on
+/// the row lock, so none is lost.
+async fn change_grants(
+    client: &mut Object,
+    sql: &Sql,
+    key: &str,
+    change: &GrantChange,
+) -> Result<bool, PgError> {
+    let transaction = client.transaction().await?;
+    let Some(row) = query(&transaction, &sql.lock_grants, &[&key])
+        .await?
+        .into_iter()
+        .next()
+    else {
+        return Ok(false);
+    };
+    let mut roles: Vec<String> = row.try_get(0)?;
+    let mut scopes: Vec<String> = row.try_get(1)?;
+    change.apply(&mut roles, &mut scopes);
+    execute(&transaction, &sql.update_grants, &[&key, &roles, &scopes]).await?;
+    transaction.commit().await?;
+    Ok(true)
 }
 
 impl UserStore for PostgresUserStore {
@@ -354,6 +387,8 @@ impl UserStore for PostgresUserStore {
                         &user.email,
                         &user.password_hash,
                         &lookalike,
+                        &user.roles,
+                        &user.scopes,
                     ],
                 )
                 .await?;
@@ -396,16 +431,62 @@ impl UserStore for PostgresUserStore {
         })
     }
 
+    fn change_grants<'a>(
+        &'a self,
+        key: &'a str,
+        change: &'a GrantChange,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.run(move |mut client, inner| {
+            Box::pin(async move { change_grants(&mut client, &inner.sql, key, change).await })
+        })
+    }
+
     fn insert_refresh_token<'a>(
         &'a self,
         user_key: &'a str,
         session: &'a str,
         expires_at: u64,
+        scopes: &'a [String],
         token: IssuedRefresh,
     ) -> BoxFuture<'a, StoreResult<()>> {
         self.run(move |mut client, inner| {
             Box::pin(async move {
-                start_session(&mut client, inner, user_key, session, expires_at, &token).await
+                start_session(
+                    &mut client,
+                    inner,
+                    user_key,
+                    session,
+                    expires_at,
+                    scopes,
+                    &token,
+                )
+                .await
+            })
+        })
+    }
+
+    fn refresh_session<'a>(
+        &'a self,
+        presented: &'a TokenHash,
+        now: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<RefreshSession>>> {
+        self.run(move |client, inner| {
+            Box::pin(async move {
+                let hash = &presented[..];
+                query(
+                    &client,
+                    &inner.sql.session_of_token,
+                    &[&hash, &to_sql_time(now)],
+                )
+                .await?
+                .first()
+                .map(|row| {
+                    Ok(RefreshSession {
+                        user_key: row.try_get(0)?,
+                        session: row.try_get(1)?,
+                    })
+                })
+                .transpose()
             })
         })
     }

@@ -81,6 +81,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
         ON {s}jwt_gate_refresh_tokens (family, generation);
     ",
     ),
+    // The roles and scopes each user holds, and the scopes each session was granted at its
+    // login. Existing users hold none; existing sessions were granted none.
+    (
+        4,
+        "
+    ALTER TABLE {s}jwt_gate_users
+        ADD COLUMN IF NOT EXISTS roles  text[] NOT NULL DEFAULT '{}',
+        ADD COLUMN IF NOT EXISTS scopes text[] NOT NULL DEFAULT '{}';
+    ALTER TABLE {s}jwt_gate_sessions
+        ADD COLUMN IF NOT EXISTS scopes text[] NOT NULL DEFAULT '{}';
+    ",
+    ),
 ];
 
 /// Where the tables live: the connection's `search_path`, or one named schema.
@@ -236,11 +248,19 @@ impl Schema {
         Sql {
             // No conflict target: the key and the look-alike key both refuse a second user.
             insert_user: self.expand(
-                "INSERT INTO {s}jwt_gate_users (key, username, email, password_hash, lookalike)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO {s}jwt_gate_users
+                     (key, username, email, password_hash, lookalike, roles, scopes)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
             ),
             find_user: self.expand(
-                "SELECT key, username, email, password_hash FROM {s}jwt_gate_users WHERE key = $1",
+                "SELECT key, username, email, password_hash, roles, scopes
+                 FROM {s}jwt_gate_users WHERE key = $1",
+            ),
+            lock_grants: self.expand(
+                "SELECT roles, scopes FROM {s}jwt_gate_users WHERE key = $1 FOR UPDATE",
+            ),
+            update_grants: self.expand(
+                "UPDATE {s}jwt_gate_users SET roles = $2, scopes = $3 WHERE key = $1",
             ),
             update_password_hash: self
                 .expand("UPDATE {s}jwt_gate_users SET password_hash = $2 WHERE key = $1"),
@@ -251,7 +271,8 @@ impl Schema {
                  (SELECT 1 FROM {s}jwt_gate_refresh_tokens t WHERE t.family = s.family)",
             ),
             insert_session: self.expand(
-                "INSERT INTO {s}jwt_gate_sessions (family, user_key, expires_at) VALUES ($1, $2, $3)",
+                "INSERT INTO {s}jwt_gate_sessions (family, user_key, expires_at, scopes)
+                 VALUES ($1, $2, $3, $4)",
             ),
             cap_sessions: self.expand(
                 "DELETE FROM {s}jwt_gate_sessions WHERE user_key = $1 AND id NOT IN
@@ -263,8 +284,14 @@ impl Schema {
             ),
             family_of_token: self
                 .expand("SELECT family FROM {s}jwt_gate_refresh_tokens WHERE hash = $1"),
+            session_of_token: self.expand(
+                "SELECT s.user_key, s.family
+                 FROM {s}jwt_gate_refresh_tokens t JOIN {s}jwt_gate_sessions s ON s.family = t.family
+                 WHERE t.hash = $1 AND t.expires_at > $2 AND s.expires_at > $2",
+            ),
             lock_session: self.expand(
-                "SELECT user_key, revoked, expires_at, generation, window_start, window_count
+                "SELECT user_key, revoked, expires_at, generation, window_start, window_count,
+                        scopes
                  FROM {s}jwt_gate_sessions WHERE family = $1 FOR UPDATE",
             ),
             token_state: self.expand(
@@ -296,6 +323,8 @@ impl Schema {
 pub(super) struct Sql {
     pub(super) insert_user: String,
     pub(super) find_user: String,
+    pub(super) lock_grants: String,
+    pub(super) update_grants: String,
     pub(super) update_password_hash: String,
     pub(super) sweep_tokens: String,
     pub(super) sweep_sessions: String,
@@ -303,6 +332,7 @@ pub(super) struct Sql {
     pub(super) cap_sessions: String,
     pub(super) insert_token: String,
     pub(super) family_of_token: String,
+    pub(super) session_of_token: String,
     pub(super) lock_session: String,
     pub(super) token_state: String,
     pub(super) spend_token: String,
