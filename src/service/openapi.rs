@@ -566,7 +566,12 @@ mod tests {
         let token = &document["paths"]["/auth/token"]["post"]["responses"];
         assert_eq!(
             token["400"]["content"]["application/json"]["schema"]["properties"]["error"]["enum"],
-            json!(["invalid_grant", "invalid_request", "unsupported_grant_type"])
+            json!([
+                "invalid_grant",
+                "invalid_request",
+                "invalid_scope",
+                "unsupported_grant_type"
+            ])
         );
         assert_eq!(
             token["429"]["headers"]["retry-after"]["schema"]["type"],
