@@ -241,6 +241,26 @@ fn metrics_cost() {
     assert!(handle
         .render()
         .contains("jwt_gate_verified_cache_hits_total"));
+    // With the feature off nothing is compiled; the no-op column still makes a request's
+    // three increments, on handles that do nothing. This is what they cost, so that the
+    // no-op column can stand for "off".
+    const INCREMENTS: usize = 1_000_000;
+    let noop = [
+        metrics::Counter::noop(),
+        metrics::Counter::noop(),
+        metrics::Counter::noop(),
+    ];
+    let increments = median_ns(INCREMENTS, || {
+        for _ in 0..INCREMENTS {
+            for counter in black_box(&noop) {
+                counter.increment(1);
+            }
+        }
+    });
+    println!(
+        "\nThe no-op column against the feature compiled out: a request's three increments on \
+         no-op handles cost {increments:.2} ns (median of {ROUNDS} rounds of {INCREMENTS})."
+    );
     println!();
 }
 

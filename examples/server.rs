@@ -18,6 +18,8 @@
 //! | `REDIS_URL` | unset | logouts and login/registration throttling shared through this Redis instead of kept in memory |
 //! | `JWT_GATE_REDIS_PREFIX` | `jwt-gate:` | the Redis key prefix |
 //! | `JWT_GATE_METRICS_ADDR` | unset: no metrics | serve Prometheus metrics at `http://<this>/metrics`, a listener of its own (e.g. `127.0.0.1:9300`) |
+//! | `JWT_GATE_FREE_REGISTRATIONS` | 10 | registrations from one address before they are delayed (`429`) |
+//! | `JWT_GATE_FREE_LOGIN_FAILURES` | 20 | failed logins from one address (5 per username) before they are delayed (`429`) |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
 //! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
@@ -35,7 +37,9 @@
 //! Routes: `POST /auth/register`, `POST /auth/token`, `POST /auth/logout`,
 //! `POST /auth/logout-all`, `GET /auth-test` (bearer token required: `{username, email}`),
 //! `GET /health`, `GET /.well-known/jwks.json` (the public keys; an empty set with the
-//! demo's HS256 secret, which is never published).
+//! demo's HS256 secret, which is never published), `GET /openapi.json` (the OpenAPI 3.1
+//! document of the auth routes) and `GET /docs` (a page to read and try them, which works
+//! offline).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -49,7 +53,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use jwt_gate::metrics::Prometheus;
 use jwt_gate::revocation::RedisRevocations;
-use jwt_gate::service::{AuthService, JwksService, RedisThrottle, JWKS_PATH};
+use jwt_gate::service::{
+    AuthService, JwksService, LoginThrottle, OpenApiService, RedisThrottle, RegistrationThrottle,
+    SwaggerUi, JWKS_PATH,
+};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{AuthError, Claims, JwtAuthLayer, Keys, TokenVerifier, Validation};
 
@@ -152,14 +159,42 @@ async fn verifier(keys: Keys) -> Result<(TokenVerifier, &'static str), String> {
     Ok((verifier, "Redis"))
 }
 
+/// A count that may be unset (then `default`), but not set to something else.
+fn count_or(name: &str, default: u32) -> Result<u32, String> {
+    match optional_var(name)? {
+        None => Ok(default),
+        Some(value) => value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name} is not a whole number: {value:?}")),
+    }
+}
+
+/// How many registrations and failed logins from one address pass before they are delayed.
+fn throttles() -> Result<(LoginThrottle, RegistrationThrottle), String> {
+    let mut login = LoginThrottle::default();
+    login.free_failures_per_address = count_or(
+        "JWT_GATE_FREE_LOGIN_FAILURES",
+        login.free_failures_per_address,
+    )?;
+    let mut registration = RegistrationThrottle::default();
+    registration.free_per_address =
+        count_or("JWT_GATE_FREE_REGISTRATIONS", registration.free_per_address)?;
+    Ok((login, registration))
+}
+
 /// The auth service, its throttling shared through Redis when `REDIS_URL` is set (failing
 /// closed: while Redis is unreachable, logins and registrations answer 503).
 async fn auth_service(
     verifier: &TokenVerifier,
     users: Arc<dyn UserStore>,
 ) -> Result<AuthService, String> {
+    let (login, registration) = throttles()?;
     // Logins take the CPU time that serving leaves, not the other way round.
-    let auth = AuthService::builder(verifier.clone(), users).hash_at_low_priority();
+    let auth = AuthService::builder(verifier.clone(), users)
+        .login_throttle(login)
+        .registration_throttle(registration)
+        .hash_at_low_priority();
     let Some(url) = optional_var("REDIS_URL")? else {
         return Ok(auth.build());
     };
@@ -230,8 +265,15 @@ async fn run() -> Result<(), String> {
     let (verifier, revocations_in) = verifier(keys).await?;
     let auth = auth_service(&verifier, users.clone()).await?;
 
+    // The document of the auth routes and the public keys, and the page to read it on; all
+    // public.
+    let mut document = auth.openapi();
+    document.merge(JwksService::openapi(JWKS_PATH));
+    let docs = SwaggerUi::new("/docs", "/openapi.json");
     let app = Router::new()
         .route_service(JWKS_PATH, JwksService::new(verifier.keys().clone()))
+        .route_service("/openapi.json", OpenApiService::new(&document))
+        .nest_service("/docs", docs)
         .route("/auth-test", get(current_user))
         .route("/health", get(health))
         .with_state(users.clone())
@@ -240,7 +282,9 @@ async fn run() -> Result<(), String> {
             JwtAuthLayer::new(verifier)
                 .open_prefix("/auth")
                 .open_path("/health")
-                .open_path(JWKS_PATH),
+                .open_path(JWKS_PATH)
+                .open_path("/openapi.json")
+                .open_prefix("/docs"),
         )
         // Logins are throttled per client address.
         .layer(axum::middleware::from_fn(client_addr::insert));

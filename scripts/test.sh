@@ -102,11 +102,47 @@ ensure_oidc_provider() {
     npm ci --prefix "$dir" --ignore-scripts --no-audit --no-fund >/dev/null
 }
 
+# schemathesis checks the demo against its own OpenAPI document. It comes from PyPI, pinned,
+# into a virtualenv of its own under target/ so no system Python package is touched.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+    local venv=target/tools/schemathesis
+    if [ -x "$venv/bin/schemathesis" ] \
+        && "$venv/bin/schemathesis" --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
+        :
+    else
+        local start=$SECONDS
+        log "installing schemathesis $SCHEMATHESIS_VERSION into $venv"
+        if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+            apt_install python3-venv
+        fi
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+        log "schemathesis ready in $((SECONDS - start))s"
+    fi
+    SCHEMATHESIS=$PWD/$venv/bin/schemathesis
+    export SCHEMATHESIS
+}
+
+# Headless Chromium, Debian's package, loads the demo's /docs page.
+ensure_chromium() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        local start=$SECONDS
+        apt_install chromium
+        log "chromium ready in $((SECONDS - start))s"
+    fi
+    CHROMIUM=$(command -v chromium)
+    export CHROMIUM
+}
+
 ensure_redis
 ensure_postgres
 ensure_nginx
 ensure_promtool
 ensure_oidc_provider
+ensure_schemathesis
+ensure_chromium
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}

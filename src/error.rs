@@ -107,7 +107,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// Every reason, in declaration order: `ALL[error as usize] == error`.
-    #[cfg(feature = "metrics")]
+    #[cfg(any(feature = "metrics", feature = "openapi"))]
     pub(crate) const ALL: [Self; 28] = [
         Self::MissingCredentials,
         Self::MultipleAuthorizationHeaders,

@@ -49,6 +49,8 @@
 //! | `postgres` | no | `store::PostgresUserStore`: users and sessions in PostgreSQL, for a fleet |
 //! | `metrics` | no | what the gate, revocation stores, JWKS source and auth service do, recorded through the `metrics` facade |
 //! | `prometheus` | no | `metrics::Prometheus`: a Prometheus recorder and its `/metrics` endpoint on a listener of its own |
+//! | `openapi` | no | `service::AuthService::openapi`: the auth service's OpenAPI 3.1 document (utoipa), and `service::OpenApiService` to serve it |
+//! | `swagger-ui` | no | `service::SwaggerUi`: a documentation page for it whose files are compiled in (works offline) |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -81,7 +81,11 @@
 //! the stores may use Tokio's blocking pool: the service must be called from within a Tokio
 //! runtime.
 
+#[cfg(feature = "swagger-ui")]
+mod docs;
 pub(crate) mod identity;
+#[cfg(feature = "openapi")]
+mod openapi;
 mod password;
 mod public_keys;
 mod reply;
@@ -101,7 +105,11 @@ use http::Request;
 use http_body::Body;
 use tower_service::Service;
 
+#[cfg(feature = "swagger-ui")]
+pub use docs::SwaggerUi;
 pub use identity::{MAX_USERNAME_CHARS, RESERVED_USERNAMES};
+#[cfg(feature = "openapi")]
+pub use openapi::OpenApiService;
 pub use password::{
     default_hashing_concurrency, Argon2Hasher, HashError, PasswordHasher, Verdict,
     MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS,
@@ -208,6 +216,27 @@ impl AuthService {
     /// [`Keys`](crate::Keys), so a key added or activated later is published at once.
     pub fn jwks(&self) -> JwksService {
         JwksService::new(self.inner.issuer.verifier.keys().clone())
+    }
+
+    /// The OpenAPI 3.1 document of this service's routes, under its prefix (feature
+    /// `openapi`): the request bodies and forms, every status each route can answer with
+    /// its body and headers, and the bearer security scheme of the logouts. Serve it with
+    /// [`OpenApiService`], on its own or merged into your application's document
+    /// ([`OpenApi::merge`](utoipa::openapi::OpenApi::merge)); see `docs/openapi.md`.
+    ///
+    /// ```
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{Keys, TokenVerifier};
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::builder(verifier, MemoryUserStore::new()).prefix("/api/auth").build();
+    /// let document = auth.openapi();
+    /// assert!(document.paths.paths.contains_key("/api/auth/token"));
+    /// ```
+    #[cfg(feature = "openapi")]
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        openapi::auth_document(&self.inner.prefix)
     }
 }
 

@@ -1,15 +1,11 @@
 //! Publishing the public keys as a JWKS document, for gates elsewhere to verify with.
 
-use std::convert::Infallible;
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use tower_service::Service;
 
 use super::AuthResponse;
 use crate::Keys;
@@ -98,17 +94,26 @@ impl JwksService {
         self
     }
 
-    fn respond(&self, method: &Method) -> AuthResponse {
-        if method != Method::GET && method != Method::HEAD {
-            let mut response = Response::new(Full::new(Bytes::from_static(
-                br#"{"error":"method_not_allowed"}"#,
-            )));
-            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-            let headers = response.headers_mut();
-            headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            return response;
-        }
+    /// The OpenAPI document of this one route, at `path` (feature `openapi`): merge it into
+    /// the auth service's where you route [`JWKS_PATH`] to a `JwksService`.
+    ///
+    /// ```
+    /// use jwt_gate::service::{AuthService, JwksService, JWKS_PATH};
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{Keys, TokenVerifier};
+    ///
+    /// let verifier = TokenVerifier::new(Keys::hs256(b"an example secret of 32 bytes!!!").unwrap());
+    /// let auth = AuthService::new(verifier, MemoryUserStore::new());
+    /// let mut document = auth.openapi();
+    /// document.merge(JwksService::openapi(JWKS_PATH));
+    /// assert!(document.paths.paths.contains_key(JWKS_PATH));
+    /// ```
+    #[cfg(feature = "openapi")]
+    pub fn openapi(path: &str) -> utoipa::openapi::OpenApi {
+        super::openapi::jwks_document(path)
+    }
+
+    fn respond(&self) -> AuthResponse {
         let document = match serde_json::to_vec(&self.keys.jwks()) {
             Ok(document) => document,
             Err(error) => {
@@ -126,21 +131,53 @@ impl JwksService {
     }
 }
 
+/// Implements `Service` for a type whose answer to `GET` and `HEAD` is ready at once, made
+/// by `$answer` from the service and the request's path; any other method is `405` with
+/// `Allow: GET, HEAD`. The services here that publish a document.
+macro_rules! publishing_service {
+    ($type:ty, |$service:ident, $path:ident| $answer:expr) => {
+        impl<B> tower_service::Service<http::Request<B>> for $type {
+            type Response = $crate::service::AuthResponse;
+            type Error = std::convert::Infallible;
+            type Future = std::future::Ready<Result<Self::Response, std::convert::Infallible>>;
+
+            fn poll_ready(
+                &mut self,
+                _cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: http::Request<B>) -> Self::Future {
+                let $service = &*self;
+                let $path = request.uri().path();
+                let response = $crate::service::public_keys::refuse_unless_get(request.method())
+                    .unwrap_or_else(|| $answer);
+                std::future::ready(Ok(response))
+            }
+        }
+    };
+}
+pub(super) use publishing_service;
+
+/// `405` with `Allow: GET, HEAD` for any other method than those two.
+pub(super) fn refuse_unless_get(method: &Method) -> Option<AuthResponse> {
+    if method == Method::GET || method == Method::HEAD {
+        return None;
+    }
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        br#"{"error":"method_not_allowed"}"#,
+    )));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let headers = response.headers_mut();
+    headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Some(response)
+}
+
 fn cache_control(max_age: Duration) -> HeaderValue {
     HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs()))
         .expect("digits are a valid header value")
 }
 
-impl<B> Service<Request<B>> for JwksService {
-    type Response = AuthResponse;
-    type Error = Infallible;
-    type Future = Ready<Result<AuthResponse, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        ready(Ok(self.respond(request.method())))
-    }
-}
+publishing_service!(JwksService, |jwks, _path| jwks.respond());

@@ -81,6 +81,36 @@ macro_rules! define_failures {
                     }
                 }
             }
+
+            /// Every row once, its bindings at their defaults, and the gate's row once per
+            /// refusal that authenticating an `Authorization` header can give (the service
+            /// never asks for scopes, looks a subject up, or reads the gate's other token
+            /// sources): what the OpenAPI document renders its responses from, so that it
+            /// states each answer exactly as the client receives it.
+            #[cfg(feature = "openapi")]
+            pub(crate) fn rows() -> Vec<Self> {
+                let mut rows = vec![
+                    $(Self::$variant $({ $($binding: Default::default()),* })?,)*
+                ];
+                rows.extend(
+                    AuthError::ALL
+                        .into_iter()
+                        .filter(|error| {
+                            !matches!(
+                                error,
+                                AuthError::InsufficientScope
+                                    | AuthError::UnknownSubject
+                                    | AuthError::ConflictingTokens
+                                    | AuthError::DuplicateCookie
+                                    | AuthError::MalformedCookie
+                                    | AuthError::DuplicateTokenHeader
+                                    | AuthError::CrossSiteRequest
+                            )
+                        })
+                        .map(Self::$gate),
+                );
+                rows
+            }
         }
     };
 }
@@ -154,8 +184,10 @@ define_failures! {
     ServerError => INTERNAL_SERVER_ERROR, "server_error", "the service is misconfigured";
 }
 
-pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> AuthResponse {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+pub(crate) fn json(status: StatusCode, body: &impl serde::Serialize) -> AuthResponse {
+    // Our own bodies are plain structs of strings and numbers: they always serialize.
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -188,6 +220,18 @@ fn answer(
     response
 }
 
+/// The bytes of a `Full` body, which is one frame, ready at once.
+#[cfg(any(test, feature = "openapi"))]
+pub(crate) fn body_bytes(body: Full<Bytes>) -> Bytes {
+    use http_body::Body as _;
+    let mut body = std::pin::pin!(body);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut context) {
+        std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,26 +244,12 @@ mod tests {
             .iter()
             .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
             .collect();
-        let body = body_text(response.body().clone());
+        let body = String::from_utf8(body_bytes(response.body().clone()).to_vec()).unwrap();
         format!(
             "{} | {} | {body}",
             response.status().as_u16(),
             headers.join("; ")
         )
-    }
-
-    /// A `Full` body is one frame, ready at once.
-    fn body_text(body: Full<Bytes>) -> String {
-        use http_body::Body as _;
-        let mut body = std::pin::pin!(body);
-        let waker = std::task::Waker::noop();
-        let mut context = std::task::Context::from_waker(waker);
-        match body.as_mut().poll_frame(&mut context) {
-            std::task::Poll::Ready(Some(Ok(frame))) => {
-                String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
-            }
-            _ => String::new(),
-        }
     }
 
     /// Every failure's answer, pinned: the table in this module must say exactly this.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{Method, Request, StatusCode};
 use http_body::Body;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::identity::{
     acceptable_password_length, registrable_username, username_key, valid_email,
@@ -114,12 +114,72 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
     }
 }
 
+/// A registration: `POST {prefix}/register`, `application/json`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) struct RegisterBody {
+    /// 1 to 64 characters after NFKC: letters, digits, `.`, `_` and `-`. Unique regardless
+    /// of case, width and look-alike scripts.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, example = "alice"))]
+    username: String,
+    #[cfg_attr(feature = "openapi", schema(example = "alice@example.com"))]
+    email: String,
+    /// 8 to 1024 characters, never truncated.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 8, max_length = 1024, example = "correct horse battery")
+    )]
+    password: String,
+}
+
+/// The account just registered.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) struct Registered {
+    /// As registered (after NFKC), not folded.
     username: String,
     email: String,
-    password: String,
+}
+
+/// A token endpoint's success (RFC 6749 §5.1).
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) struct TokenResponse {
+    /// The JWT to send as `Authorization: Bearer …`.
+    access_token: String,
+    token_type: TokenType,
+    /// Seconds the access token is valid for.
+    expires_in: u64,
+    /// Opaque; exchange it with `grant_type=refresh_token` for new tokens. Each is good once.
+    refresh_token: String,
+    /// The scopes granted, space-separated, when they are not exactly those asked for
+    /// (RFC 6749 §5.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) enum TokenType {
+    Bearer,
+}
+
+/// What a logout revoked.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) struct LoggedOut {
+    revoked: Revoked,
+}
+
+/// `session`: the presented token's session; `all_sessions`: every session of its user.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub(super) enum Revoked {
+    Session,
+    AllSessions,
 }
 
 const REGISTER_FIELDS: &[&str] = &["username", "email", "password"];
@@ -300,10 +360,7 @@ impl Inner {
             scopes: Vec::new(),
         };
         match self.users.create_user(user).await.map_err(unavailable)? {
-            Registration::Created => Ok(json(
-                StatusCode::CREATED,
-                &serde_json::json!({ "username": username, "email": email }),
-            )),
+            Registration::Created => Ok(json(StatusCode::CREATED, &Registered { username, email })),
             Registration::Taken => Err(Failure::UsernameTaken),
         }
     }
@@ -700,10 +757,12 @@ impl Inner {
                 .await
                 .map_err(revocation_failed)?;
         }
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({ "revoked": if everywhere { "all_sessions" } else { "session" } }),
-        ))
+        let revoked = if everywhere {
+            Revoked::AllSessions
+        } else {
+            Revoked::Session
+        };
+        Ok(json(StatusCode::OK, &LoggedOut { revoked }))
     }
 }
 
@@ -718,14 +777,14 @@ fn token_response(
     refresh_token: String,
     scope: Option<String>,
 ) -> AuthResponse {
-    let mut body = serde_json::json!({
-        "access_token": access_token,
-        "token_type": "bearer",
-        "expires_in": issuer.access_ttl.as_secs(),
-        "refresh_token": refresh_token,
-    });
-    if let Some(scope) = scope {
-        body["scope"] = scope.into();
-    }
-    json(StatusCode::OK, &body)
+    json(
+        StatusCode::OK,
+        &TokenResponse {
+            access_token,
+            token_type: TokenType::Bearer,
+            expires_in: issuer.access_ttl.as_secs(),
+            refresh_token,
+            scope,
+        },
+    )
 }

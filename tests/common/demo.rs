@@ -61,6 +61,8 @@ pub fn demo_command() -> Command {
         "REDIS_URL",
         "JWT_GATE_REDIS_PREFIX",
         "JWT_GATE_METRICS_ADDR",
+        "JWT_GATE_FREE_REGISTRATIONS",
+        "JWT_GATE_FREE_LOGIN_FAILURES",
     ] {
         command.env_remove(name);
     }

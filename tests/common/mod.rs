@@ -568,6 +568,24 @@ pub async fn assert_first_layout_sessions_upgraded(
     );
 }
 
+/// A program the test runs that is not ours (`promtool`, `schemathesis`, `chromium`):
+/// `$variable`, or `name` on the `PATH`, if it runs with `--version`. Otherwise the test
+/// fails saying how to get it: `scripts/test.sh` installs each and exports its variable.
+pub fn external_tool(variable: &str, name: &str, install: &str) -> String {
+    let program = std::env::var(variable).unwrap_or_else(|_| name.to_owned());
+    let found = std::process::Command::new(&program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    assert!(
+        found,
+        "{name} is missing: run scripts/test.sh (it installs it), or {install} and set {variable}"
+    );
+    program
+}
+
 /// A gRPC health check of the whole server (service `""`), with `token` in its
 /// `authorization` metadata when given.
 pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::HealthCheckRequest> {

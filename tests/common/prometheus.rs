@@ -8,18 +8,11 @@ use std::process::{Command, Stdio};
 /// Where `promtool` is: `$PROMTOOL`, or on the `PATH` (`scripts/test.sh` extracts it from
 /// Debian's `prometheus` package and exports `PROMTOOL`).
 pub fn promtool() -> String {
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
-    let found = Command::new(&promtool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    assert!(
-        found,
-        "promtool is missing: run scripts/test.sh (it installs it) or set PROMTOOL"
-    );
-    promtool
+    super::external_tool(
+        "PROMTOOL",
+        "promtool",
+        "extract promtool from Debian's `prometheus` package",
+    )
 }
 
 /// Lints one exposition with `promtool check metrics`; panics with its findings.

@@ -12,6 +12,7 @@ mod demo_fleet;
 mod demo_server;
 mod logs;
 mod metrics;
+mod openapi;
 mod postgres_store;
 mod redis_revocations;
 mod throttle_redis;
