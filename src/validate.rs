@@ -306,8 +306,9 @@ pub struct TokenVerifier<C = ()> {
 struct VerifierInner<C> {
     keys: Keys,
     /// Other issuers' keys, by their exact `iss`: a token naming one of them is checked with
-    /// that issuer's keys only. Few, so a linear scan beats hashing.
-    issuers: Box<[(Box<str>, Keys)]>,
+    /// that issuer's keys only, and with its own policy when it has one. Few, so a linear
+    /// scan beats hashing.
+    issuers: Box<[(Box<str>, Keys, Option<Validation>)]>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -487,7 +488,7 @@ where
         self.inner
             .issuers
             .iter()
-            .fold(own.generation, |sum, (_, keys)| {
+            .fold(own.generation, |sum, (_, keys, _)| {
                 sum.wrapping_add(keys.snapshot().generation)
             })
     }
@@ -502,7 +503,6 @@ where
         mode: UnknownKid,
         lookup: &mut Option<KeyLookup>,
     ) -> Result<(Claims<C>, Grants, usize), AuthError> {
-        let validation = &self.inner.validation;
         check_token_syntax(token.as_bytes())?;
         let mut parts = token.split('.');
         let (Some(encoded_header), Some(encoded_payload), Some(signature), None) =
@@ -527,13 +527,14 @@ where
         // the signature then decides, so relabelling a token cannot borrow another's keys.
         let mut payload = None;
         let issuer_set;
-        let (source, keys): (&Keys, &crate::keys::KeySet) =
+        let (source, keys, validation): (&Keys, &crate::keys::KeySet, &Validation) =
             match self.issuer_of(&mut payload, decode_payload)? {
-                Some(issuer_keys) => {
+                Some((issuer_keys, policy)) => {
                     issuer_set = issuer_keys.snapshot();
-                    (issuer_keys, &issuer_set)
+                    let policy = policy.unwrap_or(&self.inner.validation);
+                    (issuer_keys, &issuer_set, policy)
                 }
-                None => (&self.inner.keys, own_keys),
+                None => (&self.inner.keys, own_keys, &self.inner.validation),
             };
         let Some(key) = keys.select(header.kid.as_deref()) else {
             if let (Some(kid), UnknownKid::Report | UnknownKid::Wait) =
@@ -592,13 +593,13 @@ where
         Ok((claims, grants, payload.len()))
     }
 
-    /// The keys of the configured issuer the token's (unverified) `iss` names, if any; the
-    /// decoded payload is kept in `payload` for the claims.
+    /// The keys (and own policy, if any) of the configured issuer the token's (unverified)
+    /// `iss` names, if any; the decoded payload is kept in `payload` for the claims.
     fn issuer_of(
         &self,
         payload: &mut Option<Vec<u8>>,
         decode: impl FnOnce() -> Result<Vec<u8>, AuthError>,
-    ) -> Result<Option<&Keys>, AuthError> {
+    ) -> Result<Option<(&Keys, Option<&Validation>)>, AuthError> {
         if self.inner.issuers.is_empty() {
             return Ok(None);
         }
@@ -615,8 +616,8 @@ where
             self.inner
                 .issuers
                 .iter()
-                .find(|(name, _)| **name == *iss)
-                .map(|(_, keys)| keys)
+                .find(|(name, _, _)| **name == *iss)
+                .map(|(_, keys, policy)| (keys, policy.as_ref()))
         }))
     }
 
@@ -737,7 +738,7 @@ where
 /// ```
 pub struct TokenVerifierBuilder<C> {
     keys: Keys,
-    issuers: Vec<(Box<str>, Keys)>,
+    issuers: Vec<(Box<str>, Keys, Option<Validation>)>,
     validation: Validation,
     revocations: Arc<dyn RevocationStore>,
     clock: Arc<dyn Clock>,
@@ -804,7 +805,53 @@ impl<C> TokenVerifierBuilder<C> {
     /// ```
     #[must_use]
     pub fn issuer_keys(mut self, issuer: impl Into<String>, keys: Keys) -> Self {
-        self.issuers.push((issuer.into().into_boxed_str(), keys));
+        self.issuers
+            .push((issuer.into().into_boxed_str(), keys, None));
+        self
+    }
+
+    /// As [`issuer_keys`](Self::issuer_keys), but the issuer's tokens are held to `policy`
+    /// instead of the verifier's own [`validation`](Self::validation): typically
+    /// [`Validation::third_party`] with that issuer's audience, so that each identity
+    /// provider's tokens must name the audience registered with it, and another issuer's
+    /// audience (or the verifier's own) is refused as `wrong_audience`.
+    ///
+    /// The policy's issuers are set to `issuer` alone; its leeway is the verifier's own (a
+    /// cached token's times are checked with one leeway), and so is the longest token
+    /// accepted, which is checked before any issuer is known.
+    ///
+    /// ```
+    /// use jwt_gate::{Algorithm, Key, Keys, TokenVerifier, Validation};
+    ///
+    /// let own = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let pem = b"-----BEGIN PRIVATE KEY-----
+    /// MC4CAQAwBQYDK2VwBCIEIHvs2LMA78bxHuCZr8W+qMK7cZ7VU8RxzFCHEUxdYKAJ
+    /// -----END PRIVATE KEY-----";
+    /// let idp = Keys::new(Key::from_private_pem(Algorithm::EdDSA, pem).unwrap().with_kid("k1")).unwrap();
+    ///
+    /// let verifier = TokenVerifier::builder(own)
+    ///     .validation(Validation::own_tokens().issuer("https://api.example").audience("api"))
+    ///     .issuer_policy(
+    ///         "https://login.example.com",
+    ///         idp,
+    ///         Validation::third_party("https://login.example.com", "orders-api"),
+    ///     )
+    ///     .build();
+    /// ```
+    #[must_use]
+    pub fn issuer_policy(
+        mut self,
+        issuer: impl Into<String>,
+        keys: Keys,
+        policy: Validation,
+    ) -> Self {
+        let issuer = issuer.into();
+        let policy = Validation {
+            issuers: Some(vec![issuer.clone()]),
+            ..policy
+        };
+        self.issuers
+            .push((issuer.into_boxed_str(), keys, Some(policy)));
         self
     }
 
@@ -969,16 +1016,28 @@ impl<C> TokenVerifierBuilder<C> {
             let Some(accepted) = self.validation.issuers.as_mut() else {
                 return Err(BuildError::NoOwnIssuer);
             };
-            for (index, (issuer, _)) in self.issuers.iter().enumerate() {
+            for (index, (issuer, _, _)) in self.issuers.iter().enumerate() {
                 if issuer.is_empty() {
                     return Err(BuildError::EmptyIssuer);
                 }
-                if self.issuers[..index].iter().any(|(seen, _)| seen == issuer) {
+                if self.issuers[..index]
+                    .iter()
+                    .any(|(seen, _, _)| seen == issuer)
+                {
                     return Err(BuildError::DuplicateIssuer(issuer.to_string()));
                 }
                 if !accepted.iter().any(|accepted| **accepted == **issuer) {
                     accepted.push(issuer.to_string());
                 }
+            }
+            let (leeway, max_token_len) = (self.validation.leeway, self.validation.max_token_len);
+            for policy in self
+                .issuers
+                .iter_mut()
+                .filter_map(|(_, _, policy)| policy.as_mut())
+            {
+                policy.leeway = leeway;
+                policy.max_token_len = max_token_len;
             }
         }
         if let Some(grace) = self.revocations.grace() {

@@ -42,12 +42,15 @@ pub(super) struct ConnectionSlot {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Serves `service` on `listener` within `limits`, each request with its [`ClientAddr`]:
-/// the proxy and forward-auth alike. With `tls`, every connection is TLS first.
+/// the proxy and forward-auth alike. With `tls`, every connection is TLS first. Once `stop`
+/// resolves, no connection is accepted any more (the listener is closed) and this returns;
+/// connections already accepted are served on.
 pub(super) async fn serve<S, B>(
     listener: tokio::net::TcpListener,
     service: S,
     limits: Limits,
     tls: Option<Acceptor>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -59,13 +62,22 @@ where
 {
     let builders = Arc::new(Builders::new(&limits));
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    tokio::pin!(stop);
     loop {
         // A permit before accepting: past the cap, new connections wait in the kernel's
         // backlog instead of taking memory and file descriptors here.
-        let Ok(permit) = connections.clone().acquire_owned().await else {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit,
+            () = &mut stop => return Ok(()),
+        };
+        let Ok(permit) = permit else {
             unreachable!("the semaphore is never closed");
         };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 // Running out of file descriptors passes; a busy loop would not help it.

@@ -115,7 +115,7 @@ impl ForwardAuth {
     /// ```
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
         let limits = self.limits;
-        super::conn::serve(listener, self, limits, None).await
+        super::conn::serve(listener, self, limits, None, std::future::pending()).await
     }
 }
 

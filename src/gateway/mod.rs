@@ -632,5 +632,51 @@ where
     use tower_layer::Layer as _;
     let limits = gateway.inner.limits;
     let tls = gateway.inner.acceptor.clone();
-    conn::serve(listener, layer.layer(gateway), limits, tls).await
+    conn::serve(
+        listener,
+        layer.layer(gateway),
+        limits,
+        tls,
+        std::future::pending(),
+    )
+    .await
+}
+
+/// Serves `service` as [`serve`] serves a gateway, with `gateway`'s protocols, TLS and
+/// bounds, until `stop` resolves: then no connection is accepted any more (the listener is
+/// closed, so new ones are refused) and this returns, while connections already accepted are
+/// served on. `service` is typically a [`JwtAuthLayer`] in front of a clone of `gateway`,
+/// within whatever the program adds around it (the `jwt-gate` program: probes, request ids,
+/// per-route timeouts, log lines); waiting for the requests in flight is the caller's.
+///
+/// ```no_run
+/// use jwt_gate::gateway::{self, ClaimMap, Gateway};
+/// use jwt_gate::{JwtAuthLayer, Keys, TokenVerifier};
+/// use tower::Layer as _;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = Keys::hs256(b"an example secret of 32 bytes!!!")?;
+/// let layer = JwtAuthLayer::new(TokenVerifier::builder(keys).claims::<ClaimMap>().build());
+/// let gateway = Gateway::builder("http://127.0.0.1:8000").build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// let stop = async { let _ = tokio::signal::ctrl_c().await; };
+/// gateway::serve_until(listener, &gateway, layer.layer(gateway.clone()), stop).await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve_until<S, B>(
+    listener: tokio::net::TcpListener,
+    gateway: &Gateway,
+    service: S,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let tls = gateway.inner.acceptor.clone();
+    conn::serve(listener, service, gateway.inner.limits, tls, stop).await
 }

@@ -11,7 +11,9 @@ mod commands;
 mod config;
 mod forward_auth;
 mod grpc;
+mod issuers;
 mod nginx;
+mod ops;
 mod proxy;
 mod tls;
 mod websocket;
@@ -23,7 +25,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::routing::any;
 use axum::{Json, Router};
 
 /// The HS256 secret the tests' configurations read from `JWT_GATE_SECRET`.
@@ -99,7 +101,14 @@ impl Drop for Server {
 /// Starts `jwt-gate --config <config> <command> --listen 127.0.0.1:0` and reads the line
 /// saying where it listens (`http://` or `https://`).
 pub fn start(config: &Path, command: &str) -> Server {
-    let mut child = jwt_gate()
+    let mut program = jwt_gate();
+    program.stderr(Stdio::inherit());
+    start_with(program, config, command)
+}
+
+/// As [`start`], from `program` as the test prepared it (its environment, its stderr).
+pub fn start_with(mut program: Command, config: &Path, command: &str) -> Server {
+    let mut child = program
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -108,7 +117,6 @@ pub fn start(config: &Path, command: &str) -> Server {
             "127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .expect("jwt-gate starts");
     let mut line = String::new();
@@ -135,7 +143,7 @@ pub async fn upstream() -> SocketAddr {
             .collect();
         Json(seen.into())
     }
-    common::serve(Router::new().fallback(get(identity))).await
+    common::serve(Router::new().fallback(any(identity))).await
 }
 
 /// A token for `sub` from `jwt-gate token` with `config` (which allows dev tokens).

@@ -7,6 +7,7 @@ mod client_addr;
 pub mod demo;
 pub mod lookalike;
 pub mod postgres;
+pub mod prometheus;
 pub mod tls;
 pub mod websocket;
 

@@ -131,3 +131,66 @@ fn an_issuer_added_twice_is_refused_at_build() {
         .issuer_keys("https://login.test", common::keys())
         .build();
 }
+
+#[test]
+fn an_issuer_with_its_own_policy_holds_its_tokens_to_its_own_audience() {
+    let own = common::keys();
+    let idp_issuer = "https://login.test";
+    let idp = Keys::new(pem_key(
+        Algorithm::EdDSA,
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
+    .unwrap();
+    let verifier = TokenVerifier::builder(own.clone())
+        .validation(Validation::own_tokens().issuer(OWN_ISSUER).audience("api"))
+        .issuer_policy(
+            idp_issuer,
+            idp.clone(),
+            Validation::third_party(idp_issuer, "orders-api"),
+        )
+        .build();
+    let now = common::now();
+    let signed = |keys: &Keys, issuer: &str, audience: &str| {
+        keys.sign(
+            &Claims::new("alice", now, now + 600)
+                .with_issuer(issuer)
+                .with_audience(audience),
+        )
+        .unwrap()
+    };
+    assert!(verifier
+        .verify(&signed(&idp, idp_issuer, "orders-api"))
+        .is_ok());
+    assert!(verifier.verify(&signed(&own, OWN_ISSUER, "api")).is_ok());
+    // Each audience belongs to its issuer: another's (or the gate's own) is refused.
+    assert_eq!(
+        verifier
+            .verify(&signed(&idp, idp_issuer, "api"))
+            .unwrap_err(),
+        jwt_gate::AuthError::WrongAudience
+    );
+    assert_eq!(
+        verifier
+            .verify(&signed(&own, OWN_ISSUER, "orders-api"))
+            .unwrap_err(),
+        jwt_gate::AuthError::WrongAudience
+    );
+    // The third-party preset lets the provider's tokens go without `jti`; the own policy
+    // still requires it.
+    let without_jti = |keys: &Keys, issuer: &str, audience: &str| {
+        keys.sign(&json!({
+            "sub": "alice", "iat": now, "exp": now + 600, "iss": issuer, "aud": audience,
+        }))
+        .unwrap()
+    };
+    assert!(verifier
+        .verify(&without_jti(&idp, idp_issuer, "orders-api"))
+        .is_ok());
+    assert_eq!(
+        verifier
+            .verify(&without_jti(&own, OWN_ISSUER, "api"))
+            .unwrap_err(),
+        jwt_gate::AuthError::MissingClaim
+    );
+}

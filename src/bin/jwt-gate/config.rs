@@ -42,6 +42,82 @@ pub(crate) struct Config {
     pub(crate) auth: AuthConfig,
     #[serde(default)]
     pub(crate) limits: LimitsConfig,
+    #[serde(default)]
+    pub(crate) issuers: Vec<IssuerConfig>,
+    #[serde(default)]
+    pub(crate) health: HealthConfig,
+    #[serde(default)]
+    pub(crate) log: LogConfig,
+    #[serde(default)]
+    pub(crate) metrics: MetricsConfig,
+}
+
+/// An identity provider whose tokens are trusted beside the crate's own keys: its keys found
+/// by discovery (or at `jwks_url`), its tokens held to its own audience.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuerConfig {
+    /// The `iss` its tokens carry, byte for byte; discovery reads
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub(crate) issuer: Spanned<String>,
+    /// The audience its tokens must name: your API's identifier at that provider.
+    pub(crate) audience: Spanned<String>,
+    /// The JWKS URL, instead of discovery.
+    pub(crate) jwks_url: Option<Spanned<String>>,
+    /// Only this algorithm (`RS256`, `ES256`, `EdDSA`, ...); by default the keys' own.
+    pub(crate) algorithm: Option<Algorithm>,
+    /// `third_party` (default: `typ` `JWT`, `at+jwt` or none; `jti` optional) or `rfc9068`
+    /// (`typ: at+jwt` and `jti` required).
+    #[serde(default)]
+    pub(crate) preset: Preset,
+    /// Lets discovery and the JWKS use plain `http://` to a host that is not loopback.
+    #[serde(default)]
+    pub(crate) allow_plain_http: bool,
+}
+
+/// The validation preset of a remote issuer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Preset {
+    #[default]
+    ThirdParty,
+    Rfc9068,
+}
+
+/// The probes, answered before the gate on the main listener.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthConfig {
+    /// Liveness: `200` while the process serves (default `/livez`).
+    pub(crate) live_path: Option<Spanned<String>>,
+    /// Readiness: `200`, or `503` while the revocation store or a key source is unhealthy
+    /// (default `/readyz`).
+    pub(crate) ready_path: Option<Spanned<String>>,
+}
+
+/// The program's log lines, on stderr.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogConfig {
+    /// `text` (default) or `json`, one object a line.
+    #[serde(default)]
+    pub(crate) format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The Prometheus endpoint: off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// Where `GET /metrics` is answered: an address of its own, never the main listener.
+    pub(crate) listen: Option<SocketAddr>,
 }
 
 /// The crate's own keys: an HS256 secret (from an environment variable or a file, never
@@ -57,9 +133,15 @@ pub(crate) struct KeysConfig {
     pub(crate) algorithm: Option<Algorithm>,
     /// The signing key (PKCS#8 PEM); tokens are signed with it and verified with its public half.
     pub(crate) private_pem: Option<Spanned<PathBuf>>,
-    /// Further public keys that verify (keys being retired, or another signer's).
-    #[serde(default)]
-    pub(crate) public_pems: Vec<Spanned<PathBuf>>,
+    /// Further public keys that verify (keys staged or being retired, or another signer's).
+    pub(crate) public_pems: Option<Spanned<Vec<Spanned<PathBuf>>>>,
+}
+
+impl KeysConfig {
+    /// The verifying-only PEM files.
+    pub(crate) fn public_pems(&self) -> &[Spanned<PathBuf>] {
+        self.public_pems.as_ref().map_or(&[], |pems| pems.get_ref())
+    }
 }
 
 /// What a token must satisfy beyond its signature.
@@ -70,6 +152,8 @@ pub(crate) struct ValidationConfig {
     pub(crate) audience: Option<String>,
     pub(crate) leeway_seconds: Option<u64>,
     pub(crate) max_lifetime_seconds: Option<u64>,
+    /// Where roles are read, for routes' `roles`: a dot-separated path (default `roles`).
+    pub(crate) roles_claim: Option<Spanned<String>>,
 }
 
 /// A path rule: `/health` is that path, `/static/*` that prefix and everything below it.
@@ -79,7 +163,35 @@ pub(crate) struct Route {
     /// Only for these methods (`["GET", "HEAD"]`); every method when absent.
     pub(crate) methods: Option<Spanned<Vec<String>>>,
     pub(crate) path: Spanned<String>,
-    pub(crate) access: Access,
+    /// `required` when absent and the route requires scopes or roles.
+    pub(crate) access: Option<Spanned<Access>>,
+    /// Scopes a token must all hold here (`scope`/`scp`); implies `required`.
+    pub(crate) scopes: Option<Spanned<Vec<String>>>,
+    /// Roles a token must all hold here (at `validation.roles_claim`); implies `required`.
+    pub(crate) roles: Option<Spanned<Vec<String>>>,
+    /// How long the upstream may take to answer here (its response head), instead of
+    /// `limits.upstream_timeout_seconds`; then `504`.
+    pub(crate) timeout_seconds: Option<Spanned<u64>>,
+}
+
+impl Route {
+    /// What the route asks of a request, if it says: its `access`, or `required` when it
+    /// requires scopes or roles.
+    pub(crate) fn access(&self) -> Option<Access> {
+        match &self.access {
+            Some(access) => Some(*access.get_ref()),
+            None if self.requires() => Some(Access::Required),
+            None => None,
+        }
+    }
+
+    /// Whether the route requires scopes or roles.
+    pub(crate) fn requires(&self) -> bool {
+        self.scopes
+            .as_ref()
+            .is_some_and(|s| !s.get_ref().is_empty())
+            || self.roles.as_ref().is_some_and(|r| !r.get_ref().is_empty())
+    }
 }
 
 /// What a route asks of a request.
@@ -168,6 +280,8 @@ pub(crate) struct LimitsConfig {
     pub(crate) upstream_timeout_seconds: Option<u64>,
     pub(crate) header_read_timeout_seconds: Option<u64>,
     pub(crate) max_connections: Option<usize>,
+    /// How long requests in flight may take to finish after SIGTERM or SIGINT (default 20).
+    pub(crate) drain_timeout_seconds: Option<u64>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -294,6 +408,25 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
                 }
             }
         }
+        check_route_rules(route).map_err(|(span, why)| source.error_at(Some(span), &why))?;
+    }
+    if let Some(path) = &config.validation.roles_claim {
+        jwt_gate::ClaimPath::new(path.get_ref())
+            .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
+    }
+    check_issuers(config).map_err(|(span, why)| source.error_at(Some(span), &why))?;
+    for path in [&config.health.live_path, &config.health.ready_path]
+        .into_iter()
+        .flatten()
+    {
+        let value = path.get_ref();
+        if !value.starts_with('/') || value.ends_with("/*") {
+            return Err(source.error_at(
+                Some(path.span()),
+                &format!("{value:?} is not an exact path like \"/readyz\""),
+            ));
+        }
+        check_route_path(value).map_err(|why| source.error_at(Some(path.span()), &why))?;
     }
     for claim in &config.forward_claims {
         forwarded_claim(claim).map_err(|why| {
@@ -316,7 +449,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     }
     let keys = &config.keys;
     let secret = keys.secret_env.is_some() || keys.secret_file.is_some();
-    let pem = keys.private_pem.is_some() || !keys.public_pems.is_empty();
+    let pem = keys.private_pem.is_some() || !keys.public_pems().is_empty();
     if keys.secret_env.is_some() && keys.secret_file.is_some() {
         return Err(source.error_at(
             keys.secret_file.as_ref().map(Spanned::span),
@@ -328,7 +461,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             keys.private_pem
                 .as_ref()
                 .map(Spanned::span)
-                .or(keys.public_pems.first().map(Spanned::span)),
+                .or(keys.public_pems().first().map(Spanned::span)),
             "an HS256 secret and PEM keys cannot be mixed: one key family per gate",
         ));
     }
@@ -337,7 +470,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             keys.private_pem
                 .as_ref()
                 .map(Spanned::span)
-                .or(keys.public_pems.first().map(Spanned::span)),
+                .or(keys.public_pems().first().map(Spanned::span)),
             "PEM keys need keys.algorithm (EdDSA, RS256, ES256, ...)",
         ));
     }
@@ -362,6 +495,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             config.limits.max_connections.map(|n| n as u64),
             "max_connections",
         ),
+        (config.limits.drain_timeout_seconds, "drain_timeout_seconds"),
     ] {
         if value == Some(0) {
             return Err(ConfigError(format!(
@@ -379,6 +513,88 @@ pub(crate) fn check_upstream(upstream: &str) -> Result<(), String> {
         .build()
         .map(drop)
         .map_err(|error| error.to_string())
+}
+
+/// A route's access, requirements and timeout, as a whole.
+fn check_route_rules(route: &Route) -> Result<(), (Range<usize>, String)> {
+    for (names, kind) in [(&route.scopes, "scope"), (&route.roles, "role")] {
+        let Some(names) = names else { continue };
+        for name in names.get_ref() {
+            // What `Require` accepts (RFC 6749 §3.3 scope tokens), refused here, not at start.
+            let usable = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|byte| byte > 0x20 && byte < 0x7f && byte != b'"' && byte != b'\\');
+            if !usable {
+                return Err((
+                    names.span(),
+                    format!(
+                        "{name:?} cannot be a {kind}: printable ASCII without spaces, '\"' or '\\'"
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(access) = &route.access {
+        if route.requires() && *access.get_ref() != Access::Required {
+            return Err((
+                access.span(),
+                "a route that requires scopes or roles is `required`: leave access out, or say \"required\"".into(),
+            ));
+        }
+    }
+    if let Some(timeout) = &route.timeout_seconds {
+        if *timeout.get_ref() == 0 {
+            return Err((timeout.span(), "the timeout must be positive".into()));
+        }
+    }
+    if route.access.is_none() && !route.requires() && route.timeout_seconds.is_none() {
+        return Err((
+            route.path.span(),
+            "a route says something: access, scopes, roles or timeout_seconds".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Each remote issuer: a URL, an audience, never the crate's own issuer, never twice.
+fn check_issuers(config: &Config) -> Result<(), (Range<usize>, String)> {
+    for (index, issuer) in config.issuers.iter().enumerate() {
+        let name = issuer.issuer.get_ref();
+        if !(name.starts_with("https://") || name.starts_with("http://")) {
+            return Err((
+                issuer.issuer.span(),
+                format!("{name:?} is not an issuer URL (https://...)"),
+            ));
+        }
+        if name == config.validation.issuer() {
+            return Err((
+                issuer.issuer.span(),
+                format!("{name:?} is the issuer of the crate's own keys (validation.issuer)"),
+            ));
+        }
+        if config.issuers[..index]
+            .iter()
+            .any(|earlier| earlier.issuer.get_ref() == name)
+        {
+            return Err((
+                issuer.issuer.span(),
+                format!("{name:?} is configured twice"),
+            ));
+        }
+        if issuer.audience.get_ref().is_empty() {
+            return Err((
+                issuer.audience.span(),
+                "the audience may not be empty".into(),
+            ));
+        }
+        if let Some(url) = &issuer.jwks_url {
+            if !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://")) {
+                return Err((url.span(), "the JWKS URL is an https:// URL".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_route_path(path: &str) -> Result<(), String> {
@@ -505,7 +721,7 @@ pub(crate) fn effective(config: &Config) -> String {
     );
     if shown.keys.secret_file.is_none()
         && shown.keys.private_pem.is_none()
-        && shown.keys.public_pems.is_empty()
+        && shown.keys.public_pems().is_empty()
     {
         shown
             .keys
@@ -532,10 +748,23 @@ pub(crate) fn effective(config: &Config) -> String {
             .max_lifetime_seconds
             .get_or_insert(lifetime.as_secs());
     }
+    for route in &mut shown.routes {
+        if route.access.is_none() && route.requires() {
+            route.access = Some(Spanned::new(0..0, Access::Required));
+        }
+    }
     let limits = &mut shown.limits;
     limits.upstream_timeout_seconds.get_or_insert(30);
     limits.header_read_timeout_seconds.get_or_insert(10);
     limits.max_connections.get_or_insert(1024);
+    limits.drain_timeout_seconds.get_or_insert(20);
+    let health = &mut shown.health;
+    health
+        .live_path
+        .get_or_insert_with(|| Spanned::new(0..0, "/livez".to_owned()));
+    health
+        .ready_path
+        .get_or_insert_with(|| Spanned::new(0..0, "/readyz".to_owned()));
     if let Some(url) = &mut shown.revocation.redis_url {
         *url = Spanned::new(0..0, redact_url(url.get_ref()));
     }

@@ -26,15 +26,22 @@ pub(crate) fn load(
     };
     if let Some(algorithm) = keys.algorithm {
         let mut all = Vec::new();
+        // Each key named by its thumbprint: the same `kid` whether it signs or only
+        // verifies, so moving it between the two never strands the tokens it signed.
+        let named = |key: Key, path: &toml::Spanned<std::path::PathBuf>| {
+            let kid = crate::rotate::thumbprint(&key)
+                .map_err(|why| source.error_at(Some(path.span()), &why))?;
+            Ok::<_, ConfigError>(key.with_kid(kid))
+        };
         if let Some(path) = &keys.private_pem {
             let key = Key::from_private_pem(algorithm, &read(path)?)
                 .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
-            all.push(key.with_kid("k1"));
+            all.push(named(key, path)?);
         }
-        for (index, path) in keys.public_pems.iter().enumerate() {
+        for path in keys.public_pems() {
             let key = Key::from_public_pem(algorithm, &read(path)?)
                 .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
-            all.push(key.with_kid(format!("p{}", index + 1)));
+            all.push(named(key, path)?);
         }
         let mut all = all.into_iter();
         let first = all

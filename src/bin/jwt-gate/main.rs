@@ -7,6 +7,7 @@
 //! jwt-gate --config gate.toml token alice    # a development token (needs allow_dev_tokens or --dev)
 //! jwt-gate keys generate [--ed25519]         # a new HS256 secret or Ed25519 PEM
 //! jwt-gate --config gate.toml keys jwks      # the public JWKS of the configured keys
+//! jwt-gate --config gate.toml keys add       # rotation: add, activate KID, retire KID
 //! jwt-gate check-config gate.toml            # the effective configuration, without secrets
 //! ```
 //!
@@ -18,7 +19,9 @@
 mod config;
 mod keys;
 mod protocols;
+mod rotate;
 mod run;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,17 +80,21 @@ enum Command {
     },
 }
 
-/// Log lines on stderr, at the level `JWT_GATE_LOG` names (`error`, `warn`, `info` by
-/// default, `debug`, `trace`). Tokens and passwords are never logged by the library.
-fn init_logs() {
+/// Log lines on stderr, as text or one JSON object a line, at the level `JWT_GATE_LOG` names
+/// (`error`, `warn`, `info` by default, `debug`, `trace`). Tokens and passwords are never
+/// logged, by the library or the program.
+fn init_logs(format: config::LogFormat) {
     let level = std::env::var("JWT_GATE_LOG")
         .ok()
         .and_then(|level| level.parse().ok())
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => logs.init(),
+        config::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,11 +107,27 @@ enum KeysCommand {
     },
     /// Prints the JWKS of the configured keys' public halves (empty for an HS256 secret).
     Jwks,
+    /// Makes a new Ed25519 key in keys/ beside the configuration and lists it in
+    /// public_pems (it verifies; `activate` makes it sign). Prints its kid.
+    Add {
+        /// Make it the signing key at once (one instance; a fleet stages it first).
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Makes the staged key KID sign; the signing key so far moves to public_pems.
+    Activate {
+        /// The key's kid, as `keys add` printed it (or `keys jwks` shows it).
+        kid: String,
+    },
+    /// Removes the key KID from public_pems: its tokens stop verifying.
+    Retire {
+        /// The key's kid.
+        kid: String,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

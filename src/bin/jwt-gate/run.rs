@@ -5,13 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_gate::gateway::{self, ClaimMap, ForwardAuth, Gateway};
+use jwt_gate::gateway::{ClaimMap, ForwardAuth, Gateway};
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::AuthService;
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
-use jwt_gate::{Claims, ClientAddr, JwtAuthLayer, Keys, TokenVerifier, Validation};
+use jwt_gate::{
+    ClaimPath, Claims, JwtAuthLayer, Keys, RemoteJwks, Require, TokenVerifier, Validation,
+};
+use tower_layer::Layer as _;
 
-use crate::config::{self, Access, Config, Overrides, Source};
+use crate::config::{self, Access, Config, IssuerConfig, Overrides, Preset, Source};
+use crate::server::{self, CaptureSub, Health, Kind, Ops};
 use crate::{keys, protocols, Cli, Command, KeysCommand};
 
 fn env(name: &str) -> Option<String> {
@@ -44,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), String> {
     };
     let (mut config, source) = config::load(&path).map_err(|error| error.to_string())?;
     config::apply_overrides(&mut config, env, &flags).map_err(|error| error.to_string())?;
+    crate::init_logs(config.log.format);
     let keys = keys::load(&config, &source, env).map_err(|error| error.to_string())?;
     match cli.command {
         Command::CheckConfig { .. } => {
@@ -57,6 +62,19 @@ pub(crate) fn run(cli: Cli) -> Result<(), String> {
             println!("{jwks}");
             Ok(())
         }
+        Command::Keys {
+            command: KeysCommand::Add { activate },
+        } => {
+            let kid = crate::rotate::add(&config, &source, activate)?;
+            println!("{kid}");
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Activate { kid },
+        } => crate::rotate::activate(&config, &source, &kid),
+        Command::Keys {
+            command: KeysCommand::Retire { kid },
+        } => crate::rotate::retire(&config, &source, &kid),
         Command::Token { sub, dev, ttl } => token(&config, &keys, &sub, dev, ttl),
         command => runtime()?.block_on(serve(command, config, source, keys)),
     }
@@ -104,12 +122,60 @@ fn validation(config: &Config) -> Validation {
     validation
 }
 
+/// The policy a remote issuer's tokens are held to.
+fn issuer_validation(issuer: &IssuerConfig, config: &Config) -> Validation {
+    let (name, audience) = (issuer.issuer.get_ref(), issuer.audience.get_ref());
+    let mut validation = match issuer.preset {
+        Preset::ThirdParty => Validation::third_party(name, audience),
+        Preset::Rfc9068 => Validation::rfc9068(name, audience),
+    };
+    if let Some(algorithm) = issuer.algorithm {
+        validation.algorithms = Some(vec![algorithm]);
+    }
+    if let Some(lifetime) = config.validation.max_lifetime_seconds {
+        validation.max_lifetime = Some(Duration::from_secs(lifetime));
+    }
+    validation
+}
+
+/// Each remote issuer's key source, started: discovery (or the JWKS URL) fetched once, then
+/// followed. Kept alive as long as the server runs.
+async fn remote_issuers(
+    config: &Config,
+    source: &Source,
+) -> Result<Vec<(IssuerConfig, RemoteJwks)>, String> {
+    let mut started = Vec::new();
+    for issuer in &config.issuers {
+        let name = issuer.issuer.get_ref();
+        let mut builder = match &issuer.jwks_url {
+            Some(url) => RemoteJwks::builder(url.get_ref()),
+            None => RemoteJwks::discover(name),
+        };
+        if let Some(algorithm) = issuer.algorithm {
+            builder = builder.algorithm(algorithm);
+        }
+        if issuer.allow_plain_http {
+            builder = builder.allow_plain_http();
+        }
+        let jwks = builder.start().await.map_err(|error| {
+            source
+                .error_at(Some(issuer.issuer.span()), &error.to_string())
+                .to_string()
+        })?;
+        started.push((issuer.clone(), jwks));
+    }
+    Ok(started)
+}
+
 /// The auth service's verifier and the gate's, sharing one revocation list (memory or
-/// Redis): what `/auth/logout` revokes, the gate refuses.
+/// Redis): what `/auth/logout` revokes, the gate refuses. The gate also trusts the remote
+/// issuers, each under its own policy; the auth service only the crate's own keys.
 async fn verifiers(
     config: &Config,
     keys: Keys,
-) -> Result<(TokenVerifier, TokenVerifier<ClaimMap>), String> {
+    issuers: &[(IssuerConfig, RemoteJwks)],
+) -> Result<(TokenVerifier, TokenVerifier<ClaimMap>, Health), String> {
+    let mut health = Health::default();
     let builder = TokenVerifier::builder(keys.clone()).validation(validation(config));
     let auth = match &config.revocation.redis_url {
         Some(url) => {
@@ -117,16 +183,26 @@ async fn verifiers(
                 .await
                 // The URL may hold a password: never quoted.
                 .map_err(|error| format!("revocation.redis_url: {error}"))?;
+            health.redis = Some(store.clone());
             builder.revocations(store).build()
         }
         None => builder.build(),
     };
-    let gate = TokenVerifier::builder(keys)
+    let mut gate = TokenVerifier::builder(keys)
         .validation(validation(config))
         .claims::<ClaimMap>()
-        .revocations(auth.revocations().clone())
-        .build();
-    Ok((auth, gate))
+        .revocations(auth.revocations().clone());
+    if let Some(path) = &config.validation.roles_claim {
+        // Checked at load.
+        let path = ClaimPath::new(path.get_ref()).map_err(|error| error.to_string())?;
+        gate = gate.roles_claim(path);
+    }
+    for (issuer, jwks) in issuers {
+        let name = issuer.issuer.get_ref();
+        gate = gate.issuer_policy(name, jwks.keys().clone(), issuer_validation(issuer, config));
+        health.issuers.push((name.clone(), jwks.keys().clone()));
+    }
+    Ok((auth, gate.build(), health))
 }
 
 async fn users(config: &Config, source: &Source) -> Result<Option<Arc<dyn UserStore>>, String> {
@@ -165,13 +241,41 @@ fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtA
     }
     for route in &config.routes {
         let path = route.path.get_ref();
-        let access = match route.access {
+        if route.requires() {
+            let mut require = Require::<ClaimMap>::default();
+            for scope in route.scopes.iter().flat_map(|scopes| scopes.get_ref()) {
+                require = require.and_scope(scope);
+            }
+            for role in route.roles.iter().flat_map(|roles| roles.get_ref()) {
+                require = require.and_role(role);
+            }
+            // Checked at load: upper-case letters, a valid method token.
+            let methods: Vec<Option<http::Method>> = match &route.methods {
+                Some(methods) => methods
+                    .get_ref()
+                    .iter()
+                    .map(|m| Some(http::Method::from_bytes(m.as_bytes()).expect("checked")))
+                    .collect(),
+                None => vec![None],
+            };
+            for method in methods {
+                layer = match path.strip_suffix("/*") {
+                    Some(prefix) => layer.require_prefix(method, prefix, require.clone()),
+                    None => layer.require_route(method, path, require.clone()),
+                };
+            }
+        }
+        // A route with only a timeout leaves access to the other rules.
+        let Some(route_access) = route.access() else {
+            continue;
+        };
+        let access = match route_access {
             Access::Open => jwt_gate::Access::Open,
             Access::Optional => jwt_gate::Access::Optional,
             Access::Required => jwt_gate::Access::Protected,
         };
         let Some(methods) = &route.methods else {
-            layer = match (path.strip_suffix("/*"), route.access) {
+            layer = match (path.strip_suffix("/*"), route_access) {
                 (Some(prefix), Access::Open) => layer.open_prefix(prefix),
                 (Some(prefix), Access::Optional) => layer.optional_prefix(prefix),
                 (Some(prefix), Access::Required) => layer.protect_prefix(prefix),
@@ -209,7 +313,27 @@ fn seconds(value: Option<u64>) -> Option<Duration> {
 }
 
 async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> Result<(), String> {
-    let (auth_verifier, gate_verifier) = verifiers(&config, keys).await?;
+    // First, so that the verifiers built below register their counters with it.
+    let metrics = match config.metrics.listen {
+        Some(addr) => {
+            let prometheus = jwt_gate::metrics::Prometheus::install()
+                .map_err(|error| format!("metrics: {error}"))?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| format!("metrics.listen: cannot listen on {addr}: {error}"))?;
+            let local = listener.local_addr().map_err(|error| error.to_string())?;
+            tokio::spawn(async move {
+                if let Err(error) = prometheus.serve(listener).await {
+                    tracing::error!(%error, "the metrics listener failed");
+                }
+            });
+            format!("; metrics at http://{local}/metrics")
+        }
+        None => String::new(),
+    };
+    // Kept until the server ends: dropping a source stops following its issuer.
+    let issuers = remote_issuers(&config, &source).await?;
+    let (auth_verifier, gate_verifier, health) = verifiers(&config, keys, &issuers).await?;
     let users = users(&config, &source).await?;
     let prefix = auth_prefix(&config);
     let auth = users.map(|users| {
@@ -219,6 +343,12 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             .build()
     });
     let limits = &config.limits;
+    let bounds = server::Limits {
+        header_read_timeout: seconds(limits.header_read_timeout_seconds)
+            .unwrap_or(Duration::from_secs(10)),
+        max_connections: limits.max_connections.unwrap_or(1024),
+        drain: Duration::from_secs(limits.drain_timeout_seconds.unwrap_or(20)),
+    };
     let forwarded = config
         .forward_claims
         .iter()
@@ -231,21 +361,18 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     } else {
         String::new()
     };
+    let shutdown = server::shutdown_signal();
     match command {
         Command::Proxy { .. } => {
             let upstream = config.upstream.as_ref().map(|u| u.get_ref().clone()).ok_or(
                 "proxy needs an upstream: `upstream` in the configuration, JWT_GATE_UPSTREAM or --upstream",
             )?;
-            let mut gateway = Gateway::builder(&upstream);
-            if let Some(timeout) = seconds(limits.upstream_timeout_seconds) {
-                gateway = gateway.timeout(timeout);
-            }
-            if let Some(timeout) = seconds(limits.header_read_timeout_seconds) {
-                gateway = gateway.header_read_timeout(timeout);
-            }
-            if let Some(connections) = limits.max_connections {
-                gateway = gateway.max_connections(connections);
-            }
+            // Each route's own timeout is applied around the gateway; the gateway's must
+            // not cut the longest of them short.
+            let mut gateway = Gateway::builder(&upstream)
+                .timeout(server::longest_timeout(&config))
+                .header_read_timeout(bounds.header_read_timeout)
+                .max_connections(bounds.max_connections);
             for claim in forwarded {
                 gateway = gateway.forward(claim);
             }
@@ -260,84 +387,48 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 "http"
             };
             println!(
-                "jwt-gate proxy listening on {scheme}://{local}, forwarding to {upstream}{mounted}"
+                "jwt-gate proxy listening on {scheme}://{local}, forwarding to {upstream}{mounted}{metrics}"
             );
-            gateway::serve(listener, layer, gateway)
+            let service = Ops::new(
+                layer.layer(CaptureSub(gateway.clone())),
+                &config,
+                health,
+                Kind::Proxy,
+            );
+            let in_flight = service.in_flight();
+            // The gateway's own loop, for its protocols (HTTP/2, upgrades, TLS); the
+            // program's, once it stops accepting, waits for the requests in flight.
+            jwt_gate::gateway::serve_until(listener, &gateway, service, shutdown)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string())?;
+            server::drain(&in_flight, bounds.drain).await;
         }
         Command::ForwardAuth => {
             protocols::refuse_tls(&config, &source, "forward-auth")?;
-            let mut forward_auth = ForwardAuth::builder(layer);
-            if let Some(timeout) = seconds(limits.header_read_timeout_seconds) {
-                forward_auth = forward_auth.header_read_timeout(timeout);
-            }
-            if let Some(connections) = limits.max_connections {
-                forward_auth = forward_auth.max_connections(connections);
-            }
+            let mut forward_auth = ForwardAuth::builder(layer)
+                .header_read_timeout(bounds.header_read_timeout)
+                .max_connections(bounds.max_connections);
             for claim in forwarded {
                 forward_auth = forward_auth.forward(claim);
             }
             if let Some(auth) = auth {
                 forward_auth = forward_auth.mount(&prefix, auth);
             }
-            println!("jwt-gate forward-auth listening on http://{local}{mounted}");
-            forward_auth
-                .build()
-                .serve(listener)
-                .await
-                .map_err(|error| error.to_string())
+            println!("jwt-gate forward-auth listening on http://{local}{mounted}{metrics}");
+            let service = Ops::new(forward_auth.build(), &config, health, Kind::ForwardAuth);
+            server::serve(listener, service, bounds, shutdown).await;
         }
         Command::Serve => {
             protocols::refuse_tls(&config, &source, "serve")?;
             let auth = auth.ok_or(
                 "serve needs users: [users] sqlite or postgres_url in the configuration, JWT_GATE_SQLITE or JWT_GATE_POSTGRES_URL",
             )?;
-            println!("jwt-gate auth service listening on http://{local}{mounted}");
-            serve_auth(listener, auth, &config).await
+            println!("jwt-gate auth service listening on http://{local}{mounted}{metrics}");
+            let service = Ops::new(auth, &config, health, Kind::Serve);
+            server::serve(listener, service, bounds, shutdown).await;
         }
         _ => unreachable!("answered without a runtime"),
     }
-}
-
-/// The auth service alone, HTTP/1.1, with the same bounds on connections and request heads
-/// as the proxy. Each request carries its client's address, which logins are throttled by.
-async fn serve_auth(
-    listener: tokio::net::TcpListener,
-    auth: AuthService,
-    config: &Config,
-) -> Result<(), String> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower_service::Service as _;
-    let header_timeout =
-        seconds(config.limits.header_read_timeout_seconds).unwrap_or(Duration::from_secs(10));
-    let connections = Arc::new(tokio::sync::Semaphore::new(
-        config.limits.max_connections.unwrap_or(1024),
-    ));
-    loop {
-        let permit = connections
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|error| error.to_string())?;
-        let Ok((stream, peer)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let auth = auth.clone();
-        let service =
-            hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ClientAddr(peer));
-                let mut auth = auth.clone();
-                async move { auth.call(request).await }
-            });
-        tokio::spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop(permit);
-        });
-    }
+    drop(issuers);
+    Ok(())
 }

@@ -1,0 +1,395 @@
+//! The `jwt-gate` program against the physical limit, side by side in one run
+//! (`cargo bench --features cli --bench program`; needs Debian's nginx, as `scripts/test.sh`
+//! installs it):
+//!
+//! - requests/s, p50 and p99 of the same upstream reached directly, through nginx proxying
+//!   with no authentication at all, and through `jwt-gate proxy` with a valid token; runs
+//!   alternate, every contender keeps its upstream connections alive, neither logs requests;
+//! - the latency `forward-auth` adds to a check of a cached token: one connection, requests
+//!   back to back, against the same request answered by a bare hyper server.
+//!
+//! Everything listens on 127.0.0.1, on ports the kernel chooses. Compare ratios: absolute
+//! figures follow the machine and its load (printed at the end).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+const SECRET: &str = "a benchmark secret of at least 32 bytes";
+const CONNECTIONS: usize = 32;
+const RUN: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 5;
+const CHECKS: usize = 20_000;
+
+/// A child process, stopped with SIGTERM when dropped (nginx's master then stops its
+/// workers; SIGKILL would leave them behind).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bare hyper server answering every request `200` with a short body.
+async fn upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_for(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
+/// Debian's nginx proxying to `upstream` with no authentication, one worker per core,
+/// upstream connections kept alive as the gateway keeps them.
+async fn nginx(dir: &Path, upstream: SocketAddr) -> (Running, SocketAddr) {
+    let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("nginx is installed (scripts/test.sh installs Debian's nginx)");
+    let port = free_port();
+    let root = dir.display();
+    let config = format!(
+        r#"
+daemon off;
+worker_processes auto;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    # nginx closes a keep-alive connection after 1,000 requests by default; the clients here
+    # (and the gateway) keep theirs for the whole run.
+    keepalive_requests 1000000;
+    client_body_temp_path {root}/client_body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream app {{
+        server {upstream};
+        keepalive 32;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"#
+    );
+    let file = dir.join("nginx.conf");
+    std::fs::write(&file, config).unwrap();
+    let child = Command::new(binary)
+        .args([
+            "-p",
+            &root.to_string(),
+            "-e",
+            &format!("{root}/error.log"),
+            "-c",
+        ])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("nginx starts");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let running = Running(child);
+    wait_for(addr).await;
+    (running, addr)
+}
+
+/// `jwt-gate <command>` with `config`, listening where the kernel chooses; request log lines
+/// off (`JWT_GATE_LOG=warn`), as nginx's are.
+async fn jwt_gate(config: &Path, command: &str) -> (Running, SocketAddr) {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jwt-gate"))
+        .args(["--config", config.to_str().unwrap(), command])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("JWT_GATE_SECRET", SECRET)
+        .env("JWT_GATE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split([',', ';', ' ', '\n']).next())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .parse()
+        .unwrap();
+    (Running(child), addr)
+}
+
+fn token(config: &Path) -> String {
+    let minted = Command::new(env!("CARGO_BIN_EXE_jwt-gate"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "alice",
+            "--dev",
+        ])
+        .args(["--ttl", "3600"])
+        .env("JWT_GATE_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(minted.status.success());
+    String::from_utf8(minted.stdout).unwrap().trim().to_owned()
+}
+
+/// What one run measured.
+struct Run {
+    per_second: f64,
+    latencies: Vec<Duration>,
+}
+
+/// `CONNECTIONS` keep-alive connections sending `GET /api/orders` (with `headers`) to
+/// `addr` back to back for `RUN`.
+async fn load(addr: SocketAddr, headers: Arc<Vec<(&'static str, String)>>) -> Run {
+    let deadline = Instant::now() + RUN;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let headers = headers.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                latencies.push(timed(&mut sender, "/api/orders", &headers).await);
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    Run {
+        per_second: latencies.len() as f64 / RUN.as_secs_f64(),
+        latencies,
+    }
+}
+
+/// `CHECKS` requests back to back on one connection; their latencies.
+async fn sequential(addr: SocketAddr, headers: &[(&'static str, String)]) -> Vec<Duration> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut latencies = Vec::with_capacity(CHECKS);
+    for done in 0..CHECKS {
+        if sender.ready().await.is_err() {
+            panic!("{addr} closed the connection after {done} requests");
+        }
+        latencies.push(timed(&mut sender, "/check", headers).await);
+    }
+    latencies
+}
+
+/// One `GET uri` with `headers` on `sender`, answered with success and read whole: how long.
+async fn timed(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    uri: &str,
+    headers: &[(&'static str, String)],
+) -> Duration {
+    let mut request = Request::builder().uri(uri).header("host", "bench");
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let started = Instant::now();
+    let response = sender
+        .send_request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.into_body().collect().await.unwrap();
+    started.elapsed()
+}
+
+fn percentile(latencies: &mut [Duration], fraction: f64) -> Duration {
+    latencies.sort_unstable();
+    latencies[((latencies.len() - 1) as f64 * fraction) as usize]
+}
+
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("jwt-gate-bench-program-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = scratch();
+    let upstream = upstream().await;
+    let (_nginx, nginx) = nginx(&dir, upstream).await;
+    let config = dir.join("gate.toml");
+    std::fs::write(
+        &config,
+        format!("upstream = \"http://{upstream}\"\nallow_dev_tokens = true\n"),
+    )
+    .unwrap();
+    let (_proxy, proxy) = jwt_gate(&config, "proxy").await;
+    let (_forward_auth, forward_auth) = jwt_gate(&config, "forward-auth").await;
+    let token = token(&config);
+    let bearer = ("authorization", format!("Bearer {token}"));
+
+    // Requests/s: each contender once per round, the order turning every round.
+    let contenders: [(&str, SocketAddr, Vec<(&'static str, String)>); 3] = [
+        ("upstream, direct", upstream, vec![]),
+        ("nginx proxy, no authentication", nginx, vec![]),
+        ("jwt-gate proxy, valid token", proxy, vec![bearer.clone()]),
+    ];
+    // Warm up: connections, pools, the verified-token cache.
+    for (_, addr, headers) in &contenders {
+        load(*addr, Arc::new(headers.clone())).await;
+    }
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    for round in 0..ROUNDS {
+        for offset in 0..contenders.len() {
+            let index = (round + offset) % contenders.len();
+            let (_, addr, headers) = &contenders[index];
+            let run = load(*addr, Arc::new(headers.clone())).await;
+            rates[index].push(run.per_second);
+            latencies[index].extend(run.latencies);
+        }
+    }
+    println!(
+        "\n{CONNECTIONS} keep-alive connections, GET /api/orders, {ROUNDS} rounds of {}s each, median per contender:\n",
+        RUN.as_secs()
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>10}",
+        "", "req/s", "p50 µs", "p99 µs"
+    );
+    let mut medians = Vec::new();
+    for (index, (name, _, _)) in contenders.iter().enumerate() {
+        let rate = median(rates[index].clone());
+        medians.push(rate);
+        let p50 = percentile(&mut latencies[index], 0.50);
+        let p99 = percentile(&mut latencies[index], 0.99);
+        println!(
+            "{name:<34} {rate:>10.0} {:>10.0} {:>10.0}",
+            micros(p50),
+            micros(p99)
+        );
+    }
+    println!(
+        "\njwt-gate proxy / nginx proxy: {:.2}x requests/s (target >= 0.8x)",
+        medians[2] / medians[1]
+    );
+
+    // forward-auth: one connection, back to back, against a bare hyper server.
+    let check = vec![
+        bearer,
+        ("x-original-uri", "/api/orders".to_owned()),
+        ("x-original-method", "GET".to_owned()),
+    ];
+    sequential(forward_auth, &check).await;
+    sequential(upstream, &check).await;
+    let (mut gate, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        gate.extend(sequential(forward_auth, &check).await);
+        bare.extend(sequential(upstream, &check).await);
+    }
+    let (gate50, gate99) = (percentile(&mut gate, 0.5), percentile(&mut gate, 0.99));
+    let (bare50, bare99) = (percentile(&mut bare, 0.5), percentile(&mut bare, 0.99));
+    println!(
+        "\nforward-auth, cached token, one connection, {} checks back to back:\n",
+        ROUNDS * CHECKS
+    );
+    println!("{:<34} {:>10} {:>10}", "", "p50 µs", "p99 µs");
+    println!(
+        "{:<34} {:>10.1} {:>10.1}",
+        "bare hyper server, 200",
+        micros(bare50),
+        micros(bare99)
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.1}",
+        "jwt-gate forward-auth, 200",
+        micros(gate50),
+        micros(gate99)
+    );
+    println!(
+        "{:<34} {:>10.1} {:>10.1}   (target p50 < 20 µs)",
+        "added by forward-auth",
+        micros(gate50) - micros(bare50),
+        micros(gate99) - micros(bare99)
+    );
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nload average (1, 5, 15 min): {}", load.trim());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,272 @@
+//! What an operator expects of the running program: liveness and readiness, graceful
+//! shutdown, structured logs with request ids and no token, per-route upstream timeouts.
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use axum::routing::get as route_get;
+use axum::Router;
+use http::StatusCode;
+
+use crate::common::postgres::CutProxy;
+use crate::common::{self, get, get_with};
+use crate::{jwt_gate, run, start, start_with, stderr, TempDir};
+
+/// A dev token for `sub` from the configuration `config`.
+fn token(config: &std::path::Path, sub: &str) -> String {
+    let minted = run(
+        jwt_gate(),
+        &["--config", config.to_str().unwrap(), "token", sub, "--dev"],
+    );
+    assert!(minted.status.success(), "{}", stderr(&minted));
+    String::from_utf8(minted.stdout).unwrap().trim().to_owned()
+}
+
+/// An upstream whose `/slow/...` paths answer after `seconds`, and whose other paths at once;
+/// `arrived` hears of each slow request as it arrives.
+async fn slow_upstream(seconds: u64) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    let (arrived, arrivals) = tokio::sync::mpsc::unbounded_channel();
+    let slow = move || {
+        let arrived = arrived.clone();
+        async move {
+            let _ = arrived.send(());
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            "slow answer"
+        }
+    };
+    let router = Router::new()
+        .route("/slow/{*rest}", route_get(slow.clone()))
+        .route("/patient/{*rest}", route_get(slow))
+        .fallback(route_get(|| async { "fast answer" }));
+    (common::serve(router).await, arrivals)
+}
+
+/// Polls `check` every 50 ms until it holds, for at most 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn liveness_and_readiness_follow_the_revocation_store() {
+    let redis = CutProxy::in_front_of("127.0.0.1:6379".to_owned()).await;
+    let (upstream, _) = slow_upstream(0).await;
+    let dir = TempDir::new("ready");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\n\n[revocation]\nredis_url = \"redis://{}\"\n",
+            redis.addr
+        ),
+    );
+    let gate = start(&config, "proxy");
+    // Answered by the program, before the gate: no token needed, never forwarded.
+    let live = get(gate.addr, "/livez", None).await;
+    assert_eq!(live.status, StatusCode::OK);
+    eventually("ready while Redis answers", async || {
+        get(gate.addr, "/readyz", None).await.status == StatusCode::OK
+    })
+    .await;
+
+    redis.cut();
+    eventually("unready once Redis is cut off", async || {
+        let ready = get(gate.addr, "/readyz", None).await;
+        ready.status == StatusCode::SERVICE_UNAVAILABLE
+            && ready.json()["failing"][0] == "revocation_store"
+    })
+    .await;
+    // Still alive: restarting would not bring Redis back.
+    assert_eq!(get(gate.addr, "/livez", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_refuses_new_connections_and_lets_the_request_in_flight_finish() {
+    let (upstream, mut arrivals) = slow_upstream(2).await;
+    let dir = TempDir::new("drain");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\n\n[[routes]]\npath = \"/slow/*\"\naccess = \"open\"\n"),
+    );
+    let mut gate = start(&config, "proxy");
+    let addr = gate.addr;
+    let in_flight = tokio::spawn(async move { get(addr, "/slow/report", None).await });
+    arrivals.recv().await.unwrap();
+
+    let pid = gate.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    eventually("new connections refused", async || {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text, "slow answer");
+    let exit = gate.child.wait().unwrap();
+    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_timeout_answers_504_and_may_be_longer_than_the_default() {
+    let (upstream, _) = slow_upstream(2).await;
+    let dir = TempDir::new("timeouts");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            r#"upstream = "http://{upstream}"
+
+[limits]
+upstream_timeout_seconds = 1
+
+[[routes]]
+path = "/patient/*"
+timeout_seconds = 5
+"#
+        ),
+    );
+    let gate = start(&config, "proxy");
+    let token = token(&config, "alice");
+    // The default (1 s) cuts the 2 s answer; the route's own 5 s lets it through.
+    let cut = get(gate.addr, "/slow/x", Some(&token)).await;
+    assert_eq!(cut.status, StatusCode::GATEWAY_TIMEOUT, "{}", cut.text);
+    assert_eq!(cut.json()["error"], "gateway_timeout");
+    let patient = get(gate.addr, "/patient/x", Some(&token)).await;
+    assert_eq!(patient.status, StatusCode::OK, "{}", patient.text);
+    // A timeout-only route leaves access as it was: a token is still required.
+    assert_eq!(
+        get(gate.addr, "/patient/x", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token() {
+    let (upstream, _) = slow_upstream(0).await;
+    let dir = TempDir::new("logs");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\n\n[log]\nformat = \"json\"\n\n[[routes]]\npath = \"/api/*\"\naccess = \"required\"\n"
+        ),
+    );
+    let token = token(&config, "alice");
+    let mut program = jwt_gate();
+    program.env("JWT_GATE_LOG", "info").stderr(Stdio::piped());
+    let mut gate = start_with(program, &config, "proxy");
+    let addr = gate.addr;
+
+    let passed = get_with(
+        addr,
+        "/api/orders?access_token=in-the-query",
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("x-request-id", "req-42"),
+        ],
+    )
+    .await;
+    assert_eq!(passed.status, StatusCode::OK);
+    assert_eq!(passed.header("x-request-id"), Some("req-42"));
+    // A bad token (which the gate refuses) is not logged either.
+    let forged = format!("{token}x");
+    let refused = get(addr, "/api/orders", Some(&forged)).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let made = refused.header("x-request-id").unwrap().to_owned();
+    assert!(!made.is_empty(), "an id is made when none came");
+
+    let _ = gate.child.kill();
+    let _ = gate.child.wait();
+    let mut logs = String::new();
+    let mut stderr_pipe = gate.child.stderr.take().unwrap();
+    stderr_pipe.read_to_string(&mut logs).unwrap();
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(
+        !logs.contains(signature),
+        "a token reached the logs:\n{logs}"
+    );
+    assert!(!logs.contains("in-the-query"), "the query reached the logs");
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    let request = |id: &str| {
+        lines
+            .iter()
+            .find(|line| line["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}:\n{logs}"))
+            .clone()
+    };
+    let ok = request("req-42");
+    assert_eq!(ok["route"], "/api/*");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["sub"], "alice");
+    assert_eq!(ok["path"], "/api/orders");
+    assert!(ok["latency_ms"].as_f64().unwrap() >= 0.0);
+    let bad = request(&made);
+    assert_eq!(bad["status"], 401);
+    assert_eq!(bad["sub"], "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_served_on_their_own_listener_and_count_the_requests() {
+    use crate::common::prometheus::{lint, parse, value};
+    let (upstream, _) = slow_upstream(0).await;
+    let dir = TempDir::new("metrics");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    );
+    let gate = start(&config, "proxy");
+    let metrics: SocketAddr = gate
+        .line
+        .split("metrics at http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in {:?}", gate.line))
+        .parse()
+        .unwrap();
+    assert_ne!(metrics, gate.addr, "never on the public listener");
+    // On the public listener, /metrics is just another protected path.
+    assert_eq!(
+        get(gate.addr, "/metrics", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let token = token(&config, "alice");
+    for _ in 0..3 {
+        assert_eq!(
+            get(gate.addr, "/x", Some(&token)).await.status,
+            StatusCode::OK
+        );
+    }
+    for _ in 0..2 {
+        get(gate.addr, "/x", None).await;
+    }
+    let scrape = get(metrics, "/metrics", None).await;
+    assert_eq!(scrape.status, StatusCode::OK);
+    lint(&scrape.text);
+    let samples = parse(&scrape.text);
+    assert_eq!(
+        value(&samples, "jwt_gate_requests_passed_total", &[]),
+        3.0,
+        "{}",
+        scrape.text
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "jwt_gate_requests_refused_total",
+            &[("reason", "missing_credentials")]
+        ),
+        3.0,
+        "the public /metrics and the two requests without a token"
+    );
+}
