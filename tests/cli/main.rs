@@ -16,6 +16,7 @@ mod nginx;
 mod ops;
 mod proxy;
 mod tls;
+mod token_sources;
 mod websocket;
 
 use std::io::{BufRead as _, BufReader};

@@ -1,4 +1,5 @@
-//! The gateway example's wiring, in front of a real upstream on 127.0.0.1.
+//! The gateway example's wiring (the gate, the proxy, the auth service at `/auth`), with what
+//! each test adds, in front of a real upstream on 127.0.0.1.
 
 use crate::common;
 #[allow(dead_code)]
@@ -18,7 +19,6 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use jwt_gate::clock::{Clock, SystemClock};
-use jwt_gate::store::MemoryUserStore;
 use jwt_gate::{Claims, Keys};
 use tokio::sync::mpsc;
 
@@ -100,17 +100,19 @@ struct Setup {
     keys: Keys,
 }
 
-async fn setup_with(args: &[&str]) -> Setup {
+/// What a test adds to the example's wiring.
+#[derive(Default)]
+struct Extra {
+    timeout: Option<Duration>,
+    /// Paths opened besides the example's; `/x/*` opens a prefix.
+    open: &'static [&'static str],
+    forward_claims: &'static [&'static str],
+}
+
+async fn setup_with(extra: Extra) -> Setup {
     let hits = Arc::new(AtomicUsize::new(0));
     let upstream = upstream(hits.clone()).await;
-    let mut all = vec![
-        "--upstream".to_owned(),
-        format!("http://{upstream}"),
-        "--listen".to_owned(),
-        "127.0.0.1:0".to_owned(),
-    ];
-    all.extend(args.iter().map(|arg| arg.to_string()));
-    let gateway = start(example::options(all, |_| None).unwrap()).await;
+    let gateway = start(&format!("http://{upstream}"), extra).await;
     Setup {
         gateway,
         upstream,
@@ -119,23 +121,37 @@ async fn setup_with(args: &[&str]) -> Setup {
     }
 }
 
-async fn start(options: example::Options) -> SocketAddr {
-    let (layer, gateway) = example::build(
-        &options,
-        Keys::hs256(SECRET).unwrap(),
-        MemoryUserStore::new(),
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind(&options.listen)
-        .await
-        .unwrap();
+/// The example's gate and proxy in front of `upstream`, with `extra`, on a port of its own.
+async fn start(upstream: &str, extra: Extra) -> SocketAddr {
+    let (mut layer, mut proxy) = example::gateway(upstream, Keys::hs256(SECRET).unwrap());
+    for path in extra.open {
+        layer = match path.strip_suffix("/*") {
+            Some(prefix) => layer.open_prefix(prefix),
+            None => layer.open_path(path),
+        };
+    }
+    if let Some(timeout) = extra.timeout {
+        proxy = proxy.timeout(timeout);
+    }
+    for claim in extra.forward_claims {
+        proxy = proxy.forward_claim(claim);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(jwt_gate::gateway::serve(listener, layer, gateway));
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        layer,
+        proxy.build().unwrap(),
+    ));
     addr
 }
 
 async fn setup() -> Setup {
-    setup_with(&["--forward-claim", "roles", "--forward-claim", "iss"]).await
+    setup_with(Extra {
+        forward_claims: &["iss"],
+        ..Extra::default()
+    })
+    .await
 }
 
 fn token_with_roles(keys: &Keys) -> String {
@@ -341,17 +357,7 @@ async fn an_unreachable_upstream_is_a_502() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = listener.local_addr().unwrap();
     drop(listener);
-    let options = example::options(
-        [
-            "--upstream".to_owned(),
-            format!("http://{closed}"),
-            "--listen".to_owned(),
-            "127.0.0.1:0".to_owned(),
-        ],
-        |_| None,
-    )
-    .unwrap();
-    let gateway = start(options).await;
+    let gateway = start(&format!("http://{closed}"), Extra::default()).await;
     let token = common::token(&Keys::hs256(SECRET).unwrap(), "alice");
     let answer = common::get(gateway, "/orders", Some(&token)).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
@@ -360,58 +366,15 @@ async fn an_unreachable_upstream_is_a_502() {
 
 #[tokio::test]
 async fn a_slow_upstream_is_a_504() {
-    let setup = setup_with(&["--timeout", "0.2"]).await;
+    let setup = setup_with(Extra {
+        timeout: Some(Duration::from_millis(200)),
+        ..Extra::default()
+    })
+    .await;
     let token = common::token(&setup.keys, "alice");
     let answer = common::get(setup.gateway, "/slow", Some(&token)).await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
-}
-
-#[test]
-fn options_come_from_the_command_line_then_the_environment() {
-    let env = |name: &str| match name {
-        "JWT_GATE_UPSTREAM" => Some("http://127.0.0.1:9000".to_owned()),
-        "JWT_GATE_LISTEN" => Some("127.0.0.1:9090".to_owned()),
-        "JWT_GATE_OPEN" => Some("/health, /docs/*".to_owned()),
-        "JWT_GATE_TIMEOUT" => Some("5".to_owned()),
-        "JWT_GATE_DB" => Some("/var/lib/jwt-gate/users.db".to_owned()),
-        "JWT_GATE_METRICS_ADDR" => Some("127.0.0.1:9300".to_owned()),
-        _ => None,
-    };
-    let from_env = example::options(Vec::new(), env).unwrap();
-    assert_eq!(from_env.upstream, "http://127.0.0.1:9000");
-    assert_eq!(from_env.listen, "127.0.0.1:9090");
-    assert_eq!(from_env.open, ["/health", "/docs/*"]);
-    assert_eq!(from_env.timeout, Duration::from_secs(5));
-    assert_eq!(
-        from_env.db,
-        std::path::Path::new("/var/lib/jwt-gate/users.db")
-    );
-    let defaults = example::options(
-        ["--upstream".to_owned(), "http://[::1]:1".to_owned()],
-        |_| None,
-    );
-    let defaults = defaults.unwrap();
-    assert_eq!(defaults.db, std::path::Path::new("./jwt-gate.db"));
-    // Metrics are served only when asked for, and then apart from the public listener.
-    assert_eq!(defaults.metrics, None);
-    assert_eq!(from_env.metrics.as_deref(), Some("127.0.0.1:9300"));
-
-    let args = [
-        "--upstream",
-        "http://127.0.0.1:8000",
-        "--listen",
-        "127.0.0.1:8080",
-        "--metrics",
-        "127.0.0.1:9301",
-    ];
-    let from_args = example::options(args.map(str::to_owned), env).unwrap();
-    assert_eq!(from_args.upstream, "http://127.0.0.1:8000");
-    assert_eq!(from_args.listen, "127.0.0.1:8080");
-    assert_eq!(from_args.metrics.as_deref(), Some("127.0.0.1:9301"));
-
-    assert!(example::options(Vec::new(), |_| None).is_err());
-    assert!(example::options(["--bogus".to_owned()], env).is_err());
 }
 
 #[tokio::test]
@@ -616,7 +579,11 @@ async fn the_mounted_auth_service_throttles_by_the_clients_address() {
 #[tokio::test]
 async fn an_open_prefix_cannot_be_stretched_to_reach_the_upstream() {
     use crate::open_paths::{raw_get, BYPASSES};
-    let setup = setup_with(&["--open", "/static/*"]).await;
+    let setup = setup_with(Extra {
+        open: &["/static/*"],
+        ..Extra::default()
+    })
+    .await;
     for path in BYPASSES {
         let status = common::raw_status(setup.gateway, &raw_get(path, None)).await;
         assert_eq!(status, 401, "{path} was not judged protected");
@@ -631,7 +598,11 @@ async fn an_open_prefix_cannot_be_stretched_to_reach_the_upstream() {
 
 #[tokio::test]
 async fn identities_an_upstream_could_trim_or_split_arrive_encoded() {
-    let setup = setup_with(&["--forward-claim", "role", "--forward-claim", "aud"]).await;
+    let setup = setup_with(Extra {
+        forward_claims: &["role", "aud"],
+        ..Extra::default()
+    })
+    .await;
     let now = SystemClock.now();
     for (sub, role, forwarded_sub, forwarded_role) in [
         ("alice", "user", "alice", "user"),

@@ -35,6 +35,9 @@ pub(crate) struct Config {
     pub(crate) routes: Vec<Route>,
     #[serde(default)]
     pub(crate) forward_claims: Vec<ForwardClaim>,
+    /// Where `proxy` and `forward-auth` read tokens besides `Authorization: Bearer`.
+    #[serde(default)]
+    pub(crate) token: TokenConfig,
     #[serde(default)]
     pub(crate) revocation: RevocationConfig,
     pub(crate) users: Option<UsersConfig>,
@@ -50,6 +53,78 @@ pub(crate) struct Config {
     pub(crate) log: LogConfig,
     #[serde(default)]
     pub(crate) metrics: MetricsConfig,
+}
+
+/// The `[token]` table: the library's `TokenSources` and the CORS preflight pass.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenConfig {
+    /// Whether `Authorization: Bearer` is read (default `true`).
+    pub(crate) authorization: Option<Spanned<bool>>,
+    /// A cookie holding the token; unsafe methods then need a same-origin request.
+    pub(crate) cookie: Option<Spanned<String>>,
+    /// A header holding the bare token.
+    pub(crate) header: Option<Spanned<String>>,
+    /// Origins whose pages may send unsafe requests authenticated by the cookie.
+    pub(crate) trusted_origins: Option<Spanned<Vec<String>>>,
+    /// Whether CORS preflights (`OPTIONS` with `Access-Control-Request-Method`) pass without
+    /// a token.
+    #[serde(default)]
+    pub(crate) cors_preflight: bool,
+}
+
+impl TokenConfig {
+    /// The sources as the library takes them; `check` has vetted them at load.
+    pub(crate) fn sources(&self) -> jwt_gate::TokenSources {
+        jwt_gate::TokenSources {
+            authorization: self.authorization.as_ref().is_none_or(|on| *on.get_ref()),
+            cookie: self.cookie.as_ref().map(|name| name.get_ref().clone()),
+            header: self.header.as_ref().map(|name| name.get_ref().clone()),
+            trusted_origins: self
+                .trusted_origins
+                .as_ref()
+                .map(|origins| origins.get_ref().clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `TokenSources::check`, its error placed at the key it is about: the names are
+    /// checked alone first, so what the whole check refuses after them is either no source
+    /// at all or the origins.
+    fn check(&self) -> Result<(), (Option<Range<usize>>, String)> {
+        let sources = self.sources();
+        let alone = [
+            (
+                &self.cookie,
+                jwt_gate::TokenSources {
+                    cookie: sources.cookie.clone(),
+                    ..jwt_gate::TokenSources::default()
+                },
+            ),
+            (
+                &self.header,
+                jwt_gate::TokenSources {
+                    header: sources.header.clone(),
+                    ..jwt_gate::TokenSources::default()
+                },
+            ),
+        ];
+        for (key, sources) in alone {
+            if let (Some(key), Err(error)) = (key, sources.check()) {
+                return Err((Some(key.span()), error.to_string()));
+            }
+        }
+        sources.check().map_err(|error| {
+            let no_source =
+                !sources.authorization && sources.cookie.is_none() && sources.header.is_none();
+            let span = if no_source {
+                self.authorization.as_ref().map(Spanned::span)
+            } else {
+                self.trusted_origins.as_ref().map(Spanned::span)
+            };
+            (span, error.to_string())
+        })
+    }
 }
 
 /// An identity provider whose tokens are trusted beside the crate's own keys: its keys found
@@ -415,6 +490,10 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
     }
     check_issuers(config).map_err(|(span, why)| source.error_at(Some(span), &why))?;
+    config
+        .token
+        .check()
+        .map_err(|(span, why)| source.error_at(span, &why))?;
     for path in [&config.health.live_path, &config.health.ready_path]
         .into_iter()
         .flatten()

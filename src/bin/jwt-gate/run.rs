@@ -235,7 +235,9 @@ fn auth_prefix(config: &Config) -> String {
 
 /// The gate: the routes, and the auth service's prefix open when it is served.
 fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtAuthLayer<ClaimMap> {
-    let mut layer = JwtAuthLayer::new(verifier);
+    let mut layer = JwtAuthLayer::new(verifier)
+        .token_sources(config.token.sources())
+        .pass_cors_preflight(config.token.cors_preflight);
     if auth {
         layer = layer.open_prefix(&auth_prefix(config));
     }
