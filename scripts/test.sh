@@ -145,6 +145,11 @@ ensure_schemathesis
 ensure_chromium
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+# Every test's files (databases, keys, nginx and Chromium profiles) go into one directory of
+# this run's, removed when the run ends however it ends, so runs leave nothing in /tmp.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/jwt-gate-tests.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 
 # The demo tests start examples/server.rs as a user runs it; build it here, with the suite's
