@@ -148,11 +148,20 @@ http {{
     (running, addr)
 }
 
+/// The program measured: this build's, or `JWT_GATE_BENCH_BIN` (another build, to compare
+/// two builds of the program against the same nginx on the same machine).
+fn program() -> PathBuf {
+    std::env::var_os("JWT_GATE_BENCH_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_jwt-gate")),
+        PathBuf::from,
+    )
+}
+
 /// `jwt-gate <command>` with `config`, listening where the kernel chooses; request log lines
 /// off (`JWT_GATE_LOG=warn`), as nginx's are.
 async fn jwt_gate(config: &Path, command: &str) -> (Running, SocketAddr) {
     use std::io::BufRead as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_jwt-gate"))
+    let mut child = Command::new(program())
         .args(["--config", config.to_str().unwrap(), command])
         .args(["--listen", "127.0.0.1:0"])
         .env("JWT_GATE_SECRET", SECRET)
@@ -176,7 +185,7 @@ async fn jwt_gate(config: &Path, command: &str) -> (Running, SocketAddr) {
 }
 
 fn token(config: &Path) -> String {
-    let minted = Command::new(env!("CARGO_BIN_EXE_jwt-gate"))
+    let minted = Command::new(program())
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -268,6 +277,29 @@ async fn timed(
     started.elapsed()
 }
 
+/// CPU time (user + system) `pid` and its child processes have used so far, from
+/// `/proc`: nginx's master has its workers as children. Zero where `/proc` is not Linux's.
+fn cpu_time(pid: u32) -> Duration {
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The fields after the command name (which may hold spaces), from `state` on.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let field = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
+        field(11).unwrap_or(0) + field(12).unwrap_or(0)
+    };
+    let pid = pid.to_string();
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let total: u64 = std::iter::once(pid.as_str())
+        .chain(children.split_whitespace())
+        .map(ticks)
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    Duration::from_millis(total * 10)
+}
+
 fn percentile(latencies: &mut [Duration], fraction: f64) -> Duration {
     latencies.sort_unstable();
     latencies[((latencies.len() - 1) as f64 * fraction) as usize]
@@ -293,35 +325,49 @@ fn scratch() -> PathBuf {
 async fn main() {
     let dir = scratch();
     let upstream = upstream().await;
-    let (_nginx, nginx) = nginx(&dir, upstream).await;
+    let (nginx_process, nginx) = nginx(&dir, upstream).await;
+    let nginx_pid = nginx_process.0.id();
     let config = dir.join("gate.toml");
     std::fs::write(
         &config,
         format!("upstream = \"http://{upstream}\"\nallow_dev_tokens = true\n"),
     )
     .unwrap();
-    let (_proxy, proxy) = jwt_gate(&config, "proxy").await;
+    let (proxy_process, proxy) = jwt_gate(&config, "proxy").await;
+    let proxy_pid = proxy_process.0.id();
     let (_forward_auth, forward_auth) = jwt_gate(&config, "forward-auth").await;
     let token = token(&config);
     let bearer = ("authorization", format!("Bearer {token}"));
 
     // Requests/s: each contender once per round, the order turning every round.
-    let contenders: [(&str, SocketAddr, Vec<(&'static str, String)>); 3] = [
-        ("upstream, direct", upstream, vec![]),
-        ("nginx proxy, no authentication", nginx, vec![]),
-        ("jwt-gate proxy, valid token", proxy, vec![bearer.clone()]),
+    // With the process whose CPU time each costs (the bench's own for the direct upstream:
+    // the load generator and the upstream share it).
+    let contenders: [(&str, SocketAddr, Vec<(&'static str, String)>, u32); 3] = [
+        ("upstream, direct", upstream, vec![], std::process::id()),
+        ("nginx proxy, no authentication", nginx, vec![], nginx_pid),
+        (
+            "jwt-gate proxy, valid token",
+            proxy,
+            vec![bearer.clone()],
+            proxy_pid,
+        ),
     ];
     // Warm up: connections, pools, the verified-token cache.
-    for (_, addr, headers) in &contenders {
+    for (_, addr, headers, _) in &contenders {
         load(*addr, Arc::new(headers.clone())).await;
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let mut latencies: Vec<Vec<Duration>> = vec![Vec::new(); contenders.len()];
+    // CPU time of the contender's process, and of the bench's (generator and upstream).
+    let mut cpu = vec![(Duration::ZERO, Duration::ZERO); contenders.len()];
     for round in 0..ROUNDS {
         for offset in 0..contenders.len() {
             let index = (round + offset) % contenders.len();
-            let (_, addr, headers) = &contenders[index];
+            let (_, addr, headers, pid) = &contenders[index];
+            let before = (cpu_time(*pid), cpu_time(std::process::id()));
             let run = load(*addr, Arc::new(headers.clone())).await;
+            cpu[index].0 += cpu_time(*pid) - before.0;
+            cpu[index].1 += cpu_time(std::process::id()) - before.1;
             rates[index].push(run.per_second);
             latencies[index].extend(run.latencies);
         }
@@ -331,21 +377,38 @@ async fn main() {
         RUN.as_secs()
     );
     println!(
-        "{:<34} {:>10} {:>10} {:>10}",
-        "", "req/s", "p50 µs", "p99 µs"
+        "{:<34} {:>10} {:>10} {:>10} {:>12} {:>12}",
+        "", "req/s", "p50 µs", "p99 µs", "CPU µs/req", "bench µs/req"
     );
     let mut medians = Vec::new();
-    for (index, (name, _, _)) in contenders.iter().enumerate() {
+    for (index, (name, _, _, _)) in contenders.iter().enumerate() {
         let rate = median(rates[index].clone());
         medians.push(rate);
+        let requests = latencies[index].len() as f64;
         let p50 = percentile(&mut latencies[index], 0.50);
         let p99 = percentile(&mut latencies[index], 0.99);
+        // The direct upstream's process is the bench: its own column says it all.
+        let own = if index == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", micros(cpu[index].0) / requests)
+        };
         println!(
-            "{name:<34} {rate:>10.0} {:>10.0} {:>10.0}",
+            "{name:<34} {rate:>10.0} {:>10.0} {:>10.0} {own:>12} {:>12.1}",
             micros(p50),
-            micros(p99)
+            micros(p99),
+            micros(cpu[index].1) / requests,
         );
     }
+    println!(
+        "\nCPU µs/req: the contender's processes (nginx: master and workers); bench µs/req: the load\ngenerator and the upstream, in this process. On {} cores, what one spends the others lack.",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let workers = std::fs::read_to_string(format!("/proc/{nginx_pid}/task/{nginx_pid}/children"))
+        .map_or(0, |children| children.split_whitespace().count());
+    println!(
+        "nginx: {workers} worker processes (worker_processes auto); jwt-gate: tokio's default of one worker thread per core"
+    );
     println!(
         "\njwt-gate proxy / nginx proxy: {:.2}x requests/s (target >= 0.8x)",
         medians[2] / medians[1]

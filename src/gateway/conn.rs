@@ -86,6 +86,12 @@ where
                 continue;
             }
         };
+        // Responses are written as their head and body become ready, often in two writes:
+        // with Nagle's algorithm the second waits for the client's (delayed) ACK of the
+        // first. nginx sets TCP_NODELAY on its connections for the same reason.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, %error, "cannot set TCP_NODELAY");
+        }
         let service = WithPeer {
             peer: ClientAddr(peer),
             slot: ConnectionSlot {
