@@ -117,11 +117,14 @@ enum KeysCommand {
     /// Makes the staged key KID sign; the signing key so far moves to public_pems.
     Activate {
         /// The key's kid, as `keys add` printed it (or `keys jwks` shows it).
+        // A thumbprint is base64url, so it may begin with `-`: it is a value, never a flag.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
     /// Removes the key KID from public_pems: its tokens stop verifying.
     Retire {
         /// The key's kid.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
     },
 }
@@ -133,6 +136,29 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("jwt-gate: {error}");
             ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command, KeysCommand};
+
+    /// RFC 7638 thumbprints are base64url: about one kid in 64 begins with `-`, and must still
+    /// be read as the kid, not refused as an unknown flag.
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_a_kid() {
+        for verb in ["activate", "retire"] {
+            let cli = Cli::try_parse_from(["jwt-gate", "keys", verb, "-q3bV9x"]).unwrap();
+            let Command::Keys { command } = cli.command else {
+                panic!("not a keys command");
+            };
+            let (KeysCommand::Activate { kid } | KeysCommand::Retire { kid }) = command else {
+                panic!("not {verb}");
+            };
+            assert_eq!(kid, "-q3bV9x");
         }
     }
 }
