@@ -81,7 +81,24 @@ pub fn jwt_gate() -> Command {
 
 /// Runs `jwt-gate args…` to completion.
 pub fn run(mut command: Command, args: &[&str]) -> Output {
-    command.args(args).output().expect("jwt-gate runs")
+    // A command expected to exit that starts serving instead (a bad configuration let through)
+    // must fail the test, not hang it.
+    let child = command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jwt-gate runs");
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    match receiver.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(output) => output.expect("jwt-gate runs"),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("jwt-gate {args:?} did not exit within 60 s");
+        }
+    }
 }
 
 /// A running `jwt-gate` server, killed when dropped.
