@@ -128,10 +128,7 @@ impl ForwardAuthBuilder {
     /// If `x-auth-<name>` is not a valid header name: claim names are configuration.
     #[must_use]
     pub fn forward_claim(self, name: &str) -> Self {
-        match ForwardedClaim::new(name) {
-            Ok(claim) => self.forward(claim),
-            Err(error) => panic!("{error}"),
-        }
+        self.forward(ForwardedClaim::configured(name))
     }
 
     /// Also answers with `claim` (nested, a header of your choosing, arrays joined).
@@ -149,11 +146,7 @@ impl ForwardAuthBuilder {
     /// If `timeout` is zero: limits are configuration.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: std::time::Duration) -> Self {
-        assert!(
-            !timeout.is_zero(),
-            "the header read timeout must be positive"
-        );
-        self.limits.header_read_timeout = timeout;
+        self.limits.set_header_read_timeout(timeout);
         self
     }
 
@@ -165,8 +158,7 @@ impl ForwardAuthBuilder {
     /// If `connections` is zero: limits are configuration.
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
-        assert!(connections > 0, "the connection limit must be positive");
-        self.limits.max_connections = connections;
+        self.limits.set_max_connections(connections);
         self
     }
 

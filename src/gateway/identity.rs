@@ -63,6 +63,12 @@ impl std::fmt::Display for InvalidForwardedClaim {
 impl std::error::Error for InvalidForwardedClaim {}
 
 impl ForwardedClaim {
+    /// [`new`](Self::new) for a name given as configuration to a builder: a bad one panics
+    /// there, when the gateway is built, never at a request.
+    pub(super) fn configured(claim: &str) -> Self {
+        Self::new(claim).unwrap_or_else(|error| panic!("{error}"))
+    }
+
     /// Forwards `claim` (a name, or a JSON Pointer starting with `/`) as `x-auth-<name>`.
     pub fn new(claim: &str) -> Result<Self, InvalidForwardedClaim> {
         let name = match claim.strip_prefix('/') {

@@ -26,6 +26,23 @@ pub(super) struct Limits {
     pub(super) pool_idle_timeout: Duration,
 }
 
+impl Limits {
+    /// Sets the header read timeout; both builders that expose it check it here.
+    pub(super) fn set_header_read_timeout(&mut self, timeout: Duration) {
+        assert!(
+            !timeout.is_zero(),
+            "the header read timeout must be positive"
+        );
+        self.header_read_timeout = timeout;
+    }
+
+    /// Sets the connection cap; both builders that expose it check it here.
+    pub(super) fn set_max_connections(&mut self, connections: usize) {
+        assert!(connections > 0, "the connection limit must be positive");
+        self.max_connections = connections;
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -286,11 +286,7 @@ impl GatewayBuilder {
     /// If `timeout` is zero: limits are configuration.
     #[must_use]
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        assert!(
-            !timeout.is_zero(),
-            "the header read timeout must be positive"
-        );
-        self.limits.header_read_timeout = timeout;
+        self.limits.set_header_read_timeout(timeout);
         self
     }
 
@@ -316,8 +312,7 @@ impl GatewayBuilder {
     /// If `connections` is zero: limits are configuration.
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
-        assert!(connections > 0, "the connection limit must be positive");
-        self.limits.max_connections = connections;
+        self.limits.set_max_connections(connections);
         self
     }
 
@@ -352,10 +347,7 @@ impl GatewayBuilder {
     /// If `x-auth-<name>` is not a valid header name: claim names are configuration.
     #[must_use]
     pub fn forward_claim(self, name: &str) -> Self {
-        match ForwardedClaim::new(name) {
-            Ok(claim) => self.forward(claim),
-            Err(error) => panic!("{error}"),
-        }
+        self.forward(ForwardedClaim::configured(name))
     }
 
     /// Also forwards `claim`: a nested claim, a header of your choosing, arrays joined. See
