@@ -123,28 +123,60 @@ const CACHED_USERS: usize = 16_384;
 /// Users as last read, invalidated by every write to users.
 struct UserCache {
     entries: Cache<String, User>,
-    /// Counts writes to users. A read fills the cache only if no write started since the
-    /// read began; the lock makes "check the count, then insert" and "count a write, then
-    /// drop its entry" exclusive, so no read can put back a user a write has just dropped.
-    writes: Mutex<u64>,
+    writes: Mutex<WriteCount>,
+}
+
+/// Every write to users is counted when it starts and when it ends. A read fills the cache
+/// only if the count did not move since the read began and no write is under way: a write
+/// commits between its start and its end, so a read racing it may have seen the row either
+/// way, and while a committed write has not yet ended, another read may already see it from
+/// the database; filling the cache then would let that reader see an older user next.
+#[derive(Default)]
+struct WriteCount {
+    changes: u64,
+    under_way: u32,
+}
+
+/// A write to one user, from before it runs until after it has committed or failed; it
+/// drops the user's cached copy at both ends.
+struct UserWrite<'a> {
+    cache: &'a UserCache,
+    key: &'a str,
+}
+
+impl Drop for UserWrite<'_> {
+    fn drop(&mut self) {
+        let mut writes = self.cache.writes();
+        writes.changes += 1;
+        writes.under_way -= 1;
+        self.cache.entries.remove(self.key);
+    }
 }
 
 impl UserCache {
-    fn writes(&self) -> std::sync::MutexGuard<'_, u64> {
+    fn writes(&self) -> std::sync::MutexGuard<'_, WriteCount> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// After a write to `key` has committed (or failed: dropping a copy is always safe).
-    fn wrote(&self, key: &str) {
+    /// Before a write to `key`; the write ends when the guard drops.
+    fn write<'a>(&'a self, key: &'a str) -> UserWrite<'a> {
         let mut writes = self.writes();
-        *writes += 1;
+        writes.changes += 1;
+        writes.under_way += 1;
         self.entries.remove(key);
+        UserWrite { cache: self, key }
     }
 
-    /// After reading `user`, if no write to users started since the count was `before`.
+    /// The count a read takes before it starts.
+    fn changes(&self) -> u64 {
+        self.writes().changes
+    }
+
+    /// After reading `user`, if no write to users started or ended since the count was
+    /// `before` and none is under way.
     fn fill(&self, user: &User, before: u64) {
         let writes = self.writes();
-        if *writes == before {
+        if writes.changes == before && writes.under_way == 0 {
             self.entries.insert(user.key.clone(), user.clone());
         }
     }
@@ -248,7 +280,7 @@ impl SqliteUserStore {
             }),
             users: Arc::new(UserCache {
                 entries: Cache::new(CACHED_USERS),
-                writes: Mutex::new(0),
+                writes: Mutex::default(),
             }),
         }
     }
@@ -546,6 +578,9 @@ impl UserStore for SqliteUserStore {
         let users = self.users.clone();
         self.run(move |connection| {
             let lookalike = user.lookalike_key();
+            // Only absent users can be created, and absences are not cached; counted all the
+            // same, so that every write to users invalidates.
+            let _write = users.write(&user.key);
             let inserted = connection.execute(
                 "INSERT INTO users (key, username, email, password_hash, lookalike, roles, scopes)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -559,9 +594,6 @@ impl UserStore for SqliteUserStore {
                     join_names(&user.scopes),
                 ],
             );
-            // Only absent users can be created, and absences are not cached; counted all the
-            // same, so that every write to users invalidates.
-            users.wrote(&user.key);
             match inserted {
                 Ok(_) => Ok(Registration::Created),
                 // The primary key and the look-alike index decide between concurrent
@@ -581,7 +613,7 @@ impl UserStore for SqliteUserStore {
             return Box::pin(std::future::ready(Ok(Some(user))));
         }
         let users = self.users.clone();
-        let before = *users.writes();
+        let before = users.changes();
         let key = key.to_owned();
         self.read(move |connection| {
             let user = connection
@@ -614,12 +646,13 @@ impl UserStore for SqliteUserStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         let (key, users) = (key.to_owned(), self.users.clone());
         self.run(move |connection| {
-            let updated = connection.execute(
-                "UPDATE users SET password_hash = ?1 WHERE key = ?2",
-                params![password_hash, key],
-            );
-            users.wrote(&key);
-            updated.map(drop)
+            let _write = users.write(&key);
+            connection
+                .execute(
+                    "UPDATE users SET password_hash = ?1 WHERE key = ?2",
+                    params![password_hash, key],
+                )
+                .map(drop)
         })
     }
 
@@ -630,9 +663,8 @@ impl UserStore for SqliteUserStore {
     ) -> BoxFuture<'a, StoreResult<bool>> {
         let (key, change, users) = (key.to_owned(), change.clone(), self.users.clone());
         self.run(move |connection| {
-            let changed = change_grants(connection, &key, &change);
-            users.wrote(&key);
-            changed
+            let _write = users.write(&key);
+            change_grants(connection, &key, &change)
         })
     }
 
