@@ -19,7 +19,7 @@ use crate::error::is_grpc;
 use crate::error::GateRealm;
 use crate::extract::{is_preflight, Found, Sources};
 use crate::keys::KeyLookup;
-use crate::metrics::GateMetrics;
+use crate::metrics::{CacheUse, GateMetrics};
 use crate::paths::{Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::validate::Authentication;
@@ -380,11 +380,16 @@ impl<S: std::fmt::Debug, C> std::fmt::Debug for JwtAuth<S, C> {
 }
 
 enum Decision {
-    Pass,
+    /// Let through; the cache's part is what the pass is counted under.
+    Pass(CacheUse),
     Reject(AuthError, Option<Box<Forbidden>>),
     /// The revocation answer is pending; a `403` found meanwhile is said only if the token
     /// turns out not revoked (a revoked token is a `401` whatever it holds).
-    AwaitRevocation(BoxFuture<'static, RevocationCheck>, Option<Box<Forbidden>>),
+    AwaitRevocation(
+        BoxFuture<'static, RevocationCheck>,
+        Option<Box<Forbidden>>,
+        CacheUse,
+    ),
     /// The token's `kid` is being fetched (a key rotation): decide again once it is over.
     AwaitKeys(KeyLookup),
 }
@@ -420,7 +425,7 @@ where
             Ok(authenticated) => authenticated,
             Err(error) => return Decision::Reject(error, None),
         };
-        let Some((claims, grants, check)) = authenticated else {
+        let Some((claims, grants, check, cache)) = authenticated else {
             if access == Access::Protected
                 || self
                     .requirements
@@ -440,17 +445,14 @@ where
             request.extensions_mut().insert(grants);
         }
         match check {
-            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden),
-            answered => {
-                self.verifier.metrics().revocation_checked(&answered);
-                match (answered.verdict(), forbidden) {
-                    (Err(error), _) => Decision::Reject(error, None),
-                    (Ok(()), None) => Decision::Pass,
-                    (Ok(()), Some(forbidden)) => {
-                        Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
-                    }
+            RevocationCheck::Pending(check) => Decision::AwaitRevocation(check, forbidden, cache),
+            answered => match (answered.verdict(), forbidden) {
+                (Err(error), _) => Decision::Reject(error, None),
+                (Ok(()), None) => Decision::Pass(cache),
+                (Ok(()), Some(forbidden)) => {
+                    Decision::Reject(AuthError::InsufficientScope, Some(forbidden))
                 }
-            }
+            },
         }
     }
 }
@@ -484,7 +486,7 @@ where
         request
             .extensions_mut()
             .insert(GateRealm(self.verifier.shared_realm()));
-        Decision::Pass
+        Decision::Pass(CacheUse::NoToken)
     }
 }
 
@@ -552,8 +554,8 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let verifier = &self.gate.verifier;
         let state = match self.gate.decide(&mut request, true) {
-            Decision::Pass => {
-                verifier.metrics().passed();
+            Decision::Pass(cache) => {
+                verifier.metrics().passed(cache);
                 State::Inner {
                     future: self.inner.call(request),
                 }
@@ -567,12 +569,13 @@ where
                     &request,
                 )),
             },
-            Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
+            Decision::AwaitRevocation(check, forbidden, cache) => State::AwaitingRevocation {
                 check,
                 pending: Some((request, take_ready(&mut self.inner))),
                 realm: verifier.shared_realm(),
                 metrics: verifier.metrics().clone(),
                 forbidden,
+                cache,
             },
             Decision::AwaitKeys(lookup) => {
                 let gate = self.gate.clone();
@@ -623,6 +626,7 @@ pin_project! {
             realm: Arc<str>,
             metrics: GateMetrics,
             forbidden: Option<Box<Forbidden>>,
+            cache: CacheUse,
         },
         AwaitingKeys {
             lookup: KeyLookup,
@@ -659,12 +663,12 @@ where
                     realm,
                     metrics,
                     forbidden,
+                    cache,
                 } => {
                     let verdict = ready!(check.as_mut().poll(cx));
                     let (request, mut inner) = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    metrics.revocation_checked(&verdict);
                     // A store may not answer "pending" twice: verdict() counts that as
                     // unavailable.
                     if let Err(error) = verdict.verdict() {
@@ -679,7 +683,7 @@ where
                             &request,
                         )));
                     }
-                    metrics.passed();
+                    metrics.passed(*cache);
                     let future = inner.call(request);
                     state.set(State::Inner { future });
                 }
@@ -696,19 +700,22 @@ where
                         .zip(redecide.take())
                         .expect("ResponseFuture polled after completion");
                     let next = match redecide(&mut request) {
-                        Decision::Pass => {
-                            metrics.passed();
+                        Decision::Pass(cache) => {
+                            metrics.passed(cache);
                             State::Inner {
                                 future: inner.call(request),
                             }
                         }
-                        Decision::AwaitRevocation(check, forbidden) => State::AwaitingRevocation {
-                            check,
-                            pending: Some((request, inner)),
-                            realm: realm.clone(),
-                            metrics: metrics.clone(),
-                            forbidden,
-                        },
+                        Decision::AwaitRevocation(check, forbidden, cache) => {
+                            State::AwaitingRevocation {
+                                check,
+                                pending: Some((request, inner)),
+                                realm: realm.clone(),
+                                metrics: metrics.clone(),
+                                forbidden,
+                                cache,
+                            }
+                        }
                         Decision::Reject(error, forbidden) => State::Rejected {
                             response: Some(rejection(
                                 error,
@@ -832,7 +839,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::Key;
+    use crate::clock::Clock;
+    use crate::{Claims, Key};
 
     /// With feature `metrics`: the gate counts on the counters its verifier registered, in
     /// whatever recorder was installed when the verifier was built.
@@ -854,5 +862,57 @@ mod tests {
         let text = exposition.render();
         let series = "jwt_gate_requests_refused_total{reason=\"missing_credentials\"} 1";
         assert!(text.contains(series), "no {series} in\n{text}");
+    }
+
+    /// A pass is counted once, under what the verified-token cache did for it: verified in
+    /// full the first time, answered from the cache after; a token revoked since is a
+    /// refusal, not a pass.
+    #[test]
+    fn a_pass_is_counted_once_under_the_caches_part() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let exposition = recorder.handle();
+        let _recording = metrics::set_default_local_recorder(&recorder);
+        let keys = Keys::new(Key::hs256(b"a unit-test secret of 32 bytes!!").unwrap()).unwrap();
+        let now = crate::clock::SystemClock.now();
+        let claims = Claims::new("alice", now, now + 600);
+        let token = keys.sign(&claims).unwrap();
+        let verifier = TokenVerifier::new(keys);
+        let layer = JwtAuthLayer::new(verifier.clone()).optional_prefix("/public");
+        let gate = layer.layer(tower::service_fn(|_: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(()))
+        }));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let send = |path: &str, token: Option<&str>| {
+            let mut request = Request::builder().uri(path);
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let request = request.body(String::new()).unwrap();
+            runtime
+                .block_on(gate.clone().oneshot(request))
+                .unwrap()
+                .status()
+        };
+        for _ in 0..3 {
+            assert_eq!(send("/x", Some(&token)), http::StatusCode::OK);
+        }
+        assert_eq!(send("/public/x", None), http::StatusCode::OK);
+        runtime
+            .block_on(verifier.revocations().revoke(&claims.jti, claims.exp))
+            .unwrap();
+        assert_eq!(send("/x", Some(&token)), http::StatusCode::UNAUTHORIZED);
+        let text = exposition.render();
+        for series in [
+            "jwt_gate_requests_passed_total{cache=\"miss\"} 1",
+            "jwt_gate_requests_passed_total{cache=\"hit\"} 2",
+            "jwt_gate_requests_passed_total{cache=\"none\"} 1",
+            "jwt_gate_requests_refused_total{reason=\"revoked\"} 1",
+            "jwt_gate_verified_cache_misses_total 1",
+        ] {
+            assert!(text.contains(series), "no {series} in\n{text}");
+        }
     }
 }

@@ -7,10 +7,12 @@
 //! a request (no token, no `sub`, no username, no path). `docs/operating.md` has the table
 //! of every metric and what to alert on.
 //!
-//! The gate's own counters (requests passed and refused, verified-cache hits and misses,
-//! revocation checks) are registered once, when the [`TokenVerifier`](crate::TokenVerifier)
-//! is built, so the hot path only adds to a counter it already holds: **install the recorder
-//! before building verifiers**. Everything else is looked up when it is recorded.
+//! The gate's own counters (requests passed, by whether the verified-token cache answered,
+//! and refused, by reason; tokens verified in full) are registered once, when the
+//! [`TokenVerifier`](crate::TokenVerifier) is built, so the hot path only adds to a counter
+//! it already holds: **install the recorder before building verifiers**. A request adds to
+//! one counter, once: a cache hit that passes is one atomic add. Everything else is looked
+//! up when it is recorded.
 //!
 //! This module is the one place that records: without the feature every function in it is
 //! an empty inline function, and nothing here is compiled in.
@@ -20,7 +22,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 #[cfg(feature = "metrics")]
 use std::sync::Arc;
 
-use crate::revocation::RevocationCheck;
 use crate::AuthError;
 
 #[cfg(feature = "prometheus")]
@@ -29,22 +30,25 @@ mod prometheus;
 #[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
 pub use self::prometheus::{Prometheus, PrometheusError, HISTOGRAM_BUCKETS};
 
-/// Requests the gate let through: a valid token, or an open or optional path (counter).
+/// Requests the gate let through, by `cache`: `hit` (a valid token answered from the
+/// verified-token cache), `miss` (a valid token verified in full) or `none` (no token: an
+/// open or optional path, a CORS preflight) (counter).
+///
+/// One family carries what a request's pass says about the cache and the revocation check,
+/// so that a pass costs one increment: the cache's hit ratio among valid tokens is
+/// `hit / (hit + miss)`, and every pass with a token was a revocation check that found the
+/// token valid (a revoked token, or a store that cannot answer, is a refusal with reason
+/// `revoked` or `revocation_store_unavailable`).
 #[cfg(feature = "metrics")]
 pub const REQUESTS_PASSED: &str = "jwt_gate_requests_passed_total";
 /// Requests the gate refused, by `reason`: the [`AuthError`] kind in snake case, such as
 /// `missing_credentials`, `expired` or `revoked` (counter).
 #[cfg(feature = "metrics")]
 pub const REQUESTS_REFUSED: &str = "jwt_gate_requests_refused_total";
-/// Tokens answered from the verified-token cache (counter).
-#[cfg(feature = "metrics")]
-pub const VERIFIED_CACHE_HITS: &str = "jwt_gate_verified_cache_hits_total";
-/// Tokens not in the verified-token cache, so verified in full (counter).
+/// Tokens not in the verified-token cache, so verified in full, signature included, valid or
+/// not: the gate's expensive work (counter).
 #[cfg(feature = "metrics")]
 pub const VERIFIED_CACHE_MISSES: &str = "jwt_gate_verified_cache_misses_total";
-/// The gate's revocation checks, by `outcome`: `valid`, `revoked` or `unavailable` (counter).
-#[cfg(feature = "metrics")]
-pub const REVOCATION_CHECKS: &str = "jwt_gate_revocation_checks_total";
 /// Entries an in-memory revocation list holds (the Redis mirror's included), by `kind`:
 /// `token`, `session` or `subject` (gauge).
 #[cfg(feature = "metrics")]
@@ -102,7 +106,7 @@ const DESCRIPTIONS: &[(&str, Kind, Option<metrics::Unit>, &str)] = {
             REQUESTS_PASSED,
             Kind::Counter,
             Some(Count),
-            "Requests the gate let through.",
+            "Requests the gate let through, by verified-cache use.",
         ),
         (
             REQUESTS_REFUSED,
@@ -111,22 +115,10 @@ const DESCRIPTIONS: &[(&str, Kind, Option<metrics::Unit>, &str)] = {
             "Requests the gate refused, by reason.",
         ),
         (
-            VERIFIED_CACHE_HITS,
-            Kind::Counter,
-            Some(Count),
-            "Tokens answered from the verified-token cache.",
-        ),
-        (
             VERIFIED_CACHE_MISSES,
             Kind::Counter,
             Some(Count),
             "Tokens verified in full (not in the cache).",
-        ),
-        (
-            REVOCATION_CHECKS,
-            Kind::Counter,
-            Some(Count),
-            "Revocation checks by the gate, by outcome.",
         ),
         (
             REVOCATION_ENTRIES,
@@ -243,12 +235,21 @@ pub(crate) struct GateMetrics {
 
 #[cfg(feature = "metrics")]
 struct GateHandles {
-    passed: metrics::Counter,
+    /// By [`CacheUse`].
+    passed: [metrics::Counter; 3],
     refused: Vec<metrics::Counter>,
-    cache_hits: metrics::Counter,
     cache_misses: metrics::Counter,
-    /// `valid`, `revoked`, `unavailable`.
-    revocation: [metrics::Counter; 3],
+}
+
+/// What the verified-token cache did for a request: the `cache` label of a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CacheUse {
+    /// The token was answered from the cache.
+    Hit,
+    /// The token was verified in full.
+    Miss,
+    /// The request carried no token.
+    NoToken,
 }
 
 impl std::fmt::Debug for GateMetrics {
@@ -263,18 +264,15 @@ impl GateMetrics {
     pub(crate) fn register() -> Self {
         #[cfg(feature = "metrics")]
         {
-            let outcome =
-                |outcome: &'static str| metrics::counter!(REVOCATION_CHECKS, "outcome" => outcome);
+            let passed = |cache: &'static str| metrics::counter!(REQUESTS_PASSED, "cache" => cache);
             Self {
                 handles: Some(Arc::new(GateHandles {
-                    passed: metrics::counter!(REQUESTS_PASSED),
+                    passed: [passed("hit"), passed("miss"), passed("none")],
                     refused: AuthError::ALL
                         .iter()
                         .map(|error| metrics::counter!(REQUESTS_REFUSED, "reason" => error.kind()))
                         .collect(),
-                    cache_hits: metrics::counter!(VERIFIED_CACHE_HITS),
                     cache_misses: metrics::counter!(VERIFIED_CACHE_MISSES),
-                    revocation: [outcome("valid"), outcome("revoked"), outcome("unavailable")],
                 })),
             }
         }
@@ -282,12 +280,15 @@ impl GateMetrics {
         Self::default()
     }
 
+    /// A request let through: the one increment it costs.
     #[inline]
-    pub(crate) fn passed(&self) {
+    pub(crate) fn passed(&self, cache: CacheUse) {
         #[cfg(feature = "metrics")]
         if let Some(handles) = &self.handles {
-            handles.passed.increment(1);
+            handles.passed[cache as usize].increment(1);
         }
+        #[cfg(not(feature = "metrics"))]
+        let _ = cache;
     }
 
     #[inline]
@@ -304,34 +305,13 @@ impl GateMetrics {
         let _ = error;
     }
 
+    /// A token verified in full (off the hot path: it costs a signature check).
     #[inline]
-    pub(crate) fn cache(&self, hit: bool) {
+    pub(crate) fn cache_missed(&self) {
         #[cfg(feature = "metrics")]
         if let Some(handles) = &self.handles {
-            if hit {
-                handles.cache_hits.increment(1);
-            } else {
-                handles.cache_misses.increment(1);
-            }
+            handles.cache_misses.increment(1);
         }
-        #[cfg(not(feature = "metrics"))]
-        let _ = hit;
-    }
-
-    /// A revocation store's final answer (never a pending one: await it first).
-    #[inline]
-    pub(crate) fn revocation_checked(&self, check: &RevocationCheck) {
-        #[cfg(feature = "metrics")]
-        if let Some(handles) = &self.handles {
-            let index = match check {
-                RevocationCheck::Valid => 0,
-                RevocationCheck::Revoked => 1,
-                RevocationCheck::Unavailable | RevocationCheck::Pending(_) => 2,
-            };
-            handles.revocation[index].increment(1);
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = check;
     }
 }
 

@@ -17,7 +17,7 @@ use crate::error::DEFAULT_REALM;
 use crate::extract::{bearer_token, check_token_syntax, Credentials};
 use crate::fingerprint::Fingerprint;
 use crate::keys::{KeyLookup, Keys, ACCESS_TOKEN_TYPE};
-use crate::metrics::GateMetrics;
+use crate::metrics::{CacheUse, GateMetrics};
 use crate::revocation::{MemoryRevocations, RevocationCheck, RevocationStore, TokenId};
 use crate::{AuthError, Claims};
 
@@ -352,9 +352,9 @@ impl<C> std::fmt::Debug for TokenVerifier<C> {
     }
 }
 
-/// A verified token's claims and grants, and the revocation store's answer about it (maybe
-/// pending).
-pub(crate) type Authenticated<C> = (Claims<C>, Grants, RevocationCheck);
+/// A verified token's claims and grants, the revocation store's answer about it (maybe
+/// pending), and whether the verified-token cache answered.
+pub(crate) type Authenticated<C> = (Claims<C>, Grants, RevocationCheck, CacheUse);
 
 /// What [`TokenVerifier::authenticate_or_look_up`] found.
 pub(crate) enum Authentication<C> {
@@ -365,7 +365,7 @@ pub(crate) enum Authentication<C> {
 }
 
 enum Verdict<C> {
-    Done(Result<(Claims<C>, Grants), AuthError>),
+    Done(Result<(Claims<C>, Grants, CacheUse), AuthError>),
     AwaitKeys(KeyLookup),
 }
 
@@ -430,7 +430,7 @@ where
     /// packed entry), with the token's grants.
     pub(crate) fn verify_claims(&self, token: &str) -> Result<(Claims<C>, Grants), AuthError> {
         match self.verify_or_look_up(token, UnknownKid::Report) {
-            Verdict::Done(verdict) => verdict,
+            Verdict::Done(verdict) => verdict.map(|(claims, grants, _)| (claims, grants)),
             Verdict::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }
     }
@@ -453,7 +453,7 @@ where
         token: &str,
         mode: UnknownKid,
         lookup: &mut Option<KeyLookup>,
-    ) -> Result<(Claims<C>, Grants), AuthError> {
+    ) -> Result<(Claims<C>, Grants, CacheUse), AuthError> {
         let inner = &*self.inner;
         if token.len() > inner.validation.max_token_len {
             return Err(AuthError::TokenTooLong);
@@ -461,25 +461,25 @@ where
         let now = inner.clock.now();
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
+            inner.metrics.cache_missed();
             return self
                 .verify_uncached(token, &keys, now, mode, lookup)
-                .map(|(claims, grants, _)| (claims, grants));
+                .map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
         }
         // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
         let generation = self.key_generation(&keys);
         let fingerprint = Fingerprint::of(token.as_bytes());
         let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
         if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
-            inner.metrics.cache(true);
-            return hit;
+            return hit.map(|(claims, grants)| (claims, grants, CacheUse::Hit));
         }
-        inner.metrics.cache(false);
+        inner.metrics.cache_missed();
         let (claims, grants, payload_len) =
             self.verify_uncached(token, &keys, now, mode, lookup)?;
         inner
             .cache
             .insert(fingerprint, &claims, &grants, payload_len, generation);
-        Ok((claims, grants))
+        Ok((claims, grants, CacheUse::Miss))
     }
 
     /// What cached verifications are checked against: it grows whenever a key leaves any of
@@ -673,9 +673,9 @@ where
         };
         match self.verify_or_look_up(token, mode) {
             // By value: the gate moves the claims into the request, with no Arc to wrap and copy.
-            Verdict::Done(Ok((claims, grants))) => {
+            Verdict::Done(Ok((claims, grants, cache))) => {
                 let check = self.check_revocation(&claims);
-                Authentication::Ready(Ok(Some((claims, grants, check))))
+                Authentication::Ready(Ok(Some((claims, grants, check, cache))))
             }
             Verdict::Done(Err(error)) => Authentication::Ready(Err(error)),
             Verdict::AwaitKeys(lookup) => Authentication::AwaitKeys(lookup),

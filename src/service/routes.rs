@@ -711,7 +711,7 @@ impl Inner {
         let verifier = &self.issuer.verifier;
         // The gate's own answer is set aside for one that ignores the token's session: a
         // token refused only because its session was logged out may repeat the logout.
-        let (claims, _, _) = verifier
+        let (claims, _, _, _) = verifier
             .authenticate(&parts.headers)
             .map_err(Failure::Token)?
             .ok_or(Failure::Token(AuthError::MissingCredentials))?;

@@ -255,7 +255,15 @@ async fn metrics_are_served_on_their_own_listener_and_count_the_requests() {
     lint(&scrape.text);
     let samples = parse(&scrape.text);
     assert_eq!(
-        value(&samples, "jwt_gate_requests_passed_total", &[]),
+        value(
+            &samples,
+            "jwt_gate_requests_passed_total",
+            &[("cache", "miss")]
+        ) + value(
+            &samples,
+            "jwt_gate_requests_passed_total",
+            &[("cache", "hit")]
+        ),
         3.0,
         "{}",
         scrape.text
