@@ -134,12 +134,16 @@ struct GrantSet {
 impl Grants {
     /// Whether the token was granted `scope` (by `scope` or `scp`).
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes().any(|granted| granted == scope)
+        self.0
+            .as_ref()
+            .is_some_and(|set| set.scopes.iter().any(|granted| **granted == *scope))
     }
 
     /// Whether the token holds `role` at the verifier's roles claim path.
     pub fn has_role(&self, role: &str) -> bool {
-        self.roles().any(|held| held == role)
+        self.0
+            .as_ref()
+            .is_some_and(|set| set.roles.iter().any(|held| **held == *role))
     }
 
     /// The granted scopes.

@@ -109,27 +109,39 @@ impl PathRules {
 /// escapes of harmless printable ASCII is refused, so none of that can turn an open path into
 /// another one. Checked in place: this runs on every request once any path rule exists.
 pub(crate) fn is_canonical(path: &str) -> bool {
+    // One pass, with no searcher to set up: it runs on every request once a path rule or a
+    // route requirement exists.
     let bytes = path.as_bytes();
-    if path.contains("//") {
-        return false;
-    }
     let mut index = 0;
+    // The current segment: its length, and whether it is dots only (`.`, `..`, `...`: some
+    // servers, IIS among them, trim trailing dots, so every such segment is refused).
+    let (mut segment_len, mut dots_only) = (0, true);
     while index < bytes.len() {
-        if bytes[index] == b'%' {
+        let byte = bytes[index];
+        if byte == b'/' {
+            // `//` (an empty segment), or a dot segment ending here.
+            if (index > 0 && segment_len == 0) || (segment_len > 0 && dots_only) {
+                return false;
+            }
+            (segment_len, dots_only) = (0, true);
+            index += 1;
+            continue;
+        }
+        if byte == b'%' {
             match bytes.get(index + 1..index + 3).and_then(unhex) {
                 Some(decoded) if is_harmless_escape(decoded) => index += 3,
                 _ => return false,
             }
-        } else if is_path_char(bytes[index]) {
+            dots_only = false;
+        } else if is_path_char(byte) {
+            dots_only &= byte == b'.';
             index += 1;
         } else {
             return false;
         }
+        segment_len += 1;
     }
-    // Dot segments, and segments of dots only: some servers (IIS) trim trailing dots.
-    !path
-        .split('/')
-        .any(|segment| !segment.is_empty() && segment.bytes().all(|byte| byte == b'.'))
+    segment_len == 0 || !dots_only
 }
 
 /// RFC 3986 `pchar` without `%` (escapes are checked apart) and without `;`, which servlet
@@ -220,6 +232,79 @@ mod tests {
         );
         assert_eq!(rules.access("/public/page"), Access::Optional);
         assert_eq!(rules.access("/admin"), Access::Protected);
+    }
+
+    /// The allowlist as first written, in three passes: the one-pass `is_canonical` must
+    /// agree with it on every path.
+    fn is_canonical_in_three_passes(path: &str) -> bool {
+        let bytes = path.as_bytes();
+        if path.contains("//") {
+            return false;
+        }
+        let mut index = 0;
+        while index < bytes.len() {
+            if bytes[index] == b'%' {
+                match bytes.get(index + 1..index + 3).and_then(unhex) {
+                    Some(decoded) if is_harmless_escape(decoded) => index += 3,
+                    _ => return false,
+                }
+            } else if is_path_char(bytes[index]) {
+                index += 1;
+            } else {
+                return false;
+            }
+        }
+        !path
+            .split('/')
+            .any(|segment| !segment.is_empty() && segment.bytes().all(|byte| byte == b'.'))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_agrees_with_three(path in "[/.a%2eEcC0;\\\\u5f]{0,12}") {
+            proptest::prop_assert_eq!(is_canonical(&path), is_canonical_in_three_passes(&path));
+        }
+    }
+
+    #[test]
+    fn one_pass_agrees_with_three_on_the_known_tricks() {
+        for path in [
+            "",
+            "/",
+            "//",
+            "/a",
+            "a",
+            "a/",
+            "/a/",
+            "/a//b",
+            "//a",
+            "/.",
+            "/..",
+            "/./",
+            "/a/.",
+            "/a/..",
+            "/.a",
+            "/a.",
+            "/...",
+            "/a/.../b",
+            "/%2e",
+            "/%41",
+            "/a%2",
+            "/a%",
+            ".",
+            "..",
+            "a/..",
+            "/a/b/",
+            "/a/./b",
+            "/%2e%2e/x",
+            "/x/%20/",
+        ] {
+            assert_eq!(
+                is_canonical(path),
+                is_canonical_in_three_passes(path),
+                "{path:?}"
+            );
+        }
     }
 
     #[test]
