@@ -127,112 +127,63 @@ pub struct Grants(Option<Arc<[u8]>>);
 
 // A token's grants are one allocation, so that a cache hit checking a requirement at ten
 // thousand tokens and more meets one or two cold cache lines, not one per name (`cargo bench
-// --bench gate -- authorize`): the number of scopes and of roles (u16, little-endian), each
-// name's length (u16), then the names end to end, scopes (sorted, without repeats) first.
-const COUNTS: usize = 4;
+// --bench gate -- authorize`): where the roles start (u32, little-endian, from after it), then
+// one record a name, its length (u16) and its bytes, scopes (sorted, without repeats) first.
+const HEAD: usize = 4;
 
 impl Grants {
     /// Packs `scopes` and `roles`; nothing granted if there are none, or more than a length
-    /// or count can say (a name over 65,535 bytes, more than 65,535 names).
+    /// can say (a name over 65,535 bytes).
     fn pack(scopes: &[Box<str>], roles: &[Box<str>]) -> Self {
         if scopes.is_empty() && roles.is_empty() {
             return Self(None);
         }
-        let names = || scopes.iter().chain(roles);
-        let text: usize = names().map(|name| name.len()).sum();
-        let mut packed = Vec::with_capacity(COUNTS + 2 * (scopes.len() + roles.len()) + text);
-        for count in [scopes.len(), roles.len()] {
-            let Ok(count) = u16::try_from(count) else {
-                return Self(None);
-            };
-            packed.extend_from_slice(&count.to_le_bytes());
-        }
-        for name in names() {
+        let records = |names: &[Box<str>]| names.iter().map(|name| 2 + name.len()).sum::<usize>();
+        let (scope_bytes, role_bytes) = (records(scopes), records(roles));
+        let Ok(roles_at) = u32::try_from(scope_bytes) else {
+            return Self(None);
+        };
+        let mut packed = Vec::with_capacity(HEAD + scope_bytes + role_bytes);
+        packed.extend_from_slice(&roles_at.to_le_bytes());
+        for name in scopes.iter().chain(roles) {
             let Ok(len) = u16::try_from(name.len()) else {
                 return Self(None);
             };
             packed.extend_from_slice(&len.to_le_bytes());
-        }
-        for name in names() {
             packed.extend_from_slice(name.as_bytes());
         }
         Self(Some(packed.into()))
     }
 
-    /// Every name, each with whether it is a role.
-    fn names(&self) -> Names<'_> {
-        let packed = self.0.as_deref().unwrap_or_default();
-        let count = |at: usize| {
-            packed.get(at..at + 2).map_or(0, |bytes| {
-                usize::from(u16::from_le_bytes([bytes[0], bytes[1]]))
+    /// The scopes' records and the roles'.
+    fn records(&self) -> (&[u8], &[u8]) {
+        self.0
+            .as_deref()
+            .and_then(<[u8]>::split_first_chunk::<HEAD>)
+            .and_then(|(roles_at, records)| {
+                records.split_at_checked(u32::from_le_bytes(*roles_at) as usize)
             })
-        };
-        let (scopes, roles) = (count(0), count(2));
-        let lens_end = (COUNTS + 2 * (scopes + roles)).min(packed.len());
-        Names {
-            lens: packed.get(COUNTS..lens_end).unwrap_or_default(),
-            text: packed.get(lens_end..).unwrap_or_default(),
-            scopes,
-            index: 0,
-        }
+            .unwrap_or_default()
     }
 
     /// Whether the token was granted `scope` (by `scope` or `scp`).
     pub fn has_scope(&self, scope: &str) -> bool {
-        self.holds(scope.as_bytes(), false)
+        Names(self.records().0).any(|name| same_bytes(name, scope.as_bytes()))
     }
 
     /// Whether the token holds `role` at the verifier's roles claim path.
     pub fn has_role(&self, role: &str) -> bool {
-        self.holds(role.as_bytes(), true)
-    }
-
-    /// Whether `wanted` is one of the scopes (or of the roles): lengths first, and the text
-    /// only of a name of the same length. This runs for every name a requirement holds on
-    /// every request it applies to.
-    fn holds(&self, wanted: &[u8], role: bool) -> bool {
-        let Some((counts, rest)) = self.0.as_deref().and_then(<[u8]>::split_first_chunk::<4>)
-        else {
-            return false;
-        };
-        let scopes = usize::from(u16::from_le_bytes([counts[0], counts[1]]));
-        let roles = usize::from(u16::from_le_bytes([counts[2], counts[3]]));
-        let Some((lens, text)) = rest.split_at_checked(2 * (scopes + roles)) else {
-            return false;
-        };
-        let (first, end) = if role {
-            (scopes, scopes + roles)
-        } else {
-            (0, scopes)
-        };
-        let mut offset = 0;
-        for (index, len) in lens.chunks_exact(2).enumerate().take(end) {
-            let len = usize::from(u16::from_le_bytes([len[0], len[1]]));
-            if index >= first
-                && len == wanted.len()
-                && text
-                    .get(offset..offset + len)
-                    .is_some_and(|name| same_bytes(name, wanted))
-            {
-                return true;
-            }
-            offset += len;
-        }
-        false
+        Names(self.records().1).any(|name| same_bytes(name, role.as_bytes()))
     }
 
     /// The granted scopes.
     pub fn scopes(&self) -> impl Iterator<Item = &str> {
-        self.names()
-            .take_while(|(role, _)| !role)
-            .map(|(_, name)| as_str(name))
+        Names(self.records().0).map(as_str)
     }
 
     /// The roles held.
     pub fn roles(&self) -> impl Iterator<Item = &str> {
-        self.names()
-            .filter(|(role, _)| *role)
-            .map(|(_, name)| as_str(name))
+        Names(self.records().1).map(as_str)
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -266,26 +217,17 @@ impl fmt::Debug for Grants {
     }
 }
 
-/// The names of packed [`Grants`], in order.
-struct Names<'a> {
-    lens: &'a [u8],
-    text: &'a [u8],
-    scopes: usize,
-    index: usize,
-}
+/// The names in a run of packed [`Grants`] records, in order.
+struct Names<'a>(&'a [u8]);
 
 impl<'a> Iterator for Names<'a> {
-    /// Whether it is a role, and the name.
-    type Item = (bool, &'a [u8]);
+    type Item = &'a [u8];
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (len, lens) = self.lens.split_first_chunk::<2>()?;
-        let (name, text) = self
-            .text
-            .split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
-        (self.lens, self.text) = (lens, text);
-        self.index += 1;
-        Some((self.index > self.scopes, name))
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let (name, rest) = rest.split_at_checked(usize::from(u16::from_le_bytes(*len)))?;
+        self.0 = rest;
+        Some(name)
     }
 }
 
