@@ -461,10 +461,9 @@ where
         let now = inner.clock.now();
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
-            inner.metrics.cache_missed();
-            return self
-                .verify_uncached(token, &keys, now, mode, lookup)
-                .map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
+            let verified = self.verify_uncached(token, &keys, now, mode, lookup);
+            self.count_miss(lookup);
+            return verified.map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
         }
         // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
         let generation = self.key_generation(&keys);
@@ -473,13 +472,21 @@ where
         if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
             return hit.map(|(claims, grants)| (claims, grants, CacheUse::Hit));
         }
-        inner.metrics.cache_missed();
-        let (claims, grants, payload_len) =
-            self.verify_uncached(token, &keys, now, mode, lookup)?;
+        let verified = self.verify_uncached(token, &keys, now, mode, lookup);
+        self.count_miss(lookup);
+        let (claims, grants, payload_len) = verified?;
         inner
             .cache
             .insert(fingerprint, &claims, &grants, payload_len, generation);
         Ok((claims, grants, CacheUse::Miss))
+    }
+
+    /// Counts a full verification, unless it stopped to wait for a key lookup: the request
+    /// is then verified again once the lookup is over, and counted then, once.
+    fn count_miss(&self, lookup: &Option<KeyLookup>) {
+        if lookup.is_none() {
+            self.inner.metrics.cache_missed();
+        }
     }
 
     /// What cached verifications are checked against: it grows whenever a key leaves any of

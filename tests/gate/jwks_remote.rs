@@ -657,8 +657,13 @@ async fn the_jwks_max_age_sets_the_next_refetch_within_the_bounds() {
     until(&jwks, |kids| kids == [Some("k2".to_owned())]).await;
 }
 
+/// With feature `metrics` too: the requests that waited are counted once each, when they
+/// pass, and the token is counted as verified in full once (the waits verified nothing).
 #[tokio::test]
 async fn the_first_token_of_a_new_key_waits_for_a_slow_fetch_instead_of_failing() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let exposition = recorder.handle();
+    let _recording = metrics::set_default_local_recorder(&recorder);
     // Every answer takes a while, so a token that did not wait would be refused.
     let keys = Keys::new(common::eddsa_key(
         include_bytes!("../keys/ed25519.pem"),
@@ -707,6 +712,24 @@ async fn the_first_token_of_a_new_key_waits_for_a_slow_fetch_instead_of_failing(
         fetches.load(Ordering::SeqCst),
         2,
         "one at start, one shared by all ten"
+    );
+    let text = exposition.render();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value("jwt_gate_verified_cache_misses_total "),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value("jwt_gate_requests_passed_total{cache=\"miss\"} ")
+            + value("jwt_gate_requests_passed_total{cache=\"hit\"} "),
+        10.0,
+        "{text}"
     );
 }
 
