@@ -843,32 +843,12 @@ mod tests {
     use crate::{Claims, Key};
 
     /// With feature `metrics`: the gate counts on the counters its verifier registered, in
-    /// whatever recorder was installed when the verifier was built.
+    /// whatever recorder was installed when the verifier was built. A pass is counted once,
+    /// under what the verified-token cache did for it: verified in full the first time,
+    /// answered from the cache after; a refusal under its reason, and a token revoked since
+    /// is a refusal, not a pass.
     #[test]
-    fn a_refusal_is_counted_on_the_verifiers_counters() {
-        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-        let exposition = recorder.handle();
-        let _recording = metrics::set_default_local_recorder(&recorder);
-        let keys = Keys::new(Key::hs256(b"a unit-test secret of 32 bytes!!").unwrap()).unwrap();
-        let gate = JwtAuthLayer::new(TokenVerifier::new(keys)).layer(tower::service_fn(
-            |_: Request<String>| async { Ok::<_, std::convert::Infallible>(Response::new(())) },
-        ));
-        let response = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(gate.oneshot(Request::new(String::new())))
-            .unwrap();
-        assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
-        let text = exposition.render();
-        let series = "jwt_gate_requests_refused_total{reason=\"missing_credentials\"} 1";
-        assert!(text.contains(series), "no {series} in\n{text}");
-    }
-
-    /// A pass is counted once, under what the verified-token cache did for it: verified in
-    /// full the first time, answered from the cache after; a token revoked since is a
-    /// refusal, not a pass.
-    #[test]
-    fn a_pass_is_counted_once_under_the_caches_part() {
+    fn each_request_is_counted_once_a_pass_under_the_caches_part() {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let exposition = recorder.handle();
         let _recording = metrics::set_default_local_recorder(&recorder);
@@ -900,6 +880,7 @@ mod tests {
             assert_eq!(send("/x", Some(&token)), http::StatusCode::OK);
         }
         assert_eq!(send("/public/x", None), http::StatusCode::OK);
+        assert_eq!(send("/x", None), http::StatusCode::UNAUTHORIZED);
         runtime
             .block_on(verifier.revocations().revoke(&claims.jti, claims.exp))
             .unwrap();
@@ -910,6 +891,7 @@ mod tests {
             "jwt_gate_requests_passed_total{cache=\"hit\"} 2",
             "jwt_gate_requests_passed_total{cache=\"none\"} 1",
             "jwt_gate_requests_refused_total{reason=\"revoked\"} 1",
+            "jwt_gate_requests_refused_total{reason=\"missing_credentials\"} 1",
             "jwt_gate_verified_cache_misses_total 1",
         ] {
             assert!(text.contains(series), "no {series} in\n{text}");
