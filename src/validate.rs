@@ -461,9 +461,9 @@ where
         let now = inner.clock.now();
         let keys = inner.keys.snapshot();
         if !inner.cache.is_enabled() {
-            let verified = self.verify_uncached(token, &keys, now, mode, lookup);
-            self.count_miss(lookup);
-            return verified.map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
+            return self
+                .verify_in_full(token, &keys, now, mode, lookup)
+                .map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
         }
         // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
         let generation = self.key_generation(&keys);
@@ -472,21 +472,29 @@ where
         if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
             return hit.map(|(claims, grants)| (claims, grants, CacheUse::Hit));
         }
-        let verified = self.verify_uncached(token, &keys, now, mode, lookup);
-        self.count_miss(lookup);
-        let (claims, grants, payload_len) = verified?;
+        let (claims, grants, payload_len) = self.verify_in_full(token, &keys, now, mode, lookup)?;
         inner
             .cache
             .insert(fingerprint, &claims, &grants, payload_len, generation);
         Ok((claims, grants, CacheUse::Miss))
     }
 
-    /// Counts a full verification, unless it stopped to wait for a key lookup: the request
-    /// is then verified again once the lookup is over, and counted then, once.
-    fn count_miss(&self, lookup: &Option<KeyLookup>) {
+    /// [`verify_uncached`](Self::verify_uncached), counted as a full verification unless it
+    /// stopped to wait for a key lookup: the request is then verified again once the lookup
+    /// is over, and counted then, once.
+    fn verify_in_full(
+        &self,
+        token: &str,
+        own_keys: &crate::keys::KeySet,
+        now: u64,
+        mode: UnknownKid,
+        lookup: &mut Option<KeyLookup>,
+    ) -> Result<(Claims<C>, Grants, usize), AuthError> {
+        let verified = self.verify_uncached(token, own_keys, now, mode, lookup);
         if lookup.is_none() {
             self.inner.metrics.cache_missed();
         }
+        verified
     }
 
     /// What cached verifications are checked against: it grows whenever a key leaves any of

@@ -2,6 +2,7 @@
 //! rotation and an outage of A.
 
 use crate::common;
+use crate::common::prometheus::{parse, value};
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -714,23 +715,20 @@ async fn the_first_token_of_a_new_key_waits_for_a_slow_fetch_instead_of_failing(
         "one at start, one shared by all ten"
     );
     let text = exposition.render();
-    let value = |series: &str| -> f64 {
-        text.lines()
-            .find_map(|line| line.strip_prefix(series))
-            .and_then(|rest| rest.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    let samples = parse(&text);
+    let passed = |cache| {
+        value(
+            &samples,
+            "jwt_gate_requests_passed_total",
+            &[("cache", cache)],
+        )
     };
     assert_eq!(
-        value("jwt_gate_verified_cache_misses_total "),
+        value(&samples, "jwt_gate_verified_cache_misses_total", &[]),
         1.0,
         "{text}"
     );
-    assert_eq!(
-        value("jwt_gate_requests_passed_total{cache=\"miss\"} ")
-            + value("jwt_gate_requests_passed_total{cache=\"hit\"} "),
-        10.0,
-        "{text}"
-    );
+    assert_eq!(passed("miss") + passed("hit"), 10.0, "{text}");
 }
 
 /// With feature `metrics`: each fetch is counted by outcome under the issuer's URL, and the
