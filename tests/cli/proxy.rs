@@ -64,3 +64,79 @@ header = "x-auth-issuer"
     let refused = get(gate.addr, "/orders", Some(&foreign)).await;
     assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
 }
+
+/// On-CPU nanoseconds of each of `pid`'s worker threads (`jwt-gate-w<N>`), from `/proc`.
+#[cfg(target_os = "linux")]
+fn worker_cpu(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut workers = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !name.starts_with("jwt-gate-w") {
+            continue;
+        }
+        let on_cpu = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+        let on_cpu = on_cpu
+            .split_whitespace()
+            .next()
+            .unwrap_or("0")
+            .parse()
+            .unwrap();
+        // Names are cut to 15 bytes; the thread id tells workers apart.
+        let id = task.file_name().unwrap().to_string_lossy().into_owned();
+        workers.insert(format!("{} ({id})", name.trim()), on_cpu);
+    }
+    workers
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_serves_on_the_configured_workers_and_spreads_connections_over_them() {
+    let upstream = upstream().await;
+    let dir = TempDir::new("workers");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\nallow_dev_tokens = true\n\n[limits]\nworkers = 4\n"
+        ),
+    );
+    let shown = run(jwt_gate(), &["check-config", config.to_str().unwrap()]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("workers = 4"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let gate = start(&config, "proxy");
+    let token = crate::mint(&config, "alice");
+    // The listening line comes once the listeners are bound, the threads just after.
+    let mut before = worker_cpu(gate.child.id());
+    for _ in 0..100 {
+        if before.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        before = worker_cpu(gate.child.id());
+    }
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    // A new connection per request: the kernel hashes each to one of the listeners.
+    let requests = (0..64).map(|_| {
+        let token = token.clone();
+        tokio::spawn(async move { get(gate.addr, "/orders", Some(&token)).await })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.json()["x-auth-sub"], "alice");
+    }
+    let after = worker_cpu(gate.child.id());
+    let busy = before
+        .iter()
+        .filter(|(name, on_cpu)| after[*name] > **on_cpu)
+        .count();
+    // 64 connections all on one of 4 listeners would take a 1 in 4^63 chance.
+    assert!(
+        busy >= 2,
+        "connections stayed on {busy} worker: {before:?} {after:?}"
+    );
+}

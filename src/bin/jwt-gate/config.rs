@@ -357,6 +357,11 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_connections: Option<usize>,
     /// How long requests in flight may take to finish after SIGTERM or SIGINT (default 20).
     pub(crate) drain_timeout_seconds: Option<u64>,
+    /// Threads serving `proxy` and `forward-auth`, each with its own listener on the shared
+    /// port and its own upstream pool (default: one per core on Linux, one elsewhere; never
+    /// more than `max_connections`). `max_connections` is split evenly between them, each
+    /// worker capping its own share, as nginx's `worker_connections` does.
+    pub(crate) workers: Option<usize>,
 }
 
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -575,6 +580,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             "max_connections",
         ),
         (config.limits.drain_timeout_seconds, "drain_timeout_seconds"),
+        (config.limits.workers.map(|n| n as u64), "workers"),
     ] {
         if value == Some(0) {
             return Err(ConfigError(format!(
@@ -837,6 +843,9 @@ pub(crate) fn effective(config: &Config) -> String {
     limits.header_read_timeout_seconds.get_or_insert(10);
     limits.max_connections.get_or_insert(1024);
     limits.drain_timeout_seconds.get_or_insert(20);
+    limits
+        .workers
+        .get_or_insert_with(crate::workers::default_count);
     let health = &mut shown.health;
     health
         .live_path

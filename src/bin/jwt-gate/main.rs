@@ -22,6 +22,7 @@ mod protocols;
 mod rotate;
 mod run;
 mod server;
+mod workers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

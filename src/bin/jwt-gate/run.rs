@@ -16,7 +16,7 @@ use tower_layer::Layer as _;
 
 use crate::config::{self, Access, Config, IssuerConfig, Overrides, Preset, Source};
 use crate::server::{self, CaptureSub, Health, Kind, Ops};
-use crate::{keys, protocols, Cli, Command, KeysCommand};
+use crate::{keys, protocols, workers, Cli, Command, KeysCommand};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|value| !value.is_empty())
@@ -299,15 +299,15 @@ fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtA
     layer
 }
 
-async fn listen(config: &Config) -> Result<(tokio::net::TcpListener, SocketAddr), String> {
+/// The listeners of `count` workers on the configured address, and that address.
+fn listen(
+    config: &Config,
+    count: usize,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), String> {
     let addr = config
         .listen
         .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("a valid default"));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|error| format!("cannot listen on {addr}: {error}"))?;
-    let local = listener.local_addr().map_err(|error| error.to_string())?;
-    Ok((listener, local))
+    workers::listeners(addr, count)
 }
 
 fn seconds(value: Option<u64>) -> Option<Duration> {
@@ -357,7 +357,22 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         .map(config::forwarded_claim)
         .collect::<Result<Vec<_>, _>>()?;
     let layer = layer(&config, gate_verifier, auth.is_some());
-    let (listener, local) = listen(&config).await?;
+    // The auth service alone is bound by password hashing, on the main runtime's blocking
+    // threads: one listener serves it. Every worker holds at least one connection, so there
+    // are never more workers than connections allowed.
+    let count = match command {
+        Command::Proxy { .. } | Command::ForwardAuth => config
+            .limits
+            .workers
+            .unwrap_or_else(workers::default_count)
+            .min(bounds.max_connections),
+        _ => 1,
+    };
+    let (mut listeners, local) = listen(&config, count)?;
+    let per_worker = server::Limits {
+        max_connections: workers::share(bounds.max_connections, count),
+        ..bounds
+    };
     let mounted = if auth.is_some() {
         format!("; auth service at {prefix}")
     } else {
@@ -374,15 +389,20 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             let mut gateway = Gateway::builder(&upstream)
                 .timeout(server::longest_timeout(&config))
                 .header_read_timeout(bounds.header_read_timeout)
-                .max_connections(bounds.max_connections);
+                .max_connections(per_worker.max_connections);
             for claim in forwarded {
                 gateway = gateway.forward(claim);
             }
             if let Some(auth) = auth {
                 gateway = gateway.mount(&prefix, auth);
             }
-            gateway = protocols::apply(gateway, &config, &source)?;
-            let gateway = gateway.build().map_err(|error| error.to_string())?;
+            let gateway = protocols::apply(gateway, &config, &source)?;
+            // Built once per worker: each its own upstream pool, whose connections live
+            // on that worker's runtime.
+            let gateways = (0..count)
+                .map(|_| gateway.clone().build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| error.to_string())?;
             let scheme = if config.tls.is_some() {
                 "https"
             } else {
@@ -391,25 +411,33 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             println!(
                 "jwt-gate proxy listening on {scheme}://{local}, forwarding to {upstream}{mounted}{metrics}"
             );
-            let service = Ops::new(
-                layer.layer(CaptureSub(gateway.clone())),
-                &config,
-                health,
-                Kind::Proxy,
-            );
-            let in_flight = service.in_flight();
-            // The gateway's own loop, for its protocols (HTTP/2, upgrades, TLS); the
-            // program's, once it stops accepting, waits for the requests in flight.
-            jwt_gate::gateway::serve_until(listener, &gateway, service, shutdown)
-                .await
-                .map_err(|error| error.to_string())?;
-            server::drain(&in_flight, bounds.drain).await;
+            let ops = Ops::new((), &config, health, Kind::Proxy);
+            let in_flight = ops.in_flight();
+            let workers = listeners
+                .into_iter()
+                .zip(gateways)
+                .map(|(listener, gateway)| {
+                    let service = ops.around(layer.layer(CaptureSub(gateway.clone())));
+                    // The gateway's own loop, for its protocols (HTTP/2, upgrades, TLS);
+                    // the program's, once they all stop accepting, waits for the requests
+                    // in flight.
+                    let work = move |listener: tokio::net::TcpListener, stop: workers::Stop| async move {
+                        let served =
+                            jwt_gate::gateway::serve_until(listener, &gateway, service, stop);
+                        if let Err(error) = served.await {
+                            tracing::error!(%error, "a worker stopped serving");
+                        }
+                    };
+                    (listener, work)
+                })
+                .collect();
+            workers::run(workers, shutdown, server::drain(&in_flight, bounds.drain)).await?;
         }
         Command::ForwardAuth => {
             protocols::refuse_tls(&config, &source, "forward-auth")?;
             let mut forward_auth = ForwardAuth::builder(layer)
                 .header_read_timeout(bounds.header_read_timeout)
-                .max_connections(bounds.max_connections);
+                .max_connections(per_worker.max_connections);
             for claim in forwarded {
                 forward_auth = forward_auth.forward(claim);
             }
@@ -418,7 +446,18 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             }
             println!("jwt-gate forward-auth listening on http://{local}{mounted}{metrics}");
             let service = Ops::new(forward_auth.build(), &config, health, Kind::ForwardAuth);
-            server::serve(listener, service, bounds, shutdown).await;
+            // Each worker drains its own connections once told to stop.
+            let workers = listeners
+                .into_iter()
+                .map(|listener| {
+                    let service = service.clone();
+                    let work = move |listener: tokio::net::TcpListener, stop: workers::Stop| {
+                        server::serve(listener, service, per_worker, stop)
+                    };
+                    (listener, work)
+                })
+                .collect();
+            workers::run(workers, shutdown, async {}).await?;
         }
         Command::Serve => {
             protocols::refuse_tls(&config, &source, "serve")?;
@@ -427,6 +466,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             )?;
             println!("jwt-gate auth service listening on http://{local}{mounted}{metrics}");
             let service = Ops::new(auth, &config, health, Kind::Serve);
+            let listener = listeners.pop().expect("one listener");
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .map_err(|error| format!("cannot listen on {local}: {error}"))?;
             server::serve(listener, service, bounds, shutdown).await;
         }
         _ => unreachable!("answered without a runtime"),

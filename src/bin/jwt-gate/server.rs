@@ -286,6 +286,15 @@ impl<S> Ops<S> {
 }
 
 impl<S> Ops<S> {
+    /// `inner` with the same probes, routes, request ids and in-flight count as this: one
+    /// per worker, around that worker's gateway.
+    pub(crate) fn around<T>(&self, inner: T) -> Ops<T> {
+        Ops {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+
     /// What [`drain`] waits on.
     pub(crate) fn in_flight(&self) -> Arc<InFlight> {
         self.shared.in_flight.clone()
