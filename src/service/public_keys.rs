@@ -158,6 +158,8 @@ macro_rules! publishing_service {
         }
     };
 }
+// Used beyond this file only by the `openapi` feature's services.
+#[cfg_attr(not(feature = "openapi"), allow(unused_imports))]
 pub(super) use publishing_service;
 
 /// `405` with `Allow: GET, HEAD` for any other method than those two.

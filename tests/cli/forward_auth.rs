@@ -100,6 +100,40 @@ async fn forward_auth_keeps_the_proxys_connection_cap_and_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_holds_in_all_when_split_between_workers() {
+    let dir = TempDir::new("split-limits");
+    let config = dir.write(
+        "gate.toml",
+        "[limits]\nworkers = 2\nmax_connections = 2\nheader_read_timeout_seconds = 5\n",
+    );
+    let gate = start(&config, "forward-auth");
+    // Sixteen clients, each sending a whole check and then keeping its connection open: a
+    // connection the program accepted answers at once, the others wait in the backlog.
+    let request =
+        b"GET / HTTP/1.1\r\nhost: x\r\nx-original-method: GET\r\nx-original-uri: /a\r\n\r\n";
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut client = TcpStream::connect(gate.addr).await.unwrap();
+        client.write_all(request).await.unwrap();
+        clients.push(client);
+    }
+    let mut answered = 0;
+    for client in &mut clients {
+        let mut buffer = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_millis(150), client.read(&mut buffer));
+        if let Ok(Ok(read)) = read.await {
+            assert!(buffer[..read].starts_with(b"HTTP/1.1 401"));
+            answered += 1;
+        }
+    }
+    // One worker each, or both on one worker (the kernel chooses by address): never more.
+    assert!(
+        (1..=2).contains(&answered),
+        "{answered} of 16 connections were served at once with max_connections = 2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn serve_runs_the_auth_service_alone() {
     let dir = TempDir::new("serve");
     let config = dir.write(

@@ -108,16 +108,22 @@ async fn proxy_serves_on_the_configured_workers_and_spreads_connections_over_the
     );
     let gate = start(&config, "proxy");
     let token = crate::mint(&config, "alice");
-    // The listening line comes once the listeners are bound, the threads just after.
+    // The listening line comes once the listeners are bound, the threads just after; then
+    // their counters settle once each has started and waits for connections.
     let mut before = worker_cpu(gate.child.id());
-    for _ in 0..100 {
-        if before.len() == 4 {
+    for _ in 0..250 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let now = worker_cpu(gate.child.id());
+        if now.len() == 4 && now == before {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        before = worker_cpu(gate.child.id());
+        before = now;
     }
     assert_eq!(before.len(), 4, "{before:?}");
+    assert!(
+        before.values().all(|on_cpu| *on_cpu > 0),
+        "no on-CPU time in /proc/<pid>/task/<tid>/schedstat: {before:?}"
+    );
 
     // A new connection per request: the kernel hashes each to one of the listeners.
     let requests = (0..64).map(|_| {

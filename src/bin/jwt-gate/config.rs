@@ -843,9 +843,12 @@ pub(crate) fn effective(config: &Config) -> String {
     limits.header_read_timeout_seconds.get_or_insert(10);
     limits.max_connections.get_or_insert(1024);
     limits.drain_timeout_seconds.get_or_insert(20);
-    limits
+    // As the program runs them: never more workers than connections allowed.
+    let workers = limits
         .workers
-        .get_or_insert_with(crate::workers::default_count);
+        .unwrap_or_else(crate::workers::default_count)
+        .min(limits.max_connections.unwrap_or(1024));
+    limits.workers = Some(workers);
     let health = &mut shown.health;
     health
         .live_path

@@ -357,8 +357,8 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         .map(config::forwarded_claim)
         .collect::<Result<Vec<_>, _>>()?;
     let layer = layer(&config, gate_verifier, auth.is_some());
-    // The auth service alone is bound by password hashing, on the main runtime's blocking
-    // threads: one listener serves it. Every worker holds at least one connection, so there
+    // The auth service alone is bound by password hashing, on threads of its own:
+    // one listener serves it. Every worker holds at least one connection, so there
     // are never more workers than connections allowed.
     let count = match command {
         Command::Proxy { .. } | Command::ForwardAuth => config

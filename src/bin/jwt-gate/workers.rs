@@ -8,9 +8,11 @@
 //! measured the proxy at 0.60-0.68 × nginx's requests/s that way against 0.73-0.76 × on a
 //! single current-thread runtime, on the same machine in the same hour.
 //!
-//! Everything else (key refreshes, the Redis mirror, the metrics listener, password hashing)
-//! stays on the main runtime; what the workers share (the verifier, the revocation store, the
-//! auth service) is thread-safe and reaches the main runtime's tasks through channels.
+//! Key refreshes, the Redis mirror and the metrics listener stay on the main runtime, and
+//! password hashing on its own threads; what the workers share (the verifier, the revocation
+//! store, the auth service) is thread-safe. A connection one of them opens from a request (to
+//! PostgreSQL, or to Redis again after a reconnect) lives on that worker's runtime while
+//! serving all of them, which is why no worker's runtime ends before every worker is done.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,7 +25,8 @@ enum Phase {
     Serving,
     /// Stop accepting; connections already accepted are served on.
     Stopping,
-    /// The drain is over: the worker's runtime ends, closing what is still open.
+    /// The drain is over (or the program is failing): the worker's runtime ends, closing what
+    /// is still open.
     Ended,
 }
 
@@ -44,12 +47,20 @@ pub(crate) fn listeners(
     count: usize,
 ) -> Result<(Vec<std::net::TcpListener>, SocketAddr), String> {
     let cannot = |error: std::io::Error| format!("cannot listen on {addr}: {error}");
-    let first = bind(addr, count > 1).map_err(cannot)?;
-    let local = first.local_addr().map_err(cannot)?;
-    let mut listeners = vec![first];
-    for _ in 1..count {
-        listeners.push(bind(local, true).map_err(cannot)?);
+    if count <= 1 {
+        let listener = bind(addr, false).map_err(cannot)?;
+        let local = listener.local_addr().map_err(cannot)?;
+        return Ok((vec![listener], local));
     }
+    // First on its own, without SO_REUSEPORT: a port some other process (of the same user)
+    // already shares that way must be "in use" here too, never quietly split with it.
+    let probe = bind(addr, false).map_err(cannot)?;
+    let local = probe.local_addr().map_err(cannot)?;
+    drop(probe);
+    let listeners = (0..count)
+        .map(|_| bind(local, true))
+        .collect::<Result<_, _>>()
+        .map_err(cannot)?;
     Ok((listeners, local))
 }
 
@@ -78,10 +89,12 @@ pub(crate) fn share(count: usize, workers: usize) -> usize {
 /// A worker's signal to stop accepting.
 pub(crate) type Stop = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs each worker on a thread of its own with its listener until `shutdown` resolves; then
-/// every worker's [`Stop`] resolves, and once `drain` has run here and each worker's future has
-/// returned, the workers' runtimes end. A worker's future returns when it has stopped accepting
-/// (and drained, if it drains itself); the connections it spawned are served on until then.
+/// Runs each worker on a thread of its own with its listener until `shutdown` resolves. Then
+/// every worker's [`Stop`] resolves; once each worker's future has returned (it stopped
+/// accepting, and drained if it drains itself), `drain` runs here; then the workers' runtimes
+/// end. A worker's connections are served on until then, and connections that live on a
+/// worker's runtime but serve all of them (a Redis or PostgreSQL connection made again from
+/// a request) stay open until every worker is done.
 pub(crate) async fn run<W, F>(
     workers: Vec<(std::net::TcpListener, W)>,
     shutdown: impl Future<Output = ()>,
@@ -91,38 +104,34 @@ where
     W: FnOnce(tokio::net::TcpListener, Stop) -> F + Send + 'static,
     F: Future<Output = ()> + 'static,
 {
+    let count = workers.len();
     let (phase, watching) = watch::channel(Phase::Serving);
-    let mut threads = Vec::with_capacity(workers.len());
+    let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(count.max(1));
+    let mut threads = Vec::with_capacity(count);
     for (index, (listener, work)) in workers.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|error| format!("cannot start worker {index}'s runtime: {error}"))?;
-        let watching = watching.clone();
+        let (watching, done) = (watching.clone(), Done(done.clone()));
         let thread = std::thread::Builder::new()
             .name(format!("jwt-gate-w{index}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(listener) => listener,
-                        Err(error) => {
-                            tracing::error!(worker = index, %error, "cannot take the listener");
-                            return;
-                        }
-                    };
-                    work(
-                        listener,
-                        Box::pin(reached(watching.clone(), Phase::Stopping)),
-                    )
-                    .await;
-                    reached(watching, Phase::Ended).await;
-                });
-            })
+            .spawn(move || serve(index, listener, work, watching, done))
             .map_err(|error| format!("cannot start worker {index}: {error}"))?;
         threads.push(thread);
     }
-    shutdown.await;
+    drop(done);
+    tokio::select! {
+        () = shutdown => {}
+        // A worker that ends by itself (it could not start, or panicked) stops the program,
+        // rather than leaving fewer workers serving quietly.
+        _ = all_done.recv() => {
+            phase.send_replace(Phase::Ended);
+            return Err("a worker stopped serving (the log says why)".to_owned());
+        }
+    }
     phase.send_replace(Phase::Stopping);
+    for _ in 0..count {
+        if all_done.recv().await.is_none() {
+            break;
+        }
+    }
     drain.await;
     phase.send_replace(Phase::Ended);
     tokio::task::spawn_blocking(move || {
@@ -135,6 +144,63 @@ where
     .await
     .map_err(|error| error.to_string())
 }
+
+/// Says a worker is done when dropped: once its future has returned, or its thread ends
+/// (unwinding included) before that.
+struct Done(tokio::sync::mpsc::Sender<()>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        // The channel holds one message per worker: this never waits, and never fails
+        // while the program listens.
+        let _ = self.0.try_send(());
+    }
+}
+
+/// One worker's thread: its runtime, built here so it is also dropped here, outside any
+/// other runtime.
+fn serve<W, F>(
+    index: usize,
+    listener: std::net::TcpListener,
+    work: W,
+    watching: watch::Receiver<Phase>,
+    done: Done,
+) where
+    W: FnOnce(tokio::net::TcpListener, Stop) -> F,
+    F: Future<Output = ()>,
+{
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(worker = index, %error, "cannot start the worker's runtime");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(worker = index, %error, "cannot take the listener");
+                return;
+            }
+        };
+        work(
+            listener,
+            Box::pin(reached(watching.clone(), Phase::Stopping)),
+        )
+        .await;
+        drop(done);
+        reached(watching, Phase::Ended).await;
+    });
+    // Blocking work still running (a DNS lookup, a SQLite call) does not hold the exit.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+}
+
+/// How long a worker's exit waits for blocking work it started.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Resolves once the workers are at `wanted` or beyond (or the sender is gone).
 async fn reached(mut watching: watch::Receiver<Phase>, wanted: Phase) {
