@@ -460,41 +460,31 @@ where
         }
         let now = inner.clock.now();
         let keys = inner.keys.snapshot();
-        if !inner.cache.is_enabled() {
-            return self
-                .verify_in_full(token, &keys, now, mode, lookup)
-                .map(|(claims, grants, _)| (claims, grants, CacheUse::Miss));
-        }
-        // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
-        let generation = self.key_generation(&keys);
-        let fingerprint = Fingerprint::of(token.as_bytes());
-        let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
-        if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
-            return hit.map(|(claims, grants)| (claims, grants, CacheUse::Hit));
-        }
-        let (claims, grants, payload_len) = self.verify_in_full(token, &keys, now, mode, lookup)?;
-        inner
-            .cache
-            .insert(fingerprint, &claims, &grants, payload_len, generation);
-        Ok((claims, grants, CacheUse::Miss))
-    }
-
-    /// [`verify_uncached`](Self::verify_uncached), counted as a full verification unless it
-    /// stopped to wait for a key lookup: the request is then verified again once the lookup
-    /// is over, and counted then, once.
-    fn verify_in_full(
-        &self,
-        token: &str,
-        own_keys: &crate::keys::KeySet,
-        now: u64,
-        mode: UnknownKid,
-        lookup: &mut Option<KeyLookup>,
-    ) -> Result<(Claims<C>, Grants, usize), AuthError> {
-        let verified = self.verify_uncached(token, own_keys, now, mode, lookup);
+        let cached = if inner.cache.is_enabled() {
+            // Read before any key is chosen: a key removed meanwhile leaves the entry stale.
+            let generation = self.key_generation(&keys);
+            let fingerprint = Fingerprint::of(token.as_bytes());
+            let check_times = |exp, iat, nbf| inner.validation.check_times(exp, iat, nbf, now);
+            if let Some(hit) = inner.cache.get(&fingerprint, generation, check_times) {
+                return hit.map(|(claims, grants)| (claims, grants, CacheUse::Hit));
+            }
+            Some((fingerprint, generation))
+        } else {
+            None
+        };
+        let verified = self.verify_uncached(token, &keys, now, mode, lookup);
+        // A verification that stopped to wait for a key lookup is done again once the lookup
+        // is over, and counted then, once.
         if lookup.is_none() {
-            self.inner.metrics.cache_missed();
+            inner.metrics.cache_missed();
         }
-        verified
+        let (claims, grants, payload_len) = verified?;
+        if let Some((fingerprint, generation)) = cached {
+            inner
+                .cache
+                .insert(fingerprint, &claims, &grants, payload_len, generation);
+        }
+        Ok((claims, grants, CacheUse::Miss))
     }
 
     /// What cached verifications are checked against: it grows whenever a key leaves any of

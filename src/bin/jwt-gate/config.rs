@@ -364,6 +364,19 @@ pub(crate) struct LimitsConfig {
     pub(crate) workers: Option<usize>,
 }
 
+impl LimitsConfig {
+    /// The workers that run: as configured or one per core, never more than connections
+    /// allowed, since each holds at least one.
+    pub(crate) fn workers(&self) -> usize {
+        self.workers
+            .unwrap_or_else(crate::workers::default_count)
+            .min(self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
+    }
+}
+
+/// `limits.max_connections` when the file sets none.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_SECRET_ENV: &str = "JWT_GATE_SECRET";
 pub(crate) const DEFAULT_AUTH_PREFIX: &str = "/auth";
@@ -841,14 +854,11 @@ pub(crate) fn effective(config: &Config) -> String {
     let limits = &mut shown.limits;
     limits.upstream_timeout_seconds.get_or_insert(30);
     limits.header_read_timeout_seconds.get_or_insert(10);
-    limits.max_connections.get_or_insert(1024);
+    limits
+        .max_connections
+        .get_or_insert(DEFAULT_MAX_CONNECTIONS);
     limits.drain_timeout_seconds.get_or_insert(20);
-    // As the program runs them: never more workers than connections allowed.
-    let workers = limits
-        .workers
-        .unwrap_or_else(crate::workers::default_count)
-        .min(limits.max_connections.unwrap_or(1024));
-    limits.workers = Some(workers);
+    limits.workers = Some(limits.workers());
     let health = &mut shown.health;
     health
         .live_path

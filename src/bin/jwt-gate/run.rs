@@ -348,7 +348,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     let bounds = server::Limits {
         header_read_timeout: seconds(limits.header_read_timeout_seconds)
             .unwrap_or(Duration::from_secs(10)),
-        max_connections: limits.max_connections.unwrap_or(1024),
+        max_connections: limits
+            .max_connections
+            .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
         drain: Duration::from_secs(limits.drain_timeout_seconds.unwrap_or(20)),
     };
     let forwarded = config
@@ -358,14 +360,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         .collect::<Result<Vec<_>, _>>()?;
     let layer = layer(&config, gate_verifier, auth.is_some());
     // The auth service alone is bound by password hashing, on threads of its own:
-    // one listener serves it. Every worker holds at least one connection, so there
-    // are never more workers than connections allowed.
+    // one listener serves it.
     let count = match command {
-        Command::Proxy { .. } | Command::ForwardAuth => config
-            .limits
-            .workers
-            .unwrap_or_else(workers::default_count)
-            .min(bounds.max_connections),
+        Command::Proxy { .. } | Command::ForwardAuth => config.limits.workers(),
         _ => 1,
     };
     let (mut listeners, local) = listen(&config, count)?;

@@ -47,16 +47,14 @@ pub(crate) fn listeners(
     count: usize,
 ) -> Result<(Vec<std::net::TcpListener>, SocketAddr), String> {
     let cannot = |error: std::io::Error| format!("cannot listen on {addr}: {error}");
-    if count <= 1 {
-        let listener = bind(addr, false).map_err(cannot)?;
-        let local = listener.local_addr().map_err(cannot)?;
-        return Ok((vec![listener], local));
-    }
     // First on its own, without SO_REUSEPORT: a port some other process (of the same user)
     // already shares that way must be "in use" here too, never quietly split with it.
-    let probe = bind(addr, false).map_err(cannot)?;
-    let local = probe.local_addr().map_err(cannot)?;
-    drop(probe);
+    let first = bind(addr, false).map_err(cannot)?;
+    let local = first.local_addr().map_err(cannot)?;
+    if count <= 1 {
+        return Ok((vec![first], local));
+    }
+    drop(first);
     let listeners = (0..count)
         .map(|_| bind(local, true))
         .collect::<Result<_, _>>()
