@@ -43,6 +43,16 @@ async fn slow_upstream(seconds: u64) -> (SocketAddr, tokio::sync::mpsc::Unbounde
     (common::serve(router).await, arrivals)
 }
 
+/// Sends SIGTERM to the program, as an orchestrator stopping it would.
+fn sigterm(program: &std::process::Child) {
+    let pid = program.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Polls `check` every 50 ms until it holds, for at most 10 s.
 async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..200 {
@@ -99,12 +109,7 @@ async fn sigterm_refuses_new_connections_and_lets_the_request_in_flight_finish()
     let in_flight = tokio::spawn(async move { get(addr, "/slow/report", None).await });
     arrivals.recv().await.unwrap();
 
-    let pid = gate.child.id().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&gate.child);
     eventually("new connections refused", async || {
         tokio::net::TcpStream::connect(addr).await.is_err()
     })
@@ -112,6 +117,58 @@ async fn sigterm_refuses_new_connections_and_lets_the_request_in_flight_finish()
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.text, "slow answer");
+    let exit = gate.child.wait().unwrap();
+    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
+}
+
+/// An upstream answering every request with a head at once, then `parts` body chunks a
+/// second apart.
+async fn streaming_upstream(parts: usize) -> SocketAddr {
+    let stream = move || async move {
+        let chunks = futures_util::stream::unfold(0, move |sent| async move {
+            if sent == parts {
+                return None;
+            }
+            if sent > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let chunk = bytes::Bytes::from(format!("part {sent};"));
+            Some((Ok::<_, std::convert::Infallible>(chunk), sent + 1))
+        });
+        axum::body::Body::from_stream(chunks)
+    };
+    common::serve(Router::new().fallback(route_get(stream))).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_a_response_body_under_way_finish() {
+    use http_body_util::BodyExt as _;
+
+    let upstream = streaming_upstream(3).await;
+    let dir = TempDir::new("drain-body");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\n\n[[routes]]\npath = \"/download\"\naccess = \"open\"\n"),
+    );
+    let mut gate = start(&config, "proxy");
+    let stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/download")
+        .header("host", "gate")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The head is here and the body has two seconds to go: the request is still in flight.
+    sigterm(&gate.child);
+    let body = response.into_body().collect().await;
+    let body = body.expect("the body arrives whole, not cut at the drain");
+    assert_eq!(&body.to_bytes()[..], b"part 0;part 1;part 2;");
     let exit = gate.child.wait().unwrap();
     assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
 }

@@ -301,7 +301,8 @@ impl<S> Ops<S> {
     }
 }
 
-/// The requests in flight, counted until their response heads.
+/// The requests in flight, each counted until its response body is over (sent whole, failed
+/// or dropped), so a drain waits for a download or a stream under way, not just its head.
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     count: AtomicU64,
@@ -389,8 +390,43 @@ fn usable_request_id(value: &HeaderValue) -> bool {
     (1..=128).contains(&value.len()) && value.as_bytes().iter().all(|byte| byte.is_ascii_graphic())
 }
 
-/// The body of a response made here.
-pub(crate) type OpsBody<B> = Either<B, Full<Bytes>>;
+/// The body of a response: the inner service's, still counted in flight, or one made here.
+pub(crate) type OpsBody<B> = Either<InFlightBody<B>, Full<Bytes>>;
+
+pin_project_lite::pin_project! {
+    /// A response body whose request stays in flight until the body ends or is dropped.
+    pub(crate) struct InFlightBody<B> {
+        #[pin]
+        inner: B,
+        flying: Option<Flying>,
+    }
+}
+
+impl<B: Body> Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if !matches!(frame, Some(Ok(_))) {
+            // The end, or a failure that ends it: no need to wait for hyper to drop it.
+            this.flying.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 fn local(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -475,13 +511,17 @@ where
         let flying = Flying::new(&shared.in_flight);
         let future = self.inner.call(request);
         Box::pin(async move {
-            let _flying = flying;
             let answered = match timeout {
                 Some(timeout) => tokio::time::timeout(timeout, future).await.ok(),
                 None => Some(future.await),
             };
             let mut response = match answered {
-                Some(Ok(response)) => response.map(Either::Left),
+                Some(Ok(response)) => response.map(|inner| {
+                    Either::Left(InFlightBody {
+                        inner,
+                        flying: Some(flying),
+                    })
+                }),
                 Some(Err(never)) => match never {},
                 None => {
                     let seconds = timeout.map_or(0, |timeout| timeout.as_secs());
