@@ -272,6 +272,46 @@ impl Sources {
         Ok(found)
     }
 
+    /// Whether these are the default sources: `Authorization: Bearer` alone.
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
+    pub(crate) fn is_default(&self) -> bool {
+        self.authorization && self.cookie.is_none() && self.header.is_none()
+    }
+
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
+    pub(crate) fn reads_authorization(&self) -> bool {
+        self.authorization
+    }
+
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
+    pub(crate) fn cookie_name(&self) -> Option<&str> {
+        self.cookie.as_deref()
+    }
+
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
+    pub(crate) fn header_name(&self) -> Option<&str> {
+        self.header.as_ref().map(HeaderName::as_str)
+    }
+
+    /// The request's one token, as the gate reads it: [`find`](Self::find), and a token found
+    /// only in the cookie refused (`CrossSiteRequest`) where [`cookie_allowed`](Self::cookie_allowed)
+    /// says so. Everything that authenticates a request reads it here, so the gate and the
+    /// auth service's logout cannot disagree on where the token is.
+    pub(crate) fn request_token<'a>(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &'a HeaderMap,
+        max_len: usize,
+    ) -> Result<Option<&'a str>, AuthError> {
+        match self.find(headers, max_len)? {
+            Found::Cookie(_) if !self.cookie_allowed(method, uri, headers) => {
+                Err(AuthError::CrossSiteRequest)
+            }
+            found => Ok(found.token()),
+        }
+    }
+
     /// Whether a request authenticated only by the cookie may pass: any safe method does; an
     /// unsafe one must come from the gate's own origin or a trusted one (see
     /// [`TokenSources`]). Ambiguous evidence (a header sent twice) refuses.

@@ -17,7 +17,7 @@ use crate::authorize::{Forbidden, Requirements};
 use crate::error::is_grpc;
 #[cfg(feature = "axum")]
 use crate::error::GateRealm;
-use crate::extract::{is_preflight, Found, Sources};
+use crate::extract::{is_preflight, Sources};
 use crate::keys::KeyLookup;
 use crate::metrics::{CacheUse, GateMetrics};
 use crate::paths::{Access, PathRules, Pattern};
@@ -464,19 +464,12 @@ where
     /// The request's one token from the gate's sources; a token only the cookie carried must
     /// also pass the cross-site check.
     fn token<'a, B>(&self, request: &'a Request<B>) -> Result<Option<&'a str>, AuthError> {
-        let max_len = self.verifier.validation().max_token_len;
-        match self.sources.find(request.headers(), max_len)? {
-            Found::Cookie(_)
-                if !self.sources.cookie_allowed(
-                    request.method(),
-                    request.uri(),
-                    request.headers(),
-                ) =>
-            {
-                Err(AuthError::CrossSiteRequest)
-            }
-            found => Ok(found.token()),
-        }
+        self.sources.request_token(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            self.verifier.validation().max_token_len,
+        )
     }
 
     #[cfg_attr(not(feature = "axum"), allow(clippy::unused_self, unused_variables))]

@@ -14,7 +14,7 @@ use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
 use crate::error::DEFAULT_REALM;
-use crate::extract::{bearer_token, check_token_syntax, Credentials};
+use crate::extract::check_token_syntax;
 use crate::fingerprint::Fingerprint;
 use crate::keys::{KeyLookup, Keys, ACCESS_TOKEN_TYPE};
 use crate::metrics::{CacheUse, GateMetrics};
@@ -631,20 +631,16 @@ where
         self.inner.revocations.check(&TokenId::of(claims))
     }
 
-    /// How the auth service's logout judges a request's credentials: the bearer token of
-    /// `headers` (`Ok(None)` when there is none), verified, and then the revocation store's
-    /// answer, which may still be pending. An unknown `kid` is refused here without waiting
-    /// for its lookup (the gate waits: see
+    /// How the auth service's logout judges a request's `token` (`Ok(None)` when there is
+    /// none), read from the request as the gate reads it: verified, and then the revocation
+    /// store's answer, which may still be pending. An unknown `kid` is refused here without
+    /// waiting for its lookup (the gate waits: see
     /// [`authenticate_or_look_up`](Self::authenticate_or_look_up)).
     #[cfg_attr(not(feature = "auth"), allow(dead_code))]
     pub(crate) fn authenticate(
         &self,
-        headers: &http::HeaderMap,
+        token: Option<&str>,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        let token = match bearer_token(headers, self.inner.validation.max_token_len)? {
-            Credentials::Bearer(token) => Some(token),
-            Credentials::None => None,
-        };
         match self.authenticate_with(token, UnknownKid::Report) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),

@@ -121,9 +121,10 @@ pub use throttle::{LoginThrottle, RegistrationThrottle};
 #[cfg(feature = "redis")]
 pub use throttle::{RedisThrottle, RedisThrottleBuilder};
 
+use crate::extract::Sources;
 use crate::revocation::BoxFuture;
 use crate::store::{User, UserStore};
-use crate::{BoxError, TokenVerifier};
+use crate::{BoxError, TokenSources, TokenVerifier};
 use password::Passwords;
 use routes::Inner;
 use throttle::Throttle;
@@ -207,6 +208,7 @@ impl AuthService {
             #[cfg(feature = "redis")]
             shared_throttle: None,
             trusted_proxies: Vec::new(),
+            token_sources: TokenSources::default(),
             claims_hook: None,
         }
     }
@@ -236,7 +238,7 @@ impl AuthService {
     /// ```
     #[cfg(feature = "openapi")]
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
-        openapi::auth_document(&self.inner.prefix)
+        openapi::auth_document(&self.inner.prefix, &self.inner.token_sources)
     }
 }
 
@@ -254,6 +256,7 @@ impl AuthService {
 /// | [`registration_throttle`](Self::registration_throttle) | [`RegistrationThrottle::default`] |
 /// | `shared_throttle` (feature `redis`) | none: counts kept in this process |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none |
+/// | [`token_sources`](Self::token_sources) | `Authorization: Bearer` only |
 /// | [`extra_claims`](Self::extra_claims) | none: tokens carry only the service's claims |
 ///
 /// ```
@@ -285,6 +288,7 @@ pub struct AuthServiceBuilder {
     #[cfg(feature = "redis")]
     shared_throttle: Option<RedisThrottle>,
     trusted_proxies: Vec<IpAddr>,
+    token_sources: TokenSources,
     claims_hook: Option<ClaimsHook>,
 }
 
@@ -301,6 +305,7 @@ impl std::fmt::Debug for AuthServiceBuilder {
             .field("login_throttle", &self.login_throttle)
             .field("registration_throttle", &self.registration_throttle)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("token_sources", &self.token_sources)
             .field("extra_claims", &self.claims_hook.is_some())
             .finish_non_exhaustive()
     }
@@ -463,6 +468,42 @@ impl AuthServiceBuilder {
         self
     }
 
+    /// Where logout reads the access token: give it the gate's
+    /// [`token_sources`](crate::JwtAuthLayer::token_sources), so a browser whose token is an
+    /// `HttpOnly` cookie can log out with the cookie, under the same cross-site rule as the
+    /// gate's (an unsafe request carrying only the cookie must come from the site's own
+    /// origin or a trusted one; otherwise `403 cross_site_request`, and nothing is revoked).
+    /// Default: `Authorization: Bearer` only.
+    ///
+    /// ```
+    /// use jwt_gate::service::AuthService;
+    /// use jwt_gate::store::MemoryUserStore;
+    /// use jwt_gate::{JwtAuthLayer, Keys, TokenSources, TokenVerifier};
+    ///
+    /// let keys = Keys::hs256(b"an example secret of 32 bytes!!!").unwrap();
+    /// let verifier = TokenVerifier::new(keys);
+    /// let sources = TokenSources {
+    ///     cookie: Some("__Host-access_token".to_owned()),
+    ///     ..TokenSources::default()
+    /// };
+    /// let auth = AuthService::builder(verifier.clone(), MemoryUserStore::new())
+    ///     .token_sources(sources.clone())
+    ///     .build();
+    /// let gate = JwtAuthLayer::new(verifier).token_sources(sources).open_prefix("/auth");
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// When [`TokenSources::check`] refuses `sources`, with its message, as the gate does.
+    #[must_use]
+    pub fn token_sources(mut self, sources: TokenSources) -> Self {
+        if let Err(error) = sources.check() {
+            panic!("{error}");
+        }
+        self.token_sources = sources;
+        self
+    }
+
     /// Believes `X-Forwarded-For` on connections from these proxies (default: none).
     #[must_use]
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
@@ -545,6 +586,8 @@ impl AuthServiceBuilder {
                 passwords: Passwords::new(self.hasher, self.hashing_concurrency, self.low_priority),
                 throttle,
                 trusted_proxies: self.trusted_proxies,
+                token_sources: Sources::compile(&self.token_sources)
+                    .expect("checked when they were given"),
             }),
         }
     }

@@ -17,7 +17,9 @@ use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
@@ -25,6 +27,8 @@ use super::public_keys::publishing_service;
 use super::reply::{body_bytes, Failure};
 #[allow(unused_imports)] // named by the annotations below
 use super::routes::{LoggedOut, RegisterBody, Registered, TokenResponse};
+use crate::extract::Sources;
+use crate::AuthError;
 
 /// The routes below the service's prefix; [`AuthService::openapi`](super::AuthService::openapi)
 /// puts the prefix in front.
@@ -49,6 +53,9 @@ pub(super) struct JwksApi;
 
 /// The name of the bearer security scheme in the document (the annotations spell it out).
 const BEARER: &str = "bearer";
+/// The schemes of the other token sources, named when the service is given them.
+const COOKIE: &str = "cookie";
+const HEADER: &str = "token_header";
 
 /// The access tokens the service issues, sent as `Authorization: Bearer …` (RFC 6750).
 struct BearerScheme;
@@ -354,11 +361,17 @@ enum RefreshTokenGrantType {
 /// answered as a client would see it, and becomes one named example; the body's schema
 /// allows exactly the `error` codes of those rows, and the headers are the ones they send.
 fn failure_responses(answers: impl Fn(&Failure) -> bool) -> BTreeMap<String, RefOr<Response>> {
+    render(
+        Failure::rows()
+            .into_iter()
+            .filter(|failure| answers(failure)),
+    )
+}
+
+/// The responses of `failures`, grouped by status.
+fn render(failures: impl IntoIterator<Item = Failure>) -> BTreeMap<String, RefOr<Response>> {
     let mut by_status: BTreeMap<StatusCode, Vec<Answer>> = BTreeMap::new();
-    for failure in Failure::rows()
-        .into_iter()
-        .filter(|failure| answers(failure))
-    {
+    for failure in failures {
         // The one row whose words are the call site's: shown with a case every route has.
         let failure = match failure {
             Failure::Invalid { .. } => Failure::Invalid {
@@ -478,8 +491,73 @@ fn document(answers: &[Answer]) -> ResponseBuilder {
 }
 
 /// The auth routes' document with every path below `prefix`.
-pub(super) fn auth_document(prefix: &str) -> Document {
-    below(AuthApi::openapi(), prefix)
+pub(super) fn auth_document(prefix: &str, sources: &Sources) -> Document {
+    let mut document = below(AuthApi::openapi(), prefix);
+    if sources.is_default() {
+        return document;
+    }
+    // Logout reads the token where the gate does: the document says where, and what those
+    // sources can add to its failures.
+    let mut requirements = Vec::new();
+    let components = document.components.get_or_insert_with(Default::default);
+    if sources.reads_authorization() {
+        requirements.push(SecurityRequirement::new(BEARER, Vec::<String>::new()));
+    } else {
+        components.security_schemes.remove(BEARER);
+    }
+    let sources_read = usize::from(sources.reads_authorization())
+        + usize::from(sources.cookie_name().is_some())
+        + usize::from(sources.header_name().is_some());
+    let mut extra = Vec::new();
+    if sources_read > 1 {
+        extra.push(AuthError::ConflictingTokens);
+    }
+    if let Some(name) = sources.cookie_name() {
+        let scheme = ApiKey::Cookie(ApiKeyValue::with_description(
+            name,
+            "the access token as a cookie; an unsafe request carrying only the cookie must \
+             come from the site's own origin or a trusted one",
+        ));
+        components.add_security_scheme(COOKIE, SecurityScheme::ApiKey(scheme));
+        requirements.push(SecurityRequirement::new(COOKIE, Vec::<String>::new()));
+        extra.extend([
+            AuthError::DuplicateCookie,
+            AuthError::MalformedCookie,
+            AuthError::CrossSiteRequest,
+        ]);
+    }
+    if let Some(name) = sources.header_name() {
+        let scheme = ApiKey::Header(ApiKeyValue::with_description(
+            name,
+            "the bare access token, without `Bearer `",
+        ));
+        components.add_security_scheme(HEADER, SecurityScheme::ApiKey(scheme));
+        requirements.push(SecurityRequirement::new(HEADER, Vec::<String>::new()));
+        extra.push(AuthError::DuplicateTokenHeader);
+    }
+    let failures: Vec<Failure> = Failure::rows()
+        .into_iter()
+        .filter(|failure| matches!(failure, Failure::Token(_) | Failure::Unavailable))
+        .chain(extra.into_iter().map(Failure::Token))
+        .collect();
+    for operation in ["/logout", "/logout-all"] {
+        let path = format!("{prefix}{operation}");
+        let Some(operation) = document
+            .paths
+            .paths
+            .get_mut(&path)
+            .and_then(|item| item.post.as_mut())
+        else {
+            continue;
+        };
+        operation.security = Some(requirements.clone());
+        let mut responses = render(failures.clone());
+        if let Some(success) = operation.responses.responses.remove("200") {
+            responses.insert("200".to_owned(), success);
+        }
+        operation.responses.responses = responses;
+    }
+    document
 }
 
 /// The public keys' document with its one path at `path`.
@@ -546,7 +624,7 @@ mod tests {
     use serde_json::json;
 
     fn document() -> serde_json::Value {
-        serde_json::to_value(auth_document("/auth")).unwrap()
+        serde_json::to_value(auth_document("/auth", &Sources::default())).unwrap()
     }
 
     #[test]
@@ -603,5 +681,45 @@ mod tests {
         }
         // Registration and login need no token.
         assert!(document["paths"]["/auth/token"]["post"]["security"].is_null());
+    }
+
+    #[test]
+    fn logouts_state_the_token_sources_they_are_given() {
+        let sources = Sources::compile(&crate::TokenSources {
+            authorization: false,
+            cookie: Some("__Host-access".to_owned()),
+            ..crate::TokenSources::default()
+        })
+        .unwrap();
+        let document = serde_json::to_value(auth_document("/auth", &sources)).unwrap();
+        let schemes = &document["components"]["securitySchemes"];
+        assert_eq!(
+            schemes["cookie"],
+            json!({
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "__Host-access",
+                "description": schemes["cookie"]["description"],
+            })
+        );
+        // `authorization = false`: the bearer scheme is not read, so not stated.
+        assert!(schemes["bearer"].is_null());
+        for path in ["/auth/logout", "/auth/logout-all"] {
+            let logout = &document["paths"][path]["post"];
+            assert_eq!(logout["security"], json!([{"cookie": []}]), "{path}");
+            let responses = logout["responses"].as_object().unwrap();
+            let statuses: Vec<&str> = responses.keys().map(String::as_str).collect();
+            assert_eq!(statuses, ["200", "400", "401", "403", "503"], "{path}");
+            let forbidden = responses["403"].to_string();
+            assert!(forbidden.contains("cross_site_request"), "{forbidden}");
+            assert!(responses["400"].to_string().contains("MalformedCookie"));
+            // One source: two tokens cannot disagree.
+            assert!(!responses["400"].to_string().contains("ConflictingTokens"));
+        }
+        // Nothing else changes.
+        assert_eq!(
+            document["paths"]["/auth/token"],
+            self::document()["paths"]["/auth/token"]
+        );
     }
 }

@@ -84,9 +84,10 @@ macro_rules! define_failures {
 
             /// Every row once, its bindings at their defaults, and the gate's row once per
             /// refusal that authenticating an `Authorization` header can give (the service
-            /// never asks for scopes, looks a subject up, or reads the gate's other token
-            /// sources): what the OpenAPI document renders its responses from, so that it
-            /// states each answer exactly as the client receives it.
+            /// never asks for scopes or looks a subject up; the refusals of the other token
+            /// sources are added by the document of a service given them): what the OpenAPI
+            /// document renders its responses from, so that it states each answer exactly as
+            /// the client receives it.
             #[cfg(feature = "openapi")]
             pub(crate) fn rows() -> Vec<Self> {
                 let mut rows = vec![

@@ -18,6 +18,7 @@ use super::reply::{json, AuthResponse, Failure};
 use super::request::{parse_form, parse_json, read_body, require_content_type, FORM, JSON};
 use super::throttle::{client_address, Attempt, Refusal, Throttle};
 use super::tokens::{hash_refresh_token, Granted, SigningError, TokenIssuer};
+use crate::extract::Sources;
 use crate::revocation::{RevocationCheck, RevocationError, TokenId};
 use crate::store::{is_grant_name, Registration, Rotation, User, UserStore, UserStoreError};
 use crate::{AuthError, BoxError};
@@ -30,6 +31,8 @@ pub(super) struct Inner {
     pub(super) passwords: Passwords,
     pub(super) throttle: Throttle,
     pub(super) trusted_proxies: Vec<IpAddr>,
+    /// Where logout reads the access token: the gate's sources.
+    pub(super) token_sources: Sources,
 }
 
 /// The routes, by their path below the prefix.
@@ -711,8 +714,17 @@ impl Inner {
         let verifier = &self.issuer.verifier;
         // The gate's own answer is set aside for one that ignores the token's session: a
         // token refused only because its session was logged out may repeat the logout.
+        let token = self
+            .token_sources
+            .request_token(
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                verifier.validation().max_token_len,
+            )
+            .map_err(Failure::Token)?;
         let (claims, _, _, _) = verifier
-            .authenticate(&parts.headers)
+            .authenticate(token)
             .map_err(Failure::Token)?
             .ok_or(Failure::Token(AuthError::MissingCredentials))?;
         let without_session = TokenId {

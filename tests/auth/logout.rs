@@ -229,3 +229,68 @@ async fn logout_all_refuses_earlier_tokens_that_belong_to_no_session() {
         .unwrap();
     assert_eq!(me(stack.addr, &later).await.status, StatusCode::OK);
 }
+
+/// A service whose logout reads the token also from the cookie `access_token`, as a gate
+/// configured with that cookie would.
+fn reading_the_cookie(
+    auth: jwt_gate::service::AuthServiceBuilder,
+) -> jwt_gate::service::AuthServiceBuilder {
+    auth.token_sources(jwt_gate::TokenSources {
+        cookie: Some("access_token".to_owned()),
+        ..jwt_gate::TokenSources::default()
+    })
+}
+
+async fn logout_with_cookie(stack: &Stack, token: &str, site: &str) -> Answer {
+    let cookie = format!("theme=dark; access_token={token}");
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("sec-fetch-site", site),
+        ("origin", "https://elsewhere.example"),
+    ];
+    call(stack.addr, Method::POST, "/auth/logout", &headers, "").await
+}
+
+#[tokio::test]
+async fn a_browser_holding_its_token_as_a_cookie_logs_out_with_the_cookie() {
+    let stack = stack_with(reading_the_cookie).await;
+    let json = session(stack.addr, "alice").await;
+    let access = field(&json, "access_token");
+
+    let reply = logout_with_cookie(&stack, &access, "same-origin").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(
+        me(stack.addr, &access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn a_cross_site_logout_by_cookie_is_refused_and_revokes_nothing() {
+    let stack = stack_with(reading_the_cookie).await;
+    let json = session(stack.addr, "alice").await;
+    let access = field(&json, "access_token");
+
+    let reply = logout_with_cookie(&stack, &access, "cross-site").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.json()["error"],
+        "cross_site_request",
+        "{}",
+        reply.text
+    );
+    assert_eq!(stack.revocations.len(), 0);
+    assert_eq!(me(stack.addr, &access).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn without_a_cookie_source_logout_ignores_the_cookie() {
+    let stack = stack().await;
+    let json = session(stack.addr, "alice").await;
+    let access = field(&json, "access_token");
+
+    let reply = logout_with_cookie(&stack, &access, "same-origin").await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(stack.revocations.len(), 0);
+    assert_eq!(me(stack.addr, &access).await.status, StatusCode::OK);
+}

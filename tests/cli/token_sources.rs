@@ -55,6 +55,33 @@ async fn a_cookie_carries_the_token_and_a_cross_site_post_with_it_is_403() {
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_mounted_auth_service_logs_out_with_the_cookie_the_gate_reads() {
+    let upstream = upstream().await;
+    let dir = TempDir::new("token-cookie-logout");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\n{GATE}cookie = \"access\"\n\n[users]\nsqlite = \"users.db\"\n"
+        ),
+    );
+    let gate = start(&config, "proxy");
+    let session = crate::common::session(gate.addr, "carol").await;
+    let cookie = format!("access={}", session["access_token"].as_str().unwrap());
+    let answer = get_with(gate.addr, "/orders", &[("cookie", &cookie)]).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    // The page's own script logs out; its token never left the cookie.
+    let same_site = [
+        ("cookie", cookie.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let logout = call(gate.addr, Method::POST, "/auth/logout", &same_site, "").await;
+    assert_eq!(logout.status, StatusCode::OK, "{}", logout.text);
+    let answer = get_with(gate.addr, "/orders", &[("cookie", &cookie)]).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+}
+
 #[test]
 fn a_bad_token_source_stops_the_start_naming_its_key() {
     let dir = TempDir::new("token-bad");

@@ -342,6 +342,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         AuthService::builder(auth_verifier.clone(), users)
             .prefix(&prefix)
             .hash_at_low_priority()
+            // Logout reads the token where the gate does: a browser holding it only as a
+            // cookie can log out.
+            .token_sources(config.token.sources())
             .build()
     });
     let limits = &config.limits;
