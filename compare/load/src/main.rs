@@ -3,7 +3,8 @@
 //! ```text
 //! compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]
 //! compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]
-//! compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N]
+//! compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N] [--get-rate R]
+//!                          [--flood-nice N]
 //! ```
 //!
 //! `versus`: `GET /auth-test` of both servers under the same load (N keep-alive connections
@@ -16,8 +17,12 @@
 //! `bodies`: `GET /auth-test` latency of one server alone, then while N clients (default 20)
 //! send `POST /auth/register` bodies back to back, each on a fresh connection: 2-byte bodies
 //! (the control: the same connections and requests, answered `422`), 1 MB bodies with their
-//! `Content-Length` declared, and 1 MB chunked bodies; the four phases alternate within every
-//! round.
+//! `Content-Length` declared, and 1 MB chunked bodies; the phases alternate within every
+//! round. The GET clients send 10,000 requests a second in all on a fixed schedule
+//! (`--get-rate`; 0 sends back to back); the flooders run in a child process (this program
+//! again, as `flooder ADDR small|declared|chunked`) under `nice -n 19` (`--flood-nice`), so
+//! the CPU they take for themselves, which an attacker's own machine would pay, does not
+//! decide the figure; two more phases run them at normal priority.
 //!
 //! All register the users they need (an existing user is fine) through `POST
 //! /auth/register` and log in through `POST /auth/token` (an OAuth2 password form). Only
@@ -49,6 +54,12 @@ struct Options {
     logins: usize,
     one_address: bool,
     flooders: usize,
+    /// `bodies`: GET requests a second (0: back to back).
+    get_rate: f64,
+    /// `bodies`: the flooders' `nice` value.
+    flood_nice: u32,
+    /// `flooder`: how long to flood.
+    milliseconds: u64,
 }
 
 /// One keep-alive HTTP/1.1 connection.
@@ -198,6 +209,20 @@ fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
 /// `connections` keep-alive connections sending `GET /auth-test` with `bearer` back to back
 /// for `duration`; latency of every completed request.
 async fn get_load(addr: SocketAddr, bearer: &str, connections: usize, duration: Duration) -> Stats {
+    paced_get_load(addr, bearer, connections, duration, None).await
+}
+
+/// [`get_load`], but with `rate` (requests a second, all connections together) each
+/// connection sends on a fixed schedule instead of back to back: an open load that leaves the
+/// server idle time, as a service's real traffic does. A request the schedule has already
+/// passed (the previous answer came late) goes at once. Latency runs from the send.
+async fn paced_get_load(
+    addr: SocketAddr,
+    bearer: &str,
+    connections: usize,
+    duration: Duration,
+    rate: Option<f64>,
+) -> Stats {
     let authorization = Arc::new(format!("Bearer {bearer}"));
     let failures = Arc::new(AtomicU64::new(0));
     let mut opened = Vec::new();
@@ -209,9 +234,18 @@ async fn get_load(addr: SocketAddr, bearer: &str, connections: usize, duration: 
     let mut tasks = Vec::new();
     for mut connection in opened {
         let (authorization, failures) = (authorization.clone(), failures.clone());
+        let mut schedule = rate.map(|rate| {
+            let mut ticks =
+                tokio::time::interval(Duration::from_secs_f64(connections as f64 / rate));
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            ticks
+        });
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
+                if let Some(schedule) = &mut schedule {
+                    schedule.tick().await;
+                }
                 let sent = Instant::now();
                 let answer = connection
                     .try_send(
@@ -519,6 +553,16 @@ enum Bodies {
     Chunked,
 }
 
+/// Where the flooders connect from: one attacker's address, not the GET clients' 127.0.0.1.
+const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+/// A connection to `addr` from the loopback address `source`.
+async fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
 const FLOOD_BODY_BYTES: usize = 1 << 20;
 const FLOOD_PIECE: usize = 64 * 1024;
 const BODY_GET_CONNECTIONS: usize = 8;
@@ -526,7 +570,7 @@ const BODY_GET_CONNECTIONS: usize = 8;
 /// Sends one registration body on a fresh connection and reads the status line; the status
 /// (0: the connection failed or closed without one).
 async fn send_body(addr: SocketAddr, bodies: Bodies) -> u16 {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
+    let Ok(mut stream) = connect_from(addr, FLOOD_SOURCE).await else {
         return 0;
     };
     let (framing, body_bytes) = match bodies {
@@ -575,6 +619,22 @@ async fn send_body(addr: SocketAddr, bodies: Bodies) -> u16 {
     }
 }
 
+impl Bodies {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Small => "small",
+            Self::Declared => "declared",
+            Self::Chunked => "chunked",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [Self::Small, Self::Declared, Self::Chunked]
+            .into_iter()
+            .find(|bodies| bodies.name() == name)
+    }
+}
+
 /// `clients` flooders sending `bodies` back to back until `stop`, tallying the answers.
 fn start_body_flood(
     addr: SocketAddr,
@@ -620,100 +680,213 @@ fn cpu_seconds(pid: &str) -> (f64, f64) {
     )
 }
 
+/// The `flooder` subcommand, what `bodies` runs in a process of its own: `clients` flooders
+/// for `seconds`, then one line on standard output: the answers counted per status, the
+/// seconds flooded, and this process's CPU seconds (user, system).
+async fn flooder(addr: SocketAddr, bodies: Bodies, options: &Options) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Tally::default();
+    let start = Instant::now();
+    let cpu_from = cpu_seconds("self");
+    let clients = start_body_flood(addr, options.flooders, bodies, stop.clone(), tally.clone());
+    tokio::time::sleep(Duration::from_millis(options.milliseconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds("self");
+    let answers: Vec<String> = tally
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(status, count)| format!("{status}={count}"))
+        .collect();
+    println!(
+        "{} {elapsed} {} {}",
+        answers.join(","),
+        cpu.0 - cpu_from.0,
+        cpu.1 - cpu_from.1
+    );
+}
+
+/// A flood running in a child process (see [`flooder`]) at `nice` priority.
+struct FloodProcess(tokio::process::Child);
+
+impl FloodProcess {
+    fn start(addr: SocketAddr, bodies: Bodies, clients: usize, run: Duration, nice: u32) -> Self {
+        let child = tokio::process::Command::new("nice")
+            .arg(format!("-n{nice}"))
+            .arg(std::env::current_exe().unwrap())
+            .args(["flooder", &addr.to_string(), bodies.name()])
+            .args(["--flooders", &clients.to_string()])
+            .args(["--milliseconds", &run.as_millis().to_string()])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("`nice` and this program start");
+        Self(child)
+    }
+
+    /// The answers per status, the seconds flooded, and the flooder's CPU seconds.
+    async fn finish(self) -> (BTreeMap<u16, u64>, f64, f64, f64) {
+        let output = self.0.wait_with_output().await.unwrap();
+        assert!(output.status.success(), "the flooder failed");
+        let line = String::from_utf8(output.stdout).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [answers, elapsed, user, system] = fields[..] else {
+            panic!("unexpected flooder output: {line:?}");
+        };
+        let tally = answers
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (status, count) = pair.split_once('=').unwrap();
+                (status.parse().unwrap(), count.parse().unwrap())
+            })
+            .collect();
+        let number = |field: &str| field.parse::<f64>().unwrap();
+        (tally, number(elapsed), number(user), number(system))
+    }
+}
+
 async fn bodies(addr: SocketAddr, options: &Options) {
     // The server's CPU time per phase, when its pid is given (`compare/run.sh` does).
     let server_pid = std::env::var("SERVER_PID").ok();
     let token = token_for(addr, "bench").await;
     let duration = Duration::from_secs(options.seconds);
-    get_load(addr, &token, BODY_GET_CONNECTIONS, Duration::from_secs(1)).await;
-    let phases: [(Option<Bodies>, &str); 4] = [
-        (None, "alone"),
-        (Some(Bodies::Small), "2-byte bodies (control)"),
-        (Some(Bodies::Declared), "1 MB bodies, Content-Length"),
-        (Some(Bodies::Chunked), "1 MB bodies, chunked"),
+    let rate = (options.get_rate > 0.0).then_some(options.get_rate);
+    let nice = options.flood_nice;
+    paced_get_load(
+        addr,
+        &token,
+        BODY_GET_CONNECTIONS,
+        Duration::from_secs(1),
+        rate,
+    )
+    .await;
+    // (bodies, the flooders' nice value, name, the row whose p99 is this one's control)
+    let phases: [(Option<Bodies>, u32, &str, usize); 6] = [
+        (None, 0, "alone", 0),
+        (Some(Bodies::Small), nice, "2-byte bodies (control)", 1),
+        (
+            Some(Bodies::Declared),
+            nice,
+            "1 MB bodies, Content-Length",
+            1,
+        ),
+        (Some(Bodies::Chunked), nice, "1 MB bodies, chunked", 1),
+        (
+            Some(Bodies::Small),
+            0,
+            "2-byte bodies (control), flooders at the GET clients' priority",
+            4,
+        ),
+        (
+            Some(Bodies::Declared),
+            0,
+            "1 MB bodies, Content-Length, flooders at the GET clients' priority",
+            4,
+        ),
     ];
+    let load = match rate {
+        Some(rate) => format!("{rate:.0} requests/s in all, each connection on a fixed schedule"),
+        None => "back to back".to_owned(),
+    };
     println!(
         "## GET /auth-test latency alone and while {} clients POST bodies to /auth/register \
          ({addr})\n\n\
-         {BODY_GET_CONNECTIONS} GET connections; each body on a fresh connection; the phases \
-         alternate within each of {} rounds of {}s (the order rotates every round); medians, \
-         then every round's p99\n",
+         {BODY_GET_CONNECTIONS} GET connections, {load}; the flooders in a process of their own \
+         under `nice -n {nice}` (the attacker's CPU is not the server's) unless the row says \
+         otherwise, each body on a fresh connection; the phases alternate within each of {} \
+         rounds of {}s (the order rotates every round); medians, then every round's p99\n",
         options.flooders, options.rounds, options.seconds
     );
-    let mut samples: [Vec<Stats>; 4] = Default::default();
-    let mut answered: [Vec<f64>; 4] = Default::default();
-    let tallies: [Tally; 4] = Default::default();
-    // Per phase and round: server user, server system, load generator user, system (cores).
-    let mut cpu: [Vec<[f64; 4]>; 4] = Default::default();
+    let count = phases.len();
+    let mut samples: Vec<Vec<Stats>> = (0..count).map(|_| Vec::new()).collect();
+    let mut answered: Vec<Vec<f64>> = (0..count).map(|_| Vec::new()).collect();
+    let mut tallies: Vec<BTreeMap<u16, u64>> = (0..count).map(|_| BTreeMap::new()).collect();
+    // Per phase and round, in cores: server user + system, flooders, GET clients.
+    let mut cpu: Vec<Vec<[f64; 3]>> = (0..count).map(|_| Vec::new()).collect();
+    const WARM_UP: Duration = Duration::from_millis(300);
     for round in 0..options.rounds {
-        for step in 0..phases.len() {
-            let index = (round + step) % phases.len();
-            let stop = Arc::new(AtomicBool::new(false));
-            let clients = match phases[index].0 {
-                None => Vec::new(),
-                Some(bodies) => start_body_flood(
-                    addr,
-                    options.flooders,
-                    bodies,
-                    stop.clone(),
-                    tallies[index].clone(),
-                ),
-            };
+        for step in 0..count {
+            let index = (round + step) % count;
+            let (bodies, nice, _, _) = phases[index];
+            let flood = bodies.map(|bodies| {
+                let run = WARM_UP + duration + Duration::from_millis(200);
+                FloodProcess::start(addr, bodies, options.flooders, run, nice)
+            });
             // Let the flood get going before the protected route is measured.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let counted = || tallies[index].lock().unwrap().values().sum::<u64>();
-            let counted_from = counted();
+            tokio::time::sleep(WARM_UP).await;
             let cpu_from = (server_pid.as_deref().map(cpu_seconds), cpu_seconds("self"));
             let start = Instant::now();
-            samples[index].push(get_load(addr, &token, BODY_GET_CONNECTIONS, duration).await);
+            samples[index]
+                .push(paced_get_load(addr, &token, BODY_GET_CONNECTIONS, duration, rate).await);
             let elapsed = start.elapsed().as_secs_f64();
-            answered[index].push((counted() - counted_from) as f64 / elapsed);
-            let share = |(user, system): (f64, f64), (user_from, system_from): (f64, f64)| {
-                [
-                    (user - user_from) / elapsed,
-                    (system - system_from) / elapsed,
-                ]
+            let cores = |(user, system): (f64, f64), (user_from, system_from): (f64, f64)| {
+                (user + system - user_from - system_from) / elapsed
             };
-            let load = share(cpu_seconds("self"), cpu_from.1);
+            let clients = cores(cpu_seconds("self"), cpu_from.1);
             let server = match (server_pid.as_deref(), cpu_from.0) {
-                (Some(pid), Some(from)) => share(cpu_seconds(pid), from),
-                _ => [f64::NAN; 2],
+                (Some(pid), Some(from)) => cores(cpu_seconds(pid), from),
+                _ => f64::NAN,
             };
-            cpu[index].push([server[0], server[1], load[0], load[1]]);
-            stop.store(true, Ordering::Relaxed);
-            for client in clients {
-                client.await.unwrap();
-            }
+            let flooders = match flood {
+                None => 0.0,
+                Some(flood) => {
+                    let (tally, flooded, user, system) = flood.finish().await;
+                    let expected = tally.get(&413).or(tally.get(&422)).copied().unwrap_or(0);
+                    answered[index].push(expected as f64 / flooded);
+                    for (status, count) in tally {
+                        *tallies[index].entry(status).or_default() += count;
+                    }
+                    (user + system) / flooded
+                }
+            };
+            cpu[index].push([server, flooders, clients]);
         }
     }
     println!(
-        "| phase | requests/s | p50 ms | p99 ms | p99 ÷ alone | failures | bodies answered/s | \
-         server CPU user + sys | load CPU user + sys | p99 per round |"
+        "| phase | requests/s | p50 ms | p99 ms | p99 ÷ alone | p99 ÷ control | failures | \
+         bodies answered/s | server CPU | flooders' CPU | GET clients' CPU | p99 per round |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     let alone = median_stats(&samples[0]);
-    for (index, (_, name)) in phases.iter().enumerate() {
+    for (index, (bodies, _, name, control)) in phases.iter().enumerate() {
         let stats = median_stats(&samples[index]);
         let core = |field: usize| median(cpu[index].iter().map(|c| c[field]).collect());
+        let versus_control = if bodies.is_some() {
+            format!(
+                "{:.2} ×",
+                stats.p99_ms / median_stats(&samples[*control]).p99_ms
+            )
+        } else {
+            String::new()
+        };
+        let answered = if bodies.is_some() {
+            format!("{:.0}", median(answered[index].clone()))
+        } else {
+            String::new()
+        };
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} × | {} | {:.0} | {:.2} + {:.2} | {:.2} + {:.2} | {} |",
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.2} × | {versus_control} | {} | {answered} | \
+             {:.2} | {:.2} | {:.2} | {} |",
             stats.requests_per_second,
             stats.p50_ms,
             stats.p99_ms,
             stats.p99_ms / alone.p99_ms,
             stats.failures,
-            median(answered[index].clone()),
             core(0),
             core(1),
             core(2),
-            core(3),
             spread_ms(samples[index].iter().map(|s| s.p99_ms)),
         );
     }
-    for (index, (bodies, name)) in phases.iter().enumerate() {
+    println!("\nCPU in cores (1.00 is one core busy the whole run).");
+    for (index, (bodies, _, name, _)) in phases.iter().enumerate() {
         if bodies.is_some() {
-            let tally = tallies[index].lock().unwrap();
-            let parts: Vec<String> = tally
+            let parts: Vec<String> = tallies[index]
                 .iter()
                 .map(|(status, count)| match status {
                     0 => format!("no status line (reset, closed or none in time): {count}"),
@@ -742,7 +915,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: compare-load versus DEMO_ADDR FASTAPI_ADDR [--seconds S] [--rounds R]\n       \
          compare-load flood ADDR [--seconds S] [--rounds R] [--logins N] [--one-address]\n       \
-         compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N]"
+         compare-load bodies ADDR [--seconds S] [--rounds R] [--flooders N] [--get-rate R] \
+         [--flood-nice N]"
     );
     std::process::exit(2)
 }
@@ -757,6 +931,9 @@ async fn main() {
         logins: 50,
         one_address: false,
         flooders: 20,
+        get_rate: 10_000.0,
+        flood_nice: 19,
+        milliseconds: 1_000,
     };
     let mut iter = arguments.iter();
     while let Some(argument) = iter.next() {
@@ -771,6 +948,9 @@ async fn main() {
             "--logins" => options.logins = value() as usize,
             "--one-address" => options.one_address = true,
             "--flooders" => options.flooders = value() as usize,
+            "--get-rate" => options.get_rate = value() as f64,
+            "--flood-nice" => options.flood_nice = value() as u32,
+            "--milliseconds" => options.milliseconds = value(),
             _ => positional.push(argument.as_str()),
         }
     }
@@ -778,6 +958,10 @@ async fn main() {
         ["versus", demo, fastapi] => versus(loopback(demo), loopback(fastapi), &options).await,
         ["flood", addr] => flood(loopback(addr), &options).await,
         ["bodies", addr] => bodies(loopback(addr), &options).await,
+        ["flooder", addr, kind] => {
+            let kind = Bodies::parse(kind).unwrap_or_else(|| usage());
+            flooder(loopback(addr), kind, &options).await;
+        }
         _ => usage(),
     }
 }
