@@ -44,7 +44,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Serves `service` on `listener` within `limits`, each request with its [`ClientAddr`]:
 /// the proxy and forward-auth alike. With `tls`, every connection is TLS first. Once `stop`
 /// resolves, no connection is accepted any more (the listener is closed) and this returns;
-/// connections already accepted are served on.
+/// connections already accepted finish the requests they carry and close (HTTP/1.1 after
+/// the response under way, HTTP/2 with a GOAWAY), so a client that keeps its connection
+/// busy cannot hold a drain to its deadline.
 pub(super) async fn serve<S, B>(
     listener: tokio::net::TcpListener,
     service: S,
@@ -62,6 +64,8 @@ where
 {
     let builders = Arc::new(Builders::new(&limits));
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Never sent on: dropped when this returns, which every connection hears as "stop".
+    let (_serving, stopped) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
     loop {
         // A permit before accepting: past the cap, new connections wait in the kernel's
@@ -100,9 +104,9 @@ where
             streams: None,
             inner: service.clone(),
         };
-        let (builders, tls) = (builders.clone(), tls.clone());
+        let (builders, tls, stopped) = (builders.clone(), tls.clone(), stopped.clone());
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, service, &builders, tls).await {
+            if let Err(error) = serve_connection(stream, service, &builders, tls, stopped).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
         });
@@ -151,6 +155,7 @@ async fn serve_connection<S, B>(
     service: WithPeer<S>,
     builders: &Builders,
     tls: Option<Acceptor>,
+    stopped: Stopped,
 ) -> Result<(), BoxError>
 where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -165,7 +170,7 @@ where
         let http2 = tokio::time::timeout(deadline, starts_with_preface(&stream))
             .await
             .map_err(|_| "no request within the header read timeout")??;
-        return drive(stream, http2, service, builders).await;
+        return drive(stream, http2, service, builders, stopped).await;
     };
     #[cfg(feature = "rustls")]
     {
@@ -173,7 +178,7 @@ where
             .await
             .map_err(|_| "no TLS handshake within the header read timeout")??;
         let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-        drive(stream, http2, service, builders).await
+        drive(stream, http2, service, builders, stopped).await
     }
     #[cfg(not(feature = "rustls"))]
     match tls {}
@@ -196,11 +201,15 @@ async fn starts_with_preface(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
+/// Changes (closes) when the server stops accepting.
+type Stopped = tokio::sync::watch::Receiver<()>;
+
 async fn drive<I, S, B>(
     io: I,
     http2: bool,
     mut service: WithPeer<S>,
     builders: &Builders,
+    mut stopped: Stopped,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -214,11 +223,14 @@ where
     let io = TokioIo::new(io);
     if !http2 {
         let service = hyper_util::service::TowerToHyperService::new(service);
-        return Ok(builders
-            .http1
-            .serve_connection(io, service)
-            .with_upgrades()
-            .await?);
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            biased;
+            served = connection.as_mut() => return Ok(served?),
+            _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
+        }
+        return Ok(connection.await?);
     }
     let streams = service.streams.get_or_insert_with(Streams::default).clone();
     let connection = builders
@@ -228,8 +240,10 @@ where
     let idle = streams.idle_for(builders.header_read_timeout);
     tokio::pin!(idle);
     tokio::select! {
+        biased;
         served = connection.as_mut() => return Ok(served?),
         () = idle => connection.as_mut().graceful_shutdown(),
+        _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
     }
     Ok(connection.await?)
 }

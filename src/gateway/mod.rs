@@ -636,8 +636,9 @@ where
 
 /// Serves `service` as [`serve`] serves a gateway, with `gateway`'s protocols, TLS and
 /// bounds, until `stop` resolves: then no connection is accepted any more (the listener is
-/// closed, so new ones are refused) and this returns, while connections already accepted are
-/// served on. `service` is typically a [`JwtAuthLayer`] in front of a clone of `gateway`,
+/// closed, so new ones are refused) and this returns, while connections already accepted
+/// finish the requests they carry and close (HTTP/1.1 once the response under way is sent,
+/// HTTP/2 with a GOAWAY). `service` is typically a [`JwtAuthLayer`] in front of a clone of `gateway`,
 /// within whatever the program adds around it (the `jwt-gate` program: probes, request ids,
 /// per-route timeouts, log lines); waiting for the requests in flight is the caller's.
 ///

@@ -174,6 +174,72 @@ async fn sigterm_lets_a_response_body_under_way_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding_the_drain() {
+    use http_body_util::BodyExt as _;
+
+    let upstream = common::serve(Router::new().fallback(route_get(|| async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "tick"
+    })))
+    .await;
+    let dir = TempDir::new("drain-busy");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\n\n[limits]\ndrain_timeout_seconds = 20\n\n[[routes]]\npath = \"/*\"\naccess = \"open\"\n"
+        ),
+    );
+    let mut gate = start(&config, "proxy");
+    // Two clients, each on one keep-alive connection, requests back to back and staggered, so
+    // one of them always has a request in flight.
+    let mut clients = Vec::new();
+    for offset in [0, 150] {
+        let addr = gate.addr;
+        clients.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(offset)).await;
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut answered = 0;
+            loop {
+                let request = http::Request::get("/tick")
+                    .header("host", "gate")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                // The connection closed: the drain told it to, after a whole answer.
+                let Ok(response) = sender.send_request(request).await else {
+                    return answered;
+                };
+                assert_eq!(response.status(), StatusCode::OK);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"tick", "every answer whole");
+                answered += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let stopping = std::time::Instant::now();
+    sigterm(&gate.child);
+    let exit = tokio::task::spawn_blocking(move || gate.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
+    // Each connection finished the request it carried (300 ms at most) and closed; before,
+    // they were served on until the 20 s deadline.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+    for client in clients {
+        assert!(client.await.unwrap() >= 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_route_timeout_answers_504_and_may_be_longer_than_the_default() {
     let (upstream, _) = slow_upstream(2).await;
     let dir = TempDir::new("timeouts");
