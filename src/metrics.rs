@@ -75,8 +75,9 @@ pub const JWKS_FETCHES: &str = "jwt_gate_jwks_fetches_total";
 pub const JWKS_LAST_SUCCESS: &str = "jwt_gate_jwks_last_success_timestamp_seconds";
 /// The auth service's answers, by `operation` (`register`, `login`, `refresh`, `logout`,
 /// `logout_all`, or `token` for a token request whose grant could not be read) and `outcome`
-/// (`success`, `invalid_request`, `invalid_grant`, `username_taken`, `invalid_token`,
-/// `throttled`, `busy`, `unavailable`, `server_error`) (counter).
+/// (`success`, `invalid_request`, `invalid_grant`, `invalid_scope`, `username_taken`,
+/// `invalid_token`, `cross_site_request`, `throttled`, `busy`, `unavailable`,
+/// `server_error`) (counter).
 #[cfg(feature = "metrics")]
 pub const AUTH_OPERATIONS: &str = "jwt_gate_auth_operations_total";
 /// Attempts the throttle refused with `429`, by `operation`: `login`, `register`, `refresh`

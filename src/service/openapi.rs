@@ -535,9 +535,20 @@ pub(super) fn auth_document(prefix: &str, sources: &Sources) -> Document {
         requirements.push(SecurityRequirement::new(HEADER, Vec::<String>::new()));
         extra.push(AuthError::DuplicateTokenHeader);
     }
+    // What only `Authorization` (or a header, which may hold spaces) can give.
+    let header_read = sources.reads_authorization() || sources.header_name().is_some();
+    let possible = |error: &AuthError| match error {
+        AuthError::MultipleAuthorizationHeaders => sources.reads_authorization(),
+        AuthError::EmptyToken | AuthError::MultipleTokens => header_read,
+        _ => true,
+    };
     let failures: Vec<Failure> = Failure::rows()
         .into_iter()
-        .filter(|failure| matches!(failure, Failure::Token(_) | Failure::Unavailable))
+        .filter(|failure| match failure {
+            Failure::Token(error) => possible(error),
+            Failure::Unavailable => true,
+            _ => false,
+        })
         .chain(extra.into_iter().map(Failure::Token))
         .collect();
     for operation in ["/logout", "/logout-all"] {
@@ -713,8 +724,18 @@ mod tests {
             let forbidden = responses["403"].to_string();
             assert!(forbidden.contains("cross_site_request"), "{forbidden}");
             assert!(responses["400"].to_string().contains("MalformedCookie"));
-            // One source: two tokens cannot disagree.
-            assert!(!responses["400"].to_string().contains("ConflictingTokens"));
+            // One source, a cookie: two tokens cannot disagree, and what only a header can
+            // hold is not said.
+            for header_only in [
+                "ConflictingTokens",
+                "MultipleAuthorizationHeaders",
+                "EmptyToken",
+            ] {
+                assert!(
+                    !responses["400"].to_string().contains(header_only),
+                    "{header_only}"
+                );
+            }
         }
         // Nothing else changes.
         assert_eq!(

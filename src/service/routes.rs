@@ -100,6 +100,8 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Err(Failure::UsernameTaken) => "username_taken",
         // A logout whose revocation store cannot be asked is a store outage, not a bad token.
         Err(Failure::Token(AuthError::RevocationStoreUnavailable)) => "unavailable",
+        // Another site's page sending the cookie: an attack on the user, not a bad token.
+        Err(Failure::Token(AuthError::CrossSiteRequest)) => "cross_site_request",
         Err(Failure::Token(_)) => "invalid_token",
         Err(Failure::Throttled { .. } | Failure::RefreshThrottled { .. }) => "throttled",
         Err(Failure::Busy) => "busy",

@@ -226,7 +226,7 @@ struct OpsShared {
     default_timeout: Option<Duration>,
     /// Log the request the front server asks about (forward-auth), not its check.
     original: bool,
-    /// Requests whose response head has not been sent yet.
+    /// Requests whose response body has not been sent whole yet.
     in_flight: Arc<InFlight>,
     /// Request ids made here: a random prefix for this process, and a counter.
     id_prefix: u64,
