@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -64,8 +65,9 @@ where
 {
     let builders = Arc::new(Builders::new(&limits));
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    // Never sent on: dropped when this returns, which every connection hears as "stop".
-    let (_serving, stopped) = tokio::sync::watch::channel(());
+    // Dropped when this returns, which every connection hears as "stop".
+    let serving = Serving::default();
+    let stopped = serving.0.clone();
     tokio::pin!(stop);
     loop {
         // A permit before accepting: past the cap, new connections wait in the kernel's
@@ -201,15 +203,58 @@ async fn starts_with_preface(stream: &TcpStream) -> std::io::Result<bool> {
     }
 }
 
-/// Changes (closes) when the server stops accepting.
-type Stopped = tokio::sync::watch::Receiver<()>;
+/// Whether the server still accepts, shared by its connections.
+#[derive(Default)]
+struct StopState {
+    stopped: AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+/// Held by the accept loop: dropping it tells every connection to finish up.
+#[derive(Default)]
+struct Serving(Arc<StopState>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.notify.notify_waiters();
+    }
+}
+
+/// A connection's view of [`Serving`].
+type Stopped = Arc<StopState>;
+
+/// Resolves once the server stops accepting. The waker is registered on the first poll
+/// only: a connection's task is polled several times a request, and re-registering (a lock
+/// in `Notify`) each time would be paid on every one of them; a tokio task's waker does not
+/// change, and a poll after that is one atomic load.
+async fn stop_heard(stopped: &StopState) {
+    let notified = stopped.notify.notified();
+    tokio::pin!(notified);
+    // Registered before the flag is read, so a stop in between is not missed.
+    let mut registered = false;
+    std::future::poll_fn(|cx| {
+        if !registered {
+            registered = true;
+            if notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        if stopped.stopped.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+}
 
 async fn drive<I, S, B>(
     io: I,
     http2: bool,
     mut service: WithPeer<S>,
     builders: &Builders,
-    mut stopped: Stopped,
+    stopped: Stopped,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -228,7 +273,7 @@ where
         tokio::select! {
             biased;
             served = connection.as_mut() => return Ok(served?),
-            _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
+            () = stop_heard(&stopped) => connection.as_mut().graceful_shutdown(),
         }
         return Ok(connection.await?);
     }
@@ -243,7 +288,7 @@ where
         biased;
         served = connection.as_mut() => return Ok(served?),
         () = idle => connection.as_mut().graceful_shutdown(),
-        _ = stopped.changed() => connection.as_mut().graceful_shutdown(),
+        () = stop_heard(&stopped) => connection.as_mut().graceful_shutdown(),
     }
     Ok(connection.await?)
 }
