@@ -173,23 +173,45 @@ async fn sigterm_lets_a_response_body_under_way_finish() {
     assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding_the_drain() {
-    use http_body_util::BodyExt as _;
-
+/// `proxy` with a 20 s drain in front of an upstream that answers `tick` after 300 ms.
+async fn ticking_proxy(name: &str) -> (crate::Server, TempDir) {
     let upstream = common::serve(Router::new().fallback(route_get(|| async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         "tick"
     })))
     .await;
-    let dir = TempDir::new("drain-busy");
+    let dir = TempDir::new(name);
     let config = dir.write(
         "gate.toml",
         &format!(
             "upstream = \"http://{upstream}\"\n\n[limits]\ndrain_timeout_seconds = 20\n\n[[routes]]\npath = \"/*\"\naccess = \"open\"\n"
         ),
     );
-    let mut gate = start(&config, "proxy");
+    (start(&config, "proxy"), dir)
+}
+
+/// SIGTERM, then the program must exit 0 well before its 20 s drain deadline: each connection
+/// finished the request it carried (300 ms at most) and closed, instead of being served on
+/// until the deadline.
+async fn stop_promptly(mut gate: crate::Server) {
+    let stopping = std::time::Instant::now();
+    sigterm(&gate.child);
+    let exit = tokio::task::spawn_blocking(move || gate.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding_the_drain() {
+    use http_body_util::BodyExt as _;
+
+    let (gate, _dir) = ticking_proxy("drain-busy").await;
     // Two clients, each on one keep-alive connection, requests back to back and staggered, so
     // one of them always has a request in flight.
     let mut clients = Vec::new();
@@ -221,21 +243,52 @@ async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding
         }));
     }
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let stopping = std::time::Instant::now();
-    sigterm(&gate.child);
-    let exit = tokio::task::spawn_blocking(move || gate.child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(exit.success(), "a drained shutdown exits 0: {exit:?}");
-    // Each connection finished the request it carried (300 ms at most) and closed; before,
-    // they were served on until the 20 s deadline.
-    assert!(
-        stopping.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        stopping.elapsed()
-    );
+    stop_promptly(gate).await;
     for client in clients {
         assert!(client.await.unwrap() >= 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_http2_connection_gets_a_goaway_and_its_streams_finish() {
+    use http_body_util::BodyExt as _;
+
+    let (gate, _dir) = ticking_proxy("drain-h2").await;
+    // One h2c connection (prior knowledge), two streams at a time, staggered, so one is always
+    // open.
+    let stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let mut streams = Vec::new();
+    for offset in [0, 150] {
+        let mut sender = sender.clone();
+        streams.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(offset)).await;
+            let mut answered = 0;
+            loop {
+                let request = http::Request::get("http://gate/tick")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                // Refused after the GOAWAY: the stream was never served.
+                let Ok(response) = sender.send_request(request).await else {
+                    return answered;
+                };
+                assert_eq!(response.status(), StatusCode::OK);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"tick", "every answer whole");
+                answered += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    stop_promptly(gate).await;
+    for stream in streams {
+        assert!(stream.await.unwrap() >= 2);
     }
 }
 
