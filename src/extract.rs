@@ -272,12 +272,6 @@ impl Sources {
         Ok(found)
     }
 
-    /// Whether these are the default sources: `Authorization: Bearer` alone.
-    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
-    pub(crate) fn is_default(&self) -> bool {
-        self.authorization && self.cookie.is_none() && self.header.is_none()
-    }
-
     #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
     pub(crate) fn reads_authorization(&self) -> bool {
         self.authorization

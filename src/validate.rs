@@ -641,10 +641,7 @@ where
         &self,
         token: Option<&str>,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(token, UnknownKid::Report) {
-            Authentication::Ready(outcome) => outcome,
-            Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
-        }
+        self.authenticate_without_waiting(token, UnknownKid::Report)
     }
 
     /// The gate's judgement of the `token` its sources found (`Ok(None)` without one), as
@@ -662,7 +659,17 @@ where
         &self,
         token: Option<&str>,
     ) -> Result<Option<Authenticated<C>>, AuthError> {
-        match self.authenticate_with(token, UnknownKid::Ignore) {
+        self.authenticate_without_waiting(token, UnknownKid::Ignore)
+    }
+
+    /// Judged at once: a `kid` that would need a lookup is unknown, whatever `mode` does
+    /// about the lookup itself.
+    fn authenticate_without_waiting(
+        &self,
+        token: Option<&str>,
+        mode: UnknownKid,
+    ) -> Result<Option<Authenticated<C>>, AuthError> {
+        match self.authenticate_with(token, mode) {
             Authentication::Ready(outcome) => outcome,
             Authentication::AwaitKeys(_) => Err(AuthError::UnknownKey),
         }

@@ -493,7 +493,11 @@ fn document(answers: &[Answer]) -> ResponseBuilder {
 /// The auth routes' document with every path below `prefix`.
 pub(super) fn auth_document(prefix: &str, sources: &Sources) -> Document {
     let mut document = below(AuthApi::openapi(), prefix);
-    if sources.is_default() {
+    let sources_read = usize::from(sources.reads_authorization())
+        + usize::from(sources.cookie_name().is_some())
+        + usize::from(sources.header_name().is_some());
+    if sources_read == 1 && sources.reads_authorization() {
+        // The default, which the annotations describe.
         return document;
     }
     // Logout reads the token where the gate does: the document says where, and what those
@@ -505,9 +509,6 @@ pub(super) fn auth_document(prefix: &str, sources: &Sources) -> Document {
     } else {
         components.security_schemes.remove(BEARER);
     }
-    let sources_read = usize::from(sources.reads_authorization())
-        + usize::from(sources.cookie_name().is_some())
-        + usize::from(sources.header_name().is_some());
     let mut extra = Vec::new();
     if sources_read > 1 {
         extra.push(AuthError::ConflictingTokens);

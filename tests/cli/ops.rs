@@ -190,10 +190,12 @@ async fn ticking_proxy(name: &str) -> (crate::Server, TempDir) {
     (start(&config, "proxy"), dir)
 }
 
-/// SIGTERM, then the program must exit 0 well before its 20 s drain deadline: each connection
-/// finished the request it carried (300 ms at most) and closed, instead of being served on
-/// until the deadline.
-async fn stop_promptly(mut gate: crate::Server) {
+/// After a second of `clients` sending ticks, SIGTERM: the program must exit 0 well before its
+/// 20 s drain deadline, each connection having finished the request it carried (300 ms at
+/// most) and closed, instead of being served on until the deadline. Each client says how many
+/// answers it had: some before the stop.
+async fn stop_while_busy(mut gate: crate::Server, clients: Vec<tokio::task::JoinHandle<usize>>) {
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
     let stopping = std::time::Instant::now();
     sigterm(&gate.child);
     let exit = tokio::task::spawn_blocking(move || gate.child.wait().unwrap())
@@ -205,12 +207,22 @@ async fn stop_promptly(mut gate: crate::Server) {
         "{:?}",
         stopping.elapsed()
     );
+    for client in clients {
+        assert!(client.await.unwrap() >= 2);
+    }
+}
+
+/// Checks an answer of the ticking upstream: a whole `200 tick`, never one cut by the drain.
+async fn assert_whole_tick(response: http::Response<hyper::body::Incoming>) {
+    use http_body_util::BodyExt as _;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"tick", "every answer whole");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding_the_drain() {
-    use http_body_util::BodyExt as _;
-
     let (gate, _dir) = ticking_proxy("drain-busy").await;
     // Two clients, each on one keep-alive connection, requests back to back and staggered, so
     // one of them always has a request in flight.
@@ -225,34 +237,26 @@ async fn busy_keep_alive_connections_close_after_their_answer_instead_of_holding
                     .await
                     .unwrap();
             tokio::spawn(connection);
-            let mut answered = 0;
-            loop {
-                let request = http::Request::get("/tick")
+            let tick = || {
+                http::Request::get("/tick")
                     .header("host", "gate")
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                // The connection closed: the drain told it to, after a whole answer.
-                let Ok(response) = sender.send_request(request).await else {
-                    return answered;
-                };
-                assert_eq!(response.status(), StatusCode::OK);
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(&body[..], b"tick", "every answer whole");
+                    .unwrap()
+            };
+            let mut answered = 0;
+            // Refused once the drain closed the connection, after a whole answer.
+            while let Ok(response) = sender.send_request(tick()).await {
+                assert_whole_tick(response).await;
                 answered += 1;
             }
+            answered
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    stop_promptly(gate).await;
-    for client in clients {
-        assert!(client.await.unwrap() >= 2);
-    }
+    stop_while_busy(gate, clients).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_http2_connection_gets_a_goaway_and_its_streams_finish() {
-    use http_body_util::BodyExt as _;
-
     let (gate, _dir) = ticking_proxy("drain-h2").await;
     // One h2c connection (prior knowledge), two streams at a time, staggered, so one is always
     // open.
@@ -269,27 +273,21 @@ async fn a_busy_http2_connection_gets_a_goaway_and_its_streams_finish() {
         let mut sender = sender.clone();
         streams.push(tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(offset)).await;
-            let mut answered = 0;
-            loop {
-                let request = http::Request::get("http://gate/tick")
+            let tick = || {
+                http::Request::get("http://gate/tick")
                     .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                // Refused after the GOAWAY: the stream was never served.
-                let Ok(response) = sender.send_request(request).await else {
-                    return answered;
-                };
-                assert_eq!(response.status(), StatusCode::OK);
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                assert_eq!(&body[..], b"tick", "every answer whole");
+                    .unwrap()
+            };
+            let mut answered = 0;
+            // Refused after the GOAWAY: the stream was never served.
+            while let Ok(response) = sender.send_request(tick()).await {
+                assert_whole_tick(response).await;
                 answered += 1;
             }
+            answered
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    stop_promptly(gate).await;
-    for stream in streams {
-        assert!(stream.await.unwrap() >= 2);
-    }
+    stop_while_busy(gate, streams).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -62,6 +62,13 @@ struct Options {
     milliseconds: u64,
 }
 
+/// A connection to `addr` from the loopback address `source` (any of 127.0.0.0/8 on Linux).
+async fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(addr).await
+}
+
 /// One keep-alive HTTP/1.1 connection.
 struct Connection {
     sender: SendRequest<Full<Bytes>>,
@@ -76,11 +83,9 @@ impl Connection {
     /// A connection from the loopback address `source` (any of 127.0.0.0/8 on Linux), so
     /// that a server counting per client address sees distinct clients.
     async fn open_from(addr: SocketAddr, source: Ipv4Addr) -> Self {
-        let socket = TcpSocket::new_v4().expect("socket");
-        socket
-            .bind(SocketAddr::new(source.into(), 0))
-            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
-        let stream = socket.connect(addr).await.expect("connect");
+        let stream = connect_from(addr, source)
+            .await
+            .unwrap_or_else(|error| panic!("connect from {source}: {error}"));
         Self::over(stream).await
     }
 
@@ -555,13 +560,6 @@ enum Bodies {
 
 /// Where the flooders connect from: one attacker's address, not the GET clients' 127.0.0.1.
 const FLOOD_SOURCE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
-
-/// A connection to `addr` from the loopback address `source`.
-async fn connect_from(addr: SocketAddr, source: Ipv4Addr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((source, 0)))?;
-    socket.connect(addr).await
-}
 
 const FLOOD_BODY_BYTES: usize = 1 << 20;
 const FLOOD_PIECE: usize = 64 * 1024;
