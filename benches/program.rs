@@ -290,24 +290,31 @@ async fn timed(
 /// CPU time (user + system) `pid` and its child processes have used so far, from
 /// `/proc`: nginx's master has its workers as children. Zero where `/proc` is not Linux's.
 fn cpu_time(pid: u32) -> Duration {
-    let ticks = |pid: &str| -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // The fields after the command name (which may hold spaces), from `state` on.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-        let field = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
-        field(11).unwrap_or(0) + field(12).unwrap_or(0)
-    };
     let pid = pid.to_string();
     let children =
         std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let total: u64 = std::iter::once(pid.as_str())
+    std::iter::once(pid.as_str())
         .chain(children.split_whitespace())
-        .map(ticks)
-        .sum();
+        .map(process_cpu_time)
+        .sum()
+}
+
+/// CPU time this process alone has used: the load generator and the upstream. Not
+/// `cpu_time(own pid)`, which would add the proxies this bench spawns as children.
+fn own_cpu_time() -> Duration {
+    process_cpu_time(&std::process::id().to_string())
+}
+
+/// CPU time (user + system) of one process, from `/proc/{pid}/stat`.
+fn process_cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces), from `state` on.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let field = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
     // USER_HZ is 100 on every Linux this runs on.
-    Duration::from_millis(total * 10)
+    Duration::from_millis((field(11).unwrap_or(0) + field(12).unwrap_or(0)) * 10)
 }
 
 fn percentile(latencies: &mut [Duration], fraction: f64) -> Duration {
@@ -400,10 +407,10 @@ async fn bench() {
         for offset in 0..contenders.len() {
             let index = (round + offset) % contenders.len();
             let (_, addr, headers, pid) = &contenders[index];
-            let before = (cpu_time(*pid), cpu_time(std::process::id()));
+            let before = (cpu_time(*pid), own_cpu_time());
             let run = load(*addr, Arc::new(headers.clone())).await;
             cpu[index].0 += cpu_time(*pid) - before.0;
-            cpu[index].1 += cpu_time(std::process::id()) - before.1;
+            cpu[index].1 += own_cpu_time() - before.1;
             rates[index].push(run.per_second);
             latencies[index].extend(run.latencies);
         }
