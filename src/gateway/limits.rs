@@ -61,9 +61,11 @@ pin_project! {
     pub(super) struct TimedBody {
         #[pin]
         inner: Incoming,
-        // Boxed so the body is `Unpin`, as the client requires.
-        sleep: Pin<Box<Sleep>>,
+        // Boxed so the body is `Unpin`, as the client requires; made on the first wait, so
+        // a body that is never polled (`GET`, empty) costs no allocation and no timer.
+        sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
+        deadline: Instant,
         // The clock runs only while the upstream asks for data: a slow upstream (which stops
         // asking) is not the client's fault.
         waiting: bool,
@@ -77,8 +79,9 @@ impl TimedBody {
     pub(super) fn new(inner: Incoming, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
         Self {
             inner,
-            sleep: Box::pin(tokio::time::sleep(timeout)),
+            sleep: None,
             timeout,
+            deadline: Instant::now(),
             waiting: false,
             timed_out,
         }
@@ -107,7 +110,10 @@ impl Body for TimedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         if !*this.waiting {
-            this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+            *this.deadline = Instant::now() + *this.timeout;
+            if let Some(sleep) = this.sleep {
+                sleep.as_mut().reset(*this.deadline);
+            }
             *this.waiting = true;
         }
         match this.inner.poll_frame(cx) {
@@ -115,7 +121,12 @@ impl Body for TimedBody {
                 *this.waiting = false;
                 Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     this.timed_out.store(true, Ordering::Relaxed);
                     Poll::Ready(Some(Err(BodyTimeout.into())))

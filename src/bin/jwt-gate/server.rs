@@ -224,6 +224,9 @@ struct OpsShared {
     routes: Vec<RouteRule>,
     /// The upstream timeout of requests whose route sets none (`proxy` only).
     default_timeout: Option<Duration>,
+    /// The gateway's own upstream timeout ([`longest_timeout`]): a request allowed that
+    /// long needs no second timer here.
+    gateway_timeout: Duration,
     /// Log the request the front server asks about (forward-auth), not its check.
     original: bool,
     /// Requests whose response body has not been sent whole yet.
@@ -276,6 +279,7 @@ impl<S> Ops<S> {
                 health,
                 routes,
                 default_timeout,
+                gateway_timeout: longest_timeout(config),
                 original: command == Kind::ForwardAuth,
                 in_flight: Arc::default(),
                 id_prefix: u64::from_le_bytes(random),
@@ -504,7 +508,8 @@ where
             .filter_map(|rule| rule.rank(&method, &path).map(|rank| (rank, rule)))
             .max_by_key(|(rank, _)| *rank)
             .and_then(|(_, rule)| rule.timeout)
-            .or(shared.default_timeout);
+            .or(shared.default_timeout)
+            .filter(|timeout| *timeout < shared.gateway_timeout);
         let label = route
             .map_or("default", |rule| rule.label.as_str())
             .to_owned();
