@@ -9,6 +9,7 @@ mod common;
 
 mod commands;
 mod config;
+mod fleet;
 mod forward_auth;
 mod grpc;
 mod issuers;

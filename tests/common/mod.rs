@@ -8,6 +8,7 @@ pub mod demo;
 pub mod lookalike;
 pub mod postgres;
 pub mod prometheus;
+pub mod redis;
 pub mod tls;
 pub mod websocket;
 

@@ -5,6 +5,7 @@
 //! Every test works under a random key prefix, so tests run in parallel and twice in a row.
 
 use crate::common;
+use crate::common::redis::redis_url;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -33,10 +34,6 @@ const SECRET: &[u8] = b"a test secret of at least 32 bytes";
 const DEADLINE: Duration = Duration::from_secs(15);
 /// The operation timeout on the shared server, where no test expects one to run out.
 const PATIENT: Duration = Duration::from_secs(10);
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 fn now() -> u64 {
     SystemClock.now()

@@ -7,16 +7,13 @@
 use crate::common;
 
 use common::postgres::CutProxy;
+use common::redis::redis_url;
 use common::*;
 use http::StatusCode;
 use jwt_gate::service::{
     AuthService, AuthServiceBuilder, RedisThrottle, RedisThrottleBuilder, RegistrationThrottle,
 };
 use jwt_gate::store::MemoryUserStore;
-
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
-}
 
 /// The `host:port` of `REDIS_URL`, as written in it.
 fn redis_upstream() -> String {

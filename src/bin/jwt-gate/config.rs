@@ -307,6 +307,9 @@ pub(crate) enum Arrays {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RevocationConfig {
     pub(crate) redis_url: Option<Spanned<String>>,
+    /// Put before every Redis key and channel (revocations and the auth service's throttle),
+    /// so deployments can share one Redis; every member of one fleet uses the same.
+    pub(crate) key_prefix: Option<Spanned<String>>,
 }
 
 /// Where the auth service's users live: one SQLite file, or PostgreSQL for a fleet.
@@ -534,6 +537,10 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             source.error_at(Some(span), &why)
         })?;
     }
+    if let Some(prefix) = &config.revocation.key_prefix {
+        check_key_prefix(prefix.get_ref())
+            .map_err(|why| source.error_at(Some(prefix.span()), &why))?;
+    }
     if let Some(prefix) = &config.auth.prefix {
         let value = prefix.get_ref();
         if !value.starts_with('/') || value.trim_end_matches('/').is_empty() || value.contains('*')
@@ -603,6 +610,18 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// A Redis key prefix: 1 to 64 visible ASCII characters, so it reads the same in every
+/// tool and log that shows a key.
+fn check_key_prefix(prefix: &str) -> Result<(), String> {
+    if (1..=64).contains(&prefix.len()) && prefix.bytes().all(|byte| byte.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{prefix:?} is not a key prefix: 1 to 64 visible ASCII characters, like \"shop:\""
+        ))
+    }
 }
 
 pub(crate) fn check_upstream(upstream: &str) -> Result<(), String> {
@@ -759,6 +778,11 @@ pub(crate) fn apply_overrides(
     }
     if let Some(url) = env("JWT_GATE_REDIS_URL") {
         config.revocation.redis_url = Some(Spanned::new(0..0, url));
+    }
+    if let Some(prefix) = env("JWT_GATE_REDIS_PREFIX") {
+        check_key_prefix(&prefix)
+            .map_err(|why| ConfigError(format!("JWT_GATE_REDIS_PREFIX: {why}")))?;
+        config.revocation.key_prefix = Some(Spanned::new(0..0, prefix));
     }
     match (env("JWT_GATE_SQLITE"), env("JWT_GATE_POSTGRES_URL")) {
         (Some(_), Some(_)) => {

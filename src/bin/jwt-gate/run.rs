@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use jwt_gate::gateway::{ClaimMap, ForwardAuth, Gateway};
 use jwt_gate::revocation::RedisRevocations;
-use jwt_gate::service::AuthService;
+use jwt_gate::service::{AuthService, RedisThrottle};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
 use jwt_gate::{
     ClaimPath, Claims, JwtAuthLayer, Keys, RemoteJwks, Require, TokenVerifier, Validation,
@@ -179,7 +179,11 @@ async fn verifiers(
     let builder = TokenVerifier::builder(keys.clone()).validation(validation(config));
     let auth = match &config.revocation.redis_url {
         Some(url) => {
-            let store = RedisRevocations::connect(url.get_ref())
+            let mut store = RedisRevocations::connect(url.get_ref());
+            if let Some(prefix) = &config.revocation.key_prefix {
+                store = store.key_prefix(prefix.get_ref());
+            }
+            let store = store
                 .await
                 // The URL may hold a password: never quoted.
                 .map_err(|error| format!("revocation.redis_url: {error}"))?;
@@ -203,6 +207,24 @@ async fn verifiers(
         health.issuers.push((name.clone(), jwks.keys().clone()));
     }
     Ok((auth, gate.build(), health))
+}
+
+/// With Redis, the auth service counts failed logins and registrations there, so a fleet
+/// behind a load balancer throttles as one server would: counted per process, a guesser
+/// would get each member's allowance. Fails closed while Redis is down (`503`), as logouts do.
+async fn shared_throttle(config: &Config) -> Result<Option<RedisThrottle>, String> {
+    let Some(url) = &config.revocation.redis_url else {
+        return Ok(None);
+    };
+    let mut throttle = RedisThrottle::connect(url.get_ref());
+    if let Some(prefix) = &config.revocation.key_prefix {
+        throttle = throttle.key_prefix(prefix.get_ref());
+    }
+    let throttle = throttle
+        .await
+        // The URL may hold a password: never quoted.
+        .map_err(|error| format!("revocation.redis_url: {error}"))?;
+    Ok(Some(throttle))
 }
 
 async fn users(config: &Config, source: &Source) -> Result<Option<Arc<dyn UserStore>>, String> {
@@ -338,15 +360,21 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     let (auth_verifier, gate_verifier, health) = verifiers(&config, keys, &issuers).await?;
     let users = users(&config, &source).await?;
     let prefix = auth_prefix(&config);
-    let auth = users.map(|users| {
-        AuthService::builder(auth_verifier.clone(), users)
-            .prefix(&prefix)
-            .hash_at_low_priority()
-            // Logout reads the token where the gate does: a browser holding it only as a
-            // cookie can log out.
-            .token_sources(config.token.sources())
-            .build()
-    });
+    let auth = match users {
+        Some(users) => {
+            let mut auth = AuthService::builder(auth_verifier.clone(), users)
+                .prefix(&prefix)
+                .hash_at_low_priority()
+                // Logout reads the token where the gate does: a browser holding it only as a
+                // cookie can log out.
+                .token_sources(config.token.sources());
+            if let Some(throttle) = shared_throttle(&config).await? {
+                auth = auth.shared_throttle(throttle);
+            }
+            Some(auth.build())
+        }
+        None => None,
+    };
     let limits = &config.limits;
     let bounds = server::Limits {
         header_read_timeout: seconds(limits.header_read_timeout_seconds)
