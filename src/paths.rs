@@ -101,9 +101,9 @@ impl PathRules {
     ///
     /// A path that is not in canonical form is always protected: a router or upstream that
     /// normalises `/health/../admin` or `/auth%2F..%2Fadmin` after the gate must never
-    /// receive it as "open".
+    /// receive it as "open". So is a method with lower-case letters ([`is_canonical_method`]).
     pub(crate) fn access_for(&self, method: &Method, path: &str) -> Access {
-        if self.rules.is_empty() || !is_canonical(path) {
+        if self.rules.is_empty() || !is_canonical(path) || !is_canonical_method(method) {
             return Access::Protected;
         }
         self.rules
@@ -209,11 +209,37 @@ const fn is_path_char_by_rule(byte: u8) -> bool {
         )
 }
 
-/// What an escape may decode to: printable ASCII (space included, so `/static/a%20b` stays
-/// open), but never a separator or dot (`.`, `/`, `\`), a second round of decoding (`%`), or
-/// a path parameter (`;`). Non-ASCII bytes are refused: overlong UTF-8 decodes to `.`.
+/// What an escape may decode to: printable ASCII that a path cannot hold as it is (space,
+/// `"`, `<`, `{`...: `/static/a%20b` stays open), never a character it can (`%6f` for `o`,
+/// `%40` for `@`: a server that decodes before routing reads `/%6frders` as `/orders`, which
+/// the gate's rules would not have matched), a separator (`\\`), a second round of decoding
+/// (`%`) or a path parameter (`;`). Non-ASCII bytes are refused: overlong UTF-8 decodes to `.`.
 fn is_harmless_escape(byte: u8) -> bool {
-    (0x20..0x7f).contains(&byte) && !matches!(byte, b'.' | b'/' | b'\\' | b'%' | b';')
+    (0x20..0x7f).contains(&byte) && !is_path_char(byte) && !matches!(byte, b'\\' | b'%' | b';')
+}
+
+/// Whether `method` is in the one form every server reads the same way: no lower-case
+/// letters. Methods are case-sensitive (RFC 9110), yet some servers and frameworks upper-case
+/// them before routing (Werkzeug reads `post` as `POST`) and others do not, so a rule for
+/// `POST` could neither match nor miss `post` safely: such a request is treated as a path
+/// not in canonical form is (always protected, and every route's requirements apply).
+pub(crate) fn is_canonical_method(method: &Method) -> bool {
+    // The standard methods parse to constants, upper-case by construction.
+    matches!(
+        *method,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PATCH
+            | Method::CONNECT
+            | Method::TRACE
+    ) || !method
+        .as_str()
+        .bytes()
+        .any(|byte| byte.is_ascii_lowercase())
 }
 
 fn unhex(pair: &[u8]) -> Option<u8> {
@@ -404,12 +430,43 @@ mod tests {
         // after an escaped letter or space are still seen.
         let rules = rules();
         for path in [
-            "/auth/%41%2e%2e/admin",
+            "/auth/%3c%2e%2e/admin",
             "/auth/a%20b%5c..%5cadmin",
-            "/auth/%7e%3b/token",
+            "/auth/%7b%3b/token",
         ] {
             assert_eq!(rules.access(path), Access::Protected, "{path:?}");
         }
+    }
+
+    #[test]
+    fn an_escaped_character_a_path_can_hold_is_not_canonical() {
+        // A server that decodes before routing reads `/%6frders` as `/orders`: a second
+        // spelling of a path the rules name, which must not slip past them.
+        let rules = rules();
+        for path in [
+            "/auth/a%41b",
+            "/auth/%7e",
+            "/%61uth/token",
+            "/auth/%40",
+            "/auth/%2a",
+        ] {
+            assert!(!is_canonical(path), "{path:?}");
+            assert_eq!(rules.access(path), Access::Protected, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn a_method_with_lower_case_letters_is_never_open() {
+        let rules = rules();
+        assert_eq!(rules.access_for(&Method::GET, "/auth/token"), Access::Open);
+        for method in ["get", "Get", "pOST"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert!(!is_canonical_method(&method), "{method}");
+            assert_eq!(rules.access_for(&method, "/auth/token"), Access::Protected);
+        }
+        assert!(is_canonical_method(
+            &Method::from_bytes(b"PROPFIND").unwrap()
+        ));
     }
 
     #[test]
@@ -417,8 +474,8 @@ mod tests {
         let rules = rules();
         for path in [
             "/auth/a%20b",
-            "/auth/a%41b",
-            "/auth/%7e",
+            "/auth/a%3Cb",
+            "/auth/%7b%7D",
             "/auth/a.b",
             "/auth/..a",
             "/auth/",

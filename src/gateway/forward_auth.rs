@@ -17,7 +17,7 @@ use super::limits::Limits;
 use super::router::{self, Mount};
 use super::{ClaimMap, LocalBody};
 use crate::layer::JwtAuth;
-use crate::paths::is_canonical;
+use crate::paths::{is_canonical, is_canonical_method};
 use crate::revocation::BoxFuture;
 use crate::JwtAuthLayer;
 
@@ -48,7 +48,8 @@ const METHOD_HEADERS: [&str; 2] = ["x-original-method", "x-forwarded-method"];
 /// - the gate's own `401`/`403` with `WWW-Authenticate` otherwise, which the front server
 ///   passes to the client;
 /// - `400` (`{"error":"invalid_request"}`) when the original method or URI is missing or
-///   sent twice, the URI is not an origin-form path, or not in canonical form (`/public/../admin`): such a path is
+///   sent twice, the URI is not an origin-form path, or not in canonical form (`/public/../admin`,
+///   `/%6frders`; a method with lower-case letters, `post`): such a request is
 ///   refused, never judged open, since the front server may read it otherwise. nginx turns a
 ///   `400` from `auth_request` into a `500` for the client: refused either way.
 ///
@@ -255,6 +256,9 @@ fn original(headers: &HeaderMap) -> Result<(Method, Uri), &'static str> {
     let method = one_of(headers, &METHOD_HEADERS)?
         .ok_or("no X-Original-Method or X-Forwarded-Method header")?;
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| "not a method")?;
+    if !is_canonical_method(&method) {
+        return Err("the original method is not in canonical form");
+    }
     let uri: Uri = uri.as_bytes().try_into().map_err(|_| "not a URI")?;
     if uri.scheme().is_some() || !uri.path().starts_with('/') {
         return Err("the original URI is not an origin-form path");

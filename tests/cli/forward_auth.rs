@@ -63,6 +63,22 @@ async fn traefik_style_checks_answer_with_nested_claims_as_chosen_headers() {
     )
     .await;
     assert_eq!(unnamed.status, StatusCode::BAD_REQUEST);
+
+    // A second spelling of a path or a method, which the front server or the upstream may
+    // read as the first: refused, never judged.
+    for (method, uri) in [
+        ("GET", "/%6frders"),
+        ("get", "/orders"),
+        ("Post", "/orders"),
+    ] {
+        let original = [
+            ("x-forwarded-method", method),
+            ("x-forwarded-uri", uri),
+            ("authorization", &bearer),
+        ];
+        let refused = get_with(gate.addr, "/", &original).await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{method} {uri}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

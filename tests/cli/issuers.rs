@@ -165,6 +165,17 @@ roles = ["admin"]
         get(gate.addr, "/orders/7", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+    // Other spellings of the route, which an upstream that decodes escapes before routing
+    // (Werkzeug, Express) serves as `/orders/7`: held to every route's requirements.
+    for path in ["/%6frders/7", "/ord%65rs/7", "/orders/%37"] {
+        let refused = get(gate.addr, path, Some(&no_scope)).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            refused.text
+        );
+    }
 
     // DELETE needs the scope and the role, read at the configured roles claim.
     let reader = signed(&rsa_keys, claims(rsa_issuer, "orders-rsa", read.clone()));
@@ -188,6 +199,16 @@ roles = ["admin"]
         status(gate.addr, Method::GET, "/orders/7", &admin).await,
         StatusCode::OK
     );
+    // `delete` is not `DELETE` to the rules, but an upstream may upper-case it: a method with
+    // lower-case letters must meet every route's requirements.
+    for method in ["delete", "Delete", "get"] {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        assert_eq!(
+            status(gate.addr, method.clone(), "/orders/7", &reader).await,
+            StatusCode::FORBIDDEN,
+            "{method}"
+        );
+    }
 }
 
 #[test]
