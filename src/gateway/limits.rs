@@ -3,7 +3,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,9 +55,41 @@ impl Default for Limits {
     }
 }
 
+/// What became of a request body on its way upstream, shared with the gateway so it can
+/// tell a slow or broken client from a failing upstream.
+#[derive(Debug, Default)]
+pub(super) struct BodyState(AtomicU8);
+
+impl BodyState {
+    const FLOWING: u8 = 0;
+    const WAITING: u8 = 1;
+    const TIMED_OUT: u8 = 2;
+    const MALFORMED: u8 = 3;
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+
+    /// The upstream was waiting for more of the body when this was asked.
+    pub(super) fn client_is_awaited(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::WAITING
+    }
+
+    /// The client sent nothing for the body read timeout.
+    pub(super) fn timed_out(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::TIMED_OUT
+    }
+
+    /// The client's body could not be read: bad chunked framing, a connection reset.
+    pub(super) fn malformed(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == Self::MALFORMED
+    }
+}
+
 pin_project! {
-    /// A request body on its way upstream that fails once the client has sent nothing for
-    /// the timeout while the upstream was waiting for more.
+    /// A request body on its way upstream: it fails once the client has sent nothing for
+    /// the timeout while the upstream was waiting for more, and its trailers lose the
+    /// identity headers a client may not send (HTTP/2 and chunked bodies carry trailers).
     pub(super) struct TimedBody {
         #[pin]
         inner: Incoming,
@@ -69,21 +101,20 @@ pin_project! {
         // The clock runs only while the upstream asks for data: a slow upstream (which stops
         // asking) is not the client's fault.
         waiting: bool,
-        timed_out: Arc<AtomicBool>,
+        state: Arc<BodyState>,
     }
 }
 
 impl TimedBody {
-    /// `inner` bounded by `timeout`; `timed_out` is set when it fires, so the gateway can
-    /// tell a slow client from a failing upstream.
-    pub(super) fn new(inner: Incoming, timeout: Duration, timed_out: Arc<AtomicBool>) -> Self {
+    /// `inner` bounded by `timeout`; what happens to it is told in `state`.
+    pub(super) fn new(inner: Incoming, timeout: Duration, state: Arc<BodyState>) -> Self {
         Self {
             inner,
             sleep: None,
             timeout,
             deadline: Instant::now(),
             waiting: false,
-            timed_out,
+            state,
         }
     }
 }
@@ -119,20 +150,43 @@ impl Body for TimedBody {
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
                 *this.waiting = false;
-                Poll::Ready(frame.map(|frame| frame.map_err(Into::into)))
+                let frame = match frame {
+                    Some(Ok(frame)) => {
+                        this.state.set(BodyState::FLOWING);
+                        let frame = match frame.into_trailers() {
+                            Ok(mut trailers) => {
+                                super::proxy::remove_identity(&mut trailers);
+                                Frame::trailers(trailers)
+                            }
+                            Err(frame) => frame,
+                        };
+                        Some(Ok(frame))
+                    }
+                    Some(Err(error)) => {
+                        this.state.set(BodyState::MALFORMED);
+                        Some(Err(error.into()))
+                    }
+                    None => {
+                        this.state.set(BodyState::FLOWING);
+                        None
+                    }
+                };
+                Poll::Ready(frame)
             }
-            Poll::Pending => match this
-                .sleep
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(*this.deadline)))
-                .as_mut()
-                .poll(cx)
-            {
-                Poll::Ready(()) => {
-                    this.timed_out.store(true, Ordering::Relaxed);
-                    Poll::Ready(Some(Err(BodyTimeout.into())))
+            Poll::Pending => {
+                this.state.set(BodyState::WAITING);
+                let deadline = *this.deadline;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.state.set(BodyState::TIMED_OUT);
+                        Poll::Ready(Some(Err(BodyTimeout.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -2,7 +2,6 @@
 //! headers, the verified identity and `X-Forwarded-*` added, the response streamed back
 //! (trailers too); a WebSocket upgrade relayed both ways once the upstream accepts it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use hyper_util::rt::TokioIo;
 
 use super::conn::ConnectionSlot;
 use super::identity::{write_identity, ForwardedClaim};
-use super::limits::TimedBody;
+use super::limits::{BodyState, TimedBody};
 use super::tls::Connector;
 use super::{GatewayBody, IDENTITY_PREFIX};
 use crate::ClientAddr;
@@ -48,6 +47,14 @@ impl Upstream {
             slot: request.extensions_mut().remove::<ConnectionSlot>(),
         });
         let (mut parts, body) = request.into_parts();
+        // Two `Host` headers name two targets; which one an upstream reads is its own choice
+        // (RFC 9112 §3.2 asks for `400`).
+        if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {
+            return error_response(StatusCode::BAD_REQUEST, "invalid_request");
+        }
+        if parts.version == http::Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Only the path is the client's: the scheme and authority are always the upstream's,
         // whatever form the request line took.
@@ -98,8 +105,8 @@ impl Upstream {
         parts.version = http::Version::HTTP_11;
         parts.extensions = http::Extensions::new();
 
-        let client_stalled = Arc::new(AtomicBool::new(false));
-        let body = TimedBody::new(body, self.body_read_timeout, client_stalled.clone());
+        let body_state = Arc::new(BodyState::default());
+        let body = TimedBody::new(body, self.body_read_timeout, body_state.clone());
         let client = match upgrade {
             Some(_) => &self.upgrade_client,
             None => &self.client,
@@ -123,13 +130,22 @@ impl Upstream {
                 }
                 Response::from_parts(parts, Either::Left(body))
             }
-            Ok(Err(_)) if client_stalled.load(Ordering::Relaxed) => {
+            Ok(Err(_)) if body_state.timed_out() => {
                 tracing::info!(timeout = ?self.body_read_timeout, "the client stopped sending its request body");
                 error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout")
+            }
+            Ok(Err(_)) if body_state.malformed() => {
+                tracing::info!("the client's request body could not be read");
+                error_response(StatusCode::BAD_REQUEST, "invalid_request")
             }
             Ok(Err(error)) => {
                 tracing::warn!(upstream = %self.authority, %error, "upstream unreachable");
                 error_response(StatusCode::BAD_GATEWAY, "bad_gateway")
+            }
+            // The upstream was still waiting for the client's body: the client is the slow one.
+            Err(_) if body_state.client_is_awaited() => {
+                tracing::info!(timeout = ?self.timeout, "the client stopped sending its request body");
+                error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout")
             }
             Err(_) => {
                 tracing::warn!(upstream = %self.authority, timeout = ?self.timeout, "upstream timed out");
@@ -237,6 +253,25 @@ async fn relay(upgrade: Upgrade, upstream: hyper::upgrade::OnUpgrade) {
 }
 
 /// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
+/// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1.1 server expects
+/// one line, joined with `; ` (RFC 9113 §8.2.3), and may read only the first of several.
+fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for (index, cookie) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if index > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(cookie.as_bytes());
+    }
+    // Made of valid header values and `; `: valid.
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
+}
+
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)

@@ -637,3 +637,108 @@ async fn identities_an_upstream_could_trim_or_split_arrive_encoded() {
         assert_eq!(header(&report, "x-auth-aud"), Some("orders,a%2C%20b"));
     }
 }
+
+/// Sends `request` over HTTP/2 (h2c by prior knowledge, as gRPC clients do) to `addr`.
+async fn h2c_send<B>(addr: SocketAddr, request: Request<B>) -> (StatusCode, Bytes)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn http2_cookies_reach_an_http1_upstream_as_one_line() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    let request = Request::get(format!("http://{}/cookies", setup.gateway))
+        .header("authorization", format!("Bearer {token}"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, body) = h2c_send(setup.gateway, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let report = report(&body);
+    assert_eq!(
+        report["headers"]["cookie"],
+        serde_json::json!(["a=1; b=2"]),
+        "{report}"
+    );
+}
+
+/// An HTTP/2 upstream that reports the trailers of each request body it receives.
+async fn trailer_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                let collected = request.into_body().collect().await?;
+                let trailers: Vec<String> = collected
+                    .trailers()
+                    .map(|trailers| trailers.keys().map(|name| name.to_string()).collect())
+                    .unwrap_or_default();
+                let report = serde_json::json!({ "trailers": trailers });
+                Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(report.to_string()))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
+    let upstream = trailer_upstream().await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    let (layer, proxy) = example::gateway(&format!("http://{upstream}"), keys.clone());
+    let gateway = proxy.upstream_http2(true).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(listener, layer, gateway));
+
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-auth-sub", "admin".parse().unwrap());
+    trailers.insert("x_auth_sub", "admin".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let body =
+        Full::new(Bytes::from_static(b"payload")).with_trailers(std::future::ready(Some(Ok::<
+            _,
+            std::convert::Infallible,
+        >(
+            trailers,
+        ))));
+    let request = Request::post(format!("http://{addr}/upload"))
+        .header(
+            "authorization",
+            format!("Bearer {}", token_with_roles(&keys)),
+        )
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let (status, body) = h2c_send(addr, request).await;
+    assert_eq!(status, StatusCode::OK, "{body:?}");
+    let report = report(&body);
+    // Other trailers pass; the client's identity headers do not.
+    assert_eq!(
+        report["trailers"],
+        serde_json::json!(["x-checksum"]),
+        "{report}"
+    );
+}

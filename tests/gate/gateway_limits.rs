@@ -192,7 +192,13 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
     .await;
     // Ten bytes of a hundred, then silence; the upstream waits for the rest.
     let request = b"POST /open/drain HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789";
-    let status = within("the stalled body being refused", async {
+    let status = status_line(addr, request).await;
+    assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
+}
+
+/// Sends `request` on a new connection and returns the status line of the answer.
+async fn status_line(addr: SocketAddr, request: &[u8]) -> String {
+    within("an answer", async {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(request).await.unwrap();
         let mut response = Vec::new();
@@ -203,10 +209,54 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
                 Ok(read) => response.extend_from_slice(&buffer[..read]),
             }
         }
-        String::from_utf8_lossy(&response).into_owned()
+        let line = String::from_utf8_lossy(&response).into_owned();
+        line.lines().next().unwrap_or_default().to_owned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_the_clients_fault_even_when_the_upstream_timeout_ends_first() {
+    let upstream = upstream(1).await;
+    // The upstream timeout runs from the start of the request, the body's from its first
+    // read: with equal bounds (30 s each by default) the upstream's ends first.
+    let addr = gateway(upstream.addr, |builder| {
+        builder
+            .timeout(Duration::from_millis(500))
+            .body_read_timeout(Duration::from_secs(30))
     })
     .await;
+    let request = b"POST /open/drain HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789";
+    let status = status_line(addr, request).await;
     assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_the_clients_400_not_a_502() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    for chunk in ["ffffffffffffffffff1\r\n", "zz\r\nab\r\n", " 5\r\nhello\r\n"] {
+        let request = format!(
+            "POST /open/drain HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{chunk}"
+        );
+        let status = status_line(addr, request.as_bytes()).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{chunk:?}: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn two_host_headers_are_refused() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    let status = status_line(
+        addr,
+        b"GET /open/x HTTP/1.1\r\nhost: a.example\r\nhost: b.example\r\n\r\n",
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 400"), "{status:?}");
+    // One is fine.
+    let status = status_line(addr, b"GET /open/x HTTP/1.1\r\nhost: a.example\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
 }
 
 /// Three requests at once through the gateway: three upstream connections, idle afterwards.
