@@ -23,7 +23,7 @@ use tower_service::Service;
 use crate::error::DEFAULT_REALM;
 use crate::layer::ResponseBody;
 use crate::metrics::GateMetrics;
-use crate::paths::{is_canonical, is_canonical_method, same_bytes, Pattern};
+use crate::paths::{decoded, is_canonical, is_canonical_method, same_bytes, Pattern};
 use crate::{AuthError, Claims};
 
 /// Where in a token's claims its roles are: a dot-separated path to an array of strings (or
@@ -784,7 +784,8 @@ impl<C> Requirements<C> {
     /// The route rules that apply to a request. Every rule whose method and pattern match
     /// applies (they add up). A path not in canonical form matches every rule: a router that
     /// normalises it later could route it anywhere, so it must meet them all. So does a
-    /// method with lower-case letters (`post`), which a server may read as `POST` or not. Whether it is
+    /// method with lower-case letters (`post`), which a server may read as `POST` or not. A
+    /// path with escapes meets the rules of both its spellings, as sent and decoded. Whether it is
     /// canonical is asked only of a path some rule does not match, once.
     fn on_route<'a>(
         &'a self,
@@ -792,11 +793,16 @@ impl<C> Requirements<C> {
         path: &'a str,
     ) -> impl Iterator<Item = &'a Require<C>> + 'a {
         let mut canonical = None;
+        // Both spellings of a path with escapes: as sent, and as a decoding server routes it.
+        let decoded = decoded(path);
         self.routes
             .iter()
             .filter(move |rule| {
                 (rule.method.as_ref().is_none_or(|wanted| wanted == method)
-                    && rule.pattern.matches(path).is_some())
+                    && (rule.pattern.matches(path).is_some()
+                        || decoded
+                            .as_deref()
+                            .is_some_and(|decoded| rule.pattern.matches(decoded).is_some())))
                     || !*canonical
                         .get_or_insert_with(|| is_canonical(path) && is_canonical_method(method))
             })

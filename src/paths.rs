@@ -14,6 +14,40 @@ pub enum Access {
     Open,
 }
 
+impl Access {
+    fn stricter(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Protected, _) | (_, Self::Protected) => Self::Protected,
+            (Self::Optional, _) | (_, Self::Optional) => Self::Optional,
+            (Self::Open, Self::Open) => Self::Open,
+        }
+    }
+}
+
+/// `path` with its escapes decoded, if it has any: what a server that decodes before routing
+/// routes. Only for a canonical path, whose escapes are all of printable ASCII.
+pub(crate) fn decoded(path: &str) -> Option<String> {
+    if !path.as_bytes().contains(&b'%') {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes.get(index + 1..index + 3).and_then(unhex) {
+            Some(byte) if bytes[index] == b'%' => {
+                decoded.push(byte);
+                index += 3;
+            }
+            _ => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).ok()
+}
+
 #[derive(Debug, Clone)]
 pub(crate) enum Pattern {
     Exact(String),
@@ -102,10 +136,22 @@ impl PathRules {
     /// A path that is not in canonical form is always protected: a router or upstream that
     /// normalises `/health/../admin` or `/auth%2F..%2Fadmin` after the gate must never
     /// receive it as "open". So is a method with lower-case letters ([`is_canonical_method`]).
+    ///
+    /// A path with escapes (`/users/a%40b`) is judged by both its spellings, as sent and
+    /// decoded, and the stricter answer wins: an upstream that decodes before routing serves
+    /// the second, one that does not the first.
     pub(crate) fn access_for(&self, method: &Method, path: &str) -> Access {
         if self.rules.is_empty() || !is_canonical(path) || !is_canonical_method(method) {
             return Access::Protected;
         }
+        let as_sent = self.judge(method, path);
+        match decoded(path) {
+            Some(decoded) => as_sent.stricter(self.judge(method, &decoded)),
+            None => as_sent,
+        }
+    }
+
+    fn judge(&self, method: &Method, path: &str) -> Access {
         self.rules
             .iter()
             .filter(|(only, _, _)| only.as_ref().is_none_or(|only| only == method))
@@ -209,13 +255,16 @@ const fn is_path_char_by_rule(byte: u8) -> bool {
         )
 }
 
-/// What an escape may decode to: printable ASCII that a path cannot hold as it is (space,
-/// `"`, `<`, `{`...: `/static/a%20b` stays open), never a character it can (`%6f` for `o`,
-/// `%40` for `@`: a server that decodes before routing reads `/%6frders` as `/orders`, which
-/// the gate's rules would not have matched), a separator (`\\`), a second round of decoding
-/// (`%`) or a path parameter (`;`). Non-ASCII bytes are refused: overlong UTF-8 decodes to `.`.
+/// What an escape may decode to: printable ASCII (space included, so `/static/a%20b` stays
+/// open), but never an unreserved character (letters, digits, `-`, `.`, `_`, `~`: RFC 3986
+/// says they are never escaped, and a server that decodes before routing reads `/%6frders` as
+/// `/orders`), a separator (`/`, `\\`), a second round of decoding (`%`) or a path parameter
+/// (`;`). Non-ASCII bytes are refused: overlong UTF-8 decodes to `.`. What is left (`%40` for
+/// `@`, `%20`) is judged in both spellings ([`decoded`]).
 fn is_harmless_escape(byte: u8) -> bool {
-    (0x20..0x7f).contains(&byte) && !is_path_char(byte) && !matches!(byte, b'\\' | b'%' | b';')
+    (0x20..0x7f).contains(&byte)
+        && !byte.is_ascii_alphanumeric()
+        && !matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b'%' | b';')
 }
 
 /// Whether `method` is in the one form every server reads the same way: no lower-case
@@ -439,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn an_escaped_character_a_path_can_hold_is_not_canonical() {
+    fn an_escaped_unreserved_character_is_not_canonical() {
         // A server that decodes before routing reads `/%6frders` as `/orders`: a second
         // spelling of a path the rules name, which must not slip past them.
         let rules = rules();
@@ -447,12 +496,26 @@ mod tests {
             "/auth/a%41b",
             "/auth/%7e",
             "/%61uth/token",
-            "/auth/%40",
-            "/auth/%2a",
+            "/auth/%5f",
+            "/auth/%2D",
         ] {
             assert!(!is_canonical(path), "{path:?}");
             assert_eq!(rules.access(path), Access::Protected, "{path:?}");
         }
+    }
+
+    #[test]
+    fn a_path_with_escapes_is_judged_by_both_spellings() {
+        let mut rules = PathRules::default();
+        rules.prefix("/files/a@b", Access::Open);
+        rules.prefix("/files", Access::Optional);
+        assert_eq!(rules.access("/files/a@b/x"), Access::Open);
+        // Decoded, it is open; as sent, only optional: a server that does not decode serves
+        // `/files/a%40b/x`, which the rules make optional.
+        assert_eq!(rules.access("/files/a%40b/x"), Access::Optional);
+        assert_eq!(rules.access("/files/c%40d"), Access::Optional);
+        assert_eq!(decoded("/a%40b%20c").as_deref(), Some("/a@b c"));
+        assert_eq!(decoded("/plain"), None);
     }
 
     #[test]
@@ -475,7 +538,7 @@ mod tests {
         for path in [
             "/auth/a%20b",
             "/auth/a%3Cb",
-            "/auth/%7b%7D",
+            "/auth/%7b%7D%40",
             "/auth/a.b",
             "/auth/..a",
             "/auth/",

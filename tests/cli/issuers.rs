@@ -89,6 +89,10 @@ scopes = ["orders:read"]
 methods = ["DELETE"]
 path = "/orders/*"
 roles = ["admin"]
+
+[[routes]]
+path = "/people/team@work/*"
+roles = ["admin"]
 "#
         ),
     );
@@ -199,6 +203,19 @@ roles = ["admin"]
         status(gate.addr, Method::GET, "/orders/7", &admin).await,
         StatusCode::OK
     );
+    // A path with escapes meets the rules of both its spellings: `%40` is `@` to an upstream
+    // that decodes before routing. Escapes the rules do not care about change nothing.
+    for (path, expected) in [
+        ("/people/team@work/1", StatusCode::FORBIDDEN),
+        ("/people/team%40work/1", StatusCode::FORBIDDEN),
+        ("/people/bob%40example.com", StatusCode::OK),
+    ] {
+        assert_eq!(
+            status(gate.addr, Method::GET, path, &reader).await,
+            expected,
+            "{path}"
+        );
+    }
     // `delete` is not `DELETE` to the rules, but an upstream may upper-case it: a method with
     // lower-case letters must meet every route's requirements.
     for method in ["delete", "Delete", "get"] {
