@@ -252,7 +252,6 @@ async fn relay(upgrade: Upgrade, upstream: hyper::upgrade::OnUpgrade) {
     drop(upgrade.slot);
 }
 
-/// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
 /// HTTP/2 clients may split `Cookie` into one field per cookie; an HTTP/1.1 server expects
 /// one line, joined with `; ` (RFC 9113 §8.2.3), and may read only the first of several.
 fn join_cookies(headers: &mut HeaderMap) {
@@ -272,6 +271,7 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
