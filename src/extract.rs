@@ -6,6 +6,7 @@ use std::fmt;
 
 use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, COOKIE, HOST, ORIGIN, PROXY_AUTHORIZATION,
+    UPGRADE,
 };
 use http::{HeaderMap, HeaderName, Method, Uri};
 
@@ -308,9 +309,13 @@ impl Sources {
 
     /// Whether a request authenticated only by the cookie may pass: any safe method does; an
     /// unsafe one must come from the gate's own origin or a trusted one (see
-    /// [`TokenSources`]). Ambiguous evidence (a header sent twice) refuses.
+    /// [`TokenSources`]). Ambiguous evidence (a header sent twice) refuses. A WebSocket
+    /// handshake is a `GET` but not safe: CORS does not guard the socket it opens, so another
+    /// site's page could read and write as the cookie's owner (cross-site WebSocket hijacking).
     pub(crate) fn cookie_allowed(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
-        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && !headers.contains_key(UPGRADE)
+        {
             return true;
         }
         let (Ok(origin), Ok(site)) = (

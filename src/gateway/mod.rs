@@ -451,6 +451,13 @@ impl GatewayBuilder {
         if upstream.query().is_some() {
             return Err(InvalidUpstream("the URL may not have a query".into()));
         }
+        // The proxy never sends them, and an error message or log line that names the
+        // upstream would show the password.
+        if authority.as_str().contains('@') {
+            return Err(InvalidUpstream(
+                "the URL may not hold a user or password".into(),
+            ));
+        }
         let base_path = upstream.path().trim_end_matches('/').to_owned();
         let forwarded_claims = self.forwarded_claims;
         #[cfg(feature = "rustls")]
@@ -587,7 +594,14 @@ impl Inner {
                 // In-process services read identity from the extensions; a client's own
                 // `x-auth-*` headers must not reach them either.
                 proxy::remove_identity(request.headers_mut());
-                mount.call(request).await
+                // In-process, the only long wait is for the client's body (hashing is
+                // bounded by its own queue): one that stalls must not hold its connection.
+                match tokio::time::timeout(self.upstream.timeout, mount.call(request)).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        proxy::error_response(http::StatusCode::REQUEST_TIMEOUT, "request_timeout")
+                    }
+                }
             }
             None => self.upstream.forward(request).await,
         }

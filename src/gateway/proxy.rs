@@ -47,6 +47,10 @@ impl Upstream {
             slot: request.extensions_mut().remove::<ConnectionSlot>(),
         });
         let (mut parts, body) = request.into_parts();
+        // A reverse proxy opens no tunnels: the upstream would be asked to connect to itself.
+        if parts.method == http::Method::CONNECT {
+            return error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+        }
         // Two `Host` headers name two targets; which one an upstream reads is its own choice
         // (RFC 9112 §3.2 asks for `400`).
         if parts.headers.get_all(header::HOST).iter().nth(1).is_some() {

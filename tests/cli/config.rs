@@ -128,6 +128,10 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             ":1:12: key `upstream`: not a usable upstream URL",
         ),
         (
+            "upstream = \"http://bob:hunter2@127.0.0.1:8000\"\n",
+            ":1:12: key `upstream`: not a usable upstream URL: the URL may not hold a user or password",
+        ),
+        (
             "[[routes]]\npath = \"admin\"\naccess = \"open\"\n",
             ":2:8: key `routes.path`:",
         ),
@@ -156,6 +160,7 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             "{text}: expected {expected:?} in {error}"
         );
         assert_eq!(error.trim_end().lines().count(), 1, "one line: {error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
     // A plain-http upstream on another host is fine.
     let (status, error, _) = refused("upstream = \"http://10.1.2.3:8000\"\n");

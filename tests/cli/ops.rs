@@ -452,3 +452,34 @@ async fn metrics_are_served_on_their_own_listener_and_count_the_requests() {
         "the public /metrics and the two requests without a token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_that_stalls_on_the_auth_routes_is_cut_off_in_every_command() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let upstream = crate::upstream().await;
+    for command in ["serve", "proxy", "forward-auth"] {
+        let dir = TempDir::new(&format!("stall-{command}"));
+        let config = dir.write(
+            "gate.toml",
+            &format!(
+                "upstream = \"http://{upstream}\"\n\n[users]\nsqlite = \"users.db\"\n\n[limits]\nupstream_timeout_seconds = 1\n"
+            ),
+        );
+        let gate = start(&config, command);
+        let mut stream = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+        // Ten bytes of a hundred, then silence: without a bound, the connection (one of
+        // `max_connections`) would be held for as long as the client likes.
+        stream
+            .write_all(b"POST /auth/token HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\nusername=a")
+            .await
+            .unwrap();
+        let mut answer = vec![0; 64];
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut answer))
+            .await
+            .unwrap_or_else(|_| panic!("{command}: no answer within 30 s"))
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..read]);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{command}: {answer:?}");
+    }
+}

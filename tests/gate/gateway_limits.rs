@@ -259,6 +259,23 @@ async fn two_host_headers_are_refused() {
     assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
 }
 
+#[tokio::test]
+async fn connect_opens_no_tunnel() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    for target in ["/open/x", "127.0.0.1:22"] {
+        let request = format!("CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n\r\n");
+        let status = status_line(addr, request.as_bytes()).await;
+        // Open path or not, never forwarded: `405`, or the gate's `401` without a token.
+        assert!(
+            status.starts_with("HTTP/1.1 405") || status.starts_with("HTTP/1.1 401"),
+            "{target}: {status:?}"
+        );
+    }
+    let status = status_line(addr, b"CONNECT /open/x HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.1 405"), "{status:?}");
+}
+
 /// Three requests at once through the gateway: three upstream connections, idle afterwards.
 async fn three_at_once(addr: SocketAddr) {
     let requests = (0..3).map(|_| common::get(addr, "/open/hold", None));

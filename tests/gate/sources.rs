@@ -186,6 +186,33 @@ async fn a_cross_site_unsafe_request_with_the_cookie_never_reaches_the_service()
     .await;
     assert_eq!(answer.status, 200);
     assert_eq!(hits.load(Ordering::SeqCst), 4);
+
+    // A WebSocket handshake is a GET, but the socket it opens is not guarded by CORS: from
+    // another site, with only the cookie, it is refused (cross-site WebSocket hijacking).
+    let handshake = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    for cross_site in [
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ][..],
+        &[("origin", "https://evil.example")],
+    ] {
+        let mut headers = handshake.to_vec();
+        headers.extend_from_slice(cross_site);
+        headers.push(cookie);
+        let answer = call(addr, Method::GET, &headers).await;
+        assert_eq!(answer.status, 403, "{cross_site:?}");
+        assert_eq!(answer.json()["error"], "cross_site_request");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 4);
+    let mut headers = handshake.to_vec();
+    headers.extend_from_slice(&[("origin", own_origin.as_str()), cookie]);
+    assert_ne!(call(addr, Method::GET, &headers).await.status, 403);
 }
 
 #[tokio::test]

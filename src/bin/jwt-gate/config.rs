@@ -810,7 +810,7 @@ pub(crate) fn apply_overrides(
 /// `url` with any password replaced by `***`: URLs of databases carry credentials.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return redact_keywords(url);
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -831,6 +831,41 @@ pub(crate) fn redact_url(url: &str) -> String {
             format!("{scheme}://{authority}{tail}")
         }
     }
+}
+
+/// A PostgreSQL keyword string (`host=db password=secret`, or `password='two words'`) with
+/// its password hidden.
+fn redact_keywords(text: &str) -> String {
+    let mut shown = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("password") {
+        let (before, from) = rest.split_at(at + "password".len());
+        shown.push_str(before);
+        let value = from.trim_start();
+        let Some(value) = value.strip_prefix('=') else {
+            rest = from;
+            continue;
+        };
+        shown.push_str("=***");
+        let value = value.trim_start();
+        // A quoted value ends at its closing quote (`\'` escapes one); a bare one at a space.
+        let end = if let Some(quoted) = value.strip_prefix('\'') {
+            let mut escaped = false;
+            quoted
+                .char_indices()
+                .find(|&(_, c)| {
+                    let closes = c == '\'' && !escaped;
+                    escaped = c == '\\' && !escaped;
+                    closes
+                })
+                .map_or(value.len(), |(index, _)| index + 2)
+        } else {
+            value.find(char::is_whitespace).unwrap_or(value.len())
+        };
+        rest = &value[end..];
+    }
+    shown.push_str(rest);
+    shown
 }
 
 /// The effective configuration as TOML, every default spelled out, no secret in it.
@@ -903,6 +938,24 @@ pub(crate) fn effective(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_keyword_connection_string_shows_no_password() {
+        for (given, shown) in [
+            (
+                "host=db password=hunter2 user=app",
+                "host=db password=*** user=app",
+            ),
+            ("host=db PASSWORD = hunter2", "host=db PASSWORD=***"),
+            (
+                "password='two words\\' here' dbname=x",
+                "password=*** dbname=x",
+            ),
+            ("host=db user=app", "host=db user=app"),
+        ] {
+            assert_eq!(super::redact_url(given), shown, "{given}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -222,11 +222,14 @@ struct OpsShared {
     ready_path: String,
     health: Health,
     routes: Vec<RouteRule>,
-    /// The upstream timeout of requests whose route sets none (`proxy` only).
+    /// The time a request whose route sets none may take.
     default_timeout: Option<Duration>,
     /// The gateway's own upstream timeout ([`longest_timeout`]): a request allowed that
-    /// long needs no second timer here.
+    /// long needs no second timer here. Unbounded where no gateway runs.
     gateway_timeout: Duration,
+    /// The answer when the time is up: the upstream's `504` (`proxy`), or the client's `408`
+    /// (`serve`, `forward-auth`, where only a stalled body takes that long).
+    timed_out: (StatusCode, &'static str),
     /// Log the request the front server asks about (forward-auth), not its check.
     original: bool,
     /// Requests whose response body has not been sent whole yet.
@@ -258,8 +261,11 @@ impl<S> Ops<S> {
         };
         let mut random = [0u8; 8];
         let _ = getrandom::getrandom(&mut random);
-        let default_timeout = timeouts
-            .then(|| Duration::from_secs(config.limits.upstream_timeout_seconds.unwrap_or(30)));
+        // `proxy`: the upstream's time, by route. `serve` and `forward-auth`: how long any
+        // request may take, so that one whose body stalls cannot hold its connection.
+        let default_timeout = Some(Duration::from_secs(
+            config.limits.upstream_timeout_seconds.unwrap_or(30),
+        ));
         let routes = config
             .routes
             .iter()
@@ -279,7 +285,22 @@ impl<S> Ops<S> {
                 health,
                 routes,
                 default_timeout,
-                gateway_timeout: longest_timeout(config),
+                gateway_timeout: if timeouts {
+                    longest_timeout(config)
+                } else {
+                    Duration::MAX
+                },
+                timed_out: if timeouts {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        r#"{"error":"gateway_timeout"}"#,
+                    )
+                } else {
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        r#"{"error":"request_timeout"}"#,
+                    )
+                },
                 original: command == Kind::ForwardAuth,
                 in_flight: Arc::default(),
                 id_prefix: u64::from_le_bytes(random),
@@ -530,12 +551,9 @@ where
                 Some(Err(never)) => match never {},
                 None => {
                     let seconds = timeout.map_or(0, |timeout| timeout.as_secs());
-                    tracing::warn!(route = %label, timeout_seconds = seconds, "upstream timed out");
-                    local(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        r#"{"error":"gateway_timeout"}"#.to_owned(),
-                    )
-                    .map(Either::Right)
+                    tracing::warn!(route = %label, timeout_seconds = seconds, "request timed out");
+                    let (status, body) = shared.timed_out;
+                    local(status, body.to_owned()).map(Either::Right)
                 }
             };
             let sub = match response.extensions().get::<VerifiedSub>() {
