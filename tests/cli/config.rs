@@ -128,6 +128,10 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             ":1:12: key `upstream`: not a usable upstream URL",
         ),
         (
+            "[revocation]\nredis_url = \"http://:hunter2@127.0.0.1:6379\"\n",
+            ":2:13: key `revocation.redis_url`: not a Redis URL",
+        ),
+        (
             "upstream = \"http://bob:hunter2@127.0.0.1:8000\"\n",
             ":1:12: key `upstream`: not a usable upstream URL: the URL may not hold a user or password",
         ),

@@ -511,6 +511,12 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
     }
     check_issuers(config).map_err(|(span, why)| source.error_at(Some(span), &why))?;
+    if let Some(url) = &config.revocation.redis_url {
+        // The parser's message never holds the URL, so it cannot show a password.
+        redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str()).map_err(
+            |error| source.error_at(Some(url.span()), &format!("not a Redis URL: {error}")),
+        )?;
+    }
     config
         .token
         .check()
