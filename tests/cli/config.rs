@@ -198,3 +198,18 @@ fn a_short_or_missing_secret_is_refused_without_echoing_it() {
         stderr(&output)
     );
 }
+
+#[test]
+fn check_config_reads_the_tls_files_as_proxy_would() {
+    let dir = TempDir::new("check-tls");
+    dir.write("cert.pem", "not a certificate\n");
+    dir.write("key.pem", "not a key\n");
+    let config = dir.write(
+        "gate.toml",
+        "[tls]\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\n",
+    );
+    let output = run(jwt_gate(), &["check-config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(error.contains("gate.toml:2:"), "{error}");
+}

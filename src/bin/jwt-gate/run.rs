@@ -52,6 +52,10 @@ pub(crate) fn run(cli: Cli) -> Result<(), String> {
     let keys = keys::load(&config, &source, env).map_err(|error| error.to_string())?;
     match cli.command {
         Command::CheckConfig { .. } => {
+            // The files `proxy` would read (TLS certificate and key, the upstream's CA) are
+            // checked as `proxy` checks them, so a file that passes here starts there.
+            let gateway = jwt_gate::gateway::Gateway::builder("http://127.0.0.1");
+            crate::protocols::apply(gateway, &config, &source)?;
             print!("{}", config::effective(&config));
             Ok(())
         }
