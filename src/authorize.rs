@@ -793,14 +793,16 @@ impl<C> Requirements<C> {
         path: &'a str,
     ) -> impl Iterator<Item = &'a Require<C>> + 'a {
         let mut canonical = None;
-        // Both spellings of a path with escapes: as sent, and as a decoding server routes it.
-        let decoded = decoded(path);
+        // Both spellings of a path with escapes: as sent, and as a decoding server routes it
+        // (decoded once, and only when a rule's method matches and the path as sent does not).
+        let mut spelled = None;
         self.routes
             .iter()
             .filter(move |rule| {
                 (rule.method.as_ref().is_none_or(|wanted| wanted == method)
                     && (rule.pattern.matches(path).is_some()
-                        || decoded
+                        || spelled
+                            .get_or_insert_with(|| decoded(path))
                             .as_deref()
                             .is_some_and(|decoded| rule.pattern.matches(decoded).is_some())))
                     || !*canonical

@@ -273,19 +273,7 @@ fn is_harmless_escape(byte: u8) -> bool {
 /// `POST` could neither match nor miss `post` safely: such a request is treated as a path
 /// not in canonical form is (always protected, and every route's requirements apply).
 pub(crate) fn is_canonical_method(method: &Method) -> bool {
-    // The standard methods parse to constants, upper-case by construction.
-    matches!(
-        *method,
-        Method::GET
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::HEAD
-            | Method::OPTIONS
-            | Method::PATCH
-            | Method::CONNECT
-            | Method::TRACE
-    ) || !method
+    !method
         .as_str()
         .bytes()
         .any(|byte| byte.is_ascii_lowercase())

@@ -944,6 +944,8 @@ pub(crate) fn effective(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_keyword_connection_string_shows_no_password() {
         for (given, shown) in [
@@ -958,11 +960,9 @@ mod tests {
             ),
             ("host=db user=app", "host=db user=app"),
         ] {
-            assert_eq!(super::redact_url(given), shown, "{given}");
+            assert_eq!(redact_url(given), shown, "{given}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn passwords_never_show() {
