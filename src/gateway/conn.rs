@@ -20,6 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tower_service::Service;
 
+use super::admission::AdmittingListener;
 use super::limits::Limits;
 use crate::{BoxError, ClientAddr};
 
@@ -64,6 +65,7 @@ where
     B::Error: Into<BoxError>,
 {
     let builders = Arc::new(Builders::new(&limits));
+    let mut listener = AdmittingListener::new(listener, limits.admission);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     // Dropped when this returns, which every connection hears as "stop".
     let serving = Serving::default();

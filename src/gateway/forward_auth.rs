@@ -163,6 +163,15 @@ impl ForwardAuthBuilder {
         self
     }
 
+    /// As [`GatewayBuilder::connection_admission`](super::GatewayBuilder::connection_admission)
+    /// (default: no limit). In front of nginx or another proxy, every connection is the
+    /// proxy's: leave it off there.
+    #[must_use]
+    pub fn connection_admission(mut self, admission: super::ConnectionAdmission) -> Self {
+        self.limits.admission = Some(admission);
+        self
+    }
+
     /// The service.
     pub fn build(self) -> ForwardAuth {
         ForwardAuth {

@@ -24,6 +24,8 @@ pub(super) struct Limits {
     pub(super) max_connections: usize,
     pub(super) pool_max_idle_per_host: usize,
     pub(super) pool_idle_timeout: Duration,
+    /// New connections per client address; `None` admits every one at once.
+    pub(super) admission: Option<super::ConnectionAdmission>,
 }
 
 impl Limits {
@@ -51,6 +53,7 @@ impl Default for Limits {
             max_connections: 1024,
             pool_max_idle_per_host: 32,
             pool_idle_timeout: Duration::from_secs(30),
+            admission: None,
         }
     }
 }

@@ -94,10 +94,15 @@
 //!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks;
 //! - at most [`max_connections`](GatewayBuilder::max_connections) (1024) connections are
 //!   served at once; further ones wait in the listener's backlog until one ends;
+//! - with [`connection_admission`](GatewayBuilder::connection_admission), each client
+//!   address opens new connections at most at a steady rate; the excess waits, unread, for
+//!   its turn (a flood of fresh connections from one address then costs the other clients
+//!   nothing much: see [`ConnectionAdmission`]);
 //! - the pool of upstream connections keeps at most
 //!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle ones, each
 //!   for at most [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s).
 
+mod admission;
 mod conn;
 mod forward_auth;
 mod identity;
@@ -122,6 +127,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
+pub use self::admission::{AdmittingListener, ConnectionAdmission, ConnectionAdmissionBuilder};
 pub use self::forward_auth::{ForwardAuth, ForwardAuthBuilder};
 pub use self::identity::{ArrayStyle, ForwardedClaim, InvalidForwardedClaim};
 use self::limits::Limits;
@@ -313,6 +319,16 @@ impl GatewayBuilder {
     #[must_use]
     pub fn max_connections(mut self, connections: usize) -> Self {
         self.limits.set_max_connections(connections);
+        self
+    }
+
+    /// How many new connections each client address may open (default: no limit); see
+    /// [`ConnectionAdmission`]. Connections over the rate wait, accepted but unread, for
+    /// their turn. Only where clients connect directly: behind a load balancer every
+    /// connection is the balancer's.
+    #[must_use]
+    pub fn connection_admission(mut self, admission: ConnectionAdmission) -> Self {
+        self.limits.admission = Some(admission);
         self
     }
 

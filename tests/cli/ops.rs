@@ -483,3 +483,56 @@ async fn a_body_that_stalls_on_the_auth_routes_is_cut_off_in_every_command() {
         assert!(answer.starts_with("HTTP/1.1 408"), "{command}: {answer:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_connections_over_an_address_rate_wait_while_other_addresses_are_served() {
+    use std::net::Ipv4Addr;
+    const ONE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+    const TWO: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+    let upstream = crate::upstream().await;
+    for command in ["serve", "proxy", "forward-auth"] {
+        let dir = TempDir::new(&format!("admission-{command}"));
+        let config = dir.write(
+            "gate.toml",
+            &format!(
+                "upstream = \"http://{upstream}\"\n\n[users]\nsqlite = \"users.db\"\n\n[limits]\nworkers = 1\nconnection_rate_per_address = 1\nconnection_burst_per_address = 1\n"
+            ),
+        );
+        let gate = start(&config, command);
+        let first = common::get_from(ONE, gate.addr, "/livez").await;
+        assert_eq!(first.await.unwrap(), "HTTP/1.1 200 OK", "{command}");
+        // The address's one connection a second is spent: the next waits about a second,
+        // unread, while another address's connection, opened after it, is served at once.
+        let held = common::get_from(ONE, gate.addr, "/livez").await;
+        let other = common::get_from(TWO, gate.addr, "/livez").await;
+        assert_eq!(other.await.unwrap(), "HTTP/1.1 200 OK", "{command}");
+        assert!(
+            !held.is_finished(),
+            "{command}: the second connection from one address was answered at once"
+        );
+        let answered = tokio::time::timeout(Duration::from_secs(10), held)
+            .await
+            .unwrap_or_else(|_| panic!("{command}: the held connection was never served"))
+            .unwrap();
+        assert_eq!(answered, "HTTP/1.1 200 OK", "{command}");
+    }
+}
+
+#[test]
+fn a_connection_burst_without_a_rate_is_refused_at_start() {
+    let dir = TempDir::new("admission-burst-alone");
+    let config = dir.write(
+        "gate.toml",
+        "upstream = \"http://127.0.0.1:9\"\n\n[limits]\nconnection_burst_per_address = 10\n",
+    );
+    let checked = run(jwt_gate(), &["check-config", config.to_str().unwrap()]);
+    assert!(!checked.status.success());
+    assert!(
+        stderr(&checked).contains(
+            "limits.connection_burst_per_address needs limits.connection_rate_per_address"
+        ),
+        "{}",
+        stderr(&checked)
+    );
+}

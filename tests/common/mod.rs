@@ -600,3 +600,31 @@ pub fn health_check(token: Option<&str>) -> tonic::Request<tonic_health::pb::Hea
     }
     request
 }
+
+/// `GET path` on a fresh connection from `from` (a loopback address), sent at once; the
+/// task reading the answer's status line, so a test can tell an answer still to come.
+pub async fn get_from(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    path: &str,
+) -> tokio::task::JoinHandle<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(to).await.unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}

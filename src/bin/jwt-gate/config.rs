@@ -365,9 +365,34 @@ pub(crate) struct LimitsConfig {
     /// more than `max_connections`). `max_connections` is split evenly between them, each
     /// worker capping its own share, as nginx's `worker_connections` does.
     pub(crate) workers: Option<usize>,
+    /// New connections one client address may open per second (absent: no limit); those
+    /// over the rate wait, accepted but unread, for their turn. Split between the workers.
+    pub(crate) connection_rate_per_address: Option<u32>,
+    /// New connections one client address may open at once (default: twice the rate).
+    pub(crate) connection_burst_per_address: Option<u32>,
 }
 
 impl LimitsConfig {
+    /// The admission of new connections each of `workers` listeners applies, if configured:
+    /// the rate and burst shared between them (rounded up), since the kernel spreads one
+    /// address's connections over every listener on the port.
+    pub(crate) fn admission(
+        &self,
+        workers: usize,
+    ) -> Option<jwt_gate::gateway::ConnectionAdmission> {
+        let rate = self.connection_rate_per_address?;
+        let burst = self
+            .connection_burst_per_address
+            .unwrap_or_else(|| rate.saturating_mul(2));
+        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        Some(
+            jwt_gate::gateway::ConnectionAdmission::builder()
+                .per_second(rate.div_ceil(workers))
+                .burst(burst.div_ceil(workers))
+                .build(),
+        )
+    }
+
     /// The workers that run: as configured or one per core, never more than connections
     /// allowed, since each holds at least one.
     pub(crate) fn workers(&self) -> usize {
@@ -592,6 +617,14 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             ));
         }
     }
+    if config.limits.connection_burst_per_address.is_some()
+        && config.limits.connection_rate_per_address.is_none()
+    {
+        return Err(ConfigError(format!(
+            "{}: limits.connection_burst_per_address needs limits.connection_rate_per_address",
+            source.path.display()
+        )));
+    }
     for (value, name) in [
         (
             config.limits.upstream_timeout_seconds,
@@ -607,6 +640,14 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         ),
         (config.limits.drain_timeout_seconds, "drain_timeout_seconds"),
         (config.limits.workers.map(|n| n as u64), "workers"),
+        (
+            config.limits.connection_rate_per_address.map(u64::from),
+            "connection_rate_per_address",
+        ),
+        (
+            config.limits.connection_burst_per_address.map(u64::from),
+            "connection_burst_per_address",
+        ),
     ] {
         if value == Some(0) {
             return Err(ConfigError(format!(
@@ -924,6 +965,11 @@ pub(crate) fn effective(config: &Config) -> String {
         .get_or_insert(DEFAULT_MAX_CONNECTIONS);
     limits.drain_timeout_seconds.get_or_insert(20);
     limits.workers = Some(limits.workers());
+    if let Some(rate) = limits.connection_rate_per_address {
+        limits
+            .connection_burst_per_address
+            .get_or_insert(rate.saturating_mul(2));
+    }
     let health = &mut shown.health;
     health
         .live_path

@@ -387,6 +387,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             .max_connections
             .unwrap_or(config::DEFAULT_MAX_CONNECTIONS),
         drain: Duration::from_secs(limits.drain_timeout_seconds.unwrap_or(20)),
+        admission: limits.admission(1),
     };
     let forwarded = config
         .forward_claims
@@ -403,6 +404,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     let (mut listeners, local) = listen(&config, count)?;
     let per_worker = server::Limits {
         max_connections: workers::share(bounds.max_connections, count),
+        admission: config.limits.admission(count),
         ..bounds
     };
     let mounted = if auth.is_some() {
@@ -422,6 +424,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 .timeout(server::longest_timeout(&config))
                 .header_read_timeout(bounds.header_read_timeout)
                 .max_connections(per_worker.max_connections);
+            if let Some(admission) = per_worker.admission {
+                gateway = gateway.connection_admission(admission);
+            }
             for claim in forwarded {
                 gateway = gateway.forward(claim);
             }

@@ -17,7 +17,7 @@ use http_body::Body;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jwt_gate::gateway::ClaimMap;
+use jwt_gate::gateway::{AdmittingListener, ClaimMap, ConnectionAdmission};
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::{BoxError, Claims, ClientAddr, Keys};
 use tower_service::Service;
@@ -35,6 +35,8 @@ pub(crate) struct Limits {
     pub(crate) max_connections: usize,
     /// How long in-flight requests may take to finish once shutdown began.
     pub(crate) drain: Duration,
+    /// New connections per client address, if limited.
+    pub(crate) admission: Option<ConnectionAdmission>,
 }
 
 /// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
@@ -74,6 +76,7 @@ pub(crate) async fn serve<S, B>(
     B::Error: Into<BoxError>,
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut listener = AdmittingListener::new(listener, limits.admission);
     let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
