@@ -20,6 +20,7 @@
 //! | `JWT_GATE_METRICS_ADDR` | unset: no metrics | serve Prometheus metrics at `http://<this>/metrics`, a listener of its own (e.g. `127.0.0.1:9300`) |
 //! | `JWT_GATE_FREE_REGISTRATIONS` | 10 | registrations from one address before they are delayed (`429`) |
 //! | `JWT_GATE_FREE_LOGIN_FAILURES` | 20 | failed logins from one address (5 per username) before they are delayed (`429`) |
+//! | `JWT_GATE_CONNECTIONS_PER_ADDRESS` | 100 | new connections one address may open per second (bursts of twice that); those over it wait, unread, for their turn; 0 for no limit |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
 //! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
@@ -50,7 +51,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use jwt_gate::gateway::{AdmittingListener, ConnectionAdmission};
 use jwt_gate::metrics::Prometheus;
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::{
@@ -296,6 +299,9 @@ async fn run() -> Result<(), String> {
     println!(
         "jwt-gate demo listening on http://{local} (users: {users_in}; revocations: {revocations_in}; metrics: {metrics_at})"
     );
+    // Wrapped in `tap_io`, which axum gives `ConnectInfo<SocketAddr>` for any listener.
+    let listener =
+        Admitted(AdmittingListener::new(listener, connection_admission()?)).tap_io(|_| ());
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -303,6 +309,43 @@ async fn run() -> Result<(), String> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(|error| error.to_string())
+}
+
+/// New connections per second each client address may open (`JWT_GATE_CONNECTIONS_PER_ADDRESS`,
+/// bursts of twice that; 0 for no limit); those over the rate wait, unread, for their turn.
+fn connection_admission() -> Result<Option<ConnectionAdmission>, String> {
+    let per_second = count_or("JWT_GATE_CONNECTIONS_PER_ADDRESS", 100)?;
+    Ok((per_second > 0).then(|| {
+        ConnectionAdmission::builder()
+            .per_second(per_second)
+            .burst(per_second.saturating_mul(2))
+            .build()
+    }))
+}
+
+/// The listener as axum serves it: each connection within the admission policy.
+struct Admitted(AdmittingListener);
+
+impl axum::serve::Listener for Admitted {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: it passes, and a busy loop would not help.
+                    eprintln!("accept failed: {error}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
 }
 
 #[tokio::main]

@@ -63,6 +63,7 @@ pub fn demo_command() -> Command {
         "JWT_GATE_METRICS_ADDR",
         "JWT_GATE_FREE_REGISTRATIONS",
         "JWT_GATE_FREE_LOGIN_FAILURES",
+        "JWT_GATE_CONNECTIONS_PER_ADDRESS",
     ] {
         command.env_remove(name);
     }

@@ -356,3 +356,49 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let status = demo.child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
+
+#[tokio::test]
+async fn new_connections_from_one_address_are_admitted_at_the_configured_rate() {
+    use std::net::Ipv4Addr;
+    let (one, two) = (Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2));
+    let dir = temp_dir("admission");
+    let mut limited = command(&dir.join("users.db"));
+    limited.env("JWT_GATE_CONNECTIONS_PER_ADDRESS", "1");
+    let demo = start(limited);
+    // Bursts of twice the rate: two at once, then one a second.
+    for _ in 0..2 {
+        assert_eq!(
+            get_from(one, demo.addr, "/health").await.await.unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+    }
+    let held = get_from(one, demo.addr, "/health").await;
+    let other = get_from(two, demo.addr, "/health").await;
+    assert_eq!(other.await.unwrap(), "HTTP/1.1 200 OK");
+    assert!(
+        !held.is_finished(),
+        "the third connection from one address was served at once"
+    );
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(10), held)
+        .await
+        .expect("the held connection is served in its turn")
+        .unwrap();
+    assert_eq!(answered, "HTTP/1.1 200 OK");
+
+    // 0 turns the limit off.
+    let mut unlimited = command(&dir.join("other.db"));
+    unlimited.env("JWT_GATE_CONNECTIONS_PER_ADDRESS", "0");
+    let demo = start(unlimited);
+    for _ in 0..5 {
+        assert_eq!(
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                get_from(one, demo.addr, "/health").await
+            )
+            .await
+            .expect("no limit: answered at once")
+            .unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+    }
+}
