@@ -115,12 +115,13 @@ failures!(
         | Failure::RefreshThrottled { .. }
         | Failure::Busy
         | Failure::Unavailable
+        | Failure::Unfinished
         | Failure::ServerError
 );
 
 failures!(
     /// A refused bearer token, or a store that could not record the logout.
-    LogoutFailures: Failure::Token(_) | Failure::Unavailable
+    LogoutFailures: Failure::Token(_) | Failure::Unavailable | Failure::Unfinished
 );
 
 failures!(
@@ -132,6 +133,7 @@ failures!(
         | Failure::Invalid { .. }
         | Failure::Throttled { .. }
         | Failure::Unavailable
+        | Failure::Unfinished
 );
 
 /// Register an account.
@@ -547,7 +549,7 @@ pub(super) fn auth_document(prefix: &str, sources: &Sources) -> Document {
         .into_iter()
         .filter(|failure| match failure {
             Failure::Token(error) => possible(error),
-            Failure::Unavailable => true,
+            Failure::Unavailable | Failure::Unfinished => true,
             _ => false,
         })
         .chain(extra.into_iter().map(Failure::Token))

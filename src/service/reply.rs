@@ -181,6 +181,11 @@ define_failures! {
     /// A store did not answer or did not acknowledge a write.
     Unavailable => SERVICE_UNAVAILABLE, "temporarily_unavailable",
         "a store is unavailable; nothing was changed";
+    /// A store failed after another had recorded part of the request (a logout's revocations,
+    /// a replayed refresh token's ended session): sending the same request again finishes it.
+    Unfinished => SERVICE_UNAVAILABLE, "temporarily_unavailable",
+        "a store is unavailable; part of this was done: send the same request again to finish it",
+        [RETRY_AFTER: "1"];
     /// The token signing key is unusable: a configuration error.
     ServerError => INTERNAL_SERVER_ERROR, "server_error", "the service is misconfigured";
 }
@@ -275,6 +280,7 @@ mod tests {
             (Failure::RefreshThrottled { retry_after: 0 }, format!(r#"429 | {JSON}; retry-after: 1 | {{"error":"too_many_requests","error_description":"this session was refreshed too often; wait before trying again"}}"#)),
             (Failure::Busy, format!(r#"503 | {JSON}; retry-after: 1 | {{"error":"temporarily_unavailable","error_description":"too many logins at once; try again shortly"}}"#)),
             (Failure::Unavailable, format!(r#"503 | {JSON} | {{"error":"temporarily_unavailable","error_description":"a store is unavailable; nothing was changed"}}"#)),
+            (Failure::Unfinished, format!(r#"503 | {JSON}; retry-after: 1 | {{"error":"temporarily_unavailable","error_description":"a store is unavailable; part of this was done: send the same request again to finish it"}}"#)),
             (Failure::ServerError, format!(r#"500 | {JSON} | {{"error":"server_error","error_description":"the service is misconfigured"}}"#)),
             (Failure::Token(AuthError::MissingCredentials), r#"401 | www-authenticate: Bearer realm="shop"; content-type: application/json; cache-control: no-store | {"error":"unauthorized","error_description":"a bearer token is required"}"#.to_owned()),
         ];

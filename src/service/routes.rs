@@ -105,7 +105,7 @@ fn outcome_label(outcome: &Outcome) -> &'static str {
         Err(Failure::Token(_)) => "invalid_token",
         Err(Failure::Throttled { .. } | Failure::RefreshThrottled { .. }) => "throttled",
         Err(Failure::Busy) => "busy",
-        Err(Failure::Unavailable) => "unavailable",
+        Err(Failure::Unavailable | Failure::Unfinished) => "unavailable",
         Err(Failure::ServerError) => "server_error",
         Err(
             Failure::NotFound
@@ -270,6 +270,13 @@ fn unavailable(error: UserStoreError) -> Failure {
 fn revocation_failed(error: RevocationError) -> Failure {
     tracing::error!(%error, "revocation store failed; answering 503");
     Failure::Unavailable
+}
+
+/// A failure after part of the request was recorded: `503` saying so, since the client's
+/// retry is what finishes it.
+fn unfinished(error: impl std::fmt::Display) -> Failure {
+    tracing::error!(%error, "a store failed half-way; answering 503, a retry finishes the work");
+    Failure::Unfinished
 }
 
 /// How often a revocation the service must not lose (a replayed refresh token's session) is
@@ -443,7 +450,10 @@ impl Inner {
     /// An attempt answered `503` was never judged on its merits: a saturated hasher or a
     /// store outage must not use up anyone's allowance.
     async fn settle_unanswered<T>(&self, attempt: Attempt, outcome: &Result<T, Failure>) {
-        if matches!(outcome, Err(Failure::Busy | Failure::Unavailable)) {
+        if matches!(
+            outcome,
+            Err(Failure::Busy | Failure::Unavailable | Failure::Unfinished)
+        ) {
             self.throttle.not_answered(attempt).await;
         }
     }
@@ -555,8 +565,11 @@ impl Inner {
             }
             Rotation::Reused { session } => {
                 tracing::warn!("a spent refresh token was presented again; its family is revoked");
+                // The store has ended the family already: a failure here is half-way, and
+                // presenting the token again (now `Ended`) finishes it.
                 self.revoke_sessions_retrying(&[session.as_str()], now)
-                    .await?;
+                    .await
+                    .map_err(|_| Failure::Unfinished)?;
                 Err(Failure::InvalidGrant)
             }
             // Revoking again is harmless, and completes a revocation that failed before.
@@ -624,7 +637,7 @@ impl Inner {
             .revoke_sessions(sessions, self.issuer.cutoff_keep_until(now))
             .await
             .map_err(revocation_failed)?;
-        self.users.end_sessions(sessions).await.map_err(unavailable)
+        self.users.end_sessions(sessions).await.map_err(unfinished)
     }
 
     /// RFC 7009 revocation: the presented token, refresh or access, ends its session as a
@@ -755,21 +768,34 @@ impl Inner {
             }
         }
         let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+        // Once sessions are ended, a later failure is half-way: the 503 says so.
+        let failed_after = |changed: bool| {
+            move |error: RevocationError| {
+                if changed {
+                    unfinished(error)
+                } else {
+                    revocation_failed(error)
+                }
+            }
+        };
+        let mut changed = false;
         if !sessions.is_empty() {
             self.end_sessions(&sessions, now).await?;
+            changed = true;
         }
         if everywhere {
             revocations
                 .revoke_subject(&claims.sub, now, keep_until)
                 .await
-                .map_err(revocation_failed)?;
+                .map_err(failed_after(changed))?;
+            changed = true;
         }
         // A token without a session is named itself, unless the cut-off already covers it.
         if claims.sid.is_none() && !(everywhere && claims.iat < now) {
             revocations
                 .revoke(&claims.jti, claims.exp)
                 .await
-                .map_err(revocation_failed)?;
+                .map_err(failed_after(changed))?;
         }
         let revoked = if everywhere {
             Revoked::AllSessions

@@ -249,6 +249,11 @@ async fn register_and_login_answer_503_while_the_user_store_is_down() {
     assert_eq!(refreshed.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
+/// What a `503` says when the request changed nothing, and when it got half-way.
+const NOTHING_CHANGED: &str = "a store is unavailable; nothing was changed";
+const PARTLY_DONE: &str =
+    "a store is unavailable; part of this was done: send the same request again to finish it";
+
 fn field(json: &serde_json::Value, name: &str) -> String {
     json[name].as_str().unwrap().to_owned()
 }
@@ -262,6 +267,11 @@ async fn logout_is_503_and_changes_nothing_when_revocations_cannot_be_recorded()
     for path in ["/auth/logout", "/auth/logout-all"] {
         let reply = with_bearer(flaky.addr, Method::POST, path, &access).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(
+            field(&reply.json(), "error_description"),
+            NOTHING_CHANGED,
+            "{path}"
+        );
     }
     flaky.revocation_outage.set(false);
     // Nothing was claimed and nothing changed: the access token and the refresh token work.
@@ -293,6 +303,13 @@ async fn a_logout_that_failed_half_way_is_completed_by_a_retry_or_the_next_refre
         flaky.end_outage.set(true);
         let reply = with_bearer(flaky.addr, Method::POST, path, &access).await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        // Not "nothing was changed": the tokens are already refused, and the answer says a
+        // retry finishes the work.
+        assert_eq!(
+            field(&reply.json(), "error_description"),
+            PARTLY_DONE,
+            "{path}"
+        );
         flaky.end_outage.set(false);
         if path == "/auth/logout" {
             // The token is already refused, but may repeat its own logout.
@@ -335,6 +352,8 @@ async fn a_replay_is_revoked_even_when_the_revocation_store_fails_at_that_moment
     flaky.revocation_outage.set(true);
     let replay = refresh(flaky.addr, &stolen).await;
     assert_eq!(replay.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The family is over in the user store already: the answer cannot say nothing changed.
+    assert_eq!(field(&replay.json(), "error_description"), PARTLY_DONE);
     flaky.revocation_outage.set(false);
     assert_eq!(me(flaky.addr, &live_access).await.status, StatusCode::OK);
     let again = refresh(flaky.addr, &field(&rotated, "refresh_token")).await;
