@@ -213,3 +213,24 @@ fn check_config_reads_the_tls_files_as_proxy_would() {
     let error = stderr(&output);
     assert!(error.contains("gate.toml:2:"), "{error}");
 }
+
+#[test]
+fn a_short_secret_file_is_refused_at_the_line_that_names_it() {
+    let dir = TempDir::new("short-secret-file");
+    dir.write("short.key", "eight by\n");
+    let config = dir.write(
+        "gate.toml",
+        "upstream = \"http://127.0.0.1:9\"\n\n[keys]\nsecret_file = \"short.key\"\n",
+    );
+    let output = run(jwt_gate(), &["check-config", config.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let said = stderr(&output);
+    assert!(
+        said.contains("gate.toml:4:15: key `keys.secret_file`: short.key: an HS256 secret needs at least 32 bytes, got 8"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("eight by"),
+        "the secret is never shown: {said}"
+    );
+}

@@ -54,30 +54,27 @@ pub(crate) fn load(
         }
         return Ok(set);
     }
-    let secret = match (&keys.secret_file, &keys.secret_env) {
-        (Some(path), _) => {
-            let mut bytes = read(path)?;
-            if bytes.last() == Some(&b'\n') {
-                bytes.pop();
-            }
-            (
-                bytes,
-                format!("keys.secret_file {}", path.get_ref().display()),
+    if let Some(path) = &keys.secret_file {
+        let mut bytes = read(path)?;
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        // A short secret is a mistake in the file the key names: say where that key is.
+        return Keys::hs256(&bytes).map_err(|error| {
+            source.error_at(
+                Some(path.span()),
+                &format!("{}: {error}", path.get_ref().display()),
             )
-        }
-        (None, name) => {
-            let name = name.as_deref().unwrap_or(DEFAULT_SECRET_ENV);
-            let value = env(name).ok_or_else(|| {
-                ConfigError(format!(
-                    "{name} is not set: it holds the HS256 secret (at least 32 bytes; \
-                     `jwt-gate keys generate` makes one)"
-                ))
-            })?;
-            (value.into_bytes(), name.to_owned())
-        }
-    };
-    let (bytes, from) = secret;
-    Keys::hs256(&bytes).map_err(|error| ConfigError(format!("{from}: {error}")))
+        });
+    }
+    let name = keys.secret_env.as_deref().unwrap_or(DEFAULT_SECRET_ENV);
+    let value = env(name).ok_or_else(|| {
+        ConfigError(format!(
+            "{name} is not set: it holds the HS256 secret (at least 32 bytes; \
+             `jwt-gate keys generate` makes one)"
+        ))
+    })?;
+    Keys::hs256(value.as_bytes()).map_err(|error| ConfigError(format!("{name}: {error}")))
 }
 
 /// A new HS256 secret: 48 random bytes as base64url text (64 characters), whose UTF-8 bytes
