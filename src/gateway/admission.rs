@@ -15,16 +15,22 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-/// How many new connections each client address may open, as plain data: a token bucket per
-/// address (IPv4 address, or IPv6 `/64`), refilled at [`per_second`](Self::per_second) up to
-/// [`burst`](Self::burst). A connection over the rate waits, accepted but unread, in a queue
-/// of at most [`waiting`](Self::waiting) per address (and 256 in all), served first-come
-/// first-served as the bucket refills; past that it is closed at once. A connection therefore
-/// waits at most `waiting ÷ per_second` seconds.
+/// How many new connections each client address may open: a token bucket per address (IPv4
+/// address, or IPv6 `/64`), refilled at [`per_second`](ConnectionAdmissionBuilder::per_second)
+/// up to [`burst`](ConnectionAdmissionBuilder::burst). A connection over the rate waits,
+/// accepted but unread, in a queue of at most
+/// [`waiting`](ConnectionAdmissionBuilder::waiting) per address, served first come, first
+/// served as the bucket refills; past that it is closed at once. A connection therefore waits
+/// at most `waiting ÷ per_second` seconds. At most 256 connections are held in all (each is a
+/// file descriptor); when that many are, a newcomer from an address holding fewer than the
+/// busiest takes the place of the busiest address's newest, so a few flooding addresses
+/// cannot take every place.
 ///
 /// Connections already open are never limited: keep-alive clients pay nothing. Behind a
 /// proxy or load balancer every connection comes from its address, so turn this on only where
 /// clients connect directly (or give it a rate that the proxy's own connections fit under).
+/// Held connections are closed, unserved, when the server stops accepting (shutdown), as
+/// connections still in the kernel's backlog are.
 ///
 /// ```
 /// use jwt_gate::gateway::ConnectionAdmission;
@@ -34,20 +40,14 @@ use tokio::time::Instant;
 ///     .burst(200)
 ///     .waiting(64)
 ///     .build();
-/// assert_eq!(admission.per_second, 100);
+/// assert_eq!(admission.per_second(), 100);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ConnectionAdmission {
-    /// New connections an address may open per second, sustained.
-    pub per_second: u32,
-    /// New connections an address may open at once after a quiet spell.
-    pub burst: u32,
-    /// Connections over the rate held per address; further ones are closed.
-    pub waiting: u32,
-    /// Addresses remembered at once (those with room left in their bucket are forgotten
-    /// first); a new address past this many is admitted without being counted.
-    pub addresses: u32,
+    per_second: u32,
+    burst: u32,
+    waiting: u32,
+    addresses: u32,
 }
 
 impl ConnectionAdmission {
@@ -61,6 +61,40 @@ impl ConnectionAdmission {
                 addresses: 65_536,
             },
         }
+    }
+
+    /// New connections an address may open per second, sustained.
+    pub fn per_second(&self) -> u32 {
+        self.per_second
+    }
+
+    /// New connections an address may open at once after a quiet spell.
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    /// Connections over the rate held per address; further ones are closed.
+    pub fn waiting(&self) -> u32 {
+        self.waiting
+    }
+
+    /// Addresses remembered at once; a new address past this many, when none can be
+    /// forgotten (an address is forgotten once its bucket is full again and it has nothing
+    /// held), is admitted without being counted.
+    pub fn addresses(&self) -> u32 {
+        self.addresses
+    }
+
+    /// The time one connection's worth of the bucket takes to refill.
+    fn interval(&self) -> Duration {
+        Duration::from_secs(1) / self.per_second
+    }
+
+    /// How far ahead of now the bucket may be spent: the burst less the one being handed out.
+    fn tolerance(&self) -> Duration {
+        self.interval()
+            .checked_mul(self.burst - 1)
+            .unwrap_or(Duration::MAX)
     }
 }
 
@@ -123,51 +157,54 @@ impl ConnectionAdmissionBuilder {
 /// What an address is counted under: an IPv4 address, or an IPv6 address's `/64` (one host's
 /// usual allotment, so that it cannot step through its own addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct AddressKey(u128);
+enum AddressKey {
+    V4(u32),
+    V6(u64),
+}
 
 impl AddressKey {
     fn of(ip: IpAddr) -> Self {
         match ip {
-            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
+            IpAddr::V4(v4) => Self::V4(u32::from(v4)),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(u128::from(u32::from(v4))),
-                // Marked so that no /64 can equal an IPv4 key.
-                None => Self((u128::from(v6) & !u128::from(u64::MAX)) | 1),
+                Some(v4) => Self::V4(u32::from(v4)),
+                None => Self::V6((u128::from(v6) >> 64) as u64),
             },
         }
     }
 }
 
+/// One address's bucket, kept as the instant it is full again (the generic cell rate
+/// algorithm's theoretical arrival time): each connection handed out pushes that instant one
+/// interval on, and the bucket has room while it lies less than the burst's worth of
+/// intervals ahead. Exact to the nanosecond however often it is asked, with no refill step to
+/// round.
 struct Bucket {
-    /// Connections the address may open now, in thousandths (integer arithmetic, no drift).
-    milli: u64,
-    refilled: Instant,
+    full_at: Instant,
     held: VecDeque<(TcpStream, SocketAddr)>,
 }
 
 impl Bucket {
-    fn refill(&mut self, admission: &ConnectionAdmission, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.refilled);
-        let gained = elapsed.as_micros() * u128::from(admission.per_second) / 1_000;
-        let full = u64::from(admission.burst) * 1_000;
-        self.milli = (u128::from(self.milli) + gained).min(u128::from(full)) as u64;
-        self.refilled = now;
-    }
-
-    fn take(&mut self) -> bool {
-        if self.milli >= 1_000 {
-            self.milli -= 1_000;
-            true
-        } else {
-            false
+    /// Takes one connection's room if there is some.
+    fn take(&mut self, admission: &ConnectionAdmission, now: Instant) -> bool {
+        let from = self.full_at.max(now);
+        if from.saturating_duration_since(now) > admission.tolerance() {
+            return false;
         }
+        self.full_at = from + admission.interval();
+        true
     }
 
-    /// When the bucket next holds a whole connection.
+    /// When the bucket next has room for a connection.
     fn ready_at(&self, admission: &ConnectionAdmission) -> Instant {
-        let missing = 1_000u64.saturating_sub(self.milli);
-        let micros = missing.saturating_mul(1_000) / u64::from(admission.per_second);
-        self.refilled + Duration::from_micros(micros)
+        self.full_at
+            .checked_sub(admission.tolerance())
+            .unwrap_or(self.full_at)
+    }
+
+    /// Full and holding nothing: the same as a bucket made afresh.
+    fn is_idle(&self, now: Instant) -> bool {
+        self.full_at <= now && self.held.is_empty()
     }
 }
 
@@ -266,12 +303,15 @@ impl AdmittingListener {
         peer: SocketAddr,
     ) -> Option<(TcpStream, SocketAddr)> {
         let now = Instant::now();
+        if now.saturating_duration_since(self.swept) > SWEEP_EVERY {
+            self.sweep(now);
+        }
         let key = AddressKey::of(peer.ip());
         if !self.buckets.contains_key(&key) && self.buckets.len() >= admission.addresses as usize {
             // A sweep walks every address: at most one per interval, or connections from
             // ever new addresses would make each accept a walk.
             if now.saturating_duration_since(self.swept) > SWEEP_WHEN_FULL {
-                self.sweep(admission, now);
+                self.sweep(now);
             }
             if self.buckets.len() >= admission.addresses as usize {
                 // Every address remembered is busy: this one goes uncounted rather than
@@ -280,26 +320,50 @@ impl AdmittingListener {
             }
         }
         let bucket = self.buckets.entry(key).or_insert_with(|| Bucket {
-            milli: u64::from(admission.burst) * 1_000,
-            refilled: now,
+            full_at: now,
             held: VecDeque::new(),
         });
-        bucket.refill(admission, now);
-        if bucket.held.is_empty() && bucket.take() {
+        if bucket.held.is_empty() && bucket.take(admission, now) {
             return Some((stream, peer));
         }
-        if bucket.held.len() < admission.waiting as usize && self.held_count < MAX_HELD {
-            if bucket.held.is_empty() {
-                self.held.push(key);
-            }
-            bucket.held.push_back((stream, peer));
-            self.held_count += 1;
+        let queued = bucket.held.len();
+        if queued >= admission.waiting as usize {
+            // Closed at once (dropped): this address has all the places it may have.
+            return None;
         }
-        // Else `stream` is dropped here: closed.
-        if now.saturating_duration_since(self.swept) > SWEEP_EVERY {
-            self.sweep(admission, now);
+        if self.held_count >= MAX_HELD && !self.make_room_for(queued) {
+            return None;
         }
+        let bucket = self.buckets.get_mut(&key)?;
+        if bucket.held.is_empty() {
+            self.held.push(key);
+        }
+        bucket.held.push_back((stream, peer));
+        self.held_count += 1;
         None
+    }
+
+    /// With every place taken, closes the newest connection of the address holding the most,
+    /// if it holds more than `queued` plus one: each address keeps a fair share of the places.
+    fn make_room_for(&mut self, queued: usize) -> bool {
+        let busiest = self
+            .held
+            .iter()
+            .filter_map(|key| Some((self.buckets.get(key)?.held.len(), *key)))
+            .max_by_key(|(held, _)| *held);
+        let Some((most, key)) = busiest else {
+            return false;
+        };
+        if most <= queued + 1 {
+            return false;
+        }
+        let Some(bucket) = self.buckets.get_mut(&key) else {
+            return false;
+        };
+        // Dropped: closed. The busiest queue is never emptied by this (it held more than one).
+        drop(bucket.held.pop_back());
+        self.held_count -= 1;
+        true
     }
 
     /// The address whose held connection is due first, and when.
@@ -320,8 +384,7 @@ impl AdmittingListener {
         key: AddressKey,
     ) -> Option<(TcpStream, SocketAddr)> {
         let bucket = self.buckets.get_mut(&key)?;
-        bucket.refill(admission, Instant::now());
-        if !bucket.take() {
+        if !bucket.take(admission, Instant::now()) {
             return None;
         }
         let connection = bucket.held.pop_front();
@@ -334,12 +397,8 @@ impl AdmittingListener {
 
     /// Forgets addresses whose buckets are full again and hold nothing: they would be made
     /// afresh exactly as they are.
-    fn sweep(&mut self, admission: &ConnectionAdmission, now: Instant) {
-        let full = u64::from(admission.burst) * 1_000;
-        self.buckets.retain(|_, bucket| {
-            bucket.refill(admission, now);
-            bucket.milli < full || !bucket.held.is_empty()
-        });
+    fn sweep(&mut self, now: Instant) {
+        self.buckets.retain(|_, bucket| !bucket.is_idle(now));
         self.swept = now;
     }
 }
@@ -544,5 +603,70 @@ mod tests {
             .map(|bucket| bucket.held.len())
             .sum();
         assert_eq!(held, MAX_HELD);
+
+        // The places are full, but not to a quiet address's detriment: its connection over
+        // the rate is held, in place of the busiest address's newest.
+        let quiet = Ipv4Addr::new(127, 0, 0, 9);
+        for expected in [true, false] {
+            clients.push(connect(quiet, addr, 0).await);
+            let (stream, peer) = plain.accept().await.unwrap();
+            assert_eq!(
+                admitting.admit(&admission, stream, peer).is_some(),
+                expected
+            );
+        }
+        assert_eq!(admitting.held_count, MAX_HELD);
+        let quiet = &admitting.buckets[&AddressKey::of(quiet.into())];
+        assert_eq!(quiet.held.len(), 1);
+    }
+
+    #[test]
+    fn a_bucket_refills_however_often_it_is_asked() {
+        let admission = ConnectionAdmission::builder()
+            .per_second(1)
+            .burst(1)
+            .build();
+        let start = Instant::now();
+        let mut bucket = Bucket {
+            full_at: start,
+            held: VecDeque::new(),
+        };
+        assert!(bucket.take(&admission, start));
+        // Asked every 999 µs (a flood from the same address): the room comes back after one
+        // second all the same, not never.
+        let mut granted = None;
+        for step in 1..=2_000u32 {
+            let now = start + Duration::from_micros(999) * step;
+            if bucket.take(&admission, now) {
+                granted = Some(now - start);
+                break;
+            }
+        }
+        let granted = granted.expect("the bucket refilled");
+        assert!(granted >= Duration::from_secs(1), "{granted:?}");
+        assert!(granted < Duration::from_millis(1_001), "{granted:?}");
+    }
+
+    #[test]
+    fn a_burst_is_handed_out_at_once_then_one_per_interval() {
+        let admission = ConnectionAdmission::builder()
+            .per_second(10)
+            .burst(3)
+            .build();
+        let start = Instant::now();
+        let mut bucket = Bucket {
+            full_at: start,
+            held: VecDeque::new(),
+        };
+        let taken = (0..4).filter(|_| bucket.take(&admission, start)).count();
+        assert_eq!(taken, 3);
+        assert_eq!(
+            bucket.ready_at(&admission),
+            start + Duration::from_millis(100)
+        );
+        assert!(!bucket.take(&admission, start + Duration::from_millis(99)));
+        assert!(bucket.take(&admission, start + Duration::from_millis(100)));
+        assert!(!bucket.is_idle(start + Duration::from_millis(100)));
+        assert!(bucket.is_idle(start + Duration::from_millis(400)));
     }
 }

@@ -373,9 +373,11 @@ pub(crate) struct LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// The admission of new connections each of `workers` listeners applies, if configured:
-    /// the rate and burst shared between them (rounded up), since the kernel spreads one
-    /// address's connections over every listener on the port.
+    /// The admission of new connections each of `workers` listeners applies, if configured.
+    /// The kernel spreads one address's connections over every listener on the port, so each
+    /// refills at its share of the rate (rounded up); the burst is not shared out, since a
+    /// handful of connections is not spread evenly, and a client within the burst should not
+    /// wait because its connections hashed to one listener.
     pub(crate) fn admission(
         &self,
         workers: usize,
@@ -388,7 +390,7 @@ impl LimitsConfig {
         Some(
             jwt_gate::gateway::ConnectionAdmission::builder()
                 .per_second(rate.div_ceil(workers))
-                .burst(burst.div_ceil(workers))
+                .burst(burst)
                 .build(),
         )
     }
