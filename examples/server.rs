@@ -20,7 +20,7 @@
 //! | `JWT_GATE_METRICS_ADDR` | unset: no metrics | serve Prometheus metrics at `http://<this>/metrics`, a listener of its own (e.g. `127.0.0.1:9300`) |
 //! | `JWT_GATE_FREE_REGISTRATIONS` | 10 | registrations from one address before they are delayed (`429`) |
 //! | `JWT_GATE_FREE_LOGIN_FAILURES` | 20 | failed logins from one address (5 per username) before they are delayed (`429`) |
-//! | `JWT_GATE_CONNECTIONS_PER_ADDRESS` | 100 | new connections one address may open per second (bursts of twice that); those over it wait, unread, for their turn; 0 for no limit |
+//! | `JWT_GATE_CONNECTIONS_PER_ADDRESS` | 50 | new connections one address may open per second (bursts of twice that); those over it wait, unread, for their turn; 0 for no limit |
 //!
 //! Without `JWT_GATE_SECRET`, a random secret is generated on first start and kept beside the
 //! database in `<db>.secret` (mode 0600), so restarts keep sessions valid. With `DATABASE_URL`
@@ -314,7 +314,9 @@ async fn run() -> Result<(), String> {
 /// New connections per second each client address may open (`JWT_GATE_CONNECTIONS_PER_ADDRESS`,
 /// bursts of twice that; 0 for no limit); those over the rate wait, unread, for their turn.
 fn connection_admission() -> Result<Option<ConnectionAdmission>, String> {
-    let per_second = count_or("JWT_GATE_CONNECTIONS_PER_ADDRESS", 100)?;
+    // An auth service's clients open few connections; each one a flooder is allowed costs
+    // the server a fraction of a millisecond that some other request waits behind.
+    let per_second = count_or("JWT_GATE_CONNECTIONS_PER_ADDRESS", 50)?;
     Ok((per_second > 0).then(|| {
         ConnectionAdmission::builder()
             .per_second(per_second)
