@@ -320,7 +320,6 @@ fn connection_admission() -> Result<Option<ConnectionAdmission>, String> {
     Ok((per_second > 0).then(|| {
         ConnectionAdmission::builder()
             .per_second(per_second)
-            .burst(per_second.saturating_mul(2))
             .build()
     }))
 }

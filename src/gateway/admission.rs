@@ -51,15 +51,17 @@ pub struct ConnectionAdmission {
 }
 
 impl ConnectionAdmission {
-    /// Starts a policy: 100 new connections a second per address, bursts of 200, 64 held.
+    /// Starts a policy: 100 new connections a second per address, bursts of twice the rate,
+    /// 64 held.
     pub fn builder() -> ConnectionAdmissionBuilder {
         ConnectionAdmissionBuilder {
             admission: Self {
                 per_second: 100,
-                burst: 200,
+                burst: 0,
                 waiting: 64,
                 addresses: 65_536,
             },
+            burst: None,
         }
     }
 
@@ -103,6 +105,8 @@ impl ConnectionAdmission {
 #[must_use]
 pub struct ConnectionAdmissionBuilder {
     admission: ConnectionAdmission,
+    /// `None`: twice the rate, whatever the rate.
+    burst: Option<u32>,
 }
 
 impl ConnectionAdmissionBuilder {
@@ -112,9 +116,9 @@ impl ConnectionAdmissionBuilder {
         self
     }
 
-    /// New connections an address may open at once (default 200).
+    /// New connections an address may open at once (default: twice the rate).
     pub fn burst(mut self, connections: u32) -> Self {
-        self.admission.burst = connections;
+        self.burst = Some(connections);
         self
     }
 
@@ -137,7 +141,10 @@ impl ConnectionAdmissionBuilder {
     ///
     /// If the rate, the burst or the address count is zero: a policy is configuration.
     pub fn build(self) -> ConnectionAdmission {
-        let admission = self.admission;
+        let mut admission = self.admission;
+        admission.burst = self
+            .burst
+            .unwrap_or_else(|| admission.per_second.saturating_mul(2));
         assert!(
             admission.per_second > 0,
             "the connection rate per address must be positive"
@@ -217,8 +224,6 @@ pub struct AdmittingListener {
     /// The addresses with connections held, so that finding the next one due is not a walk
     /// over every address.
     held: Vec<AddressKey>,
-    /// Connections held, all addresses together.
-    held_count: usize,
     swept: Instant,
 }
 
@@ -257,7 +262,6 @@ impl AdmittingListener {
             admission,
             buckets: HashMap::new(),
             held: Vec::new(),
-            held_count: 0,
             swept: Instant::now(),
         }
     }
@@ -331,7 +335,7 @@ impl AdmittingListener {
             // Closed at once (dropped): this address has all the places it may have.
             return None;
         }
-        if self.held_count >= MAX_HELD && !self.make_room_for(queued) {
+        if self.held_count() >= MAX_HELD && !self.make_room_for(queued) {
             return None;
         }
         let bucket = self.buckets.get_mut(&key)?;
@@ -339,8 +343,16 @@ impl AdmittingListener {
             self.held.push(key);
         }
         bucket.held.push_back((stream, peer));
-        self.held_count += 1;
         None
+    }
+
+    /// Connections held, all addresses together.
+    fn held_count(&self) -> usize {
+        self.held
+            .iter()
+            .filter_map(|key| self.buckets.get(key))
+            .map(|bucket| bucket.held.len())
+            .sum()
     }
 
     /// With every place taken, closes the newest connection of the address holding the most,
@@ -362,7 +374,6 @@ impl AdmittingListener {
         };
         // Dropped: closed. The busiest queue is never emptied by this (it held more than one).
         drop(bucket.held.pop_back());
-        self.held_count -= 1;
         true
     }
 
@@ -388,7 +399,6 @@ impl AdmittingListener {
             return None;
         }
         let connection = bucket.held.pop_front();
-        self.held_count -= usize::from(connection.is_some());
         if bucket.held.is_empty() {
             self.held.retain(|held| *held != key);
         }
@@ -411,7 +421,7 @@ const SWEEP_WHEN_FULL: Duration = Duration::from_millis(100);
 
 /// Connections held at once, all addresses together: each is a file descriptor, and
 /// addresses are many.
-pub(crate) const MAX_HELD: usize = 256;
+const MAX_HELD: usize = 256;
 
 /// Sleeps until `at`, or forever when nothing is due.
 async fn sleep_until(at: Option<Instant>) {
@@ -596,7 +606,7 @@ mod tests {
             handed_out += usize::from(admitting.admit(&admission, stream, peer).is_some());
         }
         assert_eq!(handed_out, 5);
-        assert_eq!(admitting.held_count, MAX_HELD);
+        assert_eq!(admitting.held_count(), MAX_HELD);
         let held: usize = admitting
             .buckets
             .values()
@@ -615,7 +625,7 @@ mod tests {
                 expected
             );
         }
-        assert_eq!(admitting.held_count, MAX_HELD);
+        assert_eq!(admitting.held_count(), MAX_HELD);
         let quiet = &admitting.buckets[&AddressKey::of(quiet.into())];
         assert_eq!(quiet.held.len(), 1);
     }

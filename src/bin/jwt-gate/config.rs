@@ -383,10 +383,11 @@ impl LimitsConfig {
         workers: usize,
     ) -> Option<jwt_gate::gateway::ConnectionAdmission> {
         let rate = self.connection_rate_per_address?;
+        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+        // Unset, the burst is the library's default for the whole rate, not for a share.
         let burst = self
             .connection_burst_per_address
-            .unwrap_or_else(|| rate.saturating_mul(2));
-        let workers = u32::try_from(workers.max(1)).unwrap_or(u32::MAX);
+            .unwrap_or_else(|| whole_rate_burst(rate));
         Some(
             jwt_gate::gateway::ConnectionAdmission::builder()
                 .per_second(rate.div_ceil(workers))
@@ -402,6 +403,15 @@ impl LimitsConfig {
             .unwrap_or_else(crate::workers::default_count)
             .min(self.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS))
     }
+}
+
+/// `limits.connection_burst_per_address` when the file sets none: the library's own default
+/// for `rate`.
+fn whole_rate_burst(rate: u32) -> u32 {
+    jwt_gate::gateway::ConnectionAdmission::builder()
+        .per_second(rate)
+        .build()
+        .burst()
 }
 
 /// `limits.max_connections` when the file sets none.
@@ -970,7 +980,7 @@ pub(crate) fn effective(config: &Config) -> String {
     if let Some(rate) = limits.connection_rate_per_address {
         limits
             .connection_burst_per_address
-            .get_or_insert(rate.saturating_mul(2));
+            .get_or_insert_with(|| whole_rate_burst(rate));
     }
     let health = &mut shown.health;
     health
