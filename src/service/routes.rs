@@ -279,6 +279,16 @@ fn unfinished(error: impl std::fmt::Display) -> Failure {
     Failure::Unfinished
 }
 
+/// A revocation that failed: half-way (`changed`: something was recorded before it, which the
+/// `503` must say), or before anything was.
+fn failed_after(changed: bool, error: RevocationError) -> Failure {
+    if changed {
+        unfinished(error)
+    } else {
+        revocation_failed(error)
+    }
+}
+
 /// How often a revocation the service must not lose (a replayed refresh token's session) is
 /// tried before the client is told `503`, and the pause before each retry.
 const REVOCATION_RETRIES: [std::time::Duration; 2] = [
@@ -569,13 +579,14 @@ impl Inner {
                 // presenting the token again (now `Ended`) finishes it.
                 self.revoke_sessions_retrying(&[session.as_str()], now)
                     .await
-                    .map_err(|_| Failure::Unfinished)?;
+                    .map_err(unfinished)?;
                 Err(Failure::InvalidGrant)
             }
             // Revoking again is harmless, and completes a revocation that failed before.
             Rotation::Ended { session } => {
                 self.revoke_sessions_retrying(&[session.as_str()], now)
-                    .await?;
+                    .await
+                    .map_err(revocation_failed)?;
                 Err(Failure::InvalidGrant)
             }
             Rotation::Throttled { retry_after } => Err(Failure::RefreshThrottled { retry_after }),
@@ -607,8 +618,13 @@ impl Inner {
 
     /// Revokes every access token of `sessions`, trying again after a failure: a replayed
     /// refresh token has already ended its family in the store, and no later request may
-    /// get to repeat this. Fails (`503`) only when every attempt did.
-    async fn revoke_sessions_retrying(&self, sessions: &[&str], now: u64) -> Result<(), Failure> {
+    /// get to repeat this. Fails only when every attempt did, with the last error; the caller
+    /// says whether that leaves the request half-way.
+    async fn revoke_sessions_retrying(
+        &self,
+        sessions: &[&str],
+        now: u64,
+    ) -> Result<(), RevocationError> {
         let revocations = self.issuer.verifier.revocations();
         let keep_until = self.issuer.cutoff_keep_until(now);
         let mut pauses = REVOCATION_RETRIES.iter();
@@ -620,7 +636,7 @@ impl Inner {
                         tracing::warn!(%error, "revoking a session failed; retrying");
                         tokio::time::sleep(*pause).await;
                     }
-                    None => return Err(revocation_failed(error)),
+                    None => return Err(error),
                 },
             }
         }
@@ -768,16 +784,6 @@ impl Inner {
             }
         }
         let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
-        // Once sessions are ended, a later failure is half-way: the 503 says so.
-        let failed_after = |changed: bool| {
-            move |error: RevocationError| {
-                if changed {
-                    unfinished(error)
-                } else {
-                    revocation_failed(error)
-                }
-            }
-        };
         let mut changed = false;
         if !sessions.is_empty() {
             self.end_sessions(&sessions, now).await?;
@@ -787,7 +793,7 @@ impl Inner {
             revocations
                 .revoke_subject(&claims.sub, now, keep_until)
                 .await
-                .map_err(failed_after(changed))?;
+                .map_err(|error| failed_after(changed, error))?;
             changed = true;
         }
         // A token without a session is named itself, unless the cut-off already covers it.
@@ -795,7 +801,7 @@ impl Inner {
             revocations
                 .revoke(&claims.jti, claims.exp)
                 .await
-                .map_err(failed_after(changed))?;
+                .map_err(|error| failed_after(changed, error))?;
         }
         let revoked = if everywhere {
             Revoked::AllSessions
