@@ -23,6 +23,16 @@ impl Fingerprint {
         let hash = hasher.finish128();
         Self(hash.h1, hash.h2)
     }
+
+    /// Its two independent halves, for tables that place and tag entries by its bits.
+    pub(crate) fn halves(self) -> (u64, u64) {
+        (self.0, self.1)
+    }
+
+    #[cfg(test)]
+    pub(crate) const fn from_halves(low: u64, high: u64) -> Self {
+        Self(low, high)
+    }
 }
 
 fn process_key() -> &'static (u64, u64) {

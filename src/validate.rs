@@ -912,7 +912,9 @@ impl<C> TokenVerifierBuilder<C> {
 
     /// Remembers verified tokens up to about `bytes` of memory (default
     /// [`DEFAULT_CACHE_BYTES`]; 0 turns the cache off). An entry is weighed by its claims'
-    /// text plus a fixed overhead; custom claims also by their encoded size.
+    /// text plus a fixed overhead; custom claims also by their encoded size. The cache's
+    /// table, 8 to 16 bytes for each token of [`cache_capacity`](Self::cache_capacity) (1 MiB
+    /// by default), grows as tokens come and is counted against these bytes from the start.
     #[must_use]
     pub fn cache_bytes(mut self, bytes: usize) -> Self {
         self.cache_bytes = bytes;
