@@ -75,9 +75,13 @@ struct Stripe<C> {
     /// Indices of empty places in `slab`, used before it grows.
     free: Vec<u32>,
     entries: usize,
+    /// The slab's places touched so far (each stays in memory once used) and the heap parts
+    /// of the entries held.
     bytes: u64,
     /// The next slot (bucket × [`WAYS`] + way) the byte and entry bounds evict from.
     hand: usize,
+    /// Turns the start of the search for the least used of a token's sixteen candidates.
+    turn: usize,
 }
 
 /// Atomic so a hit can count its use under the stripe's read lock.
@@ -116,7 +120,8 @@ struct CachedToken<C> {
     sub_len: u32,
     jti_len: u32,
     sid_len: u32,
-    /// What this entry counts against the byte bound.
+    /// What this entry's heap parts count against the byte bound (its place in the slab is
+    /// counted by the stripe, once touched).
     bytes: u32,
     flags: u8,
     extra: C,
@@ -204,6 +209,7 @@ impl<C> VerifiedCache<C> {
                     entries: 0,
                     bytes: 0,
                     hand: 0,
+                    turn: 0,
                 })
             })
             .collect();
@@ -332,7 +338,7 @@ impl<C> Table<C> {
 
     fn insert(&self, token: CachedToken<C>) {
         let weight = u64::from(token.bytes);
-        if weight > self.stripe_bytes {
+        if weight + Stripe::<C>::PLACE > self.stripe_bytes {
             return;
         }
         let mut stripe = write(self.stripe_of(&token.fingerprint));
@@ -357,6 +363,7 @@ impl<C> Table<C> {
             // Within the reserved capacity: entries stay under `stripe_entries`.
             None if stripe.slab.len() < stripe.slab.capacity() => {
                 stripe.slab.push(None);
+                stripe.bytes += Stripe::<C>::PLACE;
                 stripe.slab.len() - 1
             }
             None => return,
@@ -374,6 +381,9 @@ fn index_of(word: u64) -> usize {
 }
 
 impl<C> Stripe<C> {
+    /// An entry's place in the slab: counted against the byte bound once touched, for good.
+    const PLACE: u64 = size_of::<Option<CachedToken<C>>>() as u64;
+
     fn place(&self, fingerprint: &Fingerprint) -> Place {
         let (low, high) = fingerprint.halves();
         let filter = high >> FILTER_SHIFT;
@@ -393,6 +403,9 @@ impl<C> Stripe<C> {
         self.buckets = (0..self.buckets.len() * 2)
             .map(|_| Bucket::default())
             .collect();
+        // Dropped once the stripe is whole again: a claims type whose `drop` panics must not
+        // leave entries counted that no slot names.
+        let mut homeless = Vec::new();
         for index in 0..self.slab.len() {
             let Some(token) = &self.slab[index] else {
                 continue;
@@ -404,13 +417,16 @@ impl<C> Stripe<C> {
                 // Sixteen places full in a table under half full: not expected, but an entry
                 // with nowhere to go is dropped rather than lost track of.
                 _ => {
-                    let token = self.slab[index].take();
-                    self.free.push(index as u32);
-                    self.entries -= 1;
-                    self.bytes -= token.map_or(0, |token| u64::from(token.bytes));
+                    if let Some(token) = self.slab[index].take() {
+                        self.free.push(index as u32);
+                        self.entries -= 1;
+                        self.bytes -= u64::from(token.bytes);
+                        homeless.push(token);
+                    }
                 }
             }
         }
+        drop(homeless);
     }
 
     fn word(&mut self, slot: usize) -> &mut u64 {
@@ -467,8 +483,8 @@ impl<C> Stripe<C> {
         // equals), and the others age by as many uses as it had: when every candidate was in
         // use, the tokens once popular lose their lead, so none stays forever; when one was
         // not, nothing else is aged.
-        let start = self.hand % (2 * WAYS);
-        self.hand = self.hand.wrapping_add(1);
+        let start = self.turn % (2 * WAYS);
+        self.turn = self.turn.wrapping_add(1);
         let candidates = (0..2 * WAYS).map(|step| {
             let candidate = (start + step) % (2 * WAYS);
             place.buckets[candidate / WAYS] * WAYS + candidate % WAYS
@@ -502,8 +518,14 @@ impl<C> Stripe<C> {
     /// one more entry of `weight` fits both shares; whether it does.
     fn fit(&mut self, weight: u64, max_bytes: u64, max_entries: usize, keep: usize) -> bool {
         let slots = self.buckets.len() * WAYS;
-        let fits =
-            |stripe: &Self| stripe.bytes + weight <= max_bytes && stripe.entries < max_entries;
+        let fits = |stripe: &Self| {
+            let place = if stripe.free.is_empty() {
+                Self::PLACE
+            } else {
+                0
+            };
+            stripe.bytes + place + weight <= max_bytes && stripe.entries < max_entries
+        };
         for _ in 0..HAND_STEPS {
             if fits(self) {
                 return true;
@@ -541,11 +563,7 @@ impl<C: Clone> CachedToken<C> {
             .map(|aud| aud.len() + size_of::<Box<str>>())
             .sum();
         let extra_bytes = if size_of::<C>() == 0 { 0 } else { extra_bytes };
-        let bytes = size_of::<Option<CachedToken<C>>>()
-            + text.heap_bytes()
-            + aud_bytes
-            + grants.heap_bytes()
-            + extra_bytes;
+        let bytes = text.heap_bytes() + aud_bytes + grants.heap_bytes() + extra_bytes;
         let mut flags = 0;
         if claims.nbf.is_some() {
             flags |= HAS_NBF;
@@ -679,6 +697,51 @@ mod tests {
     }
 
     #[test]
+    fn small_tokens_then_large_ones_stay_within_the_bytes() {
+        // A slab place, once used, stays in memory though its entry goes: the bound counts
+        // it, so a cache filled with small tokens and then with large ones does not hold
+        // twice its bytes.
+        let cache = VerifiedCache::new(100_000, 1 << 20);
+        for index in 0..20_000usize {
+            let claims = if index < 10_000 {
+                claims(index)
+            } else {
+                Claims::new(format!("{index:>2000}"), 1_000, 2_000)
+            };
+            cache.insert(
+                Fingerprint::of(&index.to_le_bytes()),
+                &claims,
+                &Grants::default(),
+                0,
+                0,
+            );
+            assert!(
+                cache.weight() <= 1 << 20,
+                "{} bytes after {index}",
+                cache.weight()
+            );
+        }
+        let table = cache.table.as_ref().unwrap();
+        let touched: usize = table.stripes.iter().map(|s| read(s).slab.len()).sum();
+        let heap: u64 = table
+            .stripes
+            .iter()
+            .map(|s| {
+                read(s)
+                    .slab
+                    .iter()
+                    .flatten()
+                    .map(|t| u64::from(t.bytes))
+                    .sum::<u64>()
+            })
+            .sum();
+        let slots = table.stripes.len() * table.max_buckets * WAYS;
+        let real =
+            (touched * size_of::<Option<CachedToken<()>>>() + slots * SLOT_BYTES) as u64 + heap;
+        assert!(real <= 1 << 20, "{real} bytes held");
+    }
+
+    #[test]
     fn a_large_token_weighs_more() {
         let cache = VerifiedCache::new(10_000, 20_000);
         let mut large = claims(0);
@@ -728,8 +791,9 @@ mod tests {
         let packed =
             CachedToken::pack(FINGERPRINT, &claims(123_456), &Grants::default(), 0, 0).unwrap();
         assert!(matches!(packed.text, Text::Inline { .. }));
-        // Its slot in the table too.
-        let held = packed.bytes as usize + SLOT_BYTES;
+        // Its place in the slab and its slot in the table (up to two, the table rounded up to
+        // a power of two) too.
+        let held = size_of::<Option<CachedToken<()>>>() + packed.bytes as usize + 2 * SLOT_BYTES;
         assert!(held < 256, "{held} bytes");
     }
 
@@ -859,8 +923,9 @@ mod tests {
 
     #[test]
     fn an_entry_never_weighs_less_than_the_memory_it_holds() {
-        // The byte bound is a bound only if no entry is counted below what it takes: its box
-        // and the text and audiences kept outside it (its slot is paid for with the table).
+        // The byte bound is a bound only if no entry is counted below what it takes: the text
+        // and audiences kept outside it (its place in the slab is counted by the stripe, its
+        // slot with the table).
         let long = Claims::new("s".repeat(100), 1_000, 2_000).with_issuer("https://auth.example");
         for claims in [claims(1), claims(1).with_audience("orders-api"), long] {
             let packed = CachedToken::pack(FINGERPRINT, &claims, &Grants::default(), 0, 0).unwrap();
@@ -872,7 +937,7 @@ mod tests {
                 .iter()
                 .map(|aud| aud.len() + size_of::<Box<str>>())
                 .sum();
-            let held = size_of::<Option<CachedToken<()>>>() + outside_text + audiences;
+            let held = outside_text + audiences;
             assert!(packed.bytes as usize >= held, "{} < {held}", packed.bytes);
         }
     }
