@@ -816,6 +816,38 @@ mod tests {
     }
 
     #[test]
+    fn an_evicted_token_misses_though_its_place_is_reused() {
+        // One entry allowed: the second token takes the first one's place in the slab, and
+        // the first one's fingerprint must not find it there.
+        let cache = VerifiedCache::new(1, 1 << 20);
+        let (first, second) = (Fingerprint::of(b"first"), Fingerprint::of(b"second"));
+        let (one, two) = (claims(1), claims(2));
+        cache.insert(first, &one, &Grants::default(), 0, 0);
+        cache.insert(second, &two, &Grants::default(), 0, 0);
+        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.get(&first, 0, ok), None);
+        assert_eq!(cache.get(&second, 0, ok).unwrap().unwrap().0, two);
+    }
+
+    #[test]
+    fn tiny_caches_keep_their_bound_and_their_last_token() {
+        for max in 1..=9 {
+            let cache = VerifiedCache::new(max, 1 << 20);
+            for index in 0..100usize {
+                let fingerprint = Fingerprint::of(&index.to_le_bytes());
+                let claims = claims(index);
+                cache.insert(fingerprint, &claims, &Grants::default(), 0, 0);
+                assert!(
+                    cache.len() <= max,
+                    "{} entries in a cache of {max}",
+                    cache.len()
+                );
+                assert_eq!(cache.get(&fingerprint, 0, ok).unwrap().unwrap().0, claims);
+            }
+        }
+    }
+
+    #[test]
     fn the_same_token_verified_twice_is_held_once() {
         let cache = VerifiedCache::new(1_000, 1 << 20);
         let fingerprint = Fingerprint::of(b"token");
