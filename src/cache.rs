@@ -22,8 +22,7 @@
 //! and ages the rest by that many uses: tokens presented again survive a flood of one-off
 //! tokens, which evict each other. Each stripe keeps its share of both bounds; an insertion
 //! over a share evicts with the stripe's hand (a CLOCK: a used entry passed loses a use, an
-//! unused one goes), at most `HAND_STEPS` slots, and is dropped if that was not enough. A new
-//! entry goes to its first bucket while that has room, so most hits read one line.
+//! unused one goes), at most `HAND_STEPS` slots, and is dropped if that was not enough.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{PoisonError, RwLock};
@@ -459,12 +458,14 @@ impl<C> Stripe<C> {
     /// occupied: the caller evicts it).
     fn make_room(&mut self, place: &Place) -> usize {
         let mask = self.buckets.len() - 1;
-        // The first bucket while it has room, so most hits read one line.
-        if let Some(slot) = place
-            .buckets
-            .iter()
-            .find_map(|&bucket| self.empty_slot(bucket))
-        {
+        let free = place.buckets.map(|bucket| {
+            (bucket * WAYS..(bucket + 1) * WAYS)
+                .filter(|&slot| self.peek(slot) == 0)
+                .count()
+        });
+        // The emptier bucket, so both fill evenly.
+        let emptier = place.buckets[usize::from(free[1] > free[0])];
+        if let Some(slot) = self.empty_slot(emptier) {
             return slot;
         }
         for bucket in place.buckets {
