@@ -903,7 +903,13 @@ mod tests {
             .iter()
             .filter(|fingerprint| cache.get(fingerprint, 0, ok).is_some())
             .count();
-        assert_eq!(held, 100_000, "every token kept across the doublings");
+        // A stripe doubles once seven-eighths full; just before, a token whose sixteen
+        // places are all taken (and no resident able to move) evicts one: a handful in a
+        // hundred thousand, in about one run in a hundred (the key is random per process).
+        assert!(
+            held >= 99_950,
+            "{held} of 100,000 kept across the doublings"
+        );
     }
 
     #[test]
