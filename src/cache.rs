@@ -34,8 +34,8 @@ use crate::Claims;
 /// Slots in a bucket: eight 8-byte words fill one 64-byte cache line.
 const WAYS: usize = 8;
 
-/// What a slot costs whether it holds an entry or not. The table is allocated whole when the
-/// cache is built, and its size is taken off the byte bound first.
+/// What a slot costs whether it holds an entry or not. The table's size when full is taken off
+/// the byte bound first, however little of it has grown yet.
 const SLOT_BYTES: usize = size_of::<u64>();
 
 // A slot word: 0 where empty; else the entry's index in the slab plus one (low 32 bits), its
@@ -102,10 +102,10 @@ const FIRST_BUCKETS: usize = 4;
 /// A stripe doubles its buckets before its entries pass this share of its slots.
 const GROW_AT: (usize, usize) = (7, 8);
 
-/// A verified token's claims, packed into one allocation where `Claims` makes three or more:
-/// fewer cache misses on a hit at a million tokens, and under 256 bytes a token.
+/// A verified token's claims, packed into one slab place where `Claims` makes three or more
+/// allocations: fewer cache misses on a hit at a million tokens, and under 256 bytes a token.
 struct CachedToken<C> {
-    /// The whole fingerprint: the bucket's tag is only part of it.
+    /// The whole fingerprint: a slot word's filter is only part of it.
     fingerprint: Fingerprint,
     key_generation: u64,
     exp: u64,
@@ -182,7 +182,7 @@ impl<C> VerifiedCache<C> {
     pub(crate) fn new(max_entries: usize, max_bytes: usize) -> Self {
         // No entry weighs less than this, so more than `max_bytes` buys of them could never
         // be held.
-        let lightest = SLOT_BYTES + size_of::<Option<CachedToken<C>>>();
+        let lightest = SLOT_BYTES + Stripe::<C>::PLACE as usize;
         let max_entries = max_entries.min(max_bytes / lightest).min(u32::MAX as usize);
         if max_entries == 0 {
             return Self { table: None };
@@ -313,27 +313,16 @@ impl<C> Table<C> {
     ) -> Option<R> {
         let stripe = read(self.stripe_of(fingerprint));
         let place = stripe.place(fingerprint);
-        for bucket in place.buckets {
-            for slot in &stripe.buckets[bucket].0 {
-                let word = slot.load(Relaxed);
-                if word >> FILTER_SHIFT != place.filter || word == 0 {
-                    continue;
-                }
-                let Some(Some(token)) = stripe.slab.get(index_of(word)) else {
-                    continue;
-                };
-                if token.fingerprint != *fingerprint {
-                    continue;
-                }
-                // A plain store, not a read-modify-write: writers are locked out, so readers
-                // racing here all store the same value, and a use lost is only a use.
-                if word & USES != USES {
-                    slot.store(word + USE, Relaxed);
-                }
-                return Some(read_entry(token));
-            }
+        let (slot, word, token) = place.slots().find_map(|slot| {
+            let (word, token) = stripe.entry_at(slot, &place, fingerprint)?;
+            Some((slot, word, token))
+        })?;
+        // A plain store, not a read-modify-write: writers are locked out, so readers racing
+        // here all store the same value, and a use lost is only a use.
+        if word & USES != USES {
+            stripe.buckets[slot / WAYS].0[slot % WAYS].store(word + USE, Relaxed);
         }
-        None
+        Some(read_entry(token))
     }
 
     fn insert(&self, token: CachedToken<C>) {
@@ -369,15 +358,32 @@ impl<C> Table<C> {
             None => return,
         };
         stripe.slab[index] = Some(token);
-        let word = place.filter << FILTER_SHIFT | (index as u64 + 1);
-        *stripe.word(slot) = word;
+        *stripe.word(slot) = word_of(place.filter, index);
         stripe.entries += 1;
         stripe.bytes += weight;
     }
 }
 
+/// A slot word naming the slab's `index`, filtered by `filter`, not yet used.
+fn word_of(filter: u64, index: usize) -> u64 {
+    filter << FILTER_SHIFT | (index as u64 + 1)
+}
+
+/// The slab index a word names (`usize::MAX`, found nowhere, for an empty slot).
 fn index_of(word: u64) -> usize {
     ((word & INDEX) as usize).wrapping_sub(1)
+}
+
+/// The slots of `bucket`.
+fn slots_of(bucket: usize) -> std::ops::Range<usize> {
+    bucket * WAYS..(bucket + 1) * WAYS
+}
+
+impl Place {
+    /// The slots of both buckets, the first bucket's first.
+    fn slots(&self) -> impl Iterator<Item = usize> {
+        self.buckets.into_iter().flat_map(slots_of)
+    }
 }
 
 impl<C> Stripe<C> {
@@ -411,19 +417,11 @@ impl<C> Stripe<C> {
                 continue;
             };
             let place = self.place(&token.fingerprint);
-            let word = place.filter << FILTER_SHIFT | (index as u64 + 1);
             match self.make_room(&place) {
-                slot if self.peek(slot) == 0 => *self.word(slot) = word,
+                slot if self.peek(slot) == 0 => *self.word(slot) = word_of(place.filter, index),
                 // Sixteen places full in a table under half full: not expected, but an entry
                 // with nowhere to go is dropped rather than lost track of.
-                _ => {
-                    if let Some(token) = self.slab[index].take() {
-                        self.free.push(index as u32);
-                        self.entries -= 1;
-                        self.bytes -= u64::from(token.bytes);
-                        homeless.push(token);
-                    }
-                }
+                _ => homeless.extend(self.release(index)),
             }
         }
         drop(homeless);
@@ -437,20 +435,30 @@ impl<C> Stripe<C> {
         self.buckets[slot / WAYS].0[slot % WAYS].load(Relaxed)
     }
 
+    /// The word in `slot` and its entry, if that entry is `fingerprint`'s: the filter first,
+    /// then the whole fingerprint.
+    fn entry_at(
+        &self,
+        slot: usize,
+        place: &Place,
+        fingerprint: &Fingerprint,
+    ) -> Option<(u64, &CachedToken<C>)> {
+        let word = self.peek(slot);
+        if word == 0 || word >> FILTER_SHIFT != place.filter {
+            return None;
+        }
+        let token = self.slab.get(index_of(word))?.as_ref()?;
+        (token.fingerprint == *fingerprint).then_some((word, token))
+    }
+
     fn find(&self, place: &Place, fingerprint: &Fingerprint) -> Option<usize> {
-        place.buckets.iter().find_map(|&bucket| {
-            (bucket * WAYS..(bucket + 1) * WAYS).find(|&slot| {
-                let word = self.peek(slot);
-                word != 0
-                    && word >> FILTER_SHIFT == place.filter
-                    && matches!(self.slab.get(index_of(word)),
-                        Some(Some(token)) if token.fingerprint == *fingerprint)
-            })
-        })
+        place
+            .slots()
+            .find(|&slot| self.entry_at(slot, place, fingerprint).is_some())
     }
 
     fn empty_slot(&self, bucket: usize) -> Option<usize> {
-        (bucket * WAYS..(bucket + 1) * WAYS).find(|&slot| self.peek(slot) == 0)
+        slots_of(bucket).find(|&slot| self.peek(slot) == 0)
     }
 
     /// A slot for a new entry in one of `place`'s buckets: an empty one, else one emptied by
@@ -459,7 +467,7 @@ impl<C> Stripe<C> {
     fn make_room(&mut self, place: &Place) -> usize {
         let mask = self.buckets.len() - 1;
         let free = place.buckets.map(|bucket| {
-            (bucket * WAYS..(bucket + 1) * WAYS)
+            slots_of(bucket)
                 .filter(|&slot| self.peek(slot) == 0)
                 .count()
         });
@@ -469,7 +477,7 @@ impl<C> Stripe<C> {
             return slot;
         }
         for bucket in place.buckets {
-            for slot in bucket * WAYS..(bucket + 1) * WAYS {
+            for slot in slots_of(bucket) {
                 let word = self.peek(slot);
                 let other = partner(bucket, word >> FILTER_SHIFT, mask);
                 if let Some(to) = self.empty_slot(other) {
@@ -503,15 +511,17 @@ impl<C> Stripe<C> {
 
     fn evict(&mut self, slot: usize) {
         let word = std::mem::take(self.word(slot));
-        if word == 0 {
-            return;
-        }
-        let index = index_of(word);
-        if let Some(token) = self.slab.get_mut(index).and_then(Option::take) {
-            self.free.push(index as u32);
-            self.entries -= 1;
-            self.bytes -= u64::from(token.bytes);
-        }
+        drop(self.release(index_of(word)));
+    }
+
+    /// Takes the entry at the slab's `index` out of the stripe's counts, its place freed;
+    /// nothing for an index that holds none.
+    fn release(&mut self, index: usize) -> Option<CachedToken<C>> {
+        let token = self.slab.get_mut(index)?.take()?;
+        self.free.push(index as u32);
+        self.entries -= 1;
+        self.bytes -= u64::from(token.bytes);
+        Some(token)
     }
 
     /// Evicts with the hand, sparing `keep` and giving used entries a second chance, until
