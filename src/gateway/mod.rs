@@ -107,6 +107,7 @@ mod conn;
 mod forward_auth;
 mod identity;
 mod limits;
+mod pool;
 mod proxy;
 mod router;
 mod tls;
@@ -123,14 +124,14 @@ use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 pub use self::admission::{AdmittingListener, ConnectionAdmission, ConnectionAdmissionBuilder};
 pub use self::forward_auth::{ForwardAuth, ForwardAuthBuilder};
 pub use self::identity::{ArrayStyle, ForwardedClaim, InvalidForwardedClaim};
 use self::limits::Limits;
+use self::pool::Pool;
+pub use self::pool::UpstreamBody;
 use self::proxy::Upstream;
 use self::router::Mount;
 #[cfg(feature = "rustls")]
@@ -152,7 +153,7 @@ pub type ClaimMap = serde_json::Map<String, serde_json::Value>;
 
 /// The body of a gateway response: the upstream's, streamed, or one made in this process
 /// ([`LocalBody`]).
-pub type GatewayBody = Either<Incoming, LocalBody>;
+pub type GatewayBody = Either<UpstreamBody, LocalBody>;
 
 /// A response body made in this process: a [mounted](GatewayBuilder::mount) service's, or
 /// the gateway's own short error (`{"error":"bad_gateway"}` with `502`,
@@ -332,15 +333,18 @@ impl GatewayBuilder {
         self
     }
 
-    /// How many idle connections to the upstream are kept for reuse (default 32); more are
-    /// closed as their requests end.
+    /// How many idle HTTP/1.1 connections to the upstream are kept for reuse (default 32);
+    /// more are closed as their requests end. An HTTP/2 upstream gets one connection, which
+    /// every request shares.
     #[must_use]
     pub fn pool_max_idle_per_host(mut self, idle: usize) -> Self {
         self.limits.pool_max_idle_per_host = idle;
         self
     }
 
-    /// How long an idle upstream connection is kept for reuse (default 30 s).
+    /// How long an idle upstream connection is kept for reuse (default 30 s): an HTTP/1.1
+    /// connection idle that long is closed within as much again, and so is the shared
+    /// HTTP/2 connection once no request has used it for that long.
     ///
     /// # Panics
     ///
@@ -475,20 +479,18 @@ impl GatewayBuilder {
             ));
         }
         let base_path = upstream.path().trim_end_matches('/').to_owned();
+        // What the pool dials.
+        let target = Uri::builder()
+            .scheme(scheme)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|error| InvalidUpstream(error.to_string()))?;
         let forwarded_claims = self.forwarded_claims;
         #[cfg(feature = "rustls")]
         let roots = self.upstream_ca_pem.as_deref();
         #[cfg(not(feature = "rustls"))]
         let roots = None;
-        let client = |versions| -> Result<_, InvalidUpstream> {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .pool_timer(TokioTimer::new())
-                .pool_max_idle_per_host(self.limits.pool_max_idle_per_host)
-                .pool_idle_timeout(self.limits.pool_idle_timeout)
-                .http2_only(versions == tls::Versions::Http2);
-            Ok(builder.build(tls::connector(roots, versions)?))
-        };
         let versions = if self.upstream_http2 {
             tls::Versions::Http2
         } else {
@@ -503,13 +505,18 @@ impl GatewayBuilder {
         Ok(Gateway {
             inner: Arc::new(Inner {
                 upstream: Upstream {
-                    scheme,
+                    pool: Pool::new(
+                        target,
+                        tls::connector(roots, versions)?,
+                        tls::connector(roots, tls::Versions::Http1)?,
+                        versions,
+                        self.limits.pool_max_idle_per_host,
+                        self.limits.pool_idle_timeout,
+                    ),
                     authority,
                     base_path,
                     host: HeaderValue::from_str(upstream.authority().map_or("", |a| a.as_str()))
                         .map_err(|error| InvalidUpstream(error.to_string()))?,
-                    client: client(versions)?,
-                    upgrade_client: client(tls::Versions::Http1)?,
                     forwarded_proto: if acceptor.is_some() { "https" } else { "http" },
                     timeout: self.timeout,
                     body_read_timeout: self.limits.body_read_timeout,

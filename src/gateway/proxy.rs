@@ -10,25 +10,21 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioIo;
 
 use super::conn::ConnectionSlot;
 use super::identity::{write_identity, ForwardedClaim};
 use super::limits::{BodyState, TimedBody};
-use super::tls::Connector;
+use super::pool::Pool;
 use super::{GatewayBody, IDENTITY_PREFIX};
 use crate::ClientAddr;
 
 /// The upstream every request not served in-process goes to, and how to talk to it.
 pub(super) struct Upstream {
-    pub(super) scheme: http::uri::Scheme,
     pub(super) authority: http::uri::Authority,
     pub(super) base_path: String,
     pub(super) host: HeaderValue,
-    pub(super) client: Client<Connector, TimedBody>,
-    /// HTTP/1.1 only, whatever `client` speaks: upgrades are an HTTP/1.1 mechanism.
-    pub(super) upgrade_client: Client<Connector, TimedBody>,
+    pub(super) pool: Pool,
     /// `X-Forwarded-Proto`: `https` when the gateway terminates TLS.
     pub(super) forwarded_proto: &'static str,
     pub(super) timeout: Duration,
@@ -62,11 +58,13 @@ impl Upstream {
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         // Only the path is the client's: the scheme and authority are always the upstream's,
         // whatever form the request line took.
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(format!("{}{path_and_query}", self.base_path))
-            .build();
+        let uri = if self.base_path.is_empty() && parts.uri.authority().is_none() {
+            Ok(parts.uri.clone())
+        } else if self.base_path.is_empty() {
+            Uri::try_from(path_and_query)
+        } else {
+            Uri::try_from(format!("{}{path_and_query}", self.base_path))
+        };
         let Ok(uri) = uri else {
             return error_response(StatusCode::BAD_REQUEST, "invalid_request");
         };
@@ -111,11 +109,14 @@ impl Upstream {
 
         let body_state = Arc::new(BodyState::default());
         let body = TimedBody::new(body, self.body_read_timeout, body_state.clone());
-        let client = match upgrade {
-            Some(_) => &self.upgrade_client,
-            None => &self.client,
+        let request = Request::from_parts(parts, body);
+        let upstream = async {
+            match upgrade {
+                // Boxed for the same reason as a new connection: rare and large.
+                Some(_) => Box::pin(self.pool.send_upgrade(request)).await,
+                None => self.pool.send(request).await,
+            }
         };
-        let upstream = client.request(Request::from_parts(parts, body));
         match tokio::time::timeout(self.timeout, upstream).await {
             Ok(Ok(mut response)) => {
                 let switched = upgrade

@@ -25,18 +25,27 @@ use tokio::sync::Barrier;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The upstream: `/open/drain` reads the whole body before answering, `/open/hold` answers
-/// once `hold` requests are in, anything else at once. `live` counts its open connections.
+/// once `hold` requests are in, anything else at once. `live` counts its open connections,
+/// `accepted` every connection it has accepted. It closes a connection idle for
+/// `keep_alive`, as servers do.
 struct Upstream {
     addr: SocketAddr,
     live: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
 }
 
 async fn upstream(hold: usize) -> Upstream {
+    upstream_keeping(hold, Duration::from_secs(3600)).await
+}
+
+async fn upstream_keeping(hold: usize, keep_alive: Duration) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(hold));
     let counter = live.clone();
+    let accepts = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
@@ -58,15 +67,22 @@ async fn upstream(hold: usize) -> Upstream {
             });
             let live = counter.clone();
             live.fetch_add(1, Ordering::SeqCst);
+            accepts.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(keep_alive)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
                 live.fetch_sub(1, Ordering::SeqCst);
             });
         }
     });
-    Upstream { addr, live }
+    Upstream {
+        addr,
+        live,
+        accepted,
+    }
 }
 
 /// The gateway in front of `upstream`, `/open` open, the upstream given an hour to answer
@@ -296,6 +312,36 @@ where
         outputs.push(handle.await.unwrap());
     }
     outputs
+}
+
+#[tokio::test]
+async fn requests_one_after_another_share_one_upstream_connection() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    for _ in 0..20 {
+        // A new client connection each time: the pool is the gateway's, not the client's.
+        assert_eq!(common::get(addr, "/open/x", None).await.status, 200);
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    let upstream = upstream_keeping(1, Duration::from_millis(100)).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    for round in 0..3 {
+        assert_eq!(
+            common::get(addr, "/open/x", None).await.status,
+            200,
+            "{round}"
+        );
+        let live = upstream.live.clone();
+        until("the upstream closed its idle connection", || {
+            live.load(Ordering::SeqCst) == 0
+        })
+        .await;
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
