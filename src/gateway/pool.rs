@@ -133,7 +133,10 @@ impl Pool {
                 // state machine, and every request's future would otherwise carry and move it.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            let failed = match sender {
+            // Whether a failure leaves the connection unusable, so that a retry cannot meet
+            // it again: an HTTP/1.1 sender is spent either way, the shared HTTP/2 one only
+            // once its connection has closed.
+            let (mut failed, spent) = match sender {
                 Sender::Http1(mut sender) => {
                     // Closed while idle: the next one, or a new one.
                     if reused && sender.ready().await.is_err() {
@@ -146,7 +149,7 @@ impl Pool {
                                 response.map(|body| UpstreamBody::pooled(body, pool, sender))
                             );
                         }
-                        Err(error) => error,
+                        Err(error) => (error, true),
                     }
                 }
                 Sender::Http2(mut sender) => {
@@ -154,18 +157,14 @@ impl Pool {
                     *request.uri_mut() = self.absolute(request.uri());
                     match sender.try_send_request(request).await {
                         Ok(response) => return Ok(response.map(UpstreamBody::unpooled)),
-                        Err(error) => {
-                            self.forget_http2();
-                            error
-                        }
+                        Err(error) => (error, sender.is_closed()),
                     }
                 }
             };
-            let mut failed = failed;
             match failed.take_message() {
                 // The upstream closed a reused connection just as the request was put on it,
                 // before any of it was written: another connection may carry it.
-                Some(unsent) if reused => {
+                Some(unsent) if reused && spent => {
                     request = unsent;
                     *request.uri_mut() = origin_form(request.uri());
                 }
@@ -190,7 +189,10 @@ impl Pool {
         Ok(response.map(UpstreamBody::unpooled))
     }
 
-    /// The shared HTTP/2 connection, or the HTTP/1.1 connection used last, if still open.
+    /// The shared HTTP/2 connection, or the HTTP/1.1 connection used last that is ready for
+    /// a request. One still busy (its request body still going up after the upstream
+    /// answered) stays for later: a request given to it would wait for another client's
+    /// upload. One closed, or idle longer than the idle timeout, is dropped.
     fn idle_sender(&self) -> Option<Sender> {
         let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(http2) = &idle.http2 {
@@ -201,11 +203,15 @@ impl Pool {
             }
             idle.http2 = None;
         }
-        while let Some((sender, _)) = idle.http1.pop() {
-            // Not ready: the connection has not yet noticed the last response ended; it
-            // will, and `try_send_request` waits for it.
-            if !sender.is_closed() {
-                return Some(Sender::Http1(sender));
+        let now = Instant::now();
+        let mut index = idle.http1.len();
+        while index > 0 {
+            index -= 1;
+            let (sender, since) = &idle.http1[index];
+            if sender.is_closed() || now.saturating_duration_since(*since) >= self.0.idle_timeout {
+                idle.http1.remove(index);
+            } else if sender.is_ready() {
+                return Some(Sender::Http1(idle.http1.remove(index).0));
             }
         }
         None
@@ -223,13 +229,6 @@ impl Pool {
         }
         idle.http1.push((sender, Instant::now()));
         idle.reap(&self.0);
-    }
-
-    /// Forgets the shared HTTP/2 connection after a request failed on it, so the retry
-    /// opens another instead of meeting the same failure again.
-    fn forget_http2(&self) {
-        let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.http2 = None;
     }
 
     async fn connect(&self) -> Result<Sender, PoolError> {
@@ -256,7 +255,15 @@ impl Pool {
                 .map_err(PoolError::Send)?;
             tokio::spawn(connection);
             let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.http2 = Some(sender.clone());
+            // A burst of first requests over `https://` may each have negotiated HTTP/2: the
+            // first open one stays shared, the others close after their request.
+            if idle
+                .http2
+                .as_ref()
+                .is_none_or(http2::SendRequest::is_closed)
+            {
+                idle.http2 = Some(sender.clone());
+            }
             idle.http2_used = true;
             idle.reap(&self.0);
             return Ok(Sender::Http2(sender));
@@ -290,11 +297,24 @@ impl Pool {
 /// Closes, every `idle_timeout`, the HTTP/1.1 connections idle for longer and the HTTP/2
 /// connection if no request took it since the last look, until the pool is dropped.
 async fn reap(shared: Weak<Shared>) {
+    /// Lets the next hand-back start a reaper again if this one is dropped with its
+    /// runtime while the pool lives on.
+    struct Reaping(Weak<Shared>);
+    impl Drop for Reaping {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.upgrade() {
+                let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.reaping = false;
+            }
+        }
+    }
+    let _reaping = Reaping(shared.clone());
     let Some(every) = shared.upgrade().map(|shared| shared.idle_timeout) else {
         return;
     };
     loop {
-        tokio::time::sleep(every).await;
+        // Not more often than ten times a second, however short the timeout.
+        tokio::time::sleep(every.max(Duration::from_millis(100))).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -375,7 +395,13 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
         let frame = std::task::ready!(this.body.poll_frame(cx));
-        if frame.is_none() {
+        // Trailers are the last frame; servers drop the body once they have them.
+        let last = match &frame {
+            None => true,
+            Some(Ok(frame)) => frame.is_trailers(),
+            Some(Err(_)) => false,
+        };
+        if last {
             *this.ended = true;
         }
         Poll::Ready(frame)

@@ -4,6 +4,7 @@
 
 use crate::common;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt as _, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jwt_gate::gateway::{Gateway, GatewayBuilder};
@@ -25,7 +27,9 @@ use tokio::sync::Barrier;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// The upstream: `/open/drain` reads the whole body before answering, `/open/hold` answers
-/// once `hold` requests are in, anything else at once. `live` counts its open connections,
+/// once `hold` requests are in, `/open/early` at once while it goes on reading the body,
+/// `/open/trailers` with trailers when asked for them (`TE: trailers`), anything else at
+/// once. `live` counts its open connections,
 /// `accepted` every connection it has accepted. It closes a connection idle for
 /// `keep_alive`, as servers do.
 struct Upstream {
@@ -53,6 +57,7 @@ async fn upstream_keeping(hold: usize, keep_alive: Duration) -> Upstream {
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                 let barrier = barrier.clone();
                 async move {
+                    let ok = Full::new(Bytes::from_static(b"ok"));
                     match request.uri().path() {
                         "/open/drain" => {
                             request.into_body().collect().await?;
@@ -60,9 +65,30 @@ async fn upstream_keeping(hold: usize, keep_alive: Duration) -> Upstream {
                         "/open/hold" => {
                             barrier.wait().await;
                         }
+                        "/open/early" => {
+                            // The connection stays busy with the upload after the answer.
+                            tokio::spawn(request.into_body().collect());
+                        }
+                        "/open/trailers" => {
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("x-checksum", http::HeaderValue::from_static("1"));
+                            // A stream of unknown length: sent chunked, so trailers can follow.
+                            let frames = [
+                                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok"))),
+                                Ok(Frame::trailers(trailers)),
+                            ];
+                            let body = StreamBody::new(futures_util::stream::iter(frames));
+                            // HTTP/1.1 sends only the trailer fields the head announces.
+                            let mut response = Response::new(body.boxed());
+                            response.headers_mut().insert(
+                                http::header::TRAILER,
+                                http::HeaderValue::from_static("x-checksum"),
+                            );
+                            return Ok(response);
+                        }
                         _ => {}
                     }
-                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    Ok::<_, hyper::Error>(Response::new(ok.boxed()))
                 }
             });
             let live = counter.clone();
@@ -323,6 +349,71 @@ async fn requests_one_after_another_share_one_upstream_connection() {
         assert_eq!(common::get(addr, "/open/x", None).await.status, 200);
     }
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_timeout_is_not_reused() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder.pool_idle_timeout(Duration::from_millis(200))
+    })
+    .await;
+    assert_eq!(common::get(addr, "/open/x", None).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(common::get(addr, "/open/x", None).await.status, 200);
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn answers_with_trailers_give_their_connection_back() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| builder).await;
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /open/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buffer = [0; 1024];
+        // The upstream's trailers end its body; the end of the chunked answer is enough here.
+        within("the whole answer", async {
+            while !answer.ends_with(b"\r\n0\r\n\r\n") {
+                let read = stream.read(&mut buffer).await.unwrap();
+                assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
+                answer.extend_from_slice(&buffer[..read]);
+            }
+        })
+        .await;
+    }
+    assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_request_never_waits_behind_another_clients_upload() {
+    let upstream = upstream(1).await;
+    // Long enough that a request queued behind the stalled upload would outlast the check.
+    let addr = gateway(upstream.addr, |builder| {
+        builder.body_read_timeout(Duration::from_secs(3600))
+    })
+    .await;
+    // Ten bytes of a hundred, then silence: the upstream has answered, its connection is
+    // still reading the body.
+    let mut uploading = TcpStream::connect(addr).await.unwrap();
+    uploading
+        .write_all(b"POST /open/early HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut head = [0; 12];
+    within("the early answer", uploading.read_exact(&mut head))
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let answer = tokio::time::timeout(Duration::from_secs(10), common::get(addr, "/open/x", None))
+        .await
+        .expect("another client's request is answered while the upload stalls");
+    assert_eq!(answer.status, 200);
+    drop(uploading);
 }
 
 #[tokio::test]
