@@ -11,7 +11,7 @@
 //!   (and the response body streamed back the same way); the path exactly as the gate judged
 //!   it, never normalised, since a path the gate left open is canonical already;
 //! - the client's headers, less the hop-by-hop ones (`Connection` and every header it names,
-//!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
+//!   `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), which belong
 //!   to one connection, not to the request; two exceptions: `TE: trailers` is kept (gRPC
 //!   requires it), and a WebSocket handshake keeps `Connection: upgrade` and its `Upgrade`
 //!   (see [Protocols](#protocols));
@@ -99,8 +99,10 @@
 //!   its turn (a flood of fresh connections from one address then costs the other clients
 //!   nothing much: see [`ConnectionAdmission`]);
 //! - the pool of upstream connections keeps at most
-//!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle ones, each
-//!   for at most [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s).
+//!   [`pool_max_idle_per_host`](GatewayBuilder::pool_max_idle_per_host) (32) idle HTTP/1.1
+//!   ones, none reused after [`pool_idle_timeout`](GatewayBuilder::pool_idle_timeout) (30 s)
+//!   idle, and one shared HTTP/2 connection; a request is only given a connection ready for
+//!   it, never one still sending another client's request body.
 
 mod admission;
 mod conn;

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,6 +64,9 @@ struct Shared {
     max_idle: usize,
     idle_timeout: Duration,
     idle: Mutex<Idle>,
+    /// Whether the task that closes connections idle too long runs. Atomic, not in `idle`:
+    /// the task's guard resets it when dropped, perhaps while `idle` is held.
+    reaping: AtomicBool,
     /// Held while an HTTP/2-only pool opens its connection, so a burst of first requests
     /// opens one, not one each.
     connecting: tokio::sync::Mutex<()>,
@@ -74,22 +78,6 @@ struct Idle {
     http2: Option<http2::SendRequest<TimedBody>>,
     /// Whether a request took the HTTP/2 connection since the reaper last looked.
     http2_used: bool,
-    /// Whether the task that closes connections idle too long runs.
-    reaping: bool,
-}
-
-impl Idle {
-    /// Starts the reaper unless it runs. Outside a Tokio runtime (a body dropped there)
-    /// it is left for the next time, so a drop never panics.
-    fn reap(&mut self, shared: &Arc<Shared>) {
-        if self.reaping {
-            return;
-        }
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            self.reaping = true;
-            runtime.spawn(reap(Arc::downgrade(shared)));
-        }
-    }
 }
 
 /// A connection a request is sent on.
@@ -115,6 +103,7 @@ impl Pool {
             max_idle,
             idle_timeout,
             idle: Mutex::new(Idle::default()),
+            reaping: AtomicBool::new(false),
             connecting: tokio::sync::Mutex::new(()),
         }))
     }
@@ -217,18 +206,61 @@ impl Pool {
         None
     }
 
-    /// Takes a connection back once the answer it carried was read to its end.
-    fn put_back(&self, sender: http1::SendRequest<TimedBody>) {
+    /// Takes a connection back once the answer it carried was read to its end. One not yet
+    /// ready (its request body still going up after the upstream answered early) comes back
+    /// only once ready, so busy connections never fill the idle stack.
+    fn put_back(&self, mut sender: http1::SendRequest<TimedBody>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.http1.len() >= self.0.max_idle {
-            // Dropped, so its connection closes.
+        if !sender.is_ready() {
+            // Rare: the connection task readies a connection before its body ends.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let pool = self.clone();
+                let wait = tokio::time::timeout(self.0.idle_timeout, async move {
+                    if sender.ready().await.is_ok() {
+                        pool.put_back(sender);
+                    }
+                });
+                runtime.spawn(wait);
+            }
             return;
         }
-        idle.http1.push((sender, Instant::now()));
-        idle.reap(&self.0);
+        let now = Instant::now();
+        let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.http1.len() >= self.0.max_idle {
+            let timeout = self.0.idle_timeout;
+            idle.http1.retain(|(sender, since)| {
+                !sender.is_closed() && now.saturating_duration_since(*since) < timeout
+            });
+            if idle.http1.len() >= self.0.max_idle {
+                // The oldest goes (and its connection closes): the newest is the likeliest
+                // to be reused before the upstream's own keep-alive ends.
+                idle.http1.remove(0);
+            }
+        }
+        idle.http1.push((sender, now));
+        drop(idle);
+        self.reap();
+    }
+
+    /// Starts the reaper unless it runs. Outside a Tokio runtime (a body dropped there) it
+    /// is left for the next time, so a drop never panics.
+    fn reap(&self) {
+        if self.0.reaping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.0.reaping.store(false, Ordering::Release);
+            return;
+        };
+        // Made out here, so that a task dropped before it first runs (its runtime shutting
+        // down) still lets the next hand-back start another.
+        let guard = Reaping(Arc::downgrade(&self.0));
+        runtime.spawn(async move {
+            let guard = guard;
+            reap(&guard.0).await;
+        });
     }
 
     async fn connect(&self) -> Result<Sender, PoolError> {
@@ -265,7 +297,8 @@ impl Pool {
                 idle.http2 = Some(sender.clone());
             }
             idle.http2_used = true;
-            idle.reap(&self.0);
+            drop(idle);
+            self.reap();
             return Ok(Sender::Http2(sender));
         }
         let (sender, connection) = http1::handshake(io).await.map_err(PoolError::Send)?;
@@ -294,21 +327,21 @@ impl Pool {
     }
 }
 
-/// Closes, every `idle_timeout`, the HTTP/1.1 connections idle for longer and the HTTP/2
-/// connection if no request took it since the last look, until the pool is dropped.
-async fn reap(shared: Weak<Shared>) {
-    /// Lets the next hand-back start a reaper again if this one is dropped with its
-    /// runtime while the pool lives on.
-    struct Reaping(Weak<Shared>);
-    impl Drop for Reaping {
-        fn drop(&mut self) {
-            if let Some(shared) = self.0.upgrade() {
-                let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.reaping = false;
-            }
+/// Marks the reaper stopped when its task ends or is dropped, so the next hand-back starts
+/// another if the pool lives on.
+struct Reaping(Weak<Shared>);
+
+impl Drop for Reaping {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.reaping.store(false, Ordering::Release);
         }
     }
-    let _reaping = Reaping(shared.clone());
+}
+
+/// Closes, every `idle_timeout`, the HTTP/1.1 connections idle for longer and the HTTP/2
+/// connection if no request took it since the last look, until the pool is dropped.
+async fn reap(shared: &Weak<Shared>) {
     let Some(every) = shared.upgrade().map(|shared| shared.idle_timeout) else {
         return;
     };

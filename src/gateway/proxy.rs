@@ -292,7 +292,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
         header::CONNECTION,
         HeaderName::from_static("keep-alive"),
         header::TE,
-        header::TRAILER,
         header::TRANSFER_ENCODING,
         header::UPGRADE,
     ] {

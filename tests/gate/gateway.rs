@@ -78,12 +78,15 @@ async fn answer(request: Request<Incoming>) -> Response<Echo> {
             response
                 .headers_mut()
                 .insert("x-upstream", "yes".parse().unwrap());
+            // End to end (RFC 9110 §6.6.2): HTTP/1.1 sends only the trailers it announces.
+            response
+                .headers_mut()
+                .insert("trailer", "x-checksum".parse().unwrap());
             // Hop-by-hop headers of the upstream's own connection, which must not go on.
             for (name, value) in [
                 ("connection", "x-upstream-hop"),
                 ("x-upstream-hop", "1"),
                 ("keep-alive", "timeout=5"),
-                ("trailer", "x-checksum"),
                 ("upgrade", "h2c"),
             ] {
                 response.headers_mut().insert(name, value.parse().unwrap());
@@ -275,7 +278,6 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
         "connection",
         "x-private-hop",
         "keep-alive",
-        "trailer",
         // Without `Connection: upgrade` this is no WebSocket handshake: nothing to relay.
         "upgrade",
         "proxy-authorization",
@@ -285,17 +287,18 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     // Only what gRPC needs of `TE`: that trailers are welcome; codings are per hop.
     assert_eq!(header(&report, "te"), Some("trailers"));
     assert_eq!(header(&report, "x-end-to-end"), Some("kept"));
+    assert_eq!(header(&report, "trailer"), Some("x-checksum"));
     // And on the way back.
     for name in [
         "proxy-authenticate",
         "x-upstream-hop",
         "keep-alive",
-        "trailer",
         "upgrade",
     ] {
         assert!(answer.headers.get(name).is_none(), "{name} came back");
     }
     assert_eq!(answer.headers["x-upstream"], "yes");
+    assert_eq!(answer.headers["trailer"], "x-checksum");
 }
 
 #[tokio::test]

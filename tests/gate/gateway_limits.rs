@@ -365,7 +365,7 @@ async fn a_connection_idle_past_the_timeout_is_not_reused() {
 }
 
 #[tokio::test]
-async fn answers_with_trailers_give_their_connection_back() {
+async fn answers_with_trailers_reach_the_client_and_give_their_connection_back() {
     let upstream = upstream(1).await;
     let addr = gateway(upstream.addr, |builder| builder).await;
     for _ in 0..5 {
@@ -376,9 +376,8 @@ async fn answers_with_trailers_give_their_connection_back() {
             .unwrap();
         let mut answer = Vec::new();
         let mut buffer = [0; 1024];
-        // The upstream's trailers end its body; the end of the chunked answer is enough here.
-        within("the whole answer", async {
-            while !answer.ends_with(b"\r\n0\r\n\r\n") {
+        within("the answer and its trailers", async {
+            while !answer.ends_with(b"x-checksum: 1\r\n\r\n") {
                 let read = stream.read(&mut buffer).await.unwrap();
                 assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
                 answer.extend_from_slice(&buffer[..read]);
@@ -404,14 +403,23 @@ async fn a_request_never_waits_behind_another_clients_upload() {
         .write_all(b"POST /open/early HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
         .await
         .unwrap();
-    let mut head = [0; 12];
-    within("the early answer", uploading.read_exact(&mut head))
-        .await
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 200");
-    let answer = tokio::time::timeout(Duration::from_secs(10), common::get(addr, "/open/x", None))
-        .await
-        .expect("another client's request is answered while the upload stalls");
+    // The whole early answer, so the upstream connection has been handed back.
+    let mut early = Vec::new();
+    let mut buffer = [0; 1024];
+    within("the early answer", async {
+        while !early.ends_with(b"\r\n\r\nok") {
+            let read = uploading.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "{}", String::from_utf8_lossy(&early));
+            early.extend_from_slice(&buffer[..read]);
+        }
+    })
+    .await;
+    assert!(early.starts_with(b"HTTP/1.1 200"));
+    let answer = within(
+        "another client's answer while the upload stalls",
+        common::get(addr, "/open/x", None),
+    )
+    .await;
     assert_eq!(answer.status, 200);
     drop(uploading);
 }
