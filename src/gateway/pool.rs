@@ -74,10 +74,29 @@ struct Shared {
 
 #[derive(Default)]
 struct Idle {
+    /// Each with the time it went idle.
     http1: Vec<(http1::SendRequest<TimedBody>, Instant)>,
     http2: Option<http2::SendRequest<TimedBody>>,
     /// Whether a request took the HTTP/2 connection since the reaper last looked.
     http2_used: bool,
+}
+
+impl Idle {
+    /// Drops the HTTP/1.1 connections closed, or idle for `timeout` by `now`.
+    fn drop_stale(&mut self, now: Instant, timeout: Duration) {
+        self.http1
+            .retain(|(sender, since)| !stale(sender, *since, now, timeout));
+    }
+}
+
+/// Whether an idle HTTP/1.1 connection may no longer be used: closed, or idle too long.
+fn stale(
+    sender: &http1::SendRequest<TimedBody>,
+    since: Instant,
+    now: Instant,
+    timeout: Duration,
+) -> bool {
+    sender.is_closed() || now.saturating_duration_since(since) >= timeout
 }
 
 /// A connection a request is sent on.
@@ -197,7 +216,7 @@ impl Pool {
         while index > 0 {
             index -= 1;
             let (sender, since) = &idle.http1[index];
-            if sender.is_closed() || now.saturating_duration_since(*since) >= self.0.idle_timeout {
+            if stale(sender, *since, now, self.0.idle_timeout) {
                 idle.http1.remove(index);
             } else if sender.is_ready() {
                 return Some(Sender::Http1(idle.http1.remove(index).0));
@@ -229,10 +248,7 @@ impl Pool {
         let now = Instant::now();
         let mut idle = self.0.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.http1.len() >= self.0.max_idle {
-            let timeout = self.0.idle_timeout;
-            idle.http1.retain(|(sender, since)| {
-                !sender.is_closed() && now.saturating_duration_since(*since) < timeout
-            });
+            idle.drop_stale(now, self.0.idle_timeout);
             if idle.http1.len() >= self.0.max_idle {
                 // The oldest goes (and its connection closes): the newest is the likeliest
                 // to be reused before the upstream's own keep-alive ends.
@@ -351,11 +367,8 @@ async fn reap(shared: &Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let now = Instant::now();
         let mut idle = shared.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        idle.http1.retain(|(sender, since)| {
-            !sender.is_closed() && now.saturating_duration_since(*since) < every
-        });
+        idle.drop_stale(Instant::now(), every);
         if !std::mem::take(&mut idle.http2_used) {
             // Closes once its open streams end: every other handle is a request's.
             idle.http2 = None;

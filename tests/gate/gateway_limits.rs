@@ -238,6 +238,22 @@ async fn a_client_that_stops_sending_its_body_gets_408() {
     assert!(status.starts_with("HTTP/1.1 408"), "{status:?}");
 }
 
+/// Reads from `stream` until what it sent ends with `end`, and returns it all; fails if
+/// the stream closes first.
+async fn read_until(what: &str, stream: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+    within(what, async {
+        let mut read_so_far = Vec::new();
+        let mut buffer = [0; 1024];
+        while !read_so_far.ends_with(end) {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "{}", String::from_utf8_lossy(&read_so_far));
+            read_so_far.extend_from_slice(&buffer[..read]);
+        }
+        read_so_far
+    })
+    .await
+}
+
 /// Sends `request` on a new connection and returns the status line of the answer.
 async fn status_line(addr: SocketAddr, request: &[u8]) -> String {
     within("an answer", async {
@@ -374,15 +390,11 @@ async fn answers_with_trailers_reach_the_client_and_give_their_connection_back()
             .write_all(b"GET /open/trailers HTTP/1.1\r\nhost: x\r\nte: trailers\r\n\r\n")
             .await
             .unwrap();
-        let mut answer = Vec::new();
-        let mut buffer = [0; 1024];
-        within("the answer and its trailers", async {
-            while !answer.ends_with(b"x-checksum: 1\r\n\r\n") {
-                let read = stream.read(&mut buffer).await.unwrap();
-                assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
-                answer.extend_from_slice(&buffer[..read]);
-            }
-        })
+        read_until(
+            "the answer and its trailers",
+            &mut stream,
+            b"x-checksum: 1\r\n\r\n",
+        )
         .await;
     }
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 1);
@@ -404,16 +416,7 @@ async fn a_request_never_waits_behind_another_clients_upload() {
         .await
         .unwrap();
     // The whole early answer, so the upstream connection has been handed back.
-    let mut early = Vec::new();
-    let mut buffer = [0; 1024];
-    within("the early answer", async {
-        while !early.ends_with(b"\r\n\r\nok") {
-            let read = uploading.read(&mut buffer).await.unwrap();
-            assert!(read > 0, "{}", String::from_utf8_lossy(&early));
-            early.extend_from_slice(&buffer[..read]);
-        }
-    })
-    .await;
+    let early = read_until("the early answer", &mut uploading, b"\r\n\r\nok").await;
     assert!(early.starts_with(b"HTTP/1.1 200"));
     let answer = within(
         "another client's answer while the upload stalls",
