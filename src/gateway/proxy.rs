@@ -74,7 +74,12 @@ impl Upstream {
             HeaderValue::from_str(authority.as_str()).ok()
         });
         let trailers = accepts_trailers(&parts.headers);
-        remove_hop_by_hop(&mut parts.headers);
+        // Identity and (unless trusted) forwarding headers go in the same pass: only the
+        // gate and this proxy may set them.
+        let trust_forwarded = self.trust_forwarded_headers;
+        remove_hop_by_hop(&mut parts.headers, |name| {
+            is_identity(name) || (!trust_forwarded && is_forwarding(name))
+        });
         if trailers {
             // gRPC requires it; it says nothing about the connection, only about the response.
             parts
@@ -89,7 +94,6 @@ impl Upstream {
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        remove_identity(&mut parts.headers);
         write_identity(
             &self.forwarded_claims,
             &parts.extensions,
@@ -124,7 +128,7 @@ impl Upstream {
                     .map(|upgrade| (upgrade, hyper::upgrade::on(&mut response)));
                 let (mut parts, body) = response.into_parts();
                 let accepted = parts.headers.get(header::UPGRADE).cloned();
-                remove_hop_by_hop(&mut parts.headers);
+                remove_hop_by_hop(&mut parts.headers, |_| false);
                 if let Some((upgrade, upstream)) = switched {
                     let protocol = accepted.unwrap_or(upgrade.protocol.clone());
                     parts.headers.insert(header::UPGRADE, protocol);
@@ -159,43 +163,40 @@ impl Upstream {
         }
     }
 
+    /// Adds `X-Forwarded-For`, `-Proto` and `-Host`; a client's own were removed already
+    /// unless they are trusted.
     fn set_forwarded(
         &self,
         extensions: &http::Extensions,
         original_host: Option<&HeaderValue>,
         headers: &mut HeaderMap,
     ) {
-        let x_forwarded_for = HeaderName::from_static("x-forwarded-for");
-        let x_forwarded_proto = HeaderName::from_static("x-forwarded-proto");
-        let x_forwarded_host = HeaderName::from_static("x-forwarded-host");
-        if !self.trust_forwarded_headers {
-            headers.remove(&x_forwarded_for);
-            headers.remove(&x_forwarded_proto);
-            headers.remove(&x_forwarded_host);
-            headers.remove(header::FORWARDED);
-        }
         if let Some(ClientAddr(peer)) = extensions.get::<ClientAddr>() {
-            let value = match headers.get(&x_forwarded_for).map(HeaderValue::to_str) {
+            let value = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
                 Some(Ok(earlier)) => format!("{earlier}, {}", peer.ip()),
                 _ => peer.ip().to_string(),
             };
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(x_forwarded_for, value);
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(X_FORWARDED_FOR, value);
             }
         }
-        if !headers.contains_key(&x_forwarded_proto) {
+        if !headers.contains_key(X_FORWARDED_PROTO) {
             headers.insert(
-                x_forwarded_proto,
+                X_FORWARDED_PROTO,
                 HeaderValue::from_static(self.forwarded_proto),
             );
         }
         if let Some(host) = original_host {
-            if !headers.contains_key(&x_forwarded_host) {
-                headers.insert(x_forwarded_host, host.clone());
+            if !headers.contains_key(X_FORWARDED_HOST) {
+                headers.insert(X_FORWARDED_HOST, host.clone());
             }
         }
     }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// A WebSocket upgrade the proxy relays once the upstream switches protocols.
 struct Upgrade {
@@ -276,52 +277,76 @@ fn join_cookies(headers: &mut HeaderMap) {
     }
 }
 
-/// Removes the headers that describe one connection rather than the request (RFC 9110 §7.6.1).
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+/// Removes the headers that describe one connection rather than the request (RFC 9110
+/// §7.6.1: those `Connection` names, and the ones always hop-by-hop, `proxy-*` too) and
+/// those `also` picks, in one pass over the names.
+fn remove_hop_by_hop(headers: &mut HeaderMap, also: impl Fn(&HeaderName) -> bool) {
+    let mut doomed = names_where(headers, |name| is_hop_by_hop(name) || also(name));
+    // Each name `Connection` lists is read once (a long list read again for every header
+    // would cost a request's headers times its length), and made a name only if present.
+    let listed = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+        .map(str::trim);
+    for token in listed {
+        if headers.contains_key(token) {
+            doomed.extend(HeaderName::try_from(token).ok());
+        }
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::TE,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    remove_by_prefix(headers, "proxy-");
+    remove_all(headers, doomed);
 }
 
-/// Removes every `x-auth-*` header: only the gate may set them. `x_auth_*` goes too: CGI and
-/// WSGI servers turn both spellings into the same `HTTP_X_AUTH_*` variable.
+/// Hop-by-hop whatever `Connection` says. `Upgrade` too: a switch the proxy relays is asked
+/// for again by the proxy itself.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str().starts_with("proxy-")
+}
+
+/// The headers that say who the client is and how it reached the proxy: a client's own are
+/// not passed on unless the operator trusts the hop before.
+fn is_forwarding(name: &HeaderName) -> bool {
+    name == X_FORWARDED_FOR
+        || name == X_FORWARDED_PROTO
+        || name == X_FORWARDED_HOST
+        || name == header::FORWARDED
+}
+
+/// `x-auth-*`, and `x_auth_*` too: CGI and WSGI servers turn both spellings into the same
+/// `HTTP_X_AUTH_*` variable.
+fn is_identity(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.len() >= IDENTITY_PREFIX.len()
+        && name
+            .bytes()
+            .zip(IDENTITY_PREFIX.bytes())
+            .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
+}
+
+/// Removes every `x-auth-*` header: only the gate may set them.
 pub(super) fn remove_identity(headers: &mut HeaderMap) {
-    remove_where(headers, |name| {
-        name.len() >= IDENTITY_PREFIX.len()
-            && name
-                .bytes()
-                .zip(IDENTITY_PREFIX.bytes())
-                .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
-    });
+    let doomed = names_where(headers, is_identity);
+    remove_all(headers, doomed);
 }
 
-fn remove_by_prefix(headers: &mut HeaderMap, prefix: &str) {
-    remove_where(headers, |name| name.starts_with(prefix));
-}
-
-fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&str) -> bool) {
-    let names: Vec<HeaderName> = headers
+/// The names of `headers` that `doomed` picks, in one pass (none, as is usual, allocates
+/// nothing).
+fn names_where(headers: &HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> Vec<HeaderName> {
+    headers
         .keys()
-        .filter(|name| doomed(name.as_str()))
+        .filter(|name| doomed(name))
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Removes every value of each of `names`.
+fn remove_all(headers: &mut HeaderMap, names: Vec<HeaderName>) {
     for name in names {
         headers.remove(name);
     }

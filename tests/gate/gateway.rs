@@ -220,7 +220,10 @@ async fn a_client_cannot_impersonate_anyone() {
             .header("X-Auth-Roles", "superuser")
             .header("x-auth-anything", "1")
             .header("x_auth_sub", "admin")
-            .header("x-forwarded-for", "10.0.0.1");
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "bank.example")
+            .header("forwarded", "for=10.0.0.1;proto=https");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -252,6 +255,12 @@ async fn a_client_cannot_impersonate_anyone() {
             None => assert!(forwarded.is_empty(), "open path leaked {forwarded:?}"),
         }
         assert_eq!(header(&report, "x-forwarded-for"), Some("127.0.0.1"));
+        assert_eq!(header(&report, "x-forwarded-proto"), Some("http"));
+        assert_eq!(
+            header(&report, "x-forwarded-host"),
+            Some(&*setup.gateway.to_string())
+        );
+        assert_eq!(header(&report, "forwarded"), None);
     }
 }
 
@@ -262,7 +271,11 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     let request = Request::get(format!("http://{}/orders", setup.gateway))
         .header("authorization", format!("Bearer {token}"))
         .header("connection", "keep-alive, x-private-hop")
+        // Named in any case, on a second line, among spaces and tabs; `te` too, whose
+        // `trailers` the upstream still gets.
+        .header("connection", "X-Other-Hop\t,  te")
         .header("x-private-hop", "1")
+        .header("x-other-hop", "1")
         .header("keep-alive", "timeout=5")
         .header("te", "trailers, deflate;q=0.5")
         .header("trailer", "x-checksum")
@@ -277,6 +290,7 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
     for name in [
         "connection",
         "x-private-hop",
+        "x-other-hop",
         "keep-alive",
         // Without `Connection: upgrade` this is no WebSocket handshake: nothing to relay.
         "upgrade",

@@ -470,6 +470,11 @@ fn local(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedSub(String);
 
+/// The log label of the route at `index` in `shared`'s routes; `default` for none.
+fn label(shared: &OpsShared, route: Option<usize>) -> &str {
+    route.map_or("default", |index| shared.routes[index].label.as_str())
+}
+
 impl<S, B> Service<Request<Incoming>> for Ops<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -490,13 +495,12 @@ where
     fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
         let started = Instant::now();
         let shared = self.shared.clone();
-        let path = request.uri().path().to_owned();
         let probe = request.method() == Method::GET || request.method() == Method::HEAD;
-        if probe && path == shared.live_path {
+        if probe && request.uri().path() == shared.live_path {
             let response = local(StatusCode::OK, r#"{"status":"live"}"#.to_owned());
             return Box::pin(std::future::ready(Ok(response.map(Either::Right))));
         }
-        if probe && path == shared.ready_path {
+        if probe && request.uri().path() == shared.ready_path {
             let failing = shared.health.failing();
             let response = if failing.is_empty() {
                 local(StatusCode::OK, r#"{"status":"ready"}"#.to_owned())
@@ -510,33 +514,35 @@ where
             Some(id) if usable_request_id(id) => id.clone(),
             _ => {
                 let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-                let id = format!("{:016x}-{n:x}", shared.id_prefix);
-                HeaderValue::from_str(&id).expect("hex digits and a dash")
+                HeaderValue::try_from(format!("{:016x}-{n:x}", shared.id_prefix))
+                    .expect("hex digits and a dash")
             }
         };
         request.headers_mut().insert(REQUEST_ID.clone(), id.clone());
-        let (method, path) = match shared.original.then(|| original(&request)).flatten() {
-            Some(original) => original,
-            None => (request.method().clone(), path),
+        let original = shared.original.then(|| original(&request)).flatten();
+        let (method, path) = match &original {
+            Some((method, path)) => (method, path.as_str()),
+            None => (request.method(), request.uri().path()),
         };
         let route = shared
             .routes
             .iter()
-            .filter_map(|rule| rule.rank(&method, &path).map(|rank| (rank, rule)))
+            .enumerate()
+            .filter_map(|(index, rule)| rule.rank(method, path).map(|rank| (rank, index)))
             .max_by_key(|(rank, _)| *rank)
-            .map(|(_, rule)| rule);
+            .map(|(_, index)| index);
         let timeout = shared
             .routes
             .iter()
             .filter(|rule| rule.timeout.is_some())
-            .filter_map(|rule| rule.rank(&method, &path).map(|rank| (rank, rule)))
+            .filter_map(|rule| rule.rank(method, path).map(|rank| (rank, rule)))
             .max_by_key(|(rank, _)| *rank)
             .and_then(|(_, rule)| rule.timeout)
             .or(shared.default_timeout)
             .filter(|timeout| *timeout < shared.gateway_timeout);
-        let label = route
-            .map_or("default", |rule| rule.label.as_str())
-            .to_owned();
+        // Copied only for the log line, when it is written.
+        let logged = tracing::enabled!(target: "jwt_gate::request", tracing::Level::INFO)
+            .then(|| (method.clone(), path.to_owned()));
         let flying = Flying::new(&shared.in_flight);
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -554,29 +560,32 @@ where
                 Some(Err(never)) => match never {},
                 None => {
                     let seconds = timeout.map_or(0, |timeout| timeout.as_secs());
+                    let label = label(&shared, route);
                     tracing::warn!(route = %label, timeout_seconds = seconds, "request timed out");
                     let (status, body) = shared.timed_out;
                     local(status, body.to_owned()).map(Either::Right)
                 }
             };
-            let sub = match response.extensions().get::<VerifiedSub>() {
-                Some(VerifiedSub(sub)) => Some(sub.as_str()),
-                // forward-auth answers with the identity for the front server.
-                None => response
-                    .headers()
-                    .get("x-auth-sub")
-                    .and_then(|sub| sub.to_str().ok()),
-            };
-            tracing::info!(
-                target: "jwt_gate::request",
-                request_id = id.to_str().unwrap_or_default(),
-                method = %method,
-                path = %path,
-                route = %label,
-                status = response.status().as_u16(),
-                latency_ms = started.elapsed().as_secs_f64() * 1e3,
-                sub = sub.unwrap_or_default(),
-            );
+            if let Some((method, path)) = logged {
+                let sub = match response.extensions().get::<VerifiedSub>() {
+                    Some(VerifiedSub(sub)) => Some(sub.as_str()),
+                    // forward-auth answers with the identity for the front server.
+                    None => response
+                        .headers()
+                        .get("x-auth-sub")
+                        .and_then(|sub| sub.to_str().ok()),
+                };
+                tracing::info!(
+                    target: "jwt_gate::request",
+                    request_id = id.to_str().unwrap_or_default(),
+                    method = %method,
+                    path = %path,
+                    route = %label(&shared, route),
+                    status = response.status().as_u16(),
+                    latency_ms = started.elapsed().as_secs_f64() * 1e3,
+                    sub = sub.unwrap_or_default(),
+                );
+            }
             response.headers_mut().insert(REQUEST_ID.clone(), id);
             Ok(response)
         })
@@ -584,35 +593,55 @@ where
 }
 
 /// Between the gate and the gateway: notes the verified `sub` in the response's extensions,
-/// for [`Ops`]' log line.
+/// for [`Ops`]' log line, when that line is written.
 #[derive(Clone)]
 pub(crate) struct CaptureSub<S>(pub(crate) S);
 
 impl<S, B> Service<Request<Incoming>> for CaptureSub<S>
 where
     S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<B>, S::Error>> + Send>>;
+    type Future = CaptureSubFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let sub = request
-            .extensions()
-            .get::<Claims<ClaimMap>>()
-            .map(|claims| claims.sub.clone());
-        let future = self.0.call(request);
-        Box::pin(async move {
-            let mut response = future.await?;
-            if let Some(sub) = sub {
-                response.extensions_mut().insert(VerifiedSub(sub));
-            }
-            Ok(response)
-        })
+        let sub = tracing::enabled!(target: "jwt_gate::request", tracing::Level::INFO)
+            .then(|| request.extensions().get::<Claims<ClaimMap>>())
+            .flatten()
+            .map(|claims| VerifiedSub(claims.sub.clone()));
+        CaptureSubFuture {
+            inner: self.0.call(request),
+            sub,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`CaptureSub`]'s future: the inner one's response, with the `sub` noted.
+    pub(crate) struct CaptureSubFuture<F> {
+        #[pin]
+        inner: F,
+        sub: Option<VerifiedSub>,
+    }
+}
+
+impl<F, B, E> Future for CaptureSubFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(sub) = this.sub.take() {
+            response.extensions_mut().insert(sub);
+        }
+        Poll::Ready(Ok(response))
     }
 }
