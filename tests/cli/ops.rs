@@ -357,11 +357,7 @@ async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token
     let made = refused.header("x-request-id").unwrap().to_owned();
     assert!(!made.is_empty(), "an id is made when none came");
 
-    let _ = gate.child.kill();
-    let _ = gate.child.wait();
-    let mut logs = String::new();
-    let mut stderr_pipe = gate.child.stderr.take().unwrap();
-    stderr_pipe.read_to_string(&mut logs).unwrap();
+    let logs = stop_and_read_logs(&mut gate);
     let signature = token.rsplit('.').next().unwrap();
     assert!(
         !logs.contains(signature),
@@ -383,11 +379,62 @@ async fn json_logs_carry_request_id_route_status_latency_and_sub_never_the_token
     assert_eq!(ok["route"], "/api/*");
     assert_eq!(ok["status"], 200);
     assert_eq!(ok["sub"], "alice");
+    assert_eq!(ok["method"], "GET");
     assert_eq!(ok["path"], "/api/orders");
     assert!(ok["latency_ms"].as_f64().unwrap() >= 0.0);
     let bad = request(&made);
     assert_eq!(bad["status"], 401);
     assert_eq!(bad["sub"], "");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_logs_the_original_request_it_was_asked_about() {
+    let dir = TempDir::new("forward-auth-logs");
+    let config = dir.write(
+        "gate.toml",
+        "[log]\nformat = \"json\"\n\n[[routes]]\npath = \"/orders/*\"\naccess = \"required\"\n",
+    );
+    let token = token(&config, "alice");
+    let mut program = jwt_gate();
+    program.env("JWT_GATE_LOG", "info").stderr(Stdio::piped());
+    let mut gate = start_with(program, &config, "forward-auth");
+    let bearer = format!("Bearer {token}");
+    let answer = get_with(
+        gate.addr,
+        "/",
+        &[
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-uri", "/orders/7?page=in-the-query"),
+            ("authorization", &bearer),
+            ("x-request-id", "check-7"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+
+    let logs = stop_and_read_logs(&mut gate);
+    assert!(!logs.contains("in-the-query"), "the query reached the logs");
+    let line: serde_json::Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["request_id"] == "check-7")
+        .unwrap_or_else(|| panic!("no line for the check:\n{logs}"));
+    // What the front server asked about, not the check's own `GET /`.
+    assert_eq!(line["method"], "DELETE");
+    assert_eq!(line["path"], "/orders/7");
+    assert_eq!(line["route"], "/orders/*");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["sub"], "alice");
+}
+
+/// Stops `gate` and returns what it wrote to its (piped) stderr.
+fn stop_and_read_logs(gate: &mut crate::Server) -> String {
+    let _ = gate.child.kill();
+    let _ = gate.child.wait();
+    let mut logs = String::new();
+    let mut stderr_pipe = gate.child.stderr.take().unwrap();
+    stderr_pipe.read_to_string(&mut logs).unwrap();
+    logs
 }
 
 #[tokio::test(flavor = "multi_thread")]
