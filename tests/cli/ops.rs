@@ -305,10 +305,16 @@ upstream_timeout_seconds = 1
 [[routes]]
 path = "/patient/*"
 timeout_seconds = 5
+
+[[routes]]
+path = "/slow/quick/*"
+timeout_seconds = 1
 "#
         ),
     );
-    let gate = start(&config, "proxy");
+    let mut program = jwt_gate();
+    program.stderr(Stdio::piped());
+    let mut gate = start_with(program, &config, "proxy");
     let token = token(&config, "alice");
     // The default (1 s) cuts the 2 s answer; the route's own 5 s lets it through.
     let cut = get(gate.addr, "/slow/x", Some(&token)).await;
@@ -321,6 +327,17 @@ timeout_seconds = 5
         get(gate.addr, "/patient/x", None).await.status,
         StatusCode::UNAUTHORIZED
     );
+    let quick = get(gate.addr, "/slow/quick/x", Some(&token)).await;
+    assert_eq!(quick.status, StatusCode::GATEWAY_TIMEOUT, "{}", quick.text);
+    // Each cut is logged with the route that set its time.
+    let logs = stop_and_read_logs(&mut gate);
+    let cuts: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("request timed out"))
+        .collect();
+    assert_eq!(cuts.len(), 2, "{logs}");
+    assert!(cuts[0].contains("route=default"), "{logs}");
+    assert!(cuts[1].contains("route=/slow/quick/*"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
