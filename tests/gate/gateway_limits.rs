@@ -38,6 +38,13 @@ struct Upstream {
     accepted: Arc<AtomicUsize>,
 }
 
+impl Upstream {
+    /// Waits until the upstream holds `count` connections open.
+    async fn until_live(&self, what: &str, count: usize) {
+        until(what, || self.live.load(Ordering::SeqCst) == count).await;
+    }
+}
+
 async fn upstream(hold: usize) -> Upstream {
     upstream_keeping(hold, Duration::from_secs(3600)).await
 }
@@ -437,11 +444,9 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
             200,
             "{round}"
         );
-        let live = upstream.live.clone();
-        until("the upstream closed its idle connection", || {
-            live.load(Ordering::SeqCst) == 0
-        })
-        .await;
+        upstream
+            .until_live("the upstream closed its idle connection", 0)
+            .await;
     }
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 3);
 }
@@ -456,11 +461,9 @@ async fn idle_upstream_connections_are_bounded_in_number() {
     })
     .await;
     three_at_once(addr).await;
-    let live = upstream.live.clone();
-    until("idle upstream connections closed down to one", || {
-        live.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    upstream
+        .until_live("idle upstream connections closed down to one", 1)
+        .await;
 }
 
 #[tokio::test]
@@ -471,11 +474,9 @@ async fn idle_upstream_connections_are_closed_in_time() {
     })
     .await;
     three_at_once(addr).await;
-    let live = upstream.live.clone();
-    until("idle upstream connections closed", || {
-        live.load(Ordering::SeqCst) == 0
-    })
-    .await;
+    upstream
+        .until_live("idle upstream connections closed", 0)
+        .await;
 }
 
 #[tokio::test]
