@@ -376,10 +376,15 @@ async fn reap(shared: &Weak<Shared>) {
     }
 }
 
-/// `/path?query` of a URI: an HTTP/1.1 request line names only that.
-fn origin_form(uri: &Uri) -> Uri {
+/// `/path?query` of a URI (`/` for an absolute one with no path): an HTTP/1.1 request line
+/// names only that.
+pub(super) fn origin_form(uri: &Uri) -> Uri {
     let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri.path_and_query().cloned();
+    parts.path_and_query = Some(
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
     Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
 }
 

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use super::conn::ConnectionSlot;
 use super::identity::{write_identity, ForwardedClaim};
 use super::limits::{BodyState, TimedBody};
-use super::pool::Pool;
+use super::pool::{origin_form, Pool};
 use super::{GatewayBody, IDENTITY_PREFIX};
 use crate::ClientAddr;
 
@@ -61,7 +61,7 @@ impl Upstream {
         let uri = if self.base_path.is_empty() && parts.uri.authority().is_none() {
             Ok(parts.uri.clone())
         } else if self.base_path.is_empty() {
-            Uri::try_from(path_and_query)
+            Ok(origin_form(&parts.uri))
         } else {
             Uri::try_from(format!("{}{path_and_query}", self.base_path))
         };

@@ -661,18 +661,64 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.unwrap();
+    send_on_one_connection(addr, request, true).await
+}
+
+/// Sends `request` to `addr` on a connection of its own, HTTP/2 (h2c by prior knowledge) or
+/// HTTP/1.1, its target as it is (absolute-form if absolute, as to a forward proxy).
+async fn send_on_one_connection<B>(
+    addr: SocketAddr,
+    request: Request<B>,
+    http2: bool,
+) -> (StatusCode, Bytes)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+    let response = if http2 {
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(connection);
+        sender.send_request(request).await.unwrap()
+    };
     let status = response.status();
     (
         status,
         response.into_body().collect().await.unwrap().to_bytes(),
     )
+}
+
+#[tokio::test]
+async fn an_absolute_target_reaches_the_upstream_as_its_path_only() {
+    let setup = setup().await;
+    let token = token_with_roles(&setup.keys);
+    for (target, path) in [
+        ("http://elsewhere.example/orders?page=2", "/orders?page=2"),
+        // An absolute target with no path asks for `/` (RFC 9112 §3.2.2).
+        ("http://elsewhere.example", "/"),
+    ] {
+        let request = Request::get(target)
+            .header("host", "elsewhere.example")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, body) = send_on_one_connection(setup.gateway, request, false).await;
+        assert_eq!(status, StatusCode::OK, "{target}");
+        let report = report(&body);
+        assert_eq!(report["path"], path, "{target}");
+        assert_eq!(
+            header(&report, "host"),
+            Some(&*setup.upstream.to_string()),
+            "{target}"
+        );
+    }
 }
 
 #[tokio::test]
