@@ -353,8 +353,9 @@ fn reference() {
         });
     }
 
-    // Revocation lookups, small and large lists, and memory per entry.
-    for size in [1_000usize, 1_000_000] {
+    // Revocation lookups: an empty list (no `jti` is hashed until one is revoked), small and
+    // large lists, and memory per entry.
+    for size in [0, 1_000usize, 1_000_000] {
         let rss_before = resident_bytes();
         let store = MemoryRevocations::new();
         let exp = now() + 3_600;

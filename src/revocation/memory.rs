@@ -51,9 +51,11 @@ struct Inner {
     subjects: DashMap<String, SubjectCutoff>,
     /// Fingerprints of revoked `sid`s, to when they may be forgotten.
     sessions: DashMap<Fingerprint, u64, BuildFingerprintHasher>,
-    // DashMap::is_empty locks every shard; these flags let the hot path skip the subject and
-    // session maps until their first entry. They are never cleared, so a racing purge cannot
+    // DashMap::is_empty locks every shard; these flags let the hot path skip hashing for a
+    // map until its first entry (a gate in front of tokens that nobody revokes, an identity
+    // provider's say, never hashes a `jti`). They are never cleared, so a racing purge cannot
     // hide an entry.
+    any_token: AtomicBool,
     any_subject_cutoff: AtomicBool,
     any_session: AtomicBool,
     clock: Arc<dyn Clock>,
@@ -98,6 +100,7 @@ impl MemoryRevocations {
                 tokens: DashMap::with_hasher(BuildFingerprintHasher),
                 subjects: DashMap::new(),
                 sessions: DashMap::with_hasher(BuildFingerprintHasher),
+                any_token: AtomicBool::new(false),
                 any_subject_cutoff: AtomicBool::new(false),
                 any_session: AtomicBool::new(false),
                 clock,
@@ -127,6 +130,10 @@ impl MemoryRevocations {
         sizes.changed(RevocationKind::Token, count(fresh.inner.tokens.len()));
         sizes.changed(RevocationKind::Subject, count(fresh.inner.subjects.len()));
         sizes.changed(RevocationKind::Session, count(fresh.inner.sessions.len()));
+        fresh
+            .inner
+            .any_token
+            .store(!fresh.inner.tokens.is_empty(), Ordering::Release);
         fresh
             .inner
             .any_session
@@ -228,6 +235,7 @@ impl MemoryRevocations {
     /// Records a revocation at once (the memory store cannot fail).
     pub fn revoke_now(&self, jti: &str, expires_at: u64) {
         self.purge_if_due();
+        self.inner.any_token.store(true, Ordering::Release);
         let entry = self.inner.tokens.entry(Fingerprint::of(jti.as_bytes()));
         self.inner
             .sizes
@@ -269,10 +277,11 @@ impl MemoryRevocations {
 
     /// Whether a token is revoked, answered from memory.
     pub fn is_revoked(&self, token: &TokenId<'_>) -> bool {
-        if self
-            .inner
-            .tokens
-            .contains_key(&Fingerprint::of(token.jti.as_bytes()))
+        if self.inner.any_token.load(Ordering::Acquire)
+            && self
+                .inner
+                .tokens
+                .contains_key(&Fingerprint::of(token.jti.as_bytes()))
         {
             return true;
         }
@@ -375,9 +384,13 @@ mod tests {
     #[test]
     fn revoked_jti_is_revoked_and_others_are_not() {
         let store = MemoryRevocations::new();
+        // Asked first while nothing is revoked: the answer must not stick.
+        assert!(!store.is_revoked(&token("a", "alice", 1)));
         store.revoke_now("a", u64::MAX);
         assert!(store.is_revoked(&token("a", "alice", 1)));
         assert!(!store.is_revoked(&token("b", "alice", 1)));
+        // A clone shares the list, the first revocation included.
+        assert!(store.clone().is_revoked(&token("a", "alice", 1)));
     }
 
     #[test]
