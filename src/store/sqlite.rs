@@ -1,8 +1,9 @@
 //! Users and sessions in one SQLite file (feature `sqlite`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
+use std::time::{Duration, Instant};
 
 use quick_cache::sync::Cache;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
@@ -99,9 +100,12 @@ const SCHEMA_VERSION: i64 = 3;
 /// that `find_user` for a user seen before answers without a thread hop or a query. Every
 /// write to a user through this store (clones included) drops its copy before the write
 /// returns, and a read that raced a write never puts what it read back: a `find_user` that
-/// starts after a write has returned sees that write. Open a file once and clone the store:
-/// a second store opened on the same file keeps its own copies, and would see the first's
-/// password-hash upgrades only for users it has not read yet.
+/// starts after a write has returned sees that write. A write by anything else on the same
+/// file (an admin tool revoking a role, another process, a second store opened on it) is
+/// seen within a tenth of a second: a cache hit asks SQLite, at most that often, whether
+/// another connection has committed since (`PRAGMA data_version` on this store's writer), and
+/// every cached user is dropped when one has. Within a process, open a file once and clone
+/// the store.
 ///
 /// ```no_run
 /// use jwt_gate::store::SqliteUserStore;
@@ -120,10 +124,22 @@ pub struct SqliteUserStore {
 /// email and password hash, about 200 bytes).
 const CACHED_USERS: usize = 16_384;
 
-/// Users as last read, invalidated by every write to users.
+/// How long a user cached here may outlive a change made to the file by another connection.
+const FOREIGN_WRITES_CHECKED_EVERY: Duration = Duration::from_millis(100);
+
+/// Users as last read, invalidated by every write to users, and wholly by another
+/// connection's commit.
 struct UserCache {
     entries: Cache<String, User>,
     writes: Mutex<WriteCount>,
+    /// What `next_check` counts from.
+    opened: Instant,
+    /// When the next hit asks whether another connection committed, in milliseconds since
+    /// `opened`.
+    next_check: AtomicU64,
+    /// The writer's `PRAGMA data_version` when last asked: it moves only when another
+    /// connection commits to the file.
+    data_version: AtomicI64,
 }
 
 /// Every write to users is counted when it starts and when it ends. A read fills the cache
@@ -178,6 +194,44 @@ impl UserCache {
         let writes = self.writes();
         if writes.changes == before && writes.under_way == 0 {
             self.entries.insert(user.key.clone(), user.clone());
+        }
+    }
+
+    /// Drops every cached user if another connection has committed to the file since the
+    /// last look, looking at most every [`FOREIGN_WRITES_CHECKED_EVERY`], in one thread at a
+    /// time. A read racing this one cannot put back what it read before the commit: the
+    /// count moves, as for a write of ours.
+    fn forget_foreign_writes(&self, writer: &Mutex<Connection>) {
+        let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let due = self.next_check.load(Ordering::Relaxed);
+        let next = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
+        if now < due
+            || self
+                .next_check
+                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        // A write of ours holds the writer, perhaps for seconds (a busy file): the next hit
+        // asks again instead of waiting here.
+        let connection = match writer.try_lock() {
+            Ok(connection) => connection,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                self.next_check.store(due, Ordering::Relaxed);
+                return;
+            }
+        };
+        // Reading the version takes no lock on the file. Were it to fail, forgetting is
+        // the safe side: the next reads come from the file.
+        let version = connection
+            .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+            .unwrap_or(i64::MIN);
+        if self.data_version.swap(version, Ordering::Relaxed) != version || version == i64::MIN {
+            let mut writes = self.writes();
+            writes.changes += 1;
+            self.entries.clear();
         }
     }
 }
@@ -272,6 +326,10 @@ impl SqliteUserStore {
     }
 
     fn with(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
+        // Read now, so that only commits made after the store opened count as foreign.
+        let data_version = writer
+            .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+            .unwrap_or(i64::MIN);
         Self {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Readers {
@@ -281,6 +339,9 @@ impl SqliteUserStore {
             users: Arc::new(UserCache {
                 entries: Cache::new(CACHED_USERS),
                 writes: Mutex::default(),
+                opened: Instant::now(),
+                next_check: AtomicU64::new(0),
+                data_version: AtomicI64::new(data_version),
             }),
         }
     }
@@ -609,6 +670,10 @@ impl UserStore for SqliteUserStore {
     }
 
     fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
+        // A database in memory has no connection but the writer: nothing else can write.
+        if !self.readers.connections.is_empty() {
+            self.users.forget_foreign_writes(&self.writer);
+        }
         if let Some(user) = self.users.entries.get(key) {
             return Box::pin(std::future::ready(Ok(Some(user))));
         }
@@ -794,6 +859,72 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("users.db")
+    }
+
+    fn user(key: &str, roles: &[&str]) -> User {
+        User {
+            key: key.into(),
+            username: key.into(),
+            email: format!("{key}@example.com"),
+            password_hash: "$argon2id$old".into(),
+            roles: roles.iter().map(|&role| role.to_owned()).collect(),
+            scopes: Vec::new(),
+        }
+    }
+
+    /// An admin tool revoking a role runs in a process of its own (here, a second store on
+    /// the same file): the serving store's cached copy must not outlive the change by more
+    /// than the documented tenth of a second, or the user keeps getting the role at login.
+    #[tokio::test]
+    async fn a_change_made_through_another_connection_reaches_cached_users() {
+        let path = temp_db("foreign");
+        let serving = SqliteUserStore::open(&path).unwrap();
+        serving.create_user(user("bob", &["admin"])).await.unwrap();
+        assert_eq!(
+            serving.find_user("bob").await.unwrap().unwrap().roles,
+            ["admin"]
+        );
+        assert!(serving.users.entries.get("bob").is_some(), "bob is cached");
+
+        let admin_tool = SqliteUserStore::open(&path).unwrap();
+        let revoke = GrantChange::new().revoke_role("admin").unwrap();
+        assert!(admin_tool.change_grants("bob", &revoke).await.unwrap());
+        admin_tool
+            .update_password_hash("bob", "$argon2id$new".into())
+            .await
+            .unwrap();
+        tokio::time::sleep(FOREIGN_WRITES_CHECKED_EVERY + Duration::from_millis(50)).await;
+
+        let bob = serving.find_user("bob").await.unwrap().unwrap();
+        assert!(
+            bob.roles.is_empty(),
+            "the revoked role is gone: {:?}",
+            bob.roles
+        );
+        assert_eq!(bob.password_hash, "$argon2id$new");
+    }
+
+    /// The store's own writes drop only the user written: were they taken for another
+    /// connection's, every login (it writes a refresh token) would empty the cache.
+    #[tokio::test]
+    async fn the_stores_own_writes_keep_other_cached_users() {
+        let store = SqliteUserStore::open(temp_db("own-writes")).unwrap();
+        store.create_user(user("bob", &[])).await.unwrap();
+        store.create_user(user("eve", &[])).await.unwrap();
+        store.find_user("bob").await.unwrap().unwrap();
+        store.find_user("eve").await.unwrap().unwrap();
+        let grant = GrantChange::new().grant_role("clerk").unwrap();
+        assert!(store.change_grants("bob", &grant).await.unwrap());
+        tokio::time::sleep(FOREIGN_WRITES_CHECKED_EVERY + Duration::from_millis(50)).await;
+
+        assert_eq!(
+            store.find_user("bob").await.unwrap().unwrap().roles,
+            ["clerk"]
+        );
+        assert!(
+            store.users.entries.get("eve").is_some(),
+            "eve stays cached after a write to bob"
+        );
     }
 
     /// A protected route reads its user on every request; a login's write (synced to disk)
