@@ -785,8 +785,10 @@ impl<C> Requirements<C> {
     /// applies (they add up). A path not in canonical form matches every rule: a router that
     /// normalises it later could route it anywhere, so it must meet them all. So does a
     /// method with lower-case letters (`post`), which a server may read as `POST` or not. A
-    /// path with escapes meets the rules of both its spellings, as sent and decoded. Whether it is
-    /// canonical is asked only of a path some rule does not match, once.
+    /// path with escapes meets the rules of both its spellings, as sent and decoded, and a
+    /// path meets the rules it matches but for the case of its letters or a trailing `/`
+    /// ([`Pattern::matches_loosely`]), as a case-insensitive or lenient router would route it.
+    /// Whether it is canonical is asked only of a path some rule does not match, once.
     fn on_route<'a>(
         &'a self,
         method: &'a Method,
@@ -801,6 +803,7 @@ impl<C> Requirements<C> {
             .filter(move |rule| {
                 (rule.method.as_ref().is_none_or(|wanted| wanted == method)
                     && (rule.pattern.matches(path).is_some()
+                        || rule.pattern.matches_loosely(path)
                         || spelled
                             .get_or_insert_with(|| decoded(path))
                             .as_deref()

@@ -216,7 +216,10 @@ impl<C> JwtAuthLayer<C> {
     /// `require`. A route rule needs a token even on an optional path; every rule matching a
     /// request applies, beside those of [`require`](Self::require). Paths match as for open
     /// paths, and a path not in canonical form (dot segments, encoded slashes, `;`) must meet
-    /// every route rule of the gate, since a router could normalise it into any route.
+    /// every route rule of the gate, since a router could normalise it into any route. A rule
+    /// also holds its path in any ASCII letter case and with or without a trailing `/`
+    /// (`/ORDERS`, `/orders/`), which case-insensitive and lenient routers (Express's and
+    /// ASP.NET Core's defaults) send to the same handler; open and optional paths stay exact.
     ///
     /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
     ///

@@ -74,6 +74,35 @@ impl Pattern {
             Self::Prefix(prefix) => is_under(path, prefix).then_some(prefix.len()),
         }
     }
+
+    /// Whether `path` is a spelling of this pattern that a lenient router would route to it:
+    /// its ASCII letters in any case (Express, ASP.NET Core and IIS route so by default), and,
+    /// for an exact path, with or without one trailing `/` (Express without `strict`). Only a
+    /// requirement is matched so: it adds to what a request must carry, where an open or
+    /// optional path matched loosely would take something away.
+    pub(crate) fn matches_loosely(&self, path: &str) -> bool {
+        let (path, pattern) = match self {
+            Self::Exact(exact) => (without_trailing_slash(path), without_trailing_slash(exact)),
+            Self::Prefix(prefix) => (path, prefix.as_str()),
+        };
+        let (path, pattern) = (path.as_bytes(), pattern.as_bytes());
+        path.split_at_checked(pattern.len())
+            .is_some_and(|(head, rest)| {
+                head.eq_ignore_ascii_case(pattern)
+                    && match self {
+                        Self::Exact(_) => rest.is_empty(),
+                        Self::Prefix(_) => rest.is_empty() || rest[0] == b'/',
+                    }
+            })
+    }
+}
+
+/// `path` without one trailing `/`, unless it is the root.
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(trimmed) if !trimmed.is_empty() => trimmed,
+        _ => path,
+    }
 }
 
 /// Whether `path` is `prefix` (given without a trailing `/`) or below it, segment-wise:
@@ -287,6 +316,35 @@ fn unhex(pair: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loose_match_ignores_ascii_case_and_one_trailing_slash_of_an_exact_path() {
+        let exact = Pattern::exact("/orders");
+        for path in ["/orders", "/ORDERS", "/Orders", "/orders/", "/oRdErS/"] {
+            assert!(exact.matches_loosely(path), "{path}");
+        }
+        for path in [
+            "/orders//",
+            "/orders/1",
+            "/order",
+            "/ordersx",
+            "/",
+            "",
+            "/ÖRDERS",
+        ] {
+            assert!(!exact.matches_loosely(path), "{path}");
+        }
+        assert!(Pattern::exact("/orders/").matches_loosely("/ORDERS"));
+        assert!(Pattern::exact("/").matches_loosely("/"));
+
+        let prefix = Pattern::prefix("/admin/");
+        for path in ["/admin", "/ADMIN", "/Admin/users", "/aDmIn/", "/ADMIN/x/y"] {
+            assert!(prefix.matches_loosely(path), "{path}");
+        }
+        for path in ["/administrators", "/ADMINX", "/adm", "/", "/x/admin"] {
+            assert!(!prefix.matches_loosely(path), "{path}");
+        }
+    }
 
     fn rules() -> PathRules {
         let mut rules = PathRules::default();

@@ -234,6 +234,45 @@ async fn per_route_rules_apply_by_method_and_path_beside_open_and_optional_paths
         let reply = post_bearer(addr, sneaky, &reader).await;
         assert_eq!(reply.status, 403, "{sneaky}: {reply:?}");
     }
+    // So must the spellings a case-insensitive router (Express's, ASP.NET Core's by default)
+    // or one that ignores a trailing slash routes to /orders.
+    for lenient in ["/ORDERS", "/Orders", "/orders/", "/ORDERS/"] {
+        let reply = post_bearer(addr, lenient, &reader).await;
+        assert_eq!(reply.status, 403, "{lenient}: {reply:?}");
+    }
+}
+
+/// A prefix rule on a case-insensitive upstream: every spelling of the prefix and what is
+/// below it needs the role, and nothing else does.
+#[tokio::test]
+async fn a_prefix_rule_holds_every_case_of_its_prefix() {
+    let app = Router::new()
+        .route("/admin/users", routing::get(|| async { "users" }))
+        .route(
+            "/ADMIN/users",
+            routing::get(|| async { "users, by another spelling" }),
+        )
+        .route(
+            "/administrators",
+            routing::get(|| async { "a page of its own" }),
+        )
+        .route("/Admin", routing::get(|| async { "the prefix itself" }));
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles")).require_prefix(
+        None,
+        "/admin",
+        Require::role("admin"),
+    );
+    let addr = serve(app.layer(layer)).await;
+    let clerk = token_with(json!({ "roles": ["clerk"] }));
+    let admin = token_with(json!({ "roles": ["admin"] }));
+
+    for path in ["/admin/users", "/ADMIN/users", "/Admin"] {
+        let refused = get_bearer(addr, path, &clerk).await;
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+        assert_eq!(get_bearer(addr, path, &admin).await.status, 200, "{path}");
+    }
+    let beside = get_bearer(addr, "/administrators", &clerk).await;
+    assert_eq!(beside.status, 200, "not below /admin: {beside:?}");
 }
 
 #[tokio::test]
