@@ -23,7 +23,7 @@ use tower_service::Service;
 use crate::error::DEFAULT_REALM;
 use crate::layer::ResponseBody;
 use crate::metrics::GateMetrics;
-use crate::paths::{decoded, is_canonical, is_canonical_method, same_bytes, Pattern};
+use crate::paths::{decoded, holds, is_canonical, is_canonical_method, same_bytes, Pattern};
 use crate::{AuthError, Claims};
 
 /// Where in a token's claims its roles are: a dot-separated path to an array of strings (or
@@ -788,6 +788,7 @@ impl<C> Requirements<C> {
     /// path with escapes meets the rules of both its spellings, as sent and decoded, and a
     /// path meets the rules it matches but for the case of its letters or a trailing `/`
     /// ([`Pattern::matches_loosely`]), as a case-insensitive or lenient router would route it.
+    /// A rule for `GET` holds `HEAD` too ([`holds`]).
     /// Whether it is canonical is asked only of a path some rule does not match, once.
     fn on_route<'a>(
         &'a self,
@@ -801,13 +802,19 @@ impl<C> Requirements<C> {
         self.routes
             .iter()
             .filter(move |rule| {
-                (rule.method.as_ref().is_none_or(|wanted| wanted == method)
+                (rule
+                    .method
+                    .as_ref()
+                    .is_none_or(|wanted| holds(wanted, method))
                     && (rule.pattern.matches(path).is_some()
-                        || rule.pattern.matches_loosely(path)
+                        || rule.pattern.matches_loosely(path).is_some()
                         || spelled
                             .get_or_insert_with(|| decoded(path))
                             .as_deref()
-                            .is_some_and(|decoded| rule.pattern.matches(decoded).is_some())))
+                            .is_some_and(|decoded| {
+                                rule.pattern.matches(decoded).is_some()
+                                    || rule.pattern.matches_loosely(decoded).is_some()
+                            })))
                     || !*canonical
                         .get_or_insert_with(|| is_canonical(path) && is_canonical_method(method))
             })

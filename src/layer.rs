@@ -220,6 +220,7 @@ impl<C> JwtAuthLayer<C> {
     /// also holds its path in any ASCII letter case and with or without a trailing `/`
     /// (`/ORDERS`, `/orders/`), which case-insensitive and lenient routers (Express's and
     /// ASP.NET Core's defaults) send to the same handler; open and optional paths stay exact.
+    /// A rule for `GET` holds `HEAD` too.
     ///
     /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
     ///

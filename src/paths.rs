@@ -75,26 +75,34 @@ impl Pattern {
         }
     }
 
-    /// Whether `path` is a spelling of this pattern that a lenient router would route to it:
-    /// its ASCII letters in any case (Express, ASP.NET Core and IIS route so by default), and,
-    /// for an exact path, with or without one trailing `/` (Express without `strict`). Only a
-    /// requirement is matched so: it adds to what a request must carry, where an open or
-    /// optional path matched loosely would take something away.
-    pub(crate) fn matches_loosely(&self, path: &str) -> bool {
+    /// Whether `path` is a spelling of this pattern that a lenient router would route to it,
+    /// and how specific the match is ([`matches`](Self::matches)'s measure): its ASCII
+    /// letters in any case (Express, ASP.NET Core and IIS route so by default), and, for an
+    /// exact path, with or without one trailing `/` (Express without `strict`). A decision
+    /// taken on a loose match is only ever kept when it is the stricter one: a requirement
+    /// adds to what a request must carry, while an open path matched loosely would take a
+    /// token's check away.
+    pub(crate) fn matches_loosely(&self, path: &str) -> Option<usize> {
         let (path, pattern) = match self {
             Self::Exact(exact) => (without_trailing_slash(path), without_trailing_slash(exact)),
             Self::Prefix(prefix) => (path, prefix.as_str()),
         };
         let (path, pattern) = (path.as_bytes(), pattern.as_bytes());
-        path.split_at_checked(pattern.len())
-            .is_some_and(|(head, rest)| {
-                head.eq_ignore_ascii_case(pattern)
-                    && match self {
-                        Self::Exact(_) => rest.is_empty(),
-                        Self::Prefix(_) => rest.is_empty() || rest[0] == b'/',
-                    }
-            })
+        let (head, rest) = path.split_at_checked(pattern.len())?;
+        if !head.eq_ignore_ascii_case(pattern) {
+            return None;
+        }
+        match self {
+            Self::Exact(_) => rest.is_empty().then_some(usize::MAX),
+            Self::Prefix(_) => (rest.is_empty() || rest[0] == b'/').then_some(pattern.len()),
+        }
     }
+}
+
+/// Whether a rule for `rule_method` holds a request by `method`: its own method, and for a
+/// `GET` rule also `HEAD`, which servers (axum, Express, Flask) answer with the `GET` handler.
+pub(crate) fn holds(rule_method: &Method, method: &Method) -> bool {
+    rule_method == method || (*rule_method == Method::GET && *method == Method::HEAD)
 }
 
 /// `path` without one trailing `/`, unless it is the root.
@@ -168,26 +176,36 @@ impl PathRules {
     ///
     /// A path with escapes (`/users/a%40b`) is judged by both its spellings, as sent and
     /// decoded, and the stricter answer wins: an upstream that decodes before routing serves
-    /// the second, one that does not the first.
+    /// the second, one that does not the first. Each spelling is also judged as a
+    /// case-insensitive or lenient router reads it ([`Pattern::matches_loosely`]), and again
+    /// the stricter answer wins: `/docs/INTERNAL` is protected under an open `/docs` that
+    /// protects `/docs/internal`, and `/HEALTH` is not opened by an open `/health`.
     pub(crate) fn access_for(&self, method: &Method, path: &str) -> Access {
         if self.rules.is_empty() || !is_canonical(path) || !is_canonical_method(method) {
             return Access::Protected;
         }
-        let as_sent = self.judge(method, path);
+        let judge = |path: &str| {
+            self.judge(method, path, Pattern::matches)
+                .stricter(self.judge(method, path, Pattern::matches_loosely))
+        };
+        let as_sent = judge(path);
         match decoded(path) {
-            Some(decoded) => as_sent.stricter(self.judge(method, &decoded)),
+            Some(decoded) => as_sent.stricter(judge(&decoded)),
             None => as_sent,
         }
     }
 
-    fn judge(&self, method: &Method, path: &str) -> Access {
+    fn judge(
+        &self,
+        method: &Method,
+        path: &str,
+        matches: impl Fn(&Pattern, &str) -> Option<usize>,
+    ) -> Access {
         self.rules
             .iter()
-            .filter(|(only, _, _)| only.as_ref().is_none_or(|only| only == method))
+            .filter(|(only, _, _)| only.as_ref().is_none_or(|only| holds(only, method)))
             .filter_map(|(only, pattern, access)| {
-                pattern
-                    .matches(path)
-                    .map(|specificity| ((specificity, only.is_some()), *access))
+                matches(pattern, path).map(|specificity| ((specificity, only.is_some()), *access))
             })
             .max_by_key(|(specificity, _)| *specificity)
             .map_or(Access::Protected, |(_, access)| access)
@@ -321,7 +339,7 @@ mod tests {
     fn a_loose_match_ignores_ascii_case_and_one_trailing_slash_of_an_exact_path() {
         let exact = Pattern::exact("/orders");
         for path in ["/orders", "/ORDERS", "/Orders", "/orders/", "/oRdErS/"] {
-            assert!(exact.matches_loosely(path), "{path}");
+            assert!(exact.matches_loosely(path).is_some(), "{path}");
         }
         for path in [
             "/orders//",
@@ -332,17 +350,19 @@ mod tests {
             "",
             "/ÖRDERS",
         ] {
-            assert!(!exact.matches_loosely(path), "{path}");
+            assert!(exact.matches_loosely(path).is_none(), "{path}");
         }
-        assert!(Pattern::exact("/orders/").matches_loosely("/ORDERS"));
-        assert!(Pattern::exact("/").matches_loosely("/"));
+        assert!(Pattern::exact("/orders/")
+            .matches_loosely("/ORDERS")
+            .is_some());
+        assert!(Pattern::exact("/").matches_loosely("/").is_some());
 
         let prefix = Pattern::prefix("/admin/");
         for path in ["/admin", "/ADMIN", "/Admin/users", "/aDmIn/", "/ADMIN/x/y"] {
-            assert!(prefix.matches_loosely(path), "{path}");
+            assert!(prefix.matches_loosely(path).is_some(), "{path}");
         }
         for path in ["/administrators", "/ADMINX", "/adm", "/", "/x/admin"] {
-            assert!(!prefix.matches_loosely(path), "{path}");
+            assert!(prefix.matches_loosely(path).is_none(), "{path}");
         }
     }
 
@@ -376,6 +396,49 @@ mod tests {
             rules.access_for(&Method::POST, "/auth/logout"),
             Access::Protected
         );
+    }
+
+    /// A protected carve-out in an open or optional area holds every letter case of its path,
+    /// as a case-insensitive upstream serves it; an open path opens only its exact spelling.
+    #[test]
+    fn a_loose_spelling_can_only_make_the_answer_stricter() {
+        let mut rules = rules();
+        rules.exact("/public/drafts.html", Access::Protected);
+        for path in ["/auth/LOGOUT", "/AUTH/logout", "/auth/Logout/x"] {
+            assert_eq!(rules.access(path), Access::Protected, "{path}");
+        }
+        for path in [
+            "/public/DRAFTS.html",
+            "/public/drafts.html/",
+            "/public/Drafts.HTML/",
+        ] {
+            assert_eq!(rules.access(path), Access::Protected, "{path}");
+        }
+        for path in ["/HEALTH", "/health/", "/Auth/token", "/PUBLIC/page"] {
+            assert_eq!(rules.access(path), Access::Protected, "{path}");
+        }
+        // Decoded, then read case-insensitively: still the carve-out.
+        rules.exact("/public/$batch", Access::Protected);
+        assert_eq!(rules.access("/PUBLIC/%24batch"), Access::Protected);
+        assert_eq!(rules.access("/public/page"), Access::Optional);
+    }
+
+    /// Servers answer `HEAD` with the `GET` handler, so a `GET` rule holds it too.
+    #[test]
+    fn a_get_rule_holds_head() {
+        let mut rules = rules();
+        rules.exact_for(Some(Method::GET), "/public/report", Access::Protected);
+        assert_eq!(
+            rules.access_for(&Method::HEAD, "/public/report"),
+            Access::Protected
+        );
+        assert_eq!(
+            rules.access_for(&Method::POST, "/public/report"),
+            Access::Optional
+        );
+        assert!(holds(&Method::GET, &Method::HEAD));
+        assert!(!holds(&Method::HEAD, &Method::GET));
+        assert!(!holds(&Method::POST, &Method::HEAD));
     }
 
     #[test]

@@ -242,6 +242,49 @@ async fn per_route_rules_apply_by_method_and_path_beside_open_and_optional_paths
     }
 }
 
+/// A `GET` rule holds `HEAD` (axum answers it with the `GET` handler), and a rule holds the
+/// decoded spelling of a path in any case (`%24` is `$`; ASP.NET Core decodes, then routes
+/// case-insensitively).
+#[tokio::test]
+async fn a_rule_holds_head_for_get_and_a_decoded_path_in_any_case() {
+    let app = Router::new()
+        .route("/reports", routing::get(|| async { "the reports" }))
+        .route("/odata/$batch", routing::post(|| async { "batch" }))
+        .route("/ODATA/$batch", routing::post(|| async { "batch" }));
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles"))
+        .require_route(Some(Method::GET), "/reports", Require::role("auditor"))
+        .require_route(Some(Method::POST), "/odata/$batch", Require::role("admin"));
+    let addr = serve(app.layer(layer)).await;
+    let clerk = token_with(json!({ "roles": ["clerk"] }));
+    let auditor = token_with(json!({ "roles": ["auditor", "admin"] }));
+    let head = |token: String| async move {
+        let authorization = format!("Bearer {token}");
+        call(
+            addr,
+            Method::HEAD,
+            "/reports",
+            &[("authorization", authorization.as_str())],
+            "",
+        )
+        .await
+    };
+
+    let refused = head(clerk.clone()).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let allowed = head(auditor.clone()).await;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+
+    for path in ["/odata/%24batch", "/ODATA/%24batch", "/OData/$batch"] {
+        let refused = post_bearer(addr, path, &clerk).await;
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+    }
+    // axum routes the spelling as sent: the gate lets the role through.
+    assert_eq!(
+        post_bearer(addr, "/ODATA/$batch", &auditor).await.status,
+        200
+    );
+}
+
 /// A prefix rule on a case-insensitive upstream: every spelling of the prefix and what is
 /// below it needs the role, and nothing else does.
 #[tokio::test]
