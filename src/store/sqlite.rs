@@ -104,8 +104,9 @@ const SCHEMA_VERSION: i64 = 3;
 /// file (an admin tool revoking a role, another process, a second store opened on it) is
 /// seen within a tenth of a second: a cache hit asks SQLite, at most that often, whether
 /// another connection has committed since (`PRAGMA data_version` on this store's writer), and
-/// every cached user is dropped when one has. Within a process, open a file once and clone
-/// the store.
+/// every cached user is dropped when one has; while that question cannot be asked (a write
+/// of this store's is under way), users are read from the file. Within a process, open a
+/// file once and clone the store.
 ///
 /// ```no_run
 /// use jwt_gate::store::SqliteUserStore;
@@ -124,7 +125,12 @@ pub struct SqliteUserStore {
 /// email and password hash, about 200 bytes).
 const CACHED_USERS: usize = 16_384;
 
+/// How long a connection waits for another's lock on the file before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long a user cached here may outlive a change made to the file by another connection.
+/// Any commit counts, to any table, and so does another process's checkpoint of the log (a
+/// backup tool's, say): each drops every cached user, and the next reads come from the file.
 const FOREIGN_WRITES_CHECKED_EVERY: Duration = Duration::from_millis(100);
 
 /// Users as last read, invalidated by every write to users, and wholly by another
@@ -197,42 +203,52 @@ impl UserCache {
         }
     }
 
-    /// Drops every cached user if another connection has committed to the file since the
-    /// last look, looking at most every [`FOREIGN_WRITES_CHECKED_EVERY`], in one thread at a
-    /// time. A read racing this one cannot put back what it read before the commit: the
-    /// count moves, as for a write of ours.
-    fn forget_foreign_writes(&self, writer: &Mutex<Connection>) {
+    /// Whether the cached users may answer: they may while the last look for another
+    /// connection's commit is under [`FOREIGN_WRITES_CHECKED_EVERY`] old. Past that, one
+    /// thread looks again (dropping every cached user if some connection has committed since)
+    /// while the others, and that thread too if it cannot look now, read from the file. A
+    /// read racing a drop cannot put back what it read before the commit: the count moves,
+    /// as for a write of ours.
+    fn is_current(&self, writer: &Mutex<Connection>) -> bool {
         let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         let due = self.next_check.load(Ordering::Relaxed);
-        let next = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
-        if now < due
-            || self
-                .next_check
-                .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            return;
+        if now < due {
+            return true;
         }
-        // A write of ours holds the writer, perhaps for seconds (a busy file): the next hit
-        // asks again instead of waiting here.
+        let next = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
+        if self
+            .next_check
+            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // A write of ours holds the writer, perhaps for seconds (a busy file): this request
+        // reads from the file, and the next hit asks again.
         let connection = match writer.try_lock() {
             Ok(connection) => connection,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
             Err(TryLockError::WouldBlock) => {
                 self.next_check.store(due, Ordering::Relaxed);
-                return;
+                return false;
             }
         };
-        // Reading the version takes no lock on the file. Were it to fail, forgetting is
-        // the safe side: the next reads come from the file.
+        // This runs on an async task: the version is read without waiting for any lock on
+        // the file (another process recovering the log, say), and a version that cannot be
+        // read counts as a change, so the cache is dropped rather than trusted.
         let version = connection
-            .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+            .busy_timeout(Duration::ZERO)
+            .and_then(|()| {
+                connection.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+            })
             .unwrap_or(i64::MIN);
+        let _ = connection.busy_timeout(BUSY_TIMEOUT);
         if self.data_version.swap(version, Ordering::Relaxed) != version || version == i64::MIN {
             let mut writes = self.writes();
             writes.changes += 1;
             self.entries.clear();
         }
+        true
     }
 }
 
@@ -311,7 +327,7 @@ impl SqliteUserStore {
                     path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                reader.busy_timeout(std::time::Duration::from_secs(5))?;
+                reader.busy_timeout(BUSY_TIMEOUT)?;
                 Ok(Mutex::new(reader))
             })
             .collect::<rusqlite::Result<_>>()
@@ -347,9 +363,7 @@ impl SqliteUserStore {
     }
 
     fn prepare(mut connection: Connection) -> Result<Connection, UserStoreError> {
-        connection
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(store_error)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(store_error)?;
         let _mode: String = connection
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(store_error)?;
@@ -671,10 +685,8 @@ impl UserStore for SqliteUserStore {
 
     fn find_user<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<User>>> {
         // A database in memory has no connection but the writer: nothing else can write.
-        if !self.readers.connections.is_empty() {
-            self.users.forget_foreign_writes(&self.writer);
-        }
-        if let Some(user) = self.users.entries.get(key) {
+        let current = self.readers.connections.is_empty() || self.users.is_current(&self.writer);
+        if let Some(user) = current.then(|| self.users.entries.get(key)).flatten() {
             return Box::pin(std::future::ready(Ok(Some(user))));
         }
         let users = self.users.clone();
@@ -861,6 +873,39 @@ mod tests {
         dir.join("users.db")
     }
 
+    /// A write in progress: the store's writer connection held by another thread until this
+    /// is dropped.
+    struct WriteInProgress {
+        release: std::sync::mpsc::Sender<()>,
+        holder: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl WriteInProgress {
+        fn of(store: &SqliteUserStore) -> Self {
+            let (taken, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel());
+            let writer = store.writer.clone();
+            let holder = std::thread::spawn(move || {
+                let _writing = writer.lock().unwrap();
+                taken.0.send(()).unwrap();
+                let _ = release.1.recv();
+            });
+            taken.1.recv().unwrap();
+            Self {
+                release: release.0,
+                holder: Some(holder),
+            }
+        }
+    }
+
+    impl Drop for WriteInProgress {
+        fn drop(&mut self) {
+            let _ = self.release.send(());
+            if let Some(holder) = self.holder.take() {
+                holder.join().unwrap();
+            }
+        }
+    }
+
     fn user(key: &str, roles: &[&str]) -> User {
         User {
             key: key.into(),
@@ -904,6 +949,25 @@ mod tests {
         assert_eq!(bob.password_hash, "$argon2id$new");
     }
 
+    /// The look for another connection's commit needs the store's writer; while a write of
+    /// the store's own holds it, a cached user must not be served past the bound either.
+    #[tokio::test]
+    async fn a_busy_writer_does_not_stretch_how_long_a_cached_user_lives() {
+        let path = temp_db("busy-writer");
+        let serving = SqliteUserStore::open(&path).unwrap();
+        serving.create_user(user("bob", &["admin"])).await.unwrap();
+        serving.find_user("bob").await.unwrap().unwrap();
+        let admin_tool = SqliteUserStore::open(&path).unwrap();
+        let revoke = GrantChange::new().revoke_role("admin").unwrap();
+        assert!(admin_tool.change_grants("bob", &revoke).await.unwrap());
+
+        let writing = WriteInProgress::of(&serving);
+        tokio::time::sleep(FOREIGN_WRITES_CHECKED_EVERY + Duration::from_millis(50)).await;
+        let bob = serving.find_user("bob").await.unwrap().unwrap();
+        drop(writing);
+        assert!(bob.roles.is_empty(), "read from the file: {:?}", bob.roles);
+    }
+
     /// The store's own writes drop only the user written: were they taken for another
     /// connection's, every login (it writes a refresh token) would empty the cache.
     #[tokio::test]
@@ -942,18 +1006,7 @@ mod tests {
         };
         store.create_user(bob.clone()).await.unwrap();
 
-        // A write in progress: the writer connection taken until the reads are done.
-        let (taken, release) = (
-            std::sync::mpsc::channel::<()>(),
-            std::sync::mpsc::channel::<()>(),
-        );
-        let writer = store.writer.clone();
-        let holder = std::thread::spawn(move || {
-            let _writing = writer.lock().unwrap();
-            taken.0.send(()).unwrap();
-            let _ = release.1.recv();
-        });
-        taken.1.recv().unwrap();
+        let writing = WriteInProgress::of(&store);
         // Not a timing check: without read connections the reads would wait forever.
         let reads = async {
             (
@@ -962,8 +1015,7 @@ mod tests {
             )
         };
         let answered = tokio::time::timeout(std::time::Duration::from_secs(60), reads).await;
-        release.0.send(()).unwrap();
-        holder.join().unwrap();
+        drop(writing);
         assert_eq!(answered.expect("reads answered"), (Some(bob), Vec::new()));
     }
 }
