@@ -15,6 +15,16 @@ pub enum Access {
 }
 
 impl Access {
+    /// How much this access asks of a request: what breaks a tie between rules that match
+    /// equally well.
+    fn strictness(self) -> u8 {
+        match self {
+            Self::Open => 0,
+            Self::Optional => 1,
+            Self::Protected => 2,
+        }
+    }
+
     fn stricter(self, other: Self) -> Self {
         match (self, other) {
             (Self::Protected, _) | (_, Self::Protected) => Self::Protected,
@@ -99,8 +109,9 @@ impl Pattern {
     }
 }
 
-/// Whether a rule for `rule_method` holds a request by `method`: its own method, and for a
-/// `GET` rule also `HEAD`, which servers (axum, Express, Flask) answer with the `GET` handler.
+/// Whether a requirement for `rule_method` holds a request by `method`: its own method, and
+/// for a `GET` rule also `HEAD`, which servers (axum, Express, Flask) answer with the `GET`
+/// handler. (Access is judged for `HEAD` both ways instead: see [`PathRules::access_for`].)
 pub(crate) fn holds(rule_method: &Method, method: &Method) -> bool {
     rule_method == method || (*rule_method == Method::GET && *method == Method::HEAD)
 }
@@ -179,11 +190,24 @@ impl PathRules {
     /// the second, one that does not the first. Each spelling is also judged as a
     /// case-insensitive or lenient router reads it ([`Pattern::matches_loosely`]), and again
     /// the stricter answer wins: `/docs/INTERNAL` is protected under an open `/docs` that
-    /// protects `/docs/internal`, and `/HEALTH` is not opened by an open `/health`.
+    /// protects `/docs/internal`, and `/HEALTH` is not opened by an open `/health`. A `HEAD`
+    /// is judged as itself and as the `GET` whose handler most servers answer it with, the
+    /// stricter answer winning. Of rules that match equally well, the strictest decides.
     pub(crate) fn access_for(&self, method: &Method, path: &str) -> Access {
         if self.rules.is_empty() || !is_canonical(path) || !is_canonical_method(method) {
             return Access::Protected;
         }
+        let access = self.judge_spellings(method, path);
+        if method == Method::HEAD {
+            access.stricter(self.judge_spellings(&Method::GET, path))
+        } else {
+            access
+        }
+    }
+
+    /// The stricter answer of the path's spellings: as sent and decoded, each matched
+    /// exactly and loosely.
+    fn judge_spellings(&self, method: &Method, path: &str) -> Access {
         let judge = |path: &str| {
             self.judge(method, path, Pattern::matches)
                 .stricter(self.judge(method, path, Pattern::matches_loosely))
@@ -203,11 +227,13 @@ impl PathRules {
     ) -> Access {
         self.rules
             .iter()
-            .filter(|(only, _, _)| only.as_ref().is_none_or(|only| holds(only, method)))
+            .filter(|(only, _, _)| only.as_ref().is_none_or(|only| only == method))
             .filter_map(|(only, pattern, access)| {
-                matches(pattern, path).map(|specificity| ((specificity, only.is_some()), *access))
+                matches(pattern, path).map(|specificity| {
+                    ((specificity, only.is_some(), access.strictness()), *access)
+                })
             })
-            .max_by_key(|(specificity, _)| *specificity)
+            .max_by_key(|(rank, _)| *rank)
             .map_or(Access::Protected, |(_, access)| access)
     }
 
@@ -439,6 +465,52 @@ mod tests {
         assert!(holds(&Method::GET, &Method::HEAD));
         assert!(!holds(&Method::HEAD, &Method::GET));
         assert!(!holds(&Method::POST, &Method::HEAD));
+    }
+
+    /// Judging `HEAD` as a `GET` too can only make it stricter: an open `GET` rule opens no
+    /// `HEAD` that another rule protects, whatever the order the rules came in.
+    #[test]
+    fn a_head_is_never_opened_by_a_rule_for_get() {
+        for get_first in [true, false] {
+            let mut rules = PathRules::default();
+            let add = |rules: &mut PathRules, get: bool| {
+                if get {
+                    rules.exact_for(Some(Method::GET), "/x", Access::Open);
+                    rules.prefix_for(Some(Method::GET), "/docs", Access::Open);
+                } else {
+                    rules.exact_for(Some(Method::HEAD), "/x", Access::Protected);
+                    rules.prefix("/docs", Access::Protected);
+                }
+            };
+            add(&mut rules, get_first);
+            add(&mut rules, !get_first);
+            assert_eq!(rules.access_for(&Method::GET, "/x"), Access::Open);
+            assert_eq!(rules.access_for(&Method::HEAD, "/x"), Access::Protected);
+            assert_eq!(rules.access_for(&Method::GET, "/docs/a"), Access::Open);
+            assert_eq!(
+                rules.access_for(&Method::HEAD, "/docs/a"),
+                Access::Protected
+            );
+        }
+    }
+
+    /// Rules that match equally well (the same path but for case or a trailing `/`): the
+    /// strictest decides, not the order they came in.
+    #[test]
+    fn of_rules_matching_equally_well_the_strictest_decides() {
+        for protected_first in [true, false] {
+            let mut rules = PathRules::default();
+            let rules_in_order = if protected_first {
+                [("/a", Access::Protected), ("/a/", Access::Open)]
+            } else {
+                [("/a/", Access::Open), ("/a", Access::Protected)]
+            };
+            for (path, access) in rules_in_order {
+                rules.exact(path, access);
+            }
+            assert_eq!(rules.access("/a/"), Access::Protected, "{protected_first}");
+            assert_eq!(rules.access("/a"), Access::Protected, "{protected_first}");
+        }
     }
 
     #[test]

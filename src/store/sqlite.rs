@@ -1,7 +1,7 @@
 //! Users and sessions in one SQLite file (feature `sqlite`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
 
@@ -138,11 +138,14 @@ const FOREIGN_WRITES_CHECKED_EVERY: Duration = Duration::from_millis(100);
 struct UserCache {
     entries: Cache<String, User>,
     writes: Mutex<WriteCount>,
-    /// What `next_check` counts from.
+    /// What `current_until` counts from.
     opened: Instant,
-    /// When the next hit asks whether another connection committed, in milliseconds since
-    /// `opened`.
-    next_check: AtomicU64,
+    /// Until when, in milliseconds since `opened`, the cached users may answer: the last look
+    /// for another connection's commit, plus [`FOREIGN_WRITES_CHECKED_EVERY`]. Moved only
+    /// once a look is over.
+    current_until: AtomicU64,
+    /// A look is under way (in one thread at a time).
+    looking: AtomicBool,
     /// The writer's `PRAGMA data_version` when last asked: it moves only when another
     /// connection commits to the file.
     data_version: AtomicI64,
@@ -206,36 +209,38 @@ impl UserCache {
     /// Whether the cached users may answer: they may while the last look for another
     /// connection's commit is under [`FOREIGN_WRITES_CHECKED_EVERY`] old. Past that, one
     /// thread looks again (dropping every cached user if some connection has committed since)
-    /// while the others, and that thread too if it cannot look now, read from the file. A
-    /// read racing a drop cannot put back what it read before the commit: the count moves,
-    /// as for a write of ours.
+    /// while the others, and that thread too if it cannot look now, read from the file until
+    /// the look is over. A read racing a drop cannot put back what it read before the commit:
+    /// the count moves, as for a write of ours.
     fn is_current(&self, writer: &Mutex<Connection>) -> bool {
         let now = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let due = self.next_check.load(Ordering::Relaxed);
-        if now < due {
+        if now < self.current_until.load(Ordering::Acquire) {
             return true;
         }
-        let next = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
-        if self
-            .next_check
-            .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
+        if self.looking.swap(true, Ordering::Acquire) {
             return false;
         }
+        let current = self.look(writer);
+        if current {
+            let until = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
+            self.current_until.store(until, Ordering::Release);
+        }
+        self.looking.store(false, Ordering::Release);
+        current
+    }
+
+    /// One look for another connection's commit; `false` if it could not be made now.
+    fn look(&self, writer: &Mutex<Connection>) -> bool {
         // A write of ours holds the writer, perhaps for seconds (a busy file): this request
         // reads from the file, and the next hit asks again.
         let connection = match writer.try_lock() {
             Ok(connection) => connection,
             Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                self.next_check.store(due, Ordering::Relaxed);
-                return false;
-            }
+            Err(TryLockError::WouldBlock) => return false,
         };
-        // This runs on an async task: the version is read without waiting for any lock on
-        // the file (another process recovering the log, say), and a version that cannot be
-        // read counts as a change, so the cache is dropped rather than trusted.
+        // This runs on an async task: the version is read without the busy timeout's wait
+        // (another process holding the file during a log recovery, say), and a version that
+        // cannot be read counts as a change, so the cache is dropped rather than trusted.
         let version = connection
             .busy_timeout(Duration::ZERO)
             .and_then(|()| {
@@ -356,7 +361,8 @@ impl SqliteUserStore {
                 entries: Cache::new(CACHED_USERS),
                 writes: Mutex::default(),
                 opened: Instant::now(),
-                next_check: AtomicU64::new(0),
+                current_until: AtomicU64::new(0),
+                looking: AtomicBool::new(false),
                 data_version: AtomicI64::new(data_version),
             }),
         }
