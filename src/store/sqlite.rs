@@ -220,12 +220,12 @@ impl UserCache {
         if self.looking.swap(true, Ordering::Acquire) {
             return false;
         }
+        let _looking = Looking(&self.looking);
         let current = self.look(writer);
         if current {
             let until = now.saturating_add(FOREIGN_WRITES_CHECKED_EVERY.as_millis() as u64);
             self.current_until.store(until, Ordering::Release);
         }
-        self.looking.store(false, Ordering::Release);
         current
     }
 
@@ -254,6 +254,16 @@ impl UserCache {
             self.entries.clear();
         }
         true
+    }
+}
+
+/// A look under way, over when this drops, panic or not: a flag left set would send every
+/// later read to the file.
+struct Looking<'a>(&'a AtomicBool);
+
+impl Drop for Looking<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
