@@ -170,8 +170,15 @@ roles = ["admin"]
         StatusCode::UNAUTHORIZED
     );
     // Other spellings of the route, which an upstream that decodes escapes before routing
-    // (Werkzeug, Express) serves as `/orders/7`: held to every route's requirements.
-    for path in ["/%6frders/7", "/ord%65rs/7", "/orders/%37"] {
+    // (Werkzeug, Express) or routes case-insensitively (Express, ASP.NET Core) serves as
+    // `/orders/7`: held to the route's requirements.
+    for path in [
+        "/%6frders/7",
+        "/ord%65rs/7",
+        "/orders/%37",
+        "/ORDERS/7",
+        "/Orders/7",
+    ] {
         let refused = get(gate.addr, path, Some(&no_scope)).await;
         assert_eq!(
             refused.status,
@@ -181,12 +188,16 @@ roles = ["admin"]
         );
     }
 
-    // DELETE needs the scope and the role, read at the configured roles claim.
+    // DELETE needs the scope and the role, read at the configured roles claim, in every
+    // letter case of the path.
     let reader = signed(&rsa_keys, claims(rsa_issuer, "orders-rsa", read.clone()));
-    assert_eq!(
-        status(gate.addr, Method::DELETE, "/orders/7", &reader).await,
-        StatusCode::FORBIDDEN
-    );
+    for path in ["/orders/7", "/ORDERS/7"] {
+        assert_eq!(
+            status(gate.addr, Method::DELETE, path, &reader).await,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
     let admin = signed(
         &rsa_keys,
         claims(
