@@ -147,7 +147,10 @@ impl<C> JwtAuthLayer<C> {
     }
 
     /// Requires a valid token on exactly `path`, even below an open or optional prefix
-    /// (an exact rule beats a prefix, a longer prefix a shorter one).
+    /// (an exact rule beats a prefix, a longer prefix a shorter one). The path is protected
+    /// in every ASCII letter case and with a trailing `/` too (`/docs/DRAFTS.html/`), as a
+    /// case-insensitive or lenient upstream routes them, while an open or optional path opens
+    /// only its own spelling.
     ///
     /// ```
     /// use jwt_gate::{JwtAuthLayer, Keys};
@@ -170,7 +173,9 @@ impl<C> JwtAuthLayer<C> {
     }
 
     /// What requests with `method` for exactly `path` ask: at the same path, a rule for the
-    /// method beats one for every method (a more specific path still beats both).
+    /// method beats one for every method (a more specific path still beats both). A `HEAD`
+    /// also meets what a `GET` would there (servers answer it with the `GET` handler), so a
+    /// path opened for `HEAD` alone stays protected unless `GET` is open too.
     ///
     /// ```
     /// use http::Method;
