@@ -26,10 +26,10 @@ impl Access {
     }
 
     fn stricter(self, other: Self) -> Self {
-        match (self, other) {
-            (Self::Protected, _) | (_, Self::Protected) => Self::Protected,
-            (Self::Optional, _) | (_, Self::Optional) => Self::Optional,
-            (Self::Open, Self::Open) => Self::Open,
+        if other.strictness() > self.strictness() {
+            other
+        } else {
+            self
         }
     }
 }
@@ -93,18 +93,14 @@ impl Pattern {
     /// adds to what a request must carry, while an open path matched loosely would take a
     /// token's check away.
     pub(crate) fn matches_loosely(&self, path: &str) -> Option<usize> {
-        let (path, pattern) = match self {
-            Self::Exact(exact) => (without_trailing_slash(path), without_trailing_slash(exact)),
-            Self::Prefix(prefix) => (path, prefix.as_str()),
-        };
-        let (path, pattern) = (path.as_bytes(), pattern.as_bytes());
-        let (head, rest) = path.split_at_checked(pattern.len())?;
-        if !head.eq_ignore_ascii_case(pattern) {
-            return None;
-        }
+        let same = <[u8]>::eq_ignore_ascii_case;
         match self {
-            Self::Exact(_) => rest.is_empty().then_some(usize::MAX),
-            Self::Prefix(_) => (rest.is_empty() || rest[0] == b'/').then_some(pattern.len()),
+            Self::Exact(exact) => same(
+                without_trailing_slash(path).as_bytes(),
+                without_trailing_slash(exact).as_bytes(),
+            )
+            .then_some(usize::MAX),
+            Self::Prefix(prefix) => is_under_by(path, prefix, same).then_some(prefix.len()),
         }
     }
 }
@@ -127,11 +123,14 @@ fn without_trailing_slash(path: &str) -> &str {
 /// Whether `path` is `prefix` (given without a trailing `/`) or below it, segment-wise:
 /// `/auth` holds `/auth` and `/auth/token`, never `/authz`.
 pub(crate) fn is_under(path: &str, prefix: &str) -> bool {
+    is_under_by(path, prefix, same_bytes)
+}
+
+/// [`is_under`], the prefix compared by `same`.
+fn is_under_by(path: &str, prefix: &str, same: impl Fn(&[u8], &[u8]) -> bool) -> bool {
     let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
     path.split_at_checked(prefix.len())
-        .is_some_and(|(head, rest)| {
-            same_bytes(head, prefix) && (rest.is_empty() || rest[0] == b'/')
-        })
+        .is_some_and(|(head, rest)| same(head, prefix) && (rest.is_empty() || rest[0] == b'/'))
 }
 
 /// Whether two byte strings are equal, compared in place, a word at a time. The paths and
