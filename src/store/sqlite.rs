@@ -241,20 +241,31 @@ impl UserCache {
         // This runs on an async task: the version is read without the busy timeout's wait
         // (another process holding the file during a log recovery, say), and a version that
         // cannot be read counts as a change, so the cache is dropped rather than trusted.
-        let version = connection
-            .busy_timeout(Duration::ZERO)
-            .and_then(|()| {
-                connection.query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
-            })
-            .unwrap_or(i64::MIN);
+        let version = match connection.busy_timeout(Duration::ZERO) {
+            Ok(()) => data_version(&connection),
+            Err(_) => UNKNOWN_VERSION,
+        };
         let _ = connection.busy_timeout(BUSY_TIMEOUT);
-        if self.data_version.swap(version, Ordering::Relaxed) != version || version == i64::MIN {
+        if self.data_version.swap(version, Ordering::Relaxed) != version
+            || version == UNKNOWN_VERSION
+        {
             let mut writes = self.writes();
             writes.changes += 1;
             self.entries.clear();
         }
         true
     }
+}
+
+/// Stands for a `PRAGMA data_version` that could not be read; a look counts it as a change.
+const UNKNOWN_VERSION: i64 = i64::MIN;
+
+/// `connection`'s `PRAGMA data_version`: it moves when another connection commits to the
+/// file.
+fn data_version(connection: &Connection) -> i64 {
+    connection
+        .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
+        .unwrap_or(UNKNOWN_VERSION)
 }
 
 /// A look under way, over when this drops, panic or not: a flag left set would send every
@@ -358,9 +369,7 @@ impl SqliteUserStore {
 
     fn with(writer: Connection, readers: Vec<Mutex<Connection>>) -> Self {
         // Read now, so that only commits made after the store opened count as foreign.
-        let data_version = writer
-            .query_row("PRAGMA data_version", [], |row| row.get::<_, i64>(0))
-            .unwrap_or(i64::MIN);
+        let data_version = data_version(&writer);
         Self {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Readers {
@@ -1012,14 +1021,7 @@ mod tests {
     #[tokio::test]
     async fn reads_do_not_wait_for_a_write_in_progress() {
         let store = SqliteUserStore::open(temp_db("readers")).unwrap();
-        let bob = User {
-            key: "bob".into(),
-            username: "Bob".into(),
-            email: "bob@example.com".into(),
-            password_hash: "$argon2id$x".into(),
-            roles: vec!["admin".into()],
-            scopes: Vec::new(),
-        };
+        let bob = user("bob", &["admin"]);
         store.create_user(bob.clone()).await.unwrap();
 
         let writing = WriteInProgress::of(&store);
