@@ -257,21 +257,9 @@ async fn a_rule_holds_head_for_get_and_a_decoded_path_in_any_case() {
     let addr = serve(app.layer(layer)).await;
     let clerk = token_with(json!({ "roles": ["clerk"] }));
     let auditor = token_with(json!({ "roles": ["auditor", "admin"] }));
-    let head = |token: String| async move {
-        let authorization = format!("Bearer {token}");
-        call(
-            addr,
-            Method::HEAD,
-            "/reports",
-            &[("authorization", authorization.as_str())],
-            "",
-        )
-        .await
-    };
-
-    let refused = head(clerk.clone()).await;
+    let refused = with_bearer(addr, Method::HEAD, "/reports", &clerk).await;
     assert_eq!(refused.status, 403, "{refused:?}");
-    let allowed = head(auditor.clone()).await;
+    let allowed = with_bearer(addr, Method::HEAD, "/reports", &auditor).await;
     assert_eq!(allowed.status, 200, "{allowed:?}");
 
     for path in ["/odata/%24batch", "/ODATA/%24batch", "/OData/$batch"] {

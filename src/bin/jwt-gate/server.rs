@@ -470,6 +470,15 @@ fn local(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 #[derive(Debug, Clone)]
 pub(crate) struct VerifiedSub(String);
 
+/// Whether the request log line (`jwt_gate::request` at INFO) is written: what it needs is
+/// copied only then.
+fn request_logged() -> bool {
+    tracing::enabled!(target: REQUEST_LOG, tracing::Level::INFO)
+}
+
+/// The request log line's target.
+const REQUEST_LOG: &str = "jwt_gate::request";
+
 /// The log label of the route at `index` in `shared`'s routes; `default` for none.
 fn label(shared: &OpsShared, route: Option<usize>) -> &str {
     route.map_or("default", |index| shared.routes[index].label.as_str())
@@ -541,8 +550,7 @@ where
             .or(shared.default_timeout)
             .filter(|timeout| *timeout < shared.gateway_timeout);
         // Copied only for the log line, when it is written.
-        let logged = tracing::enabled!(target: "jwt_gate::request", tracing::Level::INFO)
-            .then(|| (method.clone(), path.to_owned()));
+        let logged = request_logged().then(|| (method.clone(), path.to_owned()));
         let flying = Flying::new(&shared.in_flight);
         let future = self.inner.call(request);
         Box::pin(async move {
@@ -576,7 +584,7 @@ where
                         .and_then(|sub| sub.to_str().ok()),
                 };
                 tracing::info!(
-                    target: "jwt_gate::request",
+                    target: REQUEST_LOG,
                     request_id = id.to_str().unwrap_or_default(),
                     method = %method,
                     path = %path,
@@ -610,7 +618,7 @@ where
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let sub = tracing::enabled!(target: "jwt_gate::request", tracing::Level::INFO)
+        let sub = request_logged()
             .then(|| request.extensions().get::<Claims<ClaimMap>>())
             .flatten()
             .map(|claims| VerifiedSub(claims.sub.clone()));
