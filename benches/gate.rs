@@ -828,6 +828,8 @@ mod curves {
         );
         println!("| alg | tokens | pattern | first sight p50 ns | hit p50 ns | p99 ns | p99/p50 | hit rate | bytes/token |");
         println!("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        // The 1k HS256 hit, which the memory floor is set against.
+        let mut hs256_hit = None;
         for (algorithm, sizes) in [
             (Algorithm::HS256, &SIZES[..]),
             (Algorithm::RS256, &RS256_SIZES[..]),
@@ -861,6 +863,9 @@ mod curves {
                     let ratio = match small_p50 {
                         None => {
                             small_p50 = Some(measured.p50);
+                            if matches!(algorithm, Algorithm::HS256) {
+                                hs256_hit = Some(measured.p50);
+                            }
                             String::new()
                         }
                         Some(small) => format!(" ({:.2} x 1k)", measured.p50 / small),
@@ -876,6 +881,8 @@ mod curves {
                 }
             }
         }
+
+        memory_floor(hs256_hit.expect("the 1k HS256 row ran"));
 
         println!(
             "\n## verified-token cache at its default bounds ({} tokens, {} MiB), HS256\n",
@@ -923,6 +930,52 @@ mod curves {
             }
         }
         println!();
+    }
+
+    /// What this machine's memory alone puts under the curve: a hit must read at least its
+    /// own entry, so at a million tokens at least one read lands at a random place among
+    /// ~180 MB of entries. A pointer chase over slots of an entry's size times such reads,
+    /// each waiting for the one before as a hit's reads wait for its fingerprint: the least
+    /// any table can add over the 1k hit at each size, whatever its layout.
+    fn memory_floor(hit_1k: f64) {
+        /// About one cached token's share of the table (`bytes/token` above).
+        const SLOT_WORDS: usize = 23;
+        const STEPS: usize = 2_000_000;
+        println!("\n### the floor: one dependent random read among the entries\n");
+        println!(
+            "Pointer chase over {}-byte slots, one slot a token, {STEPS} steps, same run.\n",
+            SLOT_WORDS * 8
+        );
+        println!(
+            "| tokens | one random read ns | minus the 1k read ns | least hit ÷ 1k hit ({hit_1k:.0} ns) |"
+        );
+        println!("| ---: | ---: | ---: | ---: |");
+        let mut small = None;
+        for count in SIZES {
+            let mut slots = vec![0u64; count * SLOT_WORDS];
+            // Sattolo's shuffle: one cycle through every slot, so no step is predictable.
+            let mut next: Vec<u32> = (0..count as u32).collect();
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ count as u64);
+            for i in (1..count).rev() {
+                next.swap(i, rng.below(i));
+            }
+            for (slot, &to) in next.iter().enumerate() {
+                slots[slot * SLOT_WORDS] = u64::from(to) * SLOT_WORDS as u64;
+            }
+            let mut at = 0u64;
+            let start = Instant::now();
+            for _ in 0..STEPS {
+                at = slots[at as usize];
+            }
+            let read = start.elapsed().as_nanos() as f64 / STEPS as f64;
+            black_box(at);
+            let base = *small.get_or_insert(read);
+            let added = read - base;
+            println!(
+                "| {count} | {read:.1} | {added:.1} | {:.2} x |",
+                (hit_1k + added) / hit_1k
+            );
+        }
     }
 
     /// The map alone: the verified-token cache's first two maps, DashMap and quick_cache, same
