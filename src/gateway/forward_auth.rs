@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::Incoming;
 use tower_layer::Layer as _;
@@ -98,7 +98,8 @@ impl ForwardAuth {
         }
     }
 
-    /// Serves forward-auth on `listener`, HTTP/1.1, with the same bounds as the proxy's
+    /// Serves forward-auth on `listener`, HTTP/1.1 (and HTTP/2 to a client that starts with
+    /// its preface; the answer is a plain status either way), with the same bounds as the proxy's
     /// [`serve`](super::serve): at most [`max_connections`](ForwardAuthBuilder::max_connections)
     /// at once, each request head within
     /// [`header_read_timeout`](ForwardAuthBuilder::header_read_timeout).
@@ -236,7 +237,10 @@ impl Service<Request<Incoming>> for ForwardAuth {
                 let mut original = Request::new(());
                 *original.method_mut() = method;
                 *original.uri_mut() = uri;
-                *original.version_mut() = parts.version;
+                // The front server decides by the status alone, so the check is judged as
+                // HTTP/1.1 whatever it came over: a gRPC-shaped check over h2c would otherwise
+                // be refused gRPC's way, with a `200`.
+                *original.version_mut() = Version::HTTP_11;
                 *original.headers_mut() = parts.headers;
                 *original.extensions_mut() = parts.extensions;
                 original

@@ -805,3 +805,29 @@ async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
         "{report}"
     );
 }
+
+/// A front server that talks h2c to forward-auth and copies the client's headers would take
+/// gRPC's refusal (`200` with `grpc-status`) for a pass: a check is a plain status, always.
+#[tokio::test]
+async fn forward_auth_over_h2c_refuses_a_grpc_shaped_check_with_a_401() {
+    use jwt_gate::gateway::{ClaimMap, ForwardAuth};
+    use jwt_gate::{JwtAuthLayer, TokenVerifier};
+
+    let keys = Keys::hs256(SECRET).unwrap();
+    let layer = JwtAuthLayer::new(TokenVerifier::builder(keys).claims::<ClaimMap>().build());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ForwardAuth::builder(layer).build().serve(listener));
+    for grpc in [false, true] {
+        let mut request = Request::get(format!("http://{addr}/check"))
+            .header("x-forwarded-method", "POST")
+            .header("x-forwarded-uri", "/orders.v1.Orders/Cancel");
+        if grpc {
+            request = request
+                .header("content-type", "application/grpc")
+                .header("te", "trailers");
+        }
+        let (status, _) = h2c_send(addr, request.body(Full::new(Bytes::new())).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "gRPC-shaped: {grpc}");
+    }
+}
