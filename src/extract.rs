@@ -6,7 +6,7 @@ use std::fmt;
 
 use http::header::{
     ACCESS_CONTROL_REQUEST_METHOD, AUTHORIZATION, COOKIE, HOST, ORIGIN, PROXY_AUTHORIZATION,
-    UPGRADE,
+    SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, Method, Uri};
 
@@ -314,7 +314,7 @@ impl Sources {
     /// site's page could read and write as the cookie's owner (cross-site WebSocket hijacking).
     pub(crate) fn cookie_allowed(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> bool {
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-            && !headers.contains_key(UPGRADE)
+            && !may_open_a_socket(headers)
         {
             return true;
         }
@@ -573,6 +573,20 @@ pub(crate) fn check_token_syntax(token: &[u8]) -> Result<(), AuthError> {
     } else {
         Err(AuthError::InvalidCharacters)
     }
+}
+
+/// Whether a request may be a WebSocket handshake. `Upgrade` alone is not enough to tell:
+/// nginx's `proxy_pass` clears it (and `Connection`) on the `auth_request` subrequest that
+/// forward-auth judges, while the handshake's own headers, and the browser's
+/// `Sec-Fetch-Mode: websocket`, reach it.
+fn may_open_a_socket(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        || headers.contains_key(SEC_WEBSOCKET_KEY)
+        || headers.contains_key(SEC_WEBSOCKET_VERSION)
+        || headers
+            .get_all("sec-fetch-mode")
+            .iter()
+            .any(|mode| mode.as_bytes().eq_ignore_ascii_case(b"websocket"))
 }
 
 #[cfg(test)]

@@ -209,6 +209,20 @@ async fn a_cross_site_unsafe_request_with_the_cookie_never_reaches_the_service()
         assert_eq!(answer.status, 403, "{cross_site:?}");
         assert_eq!(answer.json()["error"], "cross_site_request");
     }
+    // Behind nginx, forward-auth judges the `auth_request` subrequest, from which
+    // `proxy_pass` has cleared `Upgrade` and `Connection`: the handshake's own headers, or the
+    // browser's fetch mode alone, still make it one.
+    for handshake in [
+        &handshake[2..],
+        &[("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")][..],
+        &[("sec-websocket-version", "13")],
+        &[("sec-fetch-mode", "websocket")],
+    ] {
+        let mut headers = handshake.to_vec();
+        headers.extend_from_slice(&[("sec-fetch-site", "cross-site"), cookie]);
+        let answer = call(addr, Method::GET, &headers).await;
+        assert_eq!(answer.status, 403, "{handshake:?}");
+    }
     assert_eq!(hits.load(Ordering::SeqCst), 4);
     let mut headers = handshake.to_vec();
     headers.extend_from_slice(&[("origin", own_origin.as_str()), cookie]);
