@@ -37,8 +37,7 @@ pub(super) struct Upstream {
 impl Upstream {
     /// Sends `request` upstream and streams the answer back, or answers `502`/`504` itself.
     pub(super) async fn forward(&self, mut request: Request<Incoming>) -> Response<GatewayBody> {
-        let upgrade = websocket_upgrade(&request).map(|protocol| Upgrade {
-            protocol,
+        let upgrade = is_websocket_handshake(&request).then(|| Upgrade {
             client: hyper::upgrade::on(&mut request),
             slot: request.extensions_mut().remove::<ConnectionSlot>(),
         });
@@ -86,10 +85,8 @@ impl Upstream {
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        if let Some(upgrade) = &upgrade {
-            parts
-                .headers
-                .insert(header::UPGRADE, upgrade.protocol.clone());
+        if upgrade.is_some() {
+            parts.headers.insert(header::UPGRADE, WEBSOCKET);
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -123,15 +120,20 @@ impl Upstream {
         };
         match tokio::time::timeout(self.timeout, upstream).await {
             Ok(Ok(mut response)) => {
+                let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+                // Only a WebSocket is relayed: a switch to anything else (h2c) would hand the
+                // client a tunnel to the upstream whose requests the gate never sees.
+                if switching && !is_websocket(response.headers().get(header::UPGRADE)) {
+                    tracing::warn!(upstream = %self.authority, "the upstream switched to a protocol other than WebSocket");
+                    return error_response(StatusCode::BAD_GATEWAY, "bad_gateway");
+                }
                 let switched = upgrade
-                    .filter(|_| response.status() == StatusCode::SWITCHING_PROTOCOLS)
+                    .filter(|_| switching)
                     .map(|upgrade| (upgrade, hyper::upgrade::on(&mut response)));
                 let (mut parts, body) = response.into_parts();
-                let accepted = parts.headers.get(header::UPGRADE).cloned();
                 remove_hop_by_hop(&mut parts.headers, |_| false);
                 if let Some((upgrade, upstream)) = switched {
-                    let protocol = accepted.unwrap_or(upgrade.protocol.clone());
-                    parts.headers.insert(header::UPGRADE, protocol);
+                    parts.headers.insert(header::UPGRADE, WEBSOCKET);
                     parts
                         .headers
                         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -200,23 +202,24 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// A WebSocket upgrade the proxy relays once the upstream switches protocols.
 struct Upgrade {
-    /// The client's `Upgrade` value, sent on as it came.
-    protocol: HeaderValue,
     /// The client's connection, handed over once its `101` is sent.
     client: hyper::upgrade::OnUpgrade,
     /// The client connection's slot under the connection cap, held until the relay ends.
     slot: Option<ConnectionSlot>,
 }
 
-/// The `Upgrade` value of an HTTP/1.1 WebSocket handshake (`GET`, `Connection: upgrade`,
-/// `Upgrade: websocket`); `None` for any other request, whose upgrade headers are dropped
-/// as hop-by-hop, so no other protocol (h2c, TLS) is ever switched to through the proxy.
-fn websocket_upgrade(request: &Request<Incoming>) -> Option<HeaderValue> {
+/// Whether `request` is an HTTP/1.1 WebSocket handshake (`GET`, `Connection: upgrade`,
+/// `Upgrade` naming `websocket`). Any other request's upgrade headers are dropped as
+/// hop-by-hop, and a handshake's is asked for again as [`WEBSOCKET`] alone, so the upstream is
+/// never offered another protocol (h2c, TLS) to switch to.
+fn is_websocket_handshake(request: &Request<Incoming>) -> bool {
     if request.method() != http::Method::GET || request.version() != http::Version::HTTP_11 {
-        return None;
+        return false;
     }
     let headers = request.headers();
-    let upgrade = headers.get(header::UPGRADE)?;
+    let Some(upgrade) = headers.get(header::UPGRADE) else {
+        return false;
+    };
     let named = |value: &HeaderValue, token: &str| {
         value.to_str().is_ok_and(|value| {
             value
@@ -226,8 +229,20 @@ fn websocket_upgrade(request: &Request<Incoming>) -> Option<HeaderValue> {
     };
     let connection = headers.get_all(header::CONNECTION).iter();
     let asked = connection.into_iter().any(|value| named(value, "upgrade"));
-    (asked && headers.get_all(header::UPGRADE).iter().count() == 1 && named(upgrade, "websocket"))
-        .then(|| upgrade.clone())
+    asked && headers.get_all(header::UPGRADE).iter().count() == 1 && named(upgrade, "websocket")
+}
+
+/// The one protocol the proxy switches to.
+const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+
+/// Whether an upstream's `101` names WebSocket, and nothing else, as the protocol switched to.
+fn is_websocket(accepted: Option<&HeaderValue>) -> bool {
+    accepted.is_some_and(|protocol| {
+        protocol
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"websocket")
+    })
 }
 
 /// Whether the client said it accepts trailers (`TE: trailers`), as gRPC clients must.
@@ -306,6 +321,8 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
         || name.as_str() == "keep-alive"
+        // Only meaningful with an h2c upgrade, which is never relayed (RFC 7540 §3.2.1).
+        || name.as_str() == "http2-settings"
         || name.as_str().starts_with("proxy-")
 }
 

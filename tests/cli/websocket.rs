@@ -59,3 +59,72 @@ async fn websocket_through_the_proxy_needs_a_token_then_echoes_both_ways() {
     );
     socket.close(None).await.unwrap();
 }
+
+/// A client asking for `websocket, h2c` gets a WebSocket or nothing: the upstream is offered
+/// `websocket` alone, never the h2c settings, and its switch to h2c is refused, not relayed
+/// as a tunnel whose requests (forged identity headers and all) the gate would never see.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_websocket_is_switched_to_through_the_proxy() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    // An upstream that switches to h2c whatever it is offered, then reads its tunnel.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let seen = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        socket
+            .write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut tunneled = vec![0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut tunneled)).await;
+        let read = match read {
+            Ok(Ok(read)) => read,
+            _ => 0,
+        };
+        (
+            String::from_utf8_lossy(&head).to_ascii_lowercase(),
+            String::from_utf8_lossy(&tunneled[..read]).into_owned(),
+        )
+    });
+    let dir = TempDir::new("websocket-h2c");
+    let config = dir.write(
+        "gate.toml",
+        &format!("upstream = \"http://{upstream}\"\nallow_dev_tokens = true\n"),
+    );
+    let gate = start(&config, "proxy");
+    let token = mint(&config, "alice");
+    let mut client = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+    let request = format!(
+        "GET /x HTTP/1.1\r\nhost: a\r\nauthorization: Bearer {token}\r\nconnection: upgrade\r\n\
+         upgrade: websocket, h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n"
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut response = vec![0u8; 1024];
+    let read = client.read(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response[..read]).into_owned();
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    // Whatever the client sends next is a request of its own for the gate, not tunnel bytes.
+    let _ = client
+        .write_all(b"GET /admin HTTP/1.1\r\nhost: a\r\nx-auth-sub: root\r\n\r\n")
+        .await;
+    let (head, tunneled) = seen.await.unwrap();
+    assert!(head.contains("upgrade: websocket\r\n"), "{head}");
+    assert!(
+        !head.contains("h2c") && !head.contains("http2-settings"),
+        "{head}"
+    );
+    assert_eq!(
+        tunneled, "",
+        "bytes reached the upstream through a relayed switch"
+    );
+}
