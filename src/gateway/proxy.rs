@@ -327,22 +327,31 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The headers that say who the client is and how it reached the proxy: a client's own are
-/// not passed on unless the operator trusts the hop before.
+/// not passed on unless the operator trusts the hop before. Every `x-forwarded-*`, not only
+/// the three this proxy sets: frameworks behind one trusted hop also read `-Prefix`, `-Port`
+/// and `-Ssl` (Spring, Werkzeug's `ProxyFix`, ASP.NET Core), and the client-address headers
+/// other proxies set.
 fn is_forwarding(name: &HeaderName) -> bool {
-    name == X_FORWARDED_FOR
-        || name == X_FORWARDED_PROTO
-        || name == X_FORWARDED_HOST
-        || name == header::FORWARDED
+    const CLIENT_ADDRESS: [&str; 4] = ["forwarded", "x-real-ip", "true-client-ip", "x-client-ip"];
+    starts_as(name, "x-forwarded-")
+        || CLIENT_ADDRESS
+            .iter()
+            .any(|header| name.as_str().len() == header.len() && starts_as(name, header))
 }
 
-/// `x-auth-*`, and `x_auth_*` too: CGI and WSGI servers turn both spellings into the same
-/// `HTTP_X_AUTH_*` variable.
+/// `x-auth-*`, and `x_auth_*` too.
 fn is_identity(name: &HeaderName) -> bool {
+    starts_as(name, IDENTITY_PREFIX)
+}
+
+/// Whether `name` starts with `prefix` as a CGI or WSGI server reads it: they turn `-` and `_`
+/// into the same `HTTP_*` variable, so `x_auth_sub` is `x-auth-sub` to the application.
+fn starts_as(name: &HeaderName, prefix: &str) -> bool {
     let name = name.as_str();
-    name.len() >= IDENTITY_PREFIX.len()
+    name.len() >= prefix.len()
         && name
             .bytes()
-            .zip(IDENTITY_PREFIX.bytes())
+            .zip(prefix.bytes())
             .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
 }
 

@@ -223,7 +223,15 @@ async fn a_client_cannot_impersonate_anyone() {
             .header("x-forwarded-for", "10.0.0.1")
             .header("x-forwarded-proto", "https")
             .header("x-forwarded-host", "bank.example")
-            .header("forwarded", "for=10.0.0.1;proto=https");
+            .header("forwarded", "for=10.0.0.1;proto=https")
+            // Read by frameworks behind one trusted hop, though this proxy sets none of them.
+            .header("x-forwarded-prefix", "/evil")
+            .header("x-forwarded-port", "443")
+            .header("x-forwarded-ssl", "on")
+            .header("x_forwarded_for", "10.0.0.2")
+            .header("x-real-ip", "10.0.0.3")
+            .header("true-client-ip", "10.0.0.4")
+            .header("x-client-ip", "10.0.0.5");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -261,6 +269,17 @@ async fn a_client_cannot_impersonate_anyone() {
             Some(&*setup.gateway.to_string())
         );
         assert_eq!(header(&report, "forwarded"), None);
+        for spoofed in [
+            "x-forwarded-prefix",
+            "x-forwarded-port",
+            "x-forwarded-ssl",
+            "x_forwarded_for",
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+        ] {
+            assert_eq!(header(&report, spoofed), None, "{spoofed} on {path}");
+        }
     }
 }
 
