@@ -200,6 +200,67 @@ fn a_short_or_missing_secret_is_refused_without_echoing_it() {
 }
 
 #[test]
+fn a_secret_pasted_as_secret_env_is_refused_without_echoing_it() {
+    let dir = TempDir::new("secret-env");
+    let pasted = "tn4zFYgIbt38v2l80RLDyo_qKgF5FbqPKrBx1mWq9sZt0aYcVuE3hR7dLkNpXwJ2";
+    let file = dir.write("gate.toml", &format!("[keys]\nsecret_env = \"{pasted}\"\n"));
+    let output = run(jwt_gate(), &["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let (out, error) = (String::from_utf8_lossy(&output.stdout), stderr(&output));
+    assert!(error.contains("gate.toml:2:"), "{error}");
+    assert!(error.contains("secret_env"), "{error}");
+    assert!(
+        !error.contains(pasted) && !out.contains(pasted),
+        "echoed: {error}{out}"
+    );
+    // A name is still a name.
+    let file = dir.write("named.toml", "[keys]\nsecret_env = \"MY_GATE_SECRET_2\"\n");
+    let mut command = jwt_gate();
+    command.env(
+        "MY_GATE_SECRET_2",
+        "a secret of thirty-two bytes or more, surely",
+    );
+    let output = run(command, &["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+}
+
+#[test]
+fn a_metrics_listener_on_the_public_address_is_refused_at_start() {
+    for (text, clash) in [
+        (
+            "listen = \"127.0.0.1:18080\"\n[metrics]\nlisten = \"127.0.0.1:18080\"\n",
+            true,
+        ),
+        // The default listener, 127.0.0.1:8080, is inside 0.0.0.0:8080.
+        ("[metrics]\nlisten = \"0.0.0.0:8080\"\n", true),
+        (
+            "listen = \"127.0.0.1:18080\"\n[metrics]\nlisten = \"127.0.0.1:9300\"\n",
+            false,
+        ),
+    ] {
+        let (status, error, _) = refused(text);
+        if clash {
+            assert_eq!(status, Some(2), "{text}");
+            assert!(error.contains("metrics.listen"), "{error}");
+        } else {
+            assert_eq!(status, Some(0), "{text}: {error}");
+        }
+    }
+    // The address the environment gives the main listener counts, not the file's.
+    let dir = TempDir::new("metrics-env");
+    let file = dir.write("gate.toml", "[metrics]\nlisten = \"127.0.0.1:9300\"\n");
+    let mut command = jwt_gate();
+    command.env("JWT_GATE_LISTEN", "127.0.0.1:9300");
+    let output = run(command, &["check-config", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("metrics.listen"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn check_config_reads_the_tls_files_as_proxy_would() {
     let dir = TempDir::new("check-tls");
     dir.write("cert.pem", "not a certificate\n");

@@ -201,7 +201,7 @@ pub(crate) struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeysConfig {
     /// The variable holding the HS256 secret (default `JWT_GATE_SECRET`).
-    pub(crate) secret_env: Option<String>,
+    pub(crate) secret_env: Option<Spanned<String>>,
     /// A file holding the HS256 secret (its bytes, less one trailing newline).
     pub(crate) secret_file: Option<Spanned<PathBuf>>,
     /// The algorithm of the PEM keys (`EdDSA`, `RS256`, `ES256`, ...).
@@ -473,6 +473,17 @@ impl Source {
     }
 }
 
+/// An environment variable's name as they are written (`JWT_GATE_SECRET`): upper case, so
+/// that a secret pasted in its place (base64 or hex text, with lower-case letters) is told
+/// apart from a name.
+fn is_variable_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|first| first.is_ascii_uppercase() || first == b'_')
+        && bytes.all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_')
+}
+
 /// The dotted key whose line holds `offset`: the nearest table header above it, and the key
 /// left of `=` on the line (or the key itself, for an unknown key's span).
 fn key_at(text: &str, offset: usize) -> Option<String> {
@@ -597,6 +608,18 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     let keys = &config.keys;
     let secret = keys.secret_env.is_some() || keys.secret_file.is_some();
     let pem = keys.private_pem.is_some() || !keys.public_pems().is_empty();
+    if let Some(name) = &keys.secret_env {
+        // A secret pasted where its variable's name belongs would be echoed by every message
+        // that names the variable, and by `check-config`: refused, without saying it.
+        if !is_variable_name(name.get_ref()) {
+            return Err(source.error_at(
+                Some(name.span()),
+                "not an environment variable's name (upper-case letters, digits and `_`, not \
+                 starting with a digit): give the name of the variable that holds the secret, \
+                 never the secret itself",
+            ));
+        }
+    }
     if keys.secret_env.is_some() && keys.secret_file.is_some() {
         return Err(source.error_at(
             keys.secret_file.as_ref().map(Spanned::span),
@@ -800,6 +823,33 @@ pub(crate) fn forwarded_claim(claim: &ForwardClaim) -> Result<ForwardedClaim, St
     }))
 }
 
+/// Checks what only the final configuration can tell, once the environment and the flags have
+/// had their say: the metrics listener apart from the main one, which it would otherwise
+/// take first, leaving the main listener's bind to fail as if another process held the port.
+pub(crate) fn check_listeners(config: &Config, source: &Source) -> Result<(), ConfigError> {
+    let main = config
+        .listen
+        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default"));
+    match config.metrics.listen {
+        Some(metrics) if overlaps(main, metrics) => Err(source.error_at(
+            None,
+            &format!(
+                "metrics.listen {metrics} is where the gate itself listens ({main}): the \
+                 metrics need an address of their own, never the public listener"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Whether two listeners would want the same socket: one port (not an ephemeral `0`) on the
+/// same address, or on any address where one listens on all of them.
+fn overlaps(one: SocketAddr, other: SocketAddr) -> bool {
+    one.port() != 0
+        && one.port() == other.port()
+        && (one.ip() == other.ip() || one.ip().is_unspecified() || other.ip().is_unspecified())
+}
+
 /// The command line's overrides, which win over the environment, which wins over the file.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Overrides {
@@ -942,7 +992,7 @@ pub(crate) fn effective(config: &Config) -> String {
         shown
             .keys
             .secret_env
-            .get_or_insert_with(|| DEFAULT_SECRET_ENV.to_owned());
+            .get_or_insert_with(|| Spanned::new(0..0, DEFAULT_SECRET_ENV.to_owned()));
     }
     shown
         .auth

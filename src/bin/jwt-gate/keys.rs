@@ -67,7 +67,10 @@ pub(crate) fn load(
             )
         });
     }
-    let name = keys.secret_env.as_deref().unwrap_or(DEFAULT_SECRET_ENV);
+    let name = keys
+        .secret_env
+        .as_ref()
+        .map_or(DEFAULT_SECRET_ENV, |name| name.get_ref().as_str());
     let value = env(name).ok_or_else(|| {
         ConfigError(format!(
             "{name} is not set: it holds the HS256 secret (at least 32 bytes; \

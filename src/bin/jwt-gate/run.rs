@@ -48,6 +48,7 @@ pub(crate) fn run(cli: Cli) -> Result<(), String> {
     };
     let (mut config, source) = config::load(&path).map_err(|error| error.to_string())?;
     config::apply_overrides(&mut config, env, &flags).map_err(|error| error.to_string())?;
+    config::check_listeners(&config, &source).map_err(|error| error.to_string())?;
     crate::init_logs(config.log.format);
     let keys = keys::load(&config, &source, env).map_err(|error| error.to_string())?;
     match cli.command {
