@@ -98,7 +98,13 @@ impl Claims<()> {
 impl Claims<()> {
     /// The id a verifier gives a token that carries no `jti` (when the
     /// [`Validation`](crate::Validation) lets `jti` be optional): `sha256:` followed by the
-    /// unpadded base64url SHA-256 digest of the whole compact token.
+    /// unpadded base64url SHA-256 digest of the token's signed part, its header and payload
+    /// up to the last `.`.
+    ///
+    /// The signature is left out because it does not name the token: an ECDSA signature can
+    /// be turned into another valid one by anyone holding the token (`s` into `n - s`), and
+    /// an issuer may sign the same claims twice, so a digest of the whole token would let a
+    /// revoked token come back under a new id.
     ///
     /// Unkeyed on purpose: every gate of a fleet, and any other program holding the token,
     /// derives the same id, so a revocation recorded by one is seen by all. The digest does
@@ -110,11 +116,15 @@ impl Claims<()> {
     /// let id = Claims::derive_jti("eyJhbGciOiJIUzI1NiJ9.e30.c2ln");
     /// assert!(id.starts_with("sha256:"));
     /// assert_eq!(id.len(), 7 + 43);
-    /// assert_eq!(id, Claims::derive_jti("eyJhbGciOiJIUzI1NiJ9.e30.c2ln"));
+    /// // Another signature over the same header and payload: the same token, the same id.
+    /// assert_eq!(id, Claims::derive_jti("eyJhbGciOiJIUzI1NiJ9.e30.b3RoZXI"));
     /// ```
     pub fn derive_jti(token: &str) -> String {
         use sha2::{Digest, Sha256};
-        let digest = Sha256::digest(token.as_bytes());
+        let signed = token
+            .rsplit_once('.')
+            .map_or(token, |(signed, _signature)| signed);
+        let digest = Sha256::digest(signed.as_bytes());
         let mut id = String::with_capacity(DERIVED_JTI_PREFIX.len() + 43);
         id.push_str(DERIVED_JTI_PREFIX);
         URL_SAFE_NO_PAD.encode_string(digest, &mut id);

@@ -54,7 +54,9 @@ use crate::{AuthError, Claims};
 /// **Tokens without `jti`.** Revocation names tokens by `jti`. When `require_jti` is `false`
 /// and a token has none, the verifier gives it one derived from the token itself,
 /// [`Claims::derive_jti`](crate::Claims::derive_jti): `sha256:` and the unpadded base64url
-/// SHA-256 digest of the whole compact token. Every gate of a fleet derives the same id, so
+/// SHA-256 digest of its signed part (header and payload: a signature re-made over the same
+/// claims, as anyone can do to an ECDSA one, names the same token). Every gate of a fleet
+/// derives the same id, so
 /// logout and shared (Redis) revocation work unchanged, and the raw token is never stored: only
 /// its digest is, and only when it is revoked.
 ///

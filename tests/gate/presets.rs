@@ -204,3 +204,64 @@ async fn a_token_without_jti_is_logged_out_at_every_gate_and_only_its_digest_is_
     assert!(revocations.is_revoked(&named(&derived)), "{derived}");
     assert!(!revocations.is_revoked(&named(&token)));
 }
+
+/// ECDSA signatures are malleable: anyone holding a token can turn `s` into `n - s` and get
+/// another valid signature. A revoked token without `jti` stays revoked under its twin.
+#[tokio::test]
+async fn a_revoked_token_without_jti_stays_revoked_when_its_ecdsa_signature_is_remade() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use jwt_gate::{Key, Keys};
+
+    // Made first: making a key picks jsonwebtoken's crypto backend, which `encode` needs.
+    let keys =
+        Keys::new(Key::from_public_pem(Algorithm::ES256, &pem("p256.pub.pem")).unwrap()).unwrap();
+    let mut header = Header::new(Algorithm::ES256);
+    header.typ = Some("JWT".to_owned());
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now(), "exp": now() + 300,
+    });
+    let signer = EncodingKey::from_ec_pem(&pem("p256.pem")).unwrap();
+    let token = jsonwebtoken::encode(&header, &claims, &signer).unwrap();
+    // The twin: the same header and payload, `s` replaced by `n - s` (P-256's group order).
+    let (signed, signature) = token.rsplit_once('.').unwrap();
+    let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+    const ORDER: [u8; 32] = [
+        0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
+        0x25, 0x51,
+    ];
+    let mut borrow = 0i16;
+    for at in (0..32).rev() {
+        let difference = i16::from(ORDER[at]) - i16::from(signature[32 + at]) - borrow;
+        borrow = i16::from(difference < 0);
+        signature[32 + at] = (difference + 256 * borrow) as u8;
+    }
+    let twin = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(&signature));
+    assert_ne!(twin, token);
+
+    let revocations = MemoryRevocations::new();
+    let gate = JwtAuthLayer::new(
+        TokenVerifier::builder(keys)
+            .validation(Validation::third_party(ISSUER, AUDIENCE))
+            .revocations(revocations.clone())
+            .build(),
+    );
+    let addr = serve_gated(gate).await;
+    for token in [&token, &twin] {
+        assert_eq!(
+            get_bearer(addr, "/protected", token).await.status,
+            200,
+            "a valid signature"
+        );
+    }
+    revocations.revoke_now(&Claims::derive_jti(&token), now() + 300);
+    for token in [&token, &twin] {
+        assert_invalid_token(
+            &get_bearer(addr, "/protected", token).await,
+            "the token has been revoked",
+        );
+    }
+    // The revocation above named the token by this id: the twin has the same.
+    assert_eq!(Claims::derive_jti(&twin), Claims::derive_jti(&token));
+}
