@@ -91,7 +91,8 @@ impl fmt::Display for JwksError {
             Self::PlainHttp(url) => write!(
                 f,
                 "refusing plain http:// to a host that is not loopback ({url}): use https://, \
-                 or allow_plain_http() on a network you trust"
+                 or allow it on a network you trust (`allow_plain_http = true` in the \
+                 program's issuer, `RemoteJwksBuilder::allow_plain_http` in code)"
             ),
             Self::Discovery(reason) => write!(f, "issuer discovery failed: {reason}"),
             Self::Config(reason) => write!(f, "RemoteJwksBuilder::{reason}"),
