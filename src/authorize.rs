@@ -239,10 +239,20 @@ fn as_str(name: &[u8]) -> &str {
 /// Deserializes a token's payload as `T` (its claims) and reads its [`Grants`] as
 /// `Grants::read` does, in the same pass: each grant claim's value is parsed once, looked at,
 /// and handed on to `T`, so a token's first verification does not parse its payload twice.
+#[cfg(test)]
 pub(crate) fn read_claims<'de, T: serde::Deserialize<'de>>(
     payload: &'de [u8],
     roles: &ClaimPath,
 ) -> serde_json::Result<(T, Grants)> {
+    read_claims_and_kinds(payload, roles).map(|(claims, grants, _)| (claims, grants))
+}
+
+/// [`read_claims`], and the payload's `typ` claims (every string one, a repeated one too):
+/// the kind of token some identity providers write there (Keycloak's `ID`, `Refresh`).
+pub(crate) fn read_claims_and_kinds<'de, T: serde::Deserialize<'de>>(
+    payload: &'de [u8],
+    roles: &ClaimPath,
+) -> serde_json::Result<(T, Grants, Vec<Box<str>>)> {
     let mut deserializer = serde_json::Deserializer::from_slice(payload);
     let mut found = Found::default();
     let claims = T::deserialize(Spy {
@@ -253,15 +263,18 @@ pub(crate) fn read_claims<'de, T: serde::Deserialize<'de>>(
         },
     })?;
     deserializer.end()?;
-    Ok((claims, found.into_grants()))
+    let kinds = std::mem::take(&mut found.kinds);
+    Ok((claims, found.into_grants(), kinds))
 }
 
-/// Which grant claim a top-level key names.
+/// Which noted claim a top-level key names: a grant claim, or the token's kind.
 #[derive(Clone, Copy)]
 enum GrantClaim {
     Scope,
     Scp,
     Roles,
+    /// `typ`: not a grant, but read in the same pass.
+    Kind,
 }
 
 impl GrantClaim {
@@ -270,6 +283,7 @@ impl GrantClaim {
             "scope" => Some(Self::Scope),
             "scp" => Some(Self::Scp),
             key if key == roles.first() => Some(Self::Roles),
+            "typ" => Some(Self::Kind),
             _ => None,
         }
     }
@@ -283,6 +297,8 @@ struct Found {
     roles: Option<Vec<Box<str>>>,
     /// A grant claim was repeated, or a scope claim was of another shape: nothing is granted.
     spoilt: bool,
+    /// The string `typ` claims met.
+    kinds: Vec<Box<str>>,
 }
 
 impl Found {
@@ -291,6 +307,10 @@ impl Found {
             GrantClaim::Scope => (&mut self.scope, scope_names(value)),
             GrantClaim::Scp => (&mut self.scp, scope_names(value)),
             GrantClaim::Roles => (&mut self.roles, Some(roles_at(value, &roles.segments[1..]))),
+            GrantClaim::Kind => {
+                self.kinds.extend(value.as_str().map(Box::from));
+                return;
+            }
         };
         match names {
             Some(names) if slot.is_none() => *slot = Some(names),

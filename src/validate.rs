@@ -9,7 +9,7 @@ use jsonwebtoken::Algorithm;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 
-use crate::authorize::{read_claims, ClaimPath, Grants};
+use crate::authorize::{read_claims_and_kinds, ClaimPath, Grants};
 use crate::cache::VerifiedCache;
 use crate::claims::MAX_JTI_LEN;
 use crate::clock::{Clock, SystemClock};
@@ -94,6 +94,11 @@ pub struct Validation {
     pub max_lifetime: Option<Duration>,
     /// The longest token accepted, in bytes.
     pub max_token_len: usize,
+    /// Kinds of token refused whatever their header says, by the `typ` claim some identity
+    /// providers write in the payload (any case): by default Keycloak's ID, refresh, offline
+    /// and logout tokens, which carry `typ: JWT` in their header like its access tokens, and
+    /// an ID token's `aud` is the client's id, which may be the API's audience too.
+    pub refused_kinds: Vec<String>,
 }
 
 impl Default for Validation {
@@ -108,6 +113,9 @@ impl Default for Validation {
             require_jti: true,
             max_lifetime: Some(Duration::from_secs(24 * 60 * 60)),
             max_token_len: 8 * 1024,
+            refused_kinds: ["ID", "Refresh", "Offline", "Logout"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }
@@ -149,7 +157,9 @@ impl Validation {
     /// must name `audience` (both required), `typ` may be `JWT`, `at+jwt` or absent, and
     /// `jti` is optional (a token without one is revocable by its derived id).
     ///
-    /// Still refused: any other `typ` (an ID token typed `id+jwt`, a logout token), a `crit`
+    /// Still refused: any other `typ` (an ID token typed `id+jwt`, a logout token), a token
+    /// whose payload `typ` is one of [`refused_kinds`](Self::refused_kinds) (Keycloak's ID and
+    /// refresh tokens), a `crit`
     /// header, a missing `sub`, `exp` or `iat`, a lifetime over 24 hours. Audience is what
     /// keeps another API's tokens from the same provider out: use your API's own identifier.
     ///
@@ -219,6 +229,19 @@ impl Validation {
         }
         if iat > now.saturating_add(leeway) {
             return Err(AuthError::IssuedInTheFuture);
+        }
+        Ok(())
+    }
+
+    /// Refuses a token whose payload `typ` names a kind this policy refuses.
+    fn check_kinds(&self, kinds: &[Box<str>]) -> Result<(), AuthError> {
+        let refused = |kind: &str| {
+            self.refused_kinds
+                .iter()
+                .any(|refused| refused.eq_ignore_ascii_case(kind))
+        };
+        if kinds.iter().any(|kind| refused(kind)) {
+            return Err(AuthError::WrongType);
         }
         Ok(())
     }
@@ -582,14 +605,15 @@ where
             None => decode_payload()?,
         };
         // The claims and the grants in one pass over the payload.
-        let (mut claims, grants): (Claims<C>, Grants) = read_claims(&payload, &self.inner.roles)
-            .map_err(|error| {
+        let (mut claims, grants, kinds): (Claims<C>, Grants, _) =
+            read_claims_and_kinds(&payload, &self.inner.roles).map_err(|error| {
                 if error.is_data() {
                     AuthError::MissingClaim
                 } else {
                     AuthError::Malformed
                 }
             })?;
+        validation.check_kinds(&kinds)?;
         validation.check_fixed(&claims)?;
         validation.check_times(claims.exp, claims.iat, claims.nbf, now)?;
         if claims.jti.is_empty() {

@@ -265,3 +265,36 @@ async fn a_revoked_token_without_jti_stays_revoked_when_its_ecdsa_signature_is_r
     // The revocation above named the token by this id: the twin has the same.
     assert_eq!(Claims::derive_jti(&twin), Claims::derive_jti(&token));
 }
+
+/// Keycloak types its ID and refresh tokens in the payload (`typ: ID`, `Refresh`), with the
+/// same `typ: JWT` header as its access tokens (`typ: Bearer`), and an ID token's `aud` is
+/// the client's id, which an API sharing the client accepts: only access tokens pass.
+#[tokio::test]
+async fn a_keycloak_id_or_refresh_token_is_not_an_access_token() {
+    let revocations = MemoryRevocations::new();
+    let addr = serve_gated(gate(
+        Validation::third_party(ISSUER, AUDIENCE),
+        &revocations,
+    ))
+    .await;
+    let token = |kind: &str| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.typ = Some("JWT".to_owned());
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": now(), "exp": now() + 300,
+            "typ": kind, "azp": AUDIENCE,
+        });
+        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    };
+    assert_eq!(
+        get_bearer(addr, "/protected", &token("Bearer"))
+            .await
+            .status,
+        200
+    );
+    for kind in ["ID", "Refresh", "Offline", "Logout", "id"] {
+        let reply = get_bearer(addr, "/protected", &token(kind)).await;
+        assert_eq!(reply.status, 401, "{kind}: {reply:?}");
+        assert_eq!(reply.json()["error"], "invalid_token", "{kind}");
+    }
+}
