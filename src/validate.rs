@@ -56,9 +56,8 @@ use crate::{AuthError, Claims};
 /// [`Claims::derive_jti`](crate::Claims::derive_jti): `sha256:` and the unpadded base64url
 /// SHA-256 digest of its signed part (header and payload: a signature re-made over the same
 /// claims, as anyone can do to an ECDSA one, names the same token). Every gate of a fleet
-/// derives the same id, so
-/// logout and shared (Redis) revocation work unchanged, and the raw token is never stored: only
-/// its digest is, and only when it is revoked.
+/// derives the same id, so logout and shared (Redis) revocation work unchanged, and the raw
+/// token is never stored: only its digest is, and only when it is revoked.
 ///
 /// ```
 /// use std::time::Duration;
@@ -159,9 +158,9 @@ impl Validation {
     ///
     /// Still refused: any other `typ` (an ID token typed `id+jwt`, a logout token), a token
     /// whose payload `typ` is one of [`refused_kinds`](Self::refused_kinds) (Keycloak's ID and
-    /// refresh tokens), a `crit`
-    /// header, a missing `sub`, `exp` or `iat`, a lifetime over 24 hours. Audience is what
-    /// keeps another API's tokens from the same provider out: use your API's own identifier.
+    /// refresh tokens), a `crit` header, a missing `sub`, `exp` or `iat`, a lifetime over 24
+    /// hours. Audience is what keeps another API's tokens from the same provider out: use your
+    /// API's own identifier.
     ///
     /// ```
     /// use jwt_gate::Validation;

@@ -55,6 +55,14 @@ pub(crate) struct Config {
     pub(crate) metrics: MetricsConfig,
 }
 
+impl Config {
+    /// Where the main listener binds: `listen`, or the default.
+    pub(crate) fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default"))
+    }
+}
+
 /// The `[token]` table: the library's `TokenSources` and the CORS preflight pass.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -417,7 +425,7 @@ fn whole_rate_burst(rate: u32) -> u32 {
 /// `limits.max_connections` when the file sets none.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
-pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub(crate) const DEFAULT_SECRET_ENV: &str = "JWT_GATE_SECRET";
 pub(crate) const DEFAULT_AUTH_PREFIX: &str = "/auth";
 /// The `iss` and `aud` tokens are issued with and must carry when the file names none: as the
@@ -827,9 +835,7 @@ pub(crate) fn forwarded_claim(claim: &ForwardClaim) -> Result<ForwardedClaim, St
 /// had their say: the metrics listener apart from the main one, which it would otherwise
 /// take first, leaving the main listener's bind to fail as if another process held the port.
 pub(crate) fn check_listeners(config: &Config, source: &Source) -> Result<(), ConfigError> {
-    let main = config
-        .listen
-        .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default"));
+    let main = config.listen_addr();
     match config.metrics.listen {
         Some(metrics) if overlaps(main, metrics) => Err(source.error_at(
             None,
@@ -980,11 +986,7 @@ fn redact_keywords(text: &str) -> String {
 /// The effective configuration as TOML, every default spelled out, no secret in it.
 pub(crate) fn effective(config: &Config) -> String {
     let mut shown = config.clone();
-    shown.listen = Some(
-        config
-            .listen
-            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a valid default")),
-    );
+    shown.listen = Some(config.listen_addr());
     if shown.keys.secret_file.is_none()
         && shown.keys.private_pem.is_none()
         && shown.keys.public_pems().is_empty()

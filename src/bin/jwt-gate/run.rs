@@ -331,9 +331,7 @@ fn listen(
     config: &Config,
     count: usize,
 ) -> Result<(Vec<std::net::TcpListener>, SocketAddr), String> {
-    let addr = config
-        .listen
-        .unwrap_or_else(|| config::DEFAULT_LISTEN.parse().expect("a valid default"));
+    let addr = config.listen_addr();
     workers::listeners(addr, count)
 }
 
