@@ -841,6 +841,11 @@ impl<C> Requirements<C> {
             .map(|rule| &rule.require)
     }
 
+    /// Whether any route rule is for one method only.
+    pub(crate) fn by_method(&self) -> bool {
+        self.routes.iter().any(|rule| rule.method.is_some())
+    }
+
     /// Whether a route rule applies to this request (it then needs a token, even on an
     /// optional path).
     pub(crate) fn has_route_rule(&self, method: &Method, path: &str) -> bool {

@@ -20,7 +20,7 @@ use crate::error::GateRealm;
 use crate::extract::{is_preflight, Sources};
 use crate::keys::KeyLookup;
 use crate::metrics::{CacheUse, GateMetrics};
-use crate::paths::{Access, PathRules, Pattern};
+use crate::paths::{overriding_methods, Access, PathRules, Pattern};
 use crate::revocation::{BoxFuture, RevocationCheck};
 use crate::validate::Authentication;
 use crate::{AuthError, Keys, Require, TokenSources, TokenVerifier};
@@ -55,6 +55,9 @@ struct Gate<C> {
     sources: Sources,
     /// Whether CORS preflights pass without a token.
     preflight: bool,
+    /// Whether a path or route rule is for one method only: then a method-override header
+    /// must meet what its method would ([`overriding_methods`]).
+    by_method: bool,
 }
 
 impl<C> Clone for Gate<C> {
@@ -66,6 +69,7 @@ impl<C> Clone for Gate<C> {
             declared: self.declared.clone(),
             sources: self.sources.clone(),
             preflight: self.preflight,
+            by_method: self.by_method,
         }
     }
 }
@@ -110,12 +114,15 @@ impl<C> JwtAuthLayer<C> {
                 declared: TokenSources::default(),
                 sources: Sources::default(),
                 preflight: false,
+                by_method: false,
             }),
         }
     }
 
     fn configure(mut self, change: impl FnOnce(&mut Gate<C>)) -> Self {
-        change(Arc::make_mut(&mut self.gate));
+        let gate = Arc::make_mut(&mut self.gate);
+        change(gate);
+        gate.by_method = gate.paths.by_method() || gate.requirements.by_method();
         self
     }
 
@@ -175,7 +182,10 @@ impl<C> JwtAuthLayer<C> {
     /// What requests with `method` for exactly `path` ask: at the same path, a rule for the
     /// method beats one for every method (a more specific path still beats both). A `HEAD`
     /// also meets what a `GET` would there (servers answer it with the `GET` handler), so a
-    /// path opened for `HEAD` alone stays protected unless `GET` is open too.
+    /// path opened for `HEAD` alone stays protected unless `GET` is open too. A request that
+    /// asks the application for another method (`X-HTTP-Method-Override: DELETE`, or
+    /// `X-HTTP-Method`, `X-Method-Override`, which Rails, Express and ASP.NET Core can honour
+    /// on a `POST`) meets what each method asks, the strictest winning.
     ///
     /// ```
     /// use http::Method;
@@ -225,7 +235,8 @@ impl<C> JwtAuthLayer<C> {
     /// also holds its path in any ASCII letter case and with or without a trailing `/`
     /// (`/ORDERS`, `/orders/`), which case-insensitive and lenient routers (Express's and
     /// ASP.NET Core's defaults) send to the same handler; open and optional paths stay exact.
-    /// A rule for `GET` holds `HEAD` too.
+    /// A rule for `GET` holds `HEAD` too, and a rule for a method holds a request that names
+    /// it in a method-override header (`X-HTTP-Method-Override: DELETE` on a `POST`).
     ///
     /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
     ///
@@ -416,9 +427,19 @@ where
         if self.preflight && is_preflight(request.method(), request.headers()) {
             return self.pass_without_claims(request);
         }
-        let access = self
-            .paths
-            .access_for(request.method(), request.uri().path());
+        let (method, path) = (request.method(), request.uri().path());
+        // Empty, with no allocation, unless a rule depends on the method and the request
+        // asks the application for another one.
+        let overrides: Vec<Method> = if self.by_method {
+            overriding_methods(request.headers()).collect()
+        } else {
+            Vec::new()
+        };
+        let access = overrides
+            .iter()
+            .fold(self.paths.access_for(method, path), |access, method| {
+                access.stricter(self.paths.access_for(method, path))
+            });
         let authenticated = match access {
             Access::Open => Ok(None),
             _ => match self.token(request) {
@@ -436,17 +457,17 @@ where
         };
         let Some((claims, grants, check, cache)) = authenticated else {
             if access == Access::Protected
-                || self
-                    .requirements
-                    .has_route_rule(request.method(), request.uri().path())
+                || std::iter::once(method)
+                    .chain(&overrides)
+                    .any(|method| self.requirements.has_route_rule(method, path))
             {
                 return Decision::Reject(AuthError::MissingCredentials, None);
             }
             return self.pass_without_claims(request);
         };
-        let forbidden = self
-            .requirements
-            .check(request.method(), request.uri().path(), &claims, &grants)
+        let forbidden = std::iter::once(method)
+            .chain(&overrides)
+            .try_for_each(|method| self.requirements.check(method, path, &claims, &grants))
             .err();
         // The claims ride with the request either way; a refused request is dropped whole.
         request.extensions_mut().insert(claims);

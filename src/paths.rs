@@ -1,6 +1,6 @@
 //! Which paths the gate leaves open or makes optional.
 
-use http::Method;
+use http::{HeaderMap, HeaderName, Method};
 
 /// What the gate asks of a request on a given path (and method): see
 /// [`JwtAuthLayer::method_path`](crate::JwtAuthLayer::method_path).
@@ -25,7 +25,7 @@ impl Access {
         }
     }
 
-    fn stricter(self, other: Self) -> Self {
+    pub(crate) fn stricter(self, other: Self) -> Self {
         if other.strictness() > self.strictness() {
             other
         } else {
@@ -236,6 +236,11 @@ impl PathRules {
             .map_or(Access::Protected, |(_, access)| access)
     }
 
+    /// Whether any rule is for one method only.
+    pub(crate) fn by_method(&self) -> bool {
+        self.rules.iter().any(|(method, _, _)| method.is_some())
+    }
+
     /// As [`access_for`](Self::access_for), for a `GET`.
     #[cfg(test)]
     pub(crate) fn access(&self, path: &str) -> Access {
@@ -337,6 +342,36 @@ fn is_harmless_escape(byte: u8) -> bool {
     (0x20..0x7f).contains(&byte)
         && !byte.is_ascii_alphanumeric()
         && !matches!(byte, b'-' | b'.' | b'_' | b'~' | b'/' | b'\\' | b'%' | b';')
+}
+
+/// The headers through which a client asks the application for another method than the
+/// request's own: Rack (Rails, Sinatra), Express's `method-override`, Symfony, ASP.NET Core
+/// and Google's APIs read one or another of them on a `POST`.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// The methods a method-override header of `headers` names, as the frameworks that honour it
+/// read them: trimmed and upper-cased (Rack and Symfony upper-case `delete`). A value that is
+/// no method (`DELETE, GET`) comes back as one with lower-case letters, never canonical
+/// ([`is_canonical_method`]), so the request is judged the strictest way. A rule that
+/// depends on the method must hold for each of them as for the request's own: whichever one
+/// the application acts on, it was judged.
+pub(crate) fn overriding_methods(headers: &HeaderMap) -> impl Iterator<Item = Method> + '_ {
+    METHOD_OVERRIDES
+        .into_iter()
+        .flat_map(|name| headers.get_all(name))
+        .map(|value| {
+            Method::from_bytes(&value.as_bytes().trim_ascii().to_ascii_uppercase())
+                .unwrap_or_else(|_| not_a_method())
+        })
+}
+
+/// A method no rule names and [`is_canonical_method`] refuses.
+fn not_a_method() -> Method {
+    Method::from_bytes(b"not-a-method").expect("a token")
 }
 
 /// Whether `method` is in the one form every server reads the same way: no lower-case

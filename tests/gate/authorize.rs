@@ -431,3 +431,127 @@ mod grpc {
         assert_eq!(served.into_inner().status(), ServingStatus::Serving);
     }
 }
+
+/// What Rack's `MethodOverride` (Rails) and Express's `method-override` do before routing: a
+/// `POST` naming another method in `X-HTTP-Method-Override` (or `X-HTTP-Method`,
+/// `X-Method-Override`) is served as that method, upper-cased.
+async fn honour_method_override(mut request: axum::extract::Request) -> axum::extract::Request {
+    let named = [
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ]
+    .into_iter()
+    .find_map(|name| request.headers().get(name))
+    .and_then(|value| Method::from_bytes(&value.as_bytes().to_ascii_uppercase()).ok());
+    if let (Some(method), &Method::POST) = (named, request.method()) {
+        *request.method_mut() = method;
+    }
+    request
+}
+
+/// A method-override header cannot carry a request past a rule for the method it names: the
+/// application behind acts on that method, so the gate judges the request as it too.
+#[tokio::test]
+async fn a_method_override_header_meets_the_rules_of_the_method_it_names() {
+    let routes = Router::new()
+        .route(
+            "/orders",
+            routing::post(|| async { "ordered" }).delete(|| async { "every order deleted" }),
+        )
+        .route(
+            "/feedback",
+            routing::post(|| async { "thanks" }).delete(|| async { "feedback deleted" }),
+        );
+    // The override is honoured before routing, as Rack and Express do.
+    let app = Router::new().fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::map_request(honour_method_override))
+            .service(routes),
+    );
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles"))
+        .require_route(Some(Method::DELETE), "/orders", Require::role("admin"))
+        // Anyone may post feedback; deleting it needs a token.
+        .method_path(Method::POST, "/feedback", jwt_gate::Access::Open);
+    let addr = serve(app.layer(layer)).await;
+    let clerk = token_with(json!({ "roles": ["clerk"] }));
+    let admin = token_with(json!({ "roles": ["admin"] }));
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    // The application does honour the header: an admin's override deletes.
+    let deleted = call(
+        addr,
+        Method::POST,
+        "/orders",
+        &[
+            ("authorization", &bearer(&admin)),
+            ("x-http-method-override", "DELETE"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (deleted.status.as_u16(), deleted.text.as_str()),
+        (200, "every order deleted")
+    );
+
+    for (name, value) in [
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method-override", " delete "),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "Delete"),
+        // No method at all: every route rule applies.
+        ("x-http-method-override", "DELETE, GET"),
+    ] {
+        let reply = call(
+            addr,
+            Method::POST,
+            "/orders",
+            &[("authorization", &bearer(&clerk)), (name, value)],
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 403, "{name}: {value}: {reply:?}");
+    }
+    // Without the header, or naming the request's own method, a clerk may order.
+    let ordered = call(
+        addr,
+        Method::POST,
+        "/orders",
+        &[("authorization", &bearer(&clerk))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (ordered.status.as_u16(), ordered.text.as_str()),
+        (200, "ordered")
+    );
+    let ordered = call(
+        addr,
+        Method::POST,
+        "/orders",
+        &[
+            ("authorization", &bearer(&clerk)),
+            ("x-http-method-override", "POST"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(ordered.status, 200, "{ordered:?}");
+
+    // An open POST does not open the DELETE it names.
+    let anonymous = call(
+        addr,
+        Method::POST,
+        "/feedback",
+        &[("x-http-method-override", "DELETE")],
+        "",
+    )
+    .await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let thanks = call(addr, Method::POST, "/feedback", &[], "").await;
+    assert_eq!(
+        (thanks.status.as_u16(), thanks.text.as_str()),
+        (200, "thanks")
+    );
+}
