@@ -281,8 +281,14 @@ struct JoseHeader<'a> {
     kid: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     typ: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
+    /// Present at all, `null` included: RFC 7515 §4.1.11 allows only a list of names, and
+    /// none is understood here.
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
 }
 
 /// The `alg` header value of each algorithm (RFC 7518 §3.1).
@@ -544,7 +550,7 @@ where
             .map_err(|_| AuthError::Malformed)?;
         let header: JoseHeader<'_> =
             serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
-        if header.crit.is_some() {
+        if header.crit {
             return Err(AuthError::CriticalHeader);
         }
         let decode_payload = || {

@@ -213,3 +213,31 @@ fn an_alg_header_that_disagrees_with_the_key_is_refused_even_with_a_valid_signat
     let honest = signed_with_rs256(&json!({"alg": "RS256", "typ": "at+jwt"}), &claims);
     assert!(verifier.verify(&honest).is_ok());
 }
+
+#[test]
+fn a_crit_header_is_refused_whatever_it_holds_null_included() {
+    // RFC 7515 §4.1.11: a recipient that does not understand a listed extension must refuse
+    // the token, and `crit` may only be a list. A parser that reads `null` as "absent" would
+    // let a header through that another parser refuses.
+    let claims = Claims::new("mallory", NOW, NOW + 900);
+    let verifier = verifier(&rsa_public_keys(), Validation::default());
+    for crit in [
+        json!(null),
+        json!([]),
+        json!(["exp"]),
+        json!("exp"),
+        json!({}),
+    ] {
+        let token = signed_with_rs256(
+            &json!({"alg": "RS256", "typ": "at+jwt", "crit": crit}),
+            &claims,
+        );
+        assert_eq!(
+            verifier.verify(&token).map(|_| ()),
+            Err(AuthError::CriticalHeader),
+            "crit: {crit}"
+        );
+    }
+    let honest = signed_with_rs256(&json!({"alg": "RS256", "typ": "at+jwt"}), &claims);
+    assert!(verifier.verify(&honest).is_ok());
+}
