@@ -205,6 +205,8 @@ impl RemoteJwksBuilder {
     /// with nothing usable (an error status, a broken document, or a valid JWKS without a key
     /// this gate can use). Default 24 h; `None` keeps them forever. Past it every key is
     /// removed, so the issuer's tokens are refused (`401`) until it serves usable keys again.
+    /// Without scheduled refetches ([`refresh_interval`](Self::refresh_interval) `None`), the
+    /// issuer is asked once when the limit comes, and the keys are retired only if that fails.
     #[must_use]
     pub fn max_stale(mut self, max_stale: Option<Duration>) -> Self {
         self.max_stale = max_stale;
@@ -318,6 +320,7 @@ impl RemoteJwksBuilder {
             family: self.algorithm.map(Algorithm::family),
             known: HashMap::new(),
             last_good: Instant::now(),
+            failed_since_good: false,
         };
         let started = Instant::now();
         let (fetched, max_age) = follower.fetch().await.inspect_err(|error| {
@@ -729,6 +732,9 @@ struct Follower {
     known: HashMap<String, Jwk>,
     /// When the issuer last served a usable key set.
     last_good: Instant,
+    /// Whether a fetch failed since then: without one, the stale limit is only "not asked
+    /// for a while" (no scheduled refetches), and asks before it retires anything.
+    failed_since_good: bool,
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -775,8 +781,11 @@ impl Follower {
                 }
                 () = sleep_until(owed) => None,
                 () = sleep_until(stale_at) => {
-                    self.retire_all(&keys);
-                    continue;
+                    if self.failed_since_good {
+                        self.retire_all(&keys);
+                        continue;
+                    }
+                    None
                 }
                 Some(reply) = requests.recv() => Some(reply),
             };
@@ -794,6 +803,7 @@ impl Follower {
             };
             crate::metrics::jwks_fetched(&self.uri, outcome.as_ref().map(|_| ()));
             lookups.finish(round);
+            self.failed_since_good = outcome.is_err();
             match &outcome {
                 Ok(()) => self.last_good = Instant::now(),
                 Err(JwksError::NoUsableKey) => tracing::warn!(

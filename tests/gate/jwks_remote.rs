@@ -588,6 +588,41 @@ async fn while_unreachable_the_old_keys_are_kept_until_the_stale_limit_then_refu
     );
 }
 
+/// Without scheduled refetches nothing failed when the stale limit comes: the keys were
+/// simply not asked about. The gate asks then, and keeps them if the issuer still serves them.
+#[tokio::test]
+async fn without_scheduled_refetches_the_stale_limit_asks_before_it_retires() {
+    const LIMIT: Duration = Duration::from_secs(1);
+    let a = switchable_issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .refresh_interval(None)
+        .max_stale(Some(LIMIT))
+        .start()
+        .await
+        .unwrap();
+    let b = gate(&jwks).await;
+    let token = common::token(&a.keys, "alice");
+
+    tokio::time::sleep(LIMIT * 3).await;
+    assert_eq!(
+        jwks.keys().kids(),
+        [Some("k1".to_owned())],
+        "kept: the issuer still serves it"
+    );
+    assert_eq!(
+        common::get(b, "/me", Some(&token)).await.status,
+        StatusCode::OK
+    );
+
+    // Down when the limit comes again: asked, failed, retired.
+    a.down.store(true, Ordering::SeqCst);
+    until_empty(&jwks).await;
+    assert_eq!(
+        common::get(b, "/me", Some(&token)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn a_valid_jwks_with_no_usable_key_is_told_apart_and_bounded_the_same_way() {
     let a = switchable_issuer().await;
