@@ -135,6 +135,15 @@ async fn an_unreachable_server_is_an_error_that_keeps_the_password() {
         .unwrap_err();
     let shown = format!("{error} {error:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
+    // The cause, not only "error connecting to server": an operator must tell a closed port
+    // from a wrong password.
+    assert!(
+        error
+            .to_string()
+            .to_lowercase()
+            .contains("connection refused"),
+        "{error}"
+    );
 
     let garbage = PostgresUserStore::connect("postgres://u:hunter2-secret@host:notaport/db")
         .await

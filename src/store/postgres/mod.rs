@@ -138,7 +138,27 @@ impl PostgresUserStore {
 type PgError = tokio_postgres::Error;
 
 fn pool_error(error: deadpool_postgres::PoolError) -> UserStoreError {
-    UserStoreError::new(format!("no PostgreSQL connection: {error}"))
+    UserStoreError::new(format!("no PostgreSQL connection: {}", with_causes(&error)))
+}
+
+/// The error and what caused it: "error connecting to server" alone does not tell a refused
+/// connection from a wrong password. Neither holds the URL, so no password shows.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        // As in `query_error`: a server's DETAIL may quote a row.
+        let said = match error.downcast_ref::<tokio_postgres::error::DbError>() {
+            Some(db) => format!("{} {}", db.code().code(), db.message()),
+            None => error.to_string(),
+        };
+        // Some wrappers already print their source.
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// The server's own errors are reduced to their code and message: their DETAIL may quote
@@ -148,7 +168,7 @@ fn query_error(error: PgError) -> UserStoreError {
         Some(db) => {
             UserStoreError::new(format!("PostgreSQL {}: {}", db.code().code(), db.message()))
         }
-        None => UserStoreError::new(format!("PostgreSQL: {error}")),
+        None => UserStoreError::new(format!("PostgreSQL: {}", with_causes(&error))),
     }
 }
 
