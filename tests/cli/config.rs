@@ -155,6 +155,23 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             "[users]\nsqlite = \"a.db\"\npostgres_url = \"postgres://x\"\n",
             ":3:16: key `users.postgres_url`: users: give exactly one",
         ),
+        (
+            "[health]\nlive_path = \"/up\"\nready_path = \"/up\"\n",
+            ":3:14: key `health.ready_path`: the readiness path is the liveness path",
+        ),
+        (
+            "[[issuers]]\nissuer = \"https://\"\naudience = \"api\"\n",
+            ":2:10: key `issuers.issuer`: \"https://\" is not an issuer URL",
+        ),
+        (
+            "[[routes]]\npath = \"/a\"\naccess = \"open\"\n\n[[routes]]\npath = \"/a\"\ntimeout_seconds = 5\n",
+            ":6:8: key `routes.path`: \"/a\" has a route for these methods already",
+        ),
+        (
+            "[[routes]]\nmethods = [\"GET\", \"POST\"]\npath = \"/a/*\"\naccess = \"open\"\n\n\
+             [[routes]]\nmethods = [\"POST\"]\npath = \"/a/*\"\nroles = [\"x\"]\n",
+            ":8:8: key `routes.path`: \"/a/*\" has a route for these methods already",
+        ),
     ] {
         let (status, error, file) = refused(text);
         assert_eq!(status, Some(2), "{text}: {error}");
@@ -168,6 +185,13 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
     }
     // A plain-http upstream on another host is fine.
     let (status, error, _) = refused("upstream = \"http://10.1.2.3:8000\"\n");
+    assert_eq!(status, Some(0), "{error}");
+    // One path, routes for other methods: a route for some methods beats one for all.
+    let (status, error, _) = refused(
+        "[[routes]]\npath = \"/a\"\naccess = \"open\"\n\n[[routes]]\nmethods = [\"POST\"]\n\
+         path = \"/a\"\naccess = \"required\"\n\n[[routes]]\nmethods = [\"DELETE\"]\npath = \"/a\"\n\
+         roles = [\"admin\"]\n",
+    );
     assert_eq!(status, Some(0), "{error}");
 }
 

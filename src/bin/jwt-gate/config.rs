@@ -562,6 +562,8 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         }
         check_route_rules(route).map_err(|(span, why)| source.error_at(Some(span), &why))?;
     }
+    check_duplicate_routes(&config.routes)
+        .map_err(|(span, why)| source.error_at(Some(span), &why))?;
     if let Some(path) = &config.validation.roles_claim {
         jwt_gate::ClaimPath::new(path.get_ref())
             .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
@@ -589,6 +591,15 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             ));
         }
         check_route_path(value).map_err(|why| source.error_at(Some(path.span()), &why))?;
+    }
+    if let (Some(live), Some(ready)) = (&config.health.live_path, &config.health.ready_path) {
+        if live.get_ref() == ready.get_ref() {
+            return Err(source.error_at(
+                Some(ready.span()),
+                "the readiness path is the liveness path: a process that is alive but not \
+                 ready could not say so",
+            ));
+        }
     }
     for claim in &config.forward_claims {
         forwarded_claim(claim).map_err(|why| {
@@ -768,10 +779,10 @@ fn check_route_rules(route: &Route) -> Result<(), (Range<usize>, String)> {
 fn check_issuers(config: &Config) -> Result<(), (Range<usize>, String)> {
     for (index, issuer) in config.issuers.iter().enumerate() {
         let name = issuer.issuer.get_ref();
-        if !(name.starts_with("https://") || name.starts_with("http://")) {
+        if !is_http_url(name) {
             return Err((
                 issuer.issuer.span(),
-                format!("{name:?} is not an issuer URL (https://...)"),
+                format!("{name:?} is not an issuer URL (https:// and a host)"),
             ));
         }
         if name == config.validation.issuer() {
@@ -796,9 +807,50 @@ fn check_issuers(config: &Config) -> Result<(), (Range<usize>, String)> {
             ));
         }
         if let Some(url) = &issuer.jwks_url {
-            if !(url.get_ref().starts_with("https://") || url.get_ref().starts_with("http://")) {
-                return Err((url.span(), "the JWKS URL is an https:// URL".into()));
+            if !is_http_url(url.get_ref()) {
+                return Err((
+                    url.span(),
+                    "the JWKS URL is an https:// URL with a host".into(),
+                ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// An `http(s)://` URL with a host: `https://` alone, or `https:///path`, names nobody.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("https://") || url.starts_with("http://"))
+        && http::Uri::try_from(url)
+            .ok()
+            .and_then(|uri| uri.host().map(|host| !host.is_empty()))
+            .unwrap_or(false)
+}
+
+/// Two routes for one path and one method would leave which timeout and label hold to the
+/// order of the file, and split what the path asks over two places: one route says it all.
+fn check_duplicate_routes(routes: &[Route]) -> Result<(), (Range<usize>, String)> {
+    fn methods(route: &Route) -> Option<&Vec<String>> {
+        route.methods.as_ref().map(Spanned::get_ref)
+    }
+    for (index, route) in routes.iter().enumerate() {
+        let twice = routes[..index].iter().any(|earlier| {
+            earlier.path.get_ref() == route.path.get_ref()
+                && match (methods(earlier), methods(route)) {
+                    (None, None) => true,
+                    (Some(one), Some(other)) => one.iter().any(|method| other.contains(method)),
+                    // A route for some methods beats one for all of them.
+                    _ => false,
+                }
+        });
+        if twice {
+            return Err((
+                route.path.span(),
+                format!(
+                    "{:?} has a route for these methods already: give each path and method one route",
+                    route.path.get_ref()
+                ),
+            ));
         }
     }
     Ok(())
