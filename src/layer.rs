@@ -55,8 +55,8 @@ struct Gate<C> {
     sources: Sources,
     /// Whether CORS preflights pass without a token.
     preflight: bool,
-    /// Whether a path or route rule is for one method only: then a method-override header
-    /// must meet what its method would ([`overriding_methods`]).
+    /// Whether a path or route rule is for one method only: then a method override must
+    /// meet what its method would ([`overriding_methods`]).
     by_method: bool,
 }
 
@@ -184,8 +184,9 @@ impl<C> JwtAuthLayer<C> {
     /// also meets what a `GET` would there (servers answer it with the `GET` handler), so a
     /// path opened for `HEAD` alone stays protected unless `GET` is open too. A request that
     /// asks the application for another method (`X-HTTP-Method-Override: DELETE`, or
-    /// `X-HTTP-Method`, `X-Method-Override`, which Rails, Express and ASP.NET Core can honour
-    /// on a `POST`) meets what each method asks, the strictest winning.
+    /// `X-HTTP-Method`, `X-Method-Override`, `?_method=DELETE`, which Rails, Express, Laravel
+    /// and ASP.NET Core can honour on a `POST`) meets what each method asks, the strictest
+    /// winning. A `_method` in a form body is out of sight: `docs/security.md`.
     ///
     /// ```
     /// use http::Method;
@@ -236,7 +237,8 @@ impl<C> JwtAuthLayer<C> {
     /// (`/ORDERS`, `/orders/`), which case-insensitive and lenient routers (Express's and
     /// ASP.NET Core's defaults) send to the same handler; open and optional paths stay exact.
     /// A rule for `GET` holds `HEAD` too, and a rule for a method holds a request that names
-    /// it in a method-override header (`X-HTTP-Method-Override: DELETE` on a `POST`).
+    /// it in a method override (`X-HTTP-Method-Override: DELETE` on a `POST`, or
+    /// `?_method=DELETE`).
     ///
     /// For gRPC, a method is the path `/package.Service/Method`, called with `POST`.
     ///
@@ -431,7 +433,7 @@ where
         // Empty, with no allocation, unless a rule depends on the method and the request
         // asks the application for another one.
         let overrides: Vec<Method> = if self.by_method {
-            overriding_methods(request.headers()).collect()
+            overriding_methods(request.uri(), request.headers())
         } else {
             Vec::new()
         };

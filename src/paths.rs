@@ -1,6 +1,6 @@
 //! Which paths the gate leaves open or makes optional.
 
-use http::{HeaderMap, HeaderName, Method};
+use http::{HeaderMap, Method, Uri};
 
 /// What the gate asks of a request on a given path (and method): see
 /// [`JwtAuthLayer::method_path`](crate::JwtAuthLayer::method_path).
@@ -347,26 +347,102 @@ fn is_harmless_escape(byte: u8) -> bool {
 /// The headers through which a client asks the application for another method than the
 /// request's own: Rack (Rails, Sinatra), Express's `method-override`, Symfony, ASP.NET Core
 /// and Google's APIs read one or another of them on a `POST`.
-const METHOD_OVERRIDES: [HeaderName; 3] = [
-    HeaderName::from_static("x-http-method-override"),
-    HeaderName::from_static("x-http-method"),
-    HeaderName::from_static("x-method-override"),
+const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
 ];
 
-/// The methods a method-override header of `headers` names, as the frameworks that honour it
-/// read them: trimmed and upper-cased (Rack and Symfony upper-case `delete`). A value that is
-/// no method (`DELETE, GET`) comes back as one with lower-case letters, never canonical
-/// ([`is_canonical_method`]), so the request is judged the strictest way. A rule that
-/// depends on the method must hold for each of them as for the request's own: whichever one
-/// the application acts on, it was judged.
-pub(crate) fn overriding_methods(headers: &HeaderMap) -> impl Iterator<Item = Method> + '_ {
-    METHOD_OVERRIDES
-        .into_iter()
-        .flat_map(|name| headers.get_all(name))
-        .map(|value| {
-            Method::from_bytes(&value.as_bytes().trim_ascii().to_ascii_uppercase())
-                .unwrap_or_else(|_| not_a_method())
+/// The methods a request asks the application to act on instead of its own: each value of a
+/// method-override header (also spelt with `_`, as a CGI or Rack server reads it) and of a
+/// `_method` query parameter (Express's `method-override('_method')`, Symfony and Laravel),
+/// as the frameworks read them: decoded, trimmed and upper-cased (Rack and Symfony upper-case
+/// `delete`). Each method once; a value that is no method (`DELETE, GET`) ends the list with
+/// one that has lower-case letters, never canonical ([`is_canonical_method`]), so the request
+/// is judged the strictest way. A rule that depends on the method must hold for each of them
+/// as for the request's own: whichever one the application acts on, it was judged. A
+/// `_method` in a form body is out of sight (see `docs/security.md`).
+pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> {
+    let mut methods = Vec::new();
+    let headers = headers
+        .iter()
+        .filter(|(name, _)| {
+            METHOD_OVERRIDE_HEADERS.iter().any(|header| {
+                name.as_str().len() == header.len() && starts_as(name.as_str(), header)
+            })
         })
+        .map(|(_, value)| value.as_bytes().to_vec());
+    let parameters = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            is_method_parameter(&form_decoded(key)).then(|| form_decoded(value))
+        });
+    for value in headers.chain(parameters) {
+        let method = Method::from_bytes(&value.trim_ascii().to_ascii_uppercase())
+            .unwrap_or_else(|_| not_a_method());
+        let last = !is_canonical_method(&method);
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+        if last {
+            break;
+        }
+    }
+    methods
+}
+
+/// Whether a query key names the method as PHP and `qs` (Express) read keys: `_method`, also
+/// as `.method` or ` method` (PHP turns `.` and spaces into `_`) and as an array
+/// (`_method[]`, whose first value `method-override` takes).
+fn is_method_parameter(key: &[u8]) -> bool {
+    let key: Vec<u8> = key
+        .iter()
+        .map(|&byte| {
+            if matches!(byte, b'.' | b' ') {
+                b'_'
+            } else {
+                byte
+            }
+        })
+        .collect();
+    key == b"_method" || key.starts_with(b"_method[")
+}
+
+/// A query string's key or value as a form decodes it: `+` is a space, `%41` is `A`.
+fn form_decoded(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match (
+            bytes[index],
+            bytes.get(index + 1..index + 3).and_then(unhex),
+        ) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            (byte, _) => {
+                decoded.push(if byte == b'+' { b' ' } else { byte });
+                index += 1;
+            }
+        }
+    }
+    decoded
+}
+
+/// Whether header `name` starts with `prefix` (lower case, with `-`) as a CGI, Rack or WSGI
+/// server reads it: they turn `-` and `_` into the same `HTTP_*` variable, so `x_auth_sub`
+/// is `x-auth-sub` to the application.
+pub(crate) fn starts_as(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
 }
 
 /// A method no rule names and [`is_canonical_method`] refuses.

@@ -344,15 +344,8 @@ fn is_identity(name: &HeaderName) -> bool {
     starts_as(name, IDENTITY_PREFIX)
 }
 
-/// Whether `name` starts with `prefix` as a CGI or WSGI server reads it: they turn `-` and `_`
-/// into the same `HTTP_*` variable, so `x_auth_sub` is `x-auth-sub` to the application.
 fn starts_as(name: &HeaderName, prefix: &str) -> bool {
-    let name = name.as_str();
-    name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
+    crate::paths::starts_as(name.as_str(), prefix)
 }
 
 /// Removes every `x-auth-*` header: only the gate may set them.

@@ -432,62 +432,74 @@ mod grpc {
     }
 }
 
-/// What Rack's `MethodOverride` (Rails) and Express's `method-override` do before routing: a
-/// `POST` naming another method in `X-HTTP-Method-Override` (or `X-HTTP-Method`,
-/// `X-Method-Override`) is served as that method, upper-cased.
+/// What Rack's `MethodOverride` (Rails), Express's `method-override` and Symfony do before
+/// routing: a `POST` naming another method in `X-HTTP-Method-Override` (or `X-HTTP-Method`,
+/// `X-Method-Override`, also spelt with `_` as Rack reads headers) or in a `_method` query
+/// parameter is served as that method, upper-cased.
 async fn honour_method_override(mut request: axum::extract::Request) -> axum::extract::Request {
-    let named = [
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-    ]
-    .into_iter()
-    .find_map(|name| request.headers().get(name))
-    .and_then(|value| Method::from_bytes(&value.as_bytes().to_ascii_uppercase()).ok());
+    let header = request.headers().iter().find_map(|(name, value)| {
+        let name = name.as_str().replace('_', "-");
+        [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .contains(&name.as_str())
+        .then(|| value.as_bytes().to_vec())
+    });
+    let parameter = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("_method="))
+            .map(|value| value.as_bytes().to_vec())
+    });
+    let named = header
+        .or(parameter)
+        .and_then(|value| Method::from_bytes(&value.to_ascii_uppercase()).ok());
     if let (Some(method), &Method::POST) = (named, request.method()) {
         *request.method_mut() = method;
     }
     request
 }
 
-/// A method-override header cannot carry a request past a rule for the method it names: the
-/// application behind acts on that method, so the gate judges the request as it too.
-#[tokio::test]
-async fn a_method_override_header_meets_the_rules_of_the_method_it_names() {
-    let routes = Router::new()
-        .route(
-            "/orders",
-            routing::post(|| async { "ordered" }).delete(|| async { "every order deleted" }),
-        )
-        .route(
-            "/feedback",
-            routing::post(|| async { "thanks" }).delete(|| async { "feedback deleted" }),
-        );
-    // The override is honoured before routing, as Rack and Express do.
+/// `routes` behind an application that honours method overrides, behind `layer`.
+async fn serve_honouring_overrides(routes: Router, layer: JwtAuthLayer) -> SocketAddr {
     let app = Router::new().fallback_service(
         tower::ServiceBuilder::new()
             .layer(axum::middleware::map_request(honour_method_override))
             .service(routes),
     );
-    let layer = JwtAuthLayer::new(verifier_with_roles("roles"))
-        .require_route(Some(Method::DELETE), "/orders", Require::role("admin"))
-        // Anyone may post feedback; deleting it needs a token.
-        .method_path(Method::POST, "/feedback", jwt_gate::Access::Open);
-    let addr = serve(app.layer(layer)).await;
-    let clerk = token_with(json!({ "roles": ["clerk"] }));
-    let admin = token_with(json!({ "roles": ["admin"] }));
-    let bearer = |token: &str| format!("Bearer {token}");
+    serve(app.layer(layer)).await
+}
 
-    // The application does honour the header: an admin's override deletes.
-    let deleted = call(
-        addr,
-        Method::POST,
+/// A method override cannot carry a request past a rule for the method it names: the
+/// application behind acts on that method, so the gate judges the request as it too.
+#[tokio::test]
+async fn a_method_override_meets_the_route_rules_of_the_method_it_names() {
+    let routes = Router::new().route(
         "/orders",
-        &[
-            ("authorization", &bearer(&admin)),
-            ("x-http-method-override", "DELETE"),
-        ],
-        "",
+        routing::post(|| async { "ordered" }).delete(|| async { "every order deleted" }),
+    );
+    // A route rule alone: no path rule names a method.
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles")).require_route(
+        Some(Method::DELETE),
+        "/orders",
+        Require::role("admin"),
+    );
+    let addr = serve_honouring_overrides(routes, layer).await;
+    let clerk = format!("Bearer {}", token_with(json!({ "roles": ["clerk"] })));
+    let admin = format!("Bearer {}", token_with(json!({ "roles": ["admin"] })));
+    let post = |path: &'static str, headers: Vec<(&'static str, &'static str)>, bearer: String| async move {
+        let mut all = vec![("authorization", bearer.as_str())];
+        all.extend(headers);
+        call(addr, Method::POST, path, &all, "").await
+    };
+
+    // The application does honour it: an admin's override deletes.
+    let deleted = post(
+        "/orders",
+        vec![("x-http-method-override", "DELETE")],
+        admin.clone(),
     )
     .await;
     assert_eq!(
@@ -495,51 +507,64 @@ async fn a_method_override_header_meets_the_rules_of_the_method_it_names() {
         (200, "every order deleted")
     );
 
-    for (name, value) in [
-        ("x-http-method-override", "DELETE"),
-        ("x-http-method-override", " delete "),
-        ("x-http-method", "DELETE"),
-        ("x-method-override", "Delete"),
-        // No method at all: every route rule applies.
-        ("x-http-method-override", "DELETE, GET"),
-    ] {
-        let reply = call(
-            addr,
-            Method::POST,
+    for (path, headers) in [
+        ("/orders", vec![("x-http-method-override", "DELETE")]),
+        ("/orders", vec![("x-http-method-override", " delete ")]),
+        ("/orders", vec![("x-http-method", "DELETE")]),
+        ("/orders", vec![("x-method-override", "Delete")]),
+        // As Rack reads headers, `_` is `-`.
+        ("/orders", vec![("x_http_method_override", "DELETE")]),
+        // Every value counts, not only the first.
+        (
             "/orders",
-            &[("authorization", &bearer(&clerk)), (name, value)],
-            "",
-        )
-        .await;
-        assert_eq!(reply.status, 403, "{name}: {value}: {reply:?}");
+            vec![
+                ("x-http-method-override", "POST"),
+                ("x-http-method-override", "DELETE"),
+            ],
+        ),
+        // No method at all: every route rule applies.
+        ("/orders", vec![("x-http-method-override", "DELETE, GET")]),
+        // Express's `method-override('_method')`, Symfony and Laravel read the query.
+        ("/orders?_method=DELETE", vec![]),
+        ("/orders?x=1&_method=delete", vec![]),
+        ("/orders?%5Fmethod=DELETE", vec![]),
+    ] {
+        let reply = post(path, headers.clone(), clerk.clone()).await;
+        assert_eq!(reply.status, 403, "{path} {headers:?}: {reply:?}");
     }
-    // Without the header, or naming the request's own method, a clerk may order.
-    let ordered = call(
-        addr,
-        Method::POST,
-        "/orders",
-        &[("authorization", &bearer(&clerk))],
-        "",
-    )
-    .await;
-    assert_eq!(
-        (ordered.status.as_u16(), ordered.text.as_str()),
-        (200, "ordered")
-    );
-    let ordered = call(
-        addr,
-        Method::POST,
-        "/orders",
-        &[
-            ("authorization", &bearer(&clerk)),
-            ("x-http-method-override", "POST"),
-        ],
-        "",
-    )
-    .await;
-    assert_eq!(ordered.status, 200, "{ordered:?}");
+    // Without an override, or naming the request's own method, a clerk may order.
+    for (path, headers) in [
+        ("/orders", vec![]),
+        ("/orders", vec![("x-http-method-override", "POST")]),
+        ("/orders?method=DELETE", vec![]),
+    ] {
+        let reply = post(path, headers.clone(), clerk.clone()).await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.text.as_str()),
+            (200, "ordered"),
+            "{path} {headers:?}"
+        );
+    }
+}
 
-    // An open POST does not open the DELETE it names.
+/// An open or optional `POST` does not open the `DELETE` it names.
+#[tokio::test]
+async fn a_method_override_meets_the_path_rules_of_the_method_it_names() {
+    let routes = Router::new()
+        .route(
+            "/feedback",
+            routing::post(|| async { "thanks" }).delete(|| async { "feedback deleted" }),
+        )
+        .route(
+            "/notes",
+            routing::post(|| async { "noted" }).delete(|| async { "notes deleted" }),
+        );
+    // Path rules alone name a method here, and a route rule makes an optional path need a
+    // token for one method.
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles"))
+        .method_path(Method::POST, "/feedback", jwt_gate::Access::Open)
+        .optional_path("/notes");
+    let addr = serve_honouring_overrides(routes.clone(), layer).await;
     let anonymous = call(
         addr,
         Method::POST,
@@ -554,4 +579,49 @@ async fn a_method_override_header_meets_the_rules_of_the_method_it_names() {
         (thanks.status.as_u16(), thanks.text.as_str()),
         (200, "thanks")
     );
+
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles"))
+        .optional_path("/notes")
+        .require_route(Some(Method::DELETE), "/notes", Require::role("admin"));
+    let addr = serve_honouring_overrides(routes, layer).await;
+    let anonymous = call(addr, Method::POST, "/notes?_method=DELETE", &[], "").await;
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    let noted = call(addr, Method::POST, "/notes", &[], "").await;
+    assert_eq!((noted.status.as_u16(), noted.text.as_str()), (200, "noted"));
+}
+
+/// Forward-auth judges the client's request with the client's headers, override included:
+/// nginx's `auth_request` passes them all to the check.
+#[tokio::test]
+async fn forward_auth_judges_a_method_override_as_the_gate_does() {
+    use jwt_gate::gateway::{ClaimMap, ForwardAuth};
+
+    let verifier = TokenVerifier::builder(keys())
+        .claims::<ClaimMap>()
+        .roles_claim(ClaimPath::new("roles").unwrap())
+        .build();
+    let layer = JwtAuthLayer::new(verifier).require_route(
+        Some(Method::DELETE),
+        "/orders",
+        Require::<ClaimMap>::default().and_role("admin"),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(ForwardAuth::builder(layer).build().serve(listener));
+    let clerk = format!("Bearer {}", token_with(json!({ "roles": ["clerk"] })));
+    let original = [
+        ("authorization", clerk.as_str()),
+        ("x-forwarded-method", "POST"),
+        ("x-forwarded-uri", "/orders"),
+    ];
+    let plain = call(addr, Method::GET, "/check", &original, "").await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    let mut overridden = original.to_vec();
+    overridden.push(("x-http-method-override", "DELETE"));
+    let refused = call(addr, Method::GET, "/check", &overridden, "").await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let mut in_the_query = original.to_vec();
+    in_the_query[2] = ("x-forwarded-uri", "/orders?_method=DELETE");
+    let refused = call(addr, Method::GET, "/check", &in_the_query, "").await;
+    assert_eq!(refused.status, 403, "{refused:?}");
 }
