@@ -39,20 +39,34 @@ pub(crate) struct Limits {
     pub(crate) admission: Option<ConnectionAdmission>,
 }
 
-/// SIGTERM or SIGINT (Ctrl-C), whichever comes first.
-pub(crate) async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
+/// SIGTERM or SIGINT (Ctrl-C), whichever comes first, listened for from this call on.
+///
+/// Not from the first poll: the workers serve before the program polls this, and a signal
+/// that arrives once tokio's handler is in place but before anyone listens is dropped (its
+/// drivers, one per worker runtime, broadcast it to no one), so an orchestrator stopping an
+/// instance that has just answered its first request would be ignored until it kills it.
+pub(crate) fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|error| tracing::warn!(%error, signal = name, "cannot listen for it"))
+            .ok()
     };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    async move {
+        async fn next(signal: Option<&mut Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(terminate.as_mut()) => {}
+            () = next(interrupt.as_mut()) => {}
+        }
     }
 }
 
