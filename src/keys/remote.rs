@@ -205,8 +205,10 @@ impl RemoteJwksBuilder {
     /// with nothing usable (an error status, a broken document, or a valid JWKS without a key
     /// this gate can use). Default 24 h; `None` keeps them forever. Past it every key is
     /// removed, so the issuer's tokens are refused (`401`) until it serves usable keys again.
-    /// Without scheduled refetches ([`refresh_interval`](Self::refresh_interval) `None`), the
-    /// issuer is asked once when the limit comes, and the keys are retired only if that fails.
+    /// If no fetch failed meanwhile (with [`refresh_interval`](Self::refresh_interval) `None`
+    /// none is made but for unknown `kid`s), the issuer is asked when the limit comes (no
+    /// sooner than the [`cooldown`](Self::cooldown) allows), and the keys are retired only if
+    /// that fails.
     #[must_use]
     pub fn max_stale(mut self, max_stale: Option<Duration>) -> Self {
         self.max_stale = max_stale;
@@ -321,6 +323,7 @@ impl RemoteJwksBuilder {
             known: HashMap::new(),
             last_good: Instant::now(),
             failed_since_good: false,
+            asked_when_stale: false,
         };
         let started = Instant::now();
         let (fetched, max_age) = follower.fetch().await.inspect_err(|error| {
@@ -735,6 +738,8 @@ struct Follower {
     /// Whether a fetch failed since then: without one, the stale limit is only "not asked
     /// for a while" (no scheduled refetches), and asks before it retires anything.
     failed_since_good: bool,
+    /// The stale limit came with nothing failed, and a fetch is owed for it.
+    asked_when_stale: bool,
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -761,6 +766,7 @@ impl Follower {
             let stale_at = schedule
                 .max_stale
                 .filter(|_| !self.known.is_empty())
+                .filter(|_| self.failed_since_good || !self.asked_when_stale)
                 .map(|max_stale| self.last_good + max_stale);
             let reply = tokio::select! {
                 () = lookups.now.notified() => {
@@ -783,9 +789,13 @@ impl Follower {
                 () = sleep_until(stale_at) => {
                     if self.failed_since_good {
                         self.retire_all(&keys);
-                        continue;
+                    } else {
+                        // Not asked for a while, not failing: ask, no sooner than a lookup
+                        // could (a stale limit shorter than a fetch must not make a loop).
+                        self.asked_when_stale = true;
+                        owed = Some(lookups.cooldown_end());
                     }
-                    None
+                    continue;
                 }
                 Some(reply) = requests.recv() => Some(reply),
             };
@@ -804,6 +814,7 @@ impl Follower {
             crate::metrics::jwks_fetched(&self.uri, outcome.as_ref().map(|_| ()));
             lookups.finish(round);
             self.failed_since_good = outcome.is_err();
+            self.asked_when_stale &= outcome.is_err();
             match &outcome {
                 Ok(()) => self.last_good = Instant::now(),
                 Err(JwksError::NoUsableKey) => tracing::warn!(

@@ -499,6 +499,8 @@ struct Switchable {
     keys: Keys,
     down: Arc<AtomicBool>,
     other_family: Arc<AtomicBool>,
+    /// Requests served.
+    fetches: Arc<AtomicUsize>,
 }
 
 async fn switchable_issuer() -> Switchable {
@@ -516,11 +518,18 @@ async fn switchable_issuer() -> Switchable {
     .unwrap();
     let down = Arc::new(AtomicBool::new(false));
     let other_family = Arc::new(AtomicBool::new(false));
+    let fetches = Arc::new(AtomicUsize::new(0));
     let router = Router::new().route(
         JWKS_PATH,
         get({
-            let (keys, down, other_family) = (keys.clone(), down.clone(), other_family.clone());
+            let (keys, down, other_family, fetches) = (
+                keys.clone(),
+                down.clone(),
+                other_family.clone(),
+                fetches.clone(),
+            );
             move || async move {
+                fetches.fetch_add(1, Ordering::SeqCst);
                 if down.load(Ordering::SeqCst) {
                     Err(StatusCode::SERVICE_UNAVAILABLE)
                 } else if other_family.load(Ordering::SeqCst) {
@@ -537,6 +546,7 @@ async fn switchable_issuer() -> Switchable {
         keys,
         down,
         other_family,
+        fetches,
     }
 }
 
@@ -597,6 +607,7 @@ async fn without_scheduled_refetches_the_stale_limit_asks_before_it_retires() {
     let jwks = RemoteJwks::builder(&a.url)
         .refresh_interval(None)
         .max_stale(Some(LIMIT))
+        .cooldown(Duration::from_millis(100))
         .start()
         .await
         .unwrap();
@@ -609,6 +620,7 @@ async fn without_scheduled_refetches_the_stale_limit_asks_before_it_retires() {
         [Some("k1".to_owned())],
         "kept: the issuer still serves it"
     );
+    assert!(a.fetches.load(Ordering::SeqCst) >= 2, "asked again");
     assert_eq!(
         common::get(b, "/me", Some(&token)).await.status,
         StatusCode::OK
@@ -621,6 +633,25 @@ async fn without_scheduled_refetches_the_stale_limit_asks_before_it_retires() {
         common::get(b, "/me", Some(&token)).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
+/// A stale limit shorter than a fetch takes must not make the gate ask over and over: it
+/// asks no more often than the lookup cooldown allows.
+#[tokio::test]
+async fn a_stale_limit_of_zero_asks_no_faster_than_the_cooldown() {
+    let a = switchable_issuer().await;
+    let jwks = RemoteJwks::builder(&a.url)
+        .refresh_interval(None)
+        .max_stale(Some(Duration::ZERO))
+        .cooldown(Duration::from_millis(250))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fetches = a.fetches.load(Ordering::SeqCst);
+    // The first fetch at start, then one per cooldown at most: 9 in 2 s; a loop makes hundreds.
+    assert!((2..=10).contains(&fetches), "{fetches} fetches");
+    assert_eq!(jwks.keys().kids(), [Some("k1".to_owned())]);
 }
 
 #[tokio::test]
