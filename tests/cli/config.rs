@@ -164,13 +164,17 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             ":2:10: key `issuers.issuer`: \"https://\" is not an issuer URL",
         ),
         (
-            "[[routes]]\npath = \"/a\"\naccess = \"open\"\n\n[[routes]]\npath = \"/a\"\ntimeout_seconds = 5\n",
-            ":6:8: key `routes.path`: \"/a\" has a route for these methods already",
+            "[health]\nlive_path = \"/readyz\"\n",
+            ":2:13: key `health.live_path`: the readiness path is the liveness path",
+        ),
+        (
+            "[[routes]]\npath = \"/a\"\ntimeout_seconds = 5\n\n[[routes]]\npath = \"/a\"\ntimeout_seconds = 9\n",
+            ":6:8: key `routes.path`: \"/a\" has a route with `timeout_seconds` for these methods already",
         ),
         (
             "[[routes]]\nmethods = [\"GET\", \"POST\"]\npath = \"/a/*\"\naccess = \"open\"\n\n\
-             [[routes]]\nmethods = [\"POST\"]\npath = \"/a/*\"\nroles = [\"x\"]\n",
-            ":8:8: key `routes.path`: \"/a/*\" has a route for these methods already",
+             [[routes]]\nmethods = [\"POST\"]\npath = \"/a/*\"\nroles = [\"x\"]\naccess = \"required\"\n",
+            ":8:8: key `routes.path`: \"/a/*\" has a route with `access` for these methods already",
         ),
     ] {
         let (status, error, file) = refused(text);
@@ -186,7 +190,13 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
     // A plain-http upstream on another host is fine.
     let (status, error, _) = refused("upstream = \"http://10.1.2.3:8000\"\n");
     assert_eq!(status, Some(0), "{error}");
-    // One path, routes for other methods: a route for some methods beats one for all.
+    // One path, routes for other methods (a route for some methods beats one for all), and
+    // routes that add up (an access beside a timeout, scopes beside roles).
+    let (status, error, _) = refused(
+        "[[routes]]\npath = \"/b\"\naccess = \"open\"\n\n[[routes]]\npath = \"/b\"\ntimeout_seconds = 5\n\n\
+         [[routes]]\npath = \"/c/*\"\nscopes = [\"s\"]\n\n[[routes]]\npath = \"/c/*\"\nroles = [\"r\"]\n",
+    );
+    assert_eq!(status, Some(0), "{error}");
     let (status, error, _) = refused(
         "[[routes]]\npath = \"/a\"\naccess = \"open\"\n\n[[routes]]\nmethods = [\"POST\"]\n\
          path = \"/a\"\naccess = \"required\"\n\n[[routes]]\nmethods = [\"DELETE\"]\npath = \"/a\"\n\

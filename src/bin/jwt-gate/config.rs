@@ -167,6 +167,11 @@ pub(crate) enum Preset {
     Rfc9068,
 }
 
+/// Where liveness is answered unless `health.live_path` says.
+pub(crate) const DEFAULT_LIVE_PATH: &str = "/livez";
+/// Where readiness is answered unless `health.ready_path` says.
+pub(crate) const DEFAULT_READY_PATH: &str = "/readyz";
+
 /// The probes, answered before the gate on the main listener.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -592,14 +597,17 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         }
         check_route_path(value).map_err(|why| source.error_at(Some(path.span()), &why))?;
     }
-    if let (Some(live), Some(ready)) = (&config.health.live_path, &config.health.ready_path) {
-        if live.get_ref() == ready.get_ref() {
-            return Err(source.error_at(
-                Some(ready.span()),
-                "the readiness path is the liveness path: a process that is alive but not \
-                 ready could not say so",
-            ));
-        }
+    let (live, ready) = (&config.health.live_path, &config.health.ready_path);
+    fn value<'a>(path: &'a Option<Spanned<String>>, default: &'a str) -> &'a str {
+        path.as_ref()
+            .map_or(default, |path| path.get_ref().as_str())
+    }
+    if value(live, DEFAULT_LIVE_PATH) == value(ready, DEFAULT_READY_PATH) {
+        return Err(source.error_at(
+            ready.as_ref().or(live.as_ref()).map(Spanned::span),
+            "the readiness path is the liveness path: a process that is alive but not ready \
+             could not say so",
+        ));
     }
     for claim in &config.forward_claims {
         forwarded_claim(claim).map_err(|why| {
@@ -827,30 +835,39 @@ fn is_http_url(url: &str) -> bool {
             .unwrap_or(false)
 }
 
-/// Two routes for one path and one method would leave which timeout and label hold to the
-/// order of the file, and split what the path asks over two places: one route says it all.
+/// Two routes for one path and one method may add up (one with `scopes`, one with a
+/// timeout), but not both say the same thing: which timeout held depended on the order of the
+/// file, and two accesses (`open` and `required`) leave the reader to guess which one is meant.
 fn check_duplicate_routes(routes: &[Route]) -> Result<(), (Range<usize>, String)> {
     fn methods(route: &Route) -> Option<&Vec<String>> {
         route.methods.as_ref().map(Spanned::get_ref)
     }
     for (index, route) in routes.iter().enumerate() {
-        let twice = routes[..index].iter().any(|earlier| {
-            earlier.path.get_ref() == route.path.get_ref()
+        for earlier in &routes[..index] {
+            let same_route = earlier.path.get_ref() == route.path.get_ref()
                 && match (methods(earlier), methods(route)) {
                     (None, None) => true,
                     (Some(one), Some(other)) => one.iter().any(|method| other.contains(method)),
                     // A route for some methods beats one for all of them.
                     _ => false,
-                }
-        });
-        if twice {
-            return Err((
-                route.path.span(),
-                format!(
-                    "{:?} has a route for these methods already: give each path and method one route",
-                    route.path.get_ref()
-                ),
-            ));
+                };
+            if !same_route {
+                continue;
+            }
+            let twice = [
+                (route.timeout_seconds.is_some() && earlier.timeout_seconds.is_some())
+                    .then_some("timeout_seconds"),
+                (route.access.is_some() && earlier.access.is_some()).then_some("access"),
+            ];
+            if let Some(what) = twice.into_iter().flatten().next() {
+                return Err((
+                    route.path.span(),
+                    format!(
+                        "{:?} has a route with `{what}` for these methods already: say it once",
+                        route.path.get_ref()
+                    ),
+                ));
+            }
         }
     }
     Ok(())
@@ -1089,10 +1106,10 @@ pub(crate) fn effective(config: &Config) -> String {
     let health = &mut shown.health;
     health
         .live_path
-        .get_or_insert_with(|| Spanned::new(0..0, "/livez".to_owned()));
+        .get_or_insert_with(|| Spanned::new(0..0, DEFAULT_LIVE_PATH.to_owned()));
     health
         .ready_path
-        .get_or_insert_with(|| Spanned::new(0..0, "/readyz".to_owned()));
+        .get_or_insert_with(|| Spanned::new(0..0, DEFAULT_READY_PATH.to_owned()));
     if let Some(url) = &mut shown.revocation.redis_url {
         *url = Spanned::new(0..0, redact_url(url.get_ref()));
     }

@@ -297,8 +297,8 @@ impl<S> Ops<S> {
         Self {
             inner,
             shared: Arc::new(OpsShared {
-                live_path: path(&config.health.live_path, "/livez"),
-                ready_path: path(&config.health.ready_path, "/readyz"),
+                live_path: path(&config.health.live_path, crate::config::DEFAULT_LIVE_PATH),
+                ready_path: path(&config.health.ready_path, crate::config::DEFAULT_READY_PATH),
                 health,
                 routes,
                 default_timeout,
