@@ -383,7 +383,14 @@ pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> 
     for value in headers.chain(parameters) {
         let method = Method::from_bytes(&value.trim_ascii().to_ascii_uppercase())
             .unwrap_or_else(|_| not_a_method());
-        let last = !is_canonical_method(&method);
+        // A request naming many methods is judged the strictest way at once: each method
+        // costs a judgement of the path and the routes, before any token is looked at.
+        let last = !is_canonical_method(&method) || methods.len() == MOST_OVERRIDES;
+        let method = if methods.len() == MOST_OVERRIDES {
+            not_a_method()
+        } else {
+            method
+        };
         if !methods.contains(&method) {
             methods.push(method);
         }
@@ -394,11 +401,20 @@ pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> 
     methods
 }
 
+/// The most methods an override may name before the request is judged as naming no method.
+const MOST_OVERRIDES: usize = 4;
+
 /// Whether a query key names the method as PHP and `qs` (Express) read keys: `_method`, also
-/// as `.method` or ` method` (PHP turns `.` and spaces into `_`) and as an array
+/// as `.method` or `_method\0anything` and after leading spaces (PHP skips leading spaces,
+/// turns `.` and spaces into `_`, and reads a key up to its first NUL), and as an array
 /// (`_method[]`, whose first value `method-override` takes).
 fn is_method_parameter(key: &[u8]) -> bool {
-    let key: Vec<u8> = key
+    let key = key.split(|&byte| byte == 0).next().unwrap_or_default();
+    let start = key
+        .iter()
+        .position(|&byte| byte != b' ')
+        .unwrap_or(key.len());
+    let key: Vec<u8> = key[start..]
         .iter()
         .map(|&byte| {
             if matches!(byte, b'.' | b' ') {
@@ -435,14 +451,14 @@ fn form_decoded(text: &str) -> Vec<u8> {
 }
 
 /// Whether header `name` starts with `prefix` (lower case, with `-`) as a CGI, Rack or WSGI
-/// server reads it: they turn `-` and `_` into the same `HTTP_*` variable, so `x_auth_sub`
-/// is `x-auth-sub` to the application.
+/// server reads it: they turn `-` and `_` into the same `HTTP_*` variable (lighttpd turns
+/// every byte that is not a letter or digit into `_`), so `x_auth_sub` and `x.auth.sub` are
+/// `x-auth-sub` to the application.
 pub(crate) fn starts_as(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(byte, expected)| byte == expected || (byte == b'_' && expected == b'-'))
+        && name.bytes().zip(prefix.bytes()).all(|(byte, expected)| {
+            byte == expected || (expected == b'-' && !byte.is_ascii_alphanumeric())
+        })
 }
 
 /// A method no rule names and [`is_canonical_method`] refuses.

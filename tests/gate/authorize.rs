@@ -528,6 +528,17 @@ async fn a_method_override_meets_the_route_rules_of_the_method_it_names() {
         ("/orders?_method=DELETE", vec![]),
         ("/orders?x=1&_method=delete", vec![]),
         ("/orders?%5Fmethod=DELETE", vec![]),
+        // PHP (Symfony, Laravel) skips a key's leading spaces and reads it up to a NUL.
+        ("/orders?+_method=DELETE", vec![]),
+        ("/orders?%20_method=DELETE", vec![]),
+        ("/orders?_method%00x=DELETE", vec![]),
+        // lighttpd's CGI reads `.` in a header name as `_`.
+        ("/orders", vec![("x.http.method.override", "DELETE")]),
+        // Naming many methods is judged as naming none: every route rule applies.
+        (
+            "/orders?_method=A&_method=B&_method=C&_method=D&_method=E",
+            vec![],
+        ),
     ] {
         let reply = post(path, headers.clone(), clerk.clone()).await;
         assert_eq!(reply.status, 403, "{path} {headers:?}: {reply:?}");
