@@ -546,7 +546,8 @@ impl Schedule {
             Some(max_age) => max_age.clamp(self.min_max_age, self.max_max_age),
             None => interval,
         };
-        Some(Instant::now() + interval)
+        // An interval too long to end is never.
+        Instant::now().checked_add(interval)
     }
 }
 
@@ -633,8 +634,9 @@ impl Lookups {
         self.lock().in_flight
     }
 
-    fn cooldown_end(&self) -> Instant {
-        self.lock().last_started + self.cooldown
+    /// `None` for a cooldown too long to end (`Duration::MAX`): no fetch is owed then.
+    fn cooldown_end(&self) -> Option<Instant> {
+        self.lock().last_started.checked_add(self.cooldown)
     }
 }
 
@@ -767,7 +769,7 @@ impl Follower {
                 .max_stale
                 .filter(|_| !self.known.is_empty())
                 .filter(|_| self.failed_since_good || !self.asked_when_stale)
-                .map(|max_stale| self.last_good + max_stale);
+                .and_then(|max_stale| self.last_good.checked_add(max_stale));
             let reply = tokio::select! {
                 () = lookups.now.notified() => {
                     if !lookups.in_flight() {
@@ -777,12 +779,12 @@ impl Follower {
                     None
                 }
                 () = lookups.later.notified() => {
-                    owed = Some(lookups.cooldown_end());
+                    owed = lookups.cooldown_end();
                     continue;
                 }
                 () = sleep_until(next_refresh) => {
                     next_refresh = None;
-                    owed = Some(lookups.cooldown_end());
+                    owed = lookups.cooldown_end();
                     continue;
                 }
                 () = sleep_until(owed) => None,
@@ -793,7 +795,7 @@ impl Follower {
                         // Not asked for a while, not failing: ask, no sooner than a lookup
                         // could (a stale limit shorter than a fetch must not make a loop).
                         self.asked_when_stale = true;
-                        owed = Some(lookups.cooldown_end());
+                        owed = lookups.cooldown_end();
                     }
                     continue;
                 }
