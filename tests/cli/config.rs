@@ -101,6 +101,22 @@ fn refused(text: &str) -> (Option<i32>, String, String) {
 }
 
 #[test]
+fn a_bad_redis_url_in_the_environment_is_refused_by_check_config_naming_the_variable() {
+    let dir = TempDir::new("redis-env");
+    let file = dir.write("gate.toml", "listen = \"127.0.0.1:8080\"\n");
+    let mut command = jwt_gate();
+    command.env("JWT_GATE_REDIS_URL", "http://:hunter2@127.0.0.1:6379");
+    let output = run(command, &["check-config", file.to_str().unwrap()]);
+    let error = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{error}");
+    assert!(
+        error.starts_with("jwt-gate: JWT_GATE_REDIS_URL: not a Redis URL"),
+        "{error}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+}
+
+#[test]
 fn an_unknown_key_is_refused_naming_file_line_and_key() {
     let (status, error, file) = refused(
         "listen = \"127.0.0.1:8080\"\n\n[validation]\nissuer = \"me\"\nleway_seconds = 5\n",

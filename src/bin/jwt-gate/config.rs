@@ -575,10 +575,7 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     }
     check_issuers(config).map_err(|(span, why)| source.error_at(Some(span), &why))?;
     if let Some(url) = &config.revocation.redis_url {
-        // The parser's message never holds the URL, so it cannot show a password.
-        redis::IntoConnectionInfo::into_connection_info(url.get_ref().as_str()).map_err(
-            |error| source.error_at(Some(url.span()), &format!("not a Redis URL: {error}")),
-        )?;
+        check_redis_url(url.get_ref()).map_err(|why| source.error_at(Some(url.span()), &why))?;
     }
     config
         .token
@@ -719,6 +716,14 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// Whether `url` is one the Redis client can connect to. The parser's message never holds
+/// the URL, so it cannot show a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    redis::IntoConnectionInfo::into_connection_info(url)
+        .map(|_| ())
+        .map_err(|error| format!("not a Redis URL: {error}"))
 }
 
 /// A Redis key prefix: 1 to 64 visible ASCII characters, so it reads the same in every
@@ -961,6 +966,9 @@ pub(crate) fn apply_overrides(
         config.upstream = Some(Spanned::new(0..0, value));
     }
     if let Some(url) = env("JWT_GATE_REDIS_URL") {
+        // Checked here, as the file's is: otherwise `check-config` passes it and the start
+        // fails naming `revocation.redis_url`, a key the file may not have.
+        check_redis_url(&url).map_err(|why| ConfigError(format!("JWT_GATE_REDIS_URL: {why}")))?;
         config.revocation.redis_url = Some(Spanned::new(0..0, url));
     }
     if let Some(prefix) = env("JWT_GATE_REDIS_PREFIX") {
