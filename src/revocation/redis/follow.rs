@@ -46,6 +46,9 @@ impl Follower {
     }
 
     async fn follow(mut self, mut subscription: PubSub) {
+        // Ended any other way than by this loop (its runtime shut down, a panic under it), the
+        // mirror would be frozen yet still called current: checks must fail closed then.
+        let _frozen = NotCurrentWhenDropped(self.current.clone());
         loop {
             self.listen(subscription).await;
             self.current.store(false, Ordering::Release);
@@ -173,7 +176,8 @@ impl Follower {
                 continue;
             };
             // The mirror keeps an entry `grace` past the instant it is given; Redis was told
-            // `instant + grace`, so hand the mirror back the instant. A key without expiry
+            // `instant + grace + 1`, so hand the mirror back (a second after) the instant,
+            // which errs on the side of keeping it. A key without expiry
             // (written by hand) is kept for ever; a key already gone (-2) is skipped.
             let until = match lifetime {
                 -1 => u64::MAX,
@@ -190,13 +194,31 @@ impl Follower {
                         .as_deref()
                         .and_then(|value| std::str::from_utf8(value).ok())
                         .and_then(|value| value.parse().ok());
-                    if let Some(issued_before) = issued_before {
-                        self.mirror.revoke_subject_now(sub, issued_before, until);
-                    }
+                    // A cut-off this version cannot read (another version's, or one written
+                    // by hand) cuts off every token of the subject until its key expires:
+                    // skipped, a "log out everywhere" would be forgotten.
+                    let issued_before = issued_before.unwrap_or_else(|| {
+                        tracing::warn!(
+                            prefix = self.keys.prefix(),
+                            "an unreadable subject cut-off: every token of that subject is refused until it expires"
+                        );
+                        u64::MAX
+                    });
+                    self.mirror.revoke_subject_now(sub, issued_before, until);
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Marks the mirror not current when dropped: the following task is over.
+struct NotCurrentWhenDropped(Arc<AtomicBool>);
+
+impl Drop for NotCurrentWhenDropped {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+        crate::metrics::mirror_current(false);
     }
 }
 

@@ -44,7 +44,7 @@ return 1
 /// The revocation list of a fleet of gates, kept in Redis (feature `redis`).
 ///
 /// Redis is the source of truth. A revocation is written as `SET <prefix>jti:<jti> 1 EXAT
-/// <exp + grace>`, a "log out everywhere" as `<prefix>sub:<sub>` holding the cut-off instant,
+/// <exp + grace + 1>`, a "log out everywhere" as `<prefix>sub:<sub>` holding the cut-off instant,
 /// a revoked session as `<prefix>sid:<sid>`, and each write is announced on the channel `<prefix>revocations` in the same atomic step.
 /// [`revoke`](RevocationStore::revoke) and [`revoke_subject`](RevocationStore::revoke_subject)
 /// resolve only once Redis has acknowledged the write, and fail with a [`RevocationError`] (a `503`

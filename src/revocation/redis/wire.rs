@@ -77,9 +77,15 @@ impl KeySpace {
     }
 }
 
-/// `instant + grace`, as an `EXAT` argument.
+/// `instant + grace + 1`, as an `EXAT` argument: the first second the key is no longer needed.
 pub(super) fn expiry_with_grace(instant: u64, grace: u64) -> u64 {
-    instant.saturating_add(grace).min(LATEST_EXPIRY)
+    // Redis deletes a key when its second begins, while the gate still accepts a token
+    // during the second `exp + leeway` (and the leeway may equal the grace): the key lives
+    // through that second.
+    instant
+        .saturating_add(grace)
+        .saturating_add(1)
+        .min(LATEST_EXPIRY)
 }
 
 /// One revocation, as published to the other gates after Redis stored it.
@@ -224,6 +230,6 @@ mod tests {
     #[test]
     fn far_expiries_are_clamped_not_overflowed() {
         assert_eq!(expiry_with_grace(u64::MAX, 300), LATEST_EXPIRY);
-        assert_eq!(expiry_with_grace(1_000, 300), 1_300);
+        assert_eq!(expiry_with_grace(1_000, 300), 1_301);
     }
 }
