@@ -537,7 +537,8 @@ fn address_key(address: IpAddr) -> Vec<u8> {
 /// `trusted_proxies`, the right-most `X-Forwarded-For` entry that is not a trusted proxy.
 /// Headers from anyone else are ignored: a client can write whatever it likes there.
 pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Option<IpAddr> {
-    let peer = peer_address(parts)?;
+    // A dual-stack listener sees an IPv4 proxy as `::ffff:10.0.0.5`.
+    let peer = peer_address(parts)?.to_canonical();
     if !trusted_proxies.contains(&peer) {
         return Some(peer);
     }
@@ -551,7 +552,7 @@ pub(crate) fn client_address(parts: &Parts, trusted_proxies: &[IpAddr]) -> Optio
         .collect::<Vec<_>>();
     forwarded.reverse();
     for hop in forwarded {
-        match hop.parse::<IpAddr>() {
+        match hop.parse::<IpAddr>().map(|address| address.to_canonical()) {
             Ok(address) if trusted_proxies.contains(&address) => {}
             Ok(address) => return Some(address),
             // An unreadable hop ends what can be trusted; the proxy itself is the best we know.

@@ -78,3 +78,73 @@ fn a_key_prefix_that_is_not_visible_ascii_stops_the_start_naming_its_line() {
     assert!(said.contains("revocation.key_prefix"), "{said}");
     assert!(said.contains("not a key prefix"), "{said}");
 }
+
+/// `serve` behind a load balancer sees every client at the balancer's address. With
+/// `[auth] trusted_proxies` naming it, one client's failed logins (told apart by
+/// `X-Forwarded-For`) throttle that client, not everyone behind the balancer.
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_balancer_one_clients_failures_throttle_only_that_client() {
+    use http::Method;
+
+    for trusted in [true, false] {
+        let dir = TempDir::new("serve-balancer");
+        let proxies = if trusted {
+            "\n[auth]\ntrusted_proxies = [\"127.0.0.1\"]\n"
+        } else {
+            ""
+        };
+        let config = dir.write(
+            "gate.toml",
+            &format!("[users]\nsqlite = \"users.db\"\n{proxies}"),
+        );
+        let server = start(&config, "serve");
+        assert_eq!(
+            register(server.addr, "alice", PASSWORD).await.status,
+            StatusCode::CREATED
+        );
+        let attempt = |client: &'static str, username: String, password: &'static str| {
+            let addr = server.addr;
+            async move {
+                crate::common::call(
+                    addr,
+                    Method::POST,
+                    "/auth/token",
+                    &[
+                        ("content-type", "application/x-www-form-urlencoded"),
+                        ("x-forwarded-for", client),
+                    ],
+                    format!(
+                        "username={username}&password={}",
+                        password.replace(' ', "+")
+                    ),
+                )
+                .await
+                .status
+            }
+        };
+        // One client guesses names until it is made to wait.
+        let mut throttled = false;
+        for guess in 0..60 {
+            if attempt("203.0.113.7", format!("nobody{guess}"), "wrong password").await
+                == StatusCode::TOO_MANY_REQUESTS
+            {
+                throttled = true;
+                break;
+            }
+        }
+        assert!(
+            throttled,
+            "the guessing client is throttled (trusted: {trusted})"
+        );
+        let other = attempt("198.51.100.2", "alice".to_owned(), PASSWORD).await;
+        let expected = if trusted {
+            StatusCode::OK
+        } else {
+            StatusCode::TOO_MANY_REQUESTS
+        };
+        assert_eq!(
+            other, expected,
+            "another client behind the balancer (trusted: {trusted})"
+        );
+    }
+}

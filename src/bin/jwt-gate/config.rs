@@ -339,6 +339,31 @@ pub(crate) struct UsersConfig {
 pub(crate) struct AuthConfig {
     /// Where the auth service is mounted (default `/auth`).
     pub(crate) prefix: Option<Spanned<String>>,
+    /// The load balancers or proxies in front whose `X-Forwarded-For` names the client the
+    /// auth service throttles (addresses, exact). Behind one, without it, every client is the
+    /// balancer's address, and one client's failed logins throttle them all.
+    pub(crate) trusted_proxies: Option<Spanned<Vec<String>>>,
+}
+
+impl AuthConfig {
+    /// The trusted proxies' addresses, or why one is not an address.
+    pub(crate) fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, (Range<usize>, String)> {
+        let Some(proxies) = &self.trusted_proxies else {
+            return Ok(Vec::new());
+        };
+        proxies
+            .get_ref()
+            .iter()
+            .map(|proxy| {
+                proxy.parse().map_err(|_| {
+                    (
+                        proxies.span(),
+                        format!("{proxy:?} is not an IP address like \"10.0.0.5\" (one address a proxy, no range)"),
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 /// How `proxy` speaks to its upstream.
@@ -619,6 +644,10 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         check_key_prefix(prefix.get_ref())
             .map_err(|why| source.error_at(Some(prefix.span()), &why))?;
     }
+    config
+        .auth
+        .trusted_proxies()
+        .map_err(|(span, why)| source.error_at(Some(span), &why))?;
     if let Some(prefix) = &config.auth.prefix {
         let value = prefix.get_ref();
         if !value.starts_with('/') || value.trim_end_matches('/').is_empty() || value.contains('*')

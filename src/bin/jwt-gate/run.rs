@@ -370,7 +370,9 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 .hash_at_low_priority()
                 // Logout reads the token where the gate does: a browser holding it only as a
                 // cookie can log out.
-                .token_sources(config.token.sources());
+                .token_sources(config.token.sources())
+                // Checked with the configuration: every entry is an address.
+                .trusted_proxies(config.auth.trusted_proxies().unwrap_or_default());
             if let Some(throttle) = shared_throttle(&config).await? {
                 auth = auth.shared_throttle(throttle);
             }
