@@ -657,6 +657,18 @@ where
         }))
     }
 
+    /// Whether verified `claims` came from one of the other issuers this verifier trusts
+    /// ([`TokenVerifierBuilder::issuer_keys`] and the like), not from its own keys: their
+    /// `iss` named that issuer, whose keys then decided. The auth service acts on its own
+    /// users' tokens only.
+    #[cfg(feature = "auth")]
+    pub(crate) fn is_from_another_issuer(&self, claims: &Claims<C>) -> bool {
+        claims
+            .iss
+            .as_deref()
+            .is_some_and(|iss| self.inner.issuers.iter().any(|(name, _, _)| **name == *iss))
+    }
+
     /// Asks the revocation store about verified `claims`.
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
         self.inner.revocations.check(&TokenId::of(claims))

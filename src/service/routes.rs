@@ -716,6 +716,10 @@ impl Inner {
         let Ok(claims) = verifier.verify(token) else {
             return Ok(false);
         };
+        // Another issuer's `sid` names none of this service's sessions.
+        if verifier.is_from_another_issuer(&claims) {
+            return Ok(false);
+        }
         match &claims.sid {
             Some(sid) => {
                 self.end_sessions(&[sid.as_str()], self.issuer.now())
@@ -758,6 +762,11 @@ impl Inner {
             .authenticate(token)
             .map_err(Failure::Token)?
             .ok_or(Failure::Token(AuthError::MissingCredentials))?;
+        // Another issuer's user is not this service's user of the same `sub`: its token may
+        // pass the gate, but cannot end a local user's sessions.
+        if verifier.is_from_another_issuer(&claims) {
+            return Err(Failure::Token(AuthError::WrongIssuer));
+        }
         let without_session = TokenId {
             sid: None,
             ..TokenId::of(&claims)

@@ -294,3 +294,55 @@ async fn without_a_cookie_source_logout_ignores_the_cookie() {
     assert_eq!(stack.revocations.len(), 0);
     assert_eq!(me(stack.addr, &access).await.status, StatusCode::OK);
 }
+
+/// A gate that also trusts a partner issuer lets the partner's users in, and shares its
+/// verifier with the auth service. A partner token whose `sub` is a local user's name passes
+/// the gate, but cannot log that local user out anywhere.
+#[tokio::test]
+async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() {
+    const PARTNER: &str = "https://partner.example";
+    let partner = Keys::hs256(b"the partner issuer's own secret, 32+").unwrap();
+    let clock = jwt_gate::clock::ManualClock::starting_now();
+    let revocations = jwt_gate::revocation::MemoryRevocations::new();
+    let verifier = jwt_gate::TokenVerifier::builder(keys())
+        .validation(jwt_gate::Validation::default().issuer("https://auth.local.example"))
+        .issuer_keys(PARTNER, partner.clone())
+        .revocations(revocations.clone())
+        .clock(clock.clone())
+        .build();
+    let users = jwt_gate::store::MemoryUserStore::new();
+    let auth = jwt_gate::service::AuthService::builder(verifier.clone(), users).build();
+    let addr = serve(app(verifier.clone(), auth)).await;
+
+    let local = session(addr, "alice").await;
+    let local_access = field(&local, "access_token");
+    let now = clock.now();
+    // Even naming the local session: a partner may put any `sid` in its tokens.
+    let mut claims = Claims::new("alice", now, now + 600).with_issuer(PARTNER);
+    claims.sid = verifier.verify(&local_access).unwrap().sid.clone();
+    assert!(claims.sid.is_some());
+    let impostor = partner.sign(&claims).unwrap();
+    assert_eq!(
+        me(addr, &impostor).await.status,
+        StatusCode::OK,
+        "the gate lets it in"
+    );
+
+    for path in ["/auth/logout-all", "/auth/logout"] {
+        let refused = with_bearer(addr, Method::POST, path, &impostor).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {refused:?}"
+        );
+    }
+    // RFC 7009: a token that is not this service's is answered 200 and changes nothing.
+    let revoked = post_form(addr, "/auth/revoke", &[("token", impostor.as_str())]).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{revoked:?}");
+    assert_eq!(me(addr, &local_access).await.status, StatusCode::OK);
+    assert_eq!(
+        refresh(addr, &field(&local, "refresh_token")).await.status,
+        StatusCode::OK,
+        "the local session lives on"
+    );
+}
