@@ -245,3 +245,24 @@ async fn user_rows(schema: &TestSchema) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// PostgreSQL refuses a NUL in text. A login naming one is an unknown user (`400
+/// invalid_grant`, throttled like any failure), not a store outage: a `503` would be free of
+/// throttling, and would page whoever watches outages.
+#[tokio::test]
+async fn a_login_with_a_nul_in_the_name_is_an_unknown_user_not_an_outage() {
+    let schema = TestSchema::fresh();
+    let addr = serve_on(schema.open().await).await;
+    for name in ["%00", "alice%00", "%01bob"] {
+        let reply = call(
+            addr,
+            Method::POST,
+            "/auth/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("username={name}&password=a+wrong+password"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{name}: {reply:?}");
+        assert_eq!(reply.json()["error"], "invalid_grant", "{name}: {reply:?}");
+    }
+}
