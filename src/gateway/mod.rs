@@ -210,6 +210,7 @@ pub struct GatewayBuilder {
     forwarded_claims: Vec<ForwardedClaim>,
     preserve_host: bool,
     trust_forwarded_headers: bool,
+    trusted_proxies: Vec<std::net::IpAddr>,
     mounts: Vec<Mount>,
     limits: Limits,
     upstream_http2: bool,
@@ -404,6 +405,28 @@ impl GatewayBuilder {
         self
     }
 
+    /// Appends to the `X-Forwarded-*` headers of requests whose connection comes from one of
+    /// `proxies` (the load balancers in front), and removes them from everyone else's, as
+    /// without it. An IPv4 address also matches as `::ffff:` on a dual-stack listener.
+    ///
+    /// ```
+    /// use jwt_gate::gateway::Gateway;
+    ///
+    /// let gateway = Gateway::builder("http://127.0.0.1:8000")
+    ///     .trusted_proxies(["10.0.0.5".parse().unwrap()])
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(gateway);
+    /// ```
+    #[must_use]
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = std::net::IpAddr>) -> Self {
+        self.trusted_proxies = proxies
+            .into_iter()
+            .map(|proxy| proxy.to_canonical())
+            .collect();
+        self
+    }
+
     /// Answers every request under `prefix` (itself and below it, segment-wise: `/auth`
     /// holds `/auth/token`, never `/authz`) with `service`, in this process, instead of
     /// forwarding it. The longest matching prefix wins. See the
@@ -525,6 +548,7 @@ impl GatewayBuilder {
                     forwarded_claims,
                     preserve_host: self.preserve_host,
                     trust_forwarded_headers: self.trust_forwarded_headers,
+                    trusted_proxies: self.trusted_proxies,
                 },
                 mounts: self.mounts,
                 limits: self.limits,
@@ -585,6 +609,7 @@ impl Gateway {
             forwarded_claims: Vec::new(),
             preserve_host: false,
             trust_forwarded_headers: false,
+            trusted_proxies: Vec::new(),
             mounts: Vec::new(),
             limits: Limits::default(),
             upstream_http2: false,

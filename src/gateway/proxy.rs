@@ -32,6 +32,8 @@ pub(super) struct Upstream {
     pub(super) forwarded_claims: Vec<ForwardedClaim>,
     pub(super) preserve_host: bool,
     pub(super) trust_forwarded_headers: bool,
+    /// Peers whose `X-Forwarded-*` headers are kept (canonical addresses).
+    pub(super) trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Upstream {
@@ -75,7 +77,13 @@ impl Upstream {
         let trailers = accepts_trailers(&parts.headers);
         // Identity and (unless trusted) forwarding headers go in the same pass: only the
         // gate and this proxy may set them.
-        let trust_forwarded = self.trust_forwarded_headers;
+        let trust_forwarded = self.trust_forwarded_headers
+            || parts
+                .extensions
+                .get::<ClientAddr>()
+                .is_some_and(|ClientAddr(peer)| {
+                    self.trusted_proxies.contains(&peer.ip().to_canonical())
+                });
         remove_hop_by_hop(&mut parts.headers, |name| {
             is_identity(name) || (!trust_forwarded && is_forwarding(name))
         });

@@ -180,8 +180,8 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             ":2:10: key `issuers.issuer`: \"https://\" is not an issuer URL",
         ),
         (
-            "[auth]\ntrusted_proxies = [\"10.0.0.5\", \"10.0.0.0/8\"]\n",
-            ":2:19: key `auth.trusted_proxies`: \"10.0.0.0/8\" is not an IP address",
+            "trusted_proxies = [\"10.0.0.5\", \"10.0.0.0/8\"]\n",
+            ":1:19: key `trusted_proxies`: \"10.0.0.0/8\" is not an IP address",
         ),
         (
             "[health]\nlive_path = \"/readyz\"\n",

@@ -80,7 +80,7 @@ fn a_key_prefix_that_is_not_visible_ascii_stops_the_start_naming_its_line() {
 }
 
 /// `serve` behind a load balancer sees every client at the balancer's address. With
-/// `[auth] trusted_proxies` naming it, one client's failed logins (told apart by
+/// `trusted_proxies` naming it, one client's failed logins (told apart by
 /// `X-Forwarded-For`) throttle that client, not everyone behind the balancer.
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_trusted_balancer_one_clients_failures_throttle_only_that_client() {
@@ -89,13 +89,13 @@ async fn behind_a_trusted_balancer_one_clients_failures_throttle_only_that_clien
     for trusted in [true, false] {
         let dir = TempDir::new("serve-balancer");
         let proxies = if trusted {
-            "\n[auth]\ntrusted_proxies = [\"127.0.0.1\"]\n"
+            "trusted_proxies = [\"127.0.0.1\"]\n\n"
         } else {
             ""
         };
         let config = dir.write(
             "gate.toml",
-            &format!("[users]\nsqlite = \"users.db\"\n{proxies}"),
+            &format!("{proxies}[users]\nsqlite = \"users.db\"\n"),
         );
         let server = start(&config, "serve");
         assert_eq!(

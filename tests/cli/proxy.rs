@@ -146,3 +146,36 @@ async fn proxy_serves_on_the_configured_workers_and_spreads_connections_over_the
         "connections stayed on {busy} worker: {before:?} {after:?}"
     );
 }
+
+/// Behind a load balancer named in `trusted_proxies`, the upstream learns the client's address
+/// from the forwarded chain; from anyone else the chain is replaced by the peer's address.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_forwarded_chain_of_a_trusted_balancer_reaches_the_upstream() {
+    use axum::routing::any;
+    let upstream = crate::common::serve(axum::Router::new().fallback(any(
+        |headers: http::HeaderMap| async move {
+            headers
+                .get("x-forwarded-for")
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        },
+    )))
+    .await;
+    for (trusted, expected) in [
+        ("127.0.0.1", "203.0.113.9, 127.0.0.1"),
+        ("10.9.9.9", "127.0.0.1"),
+    ] {
+        let dir = TempDir::new("proxy-balancer");
+        let config = dir.write(
+            "gate.toml",
+            &format!(
+                "upstream = \"http://{upstream}\"\ntrusted_proxies = [\"{trusted}\"]\n\n\
+                 [[routes]]\npath = \"/*\"\naccess = \"open\"\n"
+            ),
+        );
+        let gate = start(&config, "proxy");
+        let answer = get_with(gate.addr, "/who", &[("x-forwarded-for", "203.0.113.9")]).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+        assert_eq!(answer.text, expected, "trusted: {trusted}");
+    }
+}

@@ -456,6 +456,54 @@ async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
     assert_eq!(header(&report, "x-auth-sub"), Some("alice"));
 }
 
+/// Trust by the connection's address: the balancer's forwarded chain is kept and appended
+/// to; anyone else's is removed, as without trust.
+#[tokio::test]
+async fn forwarded_headers_are_kept_from_trusted_proxies_only() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let upstream = upstream(hits).await;
+    let keys = Keys::hs256(SECRET).unwrap();
+    for (proxy, expected) in [
+        ("127.0.0.1", "203.0.113.9, 127.0.0.1"),
+        ("10.9.9.9", "127.0.0.1"),
+    ] {
+        let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
+            .trusted_proxies([proxy.parse().unwrap()])
+            .build()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(jwt_gate::gateway::serve(
+            listener,
+            jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
+            gateway,
+        ));
+        let request = Request::get(format!("http://{addr}/orders"))
+            .header(
+                "authorization",
+                format!("Bearer {}", common::token(&keys, "alice")),
+            )
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-prefix", "/shop")
+            .body(Full::default())
+            .unwrap();
+        let answer = common::send(request).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        let report = report(&answer.body);
+        assert_eq!(
+            header(&report, "x-forwarded-for"),
+            Some(expected),
+            "trusted: {proxy}"
+        );
+        let prefix = (proxy == "127.0.0.1").then_some("/shop");
+        assert_eq!(
+            header(&report, "x-forwarded-prefix"),
+            prefix,
+            "trusted: {proxy}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn clients_log_in_at_auth_and_the_upstream_sees_who_they_are() {
     let setup = setup().await;

@@ -19,6 +19,10 @@ pub(crate) struct Config {
     pub(crate) listen: Option<SocketAddr>,
     /// Where `proxy` forwards to: an `http://` or `https://` URL.
     pub(crate) upstream: Option<Spanned<String>>,
+    /// The load balancers or proxies in front (addresses, exact): their `X-Forwarded-*`
+    /// headers are kept by `proxy`, and their `X-Forwarded-For` names the client the auth
+    /// service throttles. Behind one, without it, every client has the balancer's address.
+    pub(crate) trusted_proxies: Option<Spanned<Vec<String>>>,
     /// How `proxy` speaks to the upstream: HTTP/2, a private CA.
     #[serde(default)]
     pub(crate) upstream_options: UpstreamOptions,
@@ -56,6 +60,25 @@ pub(crate) struct Config {
 }
 
 impl Config {
+    /// The trusted proxies' addresses, or why one is not an address.
+    pub(crate) fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, (Range<usize>, String)> {
+        let Some(proxies) = &self.trusted_proxies else {
+            return Ok(Vec::new());
+        };
+        proxies
+            .get_ref()
+            .iter()
+            .map(|proxy| {
+                proxy.parse().map_err(|_| {
+                    (
+                        proxies.span(),
+                        format!("{proxy:?} is not an IP address like \"10.0.0.5\" (one address a proxy, no range)"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Where the main listener binds: `listen`, or the default.
     pub(crate) fn listen_addr(&self) -> SocketAddr {
         self.listen
@@ -339,31 +362,6 @@ pub(crate) struct UsersConfig {
 pub(crate) struct AuthConfig {
     /// Where the auth service is mounted (default `/auth`).
     pub(crate) prefix: Option<Spanned<String>>,
-    /// The load balancers or proxies in front whose `X-Forwarded-For` names the client the
-    /// auth service throttles (addresses, exact). Behind one, without it, every client is the
-    /// balancer's address, and one client's failed logins throttle them all.
-    pub(crate) trusted_proxies: Option<Spanned<Vec<String>>>,
-}
-
-impl AuthConfig {
-    /// The trusted proxies' addresses, or why one is not an address.
-    pub(crate) fn trusted_proxies(&self) -> Result<Vec<std::net::IpAddr>, (Range<usize>, String)> {
-        let Some(proxies) = &self.trusted_proxies else {
-            return Ok(Vec::new());
-        };
-        proxies
-            .get_ref()
-            .iter()
-            .map(|proxy| {
-                proxy.parse().map_err(|_| {
-                    (
-                        proxies.span(),
-                        format!("{proxy:?} is not an IP address like \"10.0.0.5\" (one address a proxy, no range)"),
-                    )
-                })
-            })
-            .collect()
-    }
 }
 
 /// How `proxy` speaks to its upstream.
@@ -645,7 +643,6 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
             .map_err(|why| source.error_at(Some(prefix.span()), &why))?;
     }
     config
-        .auth
         .trusted_proxies()
         .map_err(|(span, why)| source.error_at(Some(span), &why))?;
     if let Some(prefix) = &config.auth.prefix {

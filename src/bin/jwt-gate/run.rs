@@ -372,7 +372,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 // cookie can log out.
                 .token_sources(config.token.sources())
                 // Checked with the configuration: every entry is an address.
-                .trusted_proxies(config.auth.trusted_proxies().unwrap_or_default());
+                .trusted_proxies(config.trusted_proxies().unwrap_or_default());
             if let Some(throttle) = shared_throttle(&config).await? {
                 auth = auth.shared_throttle(throttle);
             }
@@ -422,6 +422,8 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             // Each route's own timeout is applied around the gateway; the gateway's must
             // not cut the longest of them short.
             let mut gateway = Gateway::builder(&upstream)
+                // Checked with the configuration: every entry is an address.
+                .trusted_proxies(config.trusted_proxies().unwrap_or_default())
                 .timeout(server::longest_timeout(&config))
                 .header_read_timeout(bounds.header_read_timeout)
                 .max_connections(per_worker.max_connections);
