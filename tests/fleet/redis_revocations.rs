@@ -424,8 +424,8 @@ async fn a_subject_cutoff_is_never_lowered_by_an_earlier_one() {
     assert_eq!(stored, cutoff);
     assert_eq!(
         expires_at,
-        i64::try_from(cutoff + 900 + 300).unwrap(),
-        "keep_until plus the grace"
+        i64::try_from(cutoff + 900 + 300 + 1).unwrap(),
+        "keep_until plus the grace, to its end"
     );
     let strict = prefix.connect().strict().await.unwrap();
     assert_eq!(
