@@ -40,22 +40,35 @@ pub(crate) fn decoded(path: &str) -> Option<String> {
     if !path.as_bytes().contains(&b'%') {
         return None;
     }
-    let bytes = path.as_bytes();
+    String::from_utf8(percent_decoded(path, false)).ok()
+}
+
+/// `text` with its `%XX` escapes decoded (a `%` not followed by two hex digits stays as it
+/// is), and `+` read as a space where a form says so (query strings).
+fn percent_decoded(text: &str, plus_is_space: bool) -> Vec<u8> {
+    let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while index < bytes.len() {
-        match bytes.get(index + 1..index + 3).and_then(unhex) {
-            Some(byte) if bytes[index] == b'%' => {
+        match (
+            bytes[index],
+            bytes.get(index + 1..index + 3).and_then(unhex),
+        ) {
+            (b'%', Some(byte)) => {
                 decoded.push(byte);
                 index += 3;
             }
-            _ => {
-                decoded.push(bytes[index]);
+            (b'+', _) if plus_is_space => {
+                decoded.push(b' ');
+                index += 1;
+            }
+            (byte, _) => {
+                decoded.push(byte);
                 index += 1;
             }
         }
     }
-    String::from_utf8(decoded).ok()
+    decoded
 }
 
 #[derive(Debug, Clone)]
@@ -367,9 +380,9 @@ pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> 
     let headers = headers
         .iter()
         .filter(|(name, _)| {
-            METHOD_OVERRIDE_HEADERS.iter().any(|header| {
-                name.as_str().len() == header.len() && starts_as(name.as_str(), header)
-            })
+            METHOD_OVERRIDE_HEADERS
+                .iter()
+                .any(|header| reads_as(name.as_str(), header))
         })
         .map(|(_, value)| value.as_bytes().to_vec());
     let parameters = uri
@@ -378,19 +391,18 @@ pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> 
         .split('&')
         .filter_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            is_method_parameter(&form_decoded(key)).then(|| form_decoded(value))
+            is_method_parameter(&percent_decoded(key, true)).then(|| percent_decoded(value, true))
         });
     for value in headers.chain(parameters) {
-        let method = Method::from_bytes(&value.trim_ascii().to_ascii_uppercase())
-            .unwrap_or_else(|_| not_a_method());
         // A request naming many methods is judged the strictest way at once: each method
         // costs a judgement of the path and the routes, before any token is looked at.
-        let last = !is_canonical_method(&method) || methods.len() == MOST_OVERRIDES;
         let method = if methods.len() == MOST_OVERRIDES {
             not_a_method()
         } else {
-            method
+            Method::from_bytes(&value.trim_ascii().to_ascii_uppercase())
+                .unwrap_or_else(|_| not_a_method())
         };
+        let last = !is_canonical_method(&method);
         if !methods.contains(&method) {
             methods.push(method);
         }
@@ -427,29 +439,6 @@ fn is_method_parameter(key: &[u8]) -> bool {
     key == b"_method" || key.starts_with(b"_method[")
 }
 
-/// A query string's key or value as a form decodes it: `+` is a space, `%41` is `A`.
-fn form_decoded(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        match (
-            bytes[index],
-            bytes.get(index + 1..index + 3).and_then(unhex),
-        ) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            (byte, _) => {
-                decoded.push(if byte == b'+' { b' ' } else { byte });
-                index += 1;
-            }
-        }
-    }
-    decoded
-}
-
 /// Whether header `name` starts with `prefix` (lower case, with `-`) as a CGI, Rack or WSGI
 /// server reads it: they turn `-` and `_` into the same `HTTP_*` variable (lighttpd turns
 /// every byte that is not a letter or digit into `_`), so `x_auth_sub` and `x.auth.sub` are
@@ -459,6 +448,11 @@ pub(crate) fn starts_as(name: &str, prefix: &str) -> bool {
         && name.bytes().zip(prefix.bytes()).all(|(byte, expected)| {
             byte == expected || (expected == b'-' && !byte.is_ascii_alphanumeric())
         })
+}
+
+/// Whether header `name` is `expected` as a CGI, Rack or WSGI server reads it ([`starts_as`]).
+pub(crate) fn reads_as(name: &str, expected: &str) -> bool {
+    name.len() == expected.len() && starts_as(name, expected)
 }
 
 /// A method no rule names and [`is_canonical_method`] refuses.

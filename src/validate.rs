@@ -648,13 +648,17 @@ where
         let decoded = payload.insert(decode()?);
         let issuer: Issuer<'_> =
             serde_json::from_slice(decoded).map_err(|_| AuthError::Malformed)?;
-        Ok(issuer.iss.and_then(|iss| {
-            self.inner
-                .issuers
-                .iter()
-                .find(|(name, _, _)| **name == *iss)
-                .map(|(_, keys, policy)| (keys, policy.as_ref()))
-        }))
+        Ok(issuer.iss.and_then(|iss| self.other_issuer(&iss)))
+    }
+
+    /// The keys (and own policy, if any) of the other issuer named `iss`, if it is one this
+    /// verifier trusts.
+    fn other_issuer(&self, iss: &str) -> Option<(&Keys, Option<&Validation>)> {
+        self.inner
+            .issuers
+            .iter()
+            .find(|(name, _, _)| **name == *iss)
+            .map(|(_, keys, policy)| (keys, policy.as_ref()))
     }
 
     /// Whether verified `claims` came from one of the other issuers this verifier trusts
@@ -666,7 +670,7 @@ where
         claims
             .iss
             .as_deref()
-            .is_some_and(|iss| self.inner.issuers.iter().any(|(name, _, _)| **name == *iss))
+            .is_some_and(|iss| self.other_issuer(iss).is_some())
     }
 
     /// Asks the revocation store about verified `claims`.

@@ -344,7 +344,7 @@ fn is_forwarding(name: &HeaderName) -> bool {
     starts_as(name, "x-forwarded-")
         || CLIENT_ADDRESS
             .iter()
-            .any(|header| name.as_str().len() == header.len() && starts_as(name, header))
+            .any(|header| crate::paths::reads_as(name.as_str(), header))
 }
 
 /// `x-auth-*`, and `x_auth_*` too.

@@ -415,6 +415,26 @@ async fn a_slow_upstream_is_a_504() {
     assert_eq!(setup.hits.load(Ordering::SeqCst), 1);
 }
 
+/// `gateway` behind the default gate for `keys`, on a port of its own.
+async fn serve_gateway(gateway: jwt_gate::gateway::GatewayBuilder, keys: &Keys) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(jwt_gate::gateway::serve(
+        listener,
+        jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
+        gateway.build().unwrap(),
+    ));
+    addr
+}
+
+/// `GET /orders` at `addr` with a token of `alice`'s from `keys`.
+fn alice_asks_for_orders(addr: SocketAddr, keys: &Keys) -> http::request::Builder {
+    Request::get(format!("http://{addr}/orders")).header(
+        "authorization",
+        format!("Bearer {}", common::token(keys, "alice")),
+    )
+}
+
 #[tokio::test]
 async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
     let hits = Arc::new(AtomicUsize::new(0));
@@ -422,21 +442,9 @@ async fn behind_a_trusted_proxy_the_forwarded_chain_is_kept() {
     let keys = Keys::hs256(SECRET).unwrap();
     let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
         .preserve_host(true)
-        .trust_forwarded_headers(true)
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(jwt_gate::gateway::serve(
-        listener,
-        jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
-        gateway,
-    ));
-    let request = Request::get(format!("http://{addr}/orders"))
-        .header(
-            "authorization",
-            format!("Bearer {}", common::token(&keys, "alice")),
-        )
+        .trust_forwarded_headers(true);
+    let addr = serve_gateway(gateway, &keys).await;
+    let request = alice_asks_for_orders(addr, &keys)
         .header("host", "shop.example")
         .header("x-forwarded-for", "203.0.113.9")
         .header("x-forwarded-proto", "https")
@@ -468,21 +476,9 @@ async fn forwarded_headers_are_kept_from_trusted_proxies_only() {
         ("10.9.9.9", "127.0.0.1"),
     ] {
         let gateway = jwt_gate::gateway::Gateway::builder(format!("http://{upstream}"))
-            .trusted_proxies([proxy.parse().unwrap()])
-            .build()
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(jwt_gate::gateway::serve(
-            listener,
-            jwt_gate::JwtAuthLayer::from_keys(keys.clone()),
-            gateway,
-        ));
-        let request = Request::get(format!("http://{addr}/orders"))
-            .header(
-                "authorization",
-                format!("Bearer {}", common::token(&keys, "alice")),
-            )
+            .trusted_proxies([proxy.parse().unwrap()]);
+        let addr = serve_gateway(gateway, &keys).await;
+        let request = alice_asks_for_orders(addr, &keys)
             .header("x-forwarded-for", "203.0.113.9")
             .header("x-forwarded-prefix", "/shop")
             .body(Full::default())

@@ -363,6 +363,8 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     let (auth_verifier, gate_verifier, health) = verifiers(&config, keys, &issuers).await?;
     let users = users(&config, &source).await?;
     let prefix = auth_prefix(&config);
+    // Checked with the configuration: every entry is an address.
+    let trusted_proxies = config.trusted_proxies().unwrap_or_default();
     let auth = match users {
         Some(users) => {
             let mut auth = AuthService::builder(auth_verifier.clone(), users)
@@ -371,8 +373,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
                 // Logout reads the token where the gate does: a browser holding it only as a
                 // cookie can log out.
                 .token_sources(config.token.sources())
-                // Checked with the configuration: every entry is an address.
-                .trusted_proxies(config.trusted_proxies().unwrap_or_default());
+                .trusted_proxies(trusted_proxies.iter().copied());
             if let Some(throttle) = shared_throttle(&config).await? {
                 auth = auth.shared_throttle(throttle);
             }
@@ -422,8 +423,7 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
             // Each route's own timeout is applied around the gateway; the gateway's must
             // not cut the longest of them short.
             let mut gateway = Gateway::builder(&upstream)
-                // Checked with the configuration: every entry is an address.
-                .trusted_proxies(config.trusted_proxies().unwrap_or_default())
+                .trusted_proxies(trusted_proxies.iter().copied())
                 .timeout(server::longest_timeout(&config))
                 .header_read_timeout(bounds.header_read_timeout)
                 .max_connections(per_worker.max_connections);

@@ -147,9 +147,8 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
     while let Some(error) = cause {
-        // As in `query_error`: a server's DETAIL may quote a row.
         let said = match error.downcast_ref::<tokio_postgres::error::DbError>() {
-            Some(db) => format!("{} {}", db.code().code(), db.message()),
+            Some(db) => said_by_server(db),
             None => error.to_string(),
         };
         // Some wrappers already print their source.
@@ -161,13 +160,16 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// A server's error as its code and message, never its DETAIL, which may quote a row.
+fn said_by_server(db: &tokio_postgres::error::DbError) -> String {
+    format!("{}: {}", db.code().code(), db.message())
+}
+
 /// The server's own errors are reduced to their code and message: their DETAIL may quote
 /// the failing row, and a row can hold a password hash.
 fn query_error(error: PgError) -> UserStoreError {
     match error.as_db_error() {
-        Some(db) => {
-            UserStoreError::new(format!("PostgreSQL {}: {}", db.code().code(), db.message()))
-        }
+        Some(db) => UserStoreError::new(format!("PostgreSQL {}", said_by_server(db))),
         None => UserStoreError::new(format!("PostgreSQL: {}", with_causes(&error))),
     }
 }
