@@ -496,7 +496,12 @@ async fn entries_leave_redis_with_their_token() {
 #[test]
 fn a_mirror_whose_runtime_ended_fails_closed() {
     let prefix = Prefix::fresh();
-    let setup = tokio::runtime::Runtime::new().unwrap();
+    // One thread: the following task is spawned as `connect` ends, and may never have run
+    // when the runtime goes, which must end it as surely as if it had.
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let store = setup
         .block_on(std::future::IntoFuture::into_future(prefix.connect()))
         .unwrap();

@@ -41,14 +41,17 @@ impl Follower {
         let subscription = self.subscribe_and_reload().await?;
         self.current.store(true, Ordering::Release);
         crate::metrics::mirror_current(true);
-        let task = tokio::spawn(self.follow(subscription));
+        // Made before the task is first polled: a runtime that shuts down before then drops
+        // the task unpolled, and the mirror must not stay "current" either way.
+        let frozen = NotCurrentWhenDropped(self.current.clone());
+        let task = tokio::spawn(self.follow(subscription, frozen));
         Ok(AbortOnDrop(task.abort_handle()))
     }
 
-    async fn follow(mut self, mut subscription: PubSub) {
-        // Ended any other way than by this loop (its runtime shut down, a panic under it), the
-        // mirror would be frozen yet still called current: checks must fail closed then.
-        let _frozen = NotCurrentWhenDropped(self.current.clone());
+    /// Ended any other way than by this loop (its runtime shut down, a panic under it), the
+    /// mirror would be frozen yet still called current: `_frozen`, dropped with the task,
+    /// makes checks fail closed then.
+    async fn follow(mut self, mut subscription: PubSub, _frozen: NotCurrentWhenDropped) {
         loop {
             self.listen(subscription).await;
             self.current.store(false, Ordering::Release);
