@@ -435,6 +435,67 @@ async fn a_subject_cutoff_is_never_lowered_by_an_earlier_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_or_session_revoked_again_keeps_the_later_expiry() {
+    // Two auth servers whose clocks disagree, or a logout then a refresh reuse, may revoke one
+    // session twice with different expiries: the shorter must not let the session's tokens
+    // back in before the longer one ends (every gate's memory keeps the later; Redis, which a
+    // gate started later and every strict check read, must too).
+    let prefix = Prefix::fresh();
+    let store = prefix.connect().await.unwrap();
+    let keep_until = now() + 900;
+    store.revoke("jti-1", keep_until).await.unwrap();
+    store.revoke("jti-1", keep_until - 100).await.unwrap();
+    store
+        .revoke_sessions(&["session-1", "session-2"], keep_until)
+        .await
+        .unwrap();
+    store
+        .revoke_sessions(&["session-1"], keep_until - 100)
+        .await
+        .unwrap();
+    // Raising still works.
+    store
+        .revoke_sessions(&["session-2"], keep_until + 100)
+        .await
+        .unwrap();
+
+    let raw = raw_connection(&redis_url()).await;
+    let expiry = |key: String| {
+        let mut raw = raw.clone();
+        async move {
+            redis::cmd("EXPIRETIME")
+                .arg(&key)
+                .query_async::<i64>(&mut raw)
+                .await
+                .unwrap()
+        }
+    };
+    let grace_and_end = 300 + 1;
+    let p = &prefix.name;
+    assert_eq!(
+        expiry(format!("{p}jti:jti-1")).await,
+        i64::try_from(keep_until + grace_and_end).unwrap()
+    );
+    assert_eq!(
+        expiry(format!("{p}sid:session-1")).await,
+        i64::try_from(keep_until + grace_and_end).unwrap()
+    );
+    assert_eq!(
+        expiry(format!("{p}sid:session-2")).await,
+        i64::try_from(keep_until + 100 + grace_and_end).unwrap()
+    );
+    // The announcements still reach another gate, and a gate started now loads all three.
+    let later = prefix.connect().await.unwrap();
+    let mut session_token = token("other", "alice", now());
+    session_token.sid = Some("session-1");
+    assert_eq!(answer(&later, &session_token).await, "revoked");
+    assert_eq!(
+        answer(&later, &token("jti-1", "alice", now())).await,
+        "revoked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_leave_redis_with_their_token() {
     let prefix = Prefix::fresh();
     // Short enough to watch the keys go, long enough that a stall of the loaded machine

@@ -11,7 +11,7 @@ use ::redis::{Client, ConnectionInfo, IntoConnectionInfo, Script};
 
 use super::follow::{Backoff, Follower};
 use super::wire::KeySpace;
-use super::{unavailable, Inner, RedisRevocations, View, RECORD_SUBJECT_CUTOFF};
+use super::{unavailable, Inner, RedisRevocations, View, RECORD_REVOCATIONS};
 use crate::revocation::memory::DEFAULT_GRACE;
 use crate::revocation::{BoxFuture, MemoryRevocations, RevocationError};
 
@@ -184,7 +184,7 @@ impl RedisRevocationsBuilder {
                 server,
                 grace: self.grace.as_secs(),
                 timeout: self.timeout,
-                record_subject: Script::new(RECORD_SUBJECT_CUTOFF),
+                record: Script::new(RECORD_REVOCATIONS),
                 view,
             }),
         })

@@ -20,24 +20,32 @@ use super::{
 
 pub use self::builder::RedisRevocationsBuilder;
 
-/// Raises a subject's cut-off and its expiry, never lowers them (two gates whose clocks
-/// disagree must not undo each other's "log out everywhere"), then tells the other gates, in
-/// one atomic step so a stored cut-off is always announced.
-const RECORD_SUBJECT_CUTOFF: &str = r"
-local issued_before = tonumber(ARGV[1])
-local expire_at = tonumber(ARGV[2])
-local current = tonumber(redis.call('GET', KEYS[1]))
-if current and current > issued_before then issued_before = current end
-local remaining = redis.call('PTTL', KEYS[1])
-if remaining > 0 then
-  local time = redis.call('TIME')
-  local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-  -- Expiries are whole seconds; round off the milliseconds between the two clock reads.
-  local current_expiry = math.floor((now + remaining + 500) / 1000)
-  if current_expiry > expire_at then expire_at = current_expiry end
+/// Records revocations, raising each key's value and expiry, never lowering them, then tells
+/// the other gates, in one atomic step so a stored revocation is always announced. Never
+/// lowering: two gates whose clocks disagree must not undo each other's "log out everywhere",
+/// and a session revoked twice (by two auth servers, or a logout then a reuse) stays revoked
+/// until the later of the two expiries, as in every gate's memory.
+///
+/// `KEYS`: the keys. `ARGV[1]`: the channel; then, for each key, its value (a subject's
+/// cut-off, `1` for a token or session), its expiry (as `EXAT`) and its announcement.
+const RECORD_REVOCATIONS: &str = r"
+local channel = ARGV[1]
+for i, key in ipairs(KEYS) do
+  local value = tonumber(ARGV[3 * i - 1])
+  local expire_at = tonumber(ARGV[3 * i])
+  local current = tonumber(redis.call('GET', key))
+  if current and current > value then value = current end
+  local remaining = redis.call('PTTL', key)
+  if remaining > 0 then
+    local time = redis.call('TIME')
+    local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+    -- Expiries are whole seconds; round off the milliseconds between the two clock reads.
+    local current_expiry = math.floor((now + remaining + 500) / 1000)
+    if current_expiry > expire_at then expire_at = current_expiry end
+  end
+  redis.call('SET', key, string.format('%d', value), 'EXAT', string.format('%d', expire_at))
+  redis.call('PUBLISH', channel, ARGV[3 * i + 1])
 end
-redis.call('SET', KEYS[1], string.format('%d', issued_before), 'EXAT', string.format('%d', expire_at))
-redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 ";
 
@@ -45,7 +53,9 @@ return 1
 ///
 /// Redis is the source of truth. A revocation is written as `SET <prefix>jti:<jti> 1 EXAT
 /// <exp + grace + 1>`, a "log out everywhere" as `<prefix>sub:<sub>` holding the cut-off instant,
-/// a revoked session as `<prefix>sid:<sid>`, and each write is announced on the channel `<prefix>revocations` in the same atomic step.
+/// a revoked session as `<prefix>sid:<sid>`, each raising what the key held (a cut-off or an
+/// expiry is never lowered), and each write is announced on the channel `<prefix>revocations`
+/// in the same atomic step.
 /// [`revoke`](RevocationStore::revoke) and [`revoke_subject`](RevocationStore::revoke_subject)
 /// resolve only once Redis has acknowledged the write, and fail with a [`RevocationError`] (a `503`
 /// from the auth service) otherwise: nothing is acknowledged that is not stored. Entries
@@ -100,7 +110,8 @@ struct Inner {
     server: String,
     grace: u64,
     timeout: Duration,
-    record_subject: Script,
+    /// [`RECORD_REVOCATIONS`].
+    record: Script,
     view: View,
 }
 
@@ -194,25 +205,29 @@ where
     }
 }
 
-/// Adds to `transaction` the flag `key`, kept until `expire_at`, and its announcement.
-fn set_and_announce(
-    transaction: &mut ::redis::Pipeline,
-    key: &str,
+/// One revocation as [`RECORD_REVOCATIONS`] stores it.
+struct Record {
+    key: String,
+    value: u64,
     expire_at: u64,
-    channel: &str,
-    message: &str,
-) {
-    transaction
-        .cmd("SET")
-        .arg(key)
-        .arg(1)
-        .arg("EXAT")
-        .arg(expire_at)
-        .ignore()
-        .cmd("PUBLISH")
-        .arg(channel)
-        .arg(message)
-        .ignore();
+    message: String,
+}
+
+/// Stores and announces `records` in one atomic step, each raising what its key held.
+async fn record(inner: &Inner, records: &[Record]) -> Result<(), RevocationError> {
+    ask(&inner.connection, inner.timeout, |mut connection| {
+        let mut invocation = inner.record.prepare_invoke();
+        invocation.arg(&inner.channel);
+        for record in records {
+            invocation
+                .key(&record.key)
+                .arg(record.value)
+                .arg(record.expire_at)
+                .arg(&record.message);
+        }
+        async move { invocation.invoke_async::<()>(&mut connection).await }
+    })
+    .await
 }
 
 fn is_connection_lost(error: &RedisError) -> bool {
@@ -288,15 +303,14 @@ impl RevocationStore for RedisRevocations {
                 jti: &jti,
                 expires_at,
             };
-            let message = revocation.encode();
             let expire_at = expiry_with_grace(expires_at, inner.grace);
-            ask(&inner.connection, inner.timeout, |mut connection| {
-                let mut transaction = ::redis::pipe();
-                transaction.atomic();
-                set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
-                async move { transaction.query_async::<()>(&mut connection).await }
-            })
-            .await?;
+            let records = [Record {
+                key,
+                value: 1,
+                expire_at,
+                message: revocation.encode(),
+            }];
+            record(inner, &records).await?;
             self.apply_locally(&revocation);
             Ok(())
         })
@@ -317,18 +331,13 @@ impl RevocationStore for RedisRevocations {
                 issued_before,
                 keep_until,
             };
-            let message = revocation.encode();
-            let expire_at = expiry_with_grace(keep_until, inner.grace);
-            ask(&inner.connection, inner.timeout, |mut connection| {
-                let mut invocation = inner.record_subject.key(&key);
-                invocation
-                    .arg(issued_before)
-                    .arg(expire_at)
-                    .arg(&inner.channel)
-                    .arg(&message);
-                async move { invocation.invoke_async::<()>(&mut connection).await }
-            })
-            .await?;
+            let records = [Record {
+                key,
+                value: issued_before,
+                expire_at: expiry_with_grace(keep_until, inner.grace),
+                message: revocation.encode(),
+            }];
+            record(inner, &records).await?;
             self.apply_locally(&revocation);
             Ok(())
         })
@@ -350,18 +359,18 @@ impl RevocationStore for RedisRevocations {
                 .map(|sid| Revocation::Session { sid, keep_until })
                 .collect();
             let expire_at = expiry_with_grace(keep_until, inner.grace);
-            ask(&inner.connection, inner.timeout, |mut connection| {
-                // One MULTI: every session is revoked, or (on error) none.
-                let mut transaction = ::redis::pipe();
-                transaction.atomic();
-                for (sid, revocation) in sessions.iter().zip(&revocations) {
-                    let key = inner.keys.session(sid);
-                    let message = revocation.encode();
-                    set_and_announce(&mut transaction, &key, expire_at, &inner.channel, &message);
-                }
-                async move { transaction.query_async::<()>(&mut connection).await }
-            })
-            .await?;
+            // One script: stored and announced together, no other command between them.
+            let records: Vec<Record> = sessions
+                .iter()
+                .zip(&revocations)
+                .map(|(sid, revocation)| Record {
+                    key: inner.keys.session(sid),
+                    value: 1,
+                    expire_at,
+                    message: revocation.encode(),
+                })
+                .collect();
+            record(inner, &records).await?;
             for revocation in &revocations {
                 self.apply_locally(revocation);
             }
