@@ -504,10 +504,16 @@ impl AuthServiceBuilder {
         self
     }
 
-    /// Believes `X-Forwarded-For` on connections from these proxies (default: none).
+    /// Believes `X-Forwarded-For` on connections from these proxies (default: none). An
+    /// IPv4-mapped address (`::ffff:10.0.0.5`) names the IPv4 proxy (`10.0.0.5`), as a
+    /// dual-stack listener shows it.
     #[must_use]
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.trusted_proxies = proxies.into_iter().collect();
+        // Peers and forwarded hops are compared in canonical form.
+        self.trusted_proxies = proxies
+            .into_iter()
+            .map(|proxy| proxy.to_canonical())
+            .collect();
         self
     }
 
