@@ -272,6 +272,12 @@ fn original(headers: &HeaderMap) -> Result<(Method, Uri), &'static str> {
     if !is_canonical_method(&method) {
         return Err("the original method is not in canonical form");
     }
+    // The URI parser drops a fragment, and the rest of the header with it, while the front
+    // server passes its raw request target upstream: `/static/#/../private` would be judged
+    // as `/static/`. No request target carries a fragment (RFC 9112, 3.2).
+    if uri.as_bytes().contains(&b'#') {
+        return Err("the original URI has a fragment");
+    }
     let uri: Uri = uri.as_bytes().try_into().map_err(|_| "not a URI")?;
     if uri.scheme().is_some() || !uri.path().starts_with('/') {
         return Err("the original URI is not an origin-form path");
@@ -398,6 +404,8 @@ mod tests {
             headers(&[get, ("x-original-uri", "//admin")]),
             headers(&[get, ("x-original-uri", "http://evil/admin")]),
             headers(&[get, ("x-original-uri", "*")]),
+            headers(&[get, ("x-original-uri", "/public#/../admin")]),
+            headers(&[get, ("x-original-uri", "/public?page=1#x")]),
             headers(&[("x-original-uri", "/a"), ("x-original-method", "G ET")]),
         ] {
             assert!(original(&bad).is_err(), "{bad:?}");

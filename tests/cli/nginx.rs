@@ -199,6 +199,15 @@ async fn nginx_auth_request_passes_identity_refuses_without_token_and_after_logo
             dotted.text
         );
     }
+    // A fragment in the request target: nginx matches its locations on what comes before
+    // the `#` but passes the whole target upstream, where some servers read it as part of
+    // the path and serve `/api/orders`. Refused, as the dots are.
+    let fragment = common::raw_status(
+        nginx.addr,
+        b"GET /static/#/../api/orders HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(fragment, 500);
 
     // Logout, then the same token is refused by every check.
     let logout = call(
