@@ -100,22 +100,65 @@ impl Pattern {
 
     /// Whether `path` is a spelling of this pattern that a lenient router would route to it,
     /// and how specific the match is ([`matches`](Self::matches)'s measure): its ASCII
-    /// letters in any case (Express, ASP.NET Core and IIS route so by default), and, for an
-    /// exact path, with or without one trailing `/` (Express without `strict`). A decision
-    /// taken on a loose match is only ever kept when it is the stricter one: a requirement
-    /// adds to what a request must carry, while an open path matched loosely would take a
-    /// token's check away.
+    /// letters in any case (Express, ASP.NET Core and IIS route so by default); for an exact
+    /// path, with or without one trailing `/` (Express without `strict`); a segment with
+    /// trailing dots or spaces (`/static/private./x`: IIS and Windows' file APIs drop them);
+    /// and the path's last segment without a format suffix (`/orders.json`: Rails' `(.:format)`,
+    /// Django REST's format suffixes). A decision taken on a loose match is only ever kept
+    /// when it is the stricter one: a requirement adds to what a request must carry, while an
+    /// open path matched loosely would take a token's check away.
     pub(crate) fn matches_loosely(&self, path: &str) -> Option<usize> {
         let same = <[u8]>::eq_ignore_ascii_case;
-        match self {
-            Self::Exact(exact) => same(
-                without_trailing_slash(path).as_bytes(),
-                without_trailing_slash(exact).as_bytes(),
-            )
-            .then_some(usize::MAX),
-            Self::Prefix(prefix) => is_under_by(path, prefix, same).then_some(prefix.len()),
+        let (matched, specificity) = match self {
+            Self::Exact(exact) => (
+                same(
+                    without_trailing_slash(path).as_bytes(),
+                    without_trailing_slash(exact).as_bytes(),
+                ),
+                usize::MAX,
+            ),
+            Self::Prefix(prefix) => (is_under_by(path, prefix, same), prefix.len()),
+        };
+        // The other spellings all end a segment in `.` or a space: most paths have neither.
+        if matched || !path.bytes().any(|byte| byte == b'.' || byte == b' ') {
+            return matched.then_some(specificity);
+        }
+        let matched = match self {
+            Self::Exact(exact) => segments_alike(
+                without_trailing_slash(path),
+                without_trailing_slash(exact),
+                true,
+            ),
+            Self::Prefix(prefix) => segments_alike(path, prefix, false),
+        };
+        matched.then_some(specificity)
+    }
+}
+
+/// Whether `path` begins with `pattern`'s segments (and, when `whole`, has no others), each
+/// as a lenient server reads it: in any ASCII case, without trailing dots or spaces, and the
+/// path's last segment also without a format suffix (`.json`).
+fn segments_alike(path: &str, pattern: &str, whole: bool) -> bool {
+    let mut segments = path.split('/').peekable();
+    for wanted in pattern.split('/') {
+        let Some(segment) = segments.next() else {
+            return false;
+        };
+        let last = segments.peek().is_none();
+        let same = |spelling: &str| spelling.as_bytes().eq_ignore_ascii_case(wanted.as_bytes());
+        let alike = same(segment)
+            || same(segment.trim_end_matches(['.', ' ']))
+            || (last
+                && segment.rsplit_once('.').is_some_and(|(stem, suffix)| {
+                    !suffix.is_empty()
+                        && suffix.bytes().all(|byte| byte.is_ascii_alphanumeric())
+                        && same(stem)
+                }));
+        if !alike {
+            return false;
         }
     }
+    !whole || segments.next().is_none()
 }
 
 /// Whether a requirement for `rule_method` holds a request by `method`: its own method, and
@@ -510,6 +553,54 @@ mod tests {
         for path in ["/administrators", "/ADMINX", "/adm", "/", "/x/admin"] {
             assert!(prefix.matches_loosely(path).is_none(), "{path}");
         }
+    }
+
+    #[test]
+    fn a_loose_match_reads_trailing_dots_and_a_format_suffix_as_a_lenient_server_does() {
+        // Windows' file APIs (IIS, ASP.NET Core and Express static files on Windows) drop a
+        // segment's trailing dots and spaces; Rails and Django REST route `/orders.json` to
+        // `/orders`.
+        let prefix = Pattern::prefix("/static/private");
+        for path in [
+            "/static/private./report.pdf",
+            "/static/private../report.pdf",
+            "/static/private /report.pdf",
+            "/static./private/report.pdf",
+            "/STATIC/Private./report.pdf",
+            "/static/private.",
+            "/static/private.json",
+        ] {
+            assert!(prefix.matches_loosely(path).is_some(), "{path}");
+        }
+        for path in [
+            "/static/privates/x",
+            "/static/private.d/x",
+            "/static/privat./x",
+            "/static/public.json",
+            "/static/private.json.bak/x",
+        ] {
+            assert!(prefix.matches_loosely(path).is_none(), "{path}");
+        }
+        let exact = Pattern::exact("/orders");
+        for path in [
+            "/orders.json",
+            "/ORDERS.xml",
+            "/orders.",
+            "/orders.json/",
+            "/orders ",
+        ] {
+            assert!(exact.matches_loosely(path).is_some(), "{path}");
+        }
+        for path in [
+            "/orders.json/1",
+            "/orders.v1.json",
+            "/orders-x.json",
+            "/order.json",
+        ] {
+            assert!(exact.matches_loosely(path).is_none(), "{path}");
+        }
+        // The exact spelling still needs no other reading.
+        assert!(Pattern::exact("/a.b").matches_loosely("/a.b").is_some());
     }
 
     fn rules() -> PathRules {

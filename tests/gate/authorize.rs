@@ -307,6 +307,31 @@ async fn a_prefix_rule_holds_every_case_of_its_prefix() {
 }
 
 #[tokio::test]
+async fn a_route_rule_holds_the_format_suffix_rails_routes_alike() {
+    // Rails' `resources :orders` routes `POST /orders.json` to `orders#create`, as it does
+    // `POST /orders`: the rule for the one holds the other.
+    let app = Router::new()
+        .route("/orders", routing::post(|| async { "created" }))
+        .route(
+            "/orders.json",
+            routing::post(|| async { "created, as JSON" }),
+        );
+    let layer = JwtAuthLayer::new(verifier_with_roles("roles")).require_prefix(
+        Some(Method::POST),
+        "/orders",
+        Require::role("clerk"),
+    );
+    let addr = serve(app.layer(layer)).await;
+    let viewer = token_with(json!({ "roles": ["viewer"] }));
+    let clerk = token_with(json!({ "roles": ["clerk"] }));
+    for path in ["/orders", "/orders.json"] {
+        let refused = post_bearer(addr, path, &viewer).await;
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+        assert_eq!(post_bearer(addr, path, &clerk).await.status, 200, "{path}");
+    }
+}
+
+#[tokio::test]
 async fn a_nested_router_carries_its_own_requirement_inside_the_gate() {
     let admin = Router::new()
         .route("/users", routing::get(ok))

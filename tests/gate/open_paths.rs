@@ -76,3 +76,44 @@ async fn no_spelling_stretches_an_open_or_optional_prefix() {
     assert_eq!(status, 200);
     assert_eq!(hits.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn a_protected_carve_out_holds_its_windows_and_format_spellings() {
+    // Under an open `/static`, `/static/private` is protected. Windows' file APIs (IIS,
+    // ASP.NET Core or Express static files on Windows) serve `/static/private./report.pdf`
+    // and `/static/private%20/report.pdf` from `static\private`, and `/docs/secret.html.` as
+    // `secret.html`; Rails and Django REST serve `/docs/drafts.json` as `/docs/drafts`. Each
+    // needs the carve-out's token.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let layer = JwtAuthLayer::from_keys(common::keys())
+        .open_prefix("/static")
+        .protect_prefix("/static/private")
+        .open_prefix("/docs")
+        .protect_path("/docs/drafts")
+        .protect_path("/docs/secret.html");
+    let addr = serve_counting(layer, hits.clone()).await;
+    for path in [
+        "/static/private./report.pdf",
+        "/static/private../report.pdf",
+        "/static/private%20/report.pdf",
+        "/static/Private./report.pdf",
+        "/docs/drafts.json",
+        "/docs/DRAFTS.xml",
+        "/docs/secret.html.",
+        "/docs/secret.html%20",
+    ] {
+        let status = common::raw_status(addr, &raw_get(path, None)).await;
+        assert_eq!(status, 401, "{path} was not judged protected");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // Their neighbours stay open.
+    for path in [
+        "/static/privately/x",
+        "/static/app.js",
+        "/docs/drafting.json",
+        "/docs/a.b",
+    ] {
+        let status = common::raw_status(addr, &raw_get(path, None)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+}
