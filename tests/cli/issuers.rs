@@ -112,10 +112,14 @@ roles = ["admin"]
         claims
     };
     let read = json!({ "scope": "orders:read" });
-    for (name, token) in [
-        ("own", signed(&own, own_claims(read.clone()))),
+    // Three people called `alice` by three issuers (a local user may register any name a
+    // provider's `sub` has): with more than one issuer the upstream is told which one vouched,
+    // unasked, so it can tell them apart.
+    for (name, issuer, token) in [
+        ("own", "cli-own", signed(&own, own_claims(read.clone()))),
         (
             "discovered",
+            discovered.as_str(),
             signed(
                 &discovered_keys,
                 claims(&discovered, "orders-api", read.clone()),
@@ -123,12 +127,14 @@ roles = ["admin"]
         ),
         (
             "jwks_url",
+            rsa_issuer,
             signed(&rsa_keys, claims(rsa_issuer, "orders-rsa", read.clone())),
         ),
     ] {
         let answer = get(gate.addr, "/orders/7", Some(&token)).await;
         assert_eq!(answer.status, StatusCode::OK, "{name}: {}", answer.text);
         assert_eq!(answer.json()["x-auth-sub"], "alice", "{name}");
+        assert_eq!(answer.json()["x-auth-iss"], issuer, "{name}");
     }
 
     // Each issuer's tokens must name its own audience: another's is refused.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jwt_gate::gateway::{ClaimMap, ForwardAuth, Gateway};
+use jwt_gate::gateway::{ClaimMap, ForwardAuth, ForwardedClaim, Gateway};
 use jwt_gate::revocation::RedisRevocations;
 use jwt_gate::service::{AuthService, RedisThrottle};
 use jwt_gate::store::{PostgresUserStore, SqliteUserStore, UserStore};
@@ -391,11 +391,21 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         drain: Duration::from_secs(limits.drain_timeout_seconds.unwrap_or(20)),
         admission: limits.admission(1),
     };
-    let forwarded = config
+    let mut forwarded = config
         .forward_claims
         .iter()
         .map(config::forwarded_claim)
         .collect::<Result<Vec<_>, _>>()?;
+    // With other issuers, `sub` alone names no one: a local user may register the name a
+    // provider's `sub` has, and two providers may use the same. The upstream is told which
+    // issuer vouched, unasked, unless `iss` is already forwarded (perhaps under another name).
+    let forwards_issuer = config
+        .forward_claims
+        .iter()
+        .any(|forward| matches!(forward.claim.get_ref().as_str(), "iss" | "/iss"));
+    if !config.issuers.is_empty() && !forwards_issuer {
+        forwarded.push(ForwardedClaim::new("iss").map_err(|error| error.to_string())?);
+    }
     let layer = layer(&config, gate_verifier, auth.is_some());
     // The auth service alone is bound by password hashing, on threads of its own:
     // one listener serves it.
