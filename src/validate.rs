@@ -853,8 +853,9 @@ impl<C> TokenVerifierBuilder<C> {
     /// let idp = Keys::new(Key::from_private_pem(Algorithm::EdDSA, pem).unwrap().with_kid("k1")).unwrap();
     ///
     /// let verifier = TokenVerifier::builder(own)
-    ///     // The own tokens' issuer: required once several issuers are trusted.
-    ///     .validation(Validation::default().issuer("https://api.example"))
+    ///     // The own tokens' issuer, and this API's audience: both required once several
+    ///     // issuers are trusted (a provider issues tokens for other APIs too).
+    ///     .validation(Validation::default().issuer("https://api.example").audience("orders"))
     ///     .issuer_keys("https://login.example.com", idp)
     ///     .build();
     /// ```
@@ -1054,7 +1055,11 @@ impl<C> TokenVerifierBuilder<C> {
     /// - with [`issuer_keys`](Self::issuer_keys): an issuer is empty or added twice, or the
     ///   validation names no issuer of its own (`Validation::issuers` is `None`): the starting
     ///   keys would then accept their tokens under any `iss` not added here, so the `iss` would
-    ///   no longer say who issued a token.
+    ///   no longer say who issued a token;
+    /// - an issuer added with [`issuer_keys`](Self::issuer_keys) or
+    ///   [`issuer_policy`](Self::issuer_policy) is held to no audience (its policy, or the
+    ///   validation it shares, has `audiences: None`): every token its provider issued for
+    ///   any other API would be accepted ([`BuildError::NoAudience`]).
     ///
     /// ```
     /// use jwt_gate::{BuildError, Keys, TokenVerifier};
@@ -1086,6 +1091,16 @@ impl<C> TokenVerifierBuilder<C> {
                 if !accepted.iter().any(|accepted| **accepted == **issuer) {
                     accepted.push(issuer.to_string());
                 }
+            }
+            // A provider issues tokens for many APIs: without an audience, every token it ever
+            // issued for any of them would open this one.
+            if let Some((issuer, _, _)) = self.issuers.iter().find(|(_, _, policy)| {
+                policy
+                    .as_ref()
+                    .map_or(&self.validation.audiences, |policy| &policy.audiences)
+                    .is_none()
+            }) {
+                return Err(BuildError::NoAudience(issuer.to_string()));
             }
             let (leeway, max_token_len) = (self.validation.leeway, self.validation.max_token_len);
             for policy in self
@@ -1132,6 +1147,9 @@ pub enum BuildError {
     EmptyIssuer,
     /// This issuer was added twice with [`issuer_keys`](TokenVerifierBuilder::issuer_keys).
     DuplicateIssuer(String),
+    /// This issuer, added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys) or
+    /// [`issuer_policy`](TokenVerifierBuilder::issuer_policy), is held to no audience.
+    NoAudience(String),
     /// [`Validation::leeway`] is longer than the revocation store's
     /// [grace period](RevocationStore::grace).
     LeewayOverGrace {
@@ -1156,6 +1174,12 @@ impl std::fmt::Display for BuildError {
             Self::DuplicateIssuer(issuer) => write!(
                 f,
                 "TokenVerifierBuilder::issuer_keys: the issuer {issuer:?} was added twice"
+            ),
+            Self::NoAudience(issuer) => write!(
+                f,
+                "the issuer {issuer:?} is trusted without an audience: every token it issued \
+                 for any API would be accepted; set Validation::audience(...) (for issuer_keys, \
+                 on the verifier's validation; for issuer_policy, on its own)"
             ),
             Self::LeewayOverGrace { leeway, grace } => write!(
                 f,

@@ -305,7 +305,11 @@ async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() 
     let clock = jwt_gate::clock::ManualClock::starting_now();
     let revocations = jwt_gate::revocation::MemoryRevocations::new();
     let verifier = jwt_gate::TokenVerifier::builder(keys())
-        .validation(jwt_gate::Validation::default().issuer("https://auth.local.example"))
+        .validation(
+            jwt_gate::Validation::default()
+                .issuer("https://auth.local.example")
+                .audience("orders"),
+        )
         .issuer_keys(PARTNER, partner.clone())
         .revocations(revocations.clone())
         .clock(clock.clone())
@@ -318,7 +322,9 @@ async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() 
     let local_access = field(&local, "access_token");
     let now = clock.now();
     // Even naming the local session: a partner may put any `sid` in its tokens.
-    let mut claims = Claims::new("alice", now, now + 600).with_issuer(PARTNER);
+    let mut claims = Claims::new("alice", now, now + 600)
+        .with_issuer(PARTNER)
+        .with_audience("orders");
     claims.sid = verifier.verify(&local_access).unwrap().sid.clone();
     assert!(claims.sid.is_some());
     let impostor = partner.sign(&claims).unwrap();

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
-use jwt_gate::{Algorithm, Claims, JwtAuthLayer, Key, Keys, RemoteJwks, TokenVerifier, Validation};
+use jwt_gate::{
+    Algorithm, BuildError, Claims, JwtAuthLayer, Key, Keys, RemoteJwks, TokenVerifier, Validation,
+};
 use serde_json::json;
 
 const OWN_ISSUER: &str = "https://api.test";
@@ -33,8 +35,12 @@ fn pem_key(algorithm: Algorithm, pem: &[u8], kid: &str) -> Key {
 
 fn token(keys: &Keys, issuer: &str, sub: &str) -> String {
     let now = common::now();
-    keys.sign(&Claims::new(sub, now, now + 600).with_issuer(issuer))
-        .unwrap()
+    keys.sign(
+        &Claims::new(sub, now, now + 600)
+            .with_issuer(issuer)
+            .with_audience("api"),
+    )
+    .unwrap()
 }
 
 async fn status(gate: SocketAddr, token: &str) -> StatusCode {
@@ -65,7 +71,7 @@ async fn each_issuer_verifies_its_own_tokens_and_never_another_issuers() {
     .await;
 
     let verifier = TokenVerifier::builder(own.clone())
-        .validation(Validation::default().issuer(OWN_ISSUER))
+        .validation(Validation::default().issuer(OWN_ISSUER).audience("api"))
         .issuer_keys(rsa.issuer().unwrap(), rsa.keys().clone())
         .issuer_keys(b.issuer().unwrap(), b.keys().clone())
         .issuer_keys(c.issuer().unwrap(), c.keys().clone())
@@ -120,6 +126,52 @@ fn several_issuers_without_an_own_issuer_is_refused_at_build() {
     let _ = TokenVerifier::builder(own)
         .issuer_keys("https://login.test", other)
         .build();
+}
+
+#[test]
+fn an_issuer_held_to_no_audience_is_refused_at_build() {
+    // A provider issues tokens for every API registered with it: trusted without an
+    // audience, its token for `billing-api` would open this one.
+    let idp = Keys::new(pem_key(
+        Algorithm::EdDSA,
+        include_bytes!("../keys/ed25519.pem"),
+        "k1",
+    ))
+    .unwrap();
+    let shared = TokenVerifier::builder(common::keys())
+        .validation(Validation::default().issuer(OWN_ISSUER))
+        .issuer_keys("https://login.test", idp.clone())
+        .try_build();
+    let own_policy = TokenVerifier::builder(common::keys())
+        .validation(Validation::default().issuer(OWN_ISSUER).audience("api"))
+        .issuer_policy(
+            "https://login.test",
+            idp.clone(),
+            Validation::default().issuer("https://login.test"),
+        )
+        .try_build();
+    for built in [shared, own_policy] {
+        let error = built.map(|_| ()).unwrap_err();
+        assert_eq!(error, BuildError::NoAudience("https://login.test".into()));
+        assert!(
+            error.to_string().contains("Validation::audience"),
+            "{error}"
+        );
+    }
+    // With one, the provider's token for another API is refused.
+    let verifier = TokenVerifier::builder(common::keys())
+        .validation(Validation::default().issuer(OWN_ISSUER).audience("api"))
+        .issuer_keys("https://login.test", idp.clone())
+        .build();
+    let now = common::now();
+    let elsewhere = idp
+        .sign(
+            &Claims::new("mallory", now, now + 600)
+                .with_issuer("https://login.test")
+                .with_audience("billing-api"),
+        )
+        .unwrap();
+    assert!(verifier.verify(&elsewhere).is_err());
 }
 
 #[test]

@@ -93,6 +93,13 @@ fn inconsistent_verifier_settings_are_errors_from_try_build_naming_the_setting()
         ),
         (
             TokenVerifier::builder(own())
+                .validation(Validation::default().issuer("https://api.test"))
+                .issuer_keys("https://login.test", own()),
+            BuildError::NoAudience("https://login.test".into()),
+            "Validation::audience",
+        ),
+        (
+            TokenVerifier::builder(own())
                 .validation(Validation {
                     leeway: Duration::from_secs(61),
                     ..Validation::default()
@@ -112,7 +119,11 @@ fn inconsistent_verifier_settings_are_errors_from_try_build_naming_the_setting()
     }
     // And a consistent one builds.
     assert!(TokenVerifier::builder(own())
-        .validation(Validation::default().issuer("https://api.test"))
+        .validation(
+            Validation::default()
+                .issuer("https://api.test")
+                .audience("orders"),
+        )
         .issuer_keys("https://login.test", own())
         .try_build()
         .is_ok());
