@@ -179,3 +179,64 @@ async fn the_forwarded_chain_of_a_trusted_balancer_reaches_the_upstream() {
         assert_eq!(answer.text, expected, "trusted: {trusted}");
     }
 }
+
+/// With `roles_claim` set for a provider (Keycloak's `realm_access.roles`), the auth service
+/// writes a local user's roles there too: the gate reads every issuer's roles at one path, so
+/// a route's `roles` holds a local user to the same rule.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_users_roles_are_written_where_the_gate_reads_them() {
+    use http::Method;
+    use jwt_gate::store::{GrantChange, SqliteUserStore, UserStore as _};
+
+    let dir = TempDir::new("local-roles");
+    let upstream = upstream().await;
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://{upstream}\"\n\n\
+             [validation]\nissuer = \"cli-roles\"\naudience = \"orders\"\n\
+             roles_claim = \"realm_access.roles\"\n\n\
+             [[routes]]\npath = \"/orders/*\"\nroles = [\"clerk\"]\n\n\
+             [users]\nsqlite = \"users.db\"\n"
+        ),
+    );
+    let gate = start(&config, "proxy");
+    let registered = crate::common::call(
+        gate.addr,
+        Method::POST,
+        "/auth/register",
+        &[("content-type", "application/json")],
+        serde_json::json!({"username": "bob", "email": "bob@example.com", "password": crate::common::PASSWORD}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text
+    );
+    // An operator grants the role in the users' database.
+    let users = SqliteUserStore::open(dir.0.join("users.db")).unwrap();
+    let clerk = GrantChange::new().grant_role("clerk").unwrap();
+    assert!(users.change_grants("bob", &clerk).await.unwrap());
+    let login = crate::common::call(
+        gate.addr,
+        Method::POST,
+        "/auth/token",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!(
+            "username=bob&password={}",
+            crate::common::PASSWORD.replace(' ', "+")
+        ),
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.text);
+    let token = login.json()["access_token"].as_str().unwrap().to_owned();
+    let claims = crate::common::peek_claims(&token);
+    assert_eq!(
+        claims["realm_access"]["roles"],
+        serde_json::json!(["clerk"])
+    );
+    let answer = get(gate.addr, "/orders/1", Some(&token)).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+}

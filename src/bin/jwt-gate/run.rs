@@ -181,7 +181,16 @@ async fn verifiers(
     issuers: &[(IssuerConfig, RemoteJwks)],
 ) -> Result<(TokenVerifier, TokenVerifier<ClaimMap>, Health), String> {
     let mut health = Health::default();
-    let builder = TokenVerifier::builder(keys.clone()).validation(validation(config));
+    // Checked at load. Both verifiers read roles at one path, so the auth service writes a
+    // local user's roles where the gate looks for every issuer's.
+    let roles = match &config.validation.roles_claim {
+        Some(path) => Some(ClaimPath::new(path.get_ref()).map_err(|error| error.to_string())?),
+        None => None,
+    };
+    let mut builder = TokenVerifier::builder(keys.clone()).validation(validation(config));
+    if let Some(path) = &roles {
+        builder = builder.roles_claim(path.clone());
+    }
     let auth = match &config.revocation.redis_url {
         Some(url) => {
             let mut store = RedisRevocations::connect(url.get_ref());
@@ -201,9 +210,7 @@ async fn verifiers(
         .validation(validation(config))
         .claims::<ClaimMap>()
         .revocations(auth.revocations().clone());
-    if let Some(path) = &config.validation.roles_claim {
-        // Checked at load.
-        let path = ClaimPath::new(path.get_ref()).map_err(|error| error.to_string())?;
+    if let Some(path) = roles {
         gate = gate.roles_claim(path);
     }
     for (issuer, jwks) in issuers {
