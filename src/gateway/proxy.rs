@@ -85,7 +85,7 @@ impl Upstream {
                     self.trusted_proxies.contains(&peer.ip().to_canonical())
                 });
         remove_hop_by_hop(&mut parts.headers, |name| {
-            is_identity(name) || (!trust_forwarded && is_forwarding(name))
+            is_identity(name) || is_path_override(name) || (!trust_forwarded && is_forwarding(name))
         });
         if trailers {
             // gRPC requires it; it says nothing about the connection, only about the response.
@@ -345,6 +345,15 @@ fn is_forwarding(name: &HeaderName) -> bool {
         || CLIENT_ADDRESS
             .iter()
             .any(|header| crate::paths::reads_as(name.as_str(), header))
+}
+
+/// A path an application may route by instead of the request line's (`X-Original-URL`,
+/// `X-Rewrite-URL`: older Symfony, Zend and Drupal, behind IIS rewrites): the gate judged the
+/// request line, so no client may name another path. Nobody honest sends them to a proxy.
+fn is_path_override(name: &HeaderName) -> bool {
+    ["x-original-url", "x-rewrite-url"]
+        .iter()
+        .any(|header| crate::paths::reads_as(name.as_str(), header))
 }
 
 /// `x-auth-*`, and `x_auth_*` too.

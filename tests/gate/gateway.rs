@@ -233,7 +233,12 @@ async fn a_client_cannot_impersonate_anyone() {
             .header("x_forwarded_for", "10.0.0.2")
             .header("x-real-ip", "10.0.0.3")
             .header("true-client-ip", "10.0.0.4")
-            .header("x-client-ip", "10.0.0.5");
+            .header("x-client-ip", "10.0.0.5")
+            // A path other than the one judged, which older Symfony, Zend and Drupal (and IIS
+            // rewrites) route by.
+            .header("x-original-url", "/admin")
+            .header("x-rewrite-url", "/admin")
+            .header("x_original_url", "/admin");
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
@@ -279,6 +284,9 @@ async fn a_client_cannot_impersonate_anyone() {
             "x-real-ip",
             "true-client-ip",
             "x-client-ip",
+            "x-original-url",
+            "x-rewrite-url",
+            "x_original_url",
         ] {
             assert_eq!(header(&report, spoofed), None, "{spoofed} on {path}");
         }
