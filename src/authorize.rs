@@ -806,8 +806,8 @@ impl<C> Requirements<C> {
     /// normalises it later could route it anywhere, so it must meet them all. So does a
     /// method with lower-case letters (`post`), which a server may read as `POST` or not. A
     /// path with escapes meets the rules of both its spellings, as sent and decoded, and a
-    /// path meets the rules it matches but for the case of its letters or a trailing `/`
-    /// ([`Pattern::matches_loosely`]), as a case-insensitive or lenient router would route it.
+    /// path meets the rules it matches as a case-insensitive or lenient router would route it
+    /// ([`Pattern::matches_in_any_reading`]).
     /// A rule for `GET` holds `HEAD` too ([`holds`]).
     /// Whether it is canonical is asked only of a path some rule does not match, once.
     fn on_route<'a>(
@@ -826,15 +826,11 @@ impl<C> Requirements<C> {
                     .method
                     .as_ref()
                     .is_none_or(|wanted| holds(wanted, method))
-                    && (rule.pattern.matches(path).is_some()
-                        || rule.pattern.matches_loosely(path).is_some()
+                    && (rule.pattern.matches_in_any_reading(path)
                         || spelled
                             .get_or_insert_with(|| decoded(path))
                             .as_deref()
-                            .is_some_and(|decoded| {
-                                rule.pattern.matches(decoded).is_some()
-                                    || rule.pattern.matches_loosely(decoded).is_some()
-                            })))
+                            .is_some_and(|decoded| rule.pattern.matches_in_any_reading(decoded))))
                     || !*canonical
                         .get_or_insert_with(|| is_canonical(path) && is_canonical_method(method))
             })

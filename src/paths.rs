@@ -98,62 +98,93 @@ impl Pattern {
         }
     }
 
-    /// Whether `path` is a spelling of this pattern that a lenient router would route to it,
-    /// and how specific the match is ([`matches`](Self::matches)'s measure): its ASCII
-    /// letters in any case (Express, ASP.NET Core and IIS route so by default); for an exact
-    /// path, with or without one trailing `/` (Express without `strict`); a segment with
-    /// trailing dots or spaces (`/static/private./x`: IIS and Windows' file APIs drop them);
-    /// and the path's last segment without a format suffix (`/orders.json`: Rails' `(.:format)`,
-    /// Django REST's format suffixes). A decision taken on a loose match is only ever kept
-    /// when it is the stricter one: a requirement adds to what a request must carry, while an
-    /// open path matched loosely would take a token's check away.
-    pub(crate) fn matches_loosely(&self, path: &str) -> Option<usize> {
-        let same = <[u8]>::eq_ignore_ascii_case;
-        let (matched, specificity) = match self {
-            Self::Exact(exact) => (
-                same(
+    /// Whether `path` is a spelling of this pattern as a server making `reading` routes it,
+    /// and how specific the match is ([`matches`](Self::matches)'s measure). Every reading
+    /// matches whatever [`matches`](Self::matches) does, and more. A decision taken on a
+    /// reading is only ever kept when it is the stricter one: a requirement adds to what a
+    /// request must carry, while an open path matched another way would take a token's check
+    /// away. Each reading is one real server's: they are judged apart, never combined, so that
+    /// no spelling that no server reads can choose between two rules.
+    pub(crate) fn matches_as(&self, reading: Reading, path: &str) -> Option<usize> {
+        let ignoring_case = <[u8]>::eq_ignore_ascii_case;
+        let (matched, specificity) = match (reading, self) {
+            (Reading::Lenient, Self::Exact(exact)) => (
+                ignoring_case(
                     without_trailing_slash(path).as_bytes(),
                     without_trailing_slash(exact).as_bytes(),
                 ),
                 usize::MAX,
             ),
-            Self::Prefix(prefix) => (is_under_by(path, prefix, same), prefix.len()),
-        };
-        // The other spellings all end a segment in `.` or a space: most paths have neither.
-        if matched || !path.bytes().any(|byte| byte == b'.' || byte == b' ') {
-            return matched.then_some(specificity);
-        }
-        let matched = match self {
-            Self::Exact(exact) => segments_alike(
-                without_trailing_slash(path),
-                without_trailing_slash(exact),
-                true,
+            (Reading::Lenient, Self::Prefix(prefix)) => {
+                (is_under_by(path, prefix, ignoring_case), prefix.len())
+            }
+            (reading, Self::Exact(exact)) => (
+                segments_alike(reading, path, without_trailing_slash(exact), true),
+                usize::MAX,
             ),
-            Self::Prefix(prefix) => segments_alike(path, prefix, false),
+            (reading, Self::Prefix(prefix)) => {
+                (segments_alike(reading, path, prefix, false), prefix.len())
+            }
         };
         matched.then_some(specificity)
     }
+
+    /// Whether `path` is this pattern in any [`Reading`], or byte for byte.
+    pub(crate) fn matches_in_any_reading(&self, path: &str) -> bool {
+        self.matches(path).is_some()
+            || Reading::ALL
+                .into_iter()
+                .any(|reading| reading.applies(path) && self.matches_as(reading, path).is_some())
+    }
 }
 
-/// Whether `path` begins with `pattern`'s segments (and, when `whole`, has no others), each
-/// as a lenient server reads it: in any ASCII case, without trailing dots or spaces, and the
-/// path's last segment also without a format suffix (`.json`).
-fn segments_alike(path: &str, pattern: &str, whole: bool) -> bool {
-    let mut segments = path.split('/').peekable();
+/// A way a server routes a path other than byte for byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// Its ASCII letters in any case (Express, ASP.NET Core and IIS route so by default), and,
+    /// for an exact path, with or without one trailing `/` (Express without `strict`).
+    Lenient,
+    /// In any case, each segment without its trailing dots and spaces, as IIS and Windows'
+    /// file APIs read it: `/static/private./x` is `/static/private/x`.
+    Windows,
+    /// Letters as written, the last segment without a format suffix and a trailing `/`, as
+    /// Rails' `(.:format)` and Django REST's format suffixes route it: `/orders.json` is
+    /// `/orders`.
+    Format,
+}
+
+impl Reading {
+    pub(crate) const ALL: [Self; 3] = [Self::Lenient, Self::Windows, Self::Format];
+
+    /// Whether this reading can tell `path` apart from the lenient one: the others only read
+    /// a `.` or a space otherwise, and most paths have neither.
+    pub(crate) fn applies(self, path: &str) -> bool {
+        self == Self::Lenient || path.bytes().any(|byte| byte == b'.' || byte == b' ')
+    }
+}
+
+/// Whether `path` begins with `pattern`'s segments (and, when `whole`, has no others), as a
+/// server making `reading` compares them.
+fn segments_alike(reading: Reading, path: &str, pattern: &str, whole: bool) -> bool {
+    let mut segments = without_trailing_slash(path).split('/').peekable();
     for wanted in pattern.split('/') {
         let Some(segment) = segments.next() else {
             return false;
         };
         let last = segments.peek().is_none();
-        let same = |spelling: &str| spelling.as_bytes().eq_ignore_ascii_case(wanted.as_bytes());
-        let alike = same(segment)
-            || same(segment.trim_end_matches(['.', ' ']))
-            || (last
-                && segment.rsplit_once('.').is_some_and(|(stem, suffix)| {
-                    !suffix.is_empty()
-                        && suffix.bytes().all(|byte| byte.is_ascii_alphanumeric())
-                        && same(stem)
-                }));
+        let alike = match reading {
+            Reading::Lenient => segment.eq_ignore_ascii_case(wanted),
+            Reading::Windows => segment
+                .trim_end_matches(['.', ' '])
+                .eq_ignore_ascii_case(wanted),
+            Reading::Format => {
+                same_bytes(segment.as_bytes(), wanted.as_bytes())
+                    || (last
+                        && segment.rsplit_once('.').is_some_and(|(stem, suffix)| {
+                            !suffix.is_empty() && same_bytes(stem.as_bytes(), wanted.as_bytes())
+                        }))
+            }
+        };
         if !alike {
             return false;
         }
@@ -243,7 +274,8 @@ impl PathRules {
     /// A path with escapes (`/users/a%40b`) is judged by both its spellings, as sent and
     /// decoded, and the stricter answer wins: an upstream that decodes before routing serves
     /// the second, one that does not the first. Each spelling is also judged as a
-    /// case-insensitive or lenient router reads it ([`Pattern::matches_loosely`]), and again
+    /// case-insensitive or lenient router reads it ([`Pattern::matches_as`], each [`Reading`]
+    /// apart), and again
     /// the stricter answer wins: `/docs/INTERNAL` is protected under an open `/docs` that
     /// protects `/docs/internal`, and `/HEALTH` is not opened by an open `/health`. A `HEAD`
     /// is judged as itself and as the `GET` whose handler most servers answer it with, the
@@ -261,11 +293,20 @@ impl PathRules {
     }
 
     /// The stricter answer of the path's spellings: as sent and decoded, each matched
-    /// exactly and loosely.
+    /// exactly and in every reading that applies to it.
     fn judge_spellings(&self, method: &Method, path: &str) -> Access {
         let judge = |path: &str| {
-            self.judge(method, path, Pattern::matches)
-                .stricter(self.judge(method, path, Pattern::matches_loosely))
+            Reading::ALL
+                .into_iter()
+                .filter(|reading| reading.applies(path))
+                .fold(
+                    self.judge(method, path, Pattern::matches),
+                    |access, reading| {
+                        access.stricter(self.judge(method, path, |pattern, path| {
+                            pattern.matches_as(reading, path)
+                        }))
+                    },
+                )
         };
         let as_sent = judge(path);
         match decoded(path) {
@@ -528,7 +569,7 @@ mod tests {
     fn a_loose_match_ignores_ascii_case_and_one_trailing_slash_of_an_exact_path() {
         let exact = Pattern::exact("/orders");
         for path in ["/orders", "/ORDERS", "/Orders", "/orders/", "/oRdErS/"] {
-            assert!(exact.matches_loosely(path).is_some(), "{path}");
+            assert!(exact.matches_as(Reading::Lenient, path).is_some(), "{path}");
         }
         for path in [
             "/orders//",
@@ -539,68 +580,116 @@ mod tests {
             "",
             "/ÖRDERS",
         ] {
-            assert!(exact.matches_loosely(path).is_none(), "{path}");
+            assert!(exact.matches_as(Reading::Lenient, path).is_none(), "{path}");
         }
         assert!(Pattern::exact("/orders/")
-            .matches_loosely("/ORDERS")
+            .matches_as(Reading::Lenient, "/ORDERS")
             .is_some());
-        assert!(Pattern::exact("/").matches_loosely("/").is_some());
+        assert!(Pattern::exact("/")
+            .matches_as(Reading::Lenient, "/")
+            .is_some());
 
         let prefix = Pattern::prefix("/admin/");
         for path in ["/admin", "/ADMIN", "/Admin/users", "/aDmIn/", "/ADMIN/x/y"] {
-            assert!(prefix.matches_loosely(path).is_some(), "{path}");
+            assert!(
+                prefix.matches_as(Reading::Lenient, path).is_some(),
+                "{path}"
+            );
         }
         for path in ["/administrators", "/ADMINX", "/adm", "/", "/x/admin"] {
-            assert!(prefix.matches_loosely(path).is_none(), "{path}");
+            assert!(
+                prefix.matches_as(Reading::Lenient, path).is_none(),
+                "{path}"
+            );
         }
     }
 
     #[test]
-    fn a_loose_match_reads_trailing_dots_and_a_format_suffix_as_a_lenient_server_does() {
+    fn windows_and_format_readings_are_read_as_their_servers_do() {
+        use Reading::{Format, Windows};
         // Windows' file APIs (IIS, ASP.NET Core and Express static files on Windows) drop a
-        // segment's trailing dots and spaces; Rails and Django REST route `/orders.json` to
-        // `/orders`.
+        // segment's trailing dots and spaces, in any case; Rails and Django REST route
+        // `/orders.json` (and `/orders.json/`) to `/orders`, letters as written.
         let prefix = Pattern::prefix("/static/private");
-        for path in [
-            "/static/private./report.pdf",
-            "/static/private../report.pdf",
-            "/static/private /report.pdf",
-            "/static./private/report.pdf",
-            "/STATIC/Private./report.pdf",
-            "/static/private.",
-            "/static/private.json",
+        for (reading, path) in [
+            (Windows, "/static/private./report.pdf"),
+            (Windows, "/static/private../report.pdf"),
+            (Windows, "/static/private /report.pdf"),
+            (Windows, "/static./private/report.pdf"),
+            (Windows, "/STATIC/Private./report.pdf"),
+            (Windows, "/static/private."),
+            (Format, "/static/private.json"),
+            (Format, "/static/private.json/"),
+            (Format, "/static/private.x-y_z~"),
         ] {
-            assert!(prefix.matches_loosely(path).is_some(), "{path}");
+            assert!(
+                prefix.matches_as(reading, path).is_some(),
+                "{reading:?} {path}"
+            );
         }
-        for path in [
-            "/static/privates/x",
-            "/static/private.d/x",
-            "/static/privat./x",
-            "/static/public.json",
-            "/static/private.json.bak/x",
+        for (reading, path) in [
+            (Windows, "/static/privates/x"),
+            (Windows, "/static/private.d/x"),
+            (Windows, "/static/privat./x"),
+            (Windows, "/static/private.json"),
+            (Format, "/static/Private.json"),
+            (Format, "/static/private./x"),
+            (Format, "/static/public.json"),
+            (Format, "/static/private.json.bak/x"),
+            (Format, "/static/private."),
         ] {
-            assert!(prefix.matches_loosely(path).is_none(), "{path}");
+            assert!(
+                prefix.matches_as(reading, path).is_none(),
+                "{reading:?} {path}"
+            );
         }
         let exact = Pattern::exact("/orders");
-        for path in [
-            "/orders.json",
-            "/ORDERS.xml",
-            "/orders.",
-            "/orders.json/",
-            "/orders ",
+        for (reading, path) in [
+            (Format, "/orders.json"),
+            (Format, "/orders.json/"),
+            (Windows, "/ORDERS."),
+            (Windows, "/orders "),
         ] {
-            assert!(exact.matches_loosely(path).is_some(), "{path}");
+            assert!(
+                exact.matches_as(reading, path).is_some(),
+                "{reading:?} {path}"
+            );
         }
-        for path in [
-            "/orders.json/1",
-            "/orders.v1.json",
-            "/orders-x.json",
-            "/order.json",
+        for (reading, path) in [
+            (Format, "/orders.json/1"),
+            (Format, "/orders.v1.json"),
+            (Format, "/ORDERS.json"),
+            (Format, "/order.json"),
+            (Windows, "/orders.json"),
         ] {
-            assert!(exact.matches_loosely(path).is_none(), "{path}");
+            assert!(
+                exact.matches_as(reading, path).is_none(),
+                "{reading:?} {path}"
+            );
         }
-        // The exact spelling still needs no other reading.
-        assert!(Pattern::exact("/a.b").matches_loosely("/a.b").is_some());
+        // Every reading matches what the pattern matches byte for byte.
+        for reading in Reading::ALL {
+            assert!(Pattern::exact("/a.b").matches_as(reading, "/a.b").is_some());
+            assert!(Pattern::prefix("/").matches_as(reading, "/x.y/z").is_some());
+        }
+    }
+
+    #[test]
+    fn readings_are_judged_apart_so_no_mix_of_them_opens_a_protected_path() {
+        // Case-insensitive servers do not strip format suffixes, and Rails is case-sensitive:
+        // `/Admin/login.json` is under the protected `/admin` for the first, and no page of
+        // Rails'. Read both ways at once it would be the open `/admin/login`.
+        let mut rules = PathRules::default();
+        rules.prefix("/", Access::Open);
+        rules.prefix("/admin", Access::Protected);
+        rules.exact("/admin/login", Access::Open);
+        for path in ["/Admin/login.json", "/admin./login.json", "/ADMIN/login."] {
+            assert_eq!(rules.access(path), Access::Protected, "{path}");
+        }
+        // The open page itself, in any case a lenient server routes to it.
+        for path in ["/admin/login", "/Admin/login", "/ADMIN/LOGIN/"] {
+            assert_eq!(rules.access(path), Access::Open, "{path}");
+        }
     }
 
     fn rules() -> PathRules {

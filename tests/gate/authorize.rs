@@ -329,6 +329,11 @@ async fn a_route_rule_holds_the_format_suffix_rails_routes_alike() {
         assert_eq!(refused.status, 403, "{path}: {refused:?}");
         assert_eq!(post_bearer(addr, path, &clerk).await.status, 200, "{path}");
     }
+    // Rails reads any suffix without a `.` as the format, and a trailing `/` away.
+    for path in ["/orders.json/", "/orders.x-y", "/orders.json_api"] {
+        let refused = post_bearer(addr, path, &viewer).await;
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+    }
 }
 
 #[tokio::test]

@@ -98,7 +98,7 @@ async fn a_protected_carve_out_holds_its_windows_and_format_spellings() {
         "/static/private%20/report.pdf",
         "/static/Private./report.pdf",
         "/docs/drafts.json",
-        "/docs/DRAFTS.xml",
+        "/docs/drafts.xml",
         "/docs/secret.html.",
         "/docs/secret.html%20",
     ] {
