@@ -1056,10 +1056,10 @@ impl<C> TokenVerifierBuilder<C> {
     ///   validation names no issuer of its own (`Validation::issuers` is `None`): the starting
     ///   keys would then accept their tokens under any `iss` not added here, so the `iss` would
     ///   no longer say who issued a token;
-    /// - an issuer added with [`issuer_keys`](Self::issuer_keys) or
-    ///   [`issuer_policy`](Self::issuer_policy) is held to no audience (its policy, or the
-    ///   validation it shares, has `audiences: None`): every token its provider issued for
-    ///   any other API would be accepted ([`BuildError::NoAudience`]).
+    /// - an issuer added with [`issuer_keys`](Self::issuer_keys) shares a validation that
+    ///   checks no audience (`audiences: None`): every token its provider issued for any
+    ///   other API would be accepted ([`BuildError::NoAudience`]). For a provider whose
+    ///   tokens carry no `aud`, say so with [`issuer_policy`](Self::issuer_policy).
     ///
     /// ```
     /// use jwt_gate::{BuildError, Keys, TokenVerifier};
@@ -1093,14 +1093,16 @@ impl<C> TokenVerifierBuilder<C> {
                 }
             }
             // A provider issues tokens for many APIs: without an audience, every token it ever
-            // issued for any of them would open this one.
-            if let Some((issuer, _, _)) = self.issuers.iter().find(|(_, _, policy)| {
-                policy
-                    .as_ref()
-                    .map_or(&self.validation.audiences, |policy| &policy.audiences)
-                    .is_none()
-            }) {
-                return Err(BuildError::NoAudience(issuer.to_string()));
+            // issued for any of them would open this one. The verifier's own validation often
+            // has none (its own tokens need none), so sharing it is refused; a policy of the
+            // issuer's own without one says so on purpose (a provider whose access tokens
+            // carry no `aud`).
+            if self.validation.audiences.is_none() {
+                if let Some((issuer, _, _)) =
+                    self.issuers.iter().find(|(_, _, policy)| policy.is_none())
+                {
+                    return Err(BuildError::NoAudience(issuer.to_string()));
+                }
             }
             let (leeway, max_token_len) = (self.validation.leeway, self.validation.max_token_len);
             for policy in self
@@ -1147,8 +1149,8 @@ pub enum BuildError {
     EmptyIssuer,
     /// This issuer was added twice with [`issuer_keys`](TokenVerifierBuilder::issuer_keys).
     DuplicateIssuer(String),
-    /// This issuer, added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys) or
-    /// [`issuer_policy`](TokenVerifierBuilder::issuer_policy), is held to no audience.
+    /// This issuer, added with [`issuer_keys`](TokenVerifierBuilder::issuer_keys), shares a
+    /// validation that checks no audience.
     NoAudience(String),
     /// [`Validation::leeway`] is longer than the revocation store's
     /// [grace period](RevocationStore::grace).
@@ -1178,8 +1180,9 @@ impl std::fmt::Display for BuildError {
             Self::NoAudience(issuer) => write!(
                 f,
                 "the issuer {issuer:?} is trusted without an audience: every token it issued \
-                 for any API would be accepted; set Validation::audience(...) (for issuer_keys, \
-                 on the verifier's validation; for issuer_policy, on its own)"
+                 for any API would be accepted; set Validation::audience(...) on the \
+                 verifier's validation, or give the issuer a policy of its own with \
+                 issuer_policy"
             ),
             Self::LeewayOverGrace { leeway, grace } => write!(
                 f,
