@@ -330,3 +330,41 @@ async fn an_issuer_that_cannot_be_discovered_stops_the_start_naming_it() {
         "{error}"
     );
 }
+
+/// With `[[issuers]]` the upstream is sent `x-auth-iss`; a forwarded claim of the operator's
+/// already using that header would be overwritten in silence, so the start stops and says
+/// what to do instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forwarded_claim_in_the_issuers_header_stops_the_start() {
+    let key = Key::from_private_pem(Algorithm::EdDSA, &common::pem("ed25519.pem")).unwrap();
+    let issuer = provider(Keys::new(key.with_kid("k1")).unwrap()).await;
+    let dir = TempDir::new("issuer-header");
+    let config = dir.write(
+        "gate.toml",
+        &format!(
+            "upstream = \"http://127.0.0.1:9\"\n\n\
+             [[issuers]]\nissuer = \"{issuer}\"\naudience = \"api\"\n\n\
+             [[forward_claims]]\nclaim = \"tenant\"\nheader = \"x-auth-iss\"\n"
+        ),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        run(
+            jwt_gate(),
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "proxy",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("x-auth-iss carries another claim") && error.contains("claim = \"iss\""),
+        "{error}"
+    );
+}

@@ -406,12 +406,23 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
     // With other issuers, `sub` alone names no one: a local user may register the name a
     // provider's `sub` has, and two providers may use the same. The upstream is told which
     // issuer vouched, unasked, unless `iss` is already forwarded (perhaps under another name).
-    let forwards_issuer = config
-        .forward_claims
+    let forwards_issuer = forwarded
         .iter()
-        .any(|forward| matches!(forward.claim.get_ref().as_str(), "iss" | "/iss"));
+        .any(|forward| matches!(forward.claim(), "iss" | "/iss"));
     if !config.issuers.is_empty() && !forwards_issuer {
-        forwarded.push(ForwardedClaim::new("iss").map_err(|error| error.to_string())?);
+        let issuer = ForwardedClaim::new("iss").map_err(|error| error.to_string())?;
+        if forwarded
+            .iter()
+            .any(|forward| forward.header_name() == issuer.header_name())
+        {
+            return Err(format!(
+                "forward_claims: {} carries another claim, but with [[issuers]] the upstream \
+                 must learn the issuer too: forward `iss` under a header of your choice \
+                 ([[forward_claims]] claim = \"iss\", header = \"x-auth-issuer\")",
+                issuer.header_name()
+            ));
+        }
+        forwarded.push(issuer);
     }
     let layer = layer(&config, gate_verifier, auth.is_some());
     // The auth service alone is bound by password hashing, on threads of its own:
