@@ -151,15 +151,25 @@ pub(crate) enum Reading {
     /// Rails' `(.:format)` and Django REST's format suffixes route it: `/orders.json` is
     /// `/orders`.
     Format,
+    /// As [`Format`](Self::Format), in any case: ASP.NET Core routes case-insensitively and
+    /// reads a `.{format?}` template's suffix (`/Orders.xml` is `/orders`).
+    AnyCaseFormat,
 }
 
 impl Reading {
-    pub(crate) const ALL: [Self; 3] = [Self::Lenient, Self::Windows, Self::Format];
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Lenient,
+        Self::Windows,
+        Self::Format,
+        Self::AnyCaseFormat,
+    ];
 
-    /// Whether this reading can tell `path` apart from the lenient one: the others only read
-    /// a `.` or a space otherwise, and most paths have neither.
+    /// Whether this reading can tell `path` apart from the exact and lenient ones: the others
+    /// read a `.`, a space or a trailing `/` otherwise, and most paths have none of them.
     pub(crate) fn applies(self, path: &str) -> bool {
-        self == Self::Lenient || path.bytes().any(|byte| byte == b'.' || byte == b' ')
+        self == Self::Lenient
+            || path.ends_with('/')
+            || path.bytes().any(|byte| byte == b'.' || byte == b' ')
     }
 }
 
@@ -177,12 +187,16 @@ fn segments_alike(reading: Reading, path: &str, pattern: &str, whole: bool) -> b
             Reading::Windows => segment
                 .trim_end_matches(['.', ' '])
                 .eq_ignore_ascii_case(wanted),
-            Reading::Format => {
-                same_bytes(segment.as_bytes(), wanted.as_bytes())
+            Reading::Format | Reading::AnyCaseFormat => {
+                let same = |spelling: &str| match reading {
+                    Reading::Format => same_bytes(spelling.as_bytes(), wanted.as_bytes()),
+                    _ => spelling.eq_ignore_ascii_case(wanted),
+                };
+                same(segment)
                     || (last
-                        && segment.rsplit_once('.').is_some_and(|(stem, suffix)| {
-                            !suffix.is_empty() && same_bytes(stem.as_bytes(), wanted.as_bytes())
-                        }))
+                        && segment
+                            .rsplit_once('.')
+                            .is_some_and(|(stem, suffix)| !suffix.is_empty() && same(stem)))
             }
         };
         if !alike {
@@ -606,7 +620,7 @@ mod tests {
 
     #[test]
     fn windows_and_format_readings_are_read_as_their_servers_do() {
-        use Reading::{Format, Windows};
+        use Reading::{AnyCaseFormat, Format, Windows};
         // Windows' file APIs (IIS, ASP.NET Core and Express static files on Windows) drop a
         // segment's trailing dots and spaces, in any case; Rails and Django REST route
         // `/orders.json` (and `/orders.json/`) to `/orders`, letters as written.
@@ -647,6 +661,7 @@ mod tests {
         for (reading, path) in [
             (Format, "/orders.json"),
             (Format, "/orders.json/"),
+            (AnyCaseFormat, "/ORDERS.json"),
             (Windows, "/ORDERS."),
             (Windows, "/orders "),
         ] {
@@ -659,6 +674,7 @@ mod tests {
             (Format, "/orders.json/1"),
             (Format, "/orders.v1.json"),
             (Format, "/ORDERS.json"),
+            (AnyCaseFormat, "/order.json"),
             (Format, "/order.json"),
             (Windows, "/orders.json"),
         ] {
@@ -686,6 +702,12 @@ mod tests {
         for path in ["/Admin/login.json", "/admin./login.json", "/ADMIN/login."] {
             assert_eq!(rules.access(path), Access::Protected, "{path}");
         }
+        // A trailing `/` alone is read by the format reading too (Rails, case as written).
+        let mut rules = PathRules::default();
+        rules.prefix("/", Access::Open);
+        rules.exact("/orders", Access::Protected);
+        rules.exact_for(Some(Method::GET), "/Orders", Access::Open);
+        assert_eq!(rules.access("/orders/"), Access::Protected);
         // The open page itself, in any case a lenient server routes to it.
         for path in ["/admin/login", "/Admin/login", "/ADMIN/LOGIN/"] {
             assert_eq!(rules.access(path), Access::Open, "{path}");
