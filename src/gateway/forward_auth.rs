@@ -263,6 +263,11 @@ impl Service<Request<Incoming>> for ForwardAuth {
 
 /// The original request's method and URI, from the front server's headers.
 fn original(headers: &HeaderMap) -> Result<(Method, Uri), &'static str> {
+    // The front server passes the client's headers on: an application that routes by one of
+    // these (older Symfony, Zend, Drupal) would serve a path other than the one judged.
+    if headers.keys().any(super::proxy::is_path_override) {
+        return Err("the request names another path in X-Original-URL or X-Rewrite-URL");
+    }
     let uri =
         one_of(headers, &URI_HEADERS)?.ok_or("no X-Original-URI or X-Forwarded-Uri header")?;
     // Required: routes may depend on the method, and guessing one could open a route.
@@ -405,6 +410,16 @@ mod tests {
             headers(&[get, ("x-original-uri", "http://evil/admin")]),
             headers(&[get, ("x-original-uri", "*")]),
             headers(&[get, ("x-original-uri", "/public#/../admin")]),
+            headers(&[
+                get,
+                ("x-original-uri", "/public"),
+                ("x-original-url", "/admin"),
+            ]),
+            headers(&[
+                get,
+                ("x-original-uri", "/public"),
+                ("x_rewrite_url", "/admin"),
+            ]),
             headers(&[get, ("x-original-uri", "/public?page=1#x")]),
             headers(&[("x-original-uri", "/a"), ("x-original-method", "G ET")]),
         ] {

@@ -158,7 +158,7 @@ impl Body for TimedBody {
                         this.state.set(BodyState::FLOWING);
                         let frame = match frame.into_trailers() {
                             Ok(mut trailers) => {
-                                super::proxy::remove_identity(&mut trailers);
+                                super::proxy::remove_client_only(&mut trailers);
                                 Frame::trailers(trailers)
                             }
                             Err(frame) => frame,

@@ -350,7 +350,7 @@ fn is_forwarding(name: &HeaderName) -> bool {
 /// A path an application may route by instead of the request line's (`X-Original-URL`,
 /// `X-Rewrite-URL`: older Symfony, Zend and Drupal, behind IIS rewrites): the gate judged the
 /// request line, so no client may name another path. Nobody honest sends them to a proxy.
-fn is_path_override(name: &HeaderName) -> bool {
+pub(super) fn is_path_override(name: &HeaderName) -> bool {
     ["x-original-url", "x-rewrite-url"]
         .iter()
         .any(|header| crate::paths::reads_as(name.as_str(), header))
@@ -368,6 +368,13 @@ fn starts_as(name: &HeaderName, prefix: &str) -> bool {
 /// Removes every `x-auth-*` header: only the gate may set them.
 pub(super) fn remove_identity(headers: &mut HeaderMap) {
     let doomed = names_where(headers, is_identity);
+    remove_all(headers, doomed);
+}
+
+/// Removes what no client may send on, in a request body's trailers too: identity headers,
+/// and paths other than the one judged.
+pub(super) fn remove_client_only(headers: &mut HeaderMap) {
+    let doomed = names_where(headers, |name| is_identity(name) || is_path_override(name));
     remove_all(headers, doomed);
 }
 

@@ -852,6 +852,7 @@ async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-auth-sub", "admin".parse().unwrap());
     trailers.insert("x_auth_sub", "admin".parse().unwrap());
+    trailers.insert("x-original-url", "/admin".parse().unwrap());
     trailers.insert("x-checksum", "abc".parse().unwrap());
     let body =
         Full::new(Bytes::from_static(b"payload")).with_trailers(std::future::ready(Some(Ok::<
@@ -871,7 +872,7 @@ async fn identity_headers_sent_as_request_trailers_never_reach_the_upstream() {
     let (status, body) = h2c_send(addr, request).await;
     assert_eq!(status, StatusCode::OK, "{body:?}");
     let report = report(&body);
-    // Other trailers pass; the client's identity headers do not.
+    // Other trailers pass; the client's identity headers and other paths do not.
     assert_eq!(
         report["trailers"],
         serde_json::json!(["x-checksum"]),
