@@ -139,7 +139,14 @@ impl ForwardedClaim {
 
     /// The header value for this claim, if the claims carry it.
     fn value<C>(&self, claims: &Claims<C>, extra: Option<&ClaimMap>) -> Option<HeaderValue> {
-        if let Some(value) = registered_claim(claims, &self.claim) {
+        // A registered claim by name or by a pointer to it (`/iss`): it has a field of its
+        // own, never a place among the other claims.
+        let registered = match self.claim.strip_prefix('/') {
+            Some(pointer) if !pointer.contains('/') => pointer,
+            Some(_) => "",
+            None => &self.claim,
+        };
+        if let Some(value) = registered_claim(claims, registered) {
             return Some(value);
         }
         let extra = extra?;
@@ -287,6 +294,15 @@ mod tests {
         assert_eq!(headers["x-auth-org"], "Acme%20Inc");
         assert_eq!(headers["x-auth-tenant-id"], "7");
         assert!(!headers.contains_key("x-auth-tenant-missing"));
+        // A registered claim named by a pointer is found in its own field.
+        let issued = self::claims(serde_json::json!({})).with_issuer("https://login.test");
+        let by_pointer = [
+            ForwardedClaim::new("/iss").unwrap(),
+            ForwardedClaim::with_header("/exp", "x-auth-until").unwrap(),
+        ];
+        let headers = self::headers(&by_pointer, &issued);
+        assert_eq!(headers["x-auth-iss"], "https://login.test");
+        assert_eq!(headers["x-auth-until"], "2");
     }
 
     #[test]

@@ -411,14 +411,17 @@ async fn serve(command: Command, config: Config, source: Source, keys: Keys) -> 
         .any(|forward| matches!(forward.claim(), "iss" | "/iss"));
     if !config.issuers.is_empty() && !forwards_issuer {
         let issuer = ForwardedClaim::new("iss").map_err(|error| error.to_string())?;
-        if forwarded
+        if let Some(taken) = forwarded
             .iter()
-            .any(|forward| forward.header_name() == issuer.header_name())
+            // Chosen headers start with `x-auth-` as written (`with_header`), so no other
+            // spelling of this one can be chosen.
+            .find(|forward| forward.header_name() == issuer.header_name())
         {
             return Err(format!(
                 "forward_claims: {} carries another claim, but with [[issuers]] the upstream \
-                 must learn the issuer too: forward `iss` under a header of your choice \
+                 must learn the issuer in {}: forward `iss` under a header of your choice \
                  ([[forward_claims]] claim = \"iss\", header = \"x-auth-issuer\")",
+                taken.header_name(),
                 issuer.header_name()
             ));
         }
