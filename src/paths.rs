@@ -184,9 +184,10 @@ fn segments_alike(reading: Reading, path: &str, pattern: &str, whole: bool) -> b
         let last = segments.peek().is_none();
         let alike = match reading {
             Reading::Lenient => segment.eq_ignore_ascii_case(wanted),
+            // Both sides, as such a server reads the rule's path too (`/a.` is `/a` there).
             Reading::Windows => segment
                 .trim_end_matches(['.', ' '])
-                .eq_ignore_ascii_case(wanted),
+                .eq_ignore_ascii_case(wanted.trim_end_matches(['.', ' '])),
             Reading::Format | Reading::AnyCaseFormat => {
                 let same = |spelling: &str| match reading {
                     Reading::Format => same_bytes(spelling.as_bytes(), wanted.as_bytes()),
@@ -685,8 +686,17 @@ mod tests {
         }
         // Every reading matches what the pattern matches byte for byte.
         for reading in Reading::ALL {
-            assert!(Pattern::exact("/a.b").matches_as(reading, "/a.b").is_some());
-            assert!(Pattern::prefix("/").matches_as(reading, "/x.y/z").is_some());
+            for (pattern, path) in [
+                (Pattern::exact("/a.b"), "/a.b"),
+                (Pattern::exact("/a."), "/a."),
+                (Pattern::prefix("/a /"), "/a /b"),
+                (Pattern::prefix("/"), "/x.y/z"),
+            ] {
+                assert!(
+                    pattern.matches_as(reading, path).is_some(),
+                    "{reading:?} {path}"
+                );
+            }
         }
     }
 
