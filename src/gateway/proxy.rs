@@ -85,7 +85,7 @@ impl Upstream {
                     self.trusted_proxies.contains(&peer.ip().to_canonical())
                 });
         remove_hop_by_hop(&mut parts.headers, |name| {
-            is_identity(name) || is_path_override(name) || (!trust_forwarded && is_forwarding(name))
+            is_client_only(name) || (!trust_forwarded && is_forwarding(name))
         });
         if trailers {
             // gRPC requires it; it says nothing about the connection, only about the response.
@@ -371,10 +371,15 @@ pub(super) fn remove_identity(headers: &mut HeaderMap) {
     remove_all(headers, doomed);
 }
 
-/// Removes what no client may send on, in a request body's trailers too: identity headers,
-/// and paths other than the one judged.
+/// What no client may send on, in headers or in a request body's trailers: identity
+/// headers, and paths other than the one judged.
+fn is_client_only(name: &HeaderName) -> bool {
+    is_identity(name) || is_path_override(name)
+}
+
+/// Removes every [`is_client_only`] header.
 pub(super) fn remove_client_only(headers: &mut HeaderMap) {
-    let doomed = names_where(headers, |name| is_identity(name) || is_path_override(name));
+    let doomed = names_where(headers, is_client_only);
     remove_all(headers, doomed);
 }
 
