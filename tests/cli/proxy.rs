@@ -185,7 +185,6 @@ async fn the_forwarded_chain_of_a_trusted_balancer_reaches_the_upstream() {
 /// a route's `roles` holds a local user to the same rule.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_local_users_roles_are_written_where_the_gate_reads_them() {
-    use http::Method;
     use jwt_gate::store::{GrantChange, SqliteUserStore, UserStore as _};
 
     let dir = TempDir::new("local-roles");
@@ -201,14 +200,7 @@ async fn a_local_users_roles_are_written_where_the_gate_reads_them() {
         ),
     );
     let gate = start(&config, "proxy");
-    let registered = crate::common::call(
-        gate.addr,
-        Method::POST,
-        "/auth/register",
-        &[("content-type", "application/json")],
-        serde_json::json!({"username": "bob", "email": "bob@example.com", "password": crate::common::PASSWORD}).to_string(),
-    )
-    .await;
+    let registered = crate::common::register(gate.addr, "bob", crate::common::PASSWORD).await;
     assert_eq!(
         registered.status,
         StatusCode::CREATED,
@@ -219,17 +211,7 @@ async fn a_local_users_roles_are_written_where_the_gate_reads_them() {
     let users = SqliteUserStore::open(dir.0.join("users.db")).unwrap();
     let clerk = GrantChange::new().grant_role("clerk").unwrap();
     assert!(users.change_grants("bob", &clerk).await.unwrap());
-    let login = crate::common::call(
-        gate.addr,
-        Method::POST,
-        "/auth/token",
-        &[("content-type", "application/x-www-form-urlencoded")],
-        format!(
-            "username=bob&password={}",
-            crate::common::PASSWORD.replace(' ', "+")
-        ),
-    )
-    .await;
+    let login = crate::common::login(gate.addr, "bob", crate::common::PASSWORD).await;
     assert_eq!(login.status, StatusCode::OK, "{}", login.text);
     let token = login.json()["access_token"].as_str().unwrap().to_owned();
     let claims = crate::common::peek_claims(&token);
