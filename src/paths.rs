@@ -467,8 +467,8 @@ const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 
 /// The methods a request asks the application to act on instead of its own: each value of a
 /// method-override header (also spelt with `_`, as a CGI or Rack server reads it) and of a
-/// `_method` query parameter (Express's `method-override('_method')`, Symfony and Laravel),
-/// as the frameworks read them: decoded, trimmed and upper-cased (Rack and Symfony upper-case
+/// `_method` query parameter (Express's `method-override('_method')`, Symfony and Laravel;
+/// after a `&` or a `;`), as the frameworks read them: decoded, trimmed and upper-cased (Rack and Symfony upper-case
 /// `delete`). Each method once; a value that is no method (`DELETE, GET`) ends the list with
 /// one that has lower-case letters, never canonical ([`is_canonical_method`]), so the request
 /// is judged the strictest way. A rule that depends on the method must hold for each of them
@@ -487,7 +487,9 @@ pub(crate) fn overriding_methods(uri: &Uri, headers: &HeaderMap) -> Vec<Method> 
     let parameters = uri
         .query()
         .unwrap_or_default()
-        .split('&')
+        // PHP splits on each byte of `arg_separator.input`, which sites set to `&;`, and
+        // Rack 2 on `;` too: a parameter after a `;` is a parameter to them.
+        .split(['&', ';'])
         .filter_map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             is_method_parameter(&percent_decoded(key, true)).then(|| percent_decoded(value, true))

@@ -465,7 +465,8 @@ mod grpc {
 /// What Rack's `MethodOverride` (Rails), Express's `method-override` and Symfony do before
 /// routing: a `POST` naming another method in `X-HTTP-Method-Override` (or `X-HTTP-Method`,
 /// `X-Method-Override`, also spelt with `_` as Rack reads headers) or in a `_method` query
-/// parameter is served as that method, upper-cased.
+/// parameter (after a `&`, or a `;` as PHP with `arg_separator.input = "&;"` splits) is
+/// served as that method, upper-cased.
 async fn honour_method_override(mut request: axum::extract::Request) -> axum::extract::Request {
     let header = request.headers().iter().find_map(|(name, value)| {
         let name = name.as_str().replace('_', "-");
@@ -479,7 +480,7 @@ async fn honour_method_override(mut request: axum::extract::Request) -> axum::ex
     });
     let parameter = request.uri().query().and_then(|query| {
         query
-            .split('&')
+            .split(['&', ';'])
             .find_map(|pair| pair.strip_prefix("_method="))
             .map(|value| value.as_bytes().to_vec())
     });
@@ -557,6 +558,7 @@ async fn a_method_override_meets_the_route_rules_of_the_method_it_names() {
         // Express's `method-override('_method')`, Symfony and Laravel read the query.
         ("/orders?_method=DELETE", vec![]),
         ("/orders?x=1&_method=delete", vec![]),
+        ("/orders?x=1;_method=DELETE", vec![]),
         ("/orders?%5Fmethod=DELETE", vec![]),
         // PHP (Symfony, Laravel) skips a key's leading spaces and reads it up to a NUL.
         ("/orders?+_method=DELETE", vec![]),
