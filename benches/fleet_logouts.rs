@@ -208,6 +208,7 @@ fn watch(
                 let token = TokenId {
                     jti: &revocation.jti,
                     sub: "logged-out",
+                    issuer: None,
                     sid: None,
                     iat: revocation.exp - 900,
                     exp: revocation.exp,
@@ -294,6 +295,7 @@ async fn mirror_memory(url: &str, run: u64, revocations: u64) {
     let probe = TokenId {
         jti: &jti("m", run, revocations - 1),
         sub: "probe",
+        issuer: None,
         sid: None,
         iat: exp - 900,
         exp,

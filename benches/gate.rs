@@ -401,6 +401,7 @@ fn reference() {
                 black_box(store.check(&TokenId {
                     jti,
                     sub: "alice",
+                    issuer: None,
                     sid: None,
                     iat: 0,
                     exp,

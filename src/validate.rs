@@ -664,8 +664,7 @@ where
     /// Whether verified `claims` came from one of the other issuers this verifier trusts
     /// ([`TokenVerifierBuilder::issuer_keys`] and the like), not from its own keys: their
     /// `iss` named that issuer, whose keys then decided. The auth service acts on its own
-    /// users' tokens only.
-    #[cfg(feature = "auth")]
+    /// users' tokens only, and the revocation store keeps their subjects apart.
     pub(crate) fn is_from_another_issuer(&self, claims: &Claims<C>) -> bool {
         claims
             .iss
@@ -673,9 +672,14 @@ where
             .is_some_and(|iss| self.other_issuer(iss).is_some())
     }
 
-    /// Asks the revocation store about verified `claims`.
+    /// Asks the revocation store about verified `claims`; those of another issuer by their
+    /// issuer too ([`TokenId::issuer`]).
     pub fn check_revocation(&self, claims: &Claims<C>) -> RevocationCheck {
-        self.inner.revocations.check(&TokenId::of(claims))
+        let mut token = TokenId::of(claims);
+        if self.is_from_another_issuer(claims) {
+            token.issuer = claims.iss.as_deref();
+        }
+        self.inner.revocations.check(&token)
     }
 
     /// How the auth service's logout judges a request's `token` (`Ok(None)` when there is

@@ -300,7 +300,7 @@ impl MemoryRevocations {
             && self
                 .inner
                 .subjects
-                .get(token.sub)
+                .get(&*token.subject_key())
                 .is_some_and(|cutoff| token.iat < cutoff.issued_before)
     }
 }
@@ -375,6 +375,7 @@ mod tests {
         TokenId {
             jti,
             sub,
+            issuer: None,
             sid: None,
             iat,
             exp: iat + 900,
@@ -400,6 +401,37 @@ mod tests {
         assert!(store.is_revoked(&token("x", "alice", 999)));
         assert!(!store.is_revoked(&token("y", "alice", 1_000)));
         assert!(!store.is_revoked(&token("z", "bob", 999)));
+    }
+
+    /// A subject is one issuer's name: a cut-off of the verifier's own `alice` leaves another
+    /// issuer's `alice` signed in, and one of that issuer's `alice` leaves the others.
+    #[test]
+    fn subject_cutoffs_keep_issuers_apart() {
+        let provider = |iss, jti| TokenId {
+            issuer: Some(iss),
+            ..token(jti, "alice", 999)
+        };
+        let store = MemoryRevocations::new();
+        store.revoke_subject_now("alice", 1_000, u64::MAX);
+        assert!(store.is_revoked(&token("own", "alice", 999)));
+        assert!(!store.is_revoked(&provider("https://idp.example", "theirs")));
+
+        let store = Arc::new(MemoryRevocations::new());
+        let shared: &dyn RevocationStore = &store;
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(shared.revoke_issuer_subject("https://idp.example", "alice", 1_000, u64::MAX))
+            .unwrap();
+        assert!(store.is_revoked(&provider("https://idp.example", "theirs")));
+        assert!(!store.is_revoked(&token("own", "alice", 999)));
+        assert!(!store.is_revoked(&provider("https://other.example", "another")));
+        // The issuer's length keeps `https://idp.example` + `/alice` from being another
+        // issuer's `alice`.
+        assert!(!store.is_revoked(&TokenId {
+            sub: "/alice",
+            ..provider("https://idp.exampl", "short")
+        }));
     }
 
     #[test]

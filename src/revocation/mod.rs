@@ -13,6 +13,7 @@ mod memory;
 #[cfg(feature = "redis")]
 mod redis;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -31,6 +32,11 @@ pub struct TokenId<'a> {
     pub jti: &'a str,
     /// The token's `sub`.
     pub sub: &'a str,
+    /// The token's `iss` when another issuer's keys verified it
+    /// ([`TokenVerifierBuilder::issuer_keys`](crate::TokenVerifierBuilder::issuer_keys) and
+    /// the like); `None` for a token of the verifier's own keys. A subject is one issuer's
+    /// name for someone: look subject cut-offs up by [`subject_key`](Self::subject_key).
+    pub issuer: Option<&'a str>,
     /// The token's `sid` (session id), when it has one.
     pub sid: Option<&'a str>,
     /// The token's `iat`.
@@ -40,16 +46,47 @@ pub struct TokenId<'a> {
 }
 
 impl<'a> TokenId<'a> {
-    /// What the gate asks about verified `claims`.
+    /// What the gate asks about verified `claims` of its own keys (the gate sets
+    /// [`issuer`](Self::issuer) itself for another issuer's).
     pub fn of<C>(claims: &'a crate::Claims<C>) -> Self {
         Self {
             jti: &claims.jti,
             sub: &claims.sub,
+            issuer: None,
             sid: claims.sid.as_deref(),
             iat: claims.iat,
             exp: claims.exp,
         }
     }
+
+    /// The name subject cut-offs of this token are recorded under: its `sub` for a token of
+    /// the verifier's own keys, [`issuer_subject`] for another issuer's. A local user who
+    /// registers a provider user's `sub` as their name and logs out everywhere thus ends
+    /// only their own tokens.
+    ///
+    /// ```
+    /// use jwt_gate::revocation::{issuer_subject, TokenId};
+    ///
+    /// let own = TokenId { jti: "j1", sub: "alice", issuer: None, sid: None, iat: 1, exp: 2 };
+    /// assert_eq!(own.subject_key(), "alice");
+    /// let theirs = TokenId { issuer: Some("https://idp.example"), ..own };
+    /// assert_eq!(theirs.subject_key(), issuer_subject("https://idp.example", "alice"));
+    /// ```
+    pub fn subject_key(&self) -> Cow<'a, str> {
+        match self.issuer {
+            None => Cow::Borrowed(self.sub),
+            Some(iss) => Cow::Owned(issuer_subject(iss, self.sub)),
+        }
+    }
+}
+
+/// The name under which a cut-off of subject `sub` of issuer `iss` (one of a verifier's
+/// other issuers) is recorded, and which
+/// [`revoke_issuer_subject`](RevocationStore::revoke_issuer_subject) records: a NUL, the
+/// issuer's length, `:`, the issuer, then the subject. No username or subject of the
+/// verifier's own keys starts with a NUL, and the length keeps two issuers apart.
+pub fn issuer_subject(iss: &str, sub: &str) -> String {
+    format!("\0{}:{iss}{sub}", iss.len())
 }
 
 /// A store's answer to "is this token revoked?".
@@ -123,7 +160,7 @@ impl std::error::Error for RevocationError {}
 ///
 /// # tokio_test_block_on(async {
 /// let store = MemoryRevocations::new();
-/// let token = TokenId { jti: "j1", sub: "alice", sid: None, iat: 1_700_000_000, exp: 4_000_000_000 };
+/// let token = TokenId { jti: "j1", sub: "alice", issuer: None, sid: None, iat: 1_700_000_000, exp: 4_000_000_000 };
 /// assert!(matches!(store.check(&token), RevocationCheck::Valid));
 /// store.revoke("j1", token.exp).await.unwrap();
 /// assert!(matches!(store.check(&token), RevocationCheck::Revoked));
@@ -143,13 +180,29 @@ pub trait RevocationStore: Send + Sync + 'static {
 
     /// Revokes every token of `sub` issued before `issued_before` (`iat < issued_before`).
     /// The cut-off may be forgotten after `keep_until`: `issued_before` plus the longest token
-    /// lifetime accepted.
+    /// lifetime accepted. It applies to the tokens whose
+    /// [`subject_key`](TokenId::subject_key) is `sub`: those of the verifier's own keys
+    /// (another issuer's subjects: [`revoke_issuer_subject`](Self::revoke_issuer_subject)).
     fn revoke_subject(
         &self,
         sub: &str,
         issued_before: u64,
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>>;
+
+    /// Revokes every token of subject `sub` of issuer `iss`, one of the verifier's other
+    /// issuers, issued before `issued_before`: a provider's back-channel logout, or an
+    /// operator cutting off a provider's user. Recorded as a subject cut-off of
+    /// [`issuer_subject`]`(iss, sub)`, which tokens of the verifier's own keys never match.
+    fn revoke_issuer_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        self.revoke_subject(&issuer_subject(iss, sub), issued_before, keep_until)
+    }
 
     /// Revokes every token whose `sid` is one of `sessions`, whenever it was issued (a
     /// logout, or a refresh token replayed): all of them or, on error, none. The entries may
@@ -196,6 +249,16 @@ impl<T: RevocationStore + ?Sized> RevocationStore for Arc<T> {
         keep_until: u64,
     ) -> BoxFuture<'_, Result<(), RevocationError>> {
         (**self).revoke_subject(sub, issued_before, keep_until)
+    }
+
+    fn revoke_issuer_subject(
+        &self,
+        iss: &str,
+        sub: &str,
+        issued_before: u64,
+        keep_until: u64,
+    ) -> BoxFuture<'_, Result<(), RevocationError>> {
+        (**self).revoke_issuer_subject(iss, sub, issued_before, keep_until)
     }
 
     fn revoke_sessions(

@@ -612,6 +612,7 @@ impl Inner {
         let token = TokenId {
             jti: &grant.jti,
             sub: user_key,
+            issuer: None,
             sid: Some(session),
             iat: grant.iat,
             exp: grant.exp,

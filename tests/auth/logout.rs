@@ -295,12 +295,20 @@ async fn without_a_cookie_source_logout_ignores_the_cookie() {
     assert_eq!(me(stack.addr, &access).await.status, StatusCode::OK);
 }
 
-/// A gate that also trusts a partner issuer lets the partner's users in, and shares its
-/// verifier with the auth service. A partner token whose `sub` is a local user's name passes
-/// the gate, but cannot log that local user out anywhere.
-#[tokio::test]
-async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() {
-    const PARTNER: &str = "https://partner.example";
+/// The partner issuer the gate trusts besides its own keys.
+const PARTNER: &str = "https://partner.example";
+
+/// A gate and auth service sharing one verifier that also trusts [`PARTNER`], whose keys are
+/// returned with the verifier, its clock and its revocations.
+struct PartnerStack {
+    addr: std::net::SocketAddr,
+    partner: Keys,
+    verifier: jwt_gate::TokenVerifier,
+    clock: jwt_gate::clock::ManualClock,
+    revocations: jwt_gate::revocation::MemoryRevocations,
+}
+
+async fn partner_stack() -> PartnerStack {
     let partner = Keys::hs256(b"the partner issuer's own secret, 32+").unwrap();
     let clock = jwt_gate::clock::ManualClock::starting_now();
     let revocations = jwt_gate::revocation::MemoryRevocations::new();
@@ -317,6 +325,27 @@ async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() 
     let users = jwt_gate::store::MemoryUserStore::new();
     let auth = jwt_gate::service::AuthService::builder(verifier.clone(), users).build();
     let addr = serve(app(verifier.clone(), auth)).await;
+    PartnerStack {
+        addr,
+        partner,
+        verifier,
+        clock,
+        revocations,
+    }
+}
+
+/// A gate that also trusts a partner issuer lets the partner's users in, and shares its
+/// verifier with the auth service. A partner token whose `sub` is a local user's name passes
+/// the gate, but cannot log that local user out anywhere.
+#[tokio::test]
+async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() {
+    let PartnerStack {
+        addr,
+        partner,
+        verifier,
+        clock,
+        ..
+    } = partner_stack().await;
 
     let local = session(addr, "alice").await;
     let local_access = field(&local, "access_token");
@@ -350,5 +379,54 @@ async fn another_issuers_token_cannot_log_out_the_local_user_of_the_same_name() 
         refresh(addr, &field(&local, "refresh_token")).await.status,
         StatusCode::OK,
         "the local session lives on"
+    );
+}
+
+/// The other way round: a local user who registers a partner user's `sub` as their name and
+/// logs out everywhere ends their own tokens only. A subject is one issuer's name for
+/// someone; the partner's user is cut off by the partner's name for them.
+#[tokio::test]
+async fn a_local_logout_everywhere_leaves_another_issuers_user_of_that_name_signed_in() {
+    use jwt_gate::revocation::RevocationStore as _;
+
+    let PartnerStack {
+        addr,
+        partner,
+        clock,
+        revocations,
+        ..
+    } = partner_stack().await;
+
+    // The partner's user, whose `sub` anyone can learn.
+    let now = clock.now();
+    let partners_user = Claims::new("f81d4fae-7dec-11d0-a765-00a0c91e6bf6", now, now + 600)
+        .with_issuer(PARTNER)
+        .with_audience("orders");
+    let partners_token = partner.sign(&partners_user).unwrap();
+    assert_eq!(me(addr, &partners_token).await.status, StatusCode::OK);
+
+    let local = session(addr, "f81d4fae-7dec-11d0-a765-00a0c91e6bf6").await;
+    let local_access = field(&local, "access_token");
+    clock.advance(1);
+    let logout = with_bearer(addr, Method::POST, "/auth/logout-all", &local_access).await;
+    assert_eq!(logout.status, StatusCode::OK, "{logout:?}");
+    assert_eq!(
+        me(addr, &local_access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        me(addr, &partners_token).await.status,
+        StatusCode::OK,
+        "the partner's user is someone else"
+    );
+
+    // Cutting off the partner's user takes the partner's name for them.
+    revocations
+        .revoke_issuer_subject(PARTNER, &partners_user.sub, now + 1, now + 1_200)
+        .await
+        .unwrap();
+    assert_eq!(
+        me(addr, &partners_token).await.status,
+        StatusCode::UNAUTHORIZED
     );
 }

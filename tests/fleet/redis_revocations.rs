@@ -113,6 +113,7 @@ fn token<'a>(jti: &'a str, sub: &'a str, iat: u64) -> TokenId<'a> {
     TokenId {
         jti,
         sub,
+        issuer: None,
         sid: None,
         iat,
         exp: iat + 900,
@@ -394,6 +395,42 @@ async fn a_subject_cutoff_revokes_only_that_subjects_older_tokens() {
     );
     let later = prefix.connect().await.unwrap();
     assert_eq!(answer(&later, &older).await, "revoked", "loaded at start");
+}
+
+/// Another issuer's subject is cut off under a name of its own: announced, loaded at start
+/// and asked in strict mode alike, and never the verifier's own user of the same `sub`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_subject_cutoff_reaches_every_gate_and_only_that_issuers_subject() {
+    let prefix = Prefix::fresh();
+    let first = prefix.connect().await.unwrap();
+    let second = prefix.connect().await.unwrap();
+    let cutoff = now();
+    let issuer = "https://idp.example/realms/a b";
+    first
+        .revoke_issuer_subject(issuer, "alice", cutoff, cutoff + 900)
+        .await
+        .unwrap();
+
+    let theirs = TokenId {
+        issuer: Some(issuer),
+        ..token("theirs", "alice", cutoff - 1)
+    };
+    assert_eq!(
+        eventually("revoked", || answer(&second, &theirs)).await,
+        "revoked"
+    );
+    let own = token("own", "alice", cutoff - 1);
+    assert_eq!(answer(&second, &own).await, "valid");
+    let later = prefix.connect().await.unwrap();
+    assert_eq!(answer(&later, &theirs).await, "revoked", "loaded at start");
+    assert_eq!(answer(&later, &own).await, "valid");
+    let strict = prefix.connect().strict().await.unwrap();
+    assert_eq!(
+        answer(&strict, &theirs).await,
+        "revoked",
+        "asked in strict mode"
+    );
+    assert_eq!(answer(&strict, &own).await, "valid");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

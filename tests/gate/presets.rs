@@ -195,6 +195,7 @@ async fn a_token_without_jti_is_logged_out_at_every_gate_and_only_its_digest_is_
     let named = |jti| TokenId {
         jti,
         sub: "someone else",
+        issuer: None,
         sid: None,
         iat: now(),
         exp: now() + 300,

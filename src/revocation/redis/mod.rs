@@ -260,7 +260,7 @@ impl RevocationStore for RedisRevocations {
             View::Strict => {
                 let inner = self.inner.clone();
                 let token_key = inner.keys.token(token.jti);
-                let subject_key = inner.keys.subject(token.sub);
+                let subject_key = inner.keys.subject(&token.subject_key());
                 // A token without a session asks about a key that cannot exist.
                 let session_key = token.sid.map(|sid| inner.keys.session(sid));
                 let issued_at = token.iat;
