@@ -10,9 +10,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::fingerprint::{BuildFingerprintHasher, Fingerprint};
 use crate::metrics::{RevocationKind, RevocationSizes};
 
-/// How long an entry outlives its token by default: more than any sane leeway, so a token the
-/// gate would still accept within its leeway is still known to be revoked.
-pub(super) const DEFAULT_GRACE: Duration = Duration::from_secs(300);
+/// How long an entry outlives its token by default, in memory and in Redis: more than any sane
+/// leeway, so a token the gate would still accept within its leeway is still known to be
+/// revoked. A verifier's leeway may not be longer than its store's grace.
+///
+/// ```
+/// assert_eq!(jwt_gate::revocation::DEFAULT_GRACE.as_secs(), 300);
+/// ```
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 /// How often, at most, a write sweeps out entries whose tokens have expired.
 const DEFAULT_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 

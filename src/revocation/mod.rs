@@ -20,7 +20,7 @@ use std::sync::Arc;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisRevocations, RedisRevocationsBuilder};
-pub use memory::MemoryRevocations;
+pub use memory::{MemoryRevocations, DEFAULT_GRACE};
 
 pub use crate::BoxFuture;
 

@@ -191,6 +191,24 @@ fn bad_values_are_refused_with_status_2_and_their_place() {
             "[[routes]]\npath = \"/a\"\ntimeout_seconds = 5\n\n[[routes]]\npath = \"/a\"\ntimeout_seconds = 9\n",
             ":6:8: key `routes.path`: \"/a\" has a route with `timeout_seconds` for these methods already",
         ),
+        // Revocations are forgotten 300 s after their tokens expire: no longer leeway.
+        (
+            "[validation]\nleeway_seconds = 301\n",
+            ":2:18: key `validation.leeway_seconds`: longer than the 300 s revocations are kept",
+        ),
+        // A route for no method, or a misspelt one, would protect nothing.
+        (
+            "[[routes]]\nmethods = []\npath = \"/admin/*\"\nroles = [\"admin\"]\n",
+            ":2:11: key `routes.methods`: no method: leave `methods` out",
+        ),
+        (
+            "[[routes]]\nmethods = [\"GET\", \"DELET\"]\npath = \"/a\"\nroles = [\"admin\"]\n",
+            ":2:11: key `routes.methods`: \"DELET\" is not a registered HTTP method",
+        ),
+        (
+            "[[routes]]\nmethods = [\"delete\"]\npath = \"/a\"\nroles = [\"admin\"]\n",
+            ":2:11: key `routes.methods`: \"delete\" is not a registered HTTP method",
+        ),
         (
             "[[routes]]\nmethods = [\"GET\", \"POST\"]\npath = \"/a/*\"\naccess = \"open\"\n\n\
              [[routes]]\nmethods = [\"POST\"]\npath = \"/a/*\"\nroles = [\"x\"]\naccess = \"required\"\n",

@@ -261,7 +261,7 @@ impl KeysConfig {
 pub(crate) struct ValidationConfig {
     pub(crate) issuer: Option<String>,
     pub(crate) audience: Option<String>,
-    pub(crate) leeway_seconds: Option<u64>,
+    pub(crate) leeway_seconds: Option<Spanned<u64>>,
     pub(crate) max_lifetime_seconds: Option<u64>,
     /// Where roles are read, for routes' `roles`: a dot-separated path (default `roles`).
     pub(crate) roles_claim: Option<Spanned<String>>,
@@ -569,6 +569,49 @@ pub(crate) fn load(path: &Path) -> Result<(Config, Source), ConfigError> {
     Ok((config, source))
 }
 
+/// IANA's HTTP Method Registry (RFC 9110, WebDAV and the rest), without HTTP/2's `PRI`.
+const REGISTERED_METHODS: [&str; 39] = [
+    "ACL",
+    "BASELINE-CONTROL",
+    "BIND",
+    "CHECKIN",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LABEL",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MKREDIRECTREF",
+    "MKWORKSPACE",
+    "MOVE",
+    "OPTIONS",
+    "ORDERPATCH",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PUT",
+    "QUERY",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "TRACE",
+    "UNBIND",
+    "UNCHECKOUT",
+    "UNLINK",
+    "UNLOCK",
+    "UPDATE",
+    "UPDATEREDIRECTREF",
+    "VERSION-CONTROL",
+];
+
 /// The checks serde cannot make: each names its place in the file.
 fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     if let Some(upstream) = &config.upstream {
@@ -579,11 +622,22 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
         check_route_path(route.path.get_ref())
             .map_err(|why| source.error_at(Some(route.path.span()), &why))?;
         if let Some(methods) = &route.methods {
+            // A rule for no request, or for a method no client sends (`DELET`), would leave
+            // the path to the other rules without a word: the protection written is not there.
+            if methods.get_ref().is_empty() {
+                return Err(source.error_at(
+                    Some(methods.span()),
+                    "no method: leave `methods` out for a route of every method",
+                ));
+            }
             for method in methods.get_ref() {
-                if method.is_empty() || !method.bytes().all(|byte| byte.is_ascii_uppercase()) {
+                if !REGISTERED_METHODS.contains(&method.as_str()) {
                     return Err(source.error_at(
                         Some(methods.span()),
-                        &format!("{method:?} is not a method like \"GET\""),
+                        &format!(
+                            "{method:?} is not a registered HTTP method (\"GET\", \"POST\", \
+                             \"DELETE\", WebDAV's \"PROPFIND\"…), in upper case"
+                        ),
                     ));
                 }
             }
@@ -592,6 +646,19 @@ fn check(config: &Config, source: &Source) -> Result<(), ConfigError> {
     }
     check_duplicate_routes(&config.routes)
         .map_err(|(span, why)| source.error_at(Some(span), &why))?;
+    if let Some(leeway) = &config.validation.leeway_seconds {
+        // Revocations are kept this long past their tokens' expiry: a token still accepted
+        // within a longer leeway would be let back in once its revocation was forgotten.
+        let grace = jwt_gate::revocation::DEFAULT_GRACE.as_secs();
+        if *leeway.get_ref() > grace {
+            return Err(source.error_at(
+                Some(leeway.span()),
+                &format!(
+                    "longer than the {grace} s revocations are kept past their tokens' expiry"
+                ),
+            ));
+        }
+    }
     if let Some(path) = &config.validation.roles_claim {
         jwt_gate::ClaimPath::new(path.get_ref())
             .map_err(|error| source.error_at(Some(path.span()), &error.to_string()))?;
@@ -1113,7 +1180,7 @@ pub(crate) fn effective(config: &Config) -> String {
         .get_or_insert_with(|| DEFAULT_AUDIENCE.to_owned());
     policy
         .leeway_seconds
-        .get_or_insert(defaults.leeway.as_secs());
+        .get_or_insert(Spanned::new(0..0, defaults.leeway.as_secs()));
     if let Some(lifetime) = defaults.max_lifetime {
         policy
             .max_lifetime_seconds

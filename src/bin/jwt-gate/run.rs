@@ -118,8 +118,8 @@ fn validation(config: &Config) -> Validation {
     let mut validation = Validation::default()
         .issuer(policy.issuer())
         .audience(policy.audience());
-    if let Some(leeway) = policy.leeway_seconds {
-        validation.leeway = Duration::from_secs(leeway);
+    if let Some(leeway) = &policy.leeway_seconds {
+        validation.leeway = Duration::from_secs(*leeway.get_ref());
     }
     if let Some(lifetime) = policy.max_lifetime_seconds {
         validation.max_lifetime = Some(Duration::from_secs(lifetime));
@@ -285,7 +285,7 @@ fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtA
             for role in route.roles.iter().flat_map(|roles| roles.get_ref()) {
                 require = require.and_role(role);
             }
-            // Checked at load: upper-case letters, a valid method token.
+            // Checked at load: a registered method, a valid token.
             let methods: Vec<Option<http::Method>> = match &route.methods {
                 Some(methods) => methods
                     .get_ref()
@@ -322,7 +322,7 @@ fn layer(config: &Config, verifier: TokenVerifier<ClaimMap>, auth: bool) -> JwtA
             continue;
         };
         for method in methods.get_ref() {
-            // Checked at load: upper-case letters, a valid method token.
+            // Checked at load: a registered method, a valid token.
             let method = http::Method::from_bytes(method.as_bytes()).expect("checked at load");
             layer = match path.strip_suffix("/*") {
                 Some(prefix) => layer.method_prefix(method, prefix, access),
