@@ -444,6 +444,43 @@ async fn forward_auth_logs_the_original_request_it_was_asked_about() {
     assert_eq!(line["sub"], "alice");
 }
 
+/// In text logs the path a front server names is one quoted field: spaces in an
+/// `X-Original-URI` cannot add fields of their own (`status=200 sub=admin`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forward_auth_path_cannot_forge_fields_in_text_logs() {
+    let dir = TempDir::new("forward-auth-text-logs");
+    let config = dir.write(
+        "gate.toml",
+        "[[routes]]\npath = \"/*\"\naccess = \"required\"\n",
+    );
+    let mut program = jwt_gate();
+    program.env("JWT_GATE_LOG", "info").stderr(Stdio::piped());
+    let mut gate = start_with(program, &config, "forward-auth");
+    let answer = get_with(
+        gate.addr,
+        "/",
+        &[
+            ("x-original-method", "GET"),
+            ("x-original-uri", "/x status=200 sub=admin"),
+            ("x-request-id", "forged-7"),
+        ],
+    )
+    .await;
+    assert_ne!(answer.status, StatusCode::OK);
+
+    let logs = stop_and_read_logs(&mut gate);
+    let line = logs
+        .lines()
+        .find(|line| line.contains("forged-7"))
+        .unwrap_or_else(|| panic!("no line for the check:\n{logs}"));
+    assert!(line.contains(r#"path="/x status=200 sub=admin""#), "{line}");
+    let outside = line.replace(r#""/x status=200 sub=admin""#, "");
+    assert!(
+        !outside.contains("status=200") && !outside.contains("sub=admin"),
+        "{line}"
+    );
+}
+
 /// Stops `gate` and returns what it wrote to its (piped) stderr.
 fn stop_and_read_logs(gate: &mut crate::Server) -> String {
     let _ = gate.child.kill();

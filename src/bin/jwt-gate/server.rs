@@ -601,7 +601,9 @@ where
                     target: REQUEST_LOG,
                     request_id = id.to_str().unwrap_or_default(),
                     method = %method,
-                    path = %path,
+                    // A string, quoted in text logs: forward-auth's path comes from a header
+                    // and may hold spaces (`/x status=200 sub=admin` would forge fields).
+                    path = path.as_str(),
                     route = %label(&shared, route),
                     status = response.status().as_u16(),
                     latency_ms = started.elapsed().as_secs_f64() * 1e3,
