@@ -8,6 +8,7 @@
 //! Scopes and roles are read from the token once, when it is first verified, and kept with it
 //! in the verified-token cache, so a cached token is checked without parsing its claims again.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +29,10 @@ use crate::{AuthError, Claims};
 
 /// Where in a token's claims its roles are: a dot-separated path to an array of strings (or
 /// one string), such as `roles` (Entra ID), `realm_access.roles` or
-/// `resource_access.<client>.roles` (Keycloak), `permissions` (Auth0), `groups` (Okta).
+/// `resource_access.<client>.roles` (Keycloak), `permissions` (Auth0), `groups` (Okta). A
+/// claim whose name holds a `.`, as Auth0's namespaced custom claims do
+/// (`https://example.com/roles`), is named by a JSON Pointer (RFC 6901: a leading `/`, `~1`
+/// for `/` and `~0` for `~` within a name): `/https:~1~1example.com~1roles`.
 ///
 /// A path that can never hold roles is refused here, when the configuration is made, not at
 /// the first request: an empty path or segment, more than 8 segments, or a path into one of
@@ -42,6 +46,13 @@ use crate::{AuthError, Claims};
 /// let error = ClaimPath::new("realm_access..roles").unwrap_err();
 /// assert!(error.to_string().contains("realm_access..roles"));
 /// assert!(ClaimPath::new("sub.roles").is_err());
+///
+/// let auth0 = ClaimPath::new("/https:~1~1example.com~1roles").unwrap();
+/// assert_eq!(auth0.segments().collect::<Vec<_>>(), ["https://example.com/roles"]);
+/// // Shown as it is written back: a pointer where a name holds a `.`.
+/// assert_eq!(auth0.to_string(), "/https:~1~1example.com~1roles");
+/// assert_eq!(ClaimPath::new("/realm_access/roles").unwrap().to_string(), "realm_access.roles");
+/// assert!(ClaimPath::new("/a~2b").is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimPath {
@@ -77,19 +88,36 @@ impl ClaimPath {
                 reason,
             })
         };
-        let segments: Vec<&str> = path.split('.').collect();
+        let segments: Vec<Cow<'_, str>> = match path.strip_prefix('/') {
+            Some(pointer) => {
+                let mut segments = Vec::new();
+                for segment in pointer.split('/') {
+                    match unescape_pointer(segment) {
+                        Some(segment) => segments.push(segment),
+                        None => return refuse("has a `~` that is not `~0` or `~1`"),
+                    }
+                }
+                segments
+            }
+            None => path.split('.').map(Cow::Borrowed).collect(),
+        };
         if segments.iter().any(|segment| segment.is_empty()) {
             return refuse("has an empty segment");
         }
         if segments.len() > 8 {
             return refuse("is deeper than 8 segments");
         }
-        if RESERVED.contains(&segments[0]) {
+        if RESERVED.contains(&&*segments[0]) {
             return refuse("starts at a registered or scope claim, which never holds roles");
         }
         Ok(Self {
             segments: segments.into_iter().map(Box::from).collect(),
         })
+    }
+
+    /// The claim names along the path, the top-level claim first.
+    pub fn segments(&self) -> impl Iterator<Item = &str> {
+        self.segments.iter().map(|segment| &**segment)
     }
 
     fn first(&self) -> &str {
@@ -106,9 +134,39 @@ impl Default for ClaimPath {
     }
 }
 
+/// A JSON Pointer segment's name: `~1` is `/`, `~0` is `~`; `None` for any other `~`.
+fn unescape_pointer(segment: &str) -> Option<Cow<'_, str>> {
+    if !segment.contains('~') {
+        return Some(Cow::Borrowed(segment));
+    }
+    let mut name = String::with_capacity(segment.len());
+    let mut chars = segment.chars();
+    while let Some(c) = chars.next() {
+        if c != '~' {
+            name.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('0') => name.push('~'),
+            Some('1') => name.push('/'),
+            _ => return None,
+        }
+    }
+    Some(Cow::Owned(name))
+}
+
 impl fmt::Display for ClaimPath {
+    /// The dot-separated form where it reads back as the same path, else a JSON Pointer.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.segments.join("."))
+        let dotted = !self.segments[0].starts_with('/')
+            && self.segments.iter().all(|segment| !segment.contains('.'));
+        if dotted {
+            return f.write_str(&self.segments.join("."));
+        }
+        for segment in &self.segments {
+            write!(f, "/{}", segment.replace('~', "~0").replace('/', "~1"))?;
+        }
+        Ok(())
     }
 }
 

@@ -132,10 +132,10 @@ impl TokenIssuer {
                 return Err(SigningError::Key(KeyError::Signing(why)));
             }
         };
-        let roles_claim = self.verifier.roles_claim().to_string();
+        let roles_claim = self.verifier.roles_claim();
         if let Some(hook) = &self.claims_hook {
             for (name, value) in hook(user).map_err(SigningError::Hook)? {
-                let first_segment = roles_claim.split('.').next() == Some(name.as_str());
+                let first_segment = roles_claim.segments().next() == Some(name.as_str());
                 if SERVICE_CLAIMS.contains(&name.as_str()) || first_segment {
                     return Err(SigningError::Hook(format!(
                         "returned the claim {name:?}, which the service sets itself"
@@ -150,7 +150,7 @@ impl TokenIssuer {
         if !user.roles.is_empty() {
             // `realm_access.roles` becomes {"realm_access": {"roles": [...]}}.
             let mut value = serde_json::Value::from(user.roles.clone());
-            let mut segments: Vec<&str> = roles_claim.split('.').collect();
+            let mut segments: Vec<&str> = roles_claim.segments().collect();
             let first = segments.remove(0);
             for segment in segments.into_iter().rev() {
                 value = serde_json::json!({ segment: value });

@@ -162,6 +162,24 @@ async fn roles_are_read_at_the_configured_nested_claim_path() {
     assert_eq!(get_bearer(realm, "/orders", &token).await.status, 200);
     assert_eq!(get_bearer(client, "/orders", &token).await.status, 200);
 
+    // Auth0's namespaced custom claim, whose name holds `.` and `/`: a JSON Pointer.
+    let auth0 = serve(
+        routes().layer(
+            JwtAuthLayer::new(verifier_with_roles("/https:~1~1example.com~1roles"))
+                .require(Require::role("admin")),
+        ),
+    )
+    .await;
+    let namespaced = token_with(json!({ "https://example.com/roles": ["admin"] }));
+    assert_eq!(get_bearer(auth0, "/orders", &namespaced).await.status, 200);
+    // Read as dots, that name is a path no claim is at.
+    let dotted = token_with(json!({ "https://example": { "com/roles": ["admin"] } }));
+    assert_forbidden(
+        &get_bearer(auth0, "/orders", &dotted).await,
+        None,
+        json!({ "roles": ["admin"] }),
+    );
+
     // The same role names in the wrong place grant nothing.
     let elsewhere = token_with(json!({
         "roles": ["admin", "writer"],
