@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf as _, Bytes};
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -106,6 +107,7 @@ where
                 _permit: Arc::new(permit),
             },
             streams: None,
+            delivery: Delivery::default(),
             inner: service.clone(),
         };
         let (builders, tls, stopped) = (builders.clone(), tls.clone(), stopped.clone());
@@ -128,6 +130,10 @@ struct Builders {
     /// included), and an HTTP/2 connection may have no request open before it is closed:
     /// the header read timeout, which bounds an idle HTTP/1.1 connection the same way.
     header_read_timeout: Duration,
+    /// How long a response may wait for its client to take any of it before the connection
+    /// is closed: the body read timeout, the same bound the other way (nginx's
+    /// `send_timeout`).
+    send_timeout: Duration,
 }
 
 impl Builders {
@@ -147,6 +153,7 @@ impl Builders {
             http1,
             http2,
             header_read_timeout: limits.header_read_timeout,
+            send_timeout: limits.body_read_timeout,
         }
     }
 }
@@ -267,7 +274,17 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let io = TokioIo::new(io);
+    let io = TokioIo::new(Watched {
+        io,
+        blocked: service.delivery.idle(),
+    });
+    // A client that takes none of a response (an HTTP/2 client that opens no flow-control
+    // window, an HTTP/1.1 client that stops reading) would hold its connection slot for
+    // good, answering pings all the while: the connection is closed, not drained.
+    let delivery = service.delivery.clone();
+    let stalled = delivery.stalled_for(builders.send_timeout);
+    tokio::pin!(stalled);
+    let stalled_error = || -> BoxError { "the client took no response data in time".into() };
     if !http2 {
         let service = hyper_util::service::TowerToHyperService::new(service);
         let connection = builders.http1.serve_connection(io, service).with_upgrades();
@@ -275,9 +292,13 @@ where
         tokio::select! {
             biased;
             served = connection.as_mut() => return Ok(served?),
+            () = &mut stalled => return Err(stalled_error()),
             () = stop_heard(&stopped) => connection.as_mut().graceful_shutdown(),
         }
-        return Ok(connection.await?);
+        return tokio::select! {
+            served = connection => Ok(served?),
+            () = stalled => Err(stalled_error()),
+        };
     }
     let streams = service.streams.get_or_insert_with(Streams::default).clone();
     let connection = builders
@@ -289,11 +310,171 @@ where
     tokio::select! {
         biased;
         served = connection.as_mut() => return Ok(served?),
+        () = &mut stalled => return Err(stalled_error()),
         () = idle => connection.as_mut().graceful_shutdown(),
         () = stop_heard(&stopped) => connection.as_mut().graceful_shutdown(),
     }
-    Ok(connection.await?)
+    tokio::select! {
+        served = connection => Ok(served?),
+        () = stalled => Err(stalled_error()),
+    }
 }
+
+/// The responses of one connection that hold data their client has not taken yet, and when
+/// the client last took some.
+#[derive(Clone)]
+struct Delivery(Arc<Mutex<(usize, Instant)>>);
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new((0, Instant::now()))))
+    }
+}
+
+impl Delivery {
+    /// One response's part in it, waiting from now: its head is ready and its body not yet
+    /// asked for.
+    fn waiting(&self) -> Waiting {
+        let mut waiting = Waiting {
+            delivery: self.clone(),
+            waiting: false,
+        };
+        waiting.set(true);
+        waiting
+    }
+
+    /// A part that waits for nothing yet.
+    fn idle(&self) -> Waiting {
+        Waiting {
+            delivery: self.clone(),
+            waiting: false,
+        }
+    }
+
+    /// Resolves once some response has waited `timeout` with nothing taken by the client.
+    async fn stalled_for(&self, timeout: Duration) {
+        loop {
+            let (waiting, since) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if waiting > 0 && since.elapsed() >= timeout {
+                return;
+            }
+            let wake = if waiting > 0 {
+                since + timeout
+            } else {
+                Instant::now() + timeout
+            };
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+}
+
+/// Whether one response body holds data its client has not taken: from when it is made or
+/// yields data until the server asks it for more, which hyper does once the client has room
+/// (its HTTP/2 window, its socket's buffer). A body waiting for its upstream is not waiting
+/// for the client.
+struct Waiting {
+    delivery: Delivery,
+    waiting: bool,
+}
+
+impl Waiting {
+    fn set(&mut self, waiting: bool) {
+        if waiting == self.waiting {
+            return;
+        }
+        self.waiting = waiting;
+        let mut state = self.delivery.0.lock().unwrap_or_else(|e| e.into_inner());
+        if waiting {
+            state.0 += 1;
+            if state.0 == 1 {
+                state.1 = Instant::now();
+            }
+        } else {
+            state.0 -= 1;
+            // Something was taken: the client is still reading.
+            state.1 = Instant::now();
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.set(false);
+    }
+}
+
+pin_project! {
+    /// A connection's stream, watched for writes that wait: a response already handed to
+    /// hyper (a body that ended within its write buffer) still waits for a client that does
+    /// not read.
+    struct Watched<I> {
+        #[pin]
+        io: I,
+        blocked: Waiting,
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for Watched<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite> Watched<I> {
+    /// Records whether a write went through.
+    fn wrote(
+        blocked: &mut Waiting,
+        written: Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        match &written {
+            Poll::Pending => blocked.set(true),
+            Poll::Ready(Ok(written)) if *written > 0 => blocked.set(false),
+            Poll::Ready(_) => {}
+        }
+        written
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for Watched<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        Self::wrote(this.blocked, this.io.poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        Self::wrote(this.blocked, this.io.poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
+
+/// The most of a response's data handed over at once: a client is judged by each slice it
+/// takes, so one large chunk (a mounted service's whole page) does not need taking within
+/// the send timeout by a slow client.
+const SLICE: usize = 16 * 1024;
 
 /// The requests open on one HTTP/2 connection, and when the last one ended.
 #[derive(Clone)]
@@ -346,6 +527,7 @@ struct WithPeer<S> {
     peer: ClientAddr,
     slot: ConnectionSlot,
     streams: Option<Streams>,
+    delivery: Delivery,
     inner: S,
 }
 
@@ -369,6 +551,7 @@ where
         TrackedFuture {
             inner: self.inner.call(request),
             guard: self.streams.as_ref().map(Streams::open),
+            delivery: Some(self.delivery.clone()),
         }
     }
 }
@@ -379,6 +562,7 @@ pin_project! {
         #[pin]
         inner: F,
         guard: Option<StreamGuard>,
+        delivery: Option<Delivery>,
     }
 }
 
@@ -392,35 +576,82 @@ where
         let this = self.project();
         let response = std::task::ready!(this.inner.poll(cx))?;
         let guard = this.guard.take();
-        Poll::Ready(Ok(response.map(|inner| Tracked { inner, guard })))
+        let waiting = this.delivery.take().map(|delivery| delivery.waiting());
+        Poll::Ready(Ok(response.map(|inner| Tracked {
+            inner,
+            guard,
+            waiting,
+            rest: None,
+        })))
     }
 }
 
 pin_project! {
-    /// A response body that keeps its request counted as open until it is dropped.
+    /// A response body that keeps its request counted as open until it is dropped, and tells
+    /// its connection's [`Delivery`] whether its client has taken what it yielded.
     struct Tracked<B> {
         #[pin]
         inner: B,
         guard: Option<StreamGuard>,
+        waiting: Option<Waiting>,
+        // What is left of a data frame longer than `SLICE`.
+        rest: Option<Bytes>,
     }
 }
 
 impl<B: Body> Body for Tracked<B> {
-    type Data = B::Data;
+    type Data = Bytes;
     type Error = B::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        // Asked again: what was handed over before has been taken.
+        if let Some(waiting) = this.waiting.as_mut() {
+            waiting.set(false);
+        }
+        let frame = match this.rest.take() {
+            Some(rest) => Frame::data(rest),
+            None => match std::task::ready!(this.inner.poll_frame(cx)) {
+                Some(Ok(frame)) => frame.map_data(|mut data| data.copy_to_bytes(data.remaining())),
+                ended => {
+                    let ended = ended.map(|frame| {
+                        frame.map(|frame| frame.map_data(|mut d| d.copy_to_bytes(d.remaining())))
+                    });
+                    return Poll::Ready(ended);
+                }
+            },
+        };
+        let frame = match frame.into_data() {
+            Ok(mut data) => {
+                if data.len() > SLICE {
+                    *this.rest = Some(data.split_off(SLICE));
+                }
+                Frame::data(data)
+            }
+            Err(trailers) => trailers,
+        };
+        if let Some(waiting) = this.waiting.as_mut() {
+            waiting.set(true);
+        }
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let mut hint = self.inner.size_hint();
+        if let Some(rest) = &self.rest {
+            let rest = rest.len() as u64;
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + rest);
+            }
+            hint.set_lower(hint.lower() + rest);
+        }
+        hint
     }
 }

@@ -91,7 +91,12 @@
 //!   connections are also pinged at that interval and closed when a ping goes unanswered as
 //!   long, and carry at most 200 requests at once;
 //! - a request body forwarded upstream may pause at most
-//!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks;
+//!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks, and a
+//!   response may wait as long for its client to take any of it (an HTTP/2 client that
+//!   opens no flow-control window, an HTTP/1.1 client that stops reading): then its
+//!   connection is closed, as nginx's `send_timeout` does. The kernel hands a response over
+//!   in bursts of up to half a socket buffer (a few MB on a fast network): a client must take
+//!   that much within the bound;
 //! - at most [`max_connections`](GatewayBuilder::max_connections) (1024) connections are
 //!   served at once; further ones wait in the listener's backlog until one ends;
 //! - with [`connection_admission`](GatewayBuilder::connection_admission), each client
@@ -302,6 +307,8 @@ impl GatewayBuilder {
 
     /// How long a client may pause while sending a request body that the upstream is waiting
     /// for (default 30 s). Then the upstream request is abandoned and the client gets `408`.
+    /// Also how long a response may wait for its client to take any of it before the
+    /// connection is closed.
     ///
     /// # Panics
     ///

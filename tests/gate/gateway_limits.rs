@@ -26,7 +26,10 @@ use tokio::sync::Barrier;
 /// Far longer than any condition below needs, even on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// The upstream: `/open/drain` reads the whole body before answering, `/open/hold` answers
+/// The length of `/open/big`: more than a client's and a server's socket buffers hold.
+const BIG: usize = 32 << 20;
+
+/// The upstream: `/open/big` answers [`BIG`] bytes, `/open/drain` reads the whole body before answering, `/open/hold` answers
 /// once `hold` requests are in, `/open/early` at once while it goes on reading the body,
 /// `/open/trailers` with trailers when asked for them (`TE: trailers`), anything else at
 /// once. `live` counts its open connections,
@@ -71,6 +74,11 @@ async fn upstream_keeping(hold: usize, keep_alive: Duration) -> Upstream {
                         }
                         "/open/hold" => {
                             barrier.wait().await;
+                        }
+                        "/open/big" => {
+                            // One chunk, far more than socket buffers hold.
+                            let big = Full::new(Bytes::from(vec![b'x'; BIG]));
+                            return Ok(Response::new(big.boxed()));
                         }
                         "/open/early" => {
                             // The connection stays busy with the upload after the answer.
@@ -564,6 +572,104 @@ async fn an_http2_connection_with_a_request_open_is_kept_past_the_idle_bound() {
     let mut sender = sender;
     assert_eq!(h2c_get(&mut sender, addr, "/open/hold").await, 200);
     assert_eq!(within("the first request", first).await.unwrap(), 200);
+}
+
+const NEXT_CLIENT: &[u8] = b"GET /open HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+
+/// An HTTP/2 client that opens no flow-control window takes none of a response, and answers
+/// the server's pings: its connection is closed after the body read timeout, not kept with
+/// its request open, and the only slot serves the next client.
+#[tokio::test]
+async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder
+            .max_connections(1)
+            .header_read_timeout(Duration::from_millis(200))
+            .body_read_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(0)
+            .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    // Refused for want of a token: the head comes, the body waits for room never made.
+    let request = Request::get(format!("http://{addr}/private"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let refused = sender.send_request(request).await.unwrap();
+    assert_eq!(refused.status(), 401);
+
+    within("the stalled connection being closed", connection)
+        .await
+        .unwrap()
+        .ok();
+    let next = within(
+        "the next client being served",
+        common::raw_status(addr, NEXT_CLIENT),
+    );
+    assert_eq!(next.await, 200);
+    drop(refused);
+}
+
+/// An HTTP/1.1 client that stops reading a large answer: closed after the body read timeout,
+/// its slot serving the next client.
+#[tokio::test]
+async fn an_http1_client_that_stops_reading_loses_its_connection() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder
+            .max_connections(1)
+            .body_read_timeout(Duration::from_millis(500))
+    })
+    .await;
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /open/big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let next = within(
+        "the next client being served",
+        common::raw_status(addr, NEXT_CLIENT),
+    );
+    assert_eq!(next.await, 200);
+    drop(stalled);
+}
+
+/// The bound is on taking nothing, not on the whole answer: a client that keeps reading is
+/// served for many bounds. (The kernel hands data over in bursts of up to half a socket
+/// buffer, a few MB on a fast network: a client must take that much within each bound.)
+#[tokio::test]
+async fn a_client_that_keeps_reading_is_served_past_many_bounds() {
+    let upstream = upstream(1).await;
+    let addr = gateway(upstream.addr, |builder| {
+        builder.body_read_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let mut reader = TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /open/big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut read = 0;
+    let mut buffer = vec![0; 256 << 10];
+    while read < BIG {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let got = within("a slice of the answer", reader.read(&mut buffer))
+            .await
+            .unwrap();
+        assert!(got > 0, "cut off after {read} bytes");
+        read += got;
+    }
+    assert!(
+        started.elapsed() > Duration::from_millis(900),
+        "read in fewer than three bounds: the test shows nothing"
+    );
 }
 
 #[tokio::test]
