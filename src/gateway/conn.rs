@@ -199,6 +199,7 @@ where
 /// peeked at, not read, so the chosen protocol still sees them all.
 async fn starts_with_preface(stream: &TcpStream) -> std::io::Result<bool> {
     let mut buffer = [0; H2_PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
     loop {
         let peeked = stream.peek(&mut buffer).await?;
         if peeked == 0 || buffer[..peeked] != H2_PREFACE[..peeked] {
@@ -207,8 +208,12 @@ async fn starts_with_preface(stream: &TcpStream) -> std::io::Result<bool> {
         if peeked == H2_PREFACE.len() {
             return Ok(true);
         }
-        // Part of the preface: peeking again at once would see the same bytes.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // Part of the preface: peeking again at once would see the same bytes. A client that
+        // sends one byte and waits is looked at less and less often (a few dozen times
+        // within the header read timeout, not every few milliseconds), so a thousand of them
+        // cost next to nothing.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
     }
 }
 
