@@ -126,7 +126,10 @@ impl<C> JwtAuthLayer<C> {
         self
     }
 
-    /// Lets requests for exactly `path` through without looking at any token.
+    /// Lets requests for exactly `path` through without looking at any token, unless a
+    /// route's requirements ([`require_route`](Self::require_route),
+    /// [`require_prefix`](Self::require_prefix)) cover it: only a token can meet them, so
+    /// there one is read, as on an [optional](Self::optional_path) path.
     #[must_use]
     pub fn open_path(self, path: &str) -> Self {
         self.configure(|gate| gate.paths.exact(path, Access::Open))
@@ -442,6 +445,18 @@ where
             .fold(self.paths.access_for(method, path), |access, method| {
                 access.stricter(self.paths.access_for(method, path))
             });
+        let has_route_rule = || {
+            std::iter::once(method)
+                .chain(&overrides)
+                .any(|method| self.requirements.has_route_rule(method, path))
+        };
+        // A route's requirements hold on the open paths they cover too (`/api/public` under
+        // `/api` needing a scope), and only a token can meet them: read one, as on an
+        // optional path, rather than refuse every request there.
+        let access = match access {
+            Access::Open if has_route_rule() => Access::Optional,
+            access => access,
+        };
         let authenticated = match access {
             Access::Open => Ok(None),
             _ => match self.token(request) {
@@ -458,11 +473,7 @@ where
             Err(error) => return Decision::Reject(error, None),
         };
         let Some((claims, grants, check, cache)) = authenticated else {
-            if access == Access::Protected
-                || std::iter::once(method)
-                    .chain(&overrides)
-                    .any(|method| self.requirements.has_route_rule(method, path))
-            {
+            if access == Access::Protected || has_route_rule() {
                 return Decision::Reject(AuthError::MissingCredentials, None);
             }
             return self.pass_without_claims(request);

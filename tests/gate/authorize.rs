@@ -197,6 +197,30 @@ async fn roles_are_read_at_the_configured_nested_claim_path() {
     );
 }
 
+/// A route's requirements hold on an open path they cover too: only a token can meet them,
+/// so the gate reads one there. A sufficient token passes, none or a lacking one does not.
+#[tokio::test]
+async fn an_open_path_under_a_route_rule_takes_a_token_that_meets_it() {
+    let layer = JwtAuthLayer::new(TokenVerifier::new(keys()))
+        .open_path("/api/public")
+        .require_prefix(None, "/api", Require::scope("api"));
+    let routes = Router::new().route("/api/public", routing::get(|| async { "public" }));
+    let addr = serve(routes.layer(layer)).await;
+
+    let sufficient = token_with(json!({ "scope": "api" }));
+    let passed = get_bearer(addr, "/api/public", &sufficient).await;
+    assert_eq!(
+        (passed.status.as_u16(), passed.text.as_str()),
+        (200, "public")
+    );
+    assert_eq!(get(addr, "/api/public", None).await.status, 401);
+    assert_forbidden(
+        &get_bearer(addr, "/api/public", &token_with(json!({}))).await,
+        Some("api"),
+        json!({ "scopes": ["api"] }),
+    );
+}
+
 #[tokio::test]
 async fn per_route_rules_apply_by_method_and_path_beside_open_and_optional_paths() {
     let layer = JwtAuthLayer::new(TokenVerifier::new(keys()))
