@@ -281,7 +281,8 @@ where
 {
     let io = TokioIo::new(Watched {
         io,
-        blocked: service.delivery.idle(),
+        write: service.delivery.idle(),
+        flush: service.delivery.idle(),
     });
     // A client that takes none of a response (an HTTP/2 client that opens no flow-control
     // window, an HTTP/1.1 client that stops reading) would hold its connection slot for
@@ -312,16 +313,29 @@ where
     tokio::pin!(connection);
     let idle = streams.idle_for(builders.header_read_timeout);
     tokio::pin!(idle);
-    tokio::select! {
+    let idled = tokio::select! {
         biased;
         served = connection.as_mut() => return Ok(served?),
         () = &mut stalled => return Err(stalled_error()),
-        () = idle => connection.as_mut().graceful_shutdown(),
-        () = stop_heard(&stopped) => connection.as_mut().graceful_shutdown(),
-    }
+        () = idle => true,
+        () = stop_heard(&stopped) => false,
+    };
+    connection.as_mut().graceful_shutdown();
+    // No request open, yet the connection does not end: the last of an answer that hyper
+    // has handed whole to HTTP/2 still waits for the client's window (a window of one
+    // byte takes the rest of a body out of sight). It gets the send timeout too. (A stop
+    // has the program's drain deadline.)
+    let drained = async {
+        if idled {
+            tokio::time::sleep(builders.send_timeout).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         served = connection => Ok(served?),
         () = stalled => Err(stalled_error()),
+        () = drained => Err(stalled_error()),
     }
 }
 
@@ -340,11 +354,8 @@ impl Delivery {
     /// One response's part in it, waiting from now: its head is ready and its body not yet
     /// asked for.
     fn waiting(&self) -> Waiting {
-        let mut waiting = Waiting {
-            delivery: self.clone(),
-            waiting: false,
-        };
-        waiting.set(true);
+        let mut waiting = self.idle();
+        waiting.wait();
         waiting
     }
 
@@ -373,30 +384,50 @@ impl Delivery {
     }
 }
 
-/// Whether one response body holds data its client has not taken: from when it is made or
-/// yields data until the server asks it for more, which hyper does once the client has room
-/// (its HTTP/2 window, its socket's buffer). A body waiting for its upstream is not waiting
-/// for the client.
+/// One part of a connection that may wait for its client: a response body from when it is
+/// made or hands over data until the server asks it for more (hyper does once the client has
+/// room: its HTTP/2 window, its socket's buffer), or a write to the socket that could not go
+/// through. A body waiting for its upstream is not waiting for the client.
 struct Waiting {
     delivery: Delivery,
     waiting: bool,
 }
 
 impl Waiting {
-    fn set(&mut self, waiting: bool) {
-        if waiting == self.waiting {
+    /// Waits for the client from now; the connection's clock starts if nothing else waited.
+    fn wait(&mut self) {
+        if self.waiting {
             return;
         }
-        self.waiting = waiting;
+        self.waiting = true;
         let mut state = self.delivery.0.lock().unwrap_or_else(|e| e.into_inner());
-        if waiting {
-            state.0 += 1;
-            if state.0 == 1 {
-                state.1 = Instant::now();
-            }
-        } else {
-            state.0 -= 1;
-            // Something was taken: the client is still reading.
+        state.0 += 1;
+        if state.0 == 1 {
+            state.1 = Instant::now();
+        }
+    }
+
+    /// The client took what this part waited on: progress, which restarts the clock.
+    fn taken(&mut self) {
+        self.stop(true);
+    }
+
+    /// Waits no more, with nothing shown taken: a body asked for its first data (hyper asks
+    /// before the client has room), or one dropped (a request ended, reset or answered
+    /// without data). Neither restarts the clock, or a client could keep a stalled
+    /// connection by opening a stream now and then.
+    fn release(&mut self) {
+        self.stop(false);
+    }
+
+    fn stop(&mut self, progress: bool) {
+        if !self.waiting {
+            return;
+        }
+        self.waiting = false;
+        let mut state = self.delivery.0.lock().unwrap_or_else(|e| e.into_inner());
+        state.0 -= 1;
+        if progress {
             state.1 = Instant::now();
         }
     }
@@ -404,7 +435,7 @@ impl Waiting {
 
 impl Drop for Waiting {
     fn drop(&mut self) {
-        self.set(false);
+        self.release();
     }
 }
 
@@ -415,7 +446,9 @@ pin_project! {
     struct Watched<I> {
         #[pin]
         io: I,
-        blocked: Waiting,
+        write: Waiting,
+        // TLS takes writes into its own buffer and waits in its flush.
+        flush: Waiting,
     }
 }
 
@@ -432,12 +465,12 @@ impl<I: AsyncRead> AsyncRead for Watched<I> {
 impl<I: AsyncWrite> Watched<I> {
     /// Records whether a write went through.
     fn wrote(
-        blocked: &mut Waiting,
+        waiting: &mut Waiting,
         written: Poll<std::io::Result<usize>>,
     ) -> Poll<std::io::Result<usize>> {
         match &written {
-            Poll::Pending => blocked.set(true),
-            Poll::Ready(Ok(written)) if *written > 0 => blocked.set(false),
+            Poll::Pending => waiting.wait(),
+            Poll::Ready(Ok(written)) if *written > 0 => waiting.taken(),
             Poll::Ready(_) => {}
         }
         written
@@ -451,7 +484,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
-        Self::wrote(this.blocked, this.io.poll_write(cx, buf))
+        Self::wrote(this.write, this.io.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -460,7 +493,7 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
-        Self::wrote(this.blocked, this.io.poll_write_vectored(cx, bufs))
+        Self::wrote(this.write, this.io.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -468,7 +501,14 @@ impl<I: AsyncWrite> AsyncWrite for Watched<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        let flushed = this.io.poll_flush(cx);
+        match &flushed {
+            Poll::Pending => this.flush.wait(),
+            Poll::Ready(Ok(())) => this.flush.taken(),
+            Poll::Ready(Err(_)) => {}
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -586,6 +626,7 @@ where
             inner,
             guard,
             waiting,
+            handed: false,
             rest: None,
         })))
     }
@@ -599,6 +640,9 @@ pin_project! {
         inner: B,
         guard: Option<StreamGuard>,
         waiting: Option<Waiting>,
+        // Whether data was handed over since the server last asked: its asking again is then
+        // the client's progress.
+        handed: bool,
         // What is left of a data frame longer than `SLICE`.
         rest: Option<Bytes>,
     }
@@ -613,9 +657,13 @@ impl<B: Body> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.project();
-        // Asked again: what was handed over before has been taken.
         if let Some(waiting) = this.waiting.as_mut() {
-            waiting.set(false);
+            if std::mem::take(this.handed) {
+                // Asked again: what was handed over before has been taken.
+                waiting.taken();
+            } else {
+                waiting.release();
+            }
         }
         let frame = match this.rest.take() {
             Some(rest) => Frame::data(rest),
@@ -634,13 +682,15 @@ impl<B: Body> Body for Tracked<B> {
                 if data.len() > SLICE {
                     *this.rest = Some(data.split_off(SLICE));
                 }
+                if let Some(waiting) = this.waiting.as_mut() {
+                    *this.handed = true;
+                    waiting.wait();
+                }
                 Frame::data(data)
             }
+            // Trailers are not held back by the client's window.
             Err(trailers) => trailers,
         };
-        if let Some(waiting) = this.waiting.as_mut() {
-            waiting.set(true);
-        }
         Poll::Ready(Some(Ok(frame)))
     }
 
@@ -653,9 +703,9 @@ impl<B: Body> Body for Tracked<B> {
         if let Some(rest) = &self.rest {
             let rest = rest.len() as u64;
             if let Some(upper) = hint.upper() {
-                hint.set_upper(upper + rest);
+                hint.set_upper(upper.saturating_add(rest));
             }
-            hint.set_lower(hint.lower() + rest);
+            hint.set_lower(hint.lower().saturating_add(rest));
         }
         hint
     }

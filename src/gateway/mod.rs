@@ -94,7 +94,8 @@
 //!   [`body_read_timeout`](GatewayBuilder::body_read_timeout) (30 s) between chunks, and a
 //!   response may wait as long for its client to take any of it (an HTTP/2 client that
 //!   opens no flow-control window, an HTTP/1.1 client that stops reading): then its
-//!   connection is closed, as nginx's `send_timeout` does. The kernel hands a response over
+//!   connection is closed, as nginx's `send_timeout` does (on HTTP/2 with its other
+//!   requests, when nothing else moved either). The kernel hands a response over
 //!   in bursts of up to half a socket buffer (a few MB on a fast network): a client must take
 //!   that much within the bound;
 //! - at most [`max_connections`](GatewayBuilder::max_connections) (1024) connections are

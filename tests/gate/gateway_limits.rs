@@ -576,11 +576,13 @@ async fn an_http2_connection_with_a_request_open_is_kept_past_the_idle_bound() {
 
 const NEXT_CLIENT: &[u8] = b"GET /open HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
 
-/// An HTTP/2 client that opens no flow-control window takes none of a response, and answers
-/// the server's pings: its connection is closed after the body read timeout, not kept with
-/// its request open, and the only slot serves the next client.
-#[tokio::test]
-async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
+/// An HTTP/2 client that takes none of a response, and answers the server's pings: its
+/// connection is closed after the body read timeout, not kept with its request open, and the
+/// only slot serves the next client. `window`: the client's stream window (0: nothing of the
+/// body leaves; 1: one byte does, and hyper hands the rest to HTTP/2 whole). `heads`: the
+/// client asks for a `HEAD` every 100 ms meanwhile, whose bodyless answers must not count as
+/// taking anything.
+async fn http2_client_taking_nothing(window: u32, heads: bool) {
     let upstream = upstream(1).await;
     let addr = gateway(upstream.addr, |builder| {
         builder
@@ -592,11 +594,11 @@ async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(0)
+            .initial_stream_window_size(window)
             .handshake::<_, http_body_util::Empty<Bytes>>(TokioIo::new(stream))
             .await
             .unwrap();
-    let connection = tokio::spawn(connection);
+    let mut connection = tokio::spawn(connection);
     // Refused for want of a token: the head comes, the body waits for room never made.
     let request = Request::get(format!("http://{addr}/private"))
         .body(http_body_util::Empty::new())
@@ -604,7 +606,22 @@ async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
     let refused = sender.send_request(request).await.unwrap();
     assert_eq!(refused.status(), 401);
 
-    within("the stalled connection being closed", connection)
+    let closed = async {
+        loop {
+            tokio::select! {
+                ended = &mut connection => return ended,
+                () = tokio::time::sleep(Duration::from_millis(100)), if heads => {
+                    let head = Request::head(format!("http://{addr}/open/page"))
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    if let Ok(answer) = sender.send_request(head).await {
+                        assert_eq!(answer.status(), 200);
+                    }
+                }
+            }
+        }
+    };
+    within("the stalled connection being closed", closed)
         .await
         .unwrap()
         .ok();
@@ -614,6 +631,21 @@ async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
     );
     assert_eq!(next.await, 200);
     drop(refused);
+}
+
+#[tokio::test]
+async fn an_http2_client_that_takes_no_response_data_loses_its_connection() {
+    http2_client_taking_nothing(0, false).await;
+}
+
+#[tokio::test]
+async fn an_http2_client_asking_for_bodyless_answers_meanwhile_loses_its_connection() {
+    http2_client_taking_nothing(0, true).await;
+}
+
+#[tokio::test]
+async fn an_http2_client_that_takes_one_byte_loses_its_connection() {
+    http2_client_taking_nothing(1, false).await;
 }
 
 /// An HTTP/1.1 client that stops reading a large answer: closed after the body read timeout,
