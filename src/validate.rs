@@ -252,6 +252,10 @@ impl Validation {
         if (claims.jti.is_empty() && self.require_jti) || claims.jti.len() > MAX_JTI_LEN {
             return Err(AuthError::MissingClaim);
         }
+        // No one: forwarded as an empty `x-auth-sub`, an upstream could take it for anonymous.
+        if claims.sub.is_empty() {
+            return Err(AuthError::MissingClaim);
+        }
         if let Some(max) = self.max_lifetime {
             if claims.exp.saturating_sub(claims.iat) > max.as_secs() {
                 return Err(AuthError::LifetimeTooLong);
@@ -548,6 +552,11 @@ where
         let header_json = URL_SAFE_NO_PAD
             .decode(encoded_header)
             .map_err(|_| AuthError::Malformed)?;
+        // RFC 7515 §4: an object. serde would also fill the fields from an array, by place,
+        // which other parsers refuse.
+        if header_json.trim_ascii_start().first() != Some(&b'{') {
+            return Err(AuthError::Malformed);
+        }
         let header: JoseHeader<'_> =
             serde_json::from_slice(&header_json).map_err(|_| AuthError::Malformed)?;
         if header.crit {

@@ -130,8 +130,13 @@ fn check_parameters(
             let modulus = URL_SAFE_NO_PAD
                 .decode(&rsa.n)
                 .map_err(|_| invalid("`n` is not base64url"))?;
-            let significant = modulus.iter().skip_while(|byte| **byte == 0).count();
-            if significant * 8 < MIN_RSA_BITS {
+            let significant = modulus.iter().skip_while(|byte| **byte == 0);
+            let bits = significant.clone().count() * 8
+                - significant
+                    .clone()
+                    .next()
+                    .map_or(0, |top| top.leading_zeros() as usize);
+            if bits < MIN_RSA_BITS {
                 return Err(invalid("an RSA modulus under 2048 bits"));
             }
             Ok(())

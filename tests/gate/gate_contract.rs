@@ -218,6 +218,9 @@ async fn check_contract(addr: SocketAddr, fixture: &Fixture) {
     let mut empty_jti = fixture.claims("alice");
     empty_jti.jti = String::new();
     bad_tokens.push(("empty jti", fixture.sign(&empty_jti)));
+    let mut empty_sub = fixture.claims("alice");
+    empty_sub.sub = String::new();
+    bad_tokens.push(("empty sub", fixture.sign(&empty_sub)));
     let mut long_jti = fixture.claims("alice");
     long_jti.jti = "j".repeat(jwt_gate::MAX_JTI_LEN + 1);
     bad_tokens.push(("jti over the maximum length", fixture.sign(&long_jti)));

@@ -176,7 +176,7 @@ fn jwks_that_could_be_misused_are_refused() {
 
 #[test]
 fn short_rsa_moduli_are_refused() {
-    let mut rsa = serde_json::to_value(
+    let rsa = serde_json::to_value(
         &Keys::new(
             Key::from_private_pem(Algorithm::RS256, include_bytes!("../keys/rsa.pem")).unwrap(),
         )
@@ -185,15 +185,27 @@ fn short_rsa_moduli_are_refused() {
         .keys[0],
     )
     .unwrap();
-    // 1024 bits of modulus.
     use base64::Engine as _;
-    rsa["n"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode([0xc5; 128])
-        .into();
+    let with_modulus = |modulus: &[u8]| {
+        let mut rsa = rsa.clone();
+        rsa["n"] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(modulus)
+            .into();
+        Key::from_jwk(&jwk(rsa))
+    };
+    // 1024 bits of modulus.
     assert!(matches!(
-        Key::from_jwk(&jwk(rsa)),
+        with_modulus(&[0xc5; 128]),
         Err(KeyError::InvalidJwk(_))
     ));
+    // 256 bytes whose top byte is 0x05: 2043 bits, counted in bits, not bytes.
+    let mut short = [0xc5; 256];
+    short[0] = 0x05;
+    assert!(matches!(with_modulus(&short), Err(KeyError::InvalidJwk(_))));
+    // A leading zero byte is no bit of the modulus: 2048 bits pass.
+    let mut padded = vec![0];
+    padded.extend([0xc5; 256]);
+    assert!(with_modulus(&padded).is_ok());
 }
 
 #[test]

@@ -215,6 +215,19 @@ fn an_alg_header_that_disagrees_with_the_key_is_refused_even_with_a_valid_signat
 }
 
 #[test]
+fn a_header_that_is_not_an_object_is_malformed() {
+    // RFC 7515 §4: the header is a JSON object. serde would fill the fields of an array by
+    // place (alg, kid, typ), a reading other parsers refuse.
+    let claims = Claims::new("mallory", NOW, NOW + 900);
+    let verifier = verifier(&rsa_public_keys(), Validation::default());
+    let array = signed_with_rs256(&json!(["RS256", null, "at+jwt"]), &claims);
+    assert_eq!(
+        verifier.verify(&array).map(|_| ()),
+        Err(AuthError::Malformed)
+    );
+}
+
+#[test]
 fn a_crit_header_is_refused_whatever_it_holds_null_included() {
     // RFC 7515 §4.1.11: a recipient that does not understand a listed extension must refuse
     // the token, and `crit` may only be a list. A parser that reads `null` as "absent" would
