@@ -511,6 +511,14 @@ pub(crate) fn bearer_token(
         None => (value, &value[value.len()..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
+        // `Bearer` then a tab: no scheme of its own, but a server that splits on any
+        // whitespace reads a bearer token in it, which the gate would pass on unread.
+        let whitespace_after_bearer = scheme.len() > 6
+            && scheme[..6].eq_ignore_ascii_case(b"bearer")
+            && scheme[6].is_ascii_whitespace();
+        if whitespace_after_bearer {
+            return Err(AuthError::InvalidCharacters);
+        }
         return Ok(Credentials::None);
     }
     // RFC 7235: the scheme and the credentials are separated by one or more spaces.
@@ -659,6 +667,16 @@ mod tests {
         );
         assert_eq!(
             bearer(&headers(&["Bearer a,b"]), 100),
+            Err(AuthError::InvalidCharacters)
+        );
+        // RFC 7235 separates the scheme with spaces only; an upstream that splits on any
+        // whitespace would read a token the gate never looked at.
+        assert_eq!(
+            bearer(&headers(&["Bearer\tabc"]), 100),
+            Err(AuthError::InvalidCharacters)
+        );
+        assert_eq!(
+            bearer(&headers(&["bearer\t abc"]), 100),
             Err(AuthError::InvalidCharacters)
         );
         assert_eq!(
