@@ -511,12 +511,12 @@ pub(crate) fn bearer_token(
         None => (value, &value[value.len()..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        // `Bearer` then a tab: no scheme of its own, but a server that splits on any
-        // whitespace reads a bearer token in it, which the gate would pass on unread.
-        let whitespace_after_bearer = scheme.len() > 6
-            && scheme[..6].eq_ignore_ascii_case(b"bearer")
-            && scheme[6].is_ascii_whitespace();
-        if whitespace_after_bearer {
+        // `Bearer` then a tab, a no-break space (0xA0), a comma: no scheme of its own (a
+        // scheme is a token), but a server that splits on any whitespace reads a bearer
+        // token in it, which the gate would pass on unread.
+        let bearer_then_separator =
+            scheme.len() > 6 && scheme[..6].eq_ignore_ascii_case(b"bearer") && !is_tchar(scheme[6]);
+        if bearer_then_separator {
             return Err(AuthError::InvalidCharacters);
         }
         return Ok(Credentials::None);
@@ -533,6 +533,11 @@ pub(crate) fn bearer_token(
     std::str::from_utf8(token)
         .map(Credentials::Bearer)
         .map_err(|_| AuthError::InvalidCharacters)
+}
+
+/// Whether `byte` may be part of a token (RFC 9110 §5.6.2), such as a scheme's name.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 const OTHER: u8 = 0;
@@ -677,6 +682,14 @@ mod tests {
         );
         assert_eq!(
             bearer(&headers(&["bearer\t abc"]), 100),
+            Err(AuthError::InvalidCharacters)
+        );
+        let no_break_space = HeaderValue::from_bytes(b"Bearer\xa0abc").unwrap();
+        let mut map = HeaderMap::new();
+        map.insert(AUTHORIZATION, no_break_space);
+        assert_eq!(bearer(&map, 100), Err(AuthError::InvalidCharacters));
+        assert_eq!(
+            bearer(&headers(&["Bearer,abc"]), 100),
             Err(AuthError::InvalidCharacters)
         );
         assert_eq!(

@@ -321,13 +321,15 @@ where
         () = stop_heard(&stopped) => false,
     };
     connection.as_mut().graceful_shutdown();
-    // No request open, yet the connection does not end: the last of an answer that hyper
-    // has handed whole to HTTP/2 still waits for the client's window (a window of one
-    // byte takes the rest of a body out of sight). It gets the send timeout too. (A stop
-    // has the program's drain deadline.)
+    // No request open, yet the connection may not end: the last of an answer that hyper
+    // has handed whole to HTTP/2 still waits for the client (a window of one byte takes the
+    // rest of a body out of sight). It gets the send timeout too, counted from the last
+    // progress, so a slow download's tail still arrives. (A stop has the program's drain
+    // deadline.)
     let drained = async {
         if idled {
-            tokio::time::sleep(builders.send_timeout).await;
+            delivery.restart();
+            delivery.quiet_for(builders.send_timeout).await;
         } else {
             std::future::pending::<()>().await;
         }
@@ -364,6 +366,22 @@ impl Delivery {
         Waiting {
             delivery: self.clone(),
             waiting: false,
+        }
+    }
+
+    /// Starts the clock again, as if the client had just taken something.
+    fn restart(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1 = Instant::now();
+    }
+
+    /// Resolves once the client has taken nothing for `timeout`, whatever waits.
+    async fn quiet_for(&self, timeout: Duration) {
+        loop {
+            let since = self.0.lock().unwrap_or_else(|e| e.into_inner()).1;
+            if since.elapsed() >= timeout {
+                return;
+            }
+            tokio::time::sleep_until(since + timeout).await;
         }
     }
 
@@ -708,5 +726,37 @@ impl<B: Body> Body for Tracked<B> {
             hint.set_lower(hint.lower().saturating_add(rest));
         }
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The drain after an idle GOAWAY is bounded from the client's last progress, not from its
+    /// start: a slow download's tail keeps arriving, a client taking nothing is cut.
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_is_bounded_from_the_clients_last_progress() {
+        let timeout = Duration::from_secs(30);
+        let delivery = Delivery::default();
+        delivery.restart();
+        let quiet = delivery.quiet_for(timeout);
+        tokio::pin!(quiet);
+        // The tail of an answer, which HTTP/2 holds for a client with room but a slow socket.
+        let _tail = delivery.waiting();
+        let mut write = delivery.idle();
+        // A write every 20 s that waited and then went through: five times the timeout.
+        for _ in 0..8 {
+            tokio::select! {
+                () = &mut quiet => panic!("cut while the client was taking data"),
+                () = tokio::time::sleep(Duration::from_secs(20)) => {}
+            }
+            write.wait();
+            write.taken();
+        }
+        // Then nothing: cut once the timeout has passed, not before.
+        let started = Instant::now();
+        quiet.await;
+        assert_eq!(started.elapsed(), timeout);
     }
 }

@@ -171,7 +171,9 @@ impl std::error::Error for RevocationError {}
 /// ```
 pub trait RevocationStore: Send + Sync + 'static {
     /// Whether `token` is revoked. Called on every authenticated request: answer from memory
-    /// when possible.
+    /// when possible. Subject cut-offs are matched by [`TokenId::subject_key`], not `sub`
+    /// alone: another issuer's `alice` is not the verifier's own `alice`, and
+    /// [`revoke_issuer_subject`](Self::revoke_issuer_subject) records under that key.
     fn check(&self, token: &TokenId<'_>) -> RevocationCheck;
 
     /// Revokes the token whose `jti` is given, until `expires_at` (its `exp`). Resolves only
