@@ -354,7 +354,11 @@ impl<C> JwtAuthLayer<C> {
     /// With `pass` true, a CORS preflight (`OPTIONS` with `Origin` and
     /// `Access-Control-Request-Method`, which browsers send without any credentials) reaches
     /// the inner service without a token, for a CORS layer or an upstream inside the gate to
-    /// answer. Off by default. Another `OPTIONS` is judged as any request.
+    /// answer. Off by default. Another `OPTIONS` is judged as any request, and so is one that
+    /// names another method in an override (`X-HTTP-Method-Override`, `?_method=`), which no
+    /// browser's preflight does. Anyone can send a preflight's headers: what answers it must
+    /// answer it as a preflight, never run the path's handler (a CORS layer does; an
+    /// application that serves `OPTIONS` with the handler of `GET` would serve it to anyone).
     ///
     /// ```
     /// use jwt_gate::{JwtAuthLayer, Keys};
@@ -429,7 +433,12 @@ where
     /// `first`: the first look at this request, which may wait for a key lookup; after
     /// that wait, a `kid` still unknown is refused.
     fn decide<B>(&self, request: &mut Request<B>, first: bool) -> Decision {
-        if self.preflight && is_preflight(request.method(), request.headers()) {
+        // A browser's preflight names no other method; one that does is no preflight, or an
+        // upstream honouring the override would act on it without a token.
+        if self.preflight
+            && is_preflight(request.method(), request.headers())
+            && overriding_methods(request.uri(), request.headers()).is_empty()
+        {
             return self.pass_without_claims(request);
         }
         let (method, path) = (request.method(), request.uri().path());

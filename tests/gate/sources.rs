@@ -312,5 +312,19 @@ async fn a_preflight_passes_without_a_token_only_when_enabled() {
     // Only OPTIONS is a preflight.
     let answer = call(addr, Method::POST, &preflight).await;
     assert_eq!(answer.status, 401);
+    // One naming another method is none: an application honouring the override on any
+    // method would delete without a token.
+    let mut overriding = preflight.to_vec();
+    overriding.push(("x-http-method-override", "DELETE"));
+    assert_eq!(call(addr, Method::OPTIONS, &overriding).await.status, 401);
+    let answer = common::call(
+        addr,
+        Method::OPTIONS,
+        "/orders?_method=DELETE",
+        &preflight,
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
     assert_eq!(hits.load(Ordering::SeqCst), 1);
 }
