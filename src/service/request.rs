@@ -23,15 +23,28 @@ pub(crate) fn require_content_type(headers: &HeaderMap, expected: &str) -> Resul
     let (Some(value), None) = (values.next(), values.next()) else {
         return Err(Failure::UnsupportedMediaType);
     };
-    let media_type = value
-        .to_str()
-        .ok()
-        .and_then(|value| value.split(';').next())
-        .map(str::trim);
-    match media_type {
-        Some(media_type) if media_type.eq_ignore_ascii_case(expected) => Ok(()),
-        _ => Err(Failure::UnsupportedMediaType),
+    let Ok(value) = value.to_str() else {
+        return Err(Failure::UnsupportedMediaType);
+    };
+    let mut parts = value.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|media_type| media_type.eq_ignore_ascii_case(expected))
+    {
+        return Err(Failure::UnsupportedMediaType);
     }
+    // Bodies are read as UTF-8 (JSON is nothing else, RFC 8259): a form sent in another
+    // charset would be read as different text than its sender meant.
+    let other_charset = parts
+        .filter_map(|part| part.split_once('='))
+        .any(|(name, value)| {
+            name.trim().eq_ignore_ascii_case("charset")
+                && !value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        });
+    if other_charset {
+        return Err(Failure::UnsupportedMediaType);
+    }
+    Ok(())
 }
 
 /// Reads the whole body, refusing it (`413`) as soon as it passes [`MAX_BODY_BYTES`]:
@@ -91,6 +104,21 @@ pub(crate) fn parse_form<T: DeserializeOwned>(
     body: &[u8],
     fields: &[&'static str],
 ) -> Result<T, Failure> {
+    // serde_urlencoded decodes invalid UTF-8 lossily: `%FF` and `%FE` would both be U+FFFD,
+    // two passwords one. Such a body is refused instead.
+    for pair in body.split(|&byte| byte == b'&') {
+        let (key, value) = match pair.iter().position(|&byte| byte == b'=') {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &pair[pair.len()..]),
+        };
+        if !decodes_to_utf8(key) || !decodes_to_utf8(value) {
+            let key = form_decoded(key);
+            return Err(Failure::Invalid {
+                field: fields.iter().copied().find(|field| field.as_bytes() == key),
+                description: "a field is not UTF-8 text",
+            });
+        }
+    }
     serde_urlencoded::from_bytes(body).map_err(|error| {
         let message = error.to_string();
         Failure::Invalid {
@@ -98,6 +126,37 @@ pub(crate) fn parse_form<T: DeserializeOwned>(
             description: data_error_description(&message),
         }
     })
+}
+
+/// A form field's bytes as `application/x-www-form-urlencoded` decodes them: `+` is a
+/// space, `%XX` a byte; a `%` not followed by two hex digits stays as it is.
+fn form_decoded(encoded: &[u8]) -> Vec<u8> {
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let mut decoded = Vec::with_capacity(encoded.len());
+    let mut at = 0;
+    while at < encoded.len() {
+        match encoded[at] {
+            b'+' => decoded.push(b' '),
+            b'%' => {
+                let digit = |at: usize| encoded.get(at).and_then(|&byte| hex(byte));
+                match (digit(at + 1), digit(at + 2)) {
+                    (Some(high), Some(low)) => {
+                        // Two hex digits: at most 255.
+                        decoded.push((high * 16 + low) as u8);
+                        at += 2;
+                    }
+                    _ => decoded.push(b'%'),
+                }
+            }
+            byte => decoded.push(byte),
+        }
+        at += 1;
+    }
+    decoded
+}
+
+fn decodes_to_utf8(encoded: &[u8]) -> bool {
+    std::str::from_utf8(&form_decoded(encoded)).is_ok()
 }
 
 fn data_error_description(message: &str) -> &'static str {
@@ -175,6 +234,32 @@ mod tests {
         assert_eq!(ignored.name.as_deref(), Some("a"));
     }
 
+    /// Two bodies whose bytes differ must never read as one text: invalid UTF-8 is refused,
+    /// naming the field, not replaced.
+    #[test]
+    fn a_form_field_that_is_not_utf8_is_refused() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Form {
+            name: Option<String>,
+        }
+        for body in [&b"name=%FF"[..], b"name=a%C3%28", b"x%FE=1&name=a"] {
+            let result: Result<Form, _> = parse_form(body, &["name"]);
+            let expected = if body.starts_with(b"name") {
+                Some("name")
+            } else {
+                None
+            };
+            assert!(
+                matches!(result, Err(Failure::Invalid { field, .. }) if field == expected),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let text: Form = parse_form(b"name=%C3%A9t%C3%A9+%25+50%", &["name"]).unwrap();
+        assert_eq!(text.name.as_deref(), Some("été % 50%"));
+    }
+
     #[test]
     fn content_types_match_without_parameters_or_case() {
         let mut headers = HeaderMap::new();
@@ -183,6 +268,26 @@ mod tests {
             "Application/JSON; charset=utf-8".parse().unwrap(),
         );
         assert!(require_content_type(&headers, JSON).is_ok());
+        // Read as UTF-8 whatever it says: another charset is refused, not misread.
+        for (value, accepted) in [
+            ("application/x-www-form-urlencoded; charset=\"UTF-8\"", true),
+            (
+                "application/x-www-form-urlencoded;charset=iso-8859-1",
+                false,
+            ),
+            (
+                "application/x-www-form-urlencoded; Charset=windows-1252",
+                false,
+            ),
+        ] {
+            let mut form = HeaderMap::new();
+            form.insert(CONTENT_TYPE, value.parse().unwrap());
+            assert_eq!(
+                require_content_type(&form, FORM).is_ok(),
+                accepted,
+                "{value}"
+            );
+        }
         assert!(require_content_type(&headers, FORM).is_err());
         assert!(require_content_type(&HeaderMap::new(), JSON).is_err());
     }
