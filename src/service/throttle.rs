@@ -38,9 +38,10 @@ use crate::ClientAddr;
 ///
 /// Memory is bounded: each table keeps at most `capacity` entries (a 128-bit keyed hash and
 /// its counters, about 100 bytes with the bookkeeping; usernames themselves are not kept).
-/// A full table forgets its least recently used entry to make room, so a flood of new names
-/// cannot crowd out anyone else's count; pushing out a key that is being throttled takes
-/// `capacity` fresh keys between two of its attempts, which the per-address limit makes slow.
+/// A full table forgets its least recently used entry that counts nothing past its free
+/// allowance to make room (passing over up to 16 that do), so a flood of new names, or of
+/// fresh IPv6 /64s, cannot push out a key being throttled and give its guesser a fresh
+/// allowance; only when every entry looked at is throttled does the oldest go.
 ///
 /// IPv6 clients are counted per /64, the block one subscriber typically gets. Without a
 /// client address, the pair is the username alone.
@@ -274,6 +275,31 @@ impl Entry {
 
 type Table = LruCache<Fingerprint, Entry, BuildFingerprintHasher>;
 
+/// Entries a full table passes over, at most, before it evicts: bounded work a request.
+const PASSED_OVER: usize = 16;
+
+/// Before a full table takes a new key: its least recently used entries that still count
+/// failures past their free allowance are moved to the front, so the entry evicted is one
+/// that counts little. Else a flood of fresh keys (a /48 holds 65,536 IPv6 /64s, one key
+/// each) would push out a username under attack and give its guesser a fresh allowance.
+/// When every entry looked at is such a one, the least recently used goes all the same.
+fn keep_counts_under_attack(table: &mut Table, limit: &Limit, now: u64) {
+    if table.len() < table.cap().get() {
+        return;
+    }
+    for _ in 0..PASSED_OVER {
+        let Some((&key, entry)) = table.peek_lru() else {
+            return;
+        };
+        let counting = limit.delay(entry.failures).is_some()
+            && now.saturating_sub(entry.last_attempt) < limit.forget_after;
+        if !counting {
+            return;
+        }
+        table.promote(&key);
+    }
+}
+
 /// Counts kept in this process: one bounded LRU table per [`Kind`].
 pub(crate) struct LocalCounts {
     tables: [Mutex<Table>; 5],
@@ -324,6 +350,9 @@ impl LocalCounts {
             return Err(wait);
         }
         for (table, limit, key) in &mut tables {
+            if !table.contains(key) {
+                keep_counts_under_attack(table, limit, now);
+            }
             table
                 .get_or_insert_mut(*key, Entry::default)
                 .count(limit, now);
@@ -642,14 +671,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_table_forgets_its_least_recently_used_entry() {
+    async fn a_full_table_forgets_what_counts_little_and_keeps_a_name_under_attack() {
         let throttle = throttle();
         for _ in 0..3 {
             assert!(admits(&throttle, "a", None, 1000).await);
         }
         assert!(!admits(&throttle, "a", None, 1000).await);
+        // A flood of fresh names, each failing once: they evict each other, not `a`.
         for name in ["b", "c", "d", "e", "f", "g", "h"] {
-            assert!(admits(&throttle, name, None, 1000).await);
             assert!(admits(&throttle, name, None, 1000).await);
         }
         for table in &throttle.local.tables[..2] {
@@ -660,9 +689,23 @@ mod tests {
             "a new name has a count of its own"
         );
         assert!(
-            admits(&throttle, "a", None, 1000).await,
-            "the oldest name was forgotten"
+            !admits(&throttle, "a", None, 1000).await,
+            "the name under attack is still throttled"
         );
+        assert!(
+            admits(&throttle, "b", None, 1000).await,
+            "the oldest of the flood was forgotten"
+        );
+        // Once every entry is under attack, the least recently used goes all the same.
+        for name in ["p", "q", "r", "s"] {
+            for _ in 0..3 {
+                admits(&throttle, name, None, 1000).await;
+            }
+        }
+        assert!(admits(&throttle, "t", None, 1000).await);
+        for table in &throttle.local.tables[..2] {
+            assert_eq!(table.lock().unwrap().len(), 4, "the tables stay bounded");
+        }
     }
 
     #[test]
