@@ -755,6 +755,47 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A server that may evict keys with an expiry when its memory is full (managed services'
+/// `volatile-lru`) could drop an acknowledged revocation: refused at start, naming the
+/// setting. Without a memory limit, or with `noeviction`, nothing is evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_revocations_is_refused_at_start() {
+    let server = PrivateRedis::start();
+    let mut raw = raw_connection(&server.url()).await;
+    let set = |name: &'static str, value: &'static str| {
+        redis::cmd("CONFIG").arg("SET").arg(name).arg(value).clone()
+    };
+    set("maxmemory-policy", "volatile-lru")
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    assert!(
+        RedisRevocations::connect(&server.url()).await.is_ok(),
+        "no memory limit: nothing is evicted"
+    );
+    set("maxmemory", "100mb")
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    for strict in [false, true] {
+        let mut builder = RedisRevocations::connect(&server.url());
+        if strict {
+            builder = builder.strict();
+        }
+        let error = builder.await.map(|_| ()).unwrap_err().to_string();
+        assert!(
+            error.contains("maxmemory-policy is \"volatile-lru\"") && error.contains("noeviction"),
+            "{error}"
+        );
+        assert!(!error.contains(&server.password), "{error}");
+    }
+    set("maxmemory-policy", "noeviction")
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    assert!(RedisRevocations::connect(&server.url()).await.is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_redis_is_down_logouts_fail_and_checks_fail_closed_until_it_is_back() {
     let mut server = PrivateRedis::start();

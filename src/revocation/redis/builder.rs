@@ -148,6 +148,7 @@ impl RedisRevocationsBuilder {
             Ok(Err(error)) => return Err(unavailable(&error)),
             Err(_) => return Err(RevocationError::new("redis: connecting timed out")),
         };
+        refuse_evicting_server(&connection, self.timeout).await?;
         let keys = KeySpace::new(&self.prefix);
         let channel = keys.channel();
         let view = if self.strict {
@@ -189,6 +190,49 @@ impl RedisRevocationsBuilder {
             }),
         })
     }
+}
+
+/// Redis evicts keys when its memory is full unless its `maxmemory-policy` is `noeviction`,
+/// and every revocation is a key with an expiry, the first kind the `volatile-*` policies
+/// evict: an acknowledged revocation could vanish, and a gate started later (or any strict
+/// check) would accept the token again. Such a server is refused. One that will not say
+/// (`CONFIG` disabled, as some managed services have it) is used, with a warning.
+async fn refuse_evicting_server(
+    connection: &ConnectionManager,
+    timeout: Duration,
+) -> Result<(), RevocationError> {
+    let mut connection = connection.clone();
+    let mut pipeline = ::redis::pipe();
+    pipeline
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory");
+    let ask = pipeline.query_async::<(Vec<String>, Vec<String>)>(&mut connection);
+    let (policy, limit) = match tokio::time::timeout(timeout, ask).await {
+        Ok(Ok((policy, limit))) => (policy, limit),
+        Ok(Err(error)) => {
+            tracing::warn!(
+                %error,
+                "redis: cannot read maxmemory-policy; make sure it is noeviction, or revocations \
+                 may be evicted when memory is full"
+            );
+            return Ok(());
+        }
+        Err(_) => return Err(RevocationError::new("redis: CONFIG GET timed out")),
+    };
+    let policy = policy.get(1).map_or("", String::as_str);
+    // Without a memory limit nothing is ever evicted, whatever the policy says.
+    let limited = limit.get(1).is_some_and(|bytes| bytes != "0");
+    if limited && policy != "noeviction" {
+        return Err(RevocationError::new(format!(
+            "redis: maxmemory-policy is {policy:?} with a memory limit: revocations could be \
+             evicted when memory is full; set maxmemory-policy to noeviction"
+        )));
+    }
+    Ok(())
 }
 
 impl IntoFuture for RedisRevocationsBuilder {
