@@ -110,6 +110,8 @@ fn keys_roll_through_add_activate_and_retire_keeping_tokens_valid_until_retired(
         "gate.toml",
         "allow_dev_tokens = true\n\n[keys]\nalgorithm = \"EdDSA\"\n# the signing key\nprivate_pem = \"signing.pem\"   # kept as written\n",
     );
+    // The file may hold passwords: kept to its owner and group, and rewritten so.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
     let config = file.to_str().unwrap();
     let before = mint(config);
     let first = kid_of(&before);
@@ -118,6 +120,8 @@ fn keys_roll_through_add_activate_and_retire_keeping_tokens_valid_until_retired(
     // Staged: every instance verifies the new key; the old one still signs.
     let added = run(jwt_gate(), &["--config", config, "keys", "add"]);
     assert!(added.status.success(), "{}", stderr(&added));
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "rewritten with its own permissions");
     let second = String::from_utf8(added.stdout).unwrap().trim().to_owned();
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(

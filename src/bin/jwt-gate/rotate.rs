@@ -169,13 +169,54 @@ impl<'a> Ring<'a> {
         for (span, replacement) in edits {
             text.replace_range(span, &replacement);
         }
-        // Written whole, then renamed over the old file: a reader never sees half of it.
-        let path = &self.source.path;
+        // Written whole, then renamed over the old file: a reader never sees half of it. The
+        // file may hold passwords (a Redis or PostgreSQL URL): the new one is made with the
+        // old one's permissions and owner before any byte is written, and reaches the disk
+        // before it replaces the old. A symbolic link is followed, not replaced.
+        let path = std::fs::canonicalize(&self.source.path)
+            .map_err(|error| format!("cannot rewrite {}: {error}", self.source.path.display()))?;
         let temporary = path.with_extension("toml.new");
-        std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, path))
+        rewrite(&path, &temporary, text.as_bytes())
             .map_err(|error| format!("cannot rewrite {}: {error}", path.display()))
     }
+}
+
+/// Replaces `path` by `text` through `temporary`, keeping `path`'s mode and owner.
+fn rewrite(path: &Path, temporary: &Path, text: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+
+    let old = std::fs::metadata(path)?;
+    let _ = std::fs::remove_file(temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(temporary)?;
+    let written = (|| {
+        // Owner first: a group-readable mode on a file still owned by another group would
+        // show the passwords to that group for a moment.
+        std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid())).or_else(|error| {
+            // Only root may give a file away; a file of one's own keeps its owner anyway.
+            if error.kind() == std::io::ErrorKind::PermissionDenied {
+                Ok(())
+            } else {
+                Err(error)
+            }
+        })?;
+        file.set_permissions(old.permissions())?;
+        file.write_all(text)?;
+        file.sync_all()
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(temporary);
+        return Err(error);
+    }
+    std::fs::rename(temporary, path)?;
+    if let Some(directory) = path.parent() {
+        // The rename itself reaches the disk with its directory.
+        std::fs::File::open(directory)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// `keys add`: a new Ed25519 key, listed in `public_pems` (every instance verifies its
