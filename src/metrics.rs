@@ -389,15 +389,7 @@ pub(crate) fn jwks_fetched(uri: &http::Uri, outcome: Result<(), &crate::JwksErro
         use crate::JwksError;
         // Scheme, host, port and path: enough to tell sources apart, and nothing of a query
         // string or userinfo that might carry a credential.
-        let mut url = format!(
-            "{}://{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.host().unwrap_or("")
-        );
-        if let Some(port) = uri.port_u16() {
-            url.push_str(&format!(":{port}"));
-        }
-        url.push_str(uri.path());
+        let url = crate::keys::remote::shown(uri);
         let label = match outcome {
             Ok(()) => "ok",
             Err(

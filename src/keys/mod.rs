@@ -10,7 +10,7 @@
 
 mod jwk;
 #[cfg(feature = "jwks")]
-mod remote;
+pub(crate) mod remote;
 
 use std::fmt;
 use std::sync::Arc;

@@ -316,6 +316,7 @@ impl RemoteJwksBuilder {
             }
         };
         let mut follower = Follower {
+            shown: shown(&uri),
             uri,
             http,
             algorithm: self.algorithm,
@@ -726,10 +727,27 @@ impl RemoteJwks {
     }
 }
 
+/// `uri` as logs, errors and metrics show it: scheme, host, port and path, nothing of a
+/// userinfo or a query string, either of which may carry a credential.
+pub(crate) fn shown(uri: &Uri) -> String {
+    let mut shown = format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.host().unwrap_or("")
+    );
+    if let Some(port) = uri.port_u16() {
+        shown.push_str(&format!(":{port}"));
+    }
+    shown.push_str(uri.path());
+    shown
+}
+
 /// The refresh task's state. It is owned by that one task, so there is never more than one
 /// fetch in flight and no lock is needed, let alone held across I/O.
 struct Follower {
     uri: Uri,
+    /// `uri` as logs show it ([`shown`]).
+    shown: String,
     http: Http,
     algorithm: Option<Algorithm>,
     family: Option<AlgorithmFamily>,
@@ -820,11 +838,11 @@ impl Follower {
             match &outcome {
                 Ok(()) => self.last_good = Instant::now(),
                 Err(JwksError::NoUsableKey) => tracing::warn!(
-                    url = %self.uri,
+                    url = %self.shown,
                     "the issuer answered with no usable key; keeping the last good keys until they are stale"
                 ),
                 Err(error) => tracing::warn!(
-                    url = %self.uri,
+                    url = %self.shown,
                     %error,
                     "JWKS refresh failed; keeping the last good keys until they are stale"
                 ),
@@ -838,7 +856,7 @@ impl Follower {
     /// No usable answer for longer than the stale limit: the old keys are no longer trusted.
     fn retire_all(&mut self, keys: &Keys) {
         tracing::error!(
-            url = %self.uri,
+            url = %self.shown,
             "no usable JWKS for longer than the stale limit; refusing the issuer's tokens until it answers"
         );
         for kid in self.known.keys() {
@@ -861,7 +879,7 @@ impl Follower {
         let mut usable: Vec<(Jwk, Key)> = Vec::with_capacity(document.keys.len());
         for jwk in &document.keys {
             let Some(kid) = jwk.common.key_id.as_deref() else {
-                tracing::warn!(url = %self.uri, "skipping a JWK without kid");
+                tracing::warn!(url = %self.shown, "skipping a JWK without kid");
                 continue;
             };
             let key = match self.algorithm {
@@ -871,17 +889,17 @@ impl Follower {
             let key = match key {
                 Ok(key) => key,
                 Err(error) => {
-                    tracing::warn!(url = %self.uri, kid, %error, "skipping an unusable JWK");
+                    tracing::warn!(url = %self.shown, kid, %error, "skipping an unusable JWK");
                     continue;
                 }
             };
             let family = *self.family.get_or_insert(key.algorithm().family());
             if key.algorithm().family() != family {
-                tracing::warn!(url = %self.uri, kid, "skipping a JWK of another algorithm family");
+                tracing::warn!(url = %self.shown, kid, "skipping a JWK of another algorithm family");
                 continue;
             }
             if usable.iter().any(|(_, seen)| seen.kid() == Some(kid)) {
-                tracing::warn!(url = %self.uri, kid, "skipping a second JWK with the same kid");
+                tracing::warn!(url = %self.shown, kid, "skipping a second JWK with the same kid");
                 continue;
             }
             usable.push((jwk.clone(), key));
@@ -906,13 +924,13 @@ impl Follower {
                     // Same kid, new material: the old material must stop verifying.
                     let _ = keys.remove(&kid);
                     if let Err(error) = keys.add(key) {
-                        tracing::warn!(url = %self.uri, kid, %error, "could not replace a key");
+                        tracing::warn!(url = %self.shown, kid, %error, "could not replace a key");
                         continue;
                     }
                 }
                 None => {
                     if let Err(error) = keys.add(key) {
-                        tracing::warn!(url = %self.uri, kid, %error, "could not add a key");
+                        tracing::warn!(url = %self.shown, kid, %error, "could not add a key");
                         continue;
                     }
                 }
@@ -922,7 +940,7 @@ impl Follower {
         for kid in self.known.keys() {
             if !fresh.contains_key(kid) {
                 if let Err(error) = keys.remove(kid) {
-                    tracing::warn!(url = %self.uri, kid, %error, "could not remove a key");
+                    tracing::warn!(url = %self.shown, kid, %error, "could not remove a key");
                 }
             }
         }
@@ -960,7 +978,7 @@ impl Http {
         match uri.scheme_str() {
             Some("https") if !self.https => Err(JwksError::TlsNeedsClient),
             Some("http") if !self.allow_plain_http && !is_loopback(host) => {
-                Err(JwksError::PlainHttp(url.to_owned()))
+                Err(JwksError::PlainHttp(shown(&uri)))
             }
             Some("http" | "https") if !host.is_empty() => Ok(uri),
             _ => Err(JwksError::InvalidUrl(
@@ -997,7 +1015,9 @@ impl Http {
                 Ok(body) => body,
                 Err(JwksError::Status(second)) => {
                     return Err(JwksError::Discovery(format!(
-                        "{openid} answered {first} and {oauth} answered {second}"
+                        "{} answered {first} and {} answered {second}",
+                        shown(&self.checked_uri(&openid)?),
+                        shown(&self.checked_uri(&oauth)?)
                     )))
                 }
                 Err(error) => return Err(error),

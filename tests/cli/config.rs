@@ -47,7 +47,9 @@ fn check_config_redacts_database_passwords_and_applies_the_environment() {
     let file = dir.write(
         "gate.toml",
         "[users]\npostgres_url = \"postgres://app:hunter22@db.internal:5432/users\"\n\n\
-         [revocation]\nredis_url = \"redis://:redispass@127.0.0.1:6379/0\"\n",
+         [revocation]\nredis_url = \"redis://:redispass@127.0.0.1:6379/0\"\n\n\
+         [[issuers]]\nissuer = \"https://idp.example\"\naudience = \"api\"\n\
+         jwks_url = \"https://reader:jwkspass@idp.example/jwks\"\n",
     );
     let output = run(
         {
@@ -60,7 +62,7 @@ fn check_config_redacts_database_passwords_and_applies_the_environment() {
     assert!(output.status.success(), "{}", stderr(&output));
     let shown = String::from_utf8(output.stdout).unwrap();
     assert!(
-        !shown.contains("hunter22") && !shown.contains("redispass"),
+        !shown.contains("hunter22") && !shown.contains("redispass") && !shown.contains("jwkspass"),
         "{shown}"
     );
     assert!(

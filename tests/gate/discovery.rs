@@ -165,6 +165,22 @@ async fn plain_http_off_loopback_is_refused_unless_allowed() {
         .await
         .unwrap_err();
     assert!(matches!(error, JwksError::PlainHttp(_)), "{error:?}");
+    // A credential in the URL never reaches the error (nor the logs, which show the same).
+    let with_secrets = format!(
+        "http://reader:hunter22@issuer.test:{}/jwks?key=s3cret",
+        addr.port()
+    );
+    let error = RemoteJwks::builder(&with_secrets)
+        .client(client_to(addr))
+        .start()
+        .await
+        .unwrap_err();
+    assert_eq!(error, JwksError::PlainHttp(off_machine.clone()));
+    let message = error.to_string();
+    assert!(
+        !message.contains("hunter22") && !message.contains("s3cret"),
+        "{message}"
+    );
 
     // Allowed explicitly, the same URL is followed.
     let remote = RemoteJwks::builder(&off_machine)

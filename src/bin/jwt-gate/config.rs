@@ -1214,6 +1214,11 @@ pub(crate) fn effective(config: &Config) -> String {
     if let Some(url) = &mut shown.revocation.redis_url {
         *url = Spanned::new(0..0, redact_url(url.get_ref()));
     }
+    for issuer in &mut shown.issuers {
+        if let Some(url) = &mut issuer.jwks_url {
+            *url = Spanned::new(0..0, redact_url(url.get_ref()));
+        }
+    }
     if let Some(users) = &mut shown.users {
         if let Some(url) = &mut users.postgres_url {
             *url = Spanned::new(0..0, redact_url(url.get_ref()));
