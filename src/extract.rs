@@ -401,7 +401,7 @@ fn serialize_origin(origin: &str) -> Option<Box<str>> {
     )
 }
 
-/// RFC 7230 `tchar`, which RFC 6265 cookie names are made of.
+/// RFC 7230 `tchar`, which RFC 6265 cookie names and authentication schemes are made of.
 fn is_token_char(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
@@ -514,8 +514,9 @@ pub(crate) fn bearer_token(
         // `Bearer` then a tab, a no-break space (0xA0), a comma: no scheme of its own (a
         // scheme is a token), but a server that splits on any whitespace reads a bearer
         // token in it, which the gate would pass on unread.
-        let bearer_then_separator =
-            scheme.len() > 6 && scheme[..6].eq_ignore_ascii_case(b"bearer") && !is_tchar(scheme[6]);
+        let bearer_then_separator = scheme.len() > 6
+            && scheme[..6].eq_ignore_ascii_case(b"bearer")
+            && !is_token_char(scheme[6]);
         if bearer_then_separator {
             return Err(AuthError::InvalidCharacters);
         }
@@ -533,11 +534,6 @@ pub(crate) fn bearer_token(
     std::str::from_utf8(token)
         .map(Credentials::Bearer)
         .map_err(|_| AuthError::InvalidCharacters)
-}
-
-/// Whether `byte` may be part of a token (RFC 9110 §5.6.2), such as a scheme's name.
-fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 const OTHER: u8 = 0;
