@@ -44,9 +44,9 @@ pub(crate) fn decoded(path: &str) -> Option<String> {
 }
 
 /// `text` with its `%XX` escapes decoded (a `%` not followed by two hex digits stays as it
-/// is), and `+` read as a space where a form says so (query strings).
-fn percent_decoded(text: &str, plus_is_space: bool) -> Vec<u8> {
-    let bytes = text.as_bytes();
+/// is), and `+` read as a space where a form says so (query strings, form bodies).
+pub(crate) fn percent_decoded(text: impl AsRef<[u8]>, plus_is_space: bool) -> Vec<u8> {
+    let bytes = text.as_ref();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
     while index < bytes.len() {

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::reply::Failure;
+use crate::paths::percent_decoded;
 use crate::BoxError;
 
 /// The largest request body accepted, in bytes.
@@ -107,12 +108,10 @@ pub(crate) fn parse_form<T: DeserializeOwned>(
     // serde_urlencoded decodes invalid UTF-8 lossily: `%FF` and `%FE` would both be U+FFFD,
     // two passwords one. Such a body is refused instead.
     for pair in body.split(|&byte| byte == b'&') {
-        let (key, value) = match pair.iter().position(|&byte| byte == b'=') {
-            Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &pair[pair.len()..]),
-        };
-        if !decodes_to_utf8(key) || !decodes_to_utf8(value) {
-            let key = form_decoded(key);
+        let mut parts = pair.splitn(2, |&byte| byte == b'=');
+        let mut decoded = || percent_decoded(parts.next().unwrap_or_default(), true);
+        let (key, value) = (decoded(), decoded());
+        if std::str::from_utf8(&key).is_err() || std::str::from_utf8(&value).is_err() {
             return Err(Failure::Invalid {
                 field: fields.iter().copied().find(|field| field.as_bytes() == key),
                 description: "a field is not UTF-8 text",
@@ -126,37 +125,6 @@ pub(crate) fn parse_form<T: DeserializeOwned>(
             description: data_error_description(&message),
         }
     })
-}
-
-/// A form field's bytes as `application/x-www-form-urlencoded` decodes them: `+` is a
-/// space, `%XX` a byte; a `%` not followed by two hex digits stays as it is.
-fn form_decoded(encoded: &[u8]) -> Vec<u8> {
-    let hex = |byte: u8| char::from(byte).to_digit(16);
-    let mut decoded = Vec::with_capacity(encoded.len());
-    let mut at = 0;
-    while at < encoded.len() {
-        match encoded[at] {
-            b'+' => decoded.push(b' '),
-            b'%' => {
-                let digit = |at: usize| encoded.get(at).and_then(|&byte| hex(byte));
-                match (digit(at + 1), digit(at + 2)) {
-                    (Some(high), Some(low)) => {
-                        // Two hex digits: at most 255.
-                        decoded.push((high * 16 + low) as u8);
-                        at += 2;
-                    }
-                    _ => decoded.push(b'%'),
-                }
-            }
-            byte => decoded.push(byte),
-        }
-        at += 1;
-    }
-    decoded
-}
-
-fn decodes_to_utf8(encoded: &[u8]) -> bool {
-    std::str::from_utf8(&form_decoded(encoded)).is_ok()
 }
 
 fn data_error_description(message: &str) -> &'static str {
