@@ -376,28 +376,31 @@ impl Delivery {
 
     /// Resolves once the client has taken nothing for `timeout`, whatever waits.
     async fn quiet_for(&self, timeout: Duration) {
-        loop {
-            let since = self.0.lock().unwrap_or_else(|e| e.into_inner()).1;
-            if since.elapsed() >= timeout {
-                return;
-            }
-            tokio::time::sleep_until(since + timeout).await;
-        }
+        held_for(&self.0, timeout, |_| true).await;
     }
 
     /// Resolves once some response has waited `timeout` with nothing taken by the client.
     async fn stalled_for(&self, timeout: Duration) {
-        loop {
-            let (waiting, since) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if waiting > 0 && since.elapsed() >= timeout {
-                return;
-            }
-            let wake = if waiting > 0 {
-                since + timeout
-            } else {
-                Instant::now() + timeout
-            };
-            tokio::time::sleep_until(wake).await;
+        held_for(&self.0, timeout, |waiting| waiting > 0).await;
+    }
+}
+
+/// Resolves once `holds` has been true of the count in `state` for `timeout` past its
+/// instant ([`Streams`]: no request open since the last ended; [`Delivery`]: something
+/// waiting since the client last took data). While it is false, looks again `timeout` on.
+async fn held_for(
+    state: &Mutex<(usize, Instant)>,
+    timeout: Duration,
+    holds: impl Fn(usize) -> bool,
+) {
+    loop {
+        let (count, since) = *state.lock().unwrap_or_else(|e| e.into_inner());
+        if !holds(count) {
+            tokio::time::sleep_until(Instant::now() + timeout).await;
+        } else if since.elapsed() >= timeout {
+            return;
+        } else {
+            tokio::time::sleep_until(since + timeout).await;
         }
     }
 }
@@ -557,18 +560,7 @@ impl Streams {
 
     /// Resolves once no request has been open for `timeout`.
     async fn idle_for(&self, timeout: Duration) {
-        loop {
-            let (open, since) = *self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if open == 0 && since.elapsed() >= timeout {
-                return;
-            }
-            let wake = if open == 0 {
-                since + timeout
-            } else {
-                Instant::now() + timeout
-            };
-            tokio::time::sleep_until(wake).await;
-        }
+        held_for(&self.0, timeout, |open| open == 0).await;
     }
 }
 
