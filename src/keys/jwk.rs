@@ -130,11 +130,10 @@ fn check_parameters(
             let modulus = URL_SAFE_NO_PAD
                 .decode(&rsa.n)
                 .map_err(|_| invalid("`n` is not base64url"))?;
-            let significant = modulus.iter().skip_while(|byte| **byte == 0);
-            let bits = significant.clone().count() * 8
+            let significant = &modulus[modulus.iter().take_while(|byte| **byte == 0).count()..];
+            let bits = significant.len() * 8
                 - significant
-                    .clone()
-                    .next()
+                    .first()
                     .map_or(0, |top| top.leading_zeros() as usize);
             if bits < MIN_RSA_BITS {
                 return Err(invalid("an RSA modulus under 2048 bits"));
